@@ -1,0 +1,100 @@
+# Trading ML engine — every entry point. `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+export TRITON_HTTP_PORT ?= 8000
+export TRITON_GRPC_PORT ?= 8001
+export TRITON_METRICS_PORT ?= 8002
+export API_PORT ?= 8080
+export MYSQL_HOST ?= 127.0.0.1
+export MYSQL_PORT ?= 3306
+
+PY312 = $(shell scripts/find-python312.sh)
+UV = $(shell scripts/ensure-uv.sh)
+VENV := .venv
+PY := $(VENV)/bin/python
+RUN := .run
+APP_STAMP := $(VENV)/.synced
+TRITON_STAMP := .venv-triton/.installed
+PERF_ANALYZER := $(VENV)/bin/perf_analyzer
+
+.PHONY: help
+help: ## List every target
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# --- environments ---------------------------------------------------------------------------
+$(APP_STAMP): pyproject.toml uv.lock
+	@py="$(PY312)"; [ -n "$$py" ] || exit 1; \
+	 echo "app environment: $$py -> $(VENV)"; \
+	 UV_PYTHON_DOWNLOADS=never "$(UV)" sync --frozen --compile-bytecode --python "$$py" --quiet
+	@touch $@
+
+$(TRITON_STAMP): requirements/triton-model-env.txt scripts/install-triton-env.sh
+	@py="$(PY312)"; [ -n "$$py" ] || exit 1; scripts/install-triton-env.sh "$(UV)" "$$py" .venv-triton
+	@touch $@
+
+$(PERF_ANALYZER): $(APP_STAMP) scripts/install-perf-analyzer.sh
+	@py="$(PY312)"; [ -n "$$py" ] || exit 1; scripts/install-perf-analyzer.sh "$$py" $(VENV)
+
+.PHONY: env triton-env perf-analyzer setup
+env: $(APP_STAMP) ## App environment (.venv, Python 3.12, from uv.lock)
+triton-env: $(TRITON_STAMP) ## Triton model environment (.venv-triton: tritonserver, numpy<2)
+perf-analyzer: $(PERF_ANALYZER) ## perf_analyzer binary + libs, runnable as .venv/bin/perf_analyzer
+setup: env triton-env perf-analyzer ## All environments
+
+# --- services -------------------------------------------------------------------------------
+.PHONY: db demo-data triton orchestrator run stop status
+db: env ## Database: the configured server if reachable, else a private MariaDB in .run/mysql; migrate
+	@$(PY) -m orchestrator db up
+
+demo-data: db ## Load ~60 days of synthetic 5m bars for BTCUSD, EURUSD, XAUUSD (idempotent)
+	@$(PY) -m orchestrator demo --quiet
+
+triton: triton-env ## Start tritonserver (explicit model control) on 8000/8001/8002
+	@$(PY) -m orchestrator triton up
+
+orchestrator: env ## Start the Litestar API in the background on $(API_PORT)
+	@$(PY) -m orchestrator.devstack.api_process up
+
+run: setup demo-data triton orchestrator ## Everything: DB + demo data + Triton + API, then print where
+	@echo ""
+	@echo "  API          http://127.0.0.1:$(API_PORT)   (GET /health)"
+	@echo "  Triton HTTP  http://127.0.0.1:$(TRITON_HTTP_PORT)  gRPC 127.0.0.1:$(TRITON_GRPC_PORT)  metrics :$(TRITON_METRICS_PORT)"
+	@echo "  MariaDB      $(MYSQL_HOST):$(MYSQL_PORT)  database $${MYSQL_DATABASE:-trading}"
+	@echo "  logs         $(RUN)/*.log    stop with: make stop"
+
+stop: ## Stop what make started (API, Triton, private MariaDB), by pid
+	@if [ -x $(PY) ]; then \
+	  $(PY) -m orchestrator.devstack.api_process down; \
+	  $(PY) -m orchestrator triton down; \
+	  $(PY) -m orchestrator db down; \
+	else echo "nothing to stop (no environment yet)"; fi
+
+# --- quality --------------------------------------------------------------------------------
+.PHONY: test lint typecheck fmt
+test: setup ## The whole test suite against real MariaDB and real Triton (started by the tests)
+	@$(PY) -m pytest
+
+lint: env ## ruff
+	@$(VENV)/bin/ruff check orchestrator export tests bench
+	@$(VENV)/bin/ruff format --check orchestrator export tests bench
+
+typecheck: env ## mypy (strict)
+	@$(VENV)/bin/mypy orchestrator export
+
+fmt: env ## Format the code
+	@$(VENV)/bin/ruff format orchestrator export tests bench
+	@$(VENV)/bin/ruff check --fix orchestrator export tests bench
+
+# --- benchmarks -----------------------------------------------------------------------------
+.PHONY: bench bench-ingest
+bench-ingest: db ## Ingest 215,699 generated 5m bars; prints rows/s per phase
+	@$(PY) bench/ingest_bench.py
+
+bench: bench-ingest ## Every benchmark
+
+# --- housekeeping ---------------------------------------------------------------------------
+.PHONY: clean
+clean: stop ## Remove environments and runtime state (.venv, .venv-triton, .run)
+	@rm -rf $(VENV) .venv-triton $(RUN)

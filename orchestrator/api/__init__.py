@@ -1,0 +1,1 @@
+"""The Litestar service the Express gateway calls."""

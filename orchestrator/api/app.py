@@ -1,0 +1,31 @@
+"""The application, wired in one place: settings -> resources (lifespan) -> controllers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+from orchestrator.api.health import HealthController
+from orchestrator.api.resources import Resources
+from orchestrator.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.resources = await Resources.open(settings)
+        try:
+            yield
+        finally:
+            await app.state.resources.close()
+
+    return Litestar(
+        route_handlers=[HealthController],
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(title="Trading ML engine", version="0.1.0", path="/schema"),
+    )

@@ -1,0 +1,73 @@
+"""Liveness and readiness: what the gateway and `make run` look at first."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+
+from orchestrator.api.resources import Resources
+from orchestrator.marketdata.db import DatabaseUnavailableError
+
+_CHECK_TIMEOUT_S = 2.0
+
+
+class DependencyStatus(msgspec.Struct):
+    status: str  # "up" or "down"
+    address: str
+    detail: str = ""
+    models: list[str] = []
+
+
+class HealthReport(msgspec.Struct):
+    status: str  # "ok" when every dependency is up, else "degraded"
+    database: DependencyStatus
+    triton: DependencyStatus
+
+
+async def _database_status(resources: Resources) -> DependencyStatus:
+    address = resources.settings.db.address
+    try:
+        db = await resources.database()
+        await asyncio.wait_for(db.ping(), _CHECK_TIMEOUT_S)
+    except (DatabaseUnavailableError, TimeoutError) as exc:
+        return DependencyStatus("down", address, str(exc) or "timed out")
+    return DependencyStatus("up", address)
+
+
+async def _triton_status(resources: Resources) -> DependencyStatus:
+    settings = resources.settings.triton
+    address = settings.grpc_url
+    how_to_start = "start it with `make triton` or set TRITON_HOST/TRITON_GRPC_PORT"
+    try:
+        ready = await resources.triton.is_server_ready(client_timeout=_CHECK_TIMEOUT_S)
+        if not ready:
+            return DependencyStatus("down", address, f"Triton is not ready; {how_to_start}")
+        index = await resources.triton.get_model_repository_index(client_timeout=_CHECK_TIMEOUT_S)
+    except Exception as exc:  # tritonclient raises its own error type for every transport failure
+        return DependencyStatus("down", address, f"Triton unreachable ({exc}); {how_to_start}")
+    loaded = sorted(m.name for m in index.models if m.state == "READY")
+    return DependencyStatus("up", address, models=loaded)
+
+
+async def health_report(resources: Resources) -> HealthReport:
+    database, triton = await asyncio.gather(_database_status(resources), _triton_status(resources))
+    status = "ok" if database.status == triton.status == "up" else "degraded"
+    return HealthReport(status, database, triton)
+
+
+class HealthController(Controller):
+    tags = ["health"]  # noqa: RUF012
+
+    @get("/health", summary="Liveness with dependency detail (always 200 while the process runs)")
+    async def health(self, state: State) -> HealthReport:
+        return await health_report(state.resources)
+
+    @get("/health/ready", summary="Readiness: 503 until the database and Triton are both up")
+    async def ready(self, state: State) -> Response[HealthReport]:
+        report = await health_report(state.resources)
+        code = HTTP_200_OK if report.status == "ok" else HTTP_503_SERVICE_UNAVAILABLE
+        return Response(report, status_code=code)

@@ -1,0 +1,42 @@
+"""Process-wide clients (DB pool, Triton gRPC aio client), created inside the running loop."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import tritonclient.grpc.aio as grpcclient
+
+from orchestrator.marketdata.db import Database, DatabaseUnavailableError
+from orchestrator.settings import Settings
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    triton: grpcclient.InferenceServerClient
+    _db: Database | None = None
+    _db_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Resources:
+        resources = cls(settings=settings, triton=grpcclient.InferenceServerClient(settings.triton.grpc_url))
+        try:
+            await resources.database()
+        except DatabaseUnavailableError:
+            pass  # the service starts anyway; /health reports it and requests retry
+        return resources
+
+    async def database(self) -> Database:
+        """The pool, (re)connecting on first use so a late database does not need a restart."""
+        if self._db is not None:
+            return self._db
+        async with self._db_lock:
+            if self._db is None:
+                self._db = await Database.connect(self.settings.db)
+            return self._db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+        await self.triton.close()

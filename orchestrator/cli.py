@@ -1,0 +1,286 @@
+"""`python -m orchestrator ...`: one entry point for the service, the stack and data tasks.
+
+Expected failures (unreachable services, bad input) print one clear line and exit non-zero;
+tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from orchestrator.settings import PROJECT_ROOT, Settings
+
+EXIT_REJECTED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+# --- db -------------------------------------------------------------------------------------
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.devstack.mariadb import PrivateMariaDB, ensure_database
+
+    if args.action == "down":
+        stopped = PrivateMariaDB(port=settings.db.port).stop()
+        print("private MariaDB stopped" if stopped else "no private MariaDB was running")
+        return 0
+    if args.action == "up":
+        print(ensure_database(settings.db, tuple(args.extra_database or ())))
+    return asyncio.run(_migrate(settings))
+
+
+async def _migrate(settings: Settings) -> int:
+    from orchestrator.marketdata.db import Database
+    from orchestrator.marketdata.migrate import current_version, migrate
+
+    db = await Database.connect(settings.db)
+    try:
+        applied = await migrate(db)
+        version = await current_version(db)
+    finally:
+        await db.close()
+    for migration in applied:
+        print(f"applied migration {migration.version:04d}_{migration.name}")
+    print(f"schema at version {version} on {settings.db.address}/{settings.db.database}")
+    return 0
+
+
+# --- triton ---------------------------------------------------------------------------------
+def cmd_triton(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.devstack.triton import TritonServer, repository_models
+
+    repository = Path(args.model_repository or settings.triton.model_repository).resolve()
+    server = TritonServer(
+        model_repository=repository, http_port=settings.triton.http_port,
+        grpc_port=settings.triton.grpc_port, metrics_port=settings.triton.metrics_port,
+    )
+    if args.action == "down":
+        print("tritonserver stopped" if server.stop() else "no tritonserver of ours was running")
+        return 0
+    repository.mkdir(parents=True, exist_ok=True)
+    server.start()
+    models = repository_models(repository)
+    print(
+        f"tritonserver ready: HTTP {settings.triton.http_port}, gRPC {settings.triton.grpc_port}, "
+        f"metrics {settings.triton.metrics_port}; repository {repository}; "
+        f"models: {', '.join(models) or 'none yet'}; log {server.log_path}"
+    )
+    return 0
+
+
+# --- ingest ---------------------------------------------------------------------------------
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.ingest.pipeline import IngestOptions
+    from orchestrator.marketdata.timeframes import parse_timeframe
+
+    options = IngestOptions(
+        symbol=args.symbol, timeframe=parse_timeframe(args.timeframe) if args.timeframe else None,
+        strict=args.strict, batch_rows=args.batch_rows, asset_class=args.asset_class,
+        tick_size=args.tick_size, show_progress=not args.quiet,
+    )
+    if args.source == "polygon":
+        return asyncio.run(_ingest_polygon(args, options, settings))
+    if not args.files:
+        return _fail("give one or more CSV/Parquet files, or --source polygon")
+    return asyncio.run(_ingest_files(args, options, settings))
+
+
+def _print_report(report: Any) -> None:
+    line = (
+        f"{report.source}: read {report.rows_read}, wrote {report.rows_written}, "
+        f"rejected {report.rejected}"
+    )
+    if report.timeframe_inferred:
+        line += f" (timeframe {report.timeframe_inferred} inferred from bar spacing)"
+    print(line)
+    for reason, count in sorted(report.reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  {count:>7} x {reason}")
+    if report.rejects_path:
+        print(f"  every rejected row, with its line number and reason: {report.rejects_path}")
+
+
+async def _ingest_files(args: argparse.Namespace, options: Any, settings: Settings) -> int:
+    from orchestrator.ingest.pipeline import ingest_frame
+    from orchestrator.ingest.readers import read_bar_file
+    from orchestrator.marketdata.db import Database
+
+    db = await Database.connect(settings.db)
+    code = 0
+    try:
+        for name in args.files:
+            path = Path(name)
+            frame = read_bar_file(path, args.format)
+            rejects = Path(args.rejects) if args.rejects else path.with_name(path.name + ".rejects.csv")
+            report = await ingest_frame(db, frame, options, source=str(path), rejects_path=rejects)
+            _print_report(report)
+            if not report.ok:
+                code = EXIT_REJECTED
+                if options.strict:
+                    print(f"  --strict: nothing was written from {path}")
+    finally:
+        await db.close()
+    return code
+
+
+async def _ingest_polygon(args: argparse.Namespace, options: Any, settings: Settings) -> int:
+    from orchestrator.ingest.pipeline import ingest_frame
+    from orchestrator.ingest.polygon import PolygonClient, PolygonSettings
+    from orchestrator.marketdata.db import Database
+
+    if not args.symbol or not args.timeframe or not args.start or not args.end:
+        return _fail("--source polygon needs --symbol, --timeframe, --from and --to")
+    polygon = PolygonSettings.from_env()
+    db = await Database.connect(settings.db)
+    try:
+        async with PolygonClient(polygon) as client:
+            frame = await client.aggregates(
+                args.symbol, options.timeframe, date.fromisoformat(args.start),
+                date.fromisoformat(args.end), ticker=args.polygon_ticker,
+                show_progress=options.show_progress,
+            )
+        rejects = Path(args.rejects) if args.rejects else None
+        report = await ingest_frame(db, frame, options, source=f"polygon:{args.symbol}",
+                                    rejects_path=rejects)
+        _print_report(report)
+    finally:
+        await db.close()
+    return 0 if report.ok else EXIT_REJECTED
+
+
+# --- demo -----------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.demo.generator import MARKETS, generate_market
+
+    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+    unknown = [s for s in symbols if s not in MARKETS]
+    if unknown:
+        return _fail(f"no demo market for {', '.join(unknown)}; choose from {', '.join(MARKETS)}")
+    frame = generate_market(symbols, days=args.days, bars=args.bars, seed=args.seed, end=args.end)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        if out.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.assign(ts=frame["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(tmp, index=False)
+        tmp.replace(out)
+        print(f"wrote {len(frame)} bars for {', '.join(symbols)} to {out}")
+        return 0
+    return asyncio.run(_load_demo(frame, settings, args.quiet))
+
+
+async def _load_demo(frame: Any, settings: Settings, quiet: bool) -> int:
+    from orchestrator.demo.generator import MARKETS
+    from orchestrator.ingest.pipeline import IngestOptions, ingest_frame
+    from orchestrator.marketdata.db import Database
+    from orchestrator.marketdata.store import BarStore, SymbolInfo
+    from orchestrator.marketdata.timeframes import Timeframe
+
+    db = await Database.connect(settings.db)
+    try:
+        store = BarStore(db)
+        for symbol in frame["symbol"].unique():
+            spec = MARKETS[symbol]
+            await store.upsert_symbol(SymbolInfo(symbol, spec.asset_class, spec.tick_size,
+                                                 Timeframe.M5, f"synthetic demo market ({spec.calendar})"))
+        raw = frame.assign(line=range(1, len(frame) + 1), raw_ts=frame["ts"].astype(str))
+        report = await ingest_frame(db, raw, IngestOptions(show_progress=not quiet),
+                                    source="demo", rejects_path=None)
+        _print_report(report)
+    finally:
+        await db.close()
+    return 0 if report.ok else EXIT_REJECTED
+
+
+# --- serve ----------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from orchestrator.api.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host or settings.api.host, port=args.port or settings.api.port,
+                log_level="info", access_log=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database: up (ensure server + migrate), migrate, down")
+    db.add_argument("action", choices=["up", "migrate", "down"])
+    db.add_argument("--extra-database", action="append", help="also create this database")
+
+    triton = sub.add_parser("triton", help="start/stop the local tritonserver (explicit mode)")
+    triton.add_argument("action", choices=["up", "down"])
+    triton.add_argument("--model-repository", help="default: $MODEL_REPOSITORY or ./model_repository")
+
+    ingest = sub.add_parser("ingest", help="ingest CSV/Parquet files or Polygon aggregates")
+    ingest.add_argument("files", nargs="*", help="CSV or Parquet files")
+    ingest.add_argument("--source", choices=["file", "polygon"], default="file")
+    ingest.add_argument("--symbol", help="symbol for files without a symbol column (e.g. BTCUSD)")
+    ingest.add_argument("--timeframe", help="timeframe for files without one: 1m 5m 15m 30m 1h 4h 1d")
+    ingest.add_argument("--format", choices=["csv", "parquet"], help="default: from the extension")
+    ingest.add_argument("--strict", action="store_true", help="write nothing if any row is bad")
+    ingest.add_argument("--rejects", help="rejects CSV path (default: <file>.rejects.csv)")
+    ingest.add_argument("--batch-rows", type=int, default=10_000, help="rows per transaction")
+    ingest.add_argument("--asset-class", help="for new symbols: crypto forex metal equity index commodity")
+    ingest.add_argument("--tick-size", type=float, help="for new symbols")
+    ingest.add_argument("--from", dest="start", help="polygon: first day, YYYY-MM-DD")
+    ingest.add_argument("--to", dest="end", help="polygon: last day, YYYY-MM-DD")
+    ingest.add_argument("--polygon-ticker", help="polygon ticker if not derivable (e.g. X:BTCUSD)")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    demo = sub.add_parser("demo", help="generate synthetic bars into the store (or a file)")
+    demo.add_argument("--symbols", default="BTCUSD,EURUSD,XAUUSD")
+    demo.add_argument("--days", type=float, default=60.0)
+    demo.add_argument("--bars", type=int, help="open-market bars per symbol (overrides --days)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--end", default="2025-06-30 00:00", help="UTC end (exclusive)")
+    demo.add_argument("--out", help="write CSV/Parquet instead of loading the store")
+    demo.add_argument("--quiet", action="store_true")
+
+    serve = sub.add_parser("serve", help="run the Litestar API (uvicorn)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    return parser
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "db": cmd_db, "triton": cmd_triton, "ingest": cmd_ingest, "demo": cmd_demo, "serve": cmd_serve,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from orchestrator.devstack.mariadb import DatabaseSetupError
+    from orchestrator.devstack.triton import TritonStartError
+    from orchestrator.ingest.readers import InputFileError
+    from orchestrator.marketdata.db import DatabaseUnavailableError
+    from orchestrator.marketdata.timeframes import InvalidSymbolError, InvalidTimeframeError
+
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    try:
+        return COMMANDS[args.command](args, settings)
+    except (DatabaseUnavailableError, DatabaseSetupError, TritonStartError) as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    except (InputFileError, InvalidSymbolError, InvalidTimeframeError, ValueError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted; committed batches are kept and a re-run completes the job "
+                     "without duplicates", 130)
+
+
+_ = (PROJECT_ROOT, Coroutine)

@@ -1,0 +1,1 @@
+"""Deterministic synthetic market data for demos, tests and benchmarks."""

@@ -1,0 +1,83 @@
+"""Background processes tracked by pid files, so `make stop` stops exactly what `make` started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def read_pid(pid_path: Path) -> int | None:
+    try:
+        return int(pid_path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def is_alive(pid: int, expected_name: str) -> bool:
+    """True when `pid` runs and its command line mentions `expected_name` (guards pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    return state != "Z" and expected_name in cmdline
+
+
+def running_pid(pid_path: Path, expected_name: str) -> int | None:
+    pid = read_pid(pid_path)
+    return pid if pid is not None and is_alive(pid, expected_name) else None
+
+
+def spawn(
+    command: Sequence[str], *, env: Mapping[str, str], log_path: Path, pid_path: Path,
+    cwd: Path | None = None,
+) -> int:
+    """Starts `command` detached from our session, appending its output to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            list(command), env=dict(env), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
+        )
+    tmp = pid_path.with_suffix(".tmp")
+    tmp.write_text(f"{proc.pid}\n")
+    tmp.replace(pid_path)
+    return proc.pid
+
+
+def stop(pid_path: Path, expected_name: str, timeout_s: float = 30.0) -> bool:
+    """SIGTERM, then SIGKILL after `timeout_s`; returns False when nothing of ours was running."""
+    pid = running_pid(pid_path, expected_name)
+    if pid is None:
+        pid_path.unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and is_alive(pid, expected_name):
+        _reap(pid)
+        time.sleep(0.1)
+    if is_alive(pid, expected_name):
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        _reap(pid)
+    pid_path.unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def log_tail(log_path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log yet)"

@@ -1,0 +1,78 @@
+"""Transactional, idempotent batch upsert of validated bars, with a rows/s progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import BarStore, SymbolInfo
+
+DEFAULT_BATCH_ROWS = 10_000
+# Two connections overlap client-side encoding with server-side inserts (~2x on 2 cores).
+DEFAULT_WRITERS = 2
+
+
+def _rows(batch: pd.DataFrame) -> list[tuple[object, ...]]:
+    # Pre-formatted UTC strings are far cheaper for the driver to escape than datetimes.
+    ts_text = np.datetime_as_string(batch["ts"].to_numpy(dtype="datetime64[s]"), unit="s")
+    ts_text = np.char.replace(ts_text, "T", " ")
+    return list(
+        zip(
+            batch["symbol"].tolist(),
+            batch["timeframe"].tolist(),
+            ts_text.tolist(),
+            batch["open"].tolist(),
+            batch["high"].tolist(),
+            batch["low"].tolist(),
+            batch["close"].tolist(),
+            batch["volume"].tolist(),
+            strict=True,
+        )
+    )
+
+
+async def write_bars(
+    db: Database,
+    bars: pd.DataFrame,
+    symbols: dict[str, SymbolInfo],
+    *,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    writers: int = DEFAULT_WRITERS,
+    show_progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Upserts `bars` in batches, each its own transaction: an interruption loses at most the
+    batches in flight (rolled back), and re-running finishes the job without duplicates."""
+    store = BarStore(db)
+    for info in symbols.values():
+        await store.upsert_symbol(info)
+    pending = [bars.iloc[i : i + batch_rows] for i in range(0, len(bars), batch_rows)]
+    pending.reverse()
+    written = 0
+    with tqdm(total=len(bars), unit="rows", unit_scale=True, disable=not show_progress,
+              desc="ingest", dynamic_ncols=True) as progress:
+
+        async def drain() -> None:
+            nonlocal written
+            while pending:
+                batch = pending.pop()
+                rows = _rows(batch)
+                async with db.transaction() as conn:
+                    await BarStore.upsert_rows(conn, rows)
+                written += len(batch)
+                progress.update(len(batch))
+                if on_batch is not None:
+                    on_batch(written)
+
+        tasks = [asyncio.create_task(drain()) for _ in range(max(1, writers))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+    return written

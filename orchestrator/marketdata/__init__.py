@@ -1,0 +1,1 @@
+"""Market-data store: MariaDB/MySQL schema, asyncmy pool, bar queries and resampling."""

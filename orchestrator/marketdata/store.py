@@ -1,0 +1,214 @@
+"""Queries over the bars/symbols tables. Parameterised SQL only; inputs pass the allow-lists first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import numpy as np
+import pandas as pd
+from asyncmy.connection import Connection
+
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.resample import resample_bars
+from orchestrator.marketdata.timeframes import Timeframe, is_multiple, parse_symbol
+
+OHLCV = ["open", "high", "low", "close", "volume"]
+ASSET_CLASSES = ("crypto", "forex", "metal", "equity", "index", "commodity")
+
+_SELECT_BARS = (
+    "SELECT ts, CAST(open AS DOUBLE), CAST(high AS DOUBLE), CAST(low AS DOUBLE),"
+    " CAST(close AS DOUBLE), CAST(volume AS DOUBLE) FROM bars"
+)
+_UPSERT_BARS = (
+    "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE open = VALUES(open), high = VALUES(high), low = VALUES(low),"
+    " close = VALUES(close), volume = VALUES(volume)"
+)
+
+
+class SymbolInfo(msgspec.Struct, frozen=True):
+    symbol: str
+    asset_class: str
+    tick_size: float
+    base_timeframe: Timeframe = Timeframe.M5
+    description: str = ""
+
+
+class UnknownSymbolError(LookupError):
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        super().__init__(
+            f"unknown symbol {symbol!r}: ingest its bars first (python -m orchestrator ingest ...)"
+        )
+
+
+class UnsupportedTimeframeError(ValueError):
+    pass
+
+
+def empty_bars() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in OHLCV})
+    frame.index = pd.DatetimeIndex([], tz="UTC", name="ts")
+    return frame
+
+
+def _to_frame(rows: Sequence[tuple[Any, ...]]) -> pd.DataFrame:
+    if not rows:
+        return empty_bars()
+    ts = pd.DatetimeIndex([r[0] for r in rows], name="ts").tz_localize("UTC")
+    values = np.array([r[1:] for r in rows], dtype=np.float64)
+    return pd.DataFrame(values, index=ts, columns=OHLCV)
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+class BarStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- symbols -------------------------------------------------------------------------
+    async def list_symbols(self) -> list[SymbolInfo]:
+        rows = await self.db.fetchall(
+            "SELECT symbol, asset_class, tick_size, base_timeframe, description"
+            " FROM symbols ORDER BY symbol",
+            (),
+        )
+        return [
+            SymbolInfo(r[0], r[1], float(r[2]), Timeframe(r[3]), r[4]) for r in rows
+        ]
+
+    async def get_symbol(self, symbol: str) -> SymbolInfo:
+        symbol = parse_symbol(symbol)
+        rows = await self.db.fetchall(
+            "SELECT symbol, asset_class, tick_size, base_timeframe, description"
+            " FROM symbols WHERE symbol = %s",
+            (symbol,),
+        )
+        if not rows:
+            raise UnknownSymbolError(symbol)
+        r = rows[0]
+        return SymbolInfo(r[0], r[1], float(r[2]), Timeframe(r[3]), r[4])
+
+    async def upsert_symbol(self, info: SymbolInfo, conn: Connection | None = None) -> None:
+        """Registers a symbol; an existing row keeps its settings (they are edited deliberately)."""
+        if info.asset_class not in ASSET_CLASSES:
+            raise ValueError(f"asset class {info.asset_class!r} is not one of {ASSET_CLASSES}")
+        sql = (
+            "INSERT IGNORE INTO symbols (symbol, asset_class, tick_size, base_timeframe, description)"
+            " VALUES (%s, %s, %s, %s, %s)"
+        )
+        params = (
+            parse_symbol(info.symbol),
+            info.asset_class,
+            Decimal(repr(info.tick_size)),
+            info.base_timeframe.value,
+            info.description,
+        )
+        if conn is not None:
+            async with conn.cursor() as cur:
+                await cur.execute(sql, params)
+            return
+        async with self.db.transaction() as tx, tx.cursor() as cur:
+            await cur.execute(sql, params)
+
+    # --- bars ----------------------------------------------------------------------------
+    async def last_bar_times(self) -> dict[tuple[str, Timeframe], datetime]:
+        """Newest bar open time per (symbol, stored timeframe); a loose index scan on the PK."""
+        rows = await self.db.fetchall(
+            "SELECT symbol, timeframe, MAX(ts) FROM bars GROUP BY symbol, timeframe", ()
+        )
+        return {(r[0], Timeframe(r[1])): r[2].replace(tzinfo=UTC) for r in rows}
+
+    async def last_bar_time(self, symbol: str, timeframe: Timeframe) -> datetime | None:
+        source = await self._source_timeframe(parse_symbol(symbol), timeframe)
+        rows = await self.db.fetchall(
+            "SELECT MAX(ts) FROM bars WHERE symbol = %s AND timeframe = %s",
+            (symbol, source.value),
+        )
+        return rows[0][0].replace(tzinfo=UTC) if rows and rows[0][0] else None
+
+    async def count_bars(self, symbol: str, timeframe: Timeframe) -> int:
+        rows = await self.db.fetchall(
+            "SELECT COUNT(*) FROM bars WHERE symbol = %s AND timeframe = %s",
+            (parse_symbol(symbol), timeframe.value),
+        )
+        return int(rows[0][0])
+
+    async def latest_bars(self, symbol: str, timeframe: Timeframe, limit: int) -> pd.DataFrame:
+        """The newest `limit` bars, oldest first; resampled from the base timeframe if needed."""
+        if limit <= 0:
+            raise ValueError("limit must be a positive number of bars")
+        symbol = parse_symbol(symbol)
+        source = await self._source_timeframe(symbol, timeframe)
+        ratio = timeframe.seconds // source.seconds
+        # Each bucket holds at most `ratio` base bars, so (limit + 1) * ratio base bars always
+        # span at least limit + 1 buckets; the oldest one may be cut short and is dropped.
+        fetch = limit if ratio == 1 else (limit + 1) * ratio
+        rows = await self.db.fetchall(
+            f"{_SELECT_BARS} WHERE symbol = %s AND timeframe = %s ORDER BY ts DESC LIMIT %s",
+            (symbol, source.value, fetch),
+        )
+        frame = _to_frame(rows[::-1])
+        if ratio == 1:
+            return frame
+        resampled = resample_bars(frame, timeframe)
+        if len(rows) == fetch:
+            resampled = resampled.iloc[1:]
+        return resampled.iloc[-limit:]
+
+    async def bars_between(
+        self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime
+    ) -> pd.DataFrame:
+        """Bars whose open time lies in [start, end), oldest first."""
+        if end <= start:
+            raise ValueError("end must be after start")
+        symbol = parse_symbol(symbol)
+        source = await self._source_timeframe(symbol, timeframe)
+        start_n, end_n = _naive_utc(start), _naive_utc(end)
+        # Read whole buckets so the first resampled bucket is complete, then keep those >= start.
+        fetch_from = pd.Timestamp(start_n).floor(timeframe.pandas_freq).to_pydatetime()
+        rows = await self.db.fetchall(
+            f"{_SELECT_BARS} WHERE symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s"
+            " ORDER BY ts",
+            (symbol, source.value, fetch_from if source != timeframe else start_n, end_n),
+        )
+        frame = _to_frame(rows)
+        if source == timeframe:
+            return frame
+        resampled = resample_bars(frame, timeframe)
+        return resampled[resampled.index >= pd.Timestamp(start_n, tz="UTC")]
+
+    async def _source_timeframe(self, symbol: str, timeframe: Timeframe) -> Timeframe:
+        """Bars stored at `timeframe` win; otherwise resample from the symbol's base timeframe."""
+        info = await self.get_symbol(symbol)
+        if timeframe == info.base_timeframe:
+            return timeframe
+        rows = await self.db.fetchall(
+            "SELECT 1 FROM bars WHERE symbol = %s AND timeframe = %s LIMIT 1",
+            (symbol, timeframe.value),
+        )
+        if rows:
+            return timeframe
+        if not is_multiple(timeframe, info.base_timeframe):
+            raise UnsupportedTimeframeError(
+                f"{symbol} is stored at {info.base_timeframe.value}; {timeframe.value} is not a "
+                f"whole multiple of it, so it cannot be resampled"
+            )
+        return info.base_timeframe
+
+    # --- writes --------------------------------------------------------------------------
+    @staticmethod
+    async def upsert_rows(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Idempotent upsert of (symbol, timeframe, ts, o, h, l, c, v) rows inside the caller's
+        transaction: ingesting the same bars twice leaves the table identical."""
+        async with conn.cursor() as cur:
+            await cur.executemany(_UPSERT_BARS, rows)

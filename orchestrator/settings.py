@@ -1,0 +1,118 @@
+"""Runtime settings, read once from the environment (documented in README)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = PROJECT_ROOT / ".run"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"error: environment variable {name}={raw!r} must be an integer") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"error: environment variable {name}={raw!r} must be a number") from None
+
+
+class DatabaseSettings(msgspec.Struct, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = "trading"
+    password: str = "trading"
+    database: str = "trading"
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    connect_timeout_s: float = 5.0
+    acquire_timeout_s: float = 5.0
+    query_timeout_s: float = 30.0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls) -> DatabaseSettings:
+        d = cls()
+        return msgspec.structs.replace(
+            d,
+            host=os.environ.get("MYSQL_HOST", d.host),
+            port=_env_int("MYSQL_PORT", d.port),
+            user=os.environ.get("MYSQL_USER", d.user),
+            password=os.environ.get("MYSQL_PASSWORD", d.password),
+            database=os.environ.get("MYSQL_DATABASE", d.database),
+            pool_max_size=_env_int("MYSQL_POOL_SIZE", d.pool_max_size),
+            acquire_timeout_s=_env_float("MYSQL_ACQUIRE_TIMEOUT_S", d.acquire_timeout_s),
+            query_timeout_s=_env_float("MYSQL_QUERY_TIMEOUT_S", d.query_timeout_s),
+        )
+
+
+class TritonSettings(msgspec.Struct, frozen=True):
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    model_repository: str = str(PROJECT_ROOT / "model_repository")
+    request_timeout_s: float = 10.0
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @classmethod
+    def from_env(cls) -> TritonSettings:
+        d = cls()
+        return msgspec.structs.replace(
+            d,
+            host=os.environ.get("TRITON_HOST", d.host),
+            http_port=_env_int("TRITON_HTTP_PORT", d.http_port),
+            grpc_port=_env_int("TRITON_GRPC_PORT", d.grpc_port),
+            metrics_port=_env_int("TRITON_METRICS_PORT", d.metrics_port),
+            model_repository=os.environ.get("MODEL_REPOSITORY", d.model_repository),
+            request_timeout_s=_env_float("TRITON_TIMEOUT_S", d.request_timeout_s),
+        )
+
+
+class ApiSettings(msgspec.Struct, frozen=True):
+    host: str = "0.0.0.0"
+    port: int = 8080
+
+    @classmethod
+    def from_env(cls) -> ApiSettings:
+        d = cls()
+        return msgspec.structs.replace(
+            d,host=os.environ.get("API_HOST", d.host), port=_env_int("API_PORT", d.port))
+
+
+class Settings(msgspec.Struct, frozen=True):
+    db: DatabaseSettings
+    triton: TritonSettings
+    api: ApiSettings
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            db=DatabaseSettings.from_env(),
+            triton=TritonSettings.from_env(),
+            api=ApiSettings.from_env(),
+        )
