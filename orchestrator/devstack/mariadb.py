@@ -8,7 +8,6 @@ import getpass
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,14 +29,6 @@ def _find(binary: str) -> str | None:
     return shutil.which(binary) or next(
         (str(p) for d in ("/usr/sbin", "/usr/bin") if (p := Path(d) / binary).exists()), None
     )
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 async def _try_connect(settings: DatabaseSettings) -> str | None:
@@ -101,7 +92,7 @@ class PrivateMariaDB:
         if self.is_running():
             return
         self.ensure_installed()
-        if _port_open("127.0.0.1", self.port):
+        if process.port_in_use(self.port):
             raise DatabaseSetupError(
                 f"port {self.port} is taken by another process that does not accept the "
                 "configured credentials; stop it or set MYSQL_PORT to a free port"
@@ -176,7 +167,7 @@ def ensure_database(settings: DatabaseSettings, extra_databases: tuple[str, ...]
     if settings.host not in _LOCAL_HOSTS:
         raise DatabaseSetupError(reason)
     private = PrivateMariaDB(port=settings.port)
-    if not private.is_running() and _port_open(settings.host, settings.port):
+    if not private.is_running() and process.port_in_use(settings.port, settings.host):
         raise DatabaseSetupError(
             f"{reason}\nSomething already listens on {settings.address} but refuses these "
             "credentials; fix MYSQL_USER/MYSQL_PASSWORD or choose another MYSQL_PORT."

@@ -120,12 +120,23 @@ class TritonServer:
                 "stop it or choose other ports (TRITON_HTTP_PORT/TRITON_GRPC_PORT/"
                 "TRITON_METRICS_PORT)"
             )
+        busy = [port for port in (self.http_port, self.grpc_port, self.metrics_port)
+                if process.port_in_use(port)]
+        if busy:
+            raise TritonStartError(
+                f"port(s) {', '.join(map(str, busy))} already in use by another process; stop it "
+                "or choose other ports (TRITON_HTTP_PORT/TRITON_GRPC_PORT/TRITON_METRICS_PORT)"
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         process.spawn(
             self.command(), env=self.environment(), log_path=self.log_path,
             pid_path=self.pid_path, cwd=self.run_dir,
         )
-        self.wait_ready(timeout_s)
+        try:
+            self.wait_ready(timeout_s)
+        except TritonStartError:
+            self.stop()  # never leave a half-started server behind
+            raise
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -133,6 +144,7 @@ class TritonServer:
             if self.is_ready():
                 return
             if not self.is_running():
+                time.sleep(0.5)  # let the log reach the disk
                 raise TritonStartError(
                     f"tritonserver exited during start-up; last lines of {self.log_path}:\n"
                     + process.log_tail(self.log_path)

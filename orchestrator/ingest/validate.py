@@ -56,9 +56,11 @@ def validate_bars(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             flag(np.isfinite(column) & (column <= 0), f"{name} must be positive")
             flag(np.isfinite(column) & (column >= MAX_PRICE), f"{name} exceeds {MAX_PRICE:g}")
     o, h, low, c = prices.T
+    # Range checks only make sense once every price is itself valid.
     with np.errstate(invalid="ignore"):
-        flag(h < np.maximum(o, c), "high is below max(open, close)")
-        flag(low > np.minimum(o, c), "low is above min(open, close)")
+        sane = np.isfinite(prices).all(axis=1) & (prices > 0).all(axis=1)
+        flag(sane & (h < np.maximum(o, c)), "high is below max(open, close)")
+        flag(sane & (low > np.minimum(o, c)), "low is above min(open, close)")
 
     volume = frame["volume"].to_numpy(dtype=np.float64)
     flag(~np.isfinite(volume), "volume is not a finite number")

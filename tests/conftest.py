@@ -1,0 +1,102 @@
+"""Session services for the suite: the real MariaDB (private instance unless MYSQL_* points at a
+server) with a dedicated test database, and a real tritonserver on test ports. Whatever the
+suite starts, it stops."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from orchestrator.devstack.mariadb import PrivateMariaDB, ensure_database
+from orchestrator.devstack.triton import TritonServer
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.migrate import migrate
+from orchestrator.settings import PROJECT_ROOT, DatabaseSettings, TritonSettings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TEST_DATABASE = os.environ.get("MYSQL_TEST_DATABASE", "trading_test")
+TRITON_TEST_PORTS = (18000, 18001, 18002)
+
+
+async def _reset_schema(settings: DatabaseSettings) -> None:
+    db = await Database.connect(settings)
+    try:
+        async with db.connection() as conn, conn.cursor() as cur:
+            await cur.execute("SET FOREIGN_KEY_CHECKS = 0")
+            for table in ("bars", "symbols", "schema_migrations"):
+                await cur.execute(f"DROP TABLE IF EXISTS {table}")
+            await cur.execute("SET FOREIGN_KEY_CHECKS = 1")
+            await conn.commit()
+        await migrate(db)
+    finally:
+        await db.close()
+
+
+@pytest.fixture(scope="session")
+def db_settings() -> Iterator[DatabaseSettings]:
+    base = DatabaseSettings.from_env()
+    settings = msgspec.structs.replace(base, database=TEST_DATABASE)
+    private = PrivateMariaDB(port=settings.port)
+    was_running = private.is_running()
+    ensure_database(settings)
+    asyncio.run(_reset_schema(settings))
+    yield settings
+    if not was_running and private.is_running():
+        private.stop()
+
+
+@pytest.fixture
+async def db(db_settings: DatabaseSettings) -> AsyncIterator[Database]:
+    database = await Database.connect(db_settings)
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def clean_db(db: Database) -> Database:
+    """The test database with no bars and no symbols."""
+    async with db.transaction() as conn, conn.cursor() as cur:
+        await cur.execute("DELETE FROM bars")
+        await cur.execute("DELETE FROM symbols")
+    return db
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    http, grpc, metrics = TRITON_TEST_PORTS
+    server = TritonServer(
+        model_repository=FIXTURES / "model_repository", http_port=http, grpc_port=grpc,
+        metrics_port=metrics, run_dir=tmp_path_factory.mktemp("triton"), name="triton-test",
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_settings(triton_server: TritonServer) -> TritonSettings:
+    return TritonSettings(host="127.0.0.1", http_port=triton_server.http_port,
+                          grpc_port=triton_server.grpc_port, metrics_port=triton_server.metrics_port,
+                          model_repository=str(triton_server.model_repository))
+
+
+def cli_env(settings: DatabaseSettings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MYSQL_HOST=settings.host, MYSQL_PORT=str(settings.port), MYSQL_USER=settings.user,
+               MYSQL_PASSWORD=settings.password, MYSQL_DATABASE=settings.database)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], env=env, cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
