@@ -149,10 +149,13 @@ class PrivateMariaDB:
 
     def _admin(self, sql: str, *, check: bool) -> subprocess.CompletedProcess[str]:
         client = _find("mariadb") or _find("mysql") or "mariadb"
+        # The client honours MYSQL_HOST/MYSQL_TCP_PORT/MYSQL_PWD: scrub them and force the socket,
+        # where unix_socket authentication maps the OS user to the database admin.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MYSQL_")}
         result = subprocess.run(
-            [client, "--no-defaults", f"--socket={self.socket_path}", "-u", getpass.getuser(),
-             "--batch", "-e", sql],
-            capture_output=True, text=True, check=False,
+            [client, "--no-defaults", "--protocol=socket", f"--socket={self.socket_path}",
+             "-u", getpass.getuser(), "--batch", "-e", sql],
+            capture_output=True, text=True, check=False, env=env,
         )
         if check and result.returncode != 0:
             raise DatabaseSetupError(f"MariaDB admin statement failed: {result.stderr.strip()}")
