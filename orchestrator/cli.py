@@ -61,8 +61,10 @@ def cmd_triton(args: argparse.Namespace, settings: Settings) -> int:
 
     repository = Path(args.model_repository or settings.triton.model_repository).resolve()
     server = TritonServer(
-        model_repository=repository, http_port=settings.triton.http_port,
-        grpc_port=settings.triton.grpc_port, metrics_port=settings.triton.metrics_port,
+        model_repository=repository,
+        http_port=settings.triton.http_port,
+        grpc_port=settings.triton.grpc_port,
+        metrics_port=settings.triton.metrics_port,
     )
     if args.action == "down":
         print("tritonserver stopped" if server.stop() else "no tritonserver of ours was running")
@@ -84,9 +86,13 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.marketdata.timeframes import parse_timeframe
 
     options = IngestOptions(
-        symbol=args.symbol, timeframe=parse_timeframe(args.timeframe) if args.timeframe else None,
-        strict=args.strict, batch_rows=args.batch_rows, asset_class=args.asset_class,
-        tick_size=args.tick_size, show_progress=not args.quiet,
+        symbol=args.symbol,
+        timeframe=parse_timeframe(args.timeframe) if args.timeframe else None,
+        strict=args.strict,
+        batch_rows=args.batch_rows,
+        asset_class=args.asset_class,
+        tick_size=args.tick_size,
+        show_progress=not args.quiet,
     )
     if args.source == "polygon":
         return asyncio.run(_ingest_polygon(args, options, settings))
@@ -120,7 +126,9 @@ async def _ingest_files(args: argparse.Namespace, options: Any, settings: Settin
         for name in args.files:
             path = Path(name)
             frame = read_bar_file(path, args.format)
-            rejects = Path(args.rejects) if args.rejects else path.with_name(path.name + ".rejects.csv")
+            rejects = (
+                Path(args.rejects) if args.rejects else path.with_name(path.name + ".rejects.csv")
+            )
             report = await ingest_frame(db, frame, options, source=str(path), rejects_path=rejects)
             _print_report(report)
             if not report.ok:
@@ -144,13 +152,17 @@ async def _ingest_polygon(args: argparse.Namespace, options: Any, settings: Sett
     try:
         async with PolygonClient(polygon) as client:
             frame = await client.aggregates(
-                args.symbol, options.timeframe, date.fromisoformat(args.start),
-                date.fromisoformat(args.end), ticker=args.polygon_ticker,
+                args.symbol,
+                options.timeframe,
+                date.fromisoformat(args.start),
+                date.fromisoformat(args.end),
+                ticker=args.polygon_ticker,
                 show_progress=options.show_progress,
             )
         rejects = Path(args.rejects) if args.rejects else None
-        report = await ingest_frame(db, frame, options, source=f"polygon:{args.symbol}",
-                                    rejects_path=rejects)
+        report = await ingest_frame(
+            db, frame, options, source=f"polygon:{args.symbol}", rejects_path=rejects
+        )
         _print_report(report)
     finally:
         await db.close()
@@ -192,11 +204,19 @@ async def _load_demo(frame: Any, settings: Settings, quiet: bool) -> int:
         store = BarStore(db)
         for symbol in frame["symbol"].unique():
             spec = MARKETS[symbol]
-            await store.upsert_symbol(SymbolInfo(symbol, spec.asset_class, spec.tick_size,
-                                                 Timeframe.M5, f"synthetic demo market ({spec.calendar})"))
+            await store.upsert_symbol(
+                SymbolInfo(
+                    symbol,
+                    spec.asset_class,
+                    spec.tick_size,
+                    Timeframe.M5,
+                    f"synthetic demo market ({spec.calendar})",
+                )
+            )
         raw = frame.assign(line=range(1, len(frame) + 1), raw_ts=frame["ts"].astype(str))
-        report = await ingest_frame(db, raw, IngestOptions(show_progress=not quiet),
-                                    source="demo", rejects_path=None)
+        report = await ingest_frame(
+            db, raw, IngestOptions(show_progress=not quiet), source="demo", rejects_path=None
+        )
         _print_report(report)
     finally:
         await db.close()
@@ -210,8 +230,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.api.app import create_app
 
     app = create_app(settings)
-    uvicorn.run(app, host=args.host or settings.api.host, port=args.port or settings.api.port,
-                log_level="info", access_log=False)
+    uvicorn.run(
+        app,
+        host=args.host or settings.api.host,
+        port=args.port or settings.api.port,
+        log_level="info",
+        access_log=False,
+    )
     return 0
 
 
@@ -225,18 +250,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     triton = sub.add_parser("triton", help="start/stop the local tritonserver (explicit mode)")
     triton.add_argument("action", choices=["up", "down"])
-    triton.add_argument("--model-repository", help="default: $MODEL_REPOSITORY or ./model_repository")
+    triton.add_argument(
+        "--model-repository", help="default: $MODEL_REPOSITORY or ./model_repository"
+    )
 
     ingest = sub.add_parser("ingest", help="ingest CSV/Parquet files or Polygon aggregates")
     ingest.add_argument("files", nargs="*", help="CSV or Parquet files")
     ingest.add_argument("--source", choices=["file", "polygon"], default="file")
     ingest.add_argument("--symbol", help="symbol for files without a symbol column (e.g. BTCUSD)")
-    ingest.add_argument("--timeframe", help="timeframe for files without one: 1m 5m 15m 30m 1h 4h 1d")
+    ingest.add_argument(
+        "--timeframe", help="timeframe for files without one: 1m 5m 15m 30m 1h 4h 1d"
+    )
     ingest.add_argument("--format", choices=["csv", "parquet"], help="default: from the extension")
     ingest.add_argument("--strict", action="store_true", help="write nothing if any row is bad")
     ingest.add_argument("--rejects", help="rejects CSV path (default: <file>.rejects.csv)")
     ingest.add_argument("--batch-rows", type=int, default=10_000, help="rows per transaction")
-    ingest.add_argument("--asset-class", help="for new symbols: crypto forex metal equity index commodity")
+    ingest.add_argument(
+        "--asset-class", help="for new symbols: crypto forex metal equity index commodity"
+    )
     ingest.add_argument("--tick-size", type=float, help="for new symbols")
     ingest.add_argument("--from", dest="start", help="polygon: first day, YYYY-MM-DD")
     ingest.add_argument("--to", dest="end", help="polygon: last day, YYYY-MM-DD")
@@ -259,7 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
-    "db": cmd_db, "triton": cmd_triton, "ingest": cmd_ingest, "demo": cmd_demo, "serve": cmd_serve,
+    "db": cmd_db,
+    "triton": cmd_triton,
+    "ingest": cmd_ingest,
+    "demo": cmd_demo,
+    "serve": cmd_serve,
 }
 
 
@@ -279,8 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     except (InputFileError, InvalidSymbolError, InvalidTimeframeError, ValueError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
-        return _fail("interrupted; committed batches are kept and a re-run completes the job "
-                     "without duplicates", 130)
+        return _fail(
+            "interrupted; committed batches are kept and a re-run completes the job "
+            "without duplicates",
+            130,
+        )
 
 
 _ = (PROJECT_ROOT, Coroutine)

@@ -101,7 +101,8 @@ class ApiSettings(msgspec.Struct, frozen=True):
     def from_env(cls) -> ApiSettings:
         d = cls()
         return msgspec.structs.replace(
-            d,host=os.environ.get("API_HOST", d.host), port=_env_int("API_PORT", d.port))
+            d, host=os.environ.get("API_HOST", d.host), port=_env_int("API_PORT", d.port)
+        )
 
 
 class Settings(msgspec.Struct, frozen=True):

@@ -72,8 +72,12 @@ async def clean_db(db: Database) -> Database:
 def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     http, grpc, metrics = TRITON_TEST_PORTS
     server = TritonServer(
-        model_repository=FIXTURES / "model_repository", http_port=http, grpc_port=grpc,
-        metrics_port=metrics, run_dir=tmp_path_factory.mktemp("triton"), name="triton-test",
+        model_repository=FIXTURES / "model_repository",
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        run_dir=tmp_path_factory.mktemp("triton"),
+        name="triton-test",
     )
     server.start()
     yield server
@@ -82,21 +86,35 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonSe
 
 @pytest.fixture(scope="session")
 def triton_settings(triton_server: TritonServer) -> TritonSettings:
-    return TritonSettings(host="127.0.0.1", http_port=triton_server.http_port,
-                          grpc_port=triton_server.grpc_port, metrics_port=triton_server.metrics_port,
-                          model_repository=str(triton_server.model_repository))
+    return TritonSettings(
+        host="127.0.0.1",
+        http_port=triton_server.http_port,
+        grpc_port=triton_server.grpc_port,
+        metrics_port=triton_server.metrics_port,
+        model_repository=str(triton_server.model_repository),
+    )
 
 
 def cli_env(settings: DatabaseSettings, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(MYSQL_HOST=settings.host, MYSQL_PORT=str(settings.port), MYSQL_USER=settings.user,
-               MYSQL_PASSWORD=settings.password, MYSQL_DATABASE=settings.database)
+    env.update(
+        MYSQL_HOST=settings.host,
+        MYSQL_PORT=str(settings.port),
+        MYSQL_USER=settings.user,
+        MYSQL_PASSWORD=settings.password,
+        MYSQL_DATABASE=settings.database,
+    )
     env.update(extra)
     return env
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], env=env, cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)
-
-
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 import tritonclient.grpc.aio as grpcclient
@@ -20,11 +21,12 @@ class Resources:
 
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
-        resources = cls(settings=settings, triton=grpcclient.InferenceServerClient(settings.triton.grpc_url))
-        try:
+        resources = cls(
+            settings=settings, triton=grpcclient.InferenceServerClient(settings.triton.grpc_url)
+        )
+        # The service starts anyway when the database is down: /health reports it, requests retry.
+        with contextlib.suppress(DatabaseUnavailableError):
             await resources.database()
-        except DatabaseUnavailableError:
-            pass  # the service starts anyway; /health reports it and requests retry
         return resources
 
     async def database(self) -> Database:

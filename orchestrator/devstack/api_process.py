@@ -29,8 +29,12 @@ def up(timeout_s: float = 60.0) -> int:
         if _healthy(port):
             print(f"error: port {port} already serves something; set API_PORT", file=sys.stderr)
             return 3
-        process.spawn([sys.executable, "-m", "orchestrator", "serve"], env=dict(__import__("os").environ),
-                      log_path=LOG_PATH, pid_path=PID_PATH)
+        process.spawn(
+            [sys.executable, "-m", "orchestrator", "serve"],
+            env=dict(__import__("os").environ),
+            log_path=LOG_PATH,
+            pid_path=PID_PATH,
+        )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if _healthy(port):
@@ -39,8 +43,11 @@ def up(timeout_s: float = 60.0) -> int:
         if process.running_pid(PID_PATH, "orchestrator") is None:
             break
         time.sleep(0.25)
-    print(f"error: the orchestrator did not come up; last lines of {LOG_PATH}:\n"
-          + process.log_tail(LOG_PATH), file=sys.stderr)
+    print(
+        f"error: the orchestrator did not come up; last lines of {LOG_PATH}:\n"
+        + process.log_tail(LOG_PATH),
+        file=sys.stderr,
+    )
     return 3
 
 

@@ -102,22 +102,40 @@ class PrivateMariaDB:
             print(f"initialising a private MariaDB data directory in {self.datadir}", flush=True)
             self.datadir.mkdir(parents=True, exist_ok=True)
             subprocess.run(
-                [_find("mariadb-install-db") or "mariadb-install-db", "--no-defaults",
-                 f"--datadir={self.datadir}", f"--user={user}", "--skip-test-db",
-                 "--auth-root-authentication-method=socket"],
-                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                [
+                    _find("mariadb-install-db") or "mariadb-install-db",
+                    "--no-defaults",
+                    f"--datadir={self.datadir}",
+                    f"--user={user}",
+                    "--skip-test-db",
+                    "--auth-root-authentication-method=socket",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
             )
         command = [
-            _find("mariadbd") or "mariadbd", "--no-defaults", f"--datadir={self.datadir}",
-            f"--socket={self.socket_path}", f"--port={self.port}", "--bind-address=127.0.0.1",
-            f"--pid-file={self.base / 'mariadbd.server.pid'}", f"--log-error={self.log_path}",
-            f"--user={user}", "--skip-log-bin", "--character-set-server=utf8mb4",
-            "--default-time-zone=+00:00", "--innodb-buffer-pool-size=512M",
-            "--innodb-log-file-size=256M", "--innodb-flush-log-at-trx-commit=2",
-            "--max-allowed-packet=64M", "--max-connections=200",
+            _find("mariadbd") or "mariadbd",
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            f"--socket={self.socket_path}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--pid-file={self.base / 'mariadbd.server.pid'}",
+            f"--log-error={self.log_path}",
+            f"--user={user}",
+            "--skip-log-bin",
+            "--character-set-server=utf8mb4",
+            "--default-time-zone=+00:00",
+            "--innodb-buffer-pool-size=512M",
+            "--innodb-log-file-size=256M",
+            "--innodb-flush-log-at-trx-commit=2",
+            "--max-allowed-packet=64M",
+            "--max-connections=200",
         ]
-        process.spawn(command, env=dict(os.environ), log_path=self.base / "stdout.log",
-                      pid_path=self.pid_path)
+        process.spawn(
+            command, env=dict(os.environ), log_path=self.base / "stdout.log", pid_path=self.pid_path
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._admin("SELECT 1", check=False).returncode == 0:
@@ -136,7 +154,9 @@ class PrivateMariaDB:
         password = settings.password.replace("'", "''")
         statements = []
         for host in ("127.0.0.1", "localhost", "::1"):
-            statements.append(f"CREATE USER IF NOT EXISTS '{user}'@'{host}' IDENTIFIED BY '{password}'")
+            statements.append(
+                f"CREATE USER IF NOT EXISTS '{user}'@'{host}' IDENTIFIED BY '{password}'"
+            )
             statements.append(f"ALTER USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
             for name in databases:
                 statements.append(f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{user}'@'{host}'")
@@ -153,9 +173,21 @@ class PrivateMariaDB:
         # where unix_socket authentication maps the OS user to the database admin.
         env = {k: v for k, v in os.environ.items() if not k.startswith("MYSQL_")}
         result = subprocess.run(
-            [client, "--no-defaults", "--protocol=socket", f"--socket={self.socket_path}",
-             "-u", getpass.getuser(), "--batch", "-e", sql],
-            capture_output=True, text=True, check=False, env=env,
+            [
+                client,
+                "--no-defaults",
+                "--protocol=socket",
+                f"--socket={self.socket_path}",
+                "-u",
+                getpass.getuser(),
+                "--batch",
+                "-e",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
         )
         if check and result.returncode != 0:
             raise DatabaseSetupError(f"MariaDB admin statement failed: {result.stderr.strip()}")
@@ -166,7 +198,9 @@ def ensure_database(settings: DatabaseSettings, extra_databases: tuple[str, ...]
     """Makes `settings` connectable; returns a line saying which server is used."""
     reason = asyncio.run(_try_connect(settings))
     if reason is None:
-        return f"using the MariaDB/MySQL server at {settings.address} (database {settings.database})"
+        return (
+            f"using the MariaDB/MySQL server at {settings.address} (database {settings.database})"
+        )
     if settings.host not in _LOCAL_HOSTS:
         raise DatabaseSetupError(reason)
     private = PrivateMariaDB(port=settings.port)

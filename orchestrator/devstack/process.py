@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -35,15 +36,24 @@ def running_pid(pid_path: Path, expected_name: str) -> int | None:
 
 
 def spawn(
-    command: Sequence[str], *, env: Mapping[str, str], log_path: Path, pid_path: Path,
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log_path: Path,
+    pid_path: Path,
     cwd: Path | None = None,
 ) -> int:
     """Starts `command` detached from our session, appending its output to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            list(command), env=dict(env), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
+            list(command),
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=cwd,
         )
     tmp = pid_path.with_suffix(".tmp")
     tmp.write_text(f"{proc.pid}\n")
@@ -71,10 +81,8 @@ def stop(pid_path: Path, expected_name: str, timeout_s: float = 30.0) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

@@ -92,8 +92,13 @@ class TritonServer:
         libpython_dir = sysconfig.get_config_var("LIBDIR") or ""
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            p for p in (str(site / "nvidia_pytriton.libs"), libpython_dir,
-                        env.get("LD_LIBRARY_PATH", "")) if p
+            p
+            for p in (
+                str(site / "nvidia_pytriton.libs"),
+                libpython_dir,
+                env.get("LD_LIBRARY_PATH", ""),
+            )
+            if p
         )
         env["PATH"] = os.pathsep.join((str(self.env_dir / "bin"), env.get("PATH", "")))
         env.pop("PYTHONPATH", None)
@@ -120,8 +125,11 @@ class TritonServer:
                 "stop it or choose other ports (TRITON_HTTP_PORT/TRITON_GRPC_PORT/"
                 "TRITON_METRICS_PORT)"
             )
-        busy = [port for port in (self.http_port, self.grpc_port, self.metrics_port)
-                if process.port_in_use(port)]
+        busy = [
+            port
+            for port in (self.http_port, self.grpc_port, self.metrics_port)
+            if process.port_in_use(port)
+        ]
         if busy:
             raise TritonStartError(
                 f"port(s) {', '.join(map(str, busy))} already in use by another process; stop it "
@@ -129,8 +137,11 @@ class TritonServer:
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         process.spawn(
-            self.command(), env=self.environment(), log_path=self.log_path,
-            pid_path=self.pid_path, cwd=self.run_dir,
+            self.command(),
+            env=self.environment(),
+            log_path=self.log_path,
+            pid_path=self.pid_path,
+            cwd=self.run_dir,
         )
         try:
             self.wait_ready(timeout_s)
@@ -151,8 +162,8 @@ class TritonServer:
                 )
             time.sleep(0.25)
         raise TritonStartError(
-            f"tritonserver not ready at {self.ready_url} after {timeout_s:g} s; see {self.log_path}:\n"
-            + process.log_tail(self.log_path)
+            f"tritonserver not ready at {self.ready_url} after {timeout_s:g} s; "
+            f"see {self.log_path}:\n" + process.log_tail(self.log_path)
         )
 
     def stop(self) -> bool:

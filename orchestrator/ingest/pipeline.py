@@ -21,8 +21,14 @@ from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe, parse_symbol
 
 # Typical tick sizes for auto-registered symbols; override with --tick-size / --asset-class.
-_TICK_BY_CLASS = {"crypto": 0.01, "forex": 0.00001, "metal": 0.01, "equity": 0.01,
-                  "index": 0.01, "commodity": 0.01}
+_TICK_BY_CLASS = {
+    "crypto": 0.01,
+    "forex": 0.00001,
+    "metal": 0.01,
+    "equity": 0.01,
+    "index": 0.01,
+    "commodity": 0.01,
+}
 _FIAT = {"USD", "EUR", "GBP", "JPY", "CHF", "AUD", "CAD", "NZD", "SEK", "NOK", "MXN", "ZAR"}
 
 
@@ -76,8 +82,18 @@ def write_rejects(rejected: pd.DataFrame, path: Path) -> None:
     """Atomically writes line, reason and the row as read."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    columns = ["line", "reason", "raw_ts", "open", "high", "low", "close", "volume", "symbol",
-               "timeframe"]
+    columns = [
+        "line",
+        "reason",
+        "raw_ts",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "symbol",
+        "timeframe",
+    ]
     with os.fdopen(fd, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -92,7 +108,9 @@ def _normalise_labels(column: pd.Series, case: Callable[[str], str]) -> pd.Serie
     return pd.Series(cleaned[codes], index=column.index)
 
 
-def prepare(frame: pd.DataFrame, options: IngestOptions, source: str) -> tuple[pd.DataFrame, str | None]:
+def prepare(
+    frame: pd.DataFrame, options: IngestOptions, source: str
+) -> tuple[pd.DataFrame, str | None]:
     """Fills symbol/timeframe columns from options or inference; returns (frame, inferred_tf)."""
     frame = frame.copy()
     if options.symbol is not None:
@@ -119,7 +137,11 @@ def prepare(frame: pd.DataFrame, options: IngestOptions, source: str) -> tuple[p
 
 
 async def ingest_frame(
-    db: Database, frame: pd.DataFrame, options: IngestOptions, *, source: str,
+    db: Database,
+    frame: pd.DataFrame,
+    options: IngestOptions,
+    *,
+    source: str,
     rejects_path: Path | None,
 ) -> IngestReport:
     prepared, inferred = prepare(frame, options, source)
@@ -131,9 +153,13 @@ async def ingest_frame(
     if len(rejected) and rejects_path is not None:
         write_rejects(rejected, rejects_path)
     report = IngestReport(
-        source=source, rows_read=len(prepared), rows_written=0, rejected=len(rejected),
+        source=source,
+        rows_read=len(prepared),
+        rows_written=0,
+        rejected=len(rejected),
         rejects_path=str(rejects_path) if len(rejected) and rejects_path else None,
-        reasons=dict(reasons), timeframe_inferred=inferred,
+        reasons=dict(reasons),
+        timeframe_inferred=inferred,
         symbols=sorted(accepted["symbol"].unique().tolist()),
     )
     if options.strict and len(rejected):
@@ -142,7 +168,8 @@ async def ingest_frame(
     for symbol, tf in accepted[["symbol", "timeframe"]].drop_duplicates().itertuples(index=False):
         asset_class = options.asset_class or guess_asset_class(symbol)
         symbols[symbol] = SymbolInfo(
-            symbol=symbol, asset_class=asset_class,
+            symbol=symbol,
+            asset_class=asset_class,
             tick_size=options.tick_size or _TICK_BY_CLASS[asset_class],
             base_timeframe=Timeframe(tf),
         )

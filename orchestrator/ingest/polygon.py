@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from tqdm import tqdm
 
@@ -24,8 +25,12 @@ from orchestrator.ingest.pipeline import guess_asset_class
 from orchestrator.marketdata.timeframes import Timeframe
 
 _TIMESPAN = {
-    Timeframe.M1: (1, "minute"), Timeframe.M5: (5, "minute"), Timeframe.M15: (15, "minute"),
-    Timeframe.M30: (30, "minute"), Timeframe.H1: (1, "hour"), Timeframe.H4: (4, "hour"),
+    Timeframe.M1: (1, "minute"),
+    Timeframe.M5: (5, "minute"),
+    Timeframe.M15: (15, "minute"),
+    Timeframe.M30: (30, "minute"),
+    Timeframe.H1: (1, "hour"),
+    Timeframe.H4: (4, "hour"),
     Timeframe.D1: (1, "day"),
 }
 _PREFIX = {"crypto": "X:", "forex": "C:", "metal": "C:"}
@@ -59,7 +64,9 @@ def polygon_ticker(symbol: str) -> str:
 
 
 class PolygonClient:
-    def __init__(self, settings: PolygonSettings, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self, settings: PolygonSettings, transport: httpx.AsyncBaseTransport | None = None
+    ):
         self.settings = settings
         self._client = httpx.AsyncClient(timeout=settings.timeout_s, transport=transport)
         self.requests_made = 0
@@ -68,8 +75,12 @@ class PolygonClient:
     async def __aenter__(self) -> PolygonClient:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self._client.aclose()
 
     async def _get(self, url: str, params: dict[str, str] | None) -> dict[str, Any]:
@@ -84,13 +95,18 @@ class PolygonClient:
                 response = None
             if response is not None and response.status_code in (401, 403):
                 raise PolygonError(
-                    f"Polygon rejected the API key (HTTP {response.status_code}); check POLYGON_API_KEY"
+                    f"Polygon rejected the API key (HTTP {response.status_code}); "
+                    "check POLYGON_API_KEY"
                 )
-            retryable = response is None or response.status_code == 429 or response.status_code >= 500
+            retryable = (
+                response is None or response.status_code == 429 or response.status_code >= 500
+            )
             if not retryable:
                 assert response is not None
                 if response.status_code != 200:
-                    raise PolygonError(f"Polygon answered HTTP {response.status_code}: {response.text[:200]}")
+                    raise PolygonError(
+                        f"Polygon answered HTTP {response.status_code}: {response.text[:200]}"
+                    )
                 payload: dict[str, Any] = response.json()
                 if payload.get("status") not in ("OK", "DELAYED"):
                     raise PolygonError(f"Polygon error: {payload.get('error') or payload}")
@@ -115,8 +131,14 @@ class PolygonClient:
         return random.uniform(ceiling / 2, ceiling)
 
     async def aggregates(
-        self, symbol: str, timeframe: Timeframe, start: date, end: date, *,
-        ticker: str | None = None, show_progress: bool = True,
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        start: date,
+        end: date,
+        *,
+        ticker: str | None = None,
+        show_progress: bool = True,
     ) -> pd.DataFrame:
         """All bars of [start, end] (days, inclusive) in the ingestion pipeline's raw shape."""
         if end < start:
@@ -128,7 +150,9 @@ class PolygonClient:
             f"{start.isoformat()}/{end.isoformat()}"
         )
         params: dict[str, str] | None = {
-            "adjusted": "true", "sort": "asc", "limit": str(self.settings.page_limit),
+            "adjusted": "true",
+            "sort": "asc",
+            "limit": str(self.settings.page_limit),
             "apiKey": self.settings.api_key,
         }
         results: list[dict[str, Any]] = []
@@ -152,17 +176,22 @@ class PolygonClient:
 
 
 def _to_raw_frame(results: list[dict[str, Any]], symbol: str, timeframe: Timeframe) -> pd.DataFrame:
-    def column(key: str) -> np.ndarray:
+    def column(key: str) -> npt.NDArray[np.float64]:
         return np.array([r.get(key, np.nan) for r in results], dtype=np.float64)
 
     millis = column("t")
-    frame = pd.DataFrame({
-        "line": np.arange(1, len(results) + 1),
-        "raw_ts": [str(r.get("t")) for r in results],
-        "ts": pd.to_datetime(millis, unit="ms", utc=True),
-        "open": column("o"), "high": column("h"), "low": column("l"), "close": column("c"),
-        "volume": column("v"),
-    })
+    frame = pd.DataFrame(
+        {
+            "line": np.arange(1, len(results) + 1),
+            "raw_ts": [str(r.get("t")) for r in results],
+            "ts": pd.to_datetime(millis, unit="ms", utc=True),
+            "open": column("o"),
+            "high": column("h"),
+            "low": column("l"),
+            "close": column("c"),
+            "volume": column("v"),
+        }
+    )
     frame["symbol"] = symbol
     frame["timeframe"] = timeframe.value
     return frame

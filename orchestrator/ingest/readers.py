@@ -69,9 +69,8 @@ def parse_timestamps(raw: pd.Series) -> pd.Series:
         scale = np.where(magnitude >= 1e14, 1e3, np.where(magnitude >= 1e11, 1e6, 1e9))
         nanos = values * scale
         finite = np.isfinite(nanos) & (np.abs(nanos) < 9.2e18)
-        converted = pd.to_datetime(np.where(finite, nanos, 0).astype(np.int64), utc=True)
-        converted = converted.where(finite, pd.NaT)
-        result[is_number] = converted
+        converted = pd.Series(pd.to_datetime(np.where(finite, nanos, 0).astype(np.int64), utc=True))
+        result[is_number] = converted.where(finite).to_numpy()
     text = ~is_number & raw.notna()
     if text.any():
         result[text] = pd.to_datetime(
@@ -88,16 +87,23 @@ def read_bar_file(path: Path, file_format: str | None = None) -> pd.DataFrame:
     try:
         if fmt in {"csv", "txt"}:
             header = pd.read_csv(path, nrows=0, skipinitialspace=True).columns
-            as_text = {c: str for c in header
-                       if str(c).strip().lower() in ALIASES["ts"] + ALIASES["symbol"] + ALIASES["timeframe"]}
-            frame = pd.read_csv(path, dtype=as_text, keep_default_na=False, na_values=[""],
-                                skipinitialspace=True)
+            as_text = {
+                c: str
+                for c in header
+                if str(c).strip().lower()
+                in ALIASES["ts"] + ALIASES["symbol"] + ALIASES["timeframe"]
+            }
+            frame = pd.read_csv(
+                path, dtype=as_text, keep_default_na=False, na_values=[""], skipinitialspace=True
+            )
             first_line = 2  # line 1 is the header
         elif fmt in {"parquet", "pq"}:
             frame = pd.read_parquet(path)
             first_line = 1  # rows are numbered from 1
         else:
-            raise InputFileError(f"{source}: unknown format {fmt!r}; use .csv or .parquet (or --format)")
+            raise InputFileError(
+                f"{source}: unknown format {fmt!r}; use .csv or .parquet (or --format)"
+            )
     except FileNotFoundError:
         raise InputFileError(f"{source}: no such file") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:

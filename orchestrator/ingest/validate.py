@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from orchestrator.marketdata.timeframes import SYMBOL_PATTERN, VALID_TIMEFRAMES, Timeframe
@@ -23,7 +24,7 @@ def validate_bars(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     n = len(frame)
     reasons: list[list[str]] = [[] for _ in range(n)]
 
-    def flag(mask: np.ndarray, message: str | Callable[[], pd.Series]) -> None:
+    def flag(mask: npt.NDArray[np.bool_], message: str | Callable[[], pd.Series]) -> None:
         """`message` is a string or a thunk for per-row text, built only when rows fail."""
         failing = np.flatnonzero(mask)
         if failing.size == 0:
@@ -37,7 +38,10 @@ def validate_bars(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     codes, uniques = pd.factorize(symbol)
     valid_unique = np.array([bool(SYMBOL_PATTERN.fullmatch(u)) for u in uniques], dtype=bool)
     bad_symbol = ~valid_unique[codes] if len(uniques) else np.zeros(n, dtype=bool)
-    flag(bad_symbol, lambda: "symbol " + symbol.map(repr) + " is not 1-20 characters of A-Z 0-9 . _ -")
+    flag(
+        bad_symbol,
+        lambda: "symbol " + symbol.map(repr) + " is not 1-20 characters of A-Z 0-9 . _ -",
+    )
 
     timeframe = frame["timeframe"].astype(str)
     tf_seconds = timeframe.map(_TF_SECONDS)
@@ -70,11 +74,19 @@ def validate_bars(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     epoch_ns = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
     epoch_s = np.where(bad_ts, 0, epoch_ns // 10**9)
-    remainder_ok = (epoch_ns % 10**9 == 0)
+    remainder_ok = epoch_ns % 10**9 == 0
     step = tf_seconds.fillna(1).to_numpy(dtype=np.int64)
     misaligned = ~bad_ts & ~bad_tf & (~remainder_ok | (epoch_s % step != 0))
-    flag(misaligned, lambda: "timestamp " + frame["raw_ts"].map(repr) + " is not aligned to the "
-         + timeframe + " grid (UTC)")
+    flag(
+        misaligned,
+        lambda: (
+            "timestamp "
+            + frame["raw_ts"].map(repr)
+            + " is not aligned to the "
+            + timeframe
+            + " grid (UTC)"
+        ),
+    )
 
     key = pd.DataFrame({"symbol": symbol, "timeframe": timeframe, "ts": epoch_s})
     keyed = ~bad_ts
@@ -82,11 +94,15 @@ def validate_bars(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     if duplicated.any():
         first_line = (
             frame.assign(_s=epoch_s)[keyed]
-            .groupby(["symbol", "timeframe", "_s"])["line"].transform("min")
+            .groupby(["symbol", "timeframe", "_s"])["line"]
+            .transform("min")
         )
         first_of = pd.Series(0, index=frame.index)
         first_of[keyed] = first_line
-        flag(duplicated, lambda: "duplicate of line " + first_of.astype(str) + " (same symbol, timeframe, time)")
+        flag(
+            duplicated,
+            lambda: "duplicate of line " + first_of.astype(str) + " (same symbol, timeframe, time)",
+        )
 
     joined = pd.Series(["; ".join(r) for r in reasons], index=frame.index)
     bad = (joined != "").to_numpy()

@@ -54,8 +54,14 @@ async def write_bars(
     pending = [bars.iloc[i : i + batch_rows] for i in range(0, len(bars), batch_rows)]
     pending.reverse()
     written = 0
-    with tqdm(total=len(bars), unit="rows", unit_scale=True, disable=not show_progress,
-              desc="ingest", dynamic_ncols=True) as progress:
+    with tqdm(
+        total=len(bars),
+        unit="rows",
+        unit_scale=True,
+        disable=not show_progress,
+        desc="ingest",
+        dynamic_ncols=True,
+    ) as progress:
 
         async def drain() -> None:
             nonlocal written

@@ -89,7 +89,5 @@ async def migrate(db: Database) -> list[Migration]:
 
 
 async def current_version(db: Database) -> int:
-    rows = await db.fetchall(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", ()
-    )
+    rows = await db.fetchall("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", ())
     return int(rows[0][0])

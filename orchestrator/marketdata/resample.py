@@ -14,7 +14,10 @@ _AGGREGATION = {"open": "first", "high": "max", "low": "min", "close": "last", "
 
 
 def resample_bars(
-    bars: pd.DataFrame, timeframe: Timeframe, *, complete_only: bool = False,
+    bars: pd.DataFrame,
+    timeframe: Timeframe,
+    *,
+    complete_only: bool = False,
     base: Timeframe | None = None,
 ) -> pd.DataFrame:
     """`complete_only` drops the newest bucket when it has not closed yet (needs `base`)."""
@@ -23,7 +26,7 @@ def resample_bars(
     out = (
         bars[list(_AGGREGATION)]
         .resample(timeframe.pandas_freq, label="left", closed="left", origin="epoch")
-        .agg(_AGGREGATION)  # type: ignore[arg-type]
+        .agg(_AGGREGATION)
         .dropna(subset=["open"])
     )
     out.index.name = "ts"

@@ -1,4 +1,7 @@
-"""Queries over the bars/symbols tables. Parameterised SQL only; inputs pass the allow-lists first."""
+"""Queries over the bars/symbols tables.
+
+Parameterised SQL only; symbols and timeframes pass the allow-lists first.
+"""
 
 from __future__ import annotations
 
@@ -82,9 +85,7 @@ class BarStore:
             " FROM symbols ORDER BY symbol",
             (),
         )
-        return [
-            SymbolInfo(r[0], r[1], float(r[2]), Timeframe(r[3]), r[4]) for r in rows
-        ]
+        return [SymbolInfo(r[0], r[1], float(r[2]), Timeframe(r[3]), r[4]) for r in rows]
 
     async def get_symbol(self, symbol: str) -> SymbolInfo:
         symbol = parse_symbol(symbol)
@@ -103,7 +104,8 @@ class BarStore:
         if info.asset_class not in ASSET_CLASSES:
             raise ValueError(f"asset class {info.asset_class!r} is not one of {ASSET_CLASSES}")
         sql = (
-            "INSERT IGNORE INTO symbols (symbol, asset_class, tick_size, base_timeframe, description)"
+            "INSERT IGNORE INTO symbols"
+            " (symbol, asset_class, tick_size, base_timeframe, description)"
             " VALUES (%s, %s, %s, %s, %s)"
         )
         params = (

@@ -21,7 +21,8 @@ def test_same_seed_same_bars_other_seed_other_bars() -> None:
 def test_seed_dataset_size() -> None:
     bars = generate_bars("BTCUSD", bars=215_699)
     assert len(bars) == 215_699
-    assert bars.index.is_monotonic_increasing and bars.index.is_unique
+    assert bars.index.is_monotonic_increasing
+    assert bars.index.is_unique
     assert (np.diff(bars.index.asi8) == 300 * 10**9).all()  # 24/7: no gaps
 
 

@@ -38,12 +38,16 @@ async def test_good_file_is_written_and_reingest_changes_nothing(
     clean_db: Database, db_settings: DatabaseSettings
 ) -> None:
     env = cli_env(db_settings)
-    first = run_cli("ingest", str(BARS / "good_epoch_ms.csv"), "--symbol", "btcusd", "--quiet", env=env)
+    first = run_cli(
+        "ingest", str(BARS / "good_epoch_ms.csv"), "--symbol", "btcusd", "--quiet", env=env
+    )
     assert first.returncode == 0, first.stderr
     assert "read 4, wrote 4, rejected 0 (timeframe 5m inferred from bar spacing)" in first.stdout
     digest = await _table_digest(clean_db)
     assert digest[0] == 4
-    again = run_cli("ingest", str(BARS / "good_epoch_ms.csv"), "--symbol", "BTCUSD", "--quiet", env=env)
+    again = run_cli(
+        "ingest", str(BARS / "good_epoch_ms.csv"), "--symbol", "BTCUSD", "--quiet", env=env
+    )
     assert again.returncode == 0
     assert await _table_digest(clean_db) == digest
     symbols = await clean_db.fetchall("SELECT symbol, asset_class, base_timeframe FROM symbols", ())
@@ -51,8 +55,14 @@ async def test_good_file_is_written_and_reingest_changes_nothing(
 
 
 async def test_symbols_from_the_file(clean_db: Database, db_settings: DatabaseSettings) -> None:
-    result = run_cli("ingest", str(BARS / "good_iso_symbols.csv"), "--timeframe", "5m", "--quiet",
-                     env=cli_env(db_settings))
+    result = run_cli(
+        "ingest",
+        str(BARS / "good_iso_symbols.csv"),
+        "--timeframe",
+        "5m",
+        "--quiet",
+        env=cli_env(db_settings),
+    )
     assert result.returncode == 0, result.stderr
     rows = await clean_db.fetchall(
         "SELECT symbol, ts, CAST(close AS CHAR) FROM bars ORDER BY symbol, ts", ()
@@ -69,8 +79,16 @@ async def test_every_bad_row_is_reported_with_line_and_reason(
 ) -> None:
     source = tmp_path / "bad_rows.csv"
     shutil.copy(BARS / "bad_rows.csv", source)
-    result = run_cli("ingest", str(source), "--symbol", "TESTUSD", "--timeframe", "5m", "--quiet",
-                     env=cli_env(db_settings))
+    result = run_cli(
+        "ingest",
+        str(source),
+        "--symbol",
+        "TESTUSD",
+        "--timeframe",
+        "5m",
+        "--quiet",
+        env=cli_env(db_settings),
+    )
     assert result.returncode == 1
     assert "read 11, wrote 2, rejected 9" in result.stdout
     rejects_path = tmp_path / "bad_rows.csv.rejects.csv"
@@ -87,14 +105,25 @@ async def test_strict_writes_nothing(
 ) -> None:
     source = tmp_path / "bad_rows.csv"
     shutil.copy(BARS / "bad_rows.csv", source)
-    result = run_cli("ingest", str(source), "--symbol", "TESTUSD", "--timeframe", "5m", "--strict",
-                     "--quiet", env=cli_env(db_settings))
+    result = run_cli(
+        "ingest",
+        str(source),
+        "--symbol",
+        "TESTUSD",
+        "--timeframe",
+        "5m",
+        "--strict",
+        "--quiet",
+        env=cli_env(db_settings),
+    )
     assert result.returncode == 1
     assert "--strict: nothing was written" in result.stdout
     assert await _table_digest(clean_db) == (0, None, None, None, None, None, None, None)
 
 
-def test_unreachable_database_is_one_clear_line(tmp_path: Path, db_settings: DatabaseSettings) -> None:
+def test_unreachable_database_is_one_clear_line(
+    tmp_path: Path, db_settings: DatabaseSettings
+) -> None:
     env = cli_env(db_settings, MYSQL_PORT="1")
     result = run_cli("ingest", str(BARS / "good_epoch_ms.csv"), "--symbol", "BTCUSD", env=env)
     assert result.returncode == 3

@@ -38,11 +38,16 @@ def test_epoch_units_by_magnitude(raw: str, expected: str) -> None:
 
 
 def test_parquet_round_trip(tmp_path: Path) -> None:
-    frame = pd.DataFrame({
-        "time": pd.date_range("2024-05-06", periods=3, freq="1h", tz="UTC"),
-        "open": [1.0, 2.0, 3.0], "high": [1.5, 2.5, 3.5], "low": [0.5, 1.5, 2.5],
-        "close": [1.2, 2.2, 3.2], "volume": [1, 2, 3],
-    })
+    frame = pd.DataFrame(
+        {
+            "time": pd.date_range("2024-05-06", periods=3, freq="1h", tz="UTC"),
+            "open": [1.0, 2.0, 3.0],
+            "high": [1.5, 2.5, 3.5],
+            "low": [0.5, 1.5, 2.5],
+            "close": [1.2, 2.2, 3.2],
+            "volume": [1, 2, 3],
+        }
+    )
     frame.to_parquet(tmp_path / "bars.parquet")
     read = read_bar_file(tmp_path / "bars.parquet")
     assert list(read["ts"]) == list(frame["time"])
@@ -52,5 +57,7 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
 def test_missing_columns_say_what_is_expected(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
     path.write_text("when,price\n1,2\n")
-    with pytest.raises(InputFileError, match=r"missing column\(s\) ts, open, high, low, close, volume"):
+    with pytest.raises(
+        InputFileError, match=r"missing column\(s\) ts, open, high, low, close, volume"
+    ):
         read_bar_file(path)

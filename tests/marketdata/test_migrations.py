@@ -36,7 +36,8 @@ async def test_bar_columns_have_exact_types(db: Database) -> None:
 async def test_primary_key_serves_latest_n_and_ranges(db: Database) -> None:
     rows = await db.fetchall(
         "SELECT index_name, column_name FROM information_schema.statistics"
-        " WHERE table_schema = DATABASE() AND table_name = 'bars' ORDER BY index_name, seq_in_index",
+        " WHERE table_schema = DATABASE() AND table_name = 'bars'"
+        " ORDER BY index_name, seq_in_index",
         (),
     )
     primary = [column for index, column in rows if index == "PRIMARY"]
@@ -69,5 +70,7 @@ async def test_edited_migration_is_refused(db: Database) -> None:
 
 
 def test_statements_split_without_comments() -> None:
-    migration = Migration(9, "x", "-- a comment; with a semicolon\nCREATE TABLE a (b INT);\n\nSELECT 1;")
+    migration = Migration(
+        9, "x", "-- a comment; with a semicolon\nCREATE TABLE a (b INT);\n\nSELECT 1;"
+    )
     assert migration.statements() == ["CREATE TABLE a (b INT)", "SELECT 1"]

@@ -14,8 +14,13 @@ def _five_minute_bars(start: str, count: int) -> pd.DataFrame:
     index = pd.date_range(start, periods=count, freq="5min", tz="UTC", name="ts")
     i = np.arange(count, dtype=float)
     return pd.DataFrame(
-        {"open": 100 + i, "high": 101 + i + (i % 3), "low": 99 + i - (i % 2), "close": 100.5 + i,
-         "volume": 10 + i},
+        {
+            "open": 100 + i,
+            "high": 101 + i + (i % 3),
+            "low": 99 + i - (i % 2),
+            "close": 100.5 + i,
+            "volume": 10 + i,
+        },
         index=index,
     )
 
@@ -23,8 +28,10 @@ def _five_minute_bars(start: str, count: int) -> pd.DataFrame:
 def test_one_hour_bar_from_twelve_five_minute_bars() -> None:
     bars = _five_minute_bars("2024-03-01 10:00", 24)
     hourly = resample_bars(bars, Timeframe.H1)
-    assert list(hourly.index) == [pd.Timestamp("2024-03-01 10:00", tz="UTC"),
-                                  pd.Timestamp("2024-03-01 11:00", tz="UTC")]
+    assert list(hourly.index) == [
+        pd.Timestamp("2024-03-01 10:00", tz="UTC"),
+        pd.Timestamp("2024-03-01 11:00", tz="UTC"),
+    ]
     first = hourly.iloc[0]
     assert first["open"] == 100.0
     assert first["high"] == max(101 + i + (i % 3) for i in range(12))

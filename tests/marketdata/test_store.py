@@ -19,11 +19,18 @@ START = pd.Timestamp("2024-05-06 00:00", tz="UTC")  # a Monday
 def _bars(symbol: str, count: int, start: pd.Timestamp = START) -> pd.DataFrame:
     ts = pd.date_range(start, periods=count, freq="5min", tz="UTC")
     i = np.arange(count, dtype=float)
-    return pd.DataFrame({
-        "symbol": symbol, "timeframe": "5m", "ts": ts,
-        "open": 1000 + i, "high": 1002 + i, "low": 999 + i, "close": 1001 + i,
-        "volume": 1 + i / 4,
-    })
+    return pd.DataFrame(
+        {
+            "symbol": symbol,
+            "timeframe": "5m",
+            "ts": ts,
+            "open": 1000 + i,
+            "high": 1002 + i,
+            "low": 999 + i,
+            "close": 1001 + i,
+            "volume": 1 + i / 4,
+        }
+    )
 
 
 async def _load(db: Database, symbol: str, count: int) -> None:
@@ -42,8 +49,12 @@ async def test_latest_bars_are_the_newest_oldest_first(clean_db: Database) -> No
 async def test_bars_between_is_half_open(clean_db: Database) -> None:
     await _load(clean_db, "AAAUSD", 100)
     store = BarStore(clean_db)
-    got = await store.bars_between("AAAUSD", Timeframe.M5, datetime(2024, 5, 6, 1, 0, tzinfo=UTC),
-                                   datetime(2024, 5, 6, 1, 20, tzinfo=UTC))
+    got = await store.bars_between(
+        "AAAUSD",
+        Timeframe.M5,
+        datetime(2024, 5, 6, 1, 0, tzinfo=UTC),
+        datetime(2024, 5, 6, 1, 20, tzinfo=UTC),
+    )
     assert [ts.strftime("%H:%M") for ts in got.index] == ["01:00", "01:05", "01:10", "01:15"]
     assert got["open"].iloc[0] == 1012.0
 
@@ -54,10 +65,19 @@ async def test_hourly_bars_resampled_from_the_store(clean_db: Database) -> None:
     hourly = await store.latest_bars("AAAUSD", Timeframe.H1, 3)
     assert [ts.hour for ts in hourly.index] == [3, 4, 5]
     third = hourly.iloc[0]  # 03:00 bucket = 5m bars 36..47
-    assert (third["open"], third["high"], third["low"], third["close"]) == (1036.0, 1049.0, 1035.0, 1048.0)
+    assert (third["open"], third["high"], third["low"], third["close"]) == (
+        1036.0,
+        1049.0,
+        1035.0,
+        1048.0,
+    )
     assert third["volume"] == pytest.approx(sum(1 + i / 4 for i in range(36, 48)))
-    ranged = await store.bars_between("AAAUSD", Timeframe.H1, datetime(2024, 5, 6, 3, 30, tzinfo=UTC),
-                                      datetime(2024, 5, 6, 6, 0, tzinfo=UTC))
+    ranged = await store.bars_between(
+        "AAAUSD",
+        Timeframe.H1,
+        datetime(2024, 5, 6, 3, 30, tzinfo=UTC),
+        datetime(2024, 5, 6, 6, 0, tzinfo=UTC),
+    )
     assert [ts.hour for ts in ranged.index] == [4, 5]
 
 
@@ -73,12 +93,18 @@ async def test_symbols_and_last_bar_times(clean_db: Database) -> None:
 
 async def test_prices_round_trip_exactly(clean_db: Database) -> None:
     info = SymbolInfo("EURUSD", "forex", 0.00001, Timeframe.M5)
-    frame = _bars("EURUSD", 1).assign(open=1.08423, high=1.08431, low=1.08417, close=1.08425,
-                                      volume=1234.56789012)
+    frame = _bars("EURUSD", 1).assign(
+        open=1.08423, high=1.08431, low=1.08417, close=1.08425, volume=1234.56789012
+    )
     await write_bars(clean_db, frame, {"EURUSD": info}, show_progress=False)
     rows = await clean_db.fetchall("SELECT open, high, low, close, volume FROM bars", ())
-    assert [str(v) for v in rows[0]] == ["1.0842300000", "1.0843100000", "1.0841700000",
-                                         "1.0842500000", "1234.56789012"]
+    assert [str(v) for v in rows[0]] == [
+        "1.0842300000",
+        "1.0843100000",
+        "1.0841700000",
+        "1.0842500000",
+        "1234.56789012",
+    ]
 
 
 async def test_unknown_and_hostile_symbols(clean_db: Database) -> None:

@@ -47,6 +47,7 @@ async def test_concurrent_requests_each_get_their_own_rows(triton_settings: Trit
 
     client = grpc_aio.InferenceServerClient(triton_settings.grpc_url)
     try:
+
         async def one(i: int) -> None:
             x = np.full((1 + i % 3, 4), float(i), dtype=np.float32)
             tensor = grpc_aio.InferInput("X", list(x.shape), "FP32")
