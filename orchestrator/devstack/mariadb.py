@@ -88,6 +88,30 @@ class PrivateMariaDB:
         print("installing Debian's mariadb-server (once per machine)...", flush=True)
         subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "install-mariadb.sh")], check=True)
 
+    def _initialise(self, user: str) -> None:
+        """A fresh data directory; a half-initialised one (interrupted run) is ours to discard."""
+        print(f"initialising a private MariaDB data directory in {self.datadir}", flush=True)
+        shutil.rmtree(self.datadir, ignore_errors=True)
+        self.datadir.mkdir(parents=True)
+        result = subprocess.run(
+            [
+                _find("mariadb-install-db") or "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                f"--user={user}",
+                "--skip-test-db",
+                "--auth-root-authentication-method=socket",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            raise DatabaseSetupError(
+                "mariadb-install-db failed:\n" + (result.stderr or result.stdout)[-2000:]
+            )
+
     def start(self, timeout_s: float = 60.0) -> None:
         if self.is_running():
             return
@@ -99,21 +123,7 @@ class PrivateMariaDB:
             )
         user = getpass.getuser()
         if not (self.datadir / "mysql").is_dir():
-            print(f"initialising a private MariaDB data directory in {self.datadir}", flush=True)
-            self.datadir.mkdir(parents=True, exist_ok=True)
-            subprocess.run(
-                [
-                    _find("mariadb-install-db") or "mariadb-install-db",
-                    "--no-defaults",
-                    f"--datadir={self.datadir}",
-                    f"--user={user}",
-                    "--skip-test-db",
-                    "--auth-root-authentication-method=socket",
-                ],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
+            self._initialise(user)
         command = [
             _find("mariadbd") or "mariadbd",
             "--no-defaults",
