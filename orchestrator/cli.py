@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from orchestrator.settings import PROJECT_ROOT, Settings
+from orchestrator.settings import Settings
 
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
@@ -319,6 +319,3 @@ def main(argv: list[str] | None = None) -> int:
             "without duplicates",
             130,
         )
-
-
-_ = (PROJECT_ROOT, Coroutine)

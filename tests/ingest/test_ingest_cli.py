@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import subprocess
 from pathlib import Path
 
 from orchestrator.marketdata.db import Database
@@ -74,21 +75,20 @@ async def test_symbols_from_the_file(clean_db: Database, db_settings: DatabaseSe
     ]
 
 
+def _ingest_bad_rows(
+    tmp_path: Path, db_settings: DatabaseSettings, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Ingests a copy of bad_rows.csv (so its rejects file lands in tmp_path)."""
+    source = tmp_path / "bad_rows.csv"
+    shutil.copy(BARS / "bad_rows.csv", source)
+    args = ["ingest", str(source), "--symbol", "TESTUSD", "--timeframe", "5m", "--quiet", *extra]
+    return run_cli(*args, env=cli_env(db_settings))
+
+
 async def test_every_bad_row_is_reported_with_line_and_reason(
     clean_db: Database, db_settings: DatabaseSettings, tmp_path: Path
 ) -> None:
-    source = tmp_path / "bad_rows.csv"
-    shutil.copy(BARS / "bad_rows.csv", source)
-    result = run_cli(
-        "ingest",
-        str(source),
-        "--symbol",
-        "TESTUSD",
-        "--timeframe",
-        "5m",
-        "--quiet",
-        env=cli_env(db_settings),
-    )
+    result = _ingest_bad_rows(tmp_path, db_settings)
     assert result.returncode == 1
     assert "read 11, wrote 2, rejected 9" in result.stdout
     rejects_path = tmp_path / "bad_rows.csv.rejects.csv"
@@ -103,19 +103,7 @@ async def test_every_bad_row_is_reported_with_line_and_reason(
 async def test_strict_writes_nothing(
     clean_db: Database, db_settings: DatabaseSettings, tmp_path: Path
 ) -> None:
-    source = tmp_path / "bad_rows.csv"
-    shutil.copy(BARS / "bad_rows.csv", source)
-    result = run_cli(
-        "ingest",
-        str(source),
-        "--symbol",
-        "TESTUSD",
-        "--timeframe",
-        "5m",
-        "--strict",
-        "--quiet",
-        env=cli_env(db_settings),
-    )
+    result = _ingest_bad_rows(tmp_path, db_settings, "--strict")
     assert result.returncode == 1
     assert "--strict: nothing was written" in result.stdout
     assert await _table_digest(clean_db) == (0, None, None, None, None, None, None, None)
