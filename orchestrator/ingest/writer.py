@@ -81,4 +81,6 @@ async def write_bars(
         finally:
             for task in tasks:
                 task.cancel()
+            # Let cancelled writers unwind (their transactions roll back) before returning.
+            await asyncio.gather(*tasks, return_exceptions=True)
     return written

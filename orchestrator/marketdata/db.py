@@ -74,9 +74,12 @@ class Database:
             raise DatabaseUnavailableError(settings, _describe(exc)) from exc
         return cls(pool, settings)
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 5.0) -> None:
         self._pool.close()
-        await self._pool.wait_closed()
+        try:
+            await asyncio.wait_for(self._pool.wait_closed(), timeout_s)
+        except TimeoutError:
+            self._pool.terminate()  # connections still busy (e.g. after a cancellation)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -117,9 +120,12 @@ class Database:
             await conn.begin()
             try:
                 yield conn
-            except BaseException:
-                await conn.rollback()
+            except Exception as exc:
+                if not isinstance(exc, (TimeoutError, OSError)):
+                    await conn.rollback()
                 raise
+            # On cancellation or a timeout a statement may still be in flight: the connection is
+            # closed instead (see connection()), and the server rolls the transaction back.
             await conn.commit()
 
     async def fetchall(

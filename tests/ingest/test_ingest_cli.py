@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from orchestrator.marketdata.db import Database
-from orchestrator.settings import DatabaseSettings
+from orchestrator.settings import PROJECT_ROOT, DatabaseSettings
 from tests.conftest import cli_env, run_cli
 
 BARS = Path(__file__).parent.parent / "fixtures" / "bars"
@@ -124,3 +127,57 @@ def test_missing_symbol_is_a_usage_error(db_settings: DatabaseSettings) -> None:
     result = run_cli("ingest", str(BARS / "good_epoch_ms.csv"), env=cli_env(db_settings))
     assert result.returncode == 2
     assert "no symbol/ticker column; pass --symbol" in result.stderr
+
+
+async def test_interrupted_run_keeps_whole_batches_and_rerun_completes(
+    clean_db: Database, db_settings: DatabaseSettings, tmp_path: Path
+) -> None:
+    path = tmp_path / "big.csv"
+    generated = run_cli(
+        "demo",
+        "--symbols",
+        "BTCUSD",
+        "--bars",
+        "60000",
+        "--out",
+        str(path),
+        env=cli_env(db_settings),
+    )
+    assert generated.returncode == 0, generated.stderr
+    batch = 200
+    args = [
+        sys.executable,
+        "-m",
+        "orchestrator",
+        "ingest",
+        str(path),
+        "--symbol",
+        "INTUSD",
+        "--batch-rows",
+        str(batch),
+        "--quiet",
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        env=cli_env(db_settings),
+        cwd=PROJECT_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    for _ in range(600):  # wait (bounded) until some batches are committed, then interrupt
+        count = (await clean_db.fetchall("SELECT COUNT(*) FROM bars", ()))[0][0]
+        if count > 0 or proc.returncode is not None:
+            break
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr_bytes = await asyncio.wait_for(proc.communicate(), timeout=120)
+    stderr = stderr_bytes.decode()
+    count = (await clean_db.fetchall("SELECT COUNT(*) FROM bars", ()))[0][0]
+    assert proc.returncode == 130, stderr  # interrupted mid-way
+    assert "interrupted" in stderr
+    assert "Traceback" not in stderr
+    assert count % batch == 0  # only whole, committed batches
+    assert 0 < count < 60000
+    rerun = run_cli("ingest", str(path), "--symbol", "INTUSD", "--quiet", env=cli_env(db_settings))
+    assert rerun.returncode == 0
+    assert (await clean_db.fetchall("SELECT COUNT(*) FROM bars", ()))[0][0] == 60000
