@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import urllib.error
@@ -31,7 +32,7 @@ def up(timeout_s: float = 60.0) -> int:
             return 3
         process.spawn(
             [sys.executable, "-m", "orchestrator", "serve"],
-            env=dict(__import__("os").environ),
+            env=dict(os.environ),
             log_path=LOG_PATH,
             pid_path=PID_PATH,
         )

@@ -42,7 +42,7 @@ def spawn(
     log_path: Path,
     pid_path: Path,
     cwd: Path | None = None,
-) -> int:
+) -> subprocess.Popen[bytes]:
     """Starts `command` detached from our session, appending its output to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
@@ -58,7 +58,7 @@ def spawn(
     tmp = pid_path.with_suffix(".tmp")
     tmp.write_text(f"{proc.pid}\n")
     tmp.replace(pid_path)
-    return proc.pid
+    return proc
 
 
 def stop(pid_path: Path, expected_name: str, timeout_s: float = 30.0) -> bool:

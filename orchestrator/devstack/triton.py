@@ -8,6 +8,7 @@ model environment's bin/ leads PATH so the stub imports that environment's numpy
 from __future__ import annotations
 
 import os
+import subprocess
 import sysconfig
 import time
 import urllib.error
@@ -136,7 +137,7 @@ class TritonServer:
                 "or choose other ports (TRITON_HTTP_PORT/TRITON_GRPC_PORT/TRITON_METRICS_PORT)"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        process.spawn(
+        child = process.spawn(
             self.command(),
             env=self.environment(),
             log_path=self.log_path,
@@ -144,20 +145,22 @@ class TritonServer:
             cwd=self.run_dir,
         )
         try:
-            self.wait_ready(timeout_s)
+            self.wait_ready(timeout_s, child)
         except TritonStartError:
             self.stop()  # never leave a half-started server behind
             raise
 
-    def wait_ready(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float, child: subprocess.Popen[bytes] | None = None) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.is_ready():
                 return
-            if not self.is_running():
+            exited = child.poll() is not None if child is not None else not self.is_running()
+            if exited:
                 time.sleep(0.5)  # let the log reach the disk
+                code = f" (exit status {child.returncode})" if child is not None else ""
                 raise TritonStartError(
-                    f"tritonserver exited during start-up; last lines of {self.log_path}:\n"
+                    f"tritonserver exited during start-up{code}; last lines of {self.log_path}:\n"
                     + process.log_tail(self.log_path)
                 )
             time.sleep(0.25)

@@ -1,0 +1,84 @@
+"""`python -m export train ...`: train on the bars in the store and export both profiles."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from export.exporter import export_profiles
+from export.train import TrainConfig, prepare_symbol, train_all
+from orchestrator.marketdata.db import Database, DatabaseUnavailableError
+from orchestrator.marketdata.store import BarStore
+from orchestrator.marketdata.timeframes import parse_timeframe
+from orchestrator.settings import PROJECT_ROOT, Settings
+
+
+async def load_bars(symbols: list[str] | None, timeframe: str) -> dict[str, pd.DataFrame]:
+    settings = Settings.from_env()
+    db = await Database.connect(settings.db)
+    try:
+        store = BarStore(db)
+        known = [s.symbol for s in await store.list_symbols()]
+        chosen = symbols or known
+        tf = parse_timeframe(timeframe)
+        frames = {}
+        for symbol in chosen:
+            count = await store.count_bars(symbol, tf)
+            frames[symbol] = await store.latest_bars(symbol, tf, max(count, 1))
+        return {s: f for s, f in frames.items() if len(f)}
+    finally:
+        await db.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train on the store's bars and export cpu + gpu profiles")
+    train.add_argument("--symbols", help="comma-separated (default: every symbol in the store)")
+    train.add_argument("--timeframe", default="5m")
+    train.add_argument("--repository", default=str(PROJECT_ROOT / "model_repository"))
+    train.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    train.add_argument("--folds", type=int, default=TrainConfig.folds)
+    train.add_argument("--stride", type=int, default=TrainConfig.stride)
+    train.add_argument("--seed", type=int, default=TrainConfig.seed)
+    train.add_argument("--tensorrt", action="store_true", help="gpu profile: TensorRT accelerator")
+    args = parser.parse_args(argv)
+    symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None
+    try:
+        frames = asyncio.run(load_bars(symbols, args.timeframe))
+    except DatabaseUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    if not frames:
+        print("error: no bars in the store; run `make demo-data` or ingest some", file=sys.stderr)
+        return 2
+    cfg = TrainConfig(
+        timeframe=parse_timeframe(args.timeframe),
+        epochs=args.epochs,
+        folds=args.folds,
+        stride=args.stride,
+        seed=args.seed,
+    )
+    started = time.perf_counter()
+    data = [prepare_symbol(symbol, bars, cfg) for symbol, bars in frames.items()]
+    print(f"training on {', '.join(f'{s} ({len(b)} bars)' for s, b in frames.items())}")
+    try:
+        models = train_all(data, cfg)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    versions = export_profiles(models, Path(args.repository), tensorrt=args.tensorrt)
+    print(
+        f"exported version {versions['cpu']} to {args.repository}/cpu and {args.repository}/gpu "
+        f"in {time.perf_counter() - started:.0f} s; card: {args.repository}/cpu/MODEL_CARD.md"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""Trained models -> ONNX / TorchScript / xgboost.json -> both repository profiles."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from export.catalog import ENSEMBLE, GRU, META, TRANSFORMER, XGB_LONG, XGB_SHORT, model_defs
+from export.repository import next_version, publish_version
+from export.train import TrainedModels
+
+ONNX_OPSET = 17
+
+
+def export_onnx_range(model: torch.nn.Module, path: Path, window: int, n_features: int) -> None:
+    """Legacy exporter (dynamo=False): the dynamo path mis-exports nn.GRU (linear_before_reset)."""
+    model.eval()
+    torch.backends.mha.set_fastpath_enabled(False)  # the MHA fast path does not export
+    example = torch.zeros(2, window, n_features)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=["SEQ"],
+        output_names=["RANGE"],
+        dynamic_axes={"SEQ": {0: "batch"}, "RANGE": {0: "batch"}},
+        opset_version=ONNX_OPSET,
+        dynamo=False,
+    )
+
+
+def export_torchscript(model: torch.nn.Module, path: Path, window: int, n_features: int) -> None:
+    model.eval()
+    torch.backends.mha.set_fastpath_enabled(False)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, torch.zeros(3, window, n_features), check_trace=False)
+    traced.save(str(path))
+
+
+def export_onnx_meta(meta: torch.nn.Module, path: Path, n_range: int, n_context: int) -> None:
+    meta.eval()
+    names = ["GRU_RANGE", "TF_RANGE", "P_LONG", "P_SHORT", "CTX"]
+    example = (
+        torch.zeros(2, n_range),
+        torch.zeros(2, n_range),
+        torch.full((2, 2), 0.5),
+        torch.full((2, 2), 0.5),
+        torch.zeros(2, n_context),
+    )
+    axes = {n: {0: "batch"} for n in [*names, "CONFIDENCE", "DIRECTION"]}
+    torch.onnx.export(
+        meta,
+        example,
+        str(path),
+        input_names=names,
+        output_names=["CONFIDENCE", "DIRECTION"],
+        dynamic_axes=axes,
+        opset_version=ONNX_OPSET,
+        dynamo=False,
+    )
+
+
+def write_artifacts(models: TrainedModels, out: Path) -> dict[str, dict[str, Path]]:
+    """Artifacts per model name, plus the spec and card that travel with every version."""
+    spec = models.spec
+    n_range = len(spec.horizons) * 2
+    files: dict[str, dict[str, Path]] = {}
+    for name, net in ((GRU, models.gru), (TRANSFORMER, models.transformer)):
+        export_onnx_range(net, out / f"{name}.onnx", spec.window, spec.n_features)
+        export_torchscript(net, out / f"{name}.pt", spec.window, spec.n_features)
+        files[name] = {"model.onnx": out / f"{name}.onnx"}
+        files[f"{name}_torchscript"] = {"model.pt": out / f"{name}.pt"}
+    for name, booster in ((XGB_LONG, models.xgb_long), (XGB_SHORT, models.xgb_short)):
+        booster.save_model(str(out / f"{name}.json"))
+        files[name] = {"xgboost.json": out / f"{name}.json"}
+    export_onnx_meta(models.meta, out / f"{META}.onnx", n_range, len(spec.context_features))
+    files[META] = {"model.onnx": out / f"{META}.onnx"}
+    files[ENSEMBLE] = {}
+    (out / "feature_spec.json").write_bytes(spec.dumps())
+    (out / "model_card.json").write_text(json.dumps(models.card, indent=2, default=str))
+    for entry in files.values():
+        entry["feature_spec.json"] = out / "feature_spec.json"
+        entry["model_card.json"] = out / "model_card.json"
+    return files
+
+
+def export_profiles(
+    models: TrainedModels, repository_root: Path, *, tensorrt: bool = False
+) -> dict[str, int]:
+    """Writes a new version of every model into `<root>/cpu` and `<root>/gpu`."""
+    spec = models.spec
+    defs = model_defs(
+        spec.window, spec.n_features, len(spec.horizons) * 2, len(spec.context_features)
+    )
+    versions = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_artifacts(models, Path(tmp))
+        for profile in ("cpu", "gpu"):
+            repository = repository_root / profile
+            repository.mkdir(parents=True, exist_ok=True)
+            chosen = [d for d in defs if profile in d.profiles]
+            version = next_version(repository, [d.name for d in chosen])
+            # Dependencies first, the ensemble last: a loader never sees it ahead of its steps.
+            for model in chosen:
+                publish_version(
+                    repository, model, profile, version, files[model.name], tensorrt=tensorrt
+                )
+            versions[profile] = version
+            (repository / "MODEL_CARD.md").write_text(render_card(models.card, version))
+    return versions
+
+
+def render_card(card: dict[str, object], version: int) -> str:
+    lines = [
+        f"# Model card — version {version}",
+        "",
+        f"Data: {card['symbols']} {card['timeframe']} bars, {card['data_from']} → "
+        f"{card['data_to']}; {card['samples']} samples, {card['folds']} walk-forward folds "
+        "(out-of-fold metrics below).",
+        "",
+        "| horizon | GRU R² | GRU direction acc. | Transformer R² | Transformer direction acc. |",
+        "|---|---|---|---|---|",
+    ]
+    gru, tf = card["gru"], card["transformer"]
+    assert isinstance(gru, dict) and isinstance(tf, dict)
+    for horizon in gru:
+        lines.append(
+            f"| {horizon} | {gru[horizon]['r2']:.3f} | {gru[horizon]['direction_accuracy']:.3f}"
+            f" | {tf[horizon]['r2']:.3f} | {tf[horizon]['direction_accuracy']:.3f} |"
+        )
+    lines += [
+        "",
+        f"TP/SL classifiers (XGBoost) AUC: long {card['xgb_auc_long']:.3f}, "
+        f"short {card['xgb_auc_short']:.3f}.",
+        "",
+        f"Metamodel confidence ({card['meta_evaluated_on']}): AUC {card['meta_auc']:.3f}, "
+        f"Brier {card['meta_brier']:.4f}, base win rate {card['meta_base_rate']:.3f}, "
+        f"mean confidence {card['meta_mean_confidence']:.3f}.",
+        "",
+        "| confidence bin | trades | mean confidence | observed win rate |",
+        "|---|---|---|---|",
+    ]
+    table = card["meta_reliability"]
+    assert isinstance(table, list)
+    for row in table:
+        lines.append(
+            f"| {row['bin']} | {row['count']} | {row['mean_confidence']:.3f} | {row['win_rate']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"

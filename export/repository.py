@@ -1,0 +1,162 @@
+"""Triton model repository layout for both profiles, written atomically.
+
+`cpu` (the pytriton wheel's server: Python backend only) and `gpu` (NGC container: native
+onnxruntime_onnx / pytorch_libtorch / fil backends) share model names, tensor names, shapes and
+batching, and are built from the same artifacts. A new version is assembled in a staging
+directory on the same filesystem and renamed into place, so Triton never sees half a version.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+BACKENDS_DIR = Path(__file__).parent / "backends"
+PROFILES = ("cpu", "gpu")
+KEEP_VERSIONS = 3
+QUEUE_DELAY_US = 2000
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dims: tuple[int, ...]
+    dtype: str = "TYPE_FP32"
+
+    def pbtxt(self) -> str:
+        dims = ", ".join(str(d) for d in self.dims)
+        return f'  {{ name: "{self.name}", data_type: {self.dtype}, dims: [ {dims} ] }}'
+
+
+@dataclass(frozen=True)
+class ModelDef:
+    name: str
+    kind: str  # "onnx", "xgboost", "torchscript", "ensemble"
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    max_batch_size: int = 256
+    profiles: tuple[str, ...] = PROFILES
+    ensemble_steps: str = ""
+
+
+def _tensors(label: str, tensors: tuple[Tensor, ...]) -> str:
+    return f"{label} [\n" + ",\n".join(t.pbtxt() for t in tensors) + "\n]"
+
+
+def _param(key: str, value: str) -> str:
+    return f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
+
+
+def _warmup(model: ModelDef) -> str:
+    inputs = "\n".join(
+        f'    inputs {{ key: "{t.name}" value: {{ data_type: {t.dtype} '
+        f"dims: [ {', '.join(str(d) for d in t.dims)} ] zero_data: true }} }}"
+        for t in model.inputs
+    )
+    return f'model_warmup [ {{\n    name: "zeros"\n    batch_size: 1\n{inputs}\n}} ]'
+
+
+def render_config(model: ModelDef, profile: str, *, tensorrt: bool = False) -> str:
+    """config.pbtxt text for one model in one profile."""
+    lines = [f'name: "{model.name}"']
+    gpu = profile == "gpu"
+    if model.kind == "ensemble":
+        lines += [
+            'platform: "ensemble"',
+            f"max_batch_size: {model.max_batch_size}",
+            _tensors("input", model.inputs),
+            _tensors("output", model.outputs),
+            model.ensemble_steps,
+        ]
+        return "\n".join(lines) + "\n"
+    if not gpu:
+        lines.append('backend: "python"')
+    elif model.kind == "onnx":
+        lines += ['platform: "onnxruntime_onnx"', 'default_model_filename: "model.onnx"']
+    elif model.kind == "torchscript":
+        lines += ['platform: "pytorch_libtorch"', 'default_model_filename: "model.pt"']
+    elif model.kind == "xgboost":
+        lines.append('backend: "fil"')
+    lines += [
+        f"max_batch_size: {model.max_batch_size}",
+        _tensors("input", model.inputs),
+        _tensors("output", model.outputs),
+    ]
+    lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {QUEUE_DELAY_US} }}")
+    kind = "KIND_GPU" if gpu else "KIND_CPU"
+    lines.append(f"instance_group [ {{ count: 1, kind: {kind} }} ]")
+    lines.append("version_policy { latest { num_versions: 1 } }")
+    if model.kind == "xgboost":
+        if gpu:
+            # FIL >= 25.09 names: is_classifier (was output_class), threshold required,
+            # layout (was algo); storage_type is gone.
+            lines += [
+                _param("model_type", "xgboost_json"),
+                _param("is_classifier", "true"),
+                _param("predict_proba", "true"),
+                _param("threshold", "0.5"),
+                _param("layout", "depth_first"),
+            ]
+    elif not gpu:
+        lines += [_param("artifact", "model.onnx"), _param("intra_op_threads", "1")]
+    if gpu:
+        lines.append(_warmup(model))
+        if tensorrt and model.kind == "onnx":
+            lines.append(
+                "optimization { execution_accelerators { gpu_execution_accelerator: [ {"
+                ' name: "tensorrt" parameters { key: "precision_mode" value: "FP16" } } ] } }'
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def next_version(repository: Path, names: list[str]) -> int:
+    """One version number for the whole export, above every existing one."""
+    existing = [
+        int(p.name)
+        for name in names
+        for p in (repository / name).glob("*")
+        if p.is_dir() and p.name.isdigit()
+    ]
+    return max(existing, default=0) + 1
+
+
+def publish_version(
+    repository: Path,
+    model: ModelDef,
+    profile: str,
+    version: int,
+    files: dict[str, Path],
+    *,
+    tensorrt: bool = False,
+    keep: int = KEEP_VERSIONS,
+) -> Path:
+    """Stages `files` (+ the Python-backend runner on cpu) as `version`, then renames it in."""
+    model_dir = repository / model.name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=repository, prefix=f".staging-{model.name}-"))
+    try:
+        for target, source in files.items():
+            shutil.copy2(source, staging / target)
+        if profile == "cpu" and model.kind in ("onnx", "xgboost"):
+            runner = "onnx_runner.py" if model.kind == "onnx" else "xgboost_runner.py"
+            shutil.copy2(BACKENDS_DIR / runner, staging / "model.py")
+        final = model_dir / str(version)
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _atomic_write(model_dir / "config.pbtxt", render_config(model, profile, tensorrt=tensorrt))
+    versions = sorted((int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()))
+    for old in versions[:-keep]:
+        shutil.rmtree(model_dir / str(old))
+    return final

@@ -1,0 +1,436 @@
+"""Walk-forward training of the range models, the TP/SL classifiers and the metamodel.
+
+Splits are time-ordered with a purge gap: a training sample's label window (up to the longest
+horizon) must end before its test block starts, so no label peeks into the test period.
+The model card reports out-of-fold metrics only; the exported models are then refitted on all
+samples, with normalisation statistics fitted on those training rows alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import torch
+import xgboost as xgb
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss, roc_auc_score
+from torch import nn
+from tqdm import tqdm
+
+from export.networks import GRURange, MetaModel, TransformerRange
+from orchestrator.features.dataset import (
+    context_vectors,
+    fit_normalisation,
+    normalise,
+    sequence_windows,
+    tabular_vectors,
+)
+from orchestrator.features.horizons import HORIZONS, Horizon
+from orchestrator.features.indicators import FEATURE_NAMES, PARAMS, compute_features
+from orchestrator.features.spec import (
+    CLIP_Z,
+    CONTEXT_FEATURES,
+    PIPELINE_VERSION,
+    SEQUENCE_WINDOW,
+    FeatureSpec,
+    pipeline_fingerprint,
+)
+from orchestrator.features.targets import range_targets, triple_barrier
+from orchestrator.marketdata.timeframes import Timeframe
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    timeframe: Timeframe = Timeframe.M5
+    folds: int = 3
+    epochs: int = 8
+    patience: int = 2
+    batch_size: int = 256
+    stride: int = 3  # adjacent windows are near-duplicates; train on every `stride`-th
+    seed: int = 7
+    tp_atr: float = 1.5
+    sl_atr: float = 1.0
+    label_horizon: Horizon = Horizon.INTRADAY
+    xgb_rounds: int = 400
+    learning_rate: float = 2e-3
+    threads: int = 2
+    show_progress: bool = True
+
+
+@dataclass
+class SymbolData:
+    symbol: str
+    bars: pd.DataFrame
+    features: pd.DataFrame
+    ranges: F32
+    long_label: npt.NDArray[np.float64]
+    short_label: npt.NDArray[np.float64]
+
+
+@dataclass
+class Samples:
+    symbol: I64  # index into the SymbolData list
+    end: I64  # row of the window's last bar
+    ts: I64  # that bar's open time, ns
+
+    def subset(self, mask: npt.NDArray[np.bool_]) -> Samples:
+        return Samples(self.symbol[mask], self.end[mask], self.ts[mask])
+
+    def __len__(self) -> int:
+        return int(self.end.size)
+
+
+@dataclass
+class Inputs:
+    seq: F32
+    tab: F32
+    ctx: F32
+    ranges: F32
+    long_label: F32
+    short_label: F32
+
+
+@dataclass
+class TrainedModels:
+    spec: FeatureSpec
+    gru: GRURange
+    transformer: TransformerRange
+    xgb_long: xgb.Booster
+    xgb_short: xgb.Booster
+    meta: MetaModel
+    card: dict[str, object] = field(default_factory=dict)
+
+
+def horizon_bars(timeframe: Timeframe) -> list[int]:
+    return [h.bars(timeframe) for h in HORIZONS]
+
+
+def prepare_symbol(symbol: str, bars: pd.DataFrame, cfg: TrainConfig) -> SymbolData:
+    features = compute_features(bars)
+    atr = features["atr"].to_numpy(np.float64)
+    label_bars = cfg.label_horizon.bars(cfg.timeframe)
+    return SymbolData(
+        symbol,
+        bars,
+        features,
+        range_targets(bars, atr, horizon_bars(cfg.timeframe)).astype(np.float32),
+        triple_barrier(bars, atr, label_bars, cfg.tp_atr, cfg.sl_atr, +1),
+        triple_barrier(bars, atr, label_bars, cfg.tp_atr, cfg.sl_atr, -1),
+    )
+
+
+def collect_samples(data: list[SymbolData]) -> Samples:
+    """Every bar whose full window of features and every target are known, in time order."""
+    symbols, ends, stamps = [], [], []
+    for index, item in enumerate(data):
+        finite = np.isfinite(item.features[list(FEATURE_NAMES)].to_numpy()).all(axis=1)
+        run = np.convolve(finite.astype(np.int64), np.ones(SEQUENCE_WINDOW, np.int64), "full")
+        window_ok = run[: finite.size] == SEQUENCE_WINDOW
+        ok = (
+            window_ok
+            & np.isfinite(item.ranges).all(axis=1)
+            & np.isfinite(item.long_label)
+            & np.isfinite(item.short_label)
+        )
+        rows = np.flatnonzero(ok)
+        symbols.append(np.full(rows.size, index, np.int64))
+        ends.append(rows.astype(np.int64))
+        stamps.append(item.bars.index.asi8[rows])
+    order = np.argsort(np.concatenate(stamps), kind="stable")
+    return Samples(
+        np.concatenate(symbols)[order], np.concatenate(ends)[order], np.concatenate(stamps)[order]
+    )
+
+
+def make_spec(data: list[SymbolData], train: Samples, cfg: TrainConfig) -> FeatureSpec:
+    rows = pd.concat(
+        [data[s].features.iloc[train.end[train.symbol == s]] for s in np.unique(train.symbol)]
+    )
+    mean, std = fit_normalisation(rows)
+    return FeatureSpec(
+        pipeline_version=PIPELINE_VERSION,
+        fingerprint=pipeline_fingerprint(cfg.timeframe.value),
+        timeframe=cfg.timeframe.value,
+        window=SEQUENCE_WINDOW,
+        feature_names=list(FEATURE_NAMES),
+        context_features=list(CONTEXT_FEATURES),
+        params={k: float(v) for k, v in PARAMS.items()},
+        mean=mean,
+        std=std,
+        clip_z=CLIP_Z,
+        horizons=[h.value for h in HORIZONS],
+        horizon_bars=horizon_bars(cfg.timeframe),
+        tp_atr=cfg.tp_atr,
+        sl_atr=cfg.sl_atr,
+        label_horizon=cfg.label_horizon.value,
+    )
+
+
+def build_inputs(data: list[SymbolData], samples: Samples, spec: FeatureSpec) -> Inputs:
+    parts: list[tuple[F32, F32, F32, F32, F32, F32]] = []
+    order = []
+    for s in np.unique(samples.symbol):
+        mask = samples.symbol == s
+        ends = samples.end[mask]
+        item = data[int(s)]
+        z = normalise(item.features, spec)
+        parts.append(
+            (
+                sequence_windows(z, ends),
+                tabular_vectors(z, ends),
+                context_vectors(z, ends),
+                item.ranges[ends],
+                item.long_label[ends].astype(np.float32),
+                item.short_label[ends].astype(np.float32),
+            )
+        )
+        order.append(np.flatnonzero(mask))
+    back = np.argsort(np.concatenate(order), kind="stable")
+    stacked = [np.concatenate([p[k] for p in parts])[back] for k in range(6)]
+    return Inputs(*stacked)
+
+
+def _batches(n: int, size: int, rng: np.random.Generator) -> list[npt.NDArray[np.int64]]:
+    perm = rng.permutation(n)
+    return [perm[i : i + size] for i in range(0, n, size)]
+
+
+def train_range_model(
+    model: nn.Module, seq: F32, y: F32, cfg: TrainConfig, label: str
+) -> nn.Module:
+    """Adam on scale-balanced MSE; early stopping on the newest 15% of the training samples."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    split = int(len(seq) * 0.85)
+    x_train = torch.from_numpy(seq[: split : cfg.stride])
+    y_train = torch.from_numpy(y[: split : cfg.stride])
+    x_val, y_val = torch.from_numpy(seq[split:]), torch.from_numpy(y[split:])
+    scale = torch.from_numpy(np.maximum(y[:split].std(axis=0), 1e-3))
+    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    best, best_state, stale = math.inf, copy.deepcopy(model.state_dict()), 0
+    progress = tqdm(
+        range(cfg.epochs), desc=f"train {label}", disable=not cfg.show_progress, leave=False
+    )
+    for _ in progress:
+        model.train()
+        for idx in _batches(len(x_train), cfg.batch_size, rng):
+            optimiser.zero_grad()
+            loss = (((model(x_train[idx]) - y_train[idx]) / scale) ** 2).mean()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+        model.eval()
+        with torch.no_grad():
+            val = float((((predict(model, x_val) - y_val) / scale) ** 2).mean())
+        progress.set_postfix(val_loss=f"{val:.4f}")
+        if val < best - 1e-4:
+            best, best_state, stale = val, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
+    with torch.no_grad():
+        return (
+            torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
+            if len(x)
+            else torch.zeros(0)
+        )
+
+
+def train_classifier(tab: F32, y: F32, cfg: TrainConfig) -> xgb.Booster:
+    split = int(len(tab) * 0.85)
+    classifier = xgb.XGBClassifier(
+        n_estimators=cfg.xgb_rounds,
+        max_depth=4,
+        learning_rate=0.05,
+        subsample=0.8,
+        colsample_bytree=0.8,
+        min_child_weight=5,
+        tree_method="hist",
+        n_jobs=cfg.threads,
+        random_state=cfg.seed,
+        early_stopping_rounds=30,
+        eval_metric="logloss",
+    )
+    classifier.fit(tab[:split], y[:split], eval_set=[(tab[split:], y[split:])], verbose=False)
+    booster = classifier.get_booster()
+    best = classifier.best_iteration
+    return booster[: best + 1] if best is not None else booster
+
+
+def classifier_proba(booster: xgb.Booster, tab: F32) -> F32:
+    positive = booster.inplace_predict(tab).astype(np.float32).reshape(-1)
+    return np.stack([1 - positive, positive], axis=1)
+
+
+def range_metrics(pred: F32, truth: F32, horizons: list[str]) -> dict[str, dict[str, float]]:
+    out = {}
+    for k, horizon in enumerate(horizons):
+        p, t = pred[:, 2 * k : 2 * k + 2], truth[:, 2 * k : 2 * k + 2]
+        sse = float(((p - t) ** 2).sum())
+        sst = float(((t - t.mean(axis=0)) ** 2).sum())
+        direction = np.sign(p[:, 0] - p[:, 1]) == np.sign(t[:, 0] - t[:, 1])
+        out[horizon] = {
+            "r2": 1 - sse / sst if sst > 0 else 0.0,
+            "direction_accuracy": float(direction.mean()),
+        }
+    return out
+
+
+def reliability(confidence: F32, outcome: F32, bins: int = 10) -> list[dict[str, float]]:
+    edges = np.linspace(0, 1, bins + 1)
+    table = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        mask = (confidence >= lo) & ((confidence < hi) | (hi == 1.0))
+        if mask.any():
+            table.append(
+                {
+                    "bin": f"{lo:.1f}-{hi:.1f}",
+                    "count": int(mask.sum()),
+                    "mean_confidence": float(confidence[mask].mean()),
+                    "win_rate": float(outcome[mask].mean()),
+                }
+            )
+    return table
+
+
+def _meta_inputs(gru: F32, tf: F32, p_long: F32, p_short: F32, ctx: F32) -> tuple[F32, F32]:
+    x, direction = MetaModel.assemble(
+        *(torch.from_numpy(a) for a in (gru, tf, p_long, p_short, ctx))
+    )
+    return x.numpy(), direction.numpy()[:, 0]
+
+
+def fit_metamodel(x: F32, won: F32, n_range: int, n_context: int) -> MetaModel:
+    mean, std = x.mean(axis=0), np.where(x.std(axis=0) < 1e-9, 1.0, x.std(axis=0))
+    regression = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / std, won)
+    meta = MetaModel(n_range, n_context)
+    with torch.no_grad():
+        meta.linear.weight.copy_(torch.from_numpy(regression.coef_.astype(np.float32)))
+        meta.linear.bias.copy_(torch.from_numpy(regression.intercept_.astype(np.float32)))
+        meta.mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+        meta.std.copy_(torch.from_numpy(std.astype(np.float32)))
+    return meta.eval()
+
+
+def fit_base_models(
+    data: list[SymbolData], train: Samples, cfg: TrainConfig
+) -> tuple[FeatureSpec, GRURange, TransformerRange, xgb.Booster, xgb.Booster]:
+    spec = make_spec(data, train, cfg)
+    inputs = build_inputs(data, train, spec)
+    n_out = inputs.ranges.shape[1]
+    torch.manual_seed(cfg.seed)
+    gru = GRURange(spec.n_features, n_out)
+    train_range_model(gru, inputs.seq, inputs.ranges, cfg, "gru")
+    torch.manual_seed(cfg.seed)
+    transformer = TransformerRange(spec.n_features, n_out, spec.window)
+    train_range_model(transformer, inputs.seq, inputs.ranges, cfg, "transformer")
+    xgb_long = train_classifier(inputs.tab, inputs.long_label, cfg)
+    xgb_short = train_classifier(inputs.tab, inputs.short_label, cfg)
+    return spec, gru, transformer, xgb_long, xgb_short
+
+
+def walk_forward_folds(samples: Samples, cfg: TrainConfig) -> list[tuple[Samples, Samples]]:
+    """Expanding-window folds over the last half of the time span, purged by the label span."""
+    start, stop = samples.ts.min(), samples.ts.max() + 1
+    purge_ns = max(h.seconds for h in HORIZONS) * 10**9
+    block = (stop - start) * 0.5 / cfg.folds
+    folds = []
+    for k in range(cfg.folds):
+        test_start = start + (stop - start) * 0.5 + k * block
+        test_stop = test_start + block
+        train = samples.subset(samples.ts + purge_ns < test_start)
+        test = samples.subset((samples.ts >= test_start) & (samples.ts < test_stop))
+        if len(train) and len(test):
+            folds.append((train, test))
+    if not folds:
+        raise ValueError("not enough history for walk-forward folds; ingest more bars")
+    return folds
+
+
+def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
+    torch.set_num_threads(cfg.threads)
+    samples = collect_samples(data)
+    if len(samples) < 2000:
+        raise ValueError(
+            f"only {len(samples)} usable samples; need at least 2000 (ingest more bars)"
+        )
+    folds = walk_forward_folds(samples, cfg)
+    oof: dict[str, list[F32]] = {
+        k: [] for k in ("gru", "tf", "pl", "ps", "ctx", "ranges", "yl", "ys", "fold")
+    }
+    for k, (train, test) in enumerate(
+        tqdm(folds, desc="walk-forward", disable=not cfg.show_progress)
+    ):
+        spec, gru, transformer, xl, xs = fit_base_models(data, train, cfg)
+        inputs = build_inputs(data, test, spec)
+        seq = torch.from_numpy(inputs.seq)
+        oof["gru"].append(predict(gru, seq).numpy())
+        oof["tf"].append(predict(transformer, seq).numpy())
+        oof["pl"].append(classifier_proba(xl, inputs.tab))
+        oof["ps"].append(classifier_proba(xs, inputs.tab))
+        oof["ctx"].append(inputs.ctx)
+        oof["ranges"].append(inputs.ranges)
+        oof["yl"].append(inputs.long_label)
+        oof["ys"].append(inputs.short_label)
+        oof["fold"].append(np.full(len(test), k, np.float32))
+    cat = {key: np.concatenate(values) for key, values in oof.items()}
+    x_meta, direction = _meta_inputs(cat["gru"], cat["tf"], cat["pl"], cat["ps"], cat["ctx"])
+    won = np.where(direction > 0, cat["yl"], cat["ys"]).astype(np.float32)
+    n_range, n_ctx = cat["gru"].shape[1], cat["ctx"].shape[1]
+    last = cat["fold"] == cat["fold"].max()
+    if (~last).sum() > 100 and len(np.unique(won[~last])) == 2:
+        held_out_meta = fit_metamodel(x_meta[~last], won[~last], n_range, n_ctx)
+        evaluated = last
+    else:  # a single fold: score in-sample and say so in the card
+        held_out_meta = fit_metamodel(x_meta, won, n_range, n_ctx)
+        evaluated = np.ones_like(last)
+    with torch.no_grad():
+        confidence = torch.sigmoid(
+            held_out_meta.linear(
+                (torch.from_numpy(x_meta[evaluated]) - held_out_meta.mean) / held_out_meta.std
+            )
+        ).numpy()[:, 0]
+    horizons = [h.value for h in HORIZONS]
+    card: dict[str, object] = {
+        "samples": len(samples),
+        "folds": len(folds),
+        "data_from": str(pd.Timestamp(samples.ts.min(), tz="UTC")),
+        "data_to": str(pd.Timestamp(samples.ts.max(), tz="UTC")),
+        "symbols": [d.symbol for d in data],
+        "timeframe": cfg.timeframe.value,
+        "gru": range_metrics(cat["gru"], cat["ranges"], horizons),
+        "transformer": range_metrics(cat["tf"], cat["ranges"], horizons),
+        "xgb_auc_long": _auc(cat["yl"], cat["pl"][:, 1]),
+        "xgb_auc_short": _auc(cat["ys"], cat["ps"][:, 1]),
+        "meta_auc": _auc(won[evaluated], confidence),
+        "meta_brier": float(brier_score_loss(won[evaluated], confidence)),
+        "meta_base_rate": float(won[evaluated].mean()),
+        "meta_mean_confidence": float(confidence.mean()),
+        "meta_reliability": reliability(confidence, won[evaluated]),
+        "meta_evaluated_on": "last walk-forward fold (metamodel fitted on earlier folds)"
+        if evaluated is last
+        else "in-sample (only one fold)",
+        "config": {k: (v.value if hasattr(v, "value") else v) for k, v in cfg.__dict__.items()},
+    }
+    final_meta = fit_metamodel(x_meta, won, n_range, n_ctx)
+    spec, gru, transformer, xl, xs = fit_base_models(data, samples, cfg)
+    return TrainedModels(spec, gru, transformer, xl, xs, final_meta, card)
+
+
+def _auc(y: F32, score: F32) -> float:
+    return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")

@@ -1,0 +1,1 @@
+"""The one feature pipeline: training (export/) and serving (orchestrator/) both import it."""

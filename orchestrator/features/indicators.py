@@ -1,0 +1,137 @@
+"""Bars -> raw feature columns with pandas-ta on its TA-Lib backend.
+
+Every feature is scale-free (returns, ratios, oscillators, ATR units), so one model serves BTC at
+60,000 and EURUSD at 1.08. Each column depends on at most LOOKBACK_BARS past bars (EMA-type
+memory decays below 1e-8 within that span), which is what makes incremental updates exact enough
+for serving: a tail of LOOKBACK_BARS bars reproduces the full-history value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pandas_ta as ta
+
+# Indicator parameters are part of the feature spec's fingerprint: change one, retrain.
+PARAMS: dict[str, int | float] = {
+    "rsi": 14,
+    "macd_fast": 12,
+    "macd_slow": 26,
+    "macd_signal": 9,
+    "atr": 14,
+    "bb_length": 20,
+    "bb_std": 2.0,
+    "ema_fast": 9,
+    "ema_mid": 21,
+    "ema_slow": 50,
+    "adx": 14,
+    "stoch_k": 14,
+    "stoch_d": 3,
+    "stoch_smooth": 3,
+    "volume_z": 48,
+    "realized_vol": 24,
+}
+RETURN_LAGS = (1, 3, 6, 12, 24, 48)
+LOOKBACK_BARS = 600
+
+FEATURE_NAMES: tuple[str, ...] = (
+    *(f"ret_{lag}" for lag in RETURN_LAGS),
+    "rsi",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "atr_rel",
+    "bb_pctb",
+    "bb_width",
+    "ema_fast_dist",
+    "ema_mid_dist",
+    "ema_slow_dist",
+    "adx",
+    "dmp_dmn",
+    "stoch_k",
+    "stoch_d",
+    "volume_z",
+    "range_atr",
+    "realized_vol",
+    "body_atr",
+    "hour_sin",
+    "hour_cos",
+    "dow_sin",
+    "dow_cos",
+)
+
+
+def _col(frame: pd.DataFrame, prefix: str) -> pd.Series:
+    """pandas-ta names columns with parameters (e.g. BBP_20_2.0); pick by prefix."""
+    return frame[next(c for c in frame.columns if str(c).startswith(prefix))]
+
+
+def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
+    """One row per bar; warm-up rows hold NaN. Also returns `atr` (price units) for targets."""
+    p = PARAMS
+    o, h, low, c, v = (
+        bars[k].astype(np.float64) for k in ("open", "high", "low", "close", "volume")
+    )
+    log_c = np.log(c)
+    out = pd.DataFrame(index=bars.index)
+    for lag in RETURN_LAGS:
+        out[f"ret_{lag}"] = log_c.diff(lag)
+    atr = ta.atr(h, low, c, length=int(p["atr"]), talib=True)
+    out["rsi"] = ta.rsi(c, length=int(p["rsi"]), talib=True) / 100.0 - 0.5
+    macd = ta.macd(
+        c,
+        fast=int(p["macd_fast"]),
+        slow=int(p["macd_slow"]),
+        signal=int(p["macd_signal"]),
+        talib=True,
+    )
+    out["macd"] = _col(macd, "MACD_") / atr
+    out["macd_signal"] = _col(macd, "MACDs_") / atr
+    out["macd_hist"] = _col(macd, "MACDh_") / atr
+    out["atr_rel"] = atr / c
+    bb = ta.bbands(
+        c,
+        length=int(p["bb_length"]),
+        lower_std=float(p["bb_std"]),
+        upper_std=float(p["bb_std"]),
+        talib=True,
+    )
+    out["bb_pctb"] = _col(bb, "BBP_")
+    out["bb_width"] = _col(bb, "BBB_") / 100.0
+    for name in ("fast", "mid", "slow"):
+        ema = ta.ema(c, length=int(p[f"ema_{name}"]), talib=True)
+        out[f"ema_{name}_dist"] = (c - ema) / atr
+    adx = ta.adx(h, low, c, length=int(p["adx"]), talib=True)
+    out["adx"] = _col(adx, "ADX_") / 100.0
+    out["dmp_dmn"] = (_col(adx, "DMP_") - _col(adx, "DMN_")) / 100.0
+    stoch = ta.stoch(
+        h,
+        low,
+        c,
+        k=int(p["stoch_k"]),
+        d=int(p["stoch_d"]),
+        smooth_k=int(p["stoch_smooth"]),
+        talib=True,
+    )
+    out["stoch_k"] = _col(stoch, "STOCHk_") / 100.0 - 0.5
+    out["stoch_d"] = _col(stoch, "STOCHd_") / 100.0 - 0.5
+    log_v = np.log1p(v)
+    window = int(p["volume_z"])
+    out["volume_z"] = (log_v - log_v.rolling(window).mean()) / (log_v.rolling(window).std() + 1e-9)
+    out["range_atr"] = (h - low) / atr
+    out["realized_vol"] = log_c.diff().rolling(int(p["realized_vol"])).std()
+    out["body_atr"] = (c - o) / atr
+    hour = bars.index.hour + bars.index.minute / 60.0
+    dow = bars.index.dayofweek + hour / 24.0
+    out["hour_sin"] = np.sin(2 * np.pi * hour / 24.0)
+    out["hour_cos"] = np.cos(2 * np.pi * hour / 24.0)
+    out["dow_sin"] = np.sin(2 * np.pi * dow / 7.0)
+    out["dow_cos"] = np.cos(2 * np.pi * dow / 7.0)
+    out = out[list(FEATURE_NAMES)].replace([np.inf, -np.inf], np.nan)
+    out["atr"] = atr
+    return out
+
+
+def warmup_bars() -> int:
+    """Bars before the first row where every feature is defined (TA-Lib's longest warm-up)."""
+    return int(max(p for k, p in PARAMS.items() if k != "bb_std")) * 3 + max(RETURN_LAGS)
