@@ -44,15 +44,19 @@ perf-analyzer: $(PERF_ANALYZER) ## perf_analyzer binary + libs, runnable as .ven
 setup: env triton-env perf-analyzer ## All environments
 
 # --- services -------------------------------------------------------------------------------
-.PHONY: db demo-data triton orchestrator run stop status
+.PHONY: db demo-data triton models orchestrator run stop status
 db: env ## Database: the configured server if reachable, else a private MariaDB in .run/mysql; migrate
 	@$(PY) -m orchestrator db up
 
 demo-data: db ## Load ~60 days of synthetic 5m bars for BTCUSD, EURUSD, XAUUSD (idempotent)
 	@$(PY) -m orchestrator demo --quiet
 
-triton: triton-env ## Start tritonserver (explicit model control) on 8000/8001/8002
+triton: triton-env ## Start tritonserver (explicit mode, cpu profile) on 8000/8001/8002
+	@if [ ! -f model_repository/cpu/signal_ensemble/config.pbtxt ]; then $(MAKE) --no-print-directory models; fi
 	@$(PY) -m orchestrator triton up
+
+models: db ## Train on the store's bars (walk-forward) and export cpu + gpu profiles
+	@$(PY) -m export train --repository model_repository
 
 orchestrator: env ## Start the Litestar API in the background on $(API_PORT)
 	@$(PY) -m orchestrator.devstack.api_process up
@@ -88,11 +92,15 @@ fmt: env ## Format the code
 	@$(VENV)/bin/ruff check --fix orchestrator export tests bench
 
 # --- benchmarks -----------------------------------------------------------------------------
-.PHONY: bench bench-ingest
+.PHONY: bench bench-ingest perf
 bench-ingest: db ## Ingest 215,699 generated 5m bars; prints rows/s per phase
 	@$(PY) bench/ingest_bench.py
 
-bench: bench-ingest ## Every benchmark
+perf: setup ## perf_analyzer on every served model (HTTP+gRPC, concurrency sweep) + avg batch size
+	@if [ ! -f model_repository/cpu/signal_ensemble/config.pbtxt ]; then $(MAKE) --no-print-directory models; fi
+	@$(PY) bench/perf.py
+
+bench: bench-ingest perf ## Every benchmark
 
 # --- housekeeping ---------------------------------------------------------------------------
 .PHONY: clean

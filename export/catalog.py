@@ -29,18 +29,25 @@ def model_defs(window: int, n_features: int, n_ranges: int, n_context: int) -> l
     steps = f"""ensemble_scheduling {{
   step [
     {{ model_name: "{GRU}" model_version: -1
-      input_map {{ key: "SEQ" value: "SEQ" }} output_map {{ key: "RANGE" value: "GRU_RANGE" }} }},
+      input_map {{ key: "SEQ" value: "SEQ" }}
+      output_map {{ key: "RANGE" value: "GRU_RANGE" }} }},
     {{ model_name: "{TRANSFORMER}" model_version: -1
-      input_map {{ key: "SEQ" value: "SEQ" }} output_map {{ key: "RANGE" value: "TF_RANGE" }} }},
+      input_map {{ key: "SEQ" value: "SEQ" }}
+      output_map {{ key: "RANGE" value: "TF_RANGE" }} }},
     {{ model_name: "{XGB_LONG}" model_version: -1
-      input_map {{ key: "input__0" value: "TAB" }} output_map {{ key: "output__0" value: "P_LONG" }} }},
+      input_map {{ key: "input__0" value: "TAB" }}
+      output_map {{ key: "output__0" value: "P_LONG" }} }},
     {{ model_name: "{XGB_SHORT}" model_version: -1
-      input_map {{ key: "input__0" value: "TAB" }} output_map {{ key: "output__0" value: "P_SHORT" }} }},
+      input_map {{ key: "input__0" value: "TAB" }}
+      output_map {{ key: "output__0" value: "P_SHORT" }} }},
     {{ model_name: "{META}" model_version: -1
-      input_map {{ key: "GRU_RANGE" value: "GRU_RANGE" }} input_map {{ key: "TF_RANGE" value: "TF_RANGE" }}
-      input_map {{ key: "P_LONG" value: "P_LONG" }} input_map {{ key: "P_SHORT" value: "P_SHORT" }}
+      input_map {{ key: "GRU_RANGE" value: "GRU_RANGE" }}
+      input_map {{ key: "TF_RANGE" value: "TF_RANGE" }}
+      input_map {{ key: "P_LONG" value: "P_LONG" }}
+      input_map {{ key: "P_SHORT" value: "P_SHORT" }}
       input_map {{ key: "CTX" value: "CTX" }}
-      output_map {{ key: "CONFIDENCE" value: "CONFIDENCE" }} output_map {{ key: "DIRECTION" value: "DIRECTION" }} }}
+      output_map {{ key: "CONFIDENCE" value: "CONFIDENCE" }}
+      output_map {{ key: "DIRECTION" value: "DIRECTION" }} }}
   ]
 }}"""
     return [

@@ -36,7 +36,8 @@ def export_torchscript(model: torch.nn.Module, path: Path, window: int, n_featur
     model.eval()
     torch.backends.mha.set_fastpath_enabled(False)
     with torch.no_grad():
-        traced = torch.jit.trace(model, torch.zeros(3, window, n_features), check_trace=False)
+        example = torch.zeros(3, window, n_features)
+        traced = torch.jit.trace(model, example, check_trace=False)  # type: ignore[no-untyped-call]
     traced.save(str(path))
 
 
@@ -125,7 +126,8 @@ def render_card(card: dict[str, object], version: int) -> str:
         "|---|---|---|---|---|",
     ]
     gru, tf = card["gru"], card["transformer"]
-    assert isinstance(gru, dict) and isinstance(tf, dict)
+    assert isinstance(gru, dict)
+    assert isinstance(tf, dict)
     for horizon in gru:
         lines.append(
             f"| {horizon} | {gru[horizon]['r2']:.3f} | {gru[horizon]['direction_accuracy']:.3f}"
@@ -147,6 +149,7 @@ def render_card(card: dict[str, object], version: int) -> str:
     assert isinstance(table, list)
     for row in table:
         lines.append(
-            f"| {row['bin']} | {row['count']} | {row['mean_confidence']:.3f} | {row['win_rate']:.3f} |"
+            f"| {row['bin']} | {row['count']} | {row['mean_confidence']:.3f}"
+            f" | {row['win_rate']:.3f} |"
         )
     return "\n".join(lines) + "\n"

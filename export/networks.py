@@ -57,6 +57,9 @@ class MetaModel(nn.Module):
     confidence is calibrated by construction (log-loss) and checked by the model card.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, n_range: int, n_context: int) -> None:
         super().__init__()
         self.n_inputs = 2 * n_range + 2 + n_context + 1
@@ -88,5 +91,9 @@ class MetaModel(nn.Module):
         ctx: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x, direction = self.assemble(gru, tf, p_long, p_short, ctx)
-        logit = self.linear((x - self.mean) / self.std)
-        return torch.sigmoid(logit), direction
+        return self.score(x), direction
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """P(win) from assembled inputs."""
+        out: torch.Tensor = torch.sigmoid(self.linear((x - self.mean) / self.std))
+        return out

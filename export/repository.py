@@ -156,7 +156,7 @@ def publish_version(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _atomic_write(model_dir / "config.pbtxt", render_config(model, profile, tensorrt=tensorrt))
-    versions = sorted((int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()))
+    versions = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
     for old in versions[:-keep]:
         shutil.rmtree(model_dir / str(old))
     return final

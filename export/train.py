@@ -9,6 +9,7 @@ samples, with normalisation statistics fitted on those training rows alone.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -143,7 +144,7 @@ def collect_samples(data: list[SymbolData]) -> Samples:
         rows = np.flatnonzero(ok)
         symbols.append(np.full(rows.size, index, np.int64))
         ends.append(rows.astype(np.int64))
-        stamps.append(item.bars.index.asi8[rows])
+        stamps.append(pd.DatetimeIndex(item.bars.index).asi8[rows])
     order = np.argsort(np.concatenate(stamps), kind="stable")
     return Samples(
         np.concatenate(symbols)[order], np.concatenate(ends)[order], np.concatenate(stamps)[order]
@@ -291,10 +292,10 @@ def range_metrics(pred: F32, truth: F32, horizons: list[str]) -> dict[str, dict[
     return out
 
 
-def reliability(confidence: F32, outcome: F32, bins: int = 10) -> list[dict[str, float]]:
+def reliability(confidence: F32, outcome: F32, bins: int = 10) -> list[dict[str, object]]:
     edges = np.linspace(0, 1, bins + 1)
     table = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         mask = (confidence >= lo) & ((confidence < hi) | (hi == 1.0))
         if mask.any():
             table.append(
@@ -400,11 +401,7 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         held_out_meta = fit_metamodel(x_meta, won, n_range, n_ctx)
         evaluated = np.ones_like(last)
     with torch.no_grad():
-        confidence = torch.sigmoid(
-            held_out_meta.linear(
-                (torch.from_numpy(x_meta[evaluated]) - held_out_meta.mean) / held_out_meta.std
-            )
-        ).numpy()[:, 0]
+        confidence = held_out_meta.score(torch.from_numpy(x_meta[evaluated])).numpy()[:, 0]
     horizons = [h.value for h in HORIZONS]
     card: dict[str, object] = {
         "samples": len(samples),

@@ -68,7 +68,7 @@ class TritonSettings(msgspec.Struct, frozen=True):
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
-    model_repository: str = str(PROJECT_ROOT / "model_repository")
+    model_repository: str = str(PROJECT_ROOT / "model_repository" / "cpu")
     request_timeout_s: float = 10.0
 
     @property

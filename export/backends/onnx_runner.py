@@ -36,7 +36,11 @@ class TritonPythonModel:
             tensors = [
                 pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.inputs
             ]
-            bad = [name for name, t in zip(self.inputs, tensors) if not np.isfinite(t).all()]
+            bad = [
+                name
+                for name, t in zip(self.inputs, tensors, strict=True)
+                if not np.isfinite(t).all()
+            ]
             if bad:
                 responses[index] = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(
@@ -54,12 +58,12 @@ class TritonPythonModel:
             }
             results = self.session.run(self.onnx_outputs, feed)
             start = 0
-            for index, tensors in zip(good, arrays):
+            for index, tensors in zip(good, arrays, strict=True):
                 stop = start + tensors[0].shape[0]
                 responses[index] = pb_utils.InferenceResponse(
                     output_tensors=[
                         pb_utils.Tensor(name, np.ascontiguousarray(result[start:stop]))
-                        for name, result in zip(self.outputs, results)
+                        for name, result in zip(self.outputs, results, strict=True)
                     ]
                 )
                 start = stop

@@ -39,7 +39,7 @@ class TritonPythonModel:
             positive = self.booster.inplace_predict(batch).astype(np.float32).reshape(-1)
             proba = np.stack([1.0 - positive, positive], axis=1).astype(np.float32)
             start = 0
-            for index, x in zip(good, arrays):
+            for index, x in zip(good, arrays, strict=True):
                 stop = start + x.shape[0]
                 responses[index] = pb_utils.InferenceResponse(
                     output_tensors=[pb_utils.Tensor(self.output, proba[start:stop])]

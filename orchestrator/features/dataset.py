@@ -32,7 +32,7 @@ def fit_normalisation(features: pd.DataFrame) -> tuple[list[float], list[float]]
 def normalise(features: pd.DataFrame, spec: FeatureSpec) -> F32:
     values = features[list(spec.feature_names)].to_numpy(np.float64)
     z = (values - np.asarray(spec.mean)) / np.asarray(spec.std)
-    return np.clip(z, -spec.clip_z, spec.clip_z).astype(np.float32)
+    return np.asarray(np.clip(z, -spec.clip_z, spec.clip_z), dtype=np.float32)
 
 
 def valid_ends(normalised: F32, window: int = SEQUENCE_WINDOW) -> npt.NDArray[np.bool_]:

@@ -72,7 +72,7 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
     o, h, low, c, v = (
         bars[k].astype(np.float64) for k in ("open", "high", "low", "close", "volume")
     )
-    log_c = np.log(c)
+    log_c = pd.Series(np.log(c.to_numpy()), index=bars.index)
     out = pd.DataFrame(index=bars.index)
     for lag in RETURN_LAGS:
         out[f"ret_{lag}"] = log_c.diff(lag)
@@ -115,14 +115,15 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
     )
     out["stoch_k"] = _col(stoch, "STOCHk_") / 100.0 - 0.5
     out["stoch_d"] = _col(stoch, "STOCHd_") / 100.0 - 0.5
-    log_v = np.log1p(v)
+    log_v = pd.Series(np.log1p(v.to_numpy()), index=bars.index)
     window = int(p["volume_z"])
     out["volume_z"] = (log_v - log_v.rolling(window).mean()) / (log_v.rolling(window).std() + 1e-9)
     out["range_atr"] = (h - low) / atr
     out["realized_vol"] = log_c.diff().rolling(int(p["realized_vol"])).std()
     out["body_atr"] = (c - o) / atr
-    hour = bars.index.hour + bars.index.minute / 60.0
-    dow = bars.index.dayofweek + hour / 24.0
+    index = pd.DatetimeIndex(bars.index)
+    hour = index.hour.to_numpy() + index.minute.to_numpy() / 60.0
+    dow = index.dayofweek.to_numpy() + hour / 24.0
     out["hour_sin"] = np.sin(2 * np.pi * hour / 24.0)
     out["hour_cos"] = np.cos(2 * np.pi * hour / 24.0)
     out["dow_sin"] = np.sin(2 * np.pi * dow / 7.0)

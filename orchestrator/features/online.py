@@ -55,9 +55,14 @@ def inputs_for_latest(bars: pd.DataFrame, spec: FeatureSpec) -> ModelInputs:
     seq = sequence_windows(z, end, spec.window)
     if not np.isfinite(seq).all():
         raise NotEnoughHistoryError(len(bars), need)
-    return ModelInputs(seq, tabular_vectors(z, end), context_vectors(z, end),
-                       float(features["atr"].iloc[-1]), float(tail["close"].iloc[-1]),
-                       tail.index[-1])
+    return ModelInputs(
+        seq,
+        tabular_vectors(z, end),
+        context_vectors(z, end),
+        float(features["atr"].iloc[-1]),
+        float(tail["close"].iloc[-1]),
+        tail.index[-1],
+    )
 
 
 class OnlineFeatures:
@@ -65,10 +70,10 @@ class OnlineFeatures:
 
     def __init__(self, spec: FeatureSpec, history: pd.DataFrame) -> None:
         self.spec = spec
-        self._bars = history.iloc[-required_bars(spec):].copy()
+        self._bars = history.iloc[-required_bars(spec) :].copy()
 
     def append(self, bar: pd.DataFrame) -> ModelInputs:
-        self._bars = pd.concat([self._bars, bar]).iloc[-required_bars(self.spec):]
+        self._bars = pd.concat([self._bars, bar]).iloc[-required_bars(self.spec) :]
         return inputs_for_latest(self._bars, self.spec)
 
     def latest(self) -> ModelInputs:

@@ -36,7 +36,9 @@ class TrainedRepository:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
-    data = [prepare_symbol(s, generate_bars(s, days=40, seed=11), TINY) for s in ("BTCUSD", "EURUSD")]
+    data = [
+        prepare_symbol(s, generate_bars(s, days=40, seed=11), TINY) for s in ("BTCUSD", "EURUSD")
+    ]
     models = train_all(data, TINY)
     root = tmp_path_factory.mktemp("model_repository")
     versions = export_profiles(models, root)
@@ -44,11 +46,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
 
 
 @pytest.fixture(scope="session")
-def model_server(trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+def model_server(
+    trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
     http, grpc, metrics = MODEL_PORTS
-    server = TritonServer(model_repository=trained.cpu, http_port=http, grpc_port=grpc,
-                          metrics_port=metrics, run_dir=tmp_path_factory.mktemp("triton-models"),
-                          name="triton-models")
+    server = TritonServer(
+        model_repository=trained.cpu,
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        run_dir=tmp_path_factory.mktemp("triton-models"),
+        name="triton-models",
+    )
     server.start()
     yield server
     server.stop()

@@ -19,7 +19,9 @@ ATOL = 1e-4
 
 def _inputs(trained: TrainedRepository, n: int) -> tuple[np.ndarray, np.ndarray]:
     samples = collect_samples(trained.data)
-    pick = samples.subset(np.isin(np.arange(len(samples)), np.linspace(0, len(samples) - 1, n).astype(int)))
+    pick = samples.subset(
+        np.isin(np.arange(len(samples)), np.linspace(0, len(samples) - 1, n).astype(int))
+    )
     inputs = build_inputs(trained.data, pick, trained.models.spec)
     return inputs.seq, inputs.tab
 
@@ -33,16 +35,21 @@ def _triton(server: TritonServer, model: str, name: str, x: np.ndarray, output: 
 
 @pytest.mark.parametrize("batch", [1, 7, 64])
 @pytest.mark.parametrize("name", [GRU, TRANSFORMER])
-def test_range_models_agree_everywhere(trained: TrainedRepository, model_server: TritonServer,
-                                       name: str, batch: int) -> None:
+def test_range_models_agree_everywhere(
+    trained: TrainedRepository, model_server: TritonServer, name: str, batch: int
+) -> None:
     seq, _ = _inputs(trained, batch)
     net = trained.models.gru if name == GRU else trained.models.transformer
     with torch.no_grad():
         reference = net(torch.from_numpy(seq)).numpy()
     version_dir = trained.gpu / name / str(trained.version)
-    session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
     onnx_out = session.run(["RANGE"], {"SEQ": seq})[0]
-    scripted = torch.jit.load(str(trained.gpu / f"{name}_torchscript" / str(trained.version) / "model.pt"))
+    scripted = torch.jit.load(
+        str(trained.gpu / f"{name}_torchscript" / str(trained.version) / "model.pt")
+    )
     with torch.no_grad():
         script_out = scripted(torch.from_numpy(seq)).numpy()
     served = _triton(model_server, name, "SEQ", seq, "RANGE")
@@ -53,10 +60,14 @@ def test_range_models_agree_everywhere(trained: TrainedRepository, model_server:
 
 
 @pytest.mark.parametrize("batch", [1, 7, 64])
-def test_xgboost_in_process_equals_served(trained: TrainedRepository, model_server: TritonServer,
-                                          batch: int) -> None:
+def test_xgboost_in_process_equals_served(
+    trained: TrainedRepository, model_server: TritonServer, batch: int
+) -> None:
     _, tab = _inputs(trained, batch)
-    for name, booster in ((XGB_LONG, trained.models.xgb_long), (XGB_SHORT, trained.models.xgb_short)):
+    for name, booster in (
+        (XGB_LONG, trained.models.xgb_long),
+        (XGB_SHORT, trained.models.xgb_short),
+    ):
         served = _triton(model_server, name, "input__0", tab, "output__0")
         np.testing.assert_allclose(served, classifier_proba(booster, tab), atol=1e-6)
 
@@ -69,11 +80,17 @@ def test_metamodel_onnx_equals_pytorch(trained: TrainedRepository) -> None:
     p_long, p_short = np.stack([1 - p[:, 0], p[:, 0]], 1), np.stack([1 - p[:, 1], p[:, 1]], 1)
     ctx = rng.normal(size=(n, len(trained.models.spec.context_features))).astype(np.float32)
     with torch.no_grad():
-        conf, direction = trained.models.meta(*(torch.from_numpy(a) for a in (gru, tf, p_long, p_short, ctx)))
-    session = ort.InferenceSession(str(trained.cpu / META / str(trained.version) / "model.onnx"),
-                                   providers=["CPUExecutionProvider"])
-    out = session.run(["CONFIDENCE", "DIRECTION"], {"GRU_RANGE": gru, "TF_RANGE": tf, "P_LONG": p_long,
-                                                    "P_SHORT": p_short, "CTX": ctx})
+        conf, direction = trained.models.meta(
+            *(torch.from_numpy(a) for a in (gru, tf, p_long, p_short, ctx))
+        )
+    session = ort.InferenceSession(
+        str(trained.cpu / META / str(trained.version) / "model.onnx"),
+        providers=["CPUExecutionProvider"],
+    )
+    out = session.run(
+        ["CONFIDENCE", "DIRECTION"],
+        {"GRU_RANGE": gru, "TF_RANGE": tf, "P_LONG": p_long, "P_SHORT": p_short, "CTX": ctx},
+    )
     np.testing.assert_allclose(out[0], conf.numpy(), atol=1e-6)
     np.testing.assert_array_equal(out[1], direction.numpy())
     np.testing.assert_array_equal(out[1][:, 0], np.where(p[:, 0] >= p[:, 1], 1.0, -1.0))

@@ -22,7 +22,9 @@ def _parse(path: Path) -> model_config_pb2.ModelConfig:
 
 
 @pytest.mark.parametrize("profile", ["cpu", "gpu"])
-def test_every_config_parses_and_matches_its_artifacts(trained: TrainedRepository, profile: str) -> None:
+def test_every_config_parses_and_matches_its_artifacts(
+    trained: TrainedRepository, profile: str
+) -> None:
     repository = trained.root / profile
     configs = {p.parent.name: _parse(p) for p in repository.glob("*/config.pbtxt")}
     assert ENSEMBLE in configs
@@ -37,8 +39,11 @@ def test_every_config_parses_and_matches_its_artifacts(trained: TrainedRepositor
         assert config.max_batch_size > 0
         assert config.dynamic_batching is not None
         kind = config.instance_group[0].kind
-        assert kind == (model_config_pb2.ModelInstanceGroup.KIND_GPU if profile == "gpu"
-                        else model_config_pb2.ModelInstanceGroup.KIND_CPU)
+        assert kind == (
+            model_config_pb2.ModelInstanceGroup.KIND_GPU
+            if profile == "gpu"
+            else model_config_pb2.ModelInstanceGroup.KIND_CPU
+        )
         if (version / "model.onnx").exists():
             graph = onnx.load(str(version / "model.onnx")).graph
             for declared, actual in ((config.input, graph.input), (config.output, graph.output)):
@@ -59,9 +64,13 @@ def test_every_config_parses_and_matches_its_artifacts(trained: TrainedRepositor
             assert params["model_type"] == "xgboost_json"
             assert params["is_classifier"] == "true"
             assert "threshold" in params
-            assert "output_class" not in params and "storage_type" not in params
+            assert "output_class" not in params
+            assert "storage_type" not in params
         if profile == "gpu":
-            assert config.platform in ("onnxruntime_onnx", "pytorch_libtorch") or config.backend == "fil"
+            assert (
+                config.platform in ("onnxruntime_onnx", "pytorch_libtorch")
+                or config.backend == "fil"
+            )
             assert len(config.model_warmup) == 1
         else:
             assert config.backend == "python"
@@ -74,8 +83,12 @@ def test_cpu_and_gpu_agree_on_names_tensors_and_batching(trained: TrainedReposit
     assert set(cpu) <= set(gpu)
     for name, config in cpu.items():
         other = gpu[name]
-        assert [(t.name, list(t.dims)) for t in config.input] == [(t.name, list(t.dims)) for t in other.input]
-        assert [(t.name, list(t.dims)) for t in config.output] == [(t.name, list(t.dims)) for t in other.output]
+        assert [(t.name, list(t.dims)) for t in config.input] == [
+            (t.name, list(t.dims)) for t in other.input
+        ]
+        assert [(t.name, list(t.dims)) for t in config.output] == [
+            (t.name, list(t.dims)) for t in other.output
+        ]
         assert config.max_batch_size == other.max_batch_size
 
 

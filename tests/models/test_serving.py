@@ -34,8 +34,9 @@ def _input(name: str, x: np.ndarray, dtype: str = "FP32") -> grpcclient.InferInp
     return tensor
 
 
-def test_one_ensemble_request_yields_the_whole_signal(trained: TrainedRepository,
-                                                      model_server: TritonServer) -> None:
+def test_one_ensemble_request_yields_the_whole_signal(
+    trained: TrainedRepository, model_server: TritonServer
+) -> None:
     samples = collect_samples(trained.data)
     pick = samples.subset(np.arange(len(samples)) % max(1, len(samples) // 5) == 0)
     inputs = build_inputs(trained.data, pick, trained.models.spec)
@@ -43,7 +44,9 @@ def test_one_ensemble_request_yields_the_whole_signal(trained: TrainedRepository
         ENSEMBLE, [_input("SEQ", inputs.seq), _input("TAB", inputs.tab), _input("CTX", inputs.ctx)]
     )
     p_long = result.as_numpy("P_LONG")
-    np.testing.assert_allclose(p_long, classifier_proba(trained.models.xgb_long, inputs.tab), atol=1e-6)
+    np.testing.assert_allclose(
+        p_long, classifier_proba(trained.models.xgb_long, inputs.tab), atol=1e-6
+    )
     confidence, direction = result.as_numpy("CONFIDENCE"), result.as_numpy("DIRECTION")
     assert confidence.shape == (len(pick), 1)
     assert ((confidence > 0) & (confidence < 1)).all()
@@ -57,8 +60,15 @@ def test_one_ensemble_request_yields_the_whole_signal(trained: TrainedRepository
     [
         (lambda seq: _input("SEQ", seq[:, :10]), "unexpected shape"),
         (lambda seq: _input("SEQ", seq.astype(np.float64), "FP64"), "data-type"),
-        (lambda seq: _input("SEQ", np.where(np.arange(seq.size).reshape(seq.shape) == 5, np.nan, seq)
-                            .astype(np.float32)), "NaN or infinity"),
+        (
+            lambda seq: _input(
+                "SEQ",
+                np.where(np.arange(seq.size).reshape(seq.shape) == 5, np.nan, seq).astype(
+                    np.float32
+                ),
+            ),
+            "NaN or infinity",
+        ),
     ],
     ids=["wrong-shape", "wrong-dtype", "nan"],
 )
@@ -94,8 +104,9 @@ def test_a_model_with_another_feature_spec_is_refused(trained: TrainedRepository
     spec_path = trained.cpu / GRU / str(trained.version) / "feature_spec.json"
     spec = FeatureSpec.load(spec_path)
     check_compatible(spec, GRU)
-    changed = msgspec.structs.replace(spec, fingerprint="0" * 16, window=32,
-                                      feature_names=spec.feature_names[:-1])
+    changed = msgspec.structs.replace(
+        spec, fingerprint="0" * 16, window=32, feature_names=spec.feature_names[:-1]
+    )
     with pytest.raises(FeatureSpecMismatchError, match=r"window 32 != 64.*make models"):
         check_compatible(changed, GRU)
 
