@@ -36,27 +36,59 @@ def _counts(client: httpclient.InferenceServerClient, model: str) -> tuple[int, 
     return inference, execution
 
 
-def run(model: str, protocol: str, http_port: int, grpc_port: int, concurrency: str,
-        interval_ms: int) -> dict[str, object]:
+def run(
+    model: str, protocol: str, http_port: int, grpc_port: int, concurrency: str, interval_ms: int
+) -> dict[str, object]:
     url = f"127.0.0.1:{grpc_port if protocol == 'grpc' else http_port}"
     csv_path = OUT / f"{model}-{protocol}.csv"
     client = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
     before = _counts(client, model)
-    command = [str(PERF_ANALYZER), "-m", model, "-i", protocol, "-u", url,
-               "--concurrency-range", concurrency, "--measurement-interval", str(interval_ms),
-               "--stability-percentage", "50", "--max-trials", "6", "-f", str(csv_path)]
+    command = [
+        str(PERF_ANALYZER),
+        "-m",
+        model,
+        "-i",
+        protocol,
+        "-u",
+        url,
+        "--concurrency-range",
+        concurrency,
+        "--measurement-interval",
+        str(interval_ms),
+        "--stability-percentage",
+        "50",
+        "--max-trials",
+        "6",
+        "--input-data",
+        "zero",
+        "-f",
+        str(csv_path),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)
     after = _counts(client, model)
     inferences, executions = after[0] - before[0], after[1] - before[1]
     rows = []
     if csv_path.exists():
         with csv_path.open() as handle:
-            rows = [{"concurrency": int(r["Concurrency"]), "infer_per_s": float(r["Inferences/Second"]),
-                     "p50_us": int(r.get("p50 latency", 0) or 0), "p99_us": int(r.get("p99 latency", 0) or 0)}
-                    for r in csv.DictReader(handle)]
-    summary = {"model": model, "protocol": protocol, "rows": rows,
-               "avg_batch_size": inferences / executions if executions else None,
-               "inferences": inferences, "executions": executions, "exit_code": result.returncode}
+            rows = [
+                {
+                    "concurrency": int(r["Concurrency"]),
+                    "infer_per_s": float(r["Inferences/Second"]),
+                    "p50_us": int(r.get("p50 latency", 0) or 0),
+                    "p99_us": int(r.get("p99 latency", 0) or 0),
+                }
+                for r in csv.DictReader(handle)
+            ]
+    rows.sort(key=lambda r: r["concurrency"])
+    summary = {
+        "model": model,
+        "protocol": protocol,
+        "rows": rows,
+        "avg_batch_size": inferences / executions if executions else None,
+        "inferences": inferences,
+        "executions": executions,
+        "exit_code": result.returncode,
+    }
     if result.returncode != 0:
         summary["error"] = (result.stderr or result.stdout)[-500:]
     return summary
@@ -64,13 +96,18 @@ def run(model: str, protocol: str, http_port: int, grpc_port: int, concurrency: 
 
 def plot(summaries: list[dict[str, object]], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(9, 5))
+    axis.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     for s in summaries:
         rows = s["rows"]
         assert isinstance(rows, list)
         if rows:
-            axis.plot([r["concurrency"] for r in rows], [r["infer_per_s"] for r in rows], marker="o",
-                      linestyle="-" if s["protocol"] == "grpc" else "--",
-                      label=f"{s['model']} ({s['protocol']})")
+            axis.plot(
+                [r["concurrency"] for r in rows],
+                [r["infer_per_s"] for r in rows],
+                marker="o",
+                linestyle="-" if s["protocol"] == "grpc" else "--",
+                label=f"{s['model']} ({s['protocol']})",
+            )
     axis.set_xlabel("concurrent requests")
     axis.set_ylabel("inferences / s")
     axis.set_title("Triton (cpu profile) throughput vs concurrency")
@@ -99,13 +136,17 @@ def main() -> int:
     try:
         for model in models:
             for protocol in ("grpc", "http"):
-                summary = run(model, protocol, PORTS[0], PORTS[1], args.concurrency, args.interval_ms)
+                summary = run(
+                    model, protocol, PORTS[0], PORTS[1], args.concurrency, args.interval_ms
+                )
                 summaries.append(summary)
                 best = max((r["infer_per_s"] for r in summary["rows"]), default=0.0)  # type: ignore[union-attr]
                 batch = summary["avg_batch_size"]
-                print(f"{model:28s} {protocol:4s} best {best:8.0f} infer/s   avg batch "
-                      f"{batch if batch is None else f'{batch:.2f}'}"
-                      + (f"   ERROR {summary.get('error', '')[:120]}" if summary["exit_code"] else ""))
+                print(
+                    f"{model:28s} {protocol:4s} best {best:8.0f} infer/s   avg batch "
+                    f"{batch if batch is None else f'{batch:.2f}'}"
+                    + (f"   ERROR {summary.get('error', '')[:120]}" if summary["exit_code"] else "")
+                )
     finally:
         server.stop()
     (OUT / "summary.json").write_text(json.dumps(summaries, indent=2))
