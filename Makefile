@@ -92,15 +92,18 @@ fmt: env ## Format the code
 	@$(VENV)/bin/ruff check --fix orchestrator export tests bench
 
 # --- benchmarks -----------------------------------------------------------------------------
-.PHONY: bench bench-ingest perf
+.PHONY: bench bench-ingest bench-features perf
 bench-ingest: db ## Ingest 215,699 generated 5m bars; prints rows/s per phase
 	@$(PY) bench/ingest_bench.py
+
+bench-features: env ## Feature cost of one new bar (online tail) vs recomputing 215,699 bars
+	@$(PY) bench/features_bench.py
 
 perf: setup ## perf_analyzer on every served model (HTTP+gRPC, concurrency sweep) + avg batch size
 	@if [ ! -f model_repository/cpu/signal_ensemble/config.pbtxt ]; then $(MAKE) --no-print-directory models; fi
 	@$(PY) bench/perf.py
 
-bench: bench-ingest perf ## Every benchmark
+bench: bench-ingest bench-features perf ## Every benchmark
 
 # --- housekeeping ---------------------------------------------------------------------------
 .PHONY: clean

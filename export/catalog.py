@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from export.repository import ModelDef, Tensor
+from orchestrator.inference.models import ENSEMBLE, GRU, META, TRANSFORMER, XGB_LONG, XGB_SHORT
 
-GRU = "range_gru"
-TRANSFORMER = "range_transformer"
-XGB_LONG = "tpsl_xgb_long"
-XGB_SHORT = "tpsl_xgb_short"
-META = "signal_metamodel"
-ENSEMBLE = "signal_ensemble"
+__all__ = ["ENSEMBLE", "GRU", "META", "TRANSFORMER", "XGB_LONG", "XGB_SHORT", "model_defs"]
 
 
 def model_defs(window: int, n_features: int, n_ranges: int, n_context: int) -> list[ModelDef]:

@@ -107,7 +107,14 @@ def export_profiles(
             # Dependencies first, the ensemble last: a loader never sees it ahead of its steps.
             for model in chosen:
                 publish_version(
-                    repository, model, profile, version, files[model.name], tensorrt=tensorrt
+                    repository,
+                    model,
+                    profile,
+                    version,
+                    files[model.name],
+                    fingerprint=spec.fingerprint,
+                    timeframe=spec.timeframe,
+                    tensorrt=tensorrt,
                 )
             versions[profile] = version
             (repository / "MODEL_CARD.md").write_text(render_card(models.card, version))

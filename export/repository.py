@@ -59,9 +59,15 @@ def _warmup(model: ModelDef) -> str:
     return f'model_warmup [ {{\n    name: "zeros"\n    batch_size: 1\n{inputs}\n}} ]'
 
 
-def render_config(model: ModelDef, profile: str, *, tensorrt: bool = False) -> str:
-    """config.pbtxt text for one model in one profile."""
-    lines = [f'name: "{model.name}"']
+def render_config(
+    model: ModelDef, profile: str, *, fingerprint: str, timeframe: str, tensorrt: bool = False
+) -> str:
+    """config.pbtxt text for one model in one profile, stamped with the feature fingerprint."""
+    lines = [
+        f'name: "{model.name}"',
+        _param("feature_fingerprint", fingerprint),
+        _param("feature_timeframe", timeframe),
+    ]
     gpu = profile == "gpu"
     if model.kind == "ensemble":
         lines += [
@@ -137,6 +143,8 @@ def publish_version(
     version: int,
     files: dict[str, Path],
     *,
+    fingerprint: str,
+    timeframe: str,
     tensorrt: bool = False,
     keep: int = KEEP_VERSIONS,
 ) -> Path:
@@ -155,7 +163,10 @@ def publish_version(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _atomic_write(model_dir / "config.pbtxt", render_config(model, profile, tensorrt=tensorrt))
+    config = render_config(
+        model, profile, fingerprint=fingerprint, timeframe=timeframe, tensorrt=tensorrt
+    )
+    _atomic_write(model_dir / "config.pbtxt", config)
     versions = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
     for old in versions[:-keep]:
         shutil.rmtree(model_dir / str(old))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +23,18 @@ from orchestrator.settings import PROJECT_ROOT, DatabaseSettings, TritonSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEST_DATABASE = os.environ.get("MYSQL_TEST_DATABASE", "trading_test")
-TRITON_TEST_PORTS = (18000, 18001, 18002)
+
+
+def free_ports(count: int) -> tuple[int, ...]:
+    """Ports nobody listens on right now, so parallel runs and leftovers never collide."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return tuple(s.getsockname()[1] for s in sockets)
+    finally:
+        for s in sockets:
+            s.close()
 
 
 async def _reset_schema(settings: DatabaseSettings) -> None:
@@ -70,7 +82,7 @@ async def clean_db(db: Database) -> Database:
 
 @pytest.fixture(scope="session")
 def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    http, grpc, metrics = TRITON_TEST_PORTS
+    http, grpc, metrics = free_ports(3)
     server = TritonServer(
         model_repository=FIXTURES / "model_repository",
         http_port=http,

@@ -13,8 +13,8 @@ from export.exporter import export_profiles
 from export.train import SymbolData, TrainConfig, TrainedModels, prepare_symbol, train_all
 from orchestrator.demo.generator import generate_bars
 from orchestrator.devstack.triton import TritonServer
+from tests.conftest import free_ports
 
-MODEL_PORTS = (18010, 18011, 18012)
 TINY = TrainConfig(epochs=1, folds=2, stride=6, xgb_rounds=40, show_progress=False)
 
 
@@ -49,7 +49,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
 def model_server(
     trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
-    http, grpc, metrics = MODEL_PORTS
+    http, grpc, metrics = free_ports(3)
     server = TritonServer(
         model_repository=trained.cpu,
         http_port=http,

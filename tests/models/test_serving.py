@@ -21,6 +21,11 @@ from orchestrator.features.dataset import normalise, sequence_windows
 from orchestrator.features.indicators import compute_features
 from orchestrator.features.online import NotEnoughHistoryError, inputs_for_latest, required_bars
 from orchestrator.features.spec import FeatureSpec, FeatureSpecMismatchError, check_compatible
+from orchestrator.inference.models import (
+    FEATURE_MODELS,
+    check_config_fingerprint,
+    verify_served_models,
+)
 from tests.models.conftest import TrainedRepository
 
 
@@ -147,3 +152,25 @@ async def test_new_version_loads_without_interrupting_serving(
     assert str(versions["cpu"]) in served_versions
     ready = {(m.name, m.version) for m in index.models if m.state == "READY"}
     assert (GRU, str(versions["cpu"])) in ready
+
+
+async def test_served_models_carry_the_pipeline_fingerprint(model_server: TritonServer) -> None:
+    client = grpc_aio.InferenceServerClient(f"127.0.0.1:{model_server.grpc_port}")
+    try:
+        served = await verify_served_models(client)
+    finally:
+        await client.close()
+    assert served == dict.fromkeys(FEATURE_MODELS, "5m")
+
+
+def test_a_config_from_another_pipeline_is_refused() -> None:
+    config = {
+        "parameters": {
+            "feature_fingerprint": {"string_value": "deadbeefdeadbeef"},
+            "feature_timeframe": {"string_value": "5m"},
+        }
+    }
+    with pytest.raises(FeatureSpecMismatchError, match=r"deadbeefdeadbeef.*make models"):
+        check_config_fingerprint(config, GRU)
+    with pytest.raises(FeatureSpecMismatchError, match="no feature fingerprint"):
+        check_config_fingerprint({}, GRU)

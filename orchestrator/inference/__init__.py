@@ -1,0 +1,1 @@
+"""What the orchestrator knows about the served models: names and feature-spec compatibility."""

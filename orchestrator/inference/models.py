@@ -1,0 +1,53 @@
+"""Served model names (shared with export/catalog.py) and the served-spec check.
+
+Every exported config.pbtxt carries the feature pipeline's fingerprint as a model parameter, so
+the orchestrator verifies compatibility through Triton's API, wherever the repository lives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tritonclient.grpc.aio as grpc_aio
+
+from orchestrator.features.spec import FeatureSpecMismatchError, pipeline_fingerprint
+
+GRU = "range_gru"
+TRANSFORMER = "range_transformer"
+XGB_LONG = "tpsl_xgb_long"
+XGB_SHORT = "tpsl_xgb_short"
+META = "signal_metamodel"
+ENSEMBLE = "signal_ensemble"
+FEATURE_MODELS = (GRU, TRANSFORMER, XGB_LONG, XGB_SHORT, META, ENSEMBLE)
+
+
+def check_config_fingerprint(config: dict[str, Any], model: str) -> str:
+    """Returns the timeframe the model was trained for; raises when its features differ."""
+    params = config.get("parameters", {})
+    fingerprint = params.get("feature_fingerprint", {}).get("string_value")
+    timeframe = params.get("feature_timeframe", {}).get("string_value")
+    if not fingerprint or not timeframe:
+        raise FeatureSpecMismatchError(
+            f"model {model} carries no feature fingerprint in its config; re-export it with "
+            "`make models`"
+        )
+    expected = pipeline_fingerprint(timeframe)
+    if fingerprint != expected:
+        raise FeatureSpecMismatchError(
+            f"model {model} was trained with feature pipeline {fingerprint}, this server runs "
+            f"{expected}; retrain and export it with `make models`"
+        )
+    return str(timeframe)
+
+
+async def verify_served_models(
+    client: grpc_aio.InferenceServerClient,
+    models: tuple[str, ...] = FEATURE_MODELS,
+    timeout_s: float = 5.0,
+) -> dict[str, str]:
+    """{model: timeframe} for every served model; raises on the first incompatible one."""
+    found = {}
+    for model in models:
+        response = await client.get_model_config(model, as_json=True, client_timeout=timeout_s)
+        found[model] = check_config_fingerprint(response["config"], model)
+    return found
