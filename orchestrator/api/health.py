@@ -10,13 +10,15 @@ from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from orchestrator.api.resources import Resources
+from orchestrator.features.spec import FeatureSpecMismatchError
+from orchestrator.inference.models import FEATURE_MODELS, verify_served_models
 from orchestrator.marketdata.db import DatabaseUnavailableError
 
 _CHECK_TIMEOUT_S = 2.0
 
 
 class DependencyStatus(msgspec.Struct):
-    status: str  # "up" or "down"
+    status: str  # "up", "down", or "incompatible" (models trained with other features)
     address: str
     detail: str = ""
     models: list[str] = []
@@ -50,6 +52,11 @@ async def _triton_status(resources: Resources) -> DependencyStatus:
     except Exception as exc:  # tritonclient raises its own error type for every transport failure
         return DependencyStatus("down", address, f"Triton unreachable ({exc}); {how_to_start}")
     loaded = sorted(m.name for m in index.models if m.state == "READY")
+    served = tuple(m for m in FEATURE_MODELS if m in loaded)
+    try:
+        await verify_served_models(resources.triton, served, timeout_s=_CHECK_TIMEOUT_S)
+    except FeatureSpecMismatchError as exc:
+        return DependencyStatus("incompatible", address, str(exc), models=loaded)
     return DependencyStatus("up", address, models=loaded)
 
 
