@@ -6,6 +6,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import msgspec
 import torch
 
 from export.catalog import ENSEMBLE, GRU, META, TRANSFORMER, XGB_LONG, XGB_SHORT, model_defs
@@ -97,6 +98,7 @@ def export_profiles(
         spec.window, spec.n_features, len(spec.horizons) * 2, len(spec.context_features)
     )
     versions = {}
+    spec_json = msgspec.json.encode(spec).decode()
     with tempfile.TemporaryDirectory() as tmp:
         files = write_artifacts(models, Path(tmp))
         for profile in ("cpu", "gpu"):
@@ -113,6 +115,7 @@ def export_profiles(
                     version,
                     files[model.name],
                     fingerprint=spec.fingerprint,
+                    feature_spec=spec_json if model.name == ENSEMBLE else None,
                     timeframe=spec.timeframe,
                     tensorrt=tensorrt,
                 )

@@ -60,7 +60,13 @@ def _warmup(model: ModelDef) -> str:
 
 
 def render_config(
-    model: ModelDef, profile: str, *, fingerprint: str, timeframe: str, tensorrt: bool = False
+    model: ModelDef,
+    profile: str,
+    *,
+    fingerprint: str,
+    timeframe: str,
+    tensorrt: bool = False,
+    feature_spec: str | None = None,
 ) -> str:
     """config.pbtxt text for one model in one profile, stamped with the feature fingerprint."""
     lines = [
@@ -68,6 +74,11 @@ def render_config(
         _param("feature_fingerprint", fingerprint),
         _param("feature_timeframe", timeframe),
     ]
+    if feature_spec is not None:
+        # The spec (normalisation statistics included) travels with the served model, so the
+        # orchestrator reads it through Triton's API wherever the repository lives.
+        escaped = feature_spec.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(_param("feature_spec", escaped))
     gpu = profile == "gpu"
     if model.kind == "ensemble":
         lines += [
@@ -147,6 +158,7 @@ def publish_version(
     timeframe: str,
     tensorrt: bool = False,
     keep: int = KEEP_VERSIONS,
+    feature_spec: str | None = None,
 ) -> Path:
     """Stages `files` (+ the Python-backend runner on cpu) as `version`, then renames it in."""
     model_dir = repository / model.name
@@ -164,7 +176,12 @@ def publish_version(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     config = render_config(
-        model, profile, fingerprint=fingerprint, timeframe=timeframe, tensorrt=tensorrt
+        model,
+        profile,
+        fingerprint=fingerprint,
+        timeframe=timeframe,
+        tensorrt=tensorrt,
+        feature_spec=feature_spec,
     )
     _atomic_write(model_dir / "config.pbtxt", config)
     versions = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())

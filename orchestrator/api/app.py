@@ -8,7 +8,10 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 
+from orchestrator.api import errors
 from orchestrator.api.health import HealthController
+from orchestrator.api.market import MarketController
+from orchestrator.api.predictions import PredictionController
 from orchestrator.api.resources import Resources
 from orchestrator.settings import Settings
 
@@ -25,7 +28,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await app.state.resources.close()
 
     return Litestar(
-        route_handlers=[HealthController],
+        route_handlers=[HealthController, PredictionController, MarketController],
+        exception_handlers={Exception: errors.handle},
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Trading ML engine", version="0.1.0", path="/schema"),
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import tritonclient.grpc.aio as grpcclient
 
+from orchestrator.inference.client import SignalModels
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.settings import Settings
 
@@ -16,14 +17,15 @@ from orchestrator.settings import Settings
 class Resources:
     settings: Settings
     triton: grpcclient.InferenceServerClient
+    models: SignalModels
     _db: Database | None = None
     _db_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
-        resources = cls(
-            settings=settings, triton=grpcclient.InferenceServerClient(settings.triton.grpc_url)
-        )
+        triton = grpcclient.InferenceServerClient(settings.triton.grpc_url)
+        models = SignalModels(triton, settings.triton.request_timeout_s)
+        resources = cls(settings=settings, triton=triton, models=models)
         # The service starts anyway when the database is down: /health reports it, requests retry.
         with contextlib.suppress(DatabaseUnavailableError):
             await resources.database()

@@ -1,0 +1,115 @@
+"""GET /api/predict/{symbol}: predicted ranges per horizon from the Triton-served models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from litestar import Controller, get
+from litestar.datastructures import State
+
+from orchestrator.api.errors import BadParameterError
+from orchestrator.features.horizons import Horizon
+from orchestrator.features.online import inputs_for_latest, required_bars
+from orchestrator.features.spec import FeatureSpec
+from orchestrator.marketdata.store import BarStore
+from orchestrator.marketdata.timeframes import parse_symbol, parse_timeframe
+
+HORIZON_CHOICES = ("all", *(h.value for h in Horizon))
+
+
+class RangeATR(msgspec.Struct):
+    up: float
+    down: float
+
+
+class HorizonPrediction(msgspec.Struct):
+    horizon: str
+    bars: int
+    high: float  # price the market is expected to reach above the close
+    low: float
+    up_atr: float  # mean of the two range models, in ATR units
+    down_atr: float
+    gru: RangeATR
+    transformer: RangeATR
+
+
+class PredictionResponse(msgspec.Struct):
+    symbol: str
+    timeframe: str
+    bar_time: datetime  # open time of the bar the prediction refers to (the latest closed bar)
+    close: float
+    atr: float
+    horizons: list[HorizonPrediction]
+    direction: str  # "long" or "short"
+    confidence: float  # P(the trade in `direction` wins), from the metamodel
+    p_long: float
+    p_short: float
+    model_version: str
+    feature_fingerprint: str
+
+
+def _check_timeframe(spec: FeatureSpec, requested: str) -> None:
+    if requested != spec.timeframe:
+        raise BadParameterError(
+            "timeframe",
+            f"the served models are trained on {spec.timeframe} bars; "
+            f"use timeframe={spec.timeframe} (or train {requested} models with `make models`)",
+        )
+
+
+class PredictionController(Controller):
+    path = "/api"
+    tags = ["predictions"]  # noqa: RUF012
+
+    @get("/predict/{symbol:str}", summary="Predicted high/low ranges per horizon")
+    async def predict(
+        self, state: State, symbol: str, horizon: str = "all", timeframe: str = "5m"
+    ) -> PredictionResponse:
+        sym, tf = parse_symbol(symbol), parse_timeframe(timeframe)
+        if horizon not in HORIZON_CHOICES:
+            raise BadParameterError(
+                "horizon", f"horizon must be one of {', '.join(HORIZON_CHOICES)}"
+            )
+        models = state.resources.models
+        spec = await models.spec()
+        _check_timeframe(spec, tf.value)
+        store = BarStore(await state.resources.database())
+        bars = await store.latest_bars(sym, tf, required_bars(spec))
+        inputs = inputs_for_latest(bars, spec)
+        out = await models.infer([inputs])
+        horizons = []
+        for k, (name, count) in enumerate(zip(spec.horizons, spec.horizon_bars, strict=True)):
+            if horizon not in ("all", name):
+                continue
+            gru = RangeATR(float(out.gru_range[0, 2 * k]), float(out.gru_range[0, 2 * k + 1]))
+            tfm = RangeATR(
+                float(out.transformer_range[0, 2 * k]), float(out.transformer_range[0, 2 * k + 1])
+            )
+            up, down = (gru.up + tfm.up) / 2, (gru.down + tfm.down) / 2
+            horizons.append(
+                HorizonPrediction(
+                    name,
+                    count,
+                    inputs.close + up * inputs.atr,
+                    inputs.close - down * inputs.atr,
+                    up,
+                    down,
+                    gru,
+                    tfm,
+                )
+            )
+        return PredictionResponse(
+            sym,
+            tf.value,
+            inputs.bar_time.to_pydatetime(),
+            inputs.close,
+            inputs.atr,
+            horizons,
+            "long" if out.direction[0] > 0 else "short",
+            float(out.confidence[0]),
+            float(out.p_long[0]),
+            float(out.p_short[0]),
+            out.model_version,
+            spec.fingerprint,
+        )

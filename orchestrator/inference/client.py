@@ -1,0 +1,101 @@
+"""The serving path: bars -> features (shared pipeline) -> one Triton ensemble request.
+
+The feature spec (normalisation statistics included) is read from the ensemble's config through
+Triton's API and checked against the running pipeline, once per served version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import tritonclient.grpc.aio as grpc_aio
+from tritonclient.utils import InferenceServerException
+
+from orchestrator.features.online import ModelInputs
+from orchestrator.features.spec import FeatureSpec, check_compatible
+from orchestrator.inference.models import ENSEMBLE, check_config_fingerprint
+
+F32 = npt.NDArray[np.float32]
+
+
+class ModelServiceUnavailableError(RuntimeError):
+    """Triton cannot answer (down, model not loaded, deadline exceeded)."""
+
+
+@dataclass(frozen=True)
+class EnsembleOutput:
+    gru_range: F32  # (N, 8) ATR units, [up, down] per horizon
+    transformer_range: F32
+    p_long: F32  # (N,) P(long trade wins)
+    p_short: F32
+    confidence: F32  # (N,) P(the chosen trade wins)
+    direction: F32  # (N,) +1 long, -1 short
+    model_version: str
+
+
+class SignalModels:
+    """One aio gRPC client per process (created in the lifespan), with deadlines."""
+
+    def __init__(self, client: grpc_aio.InferenceServerClient, timeout_s: float) -> None:
+        self.client = client
+        self.timeout_s = timeout_s
+        self._spec: FeatureSpec | None = None
+        self._lock = asyncio.Lock()
+
+    async def spec(self) -> FeatureSpec:
+        if self._spec is not None:
+            return self._spec
+        async with self._lock:
+            if self._spec is None:
+                try:
+                    response = await self.client.get_model_config(
+                        ENSEMBLE, as_json=True, client_timeout=self.timeout_s
+                    )
+                except InferenceServerException as exc:
+                    raise ModelServiceUnavailableError(_describe(exc)) from exc
+                config = response["config"]
+                check_config_fingerprint(config, ENSEMBLE)
+                raw = config.get("parameters", {}).get("feature_spec", {}).get("string_value")
+                if not raw:
+                    raise ModelServiceUnavailableError(
+                        f"{ENSEMBLE} carries no feature spec; re-export it with `make models`"
+                    )
+                spec = msgspec.json.decode(raw, type=FeatureSpec)
+                check_compatible(spec, ENSEMBLE)
+                self._spec = spec
+            return self._spec
+
+    def forget_spec(self) -> None:
+        """After a model reload the next request re-reads the spec."""
+        self._spec = None
+
+    async def infer(self, inputs: list[ModelInputs]) -> EnsembleOutput:
+        seq = np.concatenate([i.seq for i in inputs])
+        tab = np.concatenate([i.tab for i in inputs])
+        ctx = np.concatenate([i.ctx for i in inputs])
+        tensors = []
+        for name, array in (("SEQ", seq), ("TAB", tab), ("CTX", ctx)):
+            tensor = grpc_aio.InferInput(name, list(array.shape), "FP32")
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        try:
+            result = await self.client.infer(ENSEMBLE, tensors, client_timeout=self.timeout_s)
+        except InferenceServerException as exc:
+            raise ModelServiceUnavailableError(_describe(exc)) from exc
+        return EnsembleOutput(
+            gru_range=result.as_numpy("GRU_RANGE"),
+            transformer_range=result.as_numpy("TF_RANGE"),
+            p_long=result.as_numpy("P_LONG")[:, 1],
+            p_short=result.as_numpy("P_SHORT")[:, 1],
+            confidence=result.as_numpy("CONFIDENCE")[:, 0],
+            direction=result.as_numpy("DIRECTION")[:, 0],
+            model_version=result.get_response().model_version,
+        )
+
+
+def _describe(exc: InferenceServerException) -> str:
+    return str(exc.message() or exc)

@@ -1,0 +1,148 @@
+"""/api/predict, /api/history, /api/indicators against the real database and the real Triton
+serving freshly trained models; predictions must equal a direct Triton call on the same features."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from litestar.testing import AsyncTestClient
+
+from orchestrator.api.app import create_app
+from orchestrator.devstack.triton import TritonServer
+from orchestrator.features.online import inputs_for_latest
+from orchestrator.inference.models import ENSEMBLE
+from orchestrator.ingest.writer import write_bars
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import SymbolInfo
+from orchestrator.marketdata.timeframes import Timeframe
+from orchestrator.settings import ApiSettings, DatabaseSettings, Settings, TritonSettings
+from tests.conftest import TrainedRepository
+
+
+def _settings(db: DatabaseSettings, server: TritonServer, grpc_port: int | None = None) -> Settings:
+    triton = TritonSettings(
+        http_port=server.http_port,
+        grpc_port=grpc_port or server.grpc_port,
+        metrics_port=server.metrics_port,
+        request_timeout_s=5.0,
+    )
+    return Settings(db=db, triton=triton, api=ApiSettings())
+
+
+@pytest.fixture
+async def loaded(clean_db: Database, trained: TrainedRepository) -> TrainedRepository:
+    item = trained.data[0]
+    frame = item.bars.reset_index().assign(symbol=item.symbol, timeframe="5m")
+    info = {item.symbol: SymbolInfo(item.symbol, "crypto", 0.01, Timeframe.M5)}
+    await write_bars(clean_db, frame, info, show_progress=False)
+    short = frame.iloc[:200].assign(symbol="SHORTUSD")
+    await write_bars(
+        clean_db, short, {"SHORTUSD": SymbolInfo("SHORTUSD", "crypto", 0.01)}, show_progress=False
+    )
+    return trained
+
+
+@pytest.fixture
+async def client(
+    db_settings: DatabaseSettings, model_server: TritonServer
+) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+    async with AsyncTestClient(create_app(_settings(db_settings, model_server))) as test_client:
+        yield test_client
+
+
+async def test_predict_equals_a_direct_triton_call(
+    loaded: TrainedRepository,
+    model_server: TritonServer,
+    client: AsyncTestClient,  # type: ignore[type-arg]
+) -> None:
+    response = await client.get("/api/predict/btcusd")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    bars = loaded.data[0].bars
+    inputs = inputs_for_latest(bars, loaded.models.spec)
+    direct = grpcclient.InferenceServerClient(f"127.0.0.1:{model_server.grpc_port}")
+    tensors = []
+    for name, array in (("SEQ", inputs.seq), ("TAB", inputs.tab), ("CTX", inputs.ctx)):
+        tensor = grpcclient.InferInput(name, list(array.shape), "FP32")
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    result = direct.infer(ENSEMBLE, tensors)
+    gru, tf = result.as_numpy("GRU_RANGE")[0], result.as_numpy("TF_RANGE")[0]
+    assert body["symbol"] == "BTCUSD"
+    assert body["bar_time"].startswith(bars.index[-1].strftime("%Y-%m-%dT%H:%M:%S"))
+    assert body["close"] == pytest.approx(float(bars["close"].iloc[-1]))
+    assert [h["horizon"] for h in body["horizons"]] == ["scalping", "intraday", "swing", "position"]
+    for k, horizon in enumerate(body["horizons"]):
+        assert horizon["gru"]["up"] == pytest.approx(float(gru[2 * k]), abs=1e-5)
+        assert horizon["transformer"]["down"] == pytest.approx(float(tf[2 * k + 1]), abs=1e-5)
+        up = (gru[2 * k] + tf[2 * k]) / 2
+        assert horizon["high"] == pytest.approx(inputs.close + up * inputs.atr, rel=1e-6)
+    assert body["confidence"] == pytest.approx(float(result.as_numpy("CONFIDENCE")[0, 0]), abs=1e-6)
+    assert body["direction"] == ("long" if result.as_numpy("DIRECTION")[0, 0] > 0 else "short")
+    one = (await client.get("/api/predict/BTCUSD", params={"horizon": "swing"})).json()
+    assert [h["horizon"] for h in one["horizons"]] == ["swing"]
+
+
+async def test_history_and_indicators(
+    loaded: TrainedRepository,
+    client: AsyncTestClient,  # type: ignore[type-arg]
+) -> None:
+    bars = loaded.data[0].bars
+    history = (await client.get("/api/history/BTCUSD", params={"limit": 3})).json()
+    assert [b["close"] for b in history["bars"]] == pytest.approx(bars["close"].iloc[-3:].tolist())
+    hourly = (
+        await client.get("/api/history/BTCUSD", params={"limit": 2, "timeframe": "1h"})
+    ).json()
+    assert len(hourly["bars"]) == 2
+    indicators = (
+        await client.get("/api/indicators/BTCUSD", params={"indicators": "rsi,atr", "limit": 5})
+    ).json()
+    assert set(indicators["values"]) == {"rsi", "atr"}
+    assert len(indicators["values"]["atr"]) == 5
+    assert all(np.isfinite(v) for v in indicators["values"]["atr"])
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "field"),
+    [
+        ("/api/predict/NOPEUSD", {}, 404, "symbol"),
+        ("/api/predict/BTC$USD", {}, 400, "symbol"),
+        ("/api/predict/BTCUSD", {"horizon": "weekly"}, 400, "horizon"),
+        ("/api/predict/BTCUSD", {"timeframe": "2h"}, 400, "timeframe"),
+        ("/api/predict/BTCUSD", {"timeframe": "1h"}, 400, "timeframe"),
+        ("/api/predict/SHORTUSD", {}, 422, None),
+        ("/api/indicators/BTCUSD", {"indicators": "rsi,foo"}, 400, "indicators"),
+        ("/api/history/BTCUSD", {"limit": "0"}, 400, "limit"),
+        ("/api/history/BTCUSD", {"limit": "many"}, 400, "limit"),
+    ],
+)
+async def test_errors_say_what_is_wrong(
+    loaded: TrainedRepository,
+    client: AsyncTestClient,  # type: ignore[type-arg]
+    path: str,
+    params: dict[str, str],
+    status: int,
+    field: str | None,
+) -> None:
+    response = await client.get(path, params=params)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["message"]
+    assert "Traceback" not in response.text
+    if field:
+        assert body.get("field") == field
+    if status == 422:
+        assert "needed" in body["message"]
+
+
+async def test_triton_down_is_503_ml_service_unavailable(
+    loaded: TrainedRepository, db_settings: DatabaseSettings, model_server: TritonServer
+) -> None:
+    app = create_app(_settings(db_settings, model_server, grpc_port=1))
+    async with AsyncTestClient(app) as down:
+        response = await down.get("/api/predict/BTCUSD")
+    assert response.status_code == 503
+    assert response.json()["error"] == "ML service unavailable"
