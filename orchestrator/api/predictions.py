@@ -10,10 +10,13 @@ from litestar.datastructures import State
 
 from orchestrator.api.errors import BadParameterError
 from orchestrator.features.horizons import Horizon
-from orchestrator.features.online import inputs_for_latest, required_bars
+from orchestrator.features.online import ModelInputs, inputs_for_latest, required_bars
 from orchestrator.features.spec import FeatureSpec
+from orchestrator.inference.client import EnsembleOutput
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import parse_symbol, parse_timeframe
+from orchestrator.signals.logic import Signal, build_signal
+from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
 
 HORIZON_CHOICES = ("all", *(h.value for h in Horizon))
 
@@ -58,6 +61,45 @@ def _check_timeframe(spec: FeatureSpec, requested: str) -> None:
         )
 
 
+class SignalResponse(msgspec.Struct):
+    symbol: str
+    timeframe: str
+    bar_time: datetime
+    signal: Signal
+    strategy: Strategy
+    p_long: float
+    p_short: float
+    model_version: str
+
+
+class Inference(msgspec.Struct):
+    symbol: str
+    timeframe: str
+    spec: FeatureSpec
+    inputs: ModelInputs
+    out: EnsembleOutput
+
+
+async def infer_latest(state: State, symbol: str, timeframe: str) -> Inference:
+    """Latest bars -> shared features -> one ensemble request."""
+    sym, tf = parse_symbol(symbol), parse_timeframe(timeframe)
+    models = state.resources.models
+    spec = await models.spec()
+    _check_timeframe(spec, tf.value)
+    store = BarStore(await state.resources.database())
+    bars = await store.latest_bars(sym, tf, required_bars(spec))
+    inputs = inputs_for_latest(bars, spec)
+    return Inference(sym, tf.value, spec, inputs, await models.infer([inputs]))
+
+
+def _range(out: EnsembleOutput, k: int) -> tuple[RangeATR, RangeATR]:
+    gru = RangeATR(float(out.gru_range[0, 2 * k]), float(out.gru_range[0, 2 * k + 1]))
+    tfm = RangeATR(
+        float(out.transformer_range[0, 2 * k]), float(out.transformer_range[0, 2 * k + 1])
+    )
+    return gru, tfm
+
+
 class PredictionController(Controller):
     path = "/api"
     tags = ["predictions"]  # noqa: RUF012
@@ -66,26 +108,17 @@ class PredictionController(Controller):
     async def predict(
         self, state: State, symbol: str, horizon: str = "all", timeframe: str = "5m"
     ) -> PredictionResponse:
-        sym, tf = parse_symbol(symbol), parse_timeframe(timeframe)
         if horizon not in HORIZON_CHOICES:
             raise BadParameterError(
                 "horizon", f"horizon must be one of {', '.join(HORIZON_CHOICES)}"
             )
-        models = state.resources.models
-        spec = await models.spec()
-        _check_timeframe(spec, tf.value)
-        store = BarStore(await state.resources.database())
-        bars = await store.latest_bars(sym, tf, required_bars(spec))
-        inputs = inputs_for_latest(bars, spec)
-        out = await models.infer([inputs])
+        run = await infer_latest(state, symbol, timeframe)
+        inputs, out, spec = run.inputs, run.out, run.spec
         horizons = []
         for k, (name, count) in enumerate(zip(spec.horizons, spec.horizon_bars, strict=True)):
             if horizon not in ("all", name):
                 continue
-            gru = RangeATR(float(out.gru_range[0, 2 * k]), float(out.gru_range[0, 2 * k + 1]))
-            tfm = RangeATR(
-                float(out.transformer_range[0, 2 * k]), float(out.transformer_range[0, 2 * k + 1])
-            )
+            gru, tfm = _range(out, k)
             up, down = (gru.up + tfm.up) / 2, (gru.down + tfm.down) / 2
             horizons.append(
                 HorizonPrediction(
@@ -100,8 +133,8 @@ class PredictionController(Controller):
                 )
             )
         return PredictionResponse(
-            sym,
-            tf.value,
+            run.symbol,
+            run.timeframe,
             inputs.bar_time.to_pydatetime(),
             inputs.close,
             inputs.atr,
@@ -112,4 +145,52 @@ class PredictionController(Controller):
             float(out.p_short[0]),
             out.model_version,
             spec.fingerprint,
+        )
+
+    @get("/signals/{symbol:str}", summary="Trade signal: direction, entry, TP, SL, confidence")
+    async def signals(
+        self,
+        state: State,
+        symbol: str,
+        timeframe: str = "5m",
+        strategy: str = DEFAULT_STRATEGY,
+        min_confidence: float | None = None,
+    ) -> SignalResponse:
+        chosen = STRATEGIES.get(strategy)
+        if chosen is None:
+            raise BadParameterError(
+                "strategy", f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}"
+            )
+        if min_confidence is not None:
+            if not 0.0 <= min_confidence <= 1.0:
+                raise BadParameterError("min_confidence", "min_confidence must be within [0, 1]")
+            chosen = msgspec.structs.replace(chosen, min_confidence=min_confidence)
+        run = await infer_latest(state, symbol, timeframe)
+        spec, out, inputs = run.spec, run.out, run.inputs
+        k = spec.horizons.index(spec.label_horizon)
+        gru, tfm = _range(out, k)
+        signal = build_signal(
+            close=inputs.close,
+            atr=inputs.atr,
+            direction=float(out.direction[0]),
+            confidence=float(out.confidence[0]),
+            p_long=float(out.p_long[0]),
+            p_short=float(out.p_short[0]),
+            up_atr=(gru.up + tfm.up) / 2,
+            down_atr=(gru.down + tfm.down) / 2,
+            tp_atr=spec.tp_atr,
+            sl_atr=spec.sl_atr,
+            horizon=spec.label_horizon,
+            horizon_bars=spec.horizon_bars[k],
+            strategy=chosen,
+        )
+        return SignalResponse(
+            run.symbol,
+            run.timeframe,
+            inputs.bar_time.to_pydatetime(),
+            signal,
+            chosen,
+            float(out.p_long[0]),
+            float(out.p_short[0]),
+            out.model_version,
         )

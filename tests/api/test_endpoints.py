@@ -146,3 +146,28 @@ async def test_triton_down_is_503_ml_service_unavailable(
         response = await down.get("/api/predict/BTCUSD")
     assert response.status_code == 503
     assert response.json()["error"] == "ML service unavailable"
+
+
+async def test_signal_follows_the_models_and_the_strategy(
+    loaded: TrainedRepository,
+    client: AsyncTestClient,  # type: ignore[type-arg]
+) -> None:
+    spec = loaded.models.spec
+    prediction = (await client.get("/api/predict/BTCUSD")).json()
+    body = (await client.get("/api/signals/BTCUSD", params={"min_confidence": "0"})).json()
+    signal = body["signal"]
+    atr, close = prediction["atr"], prediction["close"]
+    sign = 1 if prediction["direction"] == "long" else -1
+    assert signal["direction"] == prediction["direction"]
+    assert signal["entry"] == pytest.approx(close)
+    assert signal["take_profit"] == pytest.approx(close + sign * spec.tp_atr * atr)
+    assert signal["stop_loss"] == pytest.approx(close - sign * spec.sl_atr * atr)
+    assert signal["confidence"] == pytest.approx(prediction["confidence"])
+    assert signal["horizon"] == "intraday"
+    assert body["strategy"]["name"] == "balanced"
+    strict = (await client.get("/api/signals/BTCUSD", params={"min_confidence": "1"})).json()
+    assert strict["signal"]["action"] == "none"
+    assert "confidence" in strict["signal"]["reason"]
+    unknown = await client.get("/api/signals/BTCUSD", params={"strategy": "yolo"})
+    assert unknown.status_code == 400
+    assert "aggressive_filter" in unknown.json()["message"]
