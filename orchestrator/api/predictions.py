@@ -81,15 +81,26 @@ class Inference(msgspec.Struct):
 
 
 async def infer_latest(state: State, symbol: str, timeframe: str) -> Inference:
-    """Latest bars -> shared features -> one ensemble request."""
+    """Latest bars -> shared features -> one ensemble request, cached with single-flight by
+    (symbol, timeframe, last bar time, served model version)."""
     sym, tf = parse_symbol(symbol), parse_timeframe(timeframe)
     models = state.resources.models
+    version = await models.served_version()
     spec = await models.spec()
     _check_timeframe(spec, tf.value)
     store = BarStore(await state.resources.database())
-    bars = await store.latest_bars(sym, tf, required_bars(spec))
-    inputs = inputs_for_latest(bars, spec)
-    return Inference(sym, tf.value, spec, inputs, await models.infer([inputs]))
+    last_bar = await store.last_bar_time(sym, tf)
+
+    async def compute() -> Inference:
+        bars = await store.latest_bars(sym, tf, required_bars(spec))
+        inputs = inputs_for_latest(bars, spec)
+        return Inference(sym, tf.value, spec, inputs, await models.infer([inputs]))
+
+    cache = state.resources.predictions
+    result: Inference = await cache.get(
+        (sym, tf.value, last_bar, version, spec.fingerprint), compute
+    )
+    return result
 
 
 def _range(out: EnsembleOutput, k: int) -> tuple[RangeATR, RangeATR]:

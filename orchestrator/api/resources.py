@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import tritonclient.grpc.aio as grpcclient
 
+from orchestrator.inference.cache import SingleFlightCache
 from orchestrator.inference.client import SignalModels
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.settings import Settings
@@ -18,6 +20,9 @@ class Resources:
     settings: Settings
     triton: grpcclient.InferenceServerClient
     models: SignalModels
+    predictions: SingleFlightCache[tuple[object, ...], Any] = field(
+        default_factory=SingleFlightCache
+    )
     _db: Database | None = None
     _db_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

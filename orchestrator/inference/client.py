@@ -45,6 +45,8 @@ class SignalModels:
         self.timeout_s = timeout_s
         self._spec: FeatureSpec | None = None
         self._lock = asyncio.Lock()
+        self._version: str | None = None
+        self._version_at = 0.0
 
     async def spec(self) -> FeatureSpec:
         if self._spec is not None:
@@ -68,6 +70,23 @@ class SignalModels:
                 check_compatible(spec, ENSEMBLE)
                 self._spec = spec
             return self._spec
+
+    async def served_version(self) -> str:
+        """Newest ready version of the ensemble, re-read at most once a second."""
+        now = asyncio.get_running_loop().time()
+        if self._version is not None and now - self._version_at < 1.0:
+            return self._version
+        try:
+            metadata = await self.client.get_model_metadata(
+                ENSEMBLE, as_json=True, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise ModelServiceUnavailableError(_describe(exc)) from exc
+        version = str(max(metadata.get("versions", ["0"]), key=int))
+        if self._version is not None and version != self._version:
+            self._spec = None  # a reloaded ensemble may carry another spec
+        self._version, self._version_at = version, now
+        return version
 
     def forget_spec(self) -> None:
         """After a model reload the next request re-reads the spec."""

@@ -171,3 +171,32 @@ async def test_signal_follows_the_models_and_the_strategy(
     unknown = await client.get("/api/signals/BTCUSD", params={"strategy": "yolo"})
     assert unknown.status_code == 400
     assert "aggressive_filter" in unknown.json()["message"]
+
+
+async def test_concurrent_identical_requests_make_one_triton_call(
+    loaded: TrainedRepository, db_settings: DatabaseSettings, model_server: TritonServer
+) -> None:
+    import asyncio
+
+    stats = grpcclient.InferenceServerClient(f"127.0.0.1:{model_server.grpc_port}")
+
+    def ensemble_inferences() -> int:
+        response = stats.get_inference_statistics(ENSEMBLE, as_json=True)
+        return sum(
+            int(m.get("inference_stats", {}).get("success", {}).get("count", 0))
+            for m in response.get("model_stats", [])
+        )
+
+    app = create_app(_settings(db_settings, model_server))
+    async with AsyncTestClient(app) as fresh:
+        before = ensemble_inferences()
+        responses = await asyncio.gather(*(fresh.get("/api/predict/BTCUSD") for _ in range(20)))
+        signal = await fresh.get("/api/signals/BTCUSD")  # same bar, same model: served from cache
+        after = ensemble_inferences()
+        cache = app.state.resources.predictions
+    assert all(r.status_code == 200 for r in responses)
+    assert signal.status_code == 200
+    assert len({r.text for r in responses}) == 1
+    assert after - before == 1
+    assert cache.misses == 1
+    assert cache.hits + cache.coalesced == 20
