@@ -200,3 +200,28 @@ async def test_concurrent_identical_requests_make_one_triton_call(
     assert after - before == 1
     assert cache.misses == 1
     assert cache.hits + cache.coalesced == 20
+
+
+async def test_stats_and_metrics(
+    loaded: TrainedRepository,
+    client: AsyncTestClient,  # type: ignore[type-arg]
+) -> None:
+    assert (await client.get("/api/predict/BTCUSD")).status_code == 200
+    assert (await client.get("/api/predict/BTCUSD")).status_code == 200
+    stats = (await client.get("/api/stats")).json()
+    assert stats["requests"] >= 2
+    assert stats["responses_by_status"]["200"] >= 2
+    assert stats["latency"]["p50_ms"] > 0
+    assert stats["cache_misses"] == 1
+    assert stats["cache_hits"] >= 1
+    models = {m["name"]: m for m in stats["models"]}
+    assert models[ENSEMBLE]["inferences"] >= 1
+    assert models["range_gru"]["avg_batch_size"] >= 1.0
+    assert (
+        models["range_gru"]["versions"] == [str(loaded.version)] or models["range_gru"]["versions"]
+    )
+    metrics = (await client.get("/metrics")).text
+    assert (
+        'orchestrator_requests_total{app_name="trading_ml_engine",method="GET",path="/api/predict/{symbol}",status_code="200"}'
+        in metrics
+    )

@@ -1,0 +1,145 @@
+"""GET /api/stats (what an operator looks at) and GET /metrics (Prometheus, Litestar's plugin).
+
+Request latencies are kept in a bounded window per route by a small ASGI middleware; Triton's
+own statistics give each model's average dynamic batch size and the loaded versions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import msgspec
+import numpy as np
+from litestar import Controller, get
+from litestar.datastructures import State
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+from tritonclient.utils import InferenceServerException
+
+WINDOW = 10_000
+
+
+class RequestLog:
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_status: dict[int, int] = {}
+        self.latencies_ms: deque[float] = deque(maxlen=WINDOW)
+        self.started_at = time.time()
+
+    def record(self, status: int, elapsed_ms: float) -> None:
+        self.total += 1
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+        self.latencies_ms.append(elapsed_ms)
+
+
+class TimingMiddleware(ASGIMiddleware):
+    """Times every /api request into app.state.request_log."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        if scope["type"] != ScopeType.HTTP or not str(scope.get("path", "")).startswith("/api"):
+            await next_app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def capture(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await next_app(scope, receive, capture)
+        finally:
+            log: RequestLog = scope["app"].state.request_log
+            log.record(status, (time.perf_counter() - started) * 1e3)
+
+
+class LatencySummary(msgspec.Struct):
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    window: int
+
+
+class ModelStats(msgspec.Struct):
+    name: str
+    versions: list[str]
+    inferences: int
+    executions: int
+    avg_batch_size: float | None
+    avg_infer_ms: float | None
+
+
+class StatsResponse(msgspec.Struct):
+    uptime_s: float
+    requests: int
+    responses_by_status: dict[str, int]
+    latency: LatencySummary
+    cache_hits: int
+    cache_coalesced: int
+    cache_misses: int
+    cache_hit_rate: float
+    models: list[ModelStats]
+    triton_error: str | None = None
+
+
+async def _model_stats(state: State) -> tuple[list[ModelStats], str | None]:
+    client = state.resources.triton
+    timeout_s = state.resources.settings.triton.request_timeout_s
+    try:
+        response = await client.get_inference_statistics(as_json=True, client_timeout=timeout_s)
+    except InferenceServerException as exc:
+        return [], str(exc.message() or exc)
+    by_model: dict[str, ModelStats] = {}
+    for entry in response.get("model_stats", []):
+        name = entry["name"]
+        inferences = int(entry.get("inference_count", 0))
+        executions = int(entry.get("execution_count", 0))
+        success = entry.get("inference_stats", {}).get("success", {})
+        count, ns = int(success.get("count", 0)), int(success.get("ns", 0))
+        current = by_model.get(name)
+        if current is None:
+            current = by_model[name] = ModelStats(name, [], 0, 0, None, None)
+        current.versions.append(str(entry.get("version", "")))
+        current.inferences += inferences
+        current.executions += executions
+        if count:
+            current.avg_infer_ms = ns / count / 1e6
+    for stats in by_model.values():
+        stats.avg_batch_size = stats.inferences / stats.executions if stats.executions else None
+    return sorted(by_model.values(), key=lambda s: s.name), None
+
+
+class StatsController(Controller):
+    tags = ["health"]  # noqa: RUF012
+
+    @get("/api/stats", summary="Requests, latency percentiles, cache, per-model Triton statistics")
+    async def stats(self, state: State) -> StatsResponse:
+        log: RequestLog = state.request_log
+        cache = state.resources.predictions
+        window = np.asarray(log.latencies_ms, dtype=np.float64)
+        percentiles = [
+            float(np.percentile(window, q)) if window.size else None for q in (50, 95, 99)
+        ]
+        models, error = await _model_stats(state)
+        return StatsResponse(
+            uptime_s=time.time() - log.started_at,
+            requests=log.total,
+            responses_by_status={str(k): v for k, v in sorted(log.by_status.items())},
+            latency=LatencySummary(
+                p50_ms=percentiles[0],
+                p95_ms=percentiles[1],
+                p99_ms=percentiles[2],
+                window=int(window.size),
+            ),
+            cache_hits=cache.hits,
+            cache_coalesced=cache.coalesced,
+            cache_misses=cache.misses,
+            cache_hit_rate=cache.hit_rate,
+            models=models,
+            triton_error=error,
+        )
