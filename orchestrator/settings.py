@@ -96,12 +96,33 @@ class TritonSettings(msgspec.Struct, frozen=True):
 class ApiSettings(msgspec.Struct, frozen=True):
     host: str = "0.0.0.0"
     port: int = 8080
+    internal_api_key: str = ""  # when set, /api/* and /ws need it (X-API-Key or Bearer)
+    jwt_secret: str = ""  # when set, HS256 JWTs signed with it are accepted too
+    cors_origins: tuple[str, ...] = ("http://localhost:5173",)
+    rate_limit_per_minute: int = 1200
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    max_body_bytes: int = 1_048_576
 
     @classmethod
     def from_env(cls) -> ApiSettings:
         d = cls()
+
+        def listed(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+            raw = os.environ.get(name)
+            if raw is None:
+                return default
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
+
         return msgspec.structs.replace(
-            d, host=os.environ.get("API_HOST", d.host), port=_env_int("API_PORT", d.port)
+            d,
+            host=os.environ.get("API_HOST", d.host),
+            port=_env_int("API_PORT", d.port),
+            internal_api_key=os.environ.get("INTERNAL_API_KEY", ""),
+            jwt_secret=os.environ.get("JWT_SECRET", ""),
+            cors_origins=listed("CORS_ORIGINS", d.cors_origins),
+            rate_limit_per_minute=_env_int("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute),
+            trusted_proxies=listed("TRUSTED_PROXIES", d.trusted_proxies),
+            max_body_bytes=_env_int("MAX_BODY_BYTES", d.max_body_bytes),
         )
 
 

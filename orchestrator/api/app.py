@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
@@ -14,6 +16,7 @@ from orchestrator.api.health import HealthController
 from orchestrator.api.market import MarketController
 from orchestrator.api.predictions import PredictionController
 from orchestrator.api.resources import Resources
+from orchestrator.api.security import AuthMiddleware, rate_limit_identity
 from orchestrator.api.stats import RequestLog, StatsController, TimingMiddleware
 from orchestrator.settings import Settings
 
@@ -41,7 +44,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
             StatsController,
             PrometheusController,
         ],
-        middleware=[TimingMiddleware(), prometheus.middleware],
+        middleware=[
+            TimingMiddleware(),
+            prometheus.middleware,
+            AuthMiddleware(settings.api),
+            RateLimitConfig(
+                rate_limit=("minute", settings.api.rate_limit_per_minute),
+                identifier_for_request=rate_limit_identity(settings.api),
+                exclude=["/health", "/metrics", "/schema"],
+            ).middleware,
+        ],
+        cors_config=CORSConfig(
+            allow_origins=list(settings.api.cors_origins),
+            allow_headers=["authorization", "x-api-key", "content-type"],
+        ),
+        request_max_body_size=settings.api.max_body_bytes,
         exception_handlers={Exception: errors.handle},
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(title="Trading ML engine", version="0.1.0", path="/schema"),

@@ -1,0 +1,120 @@
+"""Shared-key / JWT authentication, and the rate-limit identity behind the gateway.
+
+Litestar's default rate-limit identity is the socket peer, which behind the Express gateway is
+the gateway itself for every user; here the identity is the API key or JWT subject, else the
+first X-Forwarded-For hop when the peer is a trusted proxy, else the peer address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+import jwt
+import msgspec
+from litestar import Request
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+)
+
+from orchestrator.settings import ApiSettings
+
+PROTECTED_PREFIXES = ("/api", "/ws")
+
+
+def _presented_token(headers: dict[str, str], query: str) -> str | None:
+    if key := headers.get("x-api-key"):
+        return key
+    auth = headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    for part in query.split("&"):  # browsers cannot set headers on a WebSocket
+        if part.startswith("token="):
+            return part[6:]
+    return None
+
+
+def check_credentials(settings: ApiSettings, token: str | None) -> str | None:
+    """None when allowed; otherwise why not. Keys are compared in constant time."""
+    if not settings.internal_api_key and not settings.jwt_secret:
+        return None
+    if not token:
+        return "missing credentials: send X-API-Key (or Authorization: Bearer <key or JWT>)"
+    if settings.internal_api_key and hmac.compare_digest(
+        token.encode(), settings.internal_api_key.encode()
+    ):
+        return None
+    if settings.jwt_secret:
+        try:
+            jwt.decode(
+                token, settings.jwt_secret, algorithms=["HS256"], options={"require": ["exp"]}
+            )
+            return None
+        except jwt.ExpiredSignatureError:
+            return "token expired"
+        except jwt.InvalidTokenError:
+            pass
+    return "invalid credentials"
+
+
+class AuthMiddleware(ASGIMiddleware):
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        path = str(scope.get("path", ""))
+        if scope["type"] not in (ScopeType.HTTP, ScopeType.WEBSOCKET) or not path.startswith(
+            PROTECTED_PREFIXES
+        ):
+            await next_app(scope, receive, send)
+            return
+        if scope["type"] == ScopeType.HTTP and scope.get("method") == "OPTIONS":
+            await next_app(scope, receive, send)  # CORS preflight carries no credentials
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+        query = scope.get("query_string", b"").decode()
+        problem = check_credentials(self.settings, _presented_token(headers, query))
+        if problem is None:
+            await next_app(scope, receive, send)
+            return
+        if scope["type"] == ScopeType.WEBSOCKET:
+            await send({"type": "websocket.close", "code": 4401, "reason": problem})
+            return
+        body = msgspec.json.encode({"error": "Unauthorized", "message": problem})
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
+        }
+        end: HTTPResponseBodyEvent = {
+            "type": "http.response.body",
+            "body": body,
+            "more_body": False,
+        }
+        await send(start)
+        await send(end)
+
+
+def rate_limit_identity(settings: ApiSettings) -> Any:
+    def identify(request: Request[Any, Any, Any]) -> str:
+        token = _presented_token(
+            {k.lower(): v for k, v in request.headers.items()},
+            request.scope.get("query_string", b"").decode(),
+        )
+        if token:
+            return "key:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+        peer = request.client.host if request.client else "unknown"
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded and peer in settings.trusted_proxies:
+            return "ip:" + forwarded.split(",")[0].strip()
+        return "ip:" + peer
+
+    return identify
