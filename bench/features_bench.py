@@ -11,20 +11,11 @@ import time
 
 import numpy as np
 
+from export.train import TrainConfig, spec_from_stats
 from orchestrator.demo.generator import generate_bars
 from orchestrator.features.dataset import fit_normalisation
-from orchestrator.features.horizons import HORIZONS
-from orchestrator.features.indicators import FEATURE_NAMES, PARAMS, compute_features
+from orchestrator.features.indicators import compute_features
 from orchestrator.features.online import OnlineFeatures, inputs_for_latest
-from orchestrator.features.spec import (
-    CLIP_Z,
-    CONTEXT_FEATURES,
-    PIPELINE_VERSION,
-    SEQUENCE_WINDOW,
-    FeatureSpec,
-    pipeline_fingerprint,
-)
-from orchestrator.marketdata.timeframes import Timeframe
 
 
 def main() -> None:
@@ -35,23 +26,7 @@ def main() -> None:
     bars = generate_bars("BTCUSD", bars=args.bars + args.repeats)
     history, arriving = bars.iloc[: args.bars], bars.iloc[args.bars :]
     mean, std = fit_normalisation(compute_features(history))
-    spec = FeatureSpec(
-        PIPELINE_VERSION,
-        pipeline_fingerprint("5m"),
-        "5m",
-        SEQUENCE_WINDOW,
-        list(FEATURE_NAMES),
-        list(CONTEXT_FEATURES),
-        {k: float(v) for k, v in PARAMS.items()},
-        mean,
-        std,
-        CLIP_Z,
-        [h.value for h in HORIZONS],
-        [h.bars(Timeframe.M5) for h in HORIZONS],
-        1.5,
-        1.0,
-        "intraday",
-    )
+    spec = spec_from_stats(mean, std, TrainConfig())
     full = []
     for _ in range(3):
         started = time.perf_counter()

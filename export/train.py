@@ -156,6 +156,11 @@ def make_spec(data: list[SymbolData], train: Samples, cfg: TrainConfig) -> Featu
         [data[s].features.iloc[train.end[train.symbol == s]] for s in np.unique(train.symbol)]
     )
     mean, std = fit_normalisation(rows)
+    return spec_from_stats(mean, std, cfg)
+
+
+def spec_from_stats(mean: list[float], std: list[float], cfg: TrainConfig) -> FeatureSpec:
+    """The feature spec for this pipeline with the given normalisation statistics."""
     return FeatureSpec(
         pipeline_version=PIPELINE_VERSION,
         fingerprint=pipeline_fingerprint(cfg.timeframe.value),

@@ -41,6 +41,19 @@ def free_ports(count: int) -> tuple[int, ...]:
             s.close()
 
 
+def _serve(
+    repository: Path, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[TritonServer]:
+    """A real tritonserver on free ports for the session; stopped afterwards."""
+    http, grpc, metrics = free_ports(3)
+    server = TritonServer(
+        repository, http, grpc, metrics, run_dir=tmp_path_factory.mktemp(name), name=name
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
 async def _reset_schema(settings: DatabaseSettings) -> None:
     db = await Database.connect(settings)
     try:
@@ -86,18 +99,7 @@ async def clean_db(db: Database) -> Database:
 
 @pytest.fixture(scope="session")
 def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    http, grpc, metrics = free_ports(3)
-    server = TritonServer(
-        model_repository=FIXTURES / "model_repository",
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        run_dir=tmp_path_factory.mktemp("triton"),
-        name="triton-test",
-    )
-    server.start()
-    yield server
-    server.stop()
+    yield from _serve(FIXTURES / "model_repository", tmp_path_factory, "triton-test")
 
 
 @pytest.fixture(scope="session")
@@ -172,15 +174,4 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
 def model_server(
     trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
-    http, grpc, metrics = free_ports(3)
-    server = TritonServer(
-        model_repository=trained.cpu,
-        http_port=http,
-        grpc_port=grpc,
-        metrics_port=metrics,
-        run_dir=tmp_path_factory.mktemp("triton-models"),
-        name="triton-models",
-    )
-    server.start()
-    yield server
-    server.stop()
+    yield from _serve(trained.cpu, tmp_path_factory, "triton-models")
