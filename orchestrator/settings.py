@@ -102,6 +102,11 @@ class ApiSettings(msgspec.Struct, frozen=True):
     rate_limit_per_minute: int = 1200
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     max_body_bytes: int = 1_048_576
+    ws_poll_interval_s: float = 1.0  # how often the stream checks each watched symbol for a new bar
+    ws_heartbeat_s: float = 15.0  # a heartbeat message after this long without one
+    ws_queue_size: int = (
+        32  # messages a slow WebSocket client may fall behind before losing old ones
+    )
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -123,6 +128,9 @@ class ApiSettings(msgspec.Struct, frozen=True):
             rate_limit_per_minute=_env_int("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute),
             trusted_proxies=listed("TRUSTED_PROXIES", d.trusted_proxies),
             max_body_bytes=_env_int("MAX_BODY_BYTES", d.max_body_bytes),
+            ws_poll_interval_s=_env_float("WS_POLL_INTERVAL_S", d.ws_poll_interval_s),
+            ws_heartbeat_s=_env_float("WS_HEARTBEAT_S", d.ws_heartbeat_s),
+            ws_queue_size=_env_int("WS_QUEUE_SIZE", d.ws_queue_size),
         )
 
 

@@ -18,6 +18,7 @@ from orchestrator.api.predictions import PredictionController
 from orchestrator.api.resources import Resources
 from orchestrator.api.security import AuthMiddleware, rate_limit_identity
 from orchestrator.api.stats import RequestLog, StatsController, TimingMiddleware
+from orchestrator.api.stream import hub_for_app, stream_socket
 from orchestrator.settings import Settings
 
 
@@ -31,9 +32,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state.resources = await Resources.open(settings)
         app.state.request_log = RequestLog()
+        app.state.stream = hub_for_app(
+            app.state,
+            poll_interval_s=settings.api.ws_poll_interval_s,
+            queue_size=settings.api.ws_queue_size,
+        )
         try:
             yield
         finally:
+            await app.state.stream.close()
             await app.state.resources.close()
 
     return Litestar(
@@ -43,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MarketController,
             StatsController,
             PrometheusController,
+            stream_socket,
         ],
         middleware=[
             TimingMiddleware(),

@@ -34,33 +34,35 @@ class BadParameterError(ValueError):
         super().__init__(message)
 
 
-def _body(status: int, error: str, message: str, field: str | None = None) -> Response[ErrorBody]:
-    return Response(ErrorBody(error, message, field), status_code=status)
-
-
-def handle(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+def describe(exc: Exception) -> tuple[int, ErrorBody]:
+    """Status and body for an exception; the WebSocket stream reports failures the same way."""
     if isinstance(exc, ModelServiceUnavailableError | FeatureSpecMismatchError):
-        return _body(503, "ML service unavailable", str(exc))
+        return 503, ErrorBody("ML service unavailable", str(exc))
     if isinstance(exc, DatabaseUnavailableError):
-        return _body(503, "Database unavailable", str(exc))
+        return 503, ErrorBody("Database unavailable", str(exc))
     if isinstance(exc, UnknownSymbolError):
-        return _body(404, "Unknown symbol", str(exc), "symbol")
+        return 404, ErrorBody("Unknown symbol", str(exc), "symbol")
     if isinstance(exc, InvalidSymbolError):
-        return _body(400, "Bad request", str(exc), "symbol")
+        return 400, ErrorBody("Bad request", str(exc), "symbol")
     if isinstance(exc, InvalidTimeframeError | UnsupportedTimeframeError):
-        return _body(400, "Bad request", str(exc), "timeframe")
+        return 400, ErrorBody("Bad request", str(exc), "timeframe")
     if isinstance(exc, BadParameterError):
-        return _body(400, "Bad request", str(exc), exc.field)
+        return 400, ErrorBody("Bad request", str(exc), exc.field)
     if isinstance(exc, NotEnoughHistoryError):
-        return _body(422, "Not enough history", f"{exc}; ingest more bars for this symbol")
+        return 422, ErrorBody("Not enough history", f"{exc}; ingest more bars for this symbol")
     if isinstance(exc, ValidationException):
         extra = exc.extra if isinstance(exc.extra, list) else []
         field = next(
             (str(e.get("key")) for e in extra if isinstance(e, dict) and e.get("key")), None
         )
         message = "; ".join(str(e.get("message", "")) for e in extra if isinstance(e, dict))
-        return _body(400, "Bad request", message or exc.detail, field)
+        return 400, ErrorBody("Bad request", message or exc.detail, field)
     if isinstance(exc, HTTPException):
-        return _body(exc.status_code, "Request failed", exc.detail)
+        return exc.status_code, ErrorBody("Request failed", exc.detail)
     log.exception("unhandled error", exc_info=exc)
-    return _body(500, "Internal server error", "unexpected error; see the orchestrator log")
+    return 500, ErrorBody("Internal server error", "unexpected error; see the orchestrator log")
+
+
+def handle(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    status, body = describe(exc)
+    return Response(body, status_code=status)

@@ -111,6 +111,87 @@ def _range(out: EnsembleOutput, k: int) -> tuple[RangeATR, RangeATR]:
     return gru, tfm
 
 
+def prediction_response(run: Inference, horizon: str = "all") -> PredictionResponse:
+    inputs, out, spec = run.inputs, run.out, run.spec
+    horizons = []
+    for k, (name, count) in enumerate(zip(spec.horizons, spec.horizon_bars, strict=True)):
+        if horizon not in ("all", name):
+            continue
+        gru, tfm = _range(out, k)
+        up, down = (gru.up + tfm.up) / 2, (gru.down + tfm.down) / 2
+        horizons.append(
+            HorizonPrediction(
+                name,
+                count,
+                inputs.close + up * inputs.atr,
+                inputs.close - down * inputs.atr,
+                up,
+                down,
+                gru,
+                tfm,
+            )
+        )
+    return PredictionResponse(
+        run.symbol,
+        run.timeframe,
+        inputs.bar_time.to_pydatetime(),
+        inputs.close,
+        inputs.atr,
+        horizons,
+        "long" if out.direction[0] > 0 else "short",
+        float(out.confidence[0]),
+        float(out.p_long[0]),
+        float(out.p_short[0]),
+        out.model_version,
+        spec.fingerprint,
+    )
+
+
+def signal_response(run: Inference, strategy: Strategy) -> SignalResponse:
+    """The live signal; the backtester applies the same rules to batches of predictions."""
+    spec, out, inputs = run.spec, run.out, run.inputs
+    k = spec.horizons.index(spec.label_horizon)
+    gru, tfm = _range(out, k)
+    signal = build_signal(
+        close=inputs.close,
+        atr=inputs.atr,
+        direction=float(out.direction[0]),
+        confidence=float(out.confidence[0]),
+        p_long=float(out.p_long[0]),
+        p_short=float(out.p_short[0]),
+        up_atr=(gru.up + tfm.up) / 2,
+        down_atr=(gru.down + tfm.down) / 2,
+        tp_atr=spec.tp_atr,
+        sl_atr=spec.sl_atr,
+        horizon=spec.label_horizon,
+        horizon_bars=spec.horizon_bars[k],
+        strategy=strategy,
+    )
+    return SignalResponse(
+        run.symbol,
+        run.timeframe,
+        inputs.bar_time.to_pydatetime(),
+        signal,
+        strategy,
+        float(out.p_long[0]),
+        float(out.p_short[0]),
+        out.model_version,
+    )
+
+
+def resolve_strategy(name: str, min_confidence: float | None = None) -> Strategy:
+    chosen = STRATEGIES.get(name)
+    if chosen is None:
+        raise BadParameterError(
+            "strategy", f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}"
+        )
+    if min_confidence is not None:
+        if not 0.0 <= min_confidence <= 1.0:
+            raise BadParameterError("min_confidence", "min_confidence must be within [0, 1]")
+        chosen = msgspec.structs.replace(chosen, min_confidence=min_confidence)
+    return chosen
+
+
 class PredictionController(Controller):
     path = "/api"
     tags = ["predictions"]  # noqa: RUF012
@@ -123,40 +204,7 @@ class PredictionController(Controller):
             raise BadParameterError(
                 "horizon", f"horizon must be one of {', '.join(HORIZON_CHOICES)}"
             )
-        run = await infer_latest(state, symbol, timeframe)
-        inputs, out, spec = run.inputs, run.out, run.spec
-        horizons = []
-        for k, (name, count) in enumerate(zip(spec.horizons, spec.horizon_bars, strict=True)):
-            if horizon not in ("all", name):
-                continue
-            gru, tfm = _range(out, k)
-            up, down = (gru.up + tfm.up) / 2, (gru.down + tfm.down) / 2
-            horizons.append(
-                HorizonPrediction(
-                    name,
-                    count,
-                    inputs.close + up * inputs.atr,
-                    inputs.close - down * inputs.atr,
-                    up,
-                    down,
-                    gru,
-                    tfm,
-                )
-            )
-        return PredictionResponse(
-            run.symbol,
-            run.timeframe,
-            inputs.bar_time.to_pydatetime(),
-            inputs.close,
-            inputs.atr,
-            horizons,
-            "long" if out.direction[0] > 0 else "short",
-            float(out.confidence[0]),
-            float(out.p_long[0]),
-            float(out.p_short[0]),
-            out.model_version,
-            spec.fingerprint,
-        )
+        return prediction_response(await infer_latest(state, symbol, timeframe), horizon)
 
     @get("/signals/{symbol:str}", summary="Trade signal: direction, entry, TP, SL, confidence")
     async def signals(
@@ -167,41 +215,5 @@ class PredictionController(Controller):
         strategy: str = DEFAULT_STRATEGY,
         min_confidence: float | None = None,
     ) -> SignalResponse:
-        chosen = STRATEGIES.get(strategy)
-        if chosen is None:
-            raise BadParameterError(
-                "strategy", f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}"
-            )
-        if min_confidence is not None:
-            if not 0.0 <= min_confidence <= 1.0:
-                raise BadParameterError("min_confidence", "min_confidence must be within [0, 1]")
-            chosen = msgspec.structs.replace(chosen, min_confidence=min_confidence)
-        run = await infer_latest(state, symbol, timeframe)
-        spec, out, inputs = run.spec, run.out, run.inputs
-        k = spec.horizons.index(spec.label_horizon)
-        gru, tfm = _range(out, k)
-        signal = build_signal(
-            close=inputs.close,
-            atr=inputs.atr,
-            direction=float(out.direction[0]),
-            confidence=float(out.confidence[0]),
-            p_long=float(out.p_long[0]),
-            p_short=float(out.p_short[0]),
-            up_atr=(gru.up + tfm.up) / 2,
-            down_atr=(gru.down + tfm.down) / 2,
-            tp_atr=spec.tp_atr,
-            sl_atr=spec.sl_atr,
-            horizon=spec.label_horizon,
-            horizon_bars=spec.horizon_bars[k],
-            strategy=chosen,
-        )
-        return SignalResponse(
-            run.symbol,
-            run.timeframe,
-            inputs.bar_time.to_pydatetime(),
-            signal,
-            chosen,
-            float(out.p_long[0]),
-            float(out.p_short[0]),
-            out.model_version,
-        )
+        chosen = resolve_strategy(strategy, min_confidence)
+        return signal_response(await infer_latest(state, symbol, timeframe), chosen)

@@ -86,6 +86,10 @@ class AuthMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         if scope["type"] == ScopeType.WEBSOCKET:
+            # Accept, then close with 4401 and the reason: a browser never sees a refused
+            # handshake's status, but it does see a close code and reason.
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
             await send({"type": "websocket.close", "code": 4401, "reason": problem})
             return
         body = msgspec.json.encode({"error": "Unauthorized", "message": problem})

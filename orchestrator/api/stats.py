@@ -19,6 +19,8 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 from tritonclient.utils import InferenceServerException
 
+from orchestrator.api.stream import StreamSummary
+
 WINDOW = 10_000
 
 
@@ -84,6 +86,7 @@ class StatsResponse(msgspec.Struct):
     cache_misses: int
     cache_hit_rate: float
     models: list[ModelStats]
+    stream: StreamSummary
     triton_error: str | None = None
 
 
@@ -141,5 +144,6 @@ class StatsController(Controller):
             cache_misses=cache.misses,
             cache_hit_rate=cache.hit_rate,
             models=models,
+            stream=state.stream.snapshot(),
             triton_error=error,
         )

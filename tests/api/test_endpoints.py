@@ -14,42 +14,16 @@ from orchestrator.api.app import create_app
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.online import inputs_for_latest
 from orchestrator.inference.models import ENSEMBLE
-from orchestrator.ingest.writer import write_bars
-from orchestrator.marketdata.db import Database
-from orchestrator.marketdata.store import SymbolInfo
-from orchestrator.marketdata.timeframes import Timeframe
-from orchestrator.settings import ApiSettings, DatabaseSettings, Settings, TritonSettings
+from orchestrator.settings import DatabaseSettings
+from tests.api.conftest import api_settings
 from tests.conftest import TrainedRepository
-
-
-def _settings(db: DatabaseSettings, server: TritonServer, grpc_port: int | None = None) -> Settings:
-    triton = TritonSettings(
-        http_port=server.http_port,
-        grpc_port=grpc_port or server.grpc_port,
-        metrics_port=server.metrics_port,
-        request_timeout_s=5.0,
-    )
-    return Settings(db=db, triton=triton, api=ApiSettings())
-
-
-@pytest.fixture
-async def loaded(clean_db: Database, trained: TrainedRepository) -> TrainedRepository:
-    item = trained.data[0]
-    frame = item.bars.reset_index().assign(symbol=item.symbol, timeframe="5m")
-    info = {item.symbol: SymbolInfo(item.symbol, "crypto", 0.01, Timeframe.M5)}
-    await write_bars(clean_db, frame, info, show_progress=False)
-    short = frame.iloc[:200].assign(symbol="SHORTUSD")
-    await write_bars(
-        clean_db, short, {"SHORTUSD": SymbolInfo("SHORTUSD", "crypto", 0.01)}, show_progress=False
-    )
-    return trained
 
 
 @pytest.fixture
 async def client(
     db_settings: DatabaseSettings, model_server: TritonServer
 ) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
-    async with AsyncTestClient(create_app(_settings(db_settings, model_server))) as test_client:
+    async with AsyncTestClient(create_app(api_settings(db_settings, model_server))) as test_client:
         yield test_client
 
 
@@ -141,7 +115,7 @@ async def test_errors_say_what_is_wrong(
 async def test_triton_down_is_503_ml_service_unavailable(
     loaded: TrainedRepository, db_settings: DatabaseSettings, model_server: TritonServer
 ) -> None:
-    app = create_app(_settings(db_settings, model_server, grpc_port=1))
+    app = create_app(api_settings(db_settings, model_server, grpc_port=1))
     async with AsyncTestClient(app) as down:
         response = await down.get("/api/predict/BTCUSD")
     assert response.status_code == 503
@@ -187,7 +161,7 @@ async def test_concurrent_identical_requests_make_one_triton_call(
             for m in response.get("model_stats", [])
         )
 
-    app = create_app(_settings(db_settings, model_server))
+    app = create_app(api_settings(db_settings, model_server))
     async with AsyncTestClient(app) as fresh:
         before = ensemble_inferences()
         responses = await asyncio.gather(*(fresh.get("/api/predict/BTCUSD") for _ in range(20)))

@@ -1,0 +1,276 @@
+"""Live predictions over WebSocket: one watcher per (symbol, timeframe), fanned out to clients.
+
+A watcher polls the store's last bar time (one indexed MAX(ts) query); when it changes it runs
+one prediction + signal and puts the encoded message on every subscriber's bounded queue with
+put_nowait. A client that does not read only loses its own oldest messages (counted); it never
+slows the watcher or the other clients. Each connection's own task writes to its socket and
+sends a heartbeat when nothing else was sent for `heartbeat_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.exceptions import WebSocketDisconnect
+
+from orchestrator.api.errors import ErrorBody, describe
+from orchestrator.api.predictions import (
+    PredictionResponse,
+    SignalResponse,
+    infer_latest,
+    prediction_response,
+    resolve_strategy,
+    signal_response,
+)
+from orchestrator.marketdata.store import BarStore
+from orchestrator.marketdata.timeframes import parse_symbol, parse_timeframe
+from orchestrator.signals.strategies import DEFAULT_STRATEGY
+
+log = logging.getLogger("orchestrator.stream")
+
+FeedKey = tuple[str, str]  # (symbol, timeframe)
+LastBar = Callable[[str, str], Awaitable[datetime | None]]
+Compute = Callable[[str, str], Awaitable[bytes]]
+CLOSE_GOING_AWAY = 1001
+
+
+class PredictionMessage(msgspec.Struct, tag="prediction", tag_field="type"):
+    symbol: str
+    timeframe: str
+    bar_time: datetime
+    prediction: PredictionResponse
+    signal: SignalResponse
+
+
+class ErrorMessage(msgspec.Struct, tag="error", tag_field="type"):
+    symbol: str
+    timeframe: str
+    status: int
+    error: ErrorBody
+
+
+class Heartbeat(msgspec.Struct, tag="heartbeat", tag_field="type"):
+    time: float  # server wall clock, seconds since the epoch
+
+
+@dataclass(eq=False)
+class Subscriber:
+    key: FeedKey
+    queue: asyncio.Queue[bytes | None]
+    dropped: int = 0
+
+    def offer(self, message: bytes | None) -> None:
+        """Never blocks: a full queue loses its oldest message (the client is behind)."""
+        while True:
+            try:
+                self.queue.put_nowait(message)
+                return
+            except asyncio.QueueFull:
+                self.queue.get_nowait()
+                self.dropped += 1
+
+
+@dataclass(eq=False)
+class Feed:
+    subscribers: set[Subscriber] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+    last_bar: datetime | None = None
+    last_message: bytes | None = None
+
+
+class StreamSummary(msgspec.Struct):
+    feeds: int  # (symbol, timeframe) pairs being watched
+    clients: int
+    computations: int  # predictions computed for the stream (one per new bar per feed)
+    messages_sent: int
+    messages_dropped: int  # oldest messages discarded for clients that fell behind
+    errors: int
+
+
+@dataclass
+class StreamStats:
+    computations: int = 0
+    messages_sent: int = 0
+    messages_dropped: int = 0
+    errors: int = 0
+
+
+class StreamHub:
+    def __init__(
+        self,
+        last_bar: LastBar,
+        compute: Compute,
+        *,
+        poll_interval_s: float = 1.0,
+        queue_size: int = 32,
+    ) -> None:
+        self._last_bar = last_bar
+        self._compute = compute
+        self.poll_interval_s = poll_interval_s
+        self.queue_size = queue_size
+        self.feeds: dict[FeedKey, Feed] = {}
+        self.stats = StreamStats()
+        self._closed = False
+
+    def subscribe(self, key: FeedKey) -> Subscriber:
+        subscriber = Subscriber(key, asyncio.Queue(self.queue_size))
+        feed = self.feeds.setdefault(key, Feed())
+        feed.subscribers.add(subscriber)
+        if feed.last_message is not None:
+            subscriber.offer(feed.last_message)  # newcomers see the current prediction at once
+        if feed.task is None:
+            feed.task = asyncio.create_task(self._watch(key, feed), name=f"stream:{key}")
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.stats.messages_dropped += subscriber.dropped
+        subscriber.dropped = 0
+        feed = self.feeds.get(subscriber.key)
+        if feed is None:
+            return
+        feed.subscribers.discard(subscriber)
+        if not feed.subscribers:
+            if feed.task is not None:
+                feed.task.cancel()
+            del self.feeds[subscriber.key]
+
+    def publish(self, feed: Feed, message: bytes) -> None:
+        feed.last_message = message
+        for subscriber in tuple(feed.subscribers):
+            subscriber.offer(message)
+
+    async def _watch(self, key: FeedKey, feed: Feed) -> None:
+        symbol, timeframe = key
+        last_error: bytes | None = None
+        while True:
+            try:
+                last_bar = await self._last_bar(symbol, timeframe)
+                if last_bar is not None and last_bar != feed.last_bar:
+                    self.stats.computations += 1
+                    self.publish(feed, await self._compute(symbol, timeframe))
+                    feed.last_bar, last_error = last_bar, None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reported to the clients, retried on the next poll
+                status, body = describe(exc)
+                message = msgspec.json.encode(ErrorMessage(symbol, timeframe, status, body))
+                if message != last_error:  # say it once, not every poll
+                    self.stats.errors += 1
+                    feed.last_message = None
+                    for subscriber in tuple(feed.subscribers):
+                        subscriber.offer(message)
+                    last_error = message
+            await asyncio.sleep(self.poll_interval_s)
+
+    async def close(self) -> None:
+        """Stop the watchers and tell every connection to close (a None on its queue)."""
+        self._closed = True
+        tasks = [feed.task for feed in self.feeds.values() if feed.task is not None]
+        for feed in self.feeds.values():
+            for subscriber in feed.subscribers:
+                subscriber.offer(None)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def snapshot(self) -> StreamSummary:
+        pending = sum(s.dropped for f in self.feeds.values() for s in f.subscribers)
+        return StreamSummary(
+            feeds=len(self.feeds),
+            clients=sum(len(f.subscribers) for f in self.feeds.values()),
+            computations=self.stats.computations,
+            messages_sent=self.stats.messages_sent,
+            messages_dropped=self.stats.messages_dropped + pending,
+            errors=self.stats.errors,
+        )
+
+
+def hub_for_app(state: Any, *, poll_interval_s: float, queue_size: int) -> StreamHub:
+    """The hub wired to the same store and inference path as /api/predict and /api/signals."""
+    strategy = resolve_strategy(DEFAULT_STRATEGY)
+
+    async def last_bar(symbol: str, timeframe: str) -> datetime | None:
+        store = BarStore(await state.resources.database())
+        return await store.last_bar_time(symbol, parse_timeframe(timeframe))
+
+    async def compute(symbol: str, timeframe: str) -> bytes:
+        run = await infer_latest(state, symbol, timeframe)
+        prediction = prediction_response(run)
+        message = PredictionMessage(
+            run.symbol,
+            run.timeframe,
+            prediction.bar_time,
+            prediction,
+            signal_response(run, strategy),
+        )
+        return msgspec.json.encode(message)
+
+    return StreamHub(last_bar, compute, poll_interval_s=poll_interval_s, queue_size=queue_size)
+
+
+async def _send_loop(
+    socket: WebSocket[Any, Any, Any], subscriber: Subscriber, hub: StreamHub, heartbeat_s: float
+) -> None:
+    while True:
+        try:
+            message = await asyncio.wait_for(subscriber.queue.get(), timeout=heartbeat_s)
+        except TimeoutError:
+            message = msgspec.json.encode(Heartbeat(time.time()))
+        if message is None:
+            return
+        await socket.send_data(message.decode(), mode="text")
+        hub.stats.messages_sent += 1
+
+
+async def _until_disconnect(socket: WebSocket[Any, Any, Any]) -> None:
+    """Drain what the client sends (pings, anything); returns when it goes away."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await socket.receive_data(mode="text")
+
+
+@websocket("/ws/{symbol:str}", summary="Live prediction + signal for every new bar")
+async def stream_socket(
+    socket: WebSocket[Any, Any, Any], symbol: str, timeframe: str = "5m"
+) -> None:
+    state = socket.app.state
+    await socket.accept()
+    try:
+        sym, tf = parse_symbol(symbol), parse_timeframe(timeframe).value
+        await BarStore(await state.resources.database()).get_symbol(sym)  # 404s before watching
+    except Exception as exc:
+        status, body = describe(exc)
+        await socket.send_data(
+            msgspec.json.encode(ErrorMessage(symbol, timeframe, status, body)).decode()
+        )
+        await socket.close(code=4000 + status, reason=body.message[:120])
+        return
+    hub: StreamHub = state.stream
+    settings = state.resources.settings.api
+    subscriber = hub.subscribe((sym, tf))
+    sender = asyncio.create_task(_send_loop(socket, subscriber, hub, settings.ws_heartbeat_s))
+    receiver = asyncio.create_task(_until_disconnect(socket))
+    try:
+        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        if sender in done and sender.exception() is None:
+            await socket.close(code=CLOSE_GOING_AWAY, reason="server shutting down")
+    except Exception as exc:  # the socket broke under us
+        log.debug("stream for %s ended: %s", sym, exc)
+    finally:
+        hub.unsubscribe(subscriber)
+        for task in (sender, receiver):
+            task.cancel()
+        for task in (sender, receiver):
+            with contextlib.suppress(BaseException):
+                await task

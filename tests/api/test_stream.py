@@ -1,0 +1,201 @@
+"""WS /ws/{symbol}: one computation per new bar fanned out to every client, heartbeats, slow
+clients isolated, errors as messages + close codes; against a real uvicorn, MariaDB and Triton."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import msgspec
+import pandas as pd
+import pytest
+import tritonclient.grpc as grpcclient
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from orchestrator.api.app import create_app
+from orchestrator.api.stream import StreamHub
+from orchestrator.devstack.triton import TritonServer
+from orchestrator.inference.models import ENSEMBLE
+from orchestrator.ingest.writer import write_bars
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import SymbolInfo
+from orchestrator.marketdata.timeframes import Timeframe
+from orchestrator.settings import ApiSettings, DatabaseSettings
+from tests.api.conftest import api_settings, served
+from tests.conftest import TrainedRepository
+
+# --- the hub on its own: fan-out and slow-client isolation ----------------------------------
+
+
+def _hub(bars: list[datetime | None], computed: list[str]) -> StreamHub:
+    async def last_bar(symbol: str, timeframe: str) -> datetime | None:
+        return bars[-1]
+
+    async def compute(symbol: str, timeframe: str) -> bytes:
+        computed.append(symbol)
+        return f'{{"n": {len(computed)}}}'.encode()
+
+    return StreamHub(last_bar, compute, poll_interval_s=0.01, queue_size=4)
+
+
+async def test_one_computation_per_new_bar_reaches_every_subscriber() -> None:
+    bars: list[datetime | None] = [datetime(2025, 1, 1)]
+    computed: list[str] = []
+    hub = _hub(bars, computed)
+    subscribers = [hub.subscribe(("BTCUSD", "5m")) for _ in range(5)]
+    for sub in subscribers:
+        assert await asyncio.wait_for(sub.queue.get(), 2) == b'{"n": 1}'
+    bars.append(datetime(2025, 1, 1, 0, 5))
+    for sub in subscribers:
+        assert await asyncio.wait_for(sub.queue.get(), 2) == b'{"n": 2}'
+    late = hub.subscribe(("BTCUSD", "5m"))  # a newcomer gets the current message at once
+    assert late.queue.get_nowait() == b'{"n": 2}'
+    assert computed == ["BTCUSD", "BTCUSD"]
+    assert len(hub.feeds) == 1
+    await hub.close()
+    assert all(sub.queue.get_nowait() is None for sub in subscribers)
+
+
+async def test_a_client_that_never_reads_loses_only_its_own_old_messages() -> None:
+    bars: list[datetime | None] = [datetime(2025, 1, 1)]
+    computed: list[str] = []
+    hub = _hub(bars, computed)
+    slow = hub.subscribe(("BTCUSD", "5m"))
+    fast = hub.subscribe(("BTCUSD", "5m"))
+    received = []
+    for minute in range(1, 11):
+        received.append(await asyncio.wait_for(fast.queue.get(), 2))
+        bars.append(datetime(2025, 1, 1, 0, minute))
+    received.append(await asyncio.wait_for(fast.queue.get(), 2))
+    assert received == [f'{{"n": {n}}}'.encode() for n in range(1, 12)]
+    # The slow queue holds the newest 4 (its size); the 7 older ones were dropped for it alone.
+    assert slow.queue.qsize() == 4
+    assert slow.dropped == 7
+    assert [slow.queue.get_nowait() for _ in range(4)][-1] == b'{"n": 11}'
+    hub.unsubscribe(slow)
+    hub.unsubscribe(fast)
+    assert hub.feeds == {}  # the watcher stops with its last subscriber
+    assert hub.snapshot().messages_dropped == 7
+
+
+async def test_a_failing_computation_is_reported_once_and_retried() -> None:
+    calls = 0
+
+    async def last_bar(symbol: str, timeframe: str) -> datetime | None:
+        return datetime(2025, 1, 1)
+
+    async def compute(symbol: str, timeframe: str) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls < 4:
+            raise ConnectionError("triton is restarting")
+        return b'{"ok": true}'
+
+    hub = StreamHub(last_bar, compute, poll_interval_s=0.01)
+    sub = hub.subscribe(("BTCUSD", "5m"))
+    first = msgspec.json.decode(await asyncio.wait_for(sub.queue.get(), 2))
+    assert first["type"] == "error"
+    assert first["status"] == 500
+    assert await asyncio.wait_for(sub.queue.get(), 2) == b'{"ok": true}'  # no repeated errors
+    await hub.close()
+
+
+# --- end to end: uvicorn + websockets clients ------------------------------------------------
+
+
+async def _next(ws: ClientConnection, kind: str, timeout_s: float = 30.0) -> dict[str, object]:
+    """The next message of `kind`, skipping heartbeats."""
+    while True:
+        message = msgspec.json.decode(await asyncio.wait_for(ws.recv(), timeout_s))
+        assert isinstance(message, dict)
+        if message["type"] == kind:
+            return message
+        assert message["type"] == "heartbeat", message
+
+
+def _ensemble_requests(server: TritonServer) -> int:
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    stats = client.get_inference_statistics(ENSEMBLE, as_json=True)
+    return sum(int(s.get("inference_count", 0)) for s in stats["model_stats"])
+
+
+async def test_new_bar_reaches_every_client_from_one_computation(
+    loaded: TrainedRepository,
+    clean_db: Database,
+    db_settings: DatabaseSettings,
+    model_server: TritonServer,
+) -> None:
+    api = ApiSettings(ws_poll_interval_s=0.1, ws_heartbeat_s=0.5, ws_queue_size=4)
+    app = create_app(api_settings(db_settings, model_server, api=api))
+    bars = loaded.data[0].bars
+    async with served(app) as port:
+        url = f"ws://127.0.0.1:{port}/ws/btcusd"
+        before = _ensemble_requests(model_server)
+        readers = [await websockets.connect(url) for _ in range(3)]
+        never_reads = await websockets.connect(url, max_queue=1)
+        for ws in readers:
+            first = await _next(ws, "prediction")
+            assert first["bar_time"] == bars.index[-1].strftime("%Y-%m-%dT%H:%M:%SZ")
+            assert first["symbol"] == "BTCUSD"
+        # A new bar lands in the store: every client gets the prediction for it.
+        last = bars.iloc[-1]
+        new_ts = bars.index[-1] + pd.Timedelta(minutes=5)
+        row = pd.DataFrame(
+            {
+                "ts": [new_ts],
+                "symbol": ["BTCUSD"],
+                "timeframe": ["5m"],
+                "open": [last["close"]],
+                "high": [last["close"] * 1.002],
+                "low": [last["close"] * 0.999],
+                "close": [last["close"] * 1.001],
+                "volume": [10.0],
+            }
+        )
+        info = {"BTCUSD": SymbolInfo("BTCUSD", "crypto", 0.01, Timeframe.M5)}
+        await write_bars(clean_db, row, info, show_progress=False)
+        for ws in readers:
+            update = await _next(ws, "prediction")
+            assert update["bar_time"] == new_ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+            prediction = update["prediction"]
+            signal = update["signal"]
+            assert isinstance(prediction, dict)
+            assert isinstance(signal, dict)
+            assert prediction["close"] == pytest.approx(float(row["close"].iloc[0]), rel=1e-6)
+            assert signal["signal"]["entry"] == pytest.approx(prediction["close"])
+            assert len(prediction["horizons"]) == 4
+        await _next(readers[0], "heartbeat", timeout_s=5)
+        # Two bars, four clients: two ensemble requests, not eight.
+        assert _ensemble_requests(model_server) - before == 2
+        stream = app.state.stream.snapshot()
+        assert stream.clients == 4
+        assert stream.feeds == 1
+        assert stream.computations == 2
+        for ws in readers:
+            await ws.close()
+        # never_reads is still open: shutdown must close it rather than wait for it.
+    assert never_reads.close_code in (None, 1001, 1012) or never_reads.state.name == "CLOSED"
+
+
+async def test_unknown_symbol_and_auth_close_with_a_reason(
+    loaded: TrainedRepository, db_settings: DatabaseSettings, model_server: TritonServer
+) -> None:
+    app = create_app(api_settings(db_settings, model_server, api=ApiSettings(internal_api_key="k")))
+    async with served(app) as port:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/NOPEUSD?token=k") as ws:
+            message = msgspec.json.decode(await asyncio.wait_for(ws.recv(), 10))
+            assert message["type"] == "error"
+            assert message["status"] == 404
+            assert message["error"]["field"] == "symbol"
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 4404
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/BTCUSD") as ws:
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 4401
+            assert ws.close_reason is not None
+            assert "missing credentials" in ws.close_reason
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/BTCUSD?token=k") as ws:
+            assert (await _next(ws, "prediction"))["symbol"] == "BTCUSD"
