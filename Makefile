@@ -44,7 +44,7 @@ perf-analyzer: $(PERF_ANALYZER) ## perf_analyzer binary + libs, runnable as .ven
 setup: env triton-env perf-analyzer ## All environments
 
 # --- services -------------------------------------------------------------------------------
-.PHONY: db demo-data triton models orchestrator run stop status
+.PHONY: db demo-data triton models orchestrator replay run stop status
 db: env ## Database: the configured server if reachable, else a private MariaDB in .run/mysql; migrate
 	@$(PY) -m orchestrator db up
 
@@ -61,15 +61,20 @@ models: db ## Train on the store's bars (walk-forward) and export cpu + gpu prof
 orchestrator: env ## Start the Litestar API in the background on $(API_PORT)
 	@$(PY) -m orchestrator.devstack.api_process up
 
-run: setup demo-data triton orchestrator ## Everything: DB + demo data + Triton + API, then print where
+replay: db ## Append demo bars in the background (one 5m bar per symbol every $REPLAY_INTERVAL_S, default 5 s)
+	@$(PY) -m orchestrator.devstack.replay_process up
+
+run: setup demo-data triton orchestrator replay ## Everything: DB + demo data + Triton + API + market replay
 	@echo ""
 	@echo "  API          http://127.0.0.1:$(API_PORT)   (GET /health)"
 	@echo "  Triton HTTP  http://127.0.0.1:$(TRITON_HTTP_PORT)  gRPC 127.0.0.1:$(TRITON_GRPC_PORT)  metrics :$(TRITON_METRICS_PORT)"
 	@echo "  MariaDB      $(MYSQL_HOST):$(MYSQL_PORT)  database $${MYSQL_DATABASE:-trading}"
+	@echo "  live stream  ws://127.0.0.1:$(API_PORT)/ws/BTCUSD   (the replay appends a bar every $${REPLAY_INTERVAL_S:-5} s)"
 	@echo "  logs         $(RUN)/*.log    stop with: make stop"
 
-stop: ## Stop what make started (API, Triton, private MariaDB), by pid
+stop: ## Stop what make started (replay, API, Triton, private MariaDB), by pid
 	@if [ -x $(PY) ]; then \
+	  $(PY) -m orchestrator.devstack.replay_process down; \
 	  $(PY) -m orchestrator.devstack.api_process down; \
 	  $(PY) -m orchestrator triton down; \
 	  $(PY) -m orchestrator db down; \

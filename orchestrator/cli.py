@@ -223,6 +223,27 @@ async def _load_demo(frame: Any, settings: Settings, quiet: bool) -> int:
     return 0 if report.ok else EXIT_REJECTED
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+    if args.interval_s <= 0:
+        return _fail("--interval-s must be positive (seconds between appended bars)")
+    return asyncio.run(_replay(symbols, args.interval_s, args.steps, settings))
+
+
+async def _replay(
+    symbols: list[str], interval_s: float, steps: int | None, settings: Settings
+) -> int:
+    from orchestrator.demo.replay import Replay
+    from orchestrator.marketdata.db import Database
+
+    db = await Database.connect(settings.db)
+    try:
+        await Replay(db, symbols).run(interval_s, steps)
+    finally:
+        await db.close()
+    return 0
+
+
 # --- serve ----------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
@@ -283,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="write CSV/Parquet instead of loading the store")
     demo.add_argument("--quiet", action="store_true")
 
+    replay = sub.add_parser("replay", help="append demo bars at an accelerated pace (live demo)")
+    replay.add_argument("--symbols", default="BTCUSD,EURUSD,XAUUSD")
+    replay.add_argument("--interval-s", type=float, default=5.0, help="seconds per 5m bar")
+    replay.add_argument("--steps", type=int, help="stop after this many bars (default: forever)")
+
     serve = sub.add_parser("serve", help="run the Litestar API (uvicorn)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -294,6 +320,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "triton": cmd_triton,
     "ingest": cmd_ingest,
     "demo": cmd_demo,
+    "replay": cmd_replay,
     "serve": cmd_serve,
 }
 
