@@ -1,10 +1,18 @@
-"""One function from model outputs to a signal, so live serving and backtests cannot diverge."""
+"""One rule from model outputs to a signal, so live serving and backtests cannot diverge: the API's
+scalar build_signal and the backtester's vectorised evaluate_signals both run _check."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from orchestrator.signals.strategies import Strategy
+
+F64 = npt.NDArray[np.float64]
+Bool = npt.NDArray[np.bool_]
 
 
 class Signal(msgspec.Struct):
@@ -19,6 +27,70 @@ class Signal(msgspec.Struct):
     horizon_bars: int
     passed_filter: bool
     reason: str
+
+
+class SignalArrays(NamedTuple):
+    side: npt.NDArray[np.int8]  # the models' side, even when filtered: +1 long, -1 short
+    score: F64  # the confidence the filter compared (metamodel, else the side's classifier)
+    passed: Bool
+
+    @property
+    def trade_side(self) -> npt.NDArray[np.int8]:
+        """side where the filter passed, else 0: the backtester's input."""
+        return np.where(self.passed, self.side, 0).astype(np.int8)
+
+
+class _Checks(NamedTuple):
+    long: Bool
+    score: F64
+    toward_tp: F64  # predicted move toward the take-profit, in ATR
+    range_ratio: F64  # toward_tp / tp_atr
+    confident: Bool
+    reaches: Bool
+
+
+def _check(
+    direction: npt.ArrayLike,
+    confidence: npt.ArrayLike,
+    p_long: npt.ArrayLike,
+    p_short: npt.ArrayLike,
+    up_atr: npt.ArrayLike,
+    down_atr: npt.ArrayLike,
+    tp_atr: float,
+    strategy: Strategy,
+) -> _Checks:
+    """The filter rule itself. Checks are written as `>=`, so NaN inputs never pass."""
+    values = (direction, confidence, p_long, p_short, up_atr, down_atr)
+    d, conf, pl, ps, up, down = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in values))
+    long = d > 0
+    score = np.array(conf if strategy.use_metamodel else np.where(long, pl, ps), np.float64)
+    toward_tp = np.where(long, up, down)
+    range_ratio = toward_tp / tp_atr if tp_atr > 0 else np.zeros_like(toward_tp)
+    return _Checks(
+        long=long,
+        score=score,
+        toward_tp=toward_tp,
+        range_ratio=range_ratio,
+        confident=score >= strategy.min_confidence,
+        reaches=range_ratio >= strategy.min_range_tp_ratio,
+    )
+
+
+def evaluate_signals(
+    direction: npt.ArrayLike,
+    confidence: npt.ArrayLike,
+    p_long: npt.ArrayLike,
+    p_short: npt.ArrayLike,
+    up_atr: npt.ArrayLike,
+    down_atr: npt.ArrayLike,
+    *,
+    tp_atr: float,
+    strategy: Strategy,
+) -> SignalArrays:
+    """build_signal's decision for many bars at once (inputs broadcast together)."""
+    checks = _check(direction, confidence, p_long, p_short, up_atr, down_atr, tp_atr, strategy)
+    side = np.where(checks.long, 1, -1).astype(np.int8)
+    return SignalArrays(side, checks.score, checks.confident & checks.reaches)
 
 
 def build_signal(
@@ -37,20 +109,19 @@ def build_signal(
     horizon_bars: int,
     strategy: Strategy,
 ) -> Signal:
-    long = direction > 0
+    checks = _check(direction, confidence, p_long, p_short, up_atr, down_atr, tp_atr, strategy)
+    long = bool(checks.long)
+    score, toward_tp = float(checks.score), float(checks.toward_tp)
     sign = 1.0 if long else -1.0
     take_profit = close + sign * tp_atr * atr
     stop_loss = close - sign * sl_atr * atr
-    score = confidence if strategy.use_metamodel else (p_long if long else p_short)
-    toward_tp = up_atr if long else down_atr
-    range_ratio = toward_tp / tp_atr if tp_atr > 0 else 0.0
     reasons = []
-    if score < strategy.min_confidence:
+    if not checks.confident:
         reasons.append(f"confidence {score:.3f} < {strategy.min_confidence:.2f}")
-    if range_ratio < strategy.min_range_tp_ratio:
+    if not checks.reaches:
         reasons.append(
-            f"predicted move {toward_tp:.2f} ATR reaches {range_ratio:.2f} of the TP distance "
-            f"(< {strategy.min_range_tp_ratio:.2f})"
+            f"predicted move {toward_tp:.2f} ATR reaches {float(checks.range_ratio):.2f} of the TP "
+            f"distance (< {strategy.min_range_tp_ratio:.2f})"
         )
     passed = not reasons
     return Signal(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from orchestrator.signals.logic import build_signal
+from orchestrator.signals.logic import build_signal, evaluate_signals
 from orchestrator.signals.strategies import STRATEGIES
 
 BASE = dict(
@@ -39,3 +40,49 @@ def test_baseline_uses_the_classifier_probability() -> None:
     signal = build_signal(direction=1.0, strategy=STRATEGIES["baseline"], **BASE)  # type: ignore[arg-type]
     assert signal.confidence == 0.55
     assert signal.action == "buy"
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_vectorised_and_scalar_rules_agree(name: str) -> None:
+    strategy = STRATEGIES[name]
+    rng = np.random.default_rng(7)
+    n = 2000
+    inputs = {
+        "direction": rng.choice([-1.0, -0.2, 0.0, 0.3, 1.0], n),
+        "confidence": rng.uniform(0.2, 0.8, n),
+        "p_long": rng.uniform(0.2, 0.8, n),
+        "p_short": rng.uniform(0.2, 0.8, n),
+        "up_atr": rng.uniform(0.0, 3.0, n),
+        "down_atr": rng.uniform(0.0, 3.0, n),
+    }
+    # Values exactly on the thresholds, and missing ones, must be decided the same way too.
+    inputs["confidence"][:100] = strategy.min_confidence
+    inputs["p_long"][100:200] = strategy.min_confidence
+    inputs["up_atr"][200:300] = strategy.min_range_tp_ratio * 1.5
+    inputs["down_atr"][300:350] = np.nan
+    inputs["confidence"][350:400] = np.nan
+    for tp_atr in (1.5, 0.0):
+        vectorised = evaluate_signals(**inputs, tp_atr=tp_atr, strategy=strategy)
+        for i in range(n):
+            signal = build_signal(
+                close=100.0,
+                atr=2.0,
+                tp_atr=tp_atr,
+                sl_atr=1.0,
+                horizon="intraday",
+                horizon_bars=48,
+                strategy=strategy,
+                **{key: float(values[i]) for key, values in inputs.items()},
+            )
+            assert signal.passed_filter == vectorised.passed[i]
+            assert signal.direction == ("long" if vectorised.side[i] == 1 else "short")
+            assert signal.confidence == pytest.approx(vectorised.score[i], nan_ok=True)
+            expected = {1: "buy", -1: "sell", 0: "none"}[int(vectorised.trade_side[i])]
+            assert signal.action == expected
+
+
+def test_missing_model_output_never_passes() -> None:
+    inputs = {**BASE, "confidence": float("nan")}
+    signal = build_signal(direction=1.0, strategy=STRATEGIES["balanced"], **inputs)  # type: ignore[arg-type]
+    assert (signal.action, signal.passed_filter) == ("none", False)
+    assert "confidence nan" in signal.reason
