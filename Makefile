@@ -37,10 +37,17 @@ $(TRITON_STAMP): requirements/triton-model-env.txt scripts/install-triton-env.sh
 $(PERF_ANALYZER): $(APP_STAMP) scripts/install-perf-analyzer.sh
 	@py="$(PY312)"; [ -n "$$py" ] || exit 1; scripts/install-perf-analyzer.sh "$$py" $(VENV)
 
-.PHONY: env triton-env perf-analyzer setup
+GATEWAY := tests/gateway
+GATEWAY_STAMP := $(GATEWAY)/node_modules/.package-lock.json
+$(GATEWAY_STAMP): $(GATEWAY)/package.json $(GATEWAY)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: node/npm not found; install Node.js >= 20 (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	@npm ci --prefix $(GATEWAY) --no-audit --no-fund --loglevel=error
+
+.PHONY: env triton-env perf-analyzer gateway-deps setup
 env: $(APP_STAMP) ## App environment (.venv, Python 3.12, from uv.lock)
 triton-env: $(TRITON_STAMP) ## Triton model environment (.venv-triton: tritonserver, numpy<2)
 perf-analyzer: $(PERF_ANALYZER) ## perf_analyzer binary + libs, runnable as .venv/bin/perf_analyzer
+gateway-deps: $(GATEWAY_STAMP) ## npm packages of the Express contract-test gateway (tests/gateway)
 setup: env triton-env perf-analyzer ## All environments
 
 # --- services -------------------------------------------------------------------------------
@@ -81,8 +88,12 @@ stop: ## Stop what make started (replay, API, Triton, private MariaDB), by pid
 	else echo "nothing to stop (no environment yet)"; fi
 
 # --- quality --------------------------------------------------------------------------------
-.PHONY: test lint typecheck fmt
-test: setup ## The whole test suite against real MariaDB and real Triton (started by the tests)
+.PHONY: test lint typecheck fmt types
+types: env gateway-deps ## Regenerate types/openapi.json and the gateway's TypeScript types from the app
+	@$(PY) -m orchestrator schema --out types/openapi.json
+	@npm --prefix $(GATEWAY) run --silent types
+
+test: setup gateway-deps ## The whole test suite against real MariaDB and real Triton (started by the tests)
 	@$(PY) -m pytest
 
 lint: env ## ruff

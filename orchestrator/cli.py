@@ -244,6 +244,26 @@ async def _replay(
     return 0
 
 
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    """The OpenAPI document the running app serves at /schema/openapi.json, without starting it."""
+    import msgspec
+
+    from orchestrator.api.app import create_app
+
+    schema = create_app(settings).openapi_schema.to_schema()
+    text = msgspec.json.format(msgspec.json.encode(schema, order="sorted"), indent=2) + b"\n"
+    if not args.out:
+        sys.stdout.write(text.decode())
+        return 0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(text)
+    tmp.replace(out)
+    print(f"wrote {out}")
+    return 0
+
+
 # --- serve ----------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
@@ -309,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--interval-s", type=float, default=5.0, help="seconds per 5m bar")
     replay.add_argument("--steps", type=int, help="stop after this many bars (default: forever)")
 
+    schema = sub.add_parser("schema", help="write the OpenAPI document (JSON)")
+    schema.add_argument("--out", help="file to write (default: stdout)")
+
     serve = sub.add_parser("serve", help="run the Litestar API (uvicorn)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -321,6 +344,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "ingest": cmd_ingest,
     "demo": cmd_demo,
     "replay": cmd_replay,
+    "schema": cmd_schema,
     "serve": cmd_serve,
 }
 

@@ -21,8 +21,11 @@ from export.train import SymbolData, TrainConfig, TrainedModels, prepare_symbol,
 from orchestrator.demo.generator import generate_bars
 from orchestrator.devstack.mariadb import PrivateMariaDB, ensure_database
 from orchestrator.devstack.triton import TritonServer
+from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.migrate import migrate
+from orchestrator.marketdata.store import SymbolInfo
+from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import PROJECT_ROOT, DatabaseSettings, TritonSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -175,3 +178,17 @@ def model_server(
     trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
     yield from _serve(trained.cpu, tmp_path_factory, "triton-models")
+
+
+@pytest.fixture
+async def loaded(clean_db: Database, trained: TrainedRepository) -> TrainedRepository:
+    """BTCUSD with the training bars, and SHORTUSD with too few bars to predict."""
+    item = trained.data[0]
+    frame = item.bars.reset_index().assign(symbol=item.symbol, timeframe="5m")
+    info = {item.symbol: SymbolInfo(item.symbol, "crypto", 0.01, Timeframe.M5)}
+    await write_bars(clean_db, frame, info, show_progress=False)
+    short = frame.iloc[:200].assign(symbol="SHORTUSD")
+    await write_bars(
+        clean_db, short, {"SHORTUSD": SymbolInfo("SHORTUSD", "crypto", 0.01)}, show_progress=False
+    )
+    return trained

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
 
 from orchestrator.features.online import NotEnoughHistoryError
 from orchestrator.features.spec import FeatureSpecMismatchError
@@ -26,6 +27,30 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     error: str
     message: str
     field: str | None = None
+
+
+_MEANINGS = {
+    400: "Bad request: `field` names the parameter and `message` says how to fix it",
+    401: "Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>)",
+    404: "Unknown symbol",
+    422: "Not enough history for the models (the message says how many bars are needed)",
+    429: "Rate limit exceeded",
+    503: 'Triton ("ML service unavailable") or the database is unavailable',
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error statuses a route can answer, so generated clients know them."""
+    return {
+        status: ResponseSpec(
+            data_container=ErrorBody, generate_examples=False, description=_MEANINGS[status]
+        )
+        for status in statuses
+    }
+
+
+PREDICTION_ERRORS = error_responses(400, 401, 404, 422, 429, 503)
+MARKET_ERRORS = error_responses(400, 401, 404, 429, 503)
 
 
 class BadParameterError(ValueError):

@@ -11,7 +11,7 @@ from litestar import Controller, get
 from litestar.datastructures import State
 from litestar.params import Parameter
 
-from orchestrator.api.errors import BadParameterError
+from orchestrator.api.errors import MARKET_ERRORS, BadParameterError
 from orchestrator.features.indicators import FEATURE_NAMES, LOOKBACK_BARS, compute_features
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import parse_symbol, parse_timeframe
@@ -52,7 +52,11 @@ class MarketController(Controller):
     path = "/api"
     tags = ["market data"]  # noqa: RUF012
 
-    @get("/history/{symbol:str}", summary="OHLCV bars from the store (newest `limit`, or a range)")
+    @get(
+        "/history/{symbol:str}",
+        summary="OHLCV bars from the store (newest `limit`, or a range)",
+        responses=MARKET_ERRORS,
+    )
     async def history(
         self,
         state: State,
@@ -82,7 +86,11 @@ class MarketController(Controller):
         ]
         return HistoryResponse(sym, tf.value, bars)
 
-    @get("/indicators/{symbol:str}", summary="Indicator values from the models' feature pipeline")
+    @get(
+        "/indicators/{symbol:str}",
+        summary="Indicator values from the models' feature pipeline",
+        responses=MARKET_ERRORS,
+    )
     async def indicators(
         self,
         state: State,

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, get
 from litestar.datastructures import State
 
-from orchestrator.api.errors import BadParameterError
+from orchestrator.api.errors import PREDICTION_ERRORS, BadParameterError
 from orchestrator.features.horizons import Horizon
 from orchestrator.features.online import ModelInputs, inputs_for_latest, required_bars
 from orchestrator.features.spec import FeatureSpec
@@ -196,7 +196,11 @@ class PredictionController(Controller):
     path = "/api"
     tags = ["predictions"]  # noqa: RUF012
 
-    @get("/predict/{symbol:str}", summary="Predicted high/low ranges per horizon")
+    @get(
+        "/predict/{symbol:str}",
+        summary="Predicted high/low ranges per horizon",
+        responses=PREDICTION_ERRORS,
+    )
     async def predict(
         self, state: State, symbol: str, horizon: str = "all", timeframe: str = "5m"
     ) -> PredictionResponse:
@@ -206,7 +210,11 @@ class PredictionController(Controller):
             )
         return prediction_response(await infer_latest(state, symbol, timeframe), horizon)
 
-    @get("/signals/{symbol:str}", summary="Trade signal: direction, entry, TP, SL, confidence")
+    @get(
+        "/signals/{symbol:str}",
+        summary="Trade signal: direction, entry, TP, SL, confidence",
+        responses=PREDICTION_ERRORS,
+    )
     async def signals(
         self,
         state: State,

@@ -7,17 +7,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import pytest
 import uvicorn
 from litestar import Litestar
 
 from orchestrator.devstack.triton import TritonServer
-from orchestrator.ingest.writer import write_bars
-from orchestrator.marketdata.db import Database
-from orchestrator.marketdata.store import SymbolInfo
-from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import ApiSettings, DatabaseSettings, Settings, TritonSettings
-from tests.conftest import TrainedRepository, free_ports
+from tests.conftest import free_ports
 
 
 def api_settings(
@@ -33,20 +28,6 @@ def api_settings(
         request_timeout_s=5.0,
     )
     return Settings(db=db, triton=triton, api=api or ApiSettings())
-
-
-@pytest.fixture
-async def loaded(clean_db: Database, trained: TrainedRepository) -> TrainedRepository:
-    """BTCUSD with the training bars, and SHORTUSD with too few bars to predict."""
-    item = trained.data[0]
-    frame = item.bars.reset_index().assign(symbol=item.symbol, timeframe="5m")
-    info = {item.symbol: SymbolInfo(item.symbol, "crypto", 0.01, Timeframe.M5)}
-    await write_bars(clean_db, frame, info, show_progress=False)
-    short = frame.iloc[:200].assign(symbol="SHORTUSD")
-    await write_bars(
-        clean_db, short, {"SHORTUSD": SymbolInfo("SHORTUSD", "crypto", 0.01)}, show_progress=False
-    )
-    return trained
 
 
 @asynccontextmanager
