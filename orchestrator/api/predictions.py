@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import msgspec
@@ -93,7 +94,8 @@ async def infer_latest(state: State, symbol: str, timeframe: str) -> Inference:
 
     async def compute() -> Inference:
         bars = await store.latest_bars(sym, tf, required_bars(spec))
-        inputs = inputs_for_latest(bars, spec)
+        # ~40 ms of pandas-ta work: off the event loop, so cached requests keep flowing meanwhile.
+        inputs = await asyncio.to_thread(inputs_for_latest, bars, spec)
         return Inference(sym, tf.value, spec, inputs, await models.infer([inputs]))
 
     cache = state.resources.predictions

@@ -9,6 +9,7 @@ for serving: a tail of LOOKBACK_BARS bars reproduces the full-history value.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pandas_ta as ta
 
@@ -67,17 +68,22 @@ def _col(frame: pd.DataFrame, prefix: str) -> pd.Series:
 
 
 def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
-    """One row per bar; warm-up rows hold NaN. Also returns `atr` (price units) for targets."""
+    """One row per bar; warm-up rows hold NaN. Also returns `atr` (price units) for targets.
+
+    Columns are gathered as numpy arrays and framed once: on the 664-bar serving tail, pandas'
+    per-column inserts cost more than the indicators themselves.
+    """
     p = PARAMS
     o, h, low, c, v = (
         bars[k].astype(np.float64) for k in ("open", "high", "low", "close", "volume")
     )
-    log_c = pd.Series(np.log(c.to_numpy()), index=bars.index)
-    out = pd.DataFrame(index=bars.index)
+    close = c.to_numpy()
+    log_c = pd.Series(np.log(close), index=bars.index)
+    out: dict[str, npt.NDArray[np.float64]] = {}
     for lag in RETURN_LAGS:
-        out[f"ret_{lag}"] = log_c.diff(lag)
-    atr = ta.atr(h, low, c, length=int(p["atr"]), talib=True)
-    out["rsi"] = ta.rsi(c, length=int(p["rsi"]), talib=True) / 100.0 - 0.5
+        out[f"ret_{lag}"] = log_c.diff(lag).to_numpy()
+    atr = ta.atr(h, low, c, length=int(p["atr"]), talib=True).to_numpy()
+    out["rsi"] = ta.rsi(c, length=int(p["rsi"]), talib=True).to_numpy() / 100.0 - 0.5
     macd = ta.macd(
         c,
         fast=int(p["macd_fast"]),
@@ -85,10 +91,10 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
         signal=int(p["macd_signal"]),
         talib=True,
     )
-    out["macd"] = _col(macd, "MACD_") / atr
-    out["macd_signal"] = _col(macd, "MACDs_") / atr
-    out["macd_hist"] = _col(macd, "MACDh_") / atr
-    out["atr_rel"] = atr / c
+    out["macd"] = _col(macd, "MACD_").to_numpy() / atr
+    out["macd_signal"] = _col(macd, "MACDs_").to_numpy() / atr
+    out["macd_hist"] = _col(macd, "MACDh_").to_numpy() / atr
+    out["atr_rel"] = atr / close
     bb = ta.bbands(
         c,
         length=int(p["bb_length"]),
@@ -96,14 +102,14 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
         upper_std=float(p["bb_std"]),
         talib=True,
     )
-    out["bb_pctb"] = _col(bb, "BBP_")
-    out["bb_width"] = _col(bb, "BBB_") / 100.0
+    out["bb_pctb"] = _col(bb, "BBP_").to_numpy()
+    out["bb_width"] = _col(bb, "BBB_").to_numpy() / 100.0
     for name in ("fast", "mid", "slow"):
-        ema = ta.ema(c, length=int(p[f"ema_{name}"]), talib=True)
-        out[f"ema_{name}_dist"] = (c - ema) / atr
+        ema = ta.ema(c, length=int(p[f"ema_{name}"]), talib=True).to_numpy()
+        out[f"ema_{name}_dist"] = (close - ema) / atr
     adx = ta.adx(h, low, c, length=int(p["adx"]), talib=True)
-    out["adx"] = _col(adx, "ADX_") / 100.0
-    out["dmp_dmn"] = (_col(adx, "DMP_") - _col(adx, "DMN_")) / 100.0
+    out["adx"] = _col(adx, "ADX_").to_numpy() / 100.0
+    out["dmp_dmn"] = (_col(adx, "DMP_").to_numpy() - _col(adx, "DMN_").to_numpy()) / 100.0
     stoch = ta.stoch(
         h,
         low,
@@ -113,14 +119,16 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
         smooth_k=int(p["stoch_smooth"]),
         talib=True,
     )
-    out["stoch_k"] = _col(stoch, "STOCHk_") / 100.0 - 0.5
-    out["stoch_d"] = _col(stoch, "STOCHd_") / 100.0 - 0.5
+    out["stoch_k"] = _col(stoch, "STOCHk_").to_numpy() / 100.0 - 0.5
+    out["stoch_d"] = _col(stoch, "STOCHd_").to_numpy() / 100.0 - 0.5
     log_v = pd.Series(np.log1p(v.to_numpy()), index=bars.index)
     window = int(p["volume_z"])
-    out["volume_z"] = (log_v - log_v.rolling(window).mean()) / (log_v.rolling(window).std() + 1e-9)
-    out["range_atr"] = (h - low) / atr
-    out["realized_vol"] = log_c.diff().rolling(int(p["realized_vol"])).std()
-    out["body_atr"] = (c - o) / atr
+    volume_z = (log_v - log_v.rolling(window).mean()) / (log_v.rolling(window).std() + 1e-9)
+    out["volume_z"] = volume_z.to_numpy()
+    high, low_ = h.to_numpy(), low.to_numpy()
+    out["range_atr"] = (high - low_) / atr
+    out["realized_vol"] = log_c.diff().rolling(int(p["realized_vol"])).std().to_numpy()
+    out["body_atr"] = (close - o.to_numpy()) / atr
     index = pd.DatetimeIndex(bars.index)
     hour = index.hour.to_numpy() + index.minute.to_numpy() / 60.0
     dow = index.dayofweek.to_numpy() + hour / 24.0
@@ -128,9 +136,11 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
     out["hour_cos"] = np.cos(2 * np.pi * hour / 24.0)
     out["dow_sin"] = np.sin(2 * np.pi * dow / 7.0)
     out["dow_cos"] = np.cos(2 * np.pi * dow / 7.0)
-    out = out[list(FEATURE_NAMES)].replace([np.inf, -np.inf], np.nan)
-    out["atr"] = atr
-    return out
+    values = np.column_stack([out[name] for name in FEATURE_NAMES] + [atr])
+    finite = np.isfinite(values)
+    finite[:, -1] = True  # atr keeps its own values (NaN during warm-up)
+    values = np.where(finite, values, np.nan)
+    return pd.DataFrame(values, index=bars.index, columns=[*FEATURE_NAMES, "atr"])
 
 
 def warmup_bars() -> int:

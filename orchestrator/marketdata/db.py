@@ -48,6 +48,8 @@ class Database:
     def __init__(self, pool: Any, settings: DatabaseSettings) -> None:
         self._pool = pool
         self.settings = settings
+        # symbol -> (monotonic time read, SymbolInfo): the serving hot path reads it per request.
+        self.symbol_cache: dict[str, tuple[float, Any]] = {}
 
     @classmethod
     async def connect(cls, settings: DatabaseSettings) -> Database:

@@ -5,6 +5,7 @@ Parameterised SQL only; symbols and timeframes pass the allow-lists first.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,6 +21,7 @@ from orchestrator.marketdata.resample import resample_bars
 from orchestrator.marketdata.timeframes import Timeframe, is_multiple, parse_symbol
 
 OHLCV = ["open", "high", "low", "close", "volume"]
+SYMBOL_CACHE_S = 10.0
 ASSET_CLASSES = ("crypto", "forex", "metal", "equity", "index", "commodity")
 
 _SELECT_BARS = (
@@ -88,7 +90,12 @@ class BarStore:
         return [SymbolInfo(r[0], r[1], float(r[2]), Timeframe(r[3]), r[4]) for r in rows]
 
     async def get_symbol(self, symbol: str) -> SymbolInfo:
+        """Known symbols are cached for SYMBOL_CACHE_S per pool; unknown ones are always re-read."""
         symbol = parse_symbol(symbol)
+        cached = self.db.symbol_cache.get(symbol)
+        if cached is not None and time.monotonic() - cached[0] < SYMBOL_CACHE_S:
+            info: SymbolInfo = cached[1]
+            return info
         rows = await self.db.fetchall(
             "SELECT symbol, asset_class, tick_size, base_timeframe, description"
             " FROM symbols WHERE symbol = %s",
@@ -97,7 +104,9 @@ class BarStore:
         if not rows:
             raise UnknownSymbolError(symbol)
         r = rows[0]
-        return SymbolInfo(r[0], r[1], float(r[2]), Timeframe(r[3]), r[4])
+        info = SymbolInfo(r[0], r[1], float(r[2]), Timeframe(r[3]), r[4])
+        self.db.symbol_cache[symbol] = (time.monotonic(), info)
+        return info
 
     async def upsert_symbol(self, info: SymbolInfo, conn: Connection | None = None) -> None:
         """Registers a symbol; an existing row keeps its settings (they are edited deliberately)."""
