@@ -9,7 +9,7 @@ import msgspec
 import numpy as np
 from litestar import Controller, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, Parameter
 
 from orchestrator.api.errors import MARKET_ERRORS, BadParameterError
 from orchestrator.features.indicators import FEATURE_NAMES, LOOKBACK_BARS, compute_features
@@ -60,11 +60,11 @@ class MarketController(Controller):
     async def history(
         self,
         state: State,
-        symbol: str,
-        limit: int = 500,
-        timeframe: str = "5m",
-        start: datetime | None = None,
-        end: datetime | None = None,
+        symbol: FromPath[str],
+        limit: FromQuery[int] = 500,
+        timeframe: FromQuery[str] = "5m",
+        start: FromQuery[datetime | None] = None,
+        end: FromQuery[datetime | None] = None,
     ) -> HistoryResponse:
         sym, tf = parse_symbol(symbol), parse_timeframe(timeframe)
         store = BarStore(await state.resources.database())
@@ -94,10 +94,10 @@ class MarketController(Controller):
     async def indicators(
         self,
         state: State,
-        symbol: str,
+        symbol: FromPath[str],
         indicators: Annotated[str, Parameter(description="comma-separated names")] = "rsi,macd,atr",
-        timeframe: str = "5m",
-        limit: int = 100,
+        timeframe: FromQuery[str] = "5m",
+        limit: FromQuery[int] = 100,
     ) -> IndicatorsResponse:
         sym, tf = parse_symbol(symbol), parse_timeframe(timeframe)
         names = [n.strip().lower() for n in indicators.split(",") if n.strip()]

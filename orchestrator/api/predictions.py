@@ -8,6 +8,7 @@ from datetime import datetime
 import msgspec
 from litestar import Controller, get
 from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery
 
 from orchestrator.api.errors import PREDICTION_ERRORS, BadParameterError
 from orchestrator.features.horizons import Horizon
@@ -204,7 +205,11 @@ class PredictionController(Controller):
         responses=PREDICTION_ERRORS,
     )
     async def predict(
-        self, state: State, symbol: str, horizon: str = "all", timeframe: str = "5m"
+        self,
+        state: State,
+        symbol: FromPath[str],
+        horizon: FromQuery[str] = "all",
+        timeframe: FromQuery[str] = "5m",
     ) -> PredictionResponse:
         if horizon not in HORIZON_CHOICES:
             raise BadParameterError(
@@ -220,10 +225,10 @@ class PredictionController(Controller):
     async def signals(
         self,
         state: State,
-        symbol: str,
-        timeframe: str = "5m",
-        strategy: str = DEFAULT_STRATEGY,
-        min_confidence: float | None = None,
+        symbol: FromPath[str],
+        timeframe: FromQuery[str] = "5m",
+        strategy: FromQuery[str] = DEFAULT_STRATEGY,
+        min_confidence: FromQuery[float | None] = None,
     ) -> SignalResponse:
         chosen = resolve_strategy(strategy, min_confidence)
         return signal_response(await infer_latest(state, symbol, timeframe), chosen)

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath, FromQuery
 
 from orchestrator.api.errors import ErrorBody, describe
 from orchestrator.api.predictions import (
@@ -242,7 +243,7 @@ async def _until_disconnect(socket: WebSocket[Any, Any, Any]) -> None:
 
 @websocket("/ws/{symbol:str}", summary="Live prediction + signal for every new bar")
 async def stream_socket(
-    socket: WebSocket[Any, Any, Any], symbol: str, timeframe: str = "5m"
+    socket: WebSocket[Any, Any, Any], symbol: FromPath[str], timeframe: FromQuery[str] = "5m"
 ) -> None:
     state = socket.app.state
     await socket.accept()
