@@ -4,6 +4,40 @@
  */
 
 export interface paths {
+    "/api/backtest": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Backtest a strategy over the served models (inline, or a job for long ranges) */
+        post: operations["ApiBacktestCreate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/backtest/{job_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A backtest job: status, phase, progress, and the result when done */
+        get: operations["ApiBacktestJobIdStatus"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/history/{symbol}": {
         parameters: {
             query?: never;
@@ -144,6 +178,114 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** BacktestBody */
+        BacktestBody: {
+            end_date: string;
+            params?: components["schemas"]["BacktestParams"] | null;
+            start_date: string;
+            /** @default balanced */
+            strategy: string;
+            symbol: string;
+            /** @default 5m */
+            timeframe: string;
+        };
+        /** BacktestJob */
+        BacktestJob: {
+            /** Format: date-time */
+            created_at: string;
+            error?: components["schemas"]["ErrorBody"] | null;
+            error_status?: number | null;
+            finished_at?: string | null;
+            id: string;
+            phase: string;
+            progress: number;
+            result?: components["schemas"]["BacktestResult"] | null;
+            started_at?: string | null;
+            /** @enum {string} */
+            status: "queued" | "running" | "done" | "failed";
+            /** @default  */
+            status_url: string;
+        };
+        /** BacktestMetrics */
+        BacktestMetrics: {
+            by_direction: {
+                [key: string]: components["schemas"]["TradeStats"];
+            };
+            by_horizon: {
+                [key: string]: components["schemas"]["TradeStats"];
+            };
+            exit_reasons: {
+                [key: string]: number;
+            };
+            exposure: number;
+            gap_exits: number;
+            n_bars: number;
+            overall: components["schemas"]["TradeStats"];
+        };
+        /** BacktestParams */
+        BacktestParams: {
+            /** @default false */
+            allow_overlap: boolean;
+            /** @default 0 */
+            fee_rate: number;
+            horizon?: string | null;
+            min_confidence?: number | null;
+            min_range_tp_ratio?: number | null;
+            /** @default false */
+            run_as_job: boolean;
+            /** @default 0 */
+            slippage: number;
+            use_metamodel?: boolean | null;
+            walk_forward?: number | null;
+        };
+        /** BacktestRequest */
+        BacktestRequest: {
+            /** @default false */
+            allow_overlap: boolean;
+            /** Format: date-time */
+            end: string;
+            /** @default 0 */
+            fee_rate: number;
+            horizon?: string | null;
+            min_confidence?: number | null;
+            min_range_tp_ratio?: number | null;
+            /** @default 0 */
+            slippage: number;
+            /** Format: date-time */
+            start: string;
+            /** @default balanced */
+            strategy: string;
+            symbol: string;
+            /** @default 5m */
+            timeframe: string;
+            use_metamodel?: boolean | null;
+        };
+        /** BacktestResult */
+        BacktestResult: {
+            bars: number;
+            cached: boolean;
+            equity: components["schemas"]["EquityCurve"];
+            feature_fingerprint: string;
+            /** Format: date-time */
+            first_bar: string;
+            horizon: string;
+            horizon_bars: number;
+            /** Format: date-time */
+            last_bar: string;
+            metrics: components["schemas"]["BacktestMetrics"];
+            model_version: string;
+            predicted_bars: number;
+            request: components["schemas"]["BacktestRequest"];
+            signals: number;
+            sl_atr: number;
+            strategy: components["schemas"]["Strategy"];
+            timeframe: string;
+            timings: components["schemas"]["Timings"];
+            tp_atr: number;
+            trades: components["schemas"]["TradeRecord"][];
+            walk_forward?: components["schemas"]["WalkForwardReport"] | null;
+            warmup_bars: number;
+        };
         /** Bar */
         Bar: {
             close: number;
@@ -161,6 +303,12 @@ export interface components {
             detail: string;
             models?: string[];
             status: string;
+        };
+        /** EquityCurve */
+        EquityCurve: {
+            drawdown_r: number[];
+            equity_r: number[];
+            times: string[];
         };
         /** ErrorBody */
         ErrorBody: {
@@ -298,6 +446,82 @@ export interface components {
             messages_dropped: number;
             messages_sent: number;
         };
+        /** Timings */
+        Timings: {
+            features_s: number;
+            inference_s: number;
+            loading_s: number;
+            simulation_s: number;
+            total_s: number;
+            /** @default 0 */
+            training_s: number;
+        };
+        /** TradeRecord */
+        TradeRecord: {
+            bars_held: number;
+            entry: number;
+            /** Format: date-time */
+            entry_time: string;
+            exit: number;
+            exit_reason: string;
+            /** Format: date-time */
+            exit_time: string;
+            gap: boolean;
+            r: number;
+            side: string;
+            /** Format: date-time */
+            signal_time: string;
+            stop: number;
+            target: number | null;
+        };
+        /** TradeStats */
+        TradeStats: {
+            avg_loss_r: number | null;
+            avg_win_r: number | null;
+            expectancy_ci95_high: number | null;
+            expectancy_ci95_low: number | null;
+            expectancy_r: number | null;
+            longest_losing_streak: number;
+            max_drawdown_r: number;
+            n_losses: number;
+            n_trades: number;
+            n_wins: number;
+            profit_factor: number | null;
+            sqn: number | null;
+            std_r: number | null;
+            total_r: number;
+            win_rate: number | null;
+        };
+        /** WalkForwardReport */
+        WalkForwardReport: {
+            serving: string;
+            train_bars: number | null;
+            train_config: {
+                [key: string]: unknown;
+            };
+            windows: components["schemas"]["WindowReport"][];
+        };
+        /** WindowReport */
+        WindowReport: {
+            /** Format: date-time */
+            end: string;
+            export_s: number;
+            index: number;
+            inference_s: number;
+            /** Format: date-time */
+            last_label_bar: string;
+            load_s: number;
+            model_version: string;
+            /** Format: date-time */
+            start: string;
+            test_bars: number;
+            /** Format: date-time */
+            train_first_bar: string;
+            /** Format: date-time */
+            train_last_bar: string;
+            train_s: number;
+            train_samples: number;
+        };
     };
     responses: never;
     parameters: never;
@@ -307,6 +531,148 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    ApiBacktestCreate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BacktestBody"];
+            };
+        };
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BacktestJob"];
+                };
+            };
+            /** @description Bad request: `field` names the parameter and `message` says how to fix it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unknown symbol */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not enough history for the models (the message says how many bars are needed) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Triton ("ML service unavailable") or the database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    ApiBacktestJobIdStatus: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BacktestJob"];
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail: string;
+                        extra?: null | {
+                            [key: string]: unknown;
+                        } | unknown[];
+                        status_code: number;
+                    };
+                };
+            };
+            /** @description Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unknown symbol */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     ApiHistorySymbolHistory: {
         parameters: {
             query?: {

@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from orchestrator.api import errors
+from orchestrator.api.backtests import BacktestController, BacktestJobs
 from orchestrator.api.health import HealthController
 from orchestrator.api.market import MarketController
 from orchestrator.api.predictions import PredictionController
@@ -37,9 +38,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             poll_interval_s=settings.api.ws_poll_interval_s,
             queue_size=settings.api.ws_queue_size,
         )
+        app.state.backtests = BacktestJobs()
         try:
             yield
         finally:
+            await app.state.backtests.close()
             await app.state.stream.close()
             await app.state.resources.close()
 
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PredictionController,
             MarketController,
             StatsController,
+            BacktestController,
             PrometheusController,
             stream_socket,
         ],

@@ -13,6 +13,11 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 
+from orchestrator.backtest.runner import (
+    BacktestRequestError,
+    EmptyRangeError,
+    InsufficientHistoryError,
+)
 from orchestrator.features.online import NotEnoughHistoryError
 from orchestrator.features.spec import FeatureSpecMismatchError
 from orchestrator.inference.client import ModelServiceUnavailableError
@@ -53,6 +58,12 @@ PREDICTION_ERRORS = error_responses(400, 401, 404, 422, 429, 503)
 MARKET_ERRORS = error_responses(400, 401, 404, 429, 503)
 
 
+class NotFoundError(LookupError):
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
 class BadParameterError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         self.field = field
@@ -72,6 +83,12 @@ def describe(exc: Exception) -> tuple[int, ErrorBody]:
     if isinstance(exc, InvalidTimeframeError | UnsupportedTimeframeError):
         return 400, ErrorBody("Bad request", str(exc), "timeframe")
     if isinstance(exc, BadParameterError):
+        return 400, ErrorBody("Bad request", str(exc), exc.field)
+    if isinstance(exc, NotFoundError):
+        return 404, ErrorBody("Not found", str(exc), exc.field)
+    if isinstance(exc, EmptyRangeError | InsufficientHistoryError):
+        return 422, ErrorBody("Cannot backtest", str(exc), exc.field)
+    if isinstance(exc, BacktestRequestError):
         return 400, ErrorBody("Bad request", str(exc), exc.field)
     if isinstance(exc, NotEnoughHistoryError):
         return 422, ErrorBody("Not enough history", f"{exc}; ingest more bars for this symbol")
