@@ -108,18 +108,29 @@ fmt: env ## Format the code
 	@$(VENV)/bin/ruff check --fix orchestrator export tests bench
 
 # --- benchmarks -----------------------------------------------------------------------------
-.PHONY: bench bench-ingest bench-features perf
+.PHONY: bench bench-ingest bench-features bench-predict bench-backtest perf backtest
+BACKTEST_ARGS ?= --symbol BTCUSD --start 2025-05-15 --end 2025-06-29 --strategy aggressive_filter
+backtest: demo-data triton ## Backtest over the served models: BACKTEST_ARGS="--symbol .. --start .. --end .. --strategy .." → .run/backtests/latest
+	@$(PY) -m orchestrator backtest $(BACKTEST_ARGS) --out $(RUN)/backtests/latest
+
 bench-ingest: db ## Ingest 215,699 generated 5m bars; prints rows/s per phase
 	@$(PY) bench/ingest_bench.py
 
 bench-features: env ## Feature cost of one new bar (online tail) vs recomputing 215,699 bars
 	@$(PY) bench/features_bench.py
 
+bench-predict: setup db ## /api/predict warm/cold p50/p99 at concurrency 1/16/64 vs raw Triton
+	@$(PY) -m bench.predict_bench
+
+bench-backtest: setup db ## Backtest simulation speed (bars/s) and a whole 215,699-bar backtest through Triton
+	@$(PY) -m bench.backtest_sim_bench
+	@$(PY) bench/backtest_bench.py
+
 perf: setup ## perf_analyzer on every served model (HTTP+gRPC, concurrency sweep) + avg batch size
 	@if [ ! -f model_repository/cpu/signal_ensemble/config.pbtxt ]; then $(MAKE) --no-print-directory models; fi
 	@$(PY) bench/perf.py
 
-bench: bench-ingest bench-features perf ## Every benchmark
+bench: bench-ingest bench-features perf bench-predict bench-backtest ## Every benchmark
 
 # --- housekeeping ---------------------------------------------------------------------------
 .PHONY: clean

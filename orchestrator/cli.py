@@ -264,6 +264,12 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.backtest import command
+
+    return command.run(args, settings)
+
+
 # --- serve ----------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
@@ -329,6 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--interval-s", type=float, default=5.0, help="seconds per 5m bar")
     replay.add_argument("--steps", type=int, help="stop after this many bars (default: forever)")
 
+    from orchestrator.backtest.command import add_arguments as backtest_arguments
+
+    backtest_arguments(
+        sub.add_parser(
+            "backtest",
+            help="backtest a strategy over the served models (JSON + equity PNG)",
+            description="Backtest in R-multiples over the Triton-served models; "
+            "--walk-forward K retrains before each of K windows.",
+        )
+    )
+
     schema = sub.add_parser("schema", help="write the OpenAPI document (JSON)")
     schema.add_argument("--out", help="file to write (default: stdout)")
 
@@ -344,6 +361,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "ingest": cmd_ingest,
     "demo": cmd_demo,
     "replay": cmd_replay,
+    "backtest": cmd_backtest,
     "schema": cmd_schema,
     "serve": cmd_serve,
 }

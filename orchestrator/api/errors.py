@@ -17,6 +17,7 @@ from orchestrator.backtest.runner import (
     BacktestRequestError,
     EmptyRangeError,
     InsufficientHistoryError,
+    UnknownBacktestSymbolError,
 )
 from orchestrator.features.online import NotEnoughHistoryError
 from orchestrator.features.spec import FeatureSpecMismatchError
@@ -86,6 +87,8 @@ def describe(exc: Exception) -> tuple[int, ErrorBody]:
         return 400, ErrorBody("Bad request", str(exc), exc.field)
     if isinstance(exc, NotFoundError):
         return 404, ErrorBody("Not found", str(exc), exc.field)
+    if isinstance(exc, UnknownBacktestSymbolError):
+        return 404, ErrorBody("Unknown symbol", str(exc), "symbol")
     if isinstance(exc, EmptyRangeError | InsufficientHistoryError):
         return 422, ErrorBody("Cannot backtest", str(exc), exc.field)
     if isinstance(exc, BacktestRequestError):

@@ -1,0 +1,310 @@
+"""`python -m orchestrator backtest`: backtest the served models (or walk-forward retrained ones)
+over a stored history, print a summary and write result.json + equity.png.
+
+Imports stay light at module level (the CLI builds every subcommand's parser on start-up); the
+backtest machinery loads inside run().
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.settings import Settings
+from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES
+
+if TYPE_CHECKING:
+    from export.train import TrainConfig
+    from orchestrator.backtest.runner import BacktestRequest, BacktestResult
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # as orchestrator/cli.py: bad input
+EXIT_UNAVAILABLE = 3  # a service (database, Triton) cannot answer
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--symbol", required=True, help="e.g. BTCUSD")
+    parser.add_argument(
+        "--start", required=True, help="first bar: YYYY-MM-DD (00:00 UTC) or an ISO datetime"
+    )
+    parser.add_argument(
+        "--end",
+        required=True,
+        help="YYYY-MM-DD (that whole day included) or an ISO datetime (exclusive)",
+    )
+    parser.add_argument(
+        "--strategy", default=DEFAULT_STRATEGY, help=f"one of {', '.join(STRATEGIES)}"
+    )
+    parser.add_argument("--timeframe", default="5m", help="must be the models' timeframe")
+    signal = parser.add_argument_group("signal and simulation parameters")
+    signal.add_argument("--min-confidence", type=float, help="override the strategy's threshold")
+    signal.add_argument("--min-range-tp-ratio", type=float, help="override the range filter")
+    signal.add_argument(
+        "--no-metamodel",
+        action="store_true",
+        help="filter on the TP/SL classifier's probability instead of the metamodel's",
+    )
+    signal.add_argument(
+        "--horizon", help="time-stop horizon (scalping/intraday/swing/position); default: label"
+    )
+    signal.add_argument("--fee-rate", type=float, default=0.0, help="per side, 0.0002 = 2 bps")
+    signal.add_argument("--slippage", type=float, default=0.0, help="per fill, fraction of price")
+    signal.add_argument(
+        "--allow-overlap", action="store_true", help="trade every signal, even while one is open"
+    )
+    walk = parser.add_argument_group("walk-forward (retrain before each window; out-of-sample)")
+    walk.add_argument("--walk-forward", type=int, metavar="K", help="number of test windows")
+    walk.add_argument("--train-bars", type=int, help="history per window (default: all before)")
+    walk.add_argument("--train-epochs", type=int, default=8)
+    walk.add_argument("--train-folds", type=int, default=3)
+    walk.add_argument("--train-stride", type=int, default=3)
+    walk.add_argument("--xgb-rounds", type=int, default=400)
+    walk.add_argument("--train-threads", type=int, default=2)
+    walk.add_argument("--label-horizon", default="intraday", help="the classifiers' horizon")
+    walk.add_argument("--tp-atr", type=float, default=1.5)
+    walk.add_argument("--sl-atr", type=float, default=1.0)
+    walk.add_argument("--seed", type=int, default=7)
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", help="directory for result.json and equity.png")
+    output.add_argument(
+        "--no-cache", action="store_true", help="recompute predictions even when cached"
+    )
+    output.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def parse_moment(name: str, raw: str, *, end: bool) -> datetime:
+    """A date means 00:00 UTC (as an end: the day after, so that whole day is included)."""
+    from orchestrator.backtest.runner import BacktestRequestError
+
+    try:
+        if len(raw) == 10:
+            day = date.fromisoformat(raw)
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return moment + timedelta(days=1) if end else moment
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BacktestRequestError(
+            name, f"--{name} {raw!r} is not a date; use YYYY-MM-DD or an ISO datetime"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def build_request(args: argparse.Namespace) -> BacktestRequest:
+    from orchestrator.backtest.runner import BacktestRequest
+
+    return BacktestRequest(
+        symbol=args.symbol,
+        start=parse_moment("start", args.start, end=False),
+        end=parse_moment("end", args.end, end=True),
+        timeframe=args.timeframe,
+        strategy=args.strategy,
+        min_confidence=args.min_confidence,
+        min_range_tp_ratio=args.min_range_tp_ratio,
+        use_metamodel=False if args.no_metamodel else None,
+        horizon=args.horizon,
+        fee_rate=args.fee_rate,
+        slippage=args.slippage,
+        allow_overlap=args.allow_overlap,
+    )
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    from export.train import TrainConfig
+    from orchestrator.backtest.runner import BacktestRequestError
+    from orchestrator.features.horizons import Horizon
+    from orchestrator.marketdata.timeframes import parse_timeframe
+
+    try:
+        label = Horizon(args.label_horizon)
+    except ValueError:
+        choices = ", ".join(h.value for h in Horizon)
+        raise BacktestRequestError("label_horizon", f"--label-horizon: one of {choices}") from None
+    return TrainConfig(
+        timeframe=parse_timeframe(args.timeframe),
+        folds=args.train_folds,
+        epochs=args.train_epochs,
+        stride=args.train_stride,
+        seed=args.seed,
+        tp_atr=args.tp_atr,
+        sl_atr=args.sl_atr,
+        label_horizon=label,
+        xgb_rounds=args.xgb_rounds,
+        threads=args.train_threads,
+        show_progress=False,
+    )
+
+
+class PhaseBar:
+    """One tqdm bar, restarted for every phase; the phase is its description."""
+
+    def __init__(self, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1000, disable=not enabled, leave=False, bar_format="{desc} {bar}")
+        self.phase = ""
+
+    def __call__(self, phase: str, fraction: float) -> None:
+        if phase != self.phase:
+            self.phase = phase
+            self.bar.reset(total=1000)
+            self.bar.set_description(f"{phase:>16s}", refresh=False)
+        self.bar.n = int(max(0.0, min(1.0, fraction)) * 1000)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+async def execute(
+    args: argparse.Namespace, settings: Settings, request: BacktestRequest, progress: PhaseBar
+) -> BacktestResult:
+    import tritonclient.grpc.aio as grpc_aio
+
+    from orchestrator.backtest.predictions import PREDICTION_CACHE_DIR
+    from orchestrator.backtest.runner import run_backtest
+    from orchestrator.backtest.walkforward import WalkForwardConfig, run_walk_forward
+    from orchestrator.inference.client import SignalModels
+    from orchestrator.marketdata.db import Database
+
+    db = await Database.connect(settings.db)
+    try:
+        if args.walk_forward is not None:
+            config = WalkForwardConfig(
+                windows=args.walk_forward, train=train_config(args), train_bars=args.train_bars
+            )
+            return await run_walk_forward(request, db=db, config=config, progress=progress)
+        client = grpc_aio.InferenceServerClient(settings.triton.grpc_url)
+        try:
+            models = SignalModels(client, settings.triton.request_timeout_s)
+            return await run_backtest(
+                request,
+                db=db,
+                models=models,
+                cache_dir=None if args.no_cache else PREDICTION_CACHE_DIR,
+                progress=progress,
+            )
+        finally:
+            await client.close()
+    finally:
+        await db.close()
+
+
+def write_outputs(result: BacktestResult, out: Path) -> list[Path]:
+    """result.json (written to a temporary name, then renamed) and equity.png."""
+    import msgspec
+
+    from orchestrator.backtest.plot import save_equity_plot
+
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "result.json"
+    handle, temporary = tempfile.mkstemp(dir=out, prefix=".result.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(msgspec.json.format(msgspec.json.encode(result), indent=2) + b"\n")
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    request = result.request
+    title = (
+        f"{request.symbol} {result.timeframe} {result.first_bar:%Y-%m-%d} to "
+        f"{result.last_bar:%Y-%m-%d}, {result.strategy.name}: "
+        f"{result.metrics.overall.n_trades} trades, {result.metrics.overall.total_r:+.1f} R"
+    )
+    plot = save_equity_plot(
+        out / "equity.png",
+        result.equity.times,
+        result.equity.equity_r,
+        result.equity.drawdown_r,
+        title,
+    )
+    return [target, plot]
+
+
+def _num(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def summary(result: BacktestResult) -> str:
+    """A short table of the numbers that matter first."""
+    stats = result.metrics.overall
+    request = result.request
+    half_width = (
+        None
+        if stats.expectancy_ci95_high is None or stats.expectancy_r is None
+        else stats.expectancy_ci95_high - stats.expectancy_r
+    )
+    interval = (
+        f"{_num(stats.expectancy_r)} ± {_num(half_width)}"
+        f" (95% CI {_num(stats.expectancy_ci95_low)} .. {_num(stats.expectancy_ci95_high)})"
+    )
+    mode = (
+        f"walk-forward, {len(result.walk_forward.windows)} windows"
+        if result.walk_forward is not None
+        else "served models"
+    )
+    rows = [
+        ("trades", f"{stats.n_trades:,}"),
+        ("total R", _num(stats.total_r, "+.2f")),
+        ("expectancy R", interval),
+        ("SQN", _num(stats.sqn, ".2f")),
+        ("win rate", "n/a" if stats.win_rate is None else f"{stats.win_rate:.1%}"),
+        ("profit factor", _num(stats.profit_factor, ".2f")),
+        ("max drawdown R", _num(stats.max_drawdown_r, ".2f")),
+    ]
+    timings = result.timings
+    lines = [
+        f"{request.symbol} {result.timeframe} {result.first_bar:%Y-%m-%d %H:%M} -> "
+        f"{result.last_bar:%Y-%m-%d %H:%M} UTC, strategy {result.strategy.name}, horizon "
+        f"{result.horizon} ({result.horizon_bars} bars), models {result.model_version} ({mode})",
+        f"bars {result.bars:,} (scored {result.predicted_bars:,}), signals {result.signals:,}"
+        + (", predictions from cache" if result.cached else ""),
+        *(f"  {name:<15s} {value}" for name, value in rows),
+        f"timings: loading {timings.loading_s:.1f} s, features {timings.features_s:.1f} s, "
+        f"inference {timings.inference_s:.1f} s, simulation {timings.simulation_s:.1f} s"
+        + (f", training {timings.training_s:.1f} s" if timings.training_s else "")
+        + f" (total {timings.total_s:.1f} s)",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.backtest.runner import BacktestRequestError
+    from orchestrator.devstack.triton import TritonStartError
+    from orchestrator.features.spec import FeatureSpecMismatchError
+    from orchestrator.inference.client import ModelServiceUnavailableError
+    from orchestrator.marketdata.db import DatabaseUnavailableError
+
+    progress = PhaseBar(enabled=not args.quiet and sys.stderr.isatty())
+    try:
+        request = build_request(args)
+        if args.walk_forward is not None:
+            train_config(args)  # reject bad training options before touching anything
+        result = asyncio.run(execute(args, settings, request, progress))
+    except BacktestRequestError as exc:
+        print(f"error: {exc} (--{exc.field.replace('_', '-')})", file=sys.stderr)
+        return EXIT_USAGE
+    except ModelServiceUnavailableError as exc:
+        print(
+            f"error: Triton at {settings.triton.grpc_url} cannot answer: {exc} "
+            "(start it with `make triton`, or set TRITON_HOST/TRITON_GRPC_PORT)",
+            file=sys.stderr,
+        )
+        return EXIT_UNAVAILABLE
+    except (DatabaseUnavailableError, TritonStartError, FeatureSpecMismatchError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    finally:
+        progress.close()
+    print(summary(result))
+    if args.out:
+        for path in write_outputs(result, Path(args.out)):
+            print(f"wrote {path}")
+    return EXIT_OK
