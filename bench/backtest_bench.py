@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from orchestrator.backtest.predictions import DEFAULT_IN_FLIGHT, MAX_BATCH
 from orchestrator.backtest.runner import BacktestRequest, BacktestResult, run_backtest
 from orchestrator.demo.generator import MARKETS, generate_bars
 from orchestrator.devstack.mariadb import ensure_database
+from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.indicators import LOOKBACK_BARS
 from orchestrator.features.spec import SEQUENCE_WINDOW
@@ -45,17 +45,6 @@ RESULTS = Path(__file__).parent / "results" / "backtest.json"
 SYMBOL = "BTCUSD"
 WARMUP = LOOKBACK_BARS + SEQUENCE_WINDOW - 1  # bars before the first backtested bar
 TARGET_S = 60.0
-
-
-def free_ports(count: int) -> tuple[int, ...]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return tuple(s.getsockname()[1] for s in sockets)
-    finally:
-        for s in sockets:
-            s.close()
 
 
 async def load_store(db: Database, bars: pd.DataFrame) -> float:

@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import pandas as pd
 import tritonclient.grpc.aio as grpc_aio
 
 from orchestrator.demo.generator import generate_bars
+from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.online import inputs_for_latest, required_bars
 from orchestrator.features.spec import FeatureSpec
@@ -47,16 +47,6 @@ CONCURRENCY = (1, 16, 64)
 SYMBOLS = [f"BENCHP{i:02d}" for i in range(max(CONCURRENCY))]
 RESULTS = Path(__file__).parent / "results"
 REPOSITORY = PROJECT_ROOT / "model_repository" / "cpu"
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _line(label: str, concurrency: int, s: dict[str, float]) -> str:
@@ -233,7 +223,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=6.0, help="per warm / raw measurement")
     args = parser.parse_args()
-    http_port, grpc_port, metrics_port, api_port = _free_ports(4)
+    http_port, grpc_port, metrics_port, api_port = free_ports(4)
     triton = TritonServer(
         REPOSITORY, http_port, grpc_port, metrics_port, name="triton-bench-predict"
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +19,7 @@ from export.exporter import export_profiles
 from export.train import SymbolData, TrainConfig, TrainedModels, prepare_symbol, train_all
 from orchestrator.demo.generator import generate_bars
 from orchestrator.devstack.mariadb import PrivateMariaDB, ensure_database
+from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
@@ -30,18 +30,6 @@ from orchestrator.settings import PROJECT_ROOT, DatabaseSettings, TritonSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEST_DATABASE = os.environ.get("MYSQL_TEST_DATABASE", "trading_test")
-
-
-def free_ports(count: int) -> tuple[int, ...]:
-    """Ports nobody listens on right now, so parallel runs and leftovers never collide."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return tuple(s.getsockname()[1] for s in sockets)
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _serve(

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -24,6 +24,7 @@ from orchestrator.backtest.runner import (
     BacktestRequest,
     BacktestRequestError,
     BacktestResult,
+    parse_moment,
     run_backtest,
 )
 from orchestrator.backtest.walkforward import WalkForwardConfig, run_walk_forward
@@ -72,26 +73,10 @@ class BacktestJob(msgspec.Struct):
     error_status: int | None = None
 
 
-def _parse_moment(field_name: str, raw: str, *, end: bool) -> datetime:
-    try:
-        if len(raw) == 10:
-            day = date.fromisoformat(raw)
-            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return moment + timedelta(days=1) if end else moment
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise BacktestRequestError(
-            field_name,
-            f"{field_name} {raw!r} is not a date; use YYYY-MM-DD or an ISO datetime "
-            "such as 2025-06-01T00:00:00Z",
-        ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
 def to_request(body: BacktestBody) -> BacktestRequest:
     params = body.params or BacktestParams()
-    start = _parse_moment("start_date", body.start_date, end=False)
-    end = _parse_moment("end_date", body.end_date, end=True)
+    start = parse_moment("start_date", body.start_date, end=False)
+    end = parse_moment("end_date", body.end_date, end=True)
     if end <= start:
         raise BacktestRequestError("end_date", "end_date must be after start_date")
     if params.walk_forward is not None and not 2 <= params.walk_forward <= 24:

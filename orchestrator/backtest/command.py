@@ -12,7 +12,6 @@ import asyncio
 import os
 import sys
 import tempfile
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,25 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def parse_moment(name: str, raw: str, *, end: bool) -> datetime:
-    """A date means 00:00 UTC (as an end: the day after, so that whole day is included)."""
-    from orchestrator.backtest.runner import BacktestRequestError
-
-    try:
-        if len(raw) == 10:
-            day = date.fromisoformat(raw)
-            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return moment + timedelta(days=1) if end else moment
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise BacktestRequestError(
-            name, f"--{name} {raw!r} is not a date; use YYYY-MM-DD or an ISO datetime"
-        ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
 def build_request(args: argparse.Namespace) -> BacktestRequest:
-    from orchestrator.backtest.runner import BacktestRequest
+    from orchestrator.backtest.runner import BacktestRequest, parse_moment
 
     return BacktestRequest(
         symbol=args.symbol,

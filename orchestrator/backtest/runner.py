@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,24 @@ class Resolved:
     end: datetime
     strategy: Strategy
     config: BacktestConfig
+
+
+def parse_moment(field: str, raw: str, *, end: bool) -> datetime:
+    """A date means 00:00 UTC (as an end: the day after, so that whole day is included); an ISO
+    datetime is taken as given (naive = UTC). Shared by the CLI and the API."""
+    try:
+        if len(raw) == 10:
+            day = date.fromisoformat(raw)
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return moment + timedelta(days=1) if end else moment
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BacktestRequestError(
+            field,
+            f"{field} {raw!r} is not a date; use YYYY-MM-DD or an ISO datetime "
+            "such as 2025-06-01T00:00:00Z",
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import itertools
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -72,6 +71,7 @@ from orchestrator.backtest.runner import (
     resolve_request,
     simulate_and_report,
 )
+from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.indicators import FEATURE_NAMES
 from orchestrator.inference.client import ModelServiceUnavailableError, SignalModels
@@ -101,17 +101,6 @@ class ModelSlot:
     description: str
 
 
-def _free_ports(count: int) -> tuple[int, ...]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return tuple(s.getsockname()[1] for s in sockets)
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @asynccontextmanager
 async def scratch_slot(work_dir: Path | None = None) -> AsyncIterator[ModelSlot]:
     """A tritonserver on free ports with an empty scratch repository; stopped and deleted after."""
@@ -120,7 +109,7 @@ async def scratch_slot(work_dir: Path | None = None) -> AsyncIterator[ModelSlot]
     scratch = Path(tempfile.mkdtemp(prefix="walkforward-", dir=parent))
     repository = scratch / "models" / "cpu"
     repository.mkdir(parents=True)
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     server = TritonServer(
         repository, http, grpc, metrics, run_dir=scratch, name="triton-walkforward", load_models=[]
     )

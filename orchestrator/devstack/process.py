@@ -98,3 +98,15 @@ def log_tail(log_path: Path, lines: int = 20) -> str:
         return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log yet)"
+
+
+def free_ports(count: int) -> tuple[int, ...]:
+    """Ports nobody listens on right now, so parallel runs and leftovers never collide."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return tuple(s.getsockname()[1] for s in sockets)
+    finally:
+        for s in sockets:
+            s.close()

@@ -15,35 +15,21 @@ export function createApp(ml: MLGatewayService): express.Express {
       Object.entries(req.query).filter((e): e is [string, string] => typeof e[1] === "string"),
     );
 
-  router.get("/predict/:symbol", async (req, res, next) => {
-    try {
-      res.json(await ml.predict(req.params.symbol, query(req)));
-    } catch (error) {
-      next(error);
-    }
-  });
-  router.get("/signals/:symbol", async (req, res, next) => {
-    try {
-      res.json(await ml.signals(req.params.symbol, query(req)));
-    } catch (error) {
-      next(error);
-    }
-  });
-  router.get("/indicators/:symbol", async (req, res, next) => {
-    try {
-      res.json(await ml.indicators(req.params.symbol, query(req)));
-    } catch (error) {
-      next(error);
-    }
-  });
-  router.get("/history/:symbol", async (req, res, next) => {
-    try {
-      const { limit, ...rest } = query(req);
-      res.json(await ml.history(req.params.symbol, { ...rest, limit: limit ? Number(limit) : undefined }));
-    } catch (error) {
-      next(error);
-    }
-  });
+  // Every route: symbol from the path, query as given, the engine's body as the answer.
+  const proxy = (path: string, call: (symbol: string, q: Record<string, string>) => Promise<unknown>) =>
+    router.get(path, async (req: Request<{ symbol: string }>, res, next) => {
+      try {
+        res.json(await call(req.params.symbol, query(req)));
+      } catch (error) {
+        next(error);
+      }
+    });
+  proxy("/predict/:symbol", (symbol, q) => ml.predict(symbol, q));
+  proxy("/signals/:symbol", (symbol, q) => ml.signals(symbol, q));
+  proxy("/indicators/:symbol", (symbol, q) => ml.indicators(symbol, q));
+  proxy("/history/:symbol", (symbol, { limit, ...rest }) =>
+    ml.history(symbol, { ...rest, limit: limit ? Number(limit) : undefined }),
+  );
   app.get("/healthz", (_req, res) => {
     res.json({ status: "ok" });
   });
