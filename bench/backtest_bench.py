@@ -26,7 +26,9 @@ import pandas as pd
 import tritonclient.grpc.aio as grpc_aio
 
 from orchestrator.backtest.predictions import DEFAULT_IN_FLIGHT, MAX_BATCH
-from orchestrator.backtest.runner import BacktestRequest, BacktestResult, run_backtest
+from orchestrator.backtest.report import BacktestResult
+from orchestrator.backtest.request import BacktestRequest
+from orchestrator.backtest.runner import run_backtest
 from orchestrator.demo.generator import MARKETS, generate_bars
 from orchestrator.devstack.mariadb import ensure_database
 from orchestrator.devstack.process import free_ports

@@ -20,13 +20,9 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from orchestrator.api.errors import ErrorBody, NotFoundError, describe, error_responses
-from orchestrator.backtest.runner import (
-    BacktestRequest,
-    BacktestRequestError,
-    BacktestResult,
-    parse_moment,
-    run_backtest,
-)
+from orchestrator.backtest.report import BacktestResult
+from orchestrator.backtest.request import BacktestRequest, BacktestRequestError, parse_moment
+from orchestrator.backtest.runner import run_backtest
 from orchestrator.backtest.walkforward import WalkForwardConfig, run_walk_forward
 from orchestrator.marketdata.timeframes import InvalidTimeframeError, parse_timeframe
 from orchestrator.signals.strategies import DEFAULT_STRATEGY

@@ -13,7 +13,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 
-from orchestrator.backtest.runner import (
+from orchestrator.backtest.request import (
     BacktestRequestError,
     EmptyRangeError,
     InsufficientHistoryError,

@@ -20,7 +20,8 @@ from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 if TYPE_CHECKING:
     from export.train import TrainConfig
-    from orchestrator.backtest.runner import BacktestRequest, BacktestResult
+    from orchestrator.backtest.report import BacktestResult
+    from orchestrator.backtest.request import BacktestRequest
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # as orchestrator/cli.py: bad input
@@ -78,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_request(args: argparse.Namespace) -> BacktestRequest:
-    from orchestrator.backtest.runner import BacktestRequest, parse_moment
+    from orchestrator.backtest.request import BacktestRequest, parse_moment
 
     return BacktestRequest(
         symbol=args.symbol,
@@ -98,7 +99,7 @@ def build_request(args: argparse.Namespace) -> BacktestRequest:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     from export.train import TrainConfig
-    from orchestrator.backtest.runner import BacktestRequestError
+    from orchestrator.backtest.request import BacktestRequestError
     from orchestrator.features.horizons import Horizon
     from orchestrator.marketdata.timeframes import parse_timeframe
 
@@ -258,7 +259,7 @@ def summary(result: BacktestResult) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.backtest.runner import BacktestRequestError
+    from orchestrator.backtest.request import BacktestRequestError
     from orchestrator.devstack.triton import TritonStartError
     from orchestrator.features.spec import FeatureSpecMismatchError
     from orchestrator.inference.client import ModelServiceUnavailableError

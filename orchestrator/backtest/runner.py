@@ -9,22 +9,17 @@ bar before `end` at the latest. Warm-up bars before `start` feed the indicators 
 
 from __future__ import annotations
 
-import itertools
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import msgspec
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
-from orchestrator.backtest.engine import BacktestConfig, ExitReason, Trades, simulate
-from orchestrator.backtest.metrics import BacktestMetrics, compute_metrics, equity_curve
+from orchestrator.backtest.engine import BacktestConfig, Trades, simulate
+from orchestrator.backtest.metrics import compute_metrics, equity_curve
 from orchestrator.backtest.predictions import (
     DEFAULT_IN_FLIGHT,
     MAX_BATCH,
@@ -33,260 +28,32 @@ from orchestrator.backtest.predictions import (
     predict_bars,
     warmup_bars,
 )
+from orchestrator.backtest.report import (
+    BacktestResult,
+    Timings,
+    WalkForwardReport,
+    downsample_equity,
+    trade_records,
+)
+from orchestrator.backtest.request import (
+    BacktestRequest,
+    BacktestRequestError,
+    EmptyRangeError,
+    InsufficientHistoryError,
+    Resolved,
+    UnknownBacktestSymbolError,
+    check_timeframe,
+    resolve_horizon,
+    resolve_request,
+)
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import SignalModels
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore, UnknownSymbolError, UnsupportedTimeframeError
-from orchestrator.marketdata.timeframes import (
-    InvalidSymbolError,
-    InvalidTimeframeError,
-    Timeframe,
-    parse_symbol,
-    parse_timeframe,
-)
 from orchestrator.signals.logic import SignalArrays, evaluate_signals
-from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
-
-MAX_EQUITY_POINTS = 2000
+from orchestrator.signals.strategies import Strategy
 
 PhaseProgress = Callable[[str, float], None]  # (phase, fraction of that phase done)
-
-
-# --- request --------------------------------------------------------------------------------
-class BacktestRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """What to backtest; naive datetimes are UTC. None means "the strategy's / models' own"."""
-
-    symbol: str
-    start: datetime  # first bar (open time) that may signal
-    end: datetime  # exclusive
-    timeframe: str = "5m"
-    strategy: str = DEFAULT_STRATEGY
-    min_confidence: float | None = None
-    min_range_tp_ratio: float | None = None
-    use_metamodel: bool | None = None
-    horizon: str | None = None  # time stop and range filter horizon; default: the label horizon
-    fee_rate: float = 0.0  # per side, fraction of notional
-    slippage: float = 0.0  # per fill, fraction of price
-    allow_overlap: bool = False
-
-
-class BacktestRequestError(ValueError):
-    """A request that cannot run as given; `field` names the parameter to change."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(message)
-
-
-class EmptyRangeError(BacktestRequestError):
-    def __init__(self, message: str) -> None:
-        super().__init__("start", message)
-
-
-class UnknownBacktestSymbolError(BacktestRequestError):
-    """No such symbol in the store (the API answers 404, like the other endpoints)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("symbol", message)
-
-
-class InsufficientHistoryError(BacktestRequestError):
-    def __init__(self, have: int, need: int, message: str) -> None:
-        self.have, self.need = have, need
-        super().__init__("start", message)
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A validated request: parsed names, UTC times, the strategy with overrides, engine config."""
-
-    request: BacktestRequest
-    symbol: str
-    timeframe: Timeframe
-    start: datetime
-    end: datetime
-    strategy: Strategy
-    config: BacktestConfig
-
-
-def parse_moment(field: str, raw: str, *, end: bool) -> datetime:
-    """A date means 00:00 UTC (as an end: the day after, so that whole day is included); an ISO
-    datetime is taken as given (naive = UTC). Shared by the CLI and the API."""
-    try:
-        if len(raw) == 10:
-            day = date.fromisoformat(raw)
-            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return moment + timedelta(days=1) if end else moment
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise BacktestRequestError(
-            field,
-            f"{field} {raw!r} is not a date; use YYYY-MM-DD or an ISO datetime "
-            "such as 2025-06-01T00:00:00Z",
-        ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _strategy(request: BacktestRequest) -> Strategy:
-    chosen = STRATEGIES.get(request.strategy)
-    if chosen is None:
-        raise BacktestRequestError(
-            "strategy",
-            f"unknown strategy {request.strategy!r}; choose from {', '.join(STRATEGIES)}",
-        )
-    changes: dict[str, Any] = {}
-    if request.min_confidence is not None:
-        if not 0.0 <= request.min_confidence <= 1.0:
-            raise BacktestRequestError("min_confidence", "min_confidence must be within [0, 1]")
-        changes["min_confidence"] = float(request.min_confidence)
-    if request.min_range_tp_ratio is not None:
-        ratio = request.min_range_tp_ratio
-        if not (math.isfinite(ratio) and ratio >= 0.0):
-            raise BacktestRequestError(
-                "min_range_tp_ratio", "min_range_tp_ratio must be a finite number >= 0"
-            )
-        changes["min_range_tp_ratio"] = float(ratio)
-    if request.use_metamodel is not None:
-        changes["use_metamodel"] = bool(request.use_metamodel)
-    return msgspec.structs.replace(chosen, **changes) if changes else chosen
-
-
-def _engine_config(request: BacktestRequest) -> BacktestConfig:
-    for name in ("fee_rate", "slippage", "allow_overlap"):
-        try:
-            BacktestConfig(**{name: getattr(request, name)})
-        except (TypeError, ValueError) as exc:
-            raise BacktestRequestError(name, str(exc)) from None
-    return BacktestConfig(
-        fee_rate=request.fee_rate, slippage=request.slippage, allow_overlap=request.allow_overlap
-    )
-
-
-def resolve_request(request: BacktestRequest) -> Resolved:
-    """Every check that needs neither the database nor the models."""
-    try:
-        symbol = parse_symbol(request.symbol)
-    except InvalidSymbolError as exc:
-        raise BacktestRequestError("symbol", str(exc)) from None
-    try:
-        timeframe = parse_timeframe(request.timeframe)
-    except InvalidTimeframeError as exc:
-        raise BacktestRequestError("timeframe", str(exc)) from None
-    start, end = _utc(request.start), _utc(request.end)
-    if end <= start:
-        raise BacktestRequestError("end", f"end ({end:%Y-%m-%d %H:%M}) must be after start")
-    strategy = _strategy(request)
-    config = _engine_config(request)
-    echo = msgspec.structs.replace(
-        request, symbol=symbol, timeframe=timeframe.value, start=start, end=end
-    )
-    return Resolved(echo, symbol, timeframe, start, end, strategy, config)
-
-
-def check_timeframe(resolved: Resolved, spec: FeatureSpec) -> None:
-    if resolved.timeframe.value != spec.timeframe:
-        raise BacktestRequestError(
-            "timeframe",
-            f"the served models are trained on {spec.timeframe} bars; use timeframe="
-            f"{spec.timeframe} (or train {resolved.timeframe.value} models)",
-        )
-
-
-def resolve_horizon(request: BacktestRequest, spec: FeatureSpec) -> int:
-    """Index into spec.horizons of the horizon whose bars time-stop a trade."""
-    name = request.horizon or spec.label_horizon
-    if name not in spec.horizons:
-        raise BacktestRequestError(
-            "horizon", f"unknown horizon {name!r}; choose from {', '.join(spec.horizons)}"
-        )
-    return spec.horizons.index(name)
-
-
-# --- result ---------------------------------------------------------------------------------
-class TradeRecord(msgspec.Struct, frozen=True):
-    signal_time: datetime  # open time of the bar whose close produced the signal
-    entry_time: datetime  # the next bar: filled at its open
-    exit_time: datetime
-    side: str  # "long" / "short"
-    entry: float  # fill after slippage
-    exit: float
-    stop: float
-    target: float | None  # None: no target
-    r: float  # net of fees and slippage
-    exit_reason: str
-    gap: bool
-    bars_held: int
-
-
-class EquityCurve(msgspec.Struct, frozen=True):
-    """Cumulative R at the close of each bar and its drawdown (<= 0), at most
-    MAX_EQUITY_POINTS points: per time bucket the highest equity and the deepest drawdown."""
-
-    times: list[datetime]
-    equity_r: list[float]
-    drawdown_r: list[float]
-
-
-class Timings(msgspec.Struct, frozen=True):
-    loading_s: float
-    features_s: float
-    inference_s: float
-    simulation_s: float
-    total_s: float
-    training_s: float = 0.0  # walk-forward: training, export and model loading
-
-
-class WindowReport(msgspec.Struct, frozen=True):
-    """One walk-forward window: its models saw only bars before `start`."""
-
-    index: int
-    start: datetime  # first test bar
-    end: datetime  # exclusive
-    test_bars: int
-    train_first_bar: datetime
-    train_last_bar: datetime  # < start
-    last_label_bar: datetime  # newest bar any training label looked at (<= train_last_bar)
-    train_samples: int
-    model_version: str
-    train_s: float
-    export_s: float
-    load_s: float
-    inference_s: float
-
-
-class WalkForwardReport(msgspec.Struct, frozen=True):
-    windows: list[WindowReport]
-    train_config: dict[str, Any]
-    train_bars: int | None  # bars of history per window (None: all before it)
-    serving: str
-
-
-class BacktestResult(msgspec.Struct, frozen=True):
-    request: BacktestRequest  # normalised echo: upper-case symbol, UTC times
-    strategy: Strategy  # with the request's overrides applied
-    model_version: str  # walk-forward: one version per window, comma-separated
-    feature_fingerprint: str
-    timeframe: str
-    horizon: str
-    horizon_bars: int
-    tp_atr: float
-    sl_atr: float
-    first_bar: datetime
-    last_bar: datetime
-    bars: int  # bars in [start, end)
-    warmup_bars: int  # bars before start that fed the indicators only
-    predicted_bars: int  # bars with a full feature window, scored by the models
-    signals: int  # bars whose signal passed the strategy's filter
-    cached: bool  # predictions came from the on-disk cache
-    metrics: BacktestMetrics
-    trades: list[TradeRecord]
-    equity: EquityCurve
-    timings: Timings
-    walk_forward: WalkForwardReport | None = None
 
 
 # --- bars -----------------------------------------------------------------------------------
@@ -401,72 +168,6 @@ def simulate_predictions(
         horizon=spec.horizon_bars[horizon_index],
         horizon_code=horizon_index,
         config=config,
-    )
-
-
-def trade_records(trades: Trades, index: pd.DatetimeIndex) -> list[TradeRecord]:
-    labels = [reason.label for reason in ExitReason]
-
-    def at(rows: npt.NDArray[np.int64]) -> list[datetime]:
-        return list(index[rows].to_pydatetime())
-
-    columns = zip(
-        at(trades.signal_idx),
-        at(trades.entry_idx),
-        at(trades.exit_idx),
-        trades.side.tolist(),
-        trades.fill.tolist(),
-        trades.exit_price.tolist(),
-        trades.stop.tolist(),
-        trades.target.tolist(),
-        trades.r.tolist(),
-        trades.reason.tolist(),
-        trades.gap.tolist(),
-        trades.bars_held.tolist(),
-        strict=True,
-    )
-    return [
-        TradeRecord(
-            signal,
-            entry,
-            exit_,
-            "long" if side > 0 else "short",
-            fill,
-            price,
-            stop,
-            target if math.isfinite(target) else None,
-            r,
-            labels[reason],
-            gap,
-            held,
-        )
-        for signal, entry, exit_, side, fill, price, stop, target, r, reason, gap, held in columns
-    ]
-
-
-def downsample_equity(
-    index: pd.DatetimeIndex,
-    equity: npt.NDArray[np.float64],
-    drawdown: npt.NDArray[np.float64],
-    max_points: int = MAX_EQUITY_POINTS,
-) -> EquityCurve:
-    """Per bucket keep the equity peak and the drawdown trough, so neither the best level nor
-    the maximum drawdown disappears from the plot; plus the first and last bar."""
-    n = int(equity.size)
-    keep: npt.NDArray[np.int64]
-    if n <= max_points:
-        keep = np.arange(n, dtype=np.int64)
-    else:
-        buckets = (max_points - 2) // 2
-        edges = np.linspace(0, n, buckets + 1).astype(np.int64)
-        picks = [0, n - 1]
-        for lo, hi in itertools.pairwise(edges.tolist()):
-            if hi > lo:
-                picks.append(lo + int(np.argmax(equity[lo:hi])))
-                picks.append(lo + int(np.argmin(drawdown[lo:hi])))
-        keep = np.unique(np.asarray(picks, dtype=np.int64))
-    return EquityCurve(
-        list(index[keep].to_pydatetime()), equity[keep].tolist(), drawdown[keep].tolist()
     )
 
 

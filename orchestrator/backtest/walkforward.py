@@ -57,20 +57,15 @@ from orchestrator.backtest.predictions import (
     predict_bars,
     warmup_bars,
 )
-from orchestrator.backtest.runner import (
+from orchestrator.backtest.report import BacktestResult, WalkForwardReport, WindowReport
+from orchestrator.backtest.request import (
     BacktestRequest,
     BacktestRequestError,
-    BacktestResult,
-    PhaseProgress,
-    Stage,
-    WalkForwardReport,
-    WindowReport,
     check_timeframe,
-    load_history,
     resolve_horizon,
     resolve_request,
-    simulate_and_report,
 )
+from orchestrator.backtest.runner import PhaseProgress, Stage, load_history, simulate_and_report
 from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.indicators import FEATURE_NAMES

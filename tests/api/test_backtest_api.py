@@ -13,7 +13,8 @@ import tritonclient.grpc.aio as grpc_aio
 from litestar.testing import AsyncTestClient
 
 from orchestrator.api.app import create_app
-from orchestrator.backtest.runner import BacktestRequest, run_backtest
+from orchestrator.backtest.request import BacktestRequest
+from orchestrator.backtest.runner import run_backtest
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.inference.client import SignalModels
 from orchestrator.marketdata.db import Database

@@ -24,17 +24,14 @@ from orchestrator.backtest.predictions import (
     prune_cache,
     warmup_bars,
 )
-from orchestrator.backtest.runner import (
-    MAX_EQUITY_POINTS,
+from orchestrator.backtest.report import MAX_EQUITY_POINTS, BacktestResult, downsample_equity
+from orchestrator.backtest.request import (
     BacktestRequest,
     BacktestRequestError,
-    BacktestResult,
     EmptyRangeError,
     InsufficientHistoryError,
-    bar_signals,
-    downsample_equity,
-    run_backtest,
 )
+from orchestrator.backtest.runner import bar_signals, run_backtest
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.online import ModelInputs, inputs_for_latest
 from orchestrator.inference.client import EnsembleOutput, SignalModels

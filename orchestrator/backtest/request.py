@@ -1,0 +1,176 @@
+"""What a backtest asks for, and every check that needs neither the database nor the models;
+errors carry the field to change, so the API answers 400/404/422 and the CLI one clear line."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from orchestrator.backtest.engine import BacktestConfig
+from orchestrator.features.spec import FeatureSpec
+from orchestrator.marketdata.timeframes import (
+    InvalidSymbolError,
+    InvalidTimeframeError,
+    Timeframe,
+    parse_symbol,
+    parse_timeframe,
+)
+from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
+
+
+# --- request --------------------------------------------------------------------------------
+class BacktestRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What to backtest; naive datetimes are UTC. None means "the strategy's / models' own"."""
+
+    symbol: str
+    start: datetime  # first bar (open time) that may signal
+    end: datetime  # exclusive
+    timeframe: str = "5m"
+    strategy: str = DEFAULT_STRATEGY
+    min_confidence: float | None = None
+    min_range_tp_ratio: float | None = None
+    use_metamodel: bool | None = None
+    horizon: str | None = None  # time stop and range filter horizon; default: the label horizon
+    fee_rate: float = 0.0  # per side, fraction of notional
+    slippage: float = 0.0  # per fill, fraction of price
+    allow_overlap: bool = False
+
+
+class BacktestRequestError(ValueError):
+    """A request that cannot run as given; `field` names the parameter to change."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class EmptyRangeError(BacktestRequestError):
+    def __init__(self, message: str) -> None:
+        super().__init__("start", message)
+
+
+class UnknownBacktestSymbolError(BacktestRequestError):
+    """No such symbol in the store (the API answers 404, like the other endpoints)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("symbol", message)
+
+
+class InsufficientHistoryError(BacktestRequestError):
+    def __init__(self, have: int, need: int, message: str) -> None:
+        self.have, self.need = have, need
+        super().__init__("start", message)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A validated request: parsed names, UTC times, the strategy with overrides, engine config."""
+
+    request: BacktestRequest
+    symbol: str
+    timeframe: Timeframe
+    start: datetime
+    end: datetime
+    strategy: Strategy
+    config: BacktestConfig
+
+
+def parse_moment(field: str, raw: str, *, end: bool) -> datetime:
+    """A date means 00:00 UTC (as an end: the day after, so that whole day is included); an ISO
+    datetime is taken as given (naive = UTC). Shared by the CLI and the API."""
+    try:
+        if len(raw) == 10:
+            day = date.fromisoformat(raw)
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return moment + timedelta(days=1) if end else moment
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BacktestRequestError(
+            field,
+            f"{field} {raw!r} is not a date; use YYYY-MM-DD or an ISO datetime "
+            "such as 2025-06-01T00:00:00Z",
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _strategy(request: BacktestRequest) -> Strategy:
+    chosen = STRATEGIES.get(request.strategy)
+    if chosen is None:
+        raise BacktestRequestError(
+            "strategy",
+            f"unknown strategy {request.strategy!r}; choose from {', '.join(STRATEGIES)}",
+        )
+    changes: dict[str, Any] = {}
+    if request.min_confidence is not None:
+        if not 0.0 <= request.min_confidence <= 1.0:
+            raise BacktestRequestError("min_confidence", "min_confidence must be within [0, 1]")
+        changes["min_confidence"] = float(request.min_confidence)
+    if request.min_range_tp_ratio is not None:
+        ratio = request.min_range_tp_ratio
+        if not (math.isfinite(ratio) and ratio >= 0.0):
+            raise BacktestRequestError(
+                "min_range_tp_ratio", "min_range_tp_ratio must be a finite number >= 0"
+            )
+        changes["min_range_tp_ratio"] = float(ratio)
+    if request.use_metamodel is not None:
+        changes["use_metamodel"] = bool(request.use_metamodel)
+    return msgspec.structs.replace(chosen, **changes) if changes else chosen
+
+
+def _engine_config(request: BacktestRequest) -> BacktestConfig:
+    for name in ("fee_rate", "slippage", "allow_overlap"):
+        try:
+            BacktestConfig(**{name: getattr(request, name)})
+        except (TypeError, ValueError) as exc:
+            raise BacktestRequestError(name, str(exc)) from None
+    return BacktestConfig(
+        fee_rate=request.fee_rate, slippage=request.slippage, allow_overlap=request.allow_overlap
+    )
+
+
+def resolve_request(request: BacktestRequest) -> Resolved:
+    """Every check that needs neither the database nor the models."""
+    try:
+        symbol = parse_symbol(request.symbol)
+    except InvalidSymbolError as exc:
+        raise BacktestRequestError("symbol", str(exc)) from None
+    try:
+        timeframe = parse_timeframe(request.timeframe)
+    except InvalidTimeframeError as exc:
+        raise BacktestRequestError("timeframe", str(exc)) from None
+    start, end = _utc(request.start), _utc(request.end)
+    if end <= start:
+        raise BacktestRequestError("end", f"end ({end:%Y-%m-%d %H:%M}) must be after start")
+    strategy = _strategy(request)
+    config = _engine_config(request)
+    echo = msgspec.structs.replace(
+        request, symbol=symbol, timeframe=timeframe.value, start=start, end=end
+    )
+    return Resolved(echo, symbol, timeframe, start, end, strategy, config)
+
+
+def check_timeframe(resolved: Resolved, spec: FeatureSpec) -> None:
+    if resolved.timeframe.value != spec.timeframe:
+        raise BacktestRequestError(
+            "timeframe",
+            f"the served models are trained on {spec.timeframe} bars; use timeframe="
+            f"{spec.timeframe} (or train {resolved.timeframe.value} models)",
+        )
+
+
+def resolve_horizon(request: BacktestRequest, spec: FeatureSpec) -> int:
+    """Index into spec.horizons of the horizon whose bars time-stop a trade."""
+    name = request.horizon or spec.label_horizon
+    if name not in spec.horizons:
+        raise BacktestRequestError(
+            "horizon", f"unknown horizon {name!r}; choose from {', '.join(spec.horizons)}"
+        )
+    return spec.horizons.index(name)
