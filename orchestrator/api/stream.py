@@ -38,9 +38,9 @@ from orchestrator.signals.strategies import DEFAULT_STRATEGY
 
 log = logging.getLogger("orchestrator.stream")
 
-FeedKey = tuple[str, str]  # (symbol, timeframe)
-LastBar = Callable[[str, str], Awaitable[datetime | None]]
-Compute = Callable[[str, str], Awaitable[bytes]]
+FeedKey = tuple[str, str, str]  # (symbol, timeframe, strategy)
+LastBar = Callable[[FeedKey], Awaitable[datetime | None]]
+Compute = Callable[[FeedKey], Awaitable[bytes]]
 CLOSE_GOING_AWAY = 1001
 
 
@@ -150,14 +150,14 @@ class StreamHub:
             subscriber.offer(message)
 
     async def _watch(self, key: FeedKey, feed: Feed) -> None:
-        symbol, timeframe = key
+        symbol, timeframe, _ = key
         last_error: bytes | None = None
         while True:
             try:
-                last_bar = await self._last_bar(symbol, timeframe)
+                last_bar = await self._last_bar(key)
                 if last_bar is not None and last_bar != feed.last_bar:
                     self.stats.computations += 1
-                    self.publish(feed, await self._compute(symbol, timeframe))
+                    self.publish(feed, await self._compute(key))
                     feed.last_bar, last_error = last_bar, None
             except asyncio.CancelledError:
                 raise
@@ -199,13 +199,14 @@ class StreamHub:
 
 def hub_for_app(state: Any, *, poll_interval_s: float, queue_size: int) -> StreamHub:
     """The hub wired to the same store and inference path as /api/predict and /api/signals."""
-    strategy = resolve_strategy(DEFAULT_STRATEGY)
 
-    async def last_bar(symbol: str, timeframe: str) -> datetime | None:
+    async def last_bar(key: FeedKey) -> datetime | None:
         store = BarStore(await state.resources.database())
-        return await store.last_bar_time(symbol, parse_timeframe(timeframe))
+        return await store.last_bar_time(key[0], parse_timeframe(key[1]))
 
-    async def compute(symbol: str, timeframe: str) -> bytes:
+    async def compute(key: FeedKey) -> bytes:
+        symbol, timeframe, strategy = key
+        # Feeds of one symbol with different strategies share the cached prediction.
         run = await infer_latest(state, symbol, timeframe)
         prediction = prediction_response(run)
         message = PredictionMessage(
@@ -213,7 +214,7 @@ def hub_for_app(state: Any, *, poll_interval_s: float, queue_size: int) -> Strea
             run.timeframe,
             prediction.bar_time,
             prediction,
-            signal_response(run, strategy),
+            signal_response(run, resolve_strategy(strategy)),
         )
         return msgspec.json.encode(message)
 
@@ -243,12 +244,16 @@ async def _until_disconnect(socket: WebSocket[Any, Any, Any]) -> None:
 
 @websocket("/ws/{symbol:str}", summary="Live prediction + signal for every new bar")
 async def stream_socket(
-    socket: WebSocket[Any, Any, Any], symbol: FromPath[str], timeframe: FromQuery[str] = "5m"
+    socket: WebSocket[Any, Any, Any],
+    symbol: FromPath[str],
+    timeframe: FromQuery[str] = "5m",
+    strategy: FromQuery[str] = DEFAULT_STRATEGY,
 ) -> None:
     state = socket.app.state
     await socket.accept()
     try:
         sym, tf = parse_symbol(symbol), parse_timeframe(timeframe).value
+        resolve_strategy(strategy)
         await BarStore(await state.resources.database()).get_symbol(sym)  # 404s before watching
     except Exception as exc:
         status, body = describe(exc)
@@ -259,7 +264,7 @@ async def stream_socket(
         return
     hub: StreamHub = state.stream
     settings = state.resources.settings.api
-    subscriber = hub.subscribe((sym, tf))
+    subscriber = hub.subscribe((sym, tf, strategy))
     sender = asyncio.create_task(_send_loop(socket, subscriber, hub, settings.ws_heartbeat_s))
     receiver = asyncio.create_task(_until_disconnect(socket))
     try:

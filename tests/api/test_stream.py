@@ -25,15 +25,17 @@ from orchestrator.settings import ApiSettings, DatabaseSettings
 from tests.api.conftest import api_settings, served
 from tests.conftest import TrainedRepository
 
+KEY = ("BTCUSD", "5m", "balanced")
+
 # --- the hub on its own: fan-out and slow-client isolation ----------------------------------
 
 
 def _hub(bars: list[datetime | None], computed: list[str]) -> StreamHub:
-    async def last_bar(symbol: str, timeframe: str) -> datetime | None:
+    async def last_bar(key: tuple[str, str, str]) -> datetime | None:
         return bars[-1]
 
-    async def compute(symbol: str, timeframe: str) -> bytes:
-        computed.append(symbol)
+    async def compute(key: tuple[str, str, str]) -> bytes:
+        computed.append(key[0])
         return f'{{"n": {len(computed)}}}'.encode()
 
     return StreamHub(last_bar, compute, poll_interval_s=0.01, queue_size=4)
@@ -43,13 +45,13 @@ async def test_one_computation_per_new_bar_reaches_every_subscriber() -> None:
     bars: list[datetime | None] = [datetime(2025, 1, 1)]
     computed: list[str] = []
     hub = _hub(bars, computed)
-    subscribers = [hub.subscribe(("BTCUSD", "5m")) for _ in range(5)]
+    subscribers = [hub.subscribe(KEY) for _ in range(5)]
     for sub in subscribers:
         assert await asyncio.wait_for(sub.queue.get(), 2) == b'{"n": 1}'
     bars.append(datetime(2025, 1, 1, 0, 5))
     for sub in subscribers:
         assert await asyncio.wait_for(sub.queue.get(), 2) == b'{"n": 2}'
-    late = hub.subscribe(("BTCUSD", "5m"))  # a newcomer gets the current message at once
+    late = hub.subscribe(KEY)  # a newcomer gets the current message at once
     assert late.queue.get_nowait() == b'{"n": 2}'
     assert computed == ["BTCUSD", "BTCUSD"]
     assert len(hub.feeds) == 1
@@ -61,8 +63,8 @@ async def test_a_client_that_never_reads_loses_only_its_own_old_messages() -> No
     bars: list[datetime | None] = [datetime(2025, 1, 1)]
     computed: list[str] = []
     hub = _hub(bars, computed)
-    slow = hub.subscribe(("BTCUSD", "5m"))
-    fast = hub.subscribe(("BTCUSD", "5m"))
+    slow = hub.subscribe(KEY)
+    fast = hub.subscribe(KEY)
     received = []
     for minute in range(1, 11):
         received.append(await asyncio.wait_for(fast.queue.get(), 2))
@@ -82,10 +84,10 @@ async def test_a_client_that_never_reads_loses_only_its_own_old_messages() -> No
 async def test_a_failing_computation_is_reported_once_and_retried() -> None:
     calls = 0
 
-    async def last_bar(symbol: str, timeframe: str) -> datetime | None:
+    async def last_bar(key: tuple[str, str, str]) -> datetime | None:
         return datetime(2025, 1, 1)
 
-    async def compute(symbol: str, timeframe: str) -> bytes:
+    async def compute(key: tuple[str, str, str]) -> bytes:
         nonlocal calls
         calls += 1
         if calls < 4:
@@ -93,7 +95,7 @@ async def test_a_failing_computation_is_reported_once_and_retried() -> None:
         return b'{"ok": true}'
 
     hub = StreamHub(last_bar, compute, poll_interval_s=0.01)
-    sub = hub.subscribe(("BTCUSD", "5m"))
+    sub = hub.subscribe(KEY)
     first = msgspec.json.decode(await asyncio.wait_for(sub.queue.get(), 2))
     assert first["type"] == "error"
     assert first["status"] == 500
@@ -133,6 +135,7 @@ async def test_new_bar_reaches_every_client_from_one_computation(
         url = f"ws://127.0.0.1:{port}/ws/btcusd"
         before = _ensemble_requests(model_server)
         readers = [await websockets.connect(url) for _ in range(3)]
+        readers.append(await websockets.connect(url + "?strategy=conservative"))
         never_reads = await websockets.connect(url, max_queue=1)
         for ws in readers:
             first = await _next(ws, "prediction")
@@ -165,13 +168,15 @@ async def test_new_bar_reaches_every_client_from_one_computation(
             assert prediction["close"] == pytest.approx(float(row["close"].iloc[0]), rel=1e-6)
             assert signal["signal"]["entry"] == pytest.approx(prediction["close"])
             assert len(prediction["horizons"]) == 4
+            expected = "conservative" if ws is readers[-1] else "balanced"
+            assert signal["strategy"]["name"] == expected
         await _next(readers[0], "heartbeat", timeout_s=5)
-        # Two bars, four clients: two ensemble requests, not eight.
+        # Two bars, five clients on two strategies: two ensemble requests, not ten.
         assert _ensemble_requests(model_server) - before == 2
         stream = app.state.stream.snapshot()
-        assert stream.clients == 4
-        assert stream.feeds == 1
-        assert stream.computations == 2
+        assert stream.clients == 5
+        assert stream.feeds == 2
+        assert stream.computations == 4  # one message per bar per strategy feed
         for ws in readers:
             await ws.close()
         # never_reads is still open: shutdown must close it rather than wait for it.
@@ -191,6 +196,14 @@ async def test_unknown_symbol_and_auth_close_with_a_reason(
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 10)
             assert ws.close_code == 4404
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/ws/BTCUSD?token=k&strategy=yolo"
+        ) as ws:
+            message = msgspec.json.decode(await asyncio.wait_for(ws.recv(), 10))
+            assert message["error"]["field"] == "strategy"
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 4400
         async with websockets.connect(f"ws://127.0.0.1:{port}/ws/BTCUSD") as ws:
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 10)
