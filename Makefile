@@ -62,8 +62,9 @@ triton: triton-env ## Start tritonserver (explicit mode, cpu profile) on 8000/80
 	@if [ ! -f model_repository/cpu/signal_ensemble/config.pbtxt ]; then $(MAKE) --no-print-directory models; fi
 	@$(PY) -m orchestrator triton up
 
-models: db ## Train on the store's bars (walk-forward) and export cpu + gpu profiles
-	@$(PY) -m export train --repository model_repository
+TIMEFRAMES ?= 5m 15m 1h
+models: db ## Train on the store's bars (walk-forward) and export cpu + gpu profiles, one model set per $TIMEFRAMES
+	@for tf in $(TIMEFRAMES); do $(PY) -m export train --timeframe $$tf --repository model_repository || exit 1; done
 
 orchestrator: env ## Start the Litestar API in the background on $(API_PORT)
 	@$(PY) -m orchestrator.devstack.api_process up

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import tritonclient.http as httpclient
 
 from orchestrator.devstack.triton import TritonServer, repository_models
+from orchestrator.inference.models import FEATURE_MODELS
 from orchestrator.settings import PROJECT_ROOT
 
 OUT = Path(__file__).parent / "results" / "perf"
@@ -122,10 +123,12 @@ def main() -> int:
     parser.add_argument("--repository", default=str(PROJECT_ROOT / "model_repository" / "cpu"))
     parser.add_argument("--concurrency", default="1:16:5", help="perf_analyzer start:end:step")
     parser.add_argument("--interval-ms", type=int, default=2000)
-    parser.add_argument("--models", help="comma-separated (default: every model in the repository)")
+    parser.add_argument("--models", help="comma-separated (default: the 5m model set)")
     args = parser.parse_args()
     repository = Path(args.repository)
-    models = args.models.split(",") if args.models else repository_models(repository)
+    # Default: the 5m set (the other timeframes' sets are the same graphs with other weights).
+    present = repository_models(repository)
+    models = args.models.split(",") if args.models else [m for m in FEATURE_MODELS if m in present]
     if not models:
         print(f"error: no models in {repository}; run `make models`", file=sys.stderr)
         return 2

@@ -6,11 +6,12 @@ import argparse
 import asyncio
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
-from export.exporter import export_profiles
+from export.exporter import card_name, export_profiles
 from export.train import TrainConfig, prepare_symbol, train_all
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.marketdata.store import BarStore
@@ -27,9 +28,10 @@ async def load_bars(symbols: list[str] | None, timeframe: str) -> dict[str, pd.D
         chosen = symbols or known
         tf = parse_timeframe(timeframe)
         frames = {}
+        everything = (datetime(1970, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(days=1))
         for symbol in chosen:
-            count = await store.count_bars(symbol, tf)
-            frames[symbol] = await store.latest_bars(symbol, tf, max(count, 1))
+            # Stored at `tf`, or resampled from the symbol's base timeframe (5m -> 15m, 1h, ...).
+            frames[symbol] = await store.bars_between(symbol, tf, *everything)
         return {s: f for s, f in frames.items() if len(f)}
     finally:
         await db.close()
@@ -73,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     versions = export_profiles(models, Path(args.repository), tensorrt=args.tensorrt)
+    card = Path(args.repository) / "cpu" / card_name(cfg.timeframe.value)
     print(
         f"exported version {versions['cpu']} to {args.repository}/cpu and {args.repository}/gpu "
-        f"in {time.perf_counter() - started:.0f} s; card: {args.repository}/cpu/MODEL_CARD.md"
+        f"in {time.perf_counter() - started:.0f} s; card: {card}"
     )
     return 0
 

@@ -12,6 +12,7 @@ import torch
 from export.catalog import ENSEMBLE, GRU, META, TRANSFORMER, XGB_LONG, XGB_SHORT, model_defs
 from export.repository import next_version, publish_version
 from export.train import TrainedModels
+from orchestrator.inference.models import BASE_TIMEFRAME, served_name
 
 ONNX_OPSET = 17
 
@@ -69,18 +70,25 @@ def write_artifacts(models: TrainedModels, out: Path) -> dict[str, dict[str, Pat
     """Artifacts per model name, plus the spec and card that travel with every version."""
     spec = models.spec
     n_range = len(spec.horizons) * 2
+    tf = spec.timeframe
     files: dict[str, dict[str, Path]] = {}
-    for name, net in ((GRU, models.gru), (TRANSFORMER, models.transformer)):
+    nets = ((served_name(GRU, tf), models.gru), (served_name(TRANSFORMER, tf), models.transformer))
+    for name, net in nets:
         export_onnx_range(net, out / f"{name}.onnx", spec.window, spec.n_features)
         export_torchscript(net, out / f"{name}.pt", spec.window, spec.n_features)
         files[name] = {"model.onnx": out / f"{name}.onnx"}
         files[f"{name}_torchscript"] = {"model.pt": out / f"{name}.pt"}
-    for name, booster in ((XGB_LONG, models.xgb_long), (XGB_SHORT, models.xgb_short)):
+    boosters = (
+        (served_name(XGB_LONG, tf), models.xgb_long),
+        (served_name(XGB_SHORT, tf), models.xgb_short),
+    )
+    for name, booster in boosters:
         booster.save_model(str(out / f"{name}.json"))
         files[name] = {"xgboost.json": out / f"{name}.json"}
-    export_onnx_meta(models.meta, out / f"{META}.onnx", n_range, len(spec.context_features))
-    files[META] = {"model.onnx": out / f"{META}.onnx"}
-    files[ENSEMBLE] = {}
+    meta = served_name(META, tf)
+    export_onnx_meta(models.meta, out / f"{meta}.onnx", n_range, len(spec.context_features))
+    files[meta] = {"model.onnx": out / f"{meta}.onnx"}
+    files[served_name(ENSEMBLE, tf)] = {}
     (out / "feature_spec.json").write_bytes(spec.dumps())
     (out / "model_card.json").write_text(json.dumps(models.card, indent=2, default=str))
     for entry in files.values():
@@ -95,7 +103,11 @@ def export_profiles(
     """Writes a new version of every model into `<root>/cpu` and `<root>/gpu`."""
     spec = models.spec
     defs = model_defs(
-        spec.window, spec.n_features, len(spec.horizons) * 2, len(spec.context_features)
+        spec.window,
+        spec.n_features,
+        len(spec.horizons) * 2,
+        len(spec.context_features),
+        spec.timeframe,
     )
     versions = {}
     spec_json = msgspec.json.encode(spec).decode()
@@ -115,13 +127,18 @@ def export_profiles(
                     version,
                     files[model.name],
                     fingerprint=spec.fingerprint,
-                    feature_spec=spec_json if model.name == ENSEMBLE else None,
+                    feature_spec=spec_json if model.kind == "ensemble" else None,
                     timeframe=spec.timeframe,
                     tensorrt=tensorrt,
                 )
             versions[profile] = version
-            (repository / "MODEL_CARD.md").write_text(render_card(models.card, version))
+            (repository / card_name(spec.timeframe)).write_text(render_card(models.card, version))
     return versions
+
+
+def card_name(timeframe: str) -> str:
+    """MODEL_CARD.md for the 5m set, MODEL_CARD_<tf>.md for the others."""
+    return "MODEL_CARD.md" if timeframe == BASE_TIMEFRAME else f"MODEL_CARD_{timeframe}.md"
 
 
 def render_card(card: dict[str, object], version: int) -> str:

@@ -5,6 +5,7 @@ suite starts, it stops."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from orchestrator.devstack.triton import TritonServer
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.migrate import migrate
+from orchestrator.marketdata.resample import resample_bars
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import PROJECT_ROOT, DatabaseSettings, TritonSettings
@@ -140,6 +142,8 @@ class TrainedRepository:
     models: TrainedModels
     data: list[SymbolData]
     version: int
+    models_15m: TrainedModels  # a second set, served side by side as signal_ensemble_15m etc.
+    data_15m: list[SymbolData]
 
     @property
     def cpu(self) -> Path:
@@ -158,7 +162,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
     models = train_all(data, TINY)
     root = tmp_path_factory.mktemp("model_repository")
     versions = export_profiles(models, root)
-    return TrainedRepository(root, models, data, versions["cpu"])
+    tiny_15m = dataclasses.replace(TINY, timeframe=Timeframe.M15)
+    data_15m = [
+        prepare_symbol(d.symbol, resample_bars(d.bars, Timeframe.M15), tiny_15m) for d in data
+    ]
+    models_15m = train_all(data_15m, tiny_15m)
+    export_profiles(models_15m, root)
+    return TrainedRepository(root, models, data, versions["cpu"], models_15m, data_15m)
 
 
 @pytest.fixture(scope="session")

@@ -303,6 +303,7 @@ export interface components {
             detail: string;
             models?: string[];
             status: string;
+            timeframes?: string[];
         };
         /** EquityCurve */
         EquityCurve: {

@@ -20,6 +20,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from orchestrator.api.errors import ErrorBody, NotFoundError, describe, error_responses
+from orchestrator.api.predictions import served_models
 from orchestrator.backtest.report import BacktestResult
 from orchestrator.backtest.request import BacktestRequest, BacktestRequestError, parse_moment
 from orchestrator.backtest.runner import run_backtest
@@ -177,7 +178,8 @@ class BacktestController(Controller):
 
         async def plain(progress: Any) -> BacktestResult:
             db = await resources.database()
-            return await run_backtest(request, db=db, models=resources.models, progress=progress)
+            models = await served_models(state, parse_timeframe(request.timeframe).value)
+            return await run_backtest(request, db=db, models=models, progress=progress)
 
         if params.run_as_job or _expected_bars(request) > INLINE_MAX_BARS:
             return Response(jobs.submit(plain), status_code=202)

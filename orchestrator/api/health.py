@@ -11,7 +11,13 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from orchestrator.api.resources import Resources
 from orchestrator.features.spec import FeatureSpecMismatchError
-from orchestrator.inference.models import FEATURE_MODELS, verify_served_models
+from orchestrator.inference.models import (
+    ENSEMBLE,
+    FEATURE_MODELS,
+    SERVED_TIMEFRAMES,
+    served_name,
+    verify_served_models,
+)
 from orchestrator.marketdata.db import DatabaseUnavailableError
 
 _CHECK_TIMEOUT_S = 2.0
@@ -22,6 +28,7 @@ class DependencyStatus(msgspec.Struct):
     address: str
     detail: str = ""
     models: list[str] = []
+    timeframes: list[str] = []  # Triton: timeframes with a served, compatible signal ensemble
 
 
 class HealthReport(msgspec.Struct):
@@ -52,12 +59,14 @@ async def _triton_status(resources: Resources) -> DependencyStatus:
     except Exception as exc:  # tritonclient raises its own error type for every transport failure
         return DependencyStatus("down", address, f"Triton unreachable ({exc}); {how_to_start}")
     loaded = sorted(m.name for m in index.models if m.state == "READY")
-    served = tuple(m for m in FEATURE_MODELS if m in loaded)
+    known = {served_name(m, tf) for tf in SERVED_TIMEFRAMES for m in FEATURE_MODELS}
+    served = tuple(m for m in loaded if m in known)
     try:
-        await verify_served_models(resources.triton, served, timeout_s=_CHECK_TIMEOUT_S)
+        found = await verify_served_models(resources.triton, served, timeout_s=_CHECK_TIMEOUT_S)
     except FeatureSpecMismatchError as exc:
         return DependencyStatus("incompatible", address, str(exc), models=loaded)
-    return DependencyStatus("up", address, models=loaded)
+    timeframes = [tf for tf in SERVED_TIMEFRAMES if found.get(served_name(ENSEMBLE, tf)) == tf]
+    return DependencyStatus("up", address, models=loaded, timeframes=timeframes)
 
 
 async def health_report(resources: Resources) -> HealthReport:

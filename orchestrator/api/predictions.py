@@ -14,7 +14,11 @@ from orchestrator.api.errors import PREDICTION_ERRORS, BadParameterError
 from orchestrator.features.horizons import Horizon
 from orchestrator.features.online import ModelInputs, inputs_for_latest, required_bars
 from orchestrator.features.spec import FeatureSpec
-from orchestrator.inference.client import EnsembleOutput
+from orchestrator.inference.client import (
+    EnsembleOutput,
+    ModelServiceUnavailableError,
+    SignalModels,
+)
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import parse_symbol, parse_timeframe
 from orchestrator.signals.logic import Signal, build_signal
@@ -54,13 +58,22 @@ class PredictionResponse(msgspec.Struct):
     feature_fingerprint: str
 
 
-def _check_timeframe(spec: FeatureSpec, requested: str) -> None:
-    if requested != spec.timeframe:
+async def served_models(state: State, timeframe: str) -> SignalModels:
+    """The timeframe's model set, or a 400 naming the fix when Triton serves none for it."""
+    resources = state.resources
+    models: SignalModels = resources.models_for(timeframe)
+    try:
+        await models.served_version()
+    except ModelServiceUnavailableError:
+        if models is resources.models:
+            raise
+        await resources.models.served_version()  # Triton itself down: that 503 wins
         raise BadParameterError(
             "timeframe",
-            f"the served models are trained on {spec.timeframe} bars; "
-            f"use timeframe={spec.timeframe} (or train {requested} models with `make models`)",
-        )
+            f"no {timeframe} models are served ({models.ensemble} is not loaded); train them "
+            f'with `make models TIMEFRAMES="{timeframe}"` and restart Triton',
+        ) from None
+    return models
 
 
 class SignalResponse(msgspec.Struct):
@@ -86,10 +99,9 @@ async def infer_latest(state: State, symbol: str, timeframe: str) -> Inference:
     """Latest bars -> shared features -> one ensemble request, cached with single-flight by
     (symbol, timeframe, last bar time, served model version)."""
     sym, tf = parse_symbol(symbol), parse_timeframe(timeframe)
-    models = state.resources.models
+    models = await served_models(state, tf.value)
     version = await models.served_version()
     spec = await models.spec()
-    _check_timeframe(spec, tf.value)
     store = BarStore(await state.resources.database())
     last_bar = await store.last_bar_time(sym, tf)
 

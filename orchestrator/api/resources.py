@@ -11,6 +11,7 @@ import tritonclient.grpc.aio as grpcclient
 
 from orchestrator.inference.cache import SingleFlightCache
 from orchestrator.inference.client import SignalModels
+from orchestrator.inference.models import BASE_TIMEFRAME, ENSEMBLE, served_name
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.settings import Settings
 
@@ -23,6 +24,7 @@ class Resources:
     predictions: SingleFlightCache[tuple[object, ...], Any] = field(
         default_factory=SingleFlightCache
     )
+    _by_timeframe: dict[str, SignalModels] = field(default_factory=dict)
     _db: Database | None = None
     _db_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -35,6 +37,17 @@ class Resources:
         with contextlib.suppress(DatabaseUnavailableError):
             await resources.database()
         return resources
+
+    def models_for(self, timeframe: str) -> SignalModels:
+        """The model set trained on `timeframe` (signal_ensemble, signal_ensemble_15m, ...)."""
+        if timeframe == BASE_TIMEFRAME:
+            return self.models
+        models = self._by_timeframe.get(timeframe)
+        if models is None:
+            timeout_s = self.settings.triton.request_timeout_s
+            ensemble = served_name(ENSEMBLE, timeframe)
+            models = self._by_timeframe[timeframe] = SignalModels(self.triton, timeout_s, ensemble)
+        return models
 
     async def database(self) -> Database:
         """The pool, (re)connecting on first use so a late database does not need a restart."""

@@ -153,7 +153,9 @@ async def execute(
     from orchestrator.backtest.runner import run_backtest
     from orchestrator.backtest.walkforward import WalkForwardConfig, run_walk_forward
     from orchestrator.inference.client import SignalModels
+    from orchestrator.inference.models import ENSEMBLE, served_name
     from orchestrator.marketdata.db import Database
+    from orchestrator.marketdata.timeframes import parse_timeframe
 
     db = await Database.connect(settings.db)
     try:
@@ -164,7 +166,8 @@ async def execute(
             return await run_walk_forward(request, db=db, config=config, progress=progress)
         client = grpc_aio.InferenceServerClient(settings.triton.grpc_url)
         try:
-            models = SignalModels(client, settings.triton.request_timeout_s)
+            ensemble = served_name(ENSEMBLE, parse_timeframe(request.timeframe).value)
+            models = SignalModels(client, settings.triton.request_timeout_s, ensemble)
             return await run_backtest(
                 request,
                 db=db,

@@ -82,7 +82,10 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
     out: dict[str, npt.NDArray[np.float64]] = {}
     for lag in RETURN_LAGS:
         out[f"ret_{lag}"] = log_c.diff(lag).to_numpy()
-    atr = ta.atr(h, low, c, length=int(p["atr"]), talib=True).to_numpy()
+    atr_series = ta.atr(h, low, c, length=int(p["atr"]), talib=True)
+    if atr_series is None:  # pandas-ta answers None for a series shorter than the indicator
+        raise ValueError(f"{len(bars)} bars are too few to compute the features")
+    atr = atr_series.to_numpy()
     out["rsi"] = ta.rsi(c, length=int(p["rsi"]), talib=True).to_numpy() / 100.0 - 0.5
     macd = ta.macd(
         c,

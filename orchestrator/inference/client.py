@@ -40,9 +40,15 @@ class EnsembleOutput:
 class SignalModels:
     """One aio gRPC client per process (created in the lifespan), with deadlines."""
 
-    def __init__(self, client: grpc_aio.InferenceServerClient, timeout_s: float) -> None:
+    def __init__(
+        self,
+        client: grpc_aio.InferenceServerClient,
+        timeout_s: float,
+        ensemble: str = ENSEMBLE,
+    ) -> None:
         self.client = client
         self.timeout_s = timeout_s
+        self.ensemble = ensemble
         self._spec: FeatureSpec | None = None
         self._lock = asyncio.Lock()
         self._version: str | None = None
@@ -55,19 +61,19 @@ class SignalModels:
             if self._spec is None:
                 try:
                     response = await self.client.get_model_config(
-                        ENSEMBLE, as_json=True, client_timeout=self.timeout_s
+                        self.ensemble, as_json=True, client_timeout=self.timeout_s
                     )
                 except InferenceServerException as exc:
                     raise ModelServiceUnavailableError(_describe(exc)) from exc
                 config = response["config"]
-                check_config_fingerprint(config, ENSEMBLE)
+                check_config_fingerprint(config, self.ensemble)
                 raw = config.get("parameters", {}).get("feature_spec", {}).get("string_value")
                 if not raw:
                     raise ModelServiceUnavailableError(
-                        f"{ENSEMBLE} carries no feature spec; re-export it with `make models`"
+                        f"{self.ensemble} carries no feature spec; re-export it with `make models`"
                     )
                 spec = msgspec.json.decode(raw, type=FeatureSpec)
-                check_compatible(spec, ENSEMBLE)
+                check_compatible(spec, self.ensemble)
                 self._spec = spec
             return self._spec
 
@@ -78,7 +84,7 @@ class SignalModels:
             return self._version
         try:
             metadata = await self.client.get_model_metadata(
-                ENSEMBLE, as_json=True, client_timeout=self.timeout_s
+                self.ensemble, as_json=True, client_timeout=self.timeout_s
             )
         except InferenceServerException as exc:
             raise ModelServiceUnavailableError(_describe(exc)) from exc
@@ -102,7 +108,7 @@ class SignalModels:
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
         try:
-            result = await self.client.infer(ENSEMBLE, tensors, client_timeout=self.timeout_s)
+            result = await self.client.infer(self.ensemble, tensors, client_timeout=self.timeout_s)
         except InferenceServerException as exc:
             raise ModelServiceUnavailableError(_describe(exc)) from exc
         return EnsembleOutput(

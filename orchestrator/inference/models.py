@@ -19,6 +19,18 @@ XGB_SHORT = "tpsl_xgb_short"
 META = "signal_metamodel"
 ENSEMBLE = "signal_ensemble"
 FEATURE_MODELS = (GRU, TRANSFORMER, XGB_LONG, XGB_SHORT, META, ENSEMBLE)
+# The 5m set keeps the plain names; a set trained on another timeframe carries it as a suffix
+# (signal_ensemble_15m, range_gru_1h, ...), so one Triton serves every timeframe side by side.
+BASE_TIMEFRAME = "5m"
+SERVED_TIMEFRAMES = ("5m", "15m", "1h")
+
+
+def served_name(model: str, timeframe: str) -> str:
+    return model if timeframe == BASE_TIMEFRAME else f"{model}_{timeframe}"
+
+
+def feature_models(timeframe: str) -> tuple[str, ...]:
+    return tuple(served_name(m, timeframe) for m in FEATURE_MODELS)
 
 
 def check_config_fingerprint(config: dict[str, Any], model: str) -> str:

@@ -13,7 +13,7 @@ from litestar.testing import AsyncTestClient
 from orchestrator.api.app import create_app
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.online import inputs_for_latest
-from orchestrator.inference.models import ENSEMBLE
+from orchestrator.inference.models import ENSEMBLE, served_name
 from orchestrator.settings import DatabaseSettings
 from tests.api.conftest import api_settings
 from tests.conftest import TrainedRepository
@@ -199,3 +199,41 @@ async def test_stats_and_metrics(
         'orchestrator_requests_total{app_name="trading_ml_engine",method="GET",path="/api/predict/{symbol}",status_code="200"}'
         in metrics
     )
+
+
+async def test_15m_requests_are_answered_by_the_15m_model_set(
+    loaded: TrainedRepository,
+    model_server: TritonServer,
+    client: AsyncTestClient,  # type: ignore[type-arg]
+) -> None:
+    response = await client.get("/api/predict/BTCUSD", params={"timeframe": "15m"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    bars = loaded.data_15m[0].bars  # the store's 5m bars resampled on read equal these
+    inputs = inputs_for_latest(bars, loaded.models_15m.spec)
+    direct = grpcclient.InferenceServerClient(f"127.0.0.1:{model_server.grpc_port}")
+    tensors = []
+    for name, array in (("SEQ", inputs.seq), ("TAB", inputs.tab), ("CTX", inputs.ctx)):
+        tensor = grpcclient.InferInput(name, list(array.shape), "FP32")
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    result = direct.infer(served_name(ENSEMBLE, "15m"), tensors)
+    gru = result.as_numpy("GRU_RANGE")[0]
+    assert body["timeframe"] == "15m"
+    assert body["bar_time"].startswith(bars.index[-1].strftime("%Y-%m-%dT%H:%M:%S"))
+    assert body["feature_fingerprint"] == loaded.models_15m.spec.fingerprint
+    for k, horizon in enumerate(body["horizons"]):
+        assert horizon["gru"]["up"] == pytest.approx(float(gru[2 * k]), abs=1e-5)
+    assert [h["bars"] for h in body["horizons"]] == [2, 16, 96, 480]
+
+    signal = await client.get("/api/signals/BTCUSD", params={"timeframe": "15m"})
+    assert signal.status_code == 200, signal.text
+    assert signal.json()["signal"]["horizon_bars"] == 16  # intraday: 4 h of 15m bars
+
+    missing = await client.get("/api/predict/BTCUSD", params={"timeframe": "1h"})
+    assert missing.status_code == 400
+    assert missing.json()["field"] == "timeframe"
+    assert "no 1h models are served" in missing.json()["message"]
+
+    health = (await client.get("/health")).json()
+    assert health["triton"]["timeframes"] == ["5m", "15m"]
