@@ -103,10 +103,10 @@ async def infer_latest(state: State, symbol: str, timeframe: str) -> Inference:
     version = await models.served_version()
     spec = await models.spec()
     store = BarStore(await state.resources.database())
-    last_bar = await store.last_bar_time(sym, tf)
+    last_bar = await store.last_closed_bar_time(sym, tf)
 
     async def compute() -> Inference:
-        bars = await store.latest_bars(sym, tf, required_bars(spec))
+        bars = await store.latest_bars(sym, tf, required_bars(spec), closed_only=True)
         # ~40 ms of pandas-ta work: off the event loop, so cached requests keep flowing meanwhile.
         inputs = await asyncio.to_thread(inputs_for_latest, bars, spec)
         return Inference(sym, tf.value, spec, inputs, await models.infer([inputs]))

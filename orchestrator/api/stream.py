@@ -202,7 +202,7 @@ def hub_for_app(state: Any, *, poll_interval_s: float, queue_size: int) -> Strea
 
     async def last_bar(key: FeedKey) -> datetime | None:
         store = BarStore(await state.resources.database())
-        return await store.last_bar_time(key[0], parse_timeframe(key[1]))
+        return await store.last_closed_bar_time(key[0], parse_timeframe(key[1]))
 
     async def compute(key: FeedKey) -> bytes:
         symbol, timeframe, strategy = key

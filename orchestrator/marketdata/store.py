@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -147,6 +147,19 @@ class BarStore:
         )
         return rows[0][0].replace(tzinfo=UTC) if rows and rows[0][0] else None
 
+    async def last_closed_bar_time(self, symbol: str, timeframe: Timeframe) -> datetime | None:
+        """Open time of the newest *closed* bar: for a resampled timeframe, a bucket closes when
+        the base bar in its last slot has landed (the forming bucket does not count)."""
+        symbol = parse_symbol(symbol)
+        source = await self._source_timeframe(symbol, timeframe)
+        newest = await self.last_bar_time(symbol, source)
+        if newest is None or source == timeframe:
+            return newest
+        step = timedelta(seconds=timeframe.seconds)
+        bucket = pd.Timestamp(newest).floor(timeframe.pandas_freq).to_pydatetime()
+        closed = newest + timedelta(seconds=source.seconds) >= bucket + step
+        return bucket if closed else bucket - step
+
     async def count_bars(self, symbol: str, timeframe: Timeframe) -> int:
         rows = await self.db.fetchall(
             "SELECT COUNT(*) FROM bars WHERE symbol = %s AND timeframe = %s",
@@ -154,16 +167,21 @@ class BarStore:
         )
         return int(rows[0][0])
 
-    async def latest_bars(self, symbol: str, timeframe: Timeframe, limit: int) -> pd.DataFrame:
-        """The newest `limit` bars, oldest first; resampled from the base timeframe if needed."""
+    async def latest_bars(
+        self, symbol: str, timeframe: Timeframe, limit: int, *, closed_only: bool = False
+    ) -> pd.DataFrame:
+        """The newest `limit` bars, oldest first; resampled from the base timeframe if needed.
+        `closed_only` leaves out a resampled bucket that is still forming (models were trained
+        on closed bars only)."""
         if limit <= 0:
             raise ValueError("limit must be a positive number of bars")
         symbol = parse_symbol(symbol)
         source = await self._source_timeframe(symbol, timeframe)
         ratio = timeframe.seconds // source.seconds
         # Each bucket holds at most `ratio` base bars, so (limit + 1) * ratio base bars always
-        # span at least limit + 1 buckets; the oldest one may be cut short and is dropped.
-        fetch = limit if ratio == 1 else (limit + 1) * ratio
+        # span at least limit + 1 buckets; the oldest one may be cut short and is dropped (and
+        # with closed_only one more is fetched for the forming bucket that may be left out).
+        fetch = limit if ratio == 1 else (limit + 1 + int(closed_only)) * ratio
         rows = await self.db.fetchall(
             f"{_SELECT_BARS} WHERE symbol = %s AND timeframe = %s ORDER BY ts DESC LIMIT %s",
             (symbol, source.value, fetch),
@@ -171,7 +189,7 @@ class BarStore:
         frame = _to_frame(rows[::-1])
         if ratio == 1:
             return frame
-        resampled = resample_bars(frame, timeframe)
+        resampled = resample_bars(frame, timeframe, complete_only=closed_only, base=source)
         if len(rows) == fetch:
             resampled = resampled.iloc[1:]
         return resampled.iloc[-limit:]

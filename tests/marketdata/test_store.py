@@ -115,3 +115,28 @@ async def test_unknown_and_hostile_symbols(clean_db: Database) -> None:
         await store.latest_bars("BTC'; DROP TABLE bars; --", Timeframe.M5, 10)
     with pytest.raises(ValueError, match="invalid timeframe"):
         parse_timeframe("7m")
+
+
+async def test_forming_bucket_is_left_out_for_predictions(clean_db: Database) -> None:
+    # 14 bars from 00:00: the 15m bucket opening 01:00 holds 01:00 and 01:05 and is still forming.
+    await _load(clean_db, "BTCUSD", 14)
+    store = BarStore(clean_db)
+    shown = await store.latest_bars("BTCUSD", Timeframe.M15, 3)
+    closed = await store.latest_bars("BTCUSD", Timeframe.M15, 3, closed_only=True)
+    assert [t.strftime("%H:%M") for t in shown.index] == ["00:30", "00:45", "01:00"]
+    assert [t.strftime("%H:%M") for t in closed.index] == ["00:15", "00:30", "00:45"]
+    last_closed = await store.last_closed_bar_time("BTCUSD", Timeframe.M15)
+    assert last_closed is not None
+    assert last_closed.strftime("%H:%M") == "00:45"
+    # The 01:10 bar fills the bucket's last slot: now it is closed.
+    info = {"BTCUSD": SymbolInfo("BTCUSD", "crypto", 0.01, Timeframe.M5)}
+    await write_bars(clean_db, _bars("BTCUSD", 15).iloc[14:], info, show_progress=False)
+    last_closed = await store.last_closed_bar_time("BTCUSD", Timeframe.M15)
+    assert last_closed is not None
+    assert last_closed.strftime("%H:%M") == "01:00"
+    closed = await store.latest_bars("BTCUSD", Timeframe.M15, 2, closed_only=True)
+    assert [t.strftime("%H:%M") for t in closed.index] == ["00:45", "01:00"]
+    assert float(closed["close"].iloc[-1]) == 1001 + 14  # the 01:10 bar's close
+    five = await store.last_closed_bar_time("BTCUSD", Timeframe.M5)
+    assert five is not None
+    assert five.strftime("%H:%M") == "01:10"  # stored timeframe: the newest bar is closed
