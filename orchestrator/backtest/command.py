@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strategy", default=DEFAULT_STRATEGY, help=f"one of {', '.join(STRATEGIES)}"
     )
-    parser.add_argument("--timeframe", default="5m", help="must be the models' timeframe")
+    parser.add_argument("--timeframe", default="5m", help="5m, 15m or 1h: the model set used")
     signal = parser.add_argument_group("signal and simulation parameters")
     signal.add_argument("--min-confidence", type=float, help="override the strategy's threshold")
     signal.add_argument("--min-range-tp-ratio", type=float, help="override the range filter")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import shutil
 import tempfile
@@ -70,7 +71,7 @@ from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.indicators import FEATURE_NAMES
 from orchestrator.inference.client import ModelServiceUnavailableError, SignalModels
-from orchestrator.inference.models import ENSEMBLE, FEATURE_MODELS
+from orchestrator.inference.models import BASE_TIMEFRAME, ENSEMBLE, feature_models, served_name
 from orchestrator.marketdata.db import Database
 from orchestrator.settings import RUN_DIR
 
@@ -125,23 +126,26 @@ async def scratch_slot(work_dir: Path | None = None) -> AsyncIterator[ModelSlot]
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-async def load_version(slot: ModelSlot, version: int, timeout_s: float) -> None:
+async def load_version(
+    slot: ModelSlot, version: int, timeout_s: float, timeframe: str = BASE_TIMEFRAME
+) -> None:
     """Composing models first (concurrently: each Python-backend stub takes seconds to start),
     the ensemble last, then check that the new version answers."""
-    steps = [name for name in FEATURE_MODELS if name != ENSEMBLE]
+    ensemble = served_name(ENSEMBLE, timeframe)
+    steps = [name for name in feature_models(timeframe) if name != ensemble]
     try:
         await asyncio.gather(
             *(slot.client.load_model(name, client_timeout=timeout_s) for name in steps)
         )
-        await slot.client.load_model(ENSEMBLE, client_timeout=timeout_s)
-        ready = await slot.client.is_model_ready(ENSEMBLE, str(version))
+        await slot.client.load_model(ensemble, client_timeout=timeout_s)
+        ready = await slot.client.is_model_ready(ensemble, str(version))
     except InferenceServerException as exc:
         raise ModelServiceUnavailableError(
             f"loading walk-forward models version {version} failed: {exc.message() or exc}"
         ) from exc
     if not ready:
         raise ModelServiceUnavailableError(
-            f"{ENSEMBLE} version {version} is not ready after load_model"
+            f"{ensemble} version {version} is not ready after load_model"
         )
 
 
@@ -227,8 +231,9 @@ async def run_walk_forward(
     """
     started = time.perf_counter()
     notify = progress or (lambda phase, fraction: None)
-    cfg = config.train
     resolved = resolve_request(request)
+    # Models are trained on the timeframe the backtest asks for (15m bars -> a 15m set).
+    cfg = dataclasses.replace(config.train, timeframe=resolved.timeframe)
     # The spec every window's models will carry, less the normalisation statistics.
     template = spec_from_stats([0.0] * len(FEATURE_NAMES), [1.0] * len(FEATURE_NAMES), cfg)
     check_timeframe(resolved, template)
@@ -270,7 +275,7 @@ async def run_walk_forward(
             versions = await asyncio.to_thread(export_profiles, trained.models, slot.root)
             export_s = time.perf_counter() - began
             began = time.perf_counter()
-            await load_version(slot, versions["cpu"], config.timeout_s)
+            await load_version(slot, versions["cpu"], config.timeout_s, cfg.timeframe.value)
             load_s = time.perf_counter() - began
             training_s += trained.train_s + export_s + load_s
             last_spec = trained.models.spec
@@ -280,7 +285,10 @@ async def run_walk_forward(
                 notify("inference", (i + (done / total if total else 1.0)) / windows)
 
             part = await predict_bars(
-                SignalModels(slot.client, config.timeout_s),  # fresh: no cached spec/version
+                # fresh: no cached spec/version
+                SignalModels(
+                    slot.client, config.timeout_s, served_name(ENSEMBLE, cfg.timeframe.value)
+                ),
                 bars.iloc[lo - warmup : hi],
                 symbol=resolved.symbol,
                 first=warmup,

@@ -121,3 +121,17 @@ async def test_unknown_job_is_404(client: AsyncTestClient) -> None:  # type: ign
     response = await client.get("/api/backtest/0123456789abcdef")
     assert response.status_code == 404
     assert response.json()["field"] == "job_id"
+
+
+async def test_a_15m_backtest_runs_on_the_15m_models(
+    client: AsyncTestClient,  # type: ignore[type-arg]
+) -> None:
+    response = await client.post("/api/backtest", json={**BODY, "timeframe": "15m"})
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert result["timeframe"] == "15m"
+    assert result["bars"] == 11 * 96
+    assert result["horizon_bars"] == 16  # intraday = 4 h of 15m bars
+    missing = await client.post("/api/backtest", json={**BODY, "timeframe": "1h"})
+    assert missing.status_code == 400
+    assert "no 1h models are served" in missing.json()["message"]
