@@ -12,11 +12,24 @@ from litestar.testing import AsyncTestClient
 
 from orchestrator.api.app import create_app
 from orchestrator.devstack.triton import TritonServer
-from orchestrator.features.online import inputs_for_latest
+from orchestrator.features.online import ModelInputs, inputs_for_latest
 from orchestrator.inference.models import ENSEMBLE, served_name
 from orchestrator.settings import DatabaseSettings
 from tests.api.conftest import api_settings
 from tests.conftest import TrainedRepository
+
+
+def _direct_infer(
+    server: TritonServer, inputs: ModelInputs, ensemble: str
+) -> grpcclient.InferResult:
+    """The same inputs straight to Triton, bypassing the orchestrator."""
+    direct = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    tensors = []
+    for name, array in (("SEQ", inputs.seq), ("TAB", inputs.tab), ("CTX", inputs.ctx)):
+        tensor = grpcclient.InferInput(name, list(array.shape), "FP32")
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return direct.infer(ensemble, tensors)
 
 
 @pytest.fixture
@@ -37,13 +50,7 @@ async def test_predict_equals_a_direct_triton_call(
     body = response.json()
     bars = loaded.data[0].bars
     inputs = inputs_for_latest(bars, loaded.models.spec)
-    direct = grpcclient.InferenceServerClient(f"127.0.0.1:{model_server.grpc_port}")
-    tensors = []
-    for name, array in (("SEQ", inputs.seq), ("TAB", inputs.tab), ("CTX", inputs.ctx)):
-        tensor = grpcclient.InferInput(name, list(array.shape), "FP32")
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-    result = direct.infer(ENSEMBLE, tensors)
+    result = _direct_infer(model_server, inputs, ENSEMBLE)
     gru, tf = result.as_numpy("GRU_RANGE")[0], result.as_numpy("TF_RANGE")[0]
     assert body["symbol"] == "BTCUSD"
     assert body["bar_time"].startswith(bars.index[-1].strftime("%Y-%m-%dT%H:%M:%S"))
@@ -211,13 +218,7 @@ async def test_15m_requests_are_answered_by_the_15m_model_set(
     body = response.json()
     bars = loaded.data_15m[0].bars  # the store's 5m bars resampled on read equal these
     inputs = inputs_for_latest(bars, loaded.models_15m.spec)
-    direct = grpcclient.InferenceServerClient(f"127.0.0.1:{model_server.grpc_port}")
-    tensors = []
-    for name, array in (("SEQ", inputs.seq), ("TAB", inputs.tab), ("CTX", inputs.ctx)):
-        tensor = grpcclient.InferInput(name, list(array.shape), "FP32")
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-    result = direct.infer(served_name(ENSEMBLE, "15m"), tensors)
+    result = _direct_infer(model_server, inputs, served_name(ENSEMBLE, "15m"))
     gru = result.as_numpy("GRU_RANGE")[0]
     assert body["timeframe"] == "15m"
     assert body["bar_time"].startswith(bars.index[-1].strftime("%Y-%m-%dT%H:%M:%S"))
