@@ -178,7 +178,7 @@ class BacktestController(Controller):
 
         async def plain(progress: Any) -> BacktestResult:
             db = await resources.database()
-            models = await served_models(state, parse_timeframe(request.timeframe).value)
+            models, _ = await served_models(state, parse_timeframe(request.timeframe).value)
             return await run_backtest(request, db=db, models=models, progress=progress)
 
         if params.run_as_job or _expected_bars(request) > INLINE_MAX_BARS:

@@ -19,6 +19,7 @@ from orchestrator.inference.client import (
     ModelServiceUnavailableError,
     SignalModels,
 )
+from orchestrator.inference.models import BASE_TIMEFRAME
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import parse_symbol, parse_timeframe
 from orchestrator.signals.logic import Signal, build_signal
@@ -58,22 +59,22 @@ class PredictionResponse(msgspec.Struct):
     feature_fingerprint: str
 
 
-async def served_models(state: State, timeframe: str) -> SignalModels:
-    """The timeframe's model set, or a 400 naming the fix when Triton serves none for it."""
+async def served_models(state: State, timeframe: str) -> tuple[SignalModels, str]:
+    """The timeframe's model set and its served version, or a 400 naming the fix when Triton
+    serves none for that timeframe."""
     resources = state.resources
     models: SignalModels = resources.models_for(timeframe)
     try:
-        await models.served_version()
+        return models, await models.served_version()
     except ModelServiceUnavailableError:
-        if models is resources.models:
+        if timeframe == BASE_TIMEFRAME:
             raise
-        await resources.models.served_version()  # Triton itself down: that 503 wins
+        await resources.models_for(BASE_TIMEFRAME).served_version()  # Triton down: that 503 wins
         raise BadParameterError(
             "timeframe",
             f"no {timeframe} models are served ({models.ensemble} is not loaded); train them "
             f'with `make models TIMEFRAMES="{timeframe}"` and restart Triton',
         ) from None
-    return models
 
 
 class SignalResponse(msgspec.Struct):
@@ -95,35 +96,37 @@ class Inference(msgspec.Struct):
     out: EnsembleOutput
 
 
-async def infer_latest(state: State, symbol: str, timeframe: str) -> Inference:
+async def infer_latest(
+    state: State, symbol: str, timeframe: str, *, last_bar: datetime | None = None
+) -> Inference:
     """Latest bars -> shared features -> one ensemble request, cached with single-flight by
-    (symbol, timeframe, last bar time, served model version)."""
+    (symbol, timeframe, last closed bar time, served model version). A caller that has just read
+    the last closed bar time (the stream's watcher) passes it as `last_bar`."""
     sym, tf = parse_symbol(symbol), parse_timeframe(timeframe)
-    models = await served_models(state, tf.value)
-    version = await models.served_version()
+    models, version = await served_models(state, tf.value)
     spec = await models.spec()
     store = BarStore(await state.resources.database())
-    last_bar = await store.last_closed_bar_time(sym, tf)
+    if last_bar is None:
+        last_bar = await store.last_closed_bar_time(sym, tf)
 
     async def compute() -> Inference:
         bars = await store.latest_bars(sym, tf, required_bars(spec), closed_only=True)
-        # ~40 ms of pandas-ta work: off the event loop, so cached requests keep flowing meanwhile.
+        # ~12 ms of pandas-ta work: off the event loop, so cached requests keep flowing meanwhile.
         inputs = await asyncio.to_thread(inputs_for_latest, bars, spec)
         return Inference(sym, tf.value, spec, inputs, await models.infer([inputs]))
 
     cache = state.resources.predictions
-    result: Inference = await cache.get(
-        (sym, tf.value, last_bar, version, spec.fingerprint), compute
-    )
+    result: Inference = await cache.get((sym, tf.value, last_bar, version), compute)
     return result
 
 
-def _range(out: EnsembleOutput, k: int) -> tuple[RangeATR, RangeATR]:
+def _ranges(out: EnsembleOutput, k: int) -> tuple[RangeATR, RangeATR, RangeATR]:
+    """Horizon k's ranges from the GRU, the Transformer, and their mean (what signals use)."""
     gru = RangeATR(float(out.gru_range[0, 2 * k]), float(out.gru_range[0, 2 * k + 1]))
     tfm = RangeATR(
         float(out.transformer_range[0, 2 * k]), float(out.transformer_range[0, 2 * k + 1])
     )
-    return gru, tfm
+    return gru, tfm, RangeATR((gru.up + tfm.up) / 2, (gru.down + tfm.down) / 2)
 
 
 def prediction_response(run: Inference, horizon: str = "all") -> PredictionResponse:
@@ -132,16 +135,15 @@ def prediction_response(run: Inference, horizon: str = "all") -> PredictionRespo
     for k, (name, count) in enumerate(zip(spec.horizons, spec.horizon_bars, strict=True)):
         if horizon not in ("all", name):
             continue
-        gru, tfm = _range(out, k)
-        up, down = (gru.up + tfm.up) / 2, (gru.down + tfm.down) / 2
+        gru, tfm, mean = _ranges(out, k)
         horizons.append(
             HorizonPrediction(
                 name,
                 count,
-                inputs.close + up * inputs.atr,
-                inputs.close - down * inputs.atr,
-                up,
-                down,
+                inputs.close + mean.up * inputs.atr,
+                inputs.close - mean.down * inputs.atr,
+                mean.up,
+                mean.down,
                 gru,
                 tfm,
             )
@@ -166,7 +168,7 @@ def signal_response(run: Inference, strategy: Strategy) -> SignalResponse:
     """The live signal; the backtester applies the same rules to batches of predictions."""
     spec, out, inputs = run.spec, run.out, run.inputs
     k = spec.horizons.index(spec.label_horizon)
-    gru, tfm = _range(out, k)
+    _, _, mean = _ranges(out, k)
     signal = build_signal(
         close=inputs.close,
         atr=inputs.atr,
@@ -174,8 +176,8 @@ def signal_response(run: Inference, strategy: Strategy) -> SignalResponse:
         confidence=float(out.confidence[0]),
         p_long=float(out.p_long[0]),
         p_short=float(out.p_short[0]),
-        up_atr=(gru.up + tfm.up) / 2,
-        down_atr=(gru.down + tfm.down) / 2,
+        up_atr=mean.up,
+        down_atr=mean.down,
         tp_atr=spec.tp_atr,
         sl_atr=spec.sl_atr,
         horizon=spec.label_horizon,

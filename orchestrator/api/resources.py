@@ -11,7 +11,7 @@ import tritonclient.grpc.aio as grpcclient
 
 from orchestrator.inference.cache import SingleFlightCache
 from orchestrator.inference.client import SignalModels
-from orchestrator.inference.models import BASE_TIMEFRAME, ENSEMBLE, served_name
+from orchestrator.inference.models import ENSEMBLE, served_name
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.settings import Settings
 
@@ -20,7 +20,6 @@ from orchestrator.settings import Settings
 class Resources:
     settings: Settings
     triton: grpcclient.InferenceServerClient
-    models: SignalModels
     predictions: SingleFlightCache[tuple[object, ...], Any] = field(
         default_factory=SingleFlightCache
     )
@@ -31,8 +30,7 @@ class Resources:
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
         triton = grpcclient.InferenceServerClient(settings.triton.grpc_url)
-        models = SignalModels(triton, settings.triton.request_timeout_s)
-        resources = cls(settings=settings, triton=triton, models=models)
+        resources = cls(settings=settings, triton=triton)
         # The service starts anyway when the database is down: /health reports it, requests retry.
         with contextlib.suppress(DatabaseUnavailableError):
             await resources.database()
@@ -40,8 +38,6 @@ class Resources:
 
     def models_for(self, timeframe: str) -> SignalModels:
         """The model set trained on `timeframe` (signal_ensemble, signal_ensemble_15m, ...)."""
-        if timeframe == BASE_TIMEFRAME:
-            return self.models
         models = self._by_timeframe.get(timeframe)
         if models is None:
             timeout_s = self.settings.triton.request_timeout_s

@@ -1,4 +1,5 @@
-"""Live predictions over WebSocket: one watcher per (symbol, timeframe), fanned out to clients.
+"""Live predictions over WebSocket: one watcher per (symbol, timeframe, strategy), fanned out to
+clients.
 
 A watcher polls the store's last bar time (one indexed MAX(ts) query); when it changes it runs
 one prediction + signal and puts the encoded message on every subscriber's bounded queue with
@@ -89,7 +90,7 @@ class Feed:
 
 
 class StreamSummary(msgspec.Struct):
-    feeds: int  # (symbol, timeframe) pairs being watched
+    feeds: int  # (symbol, timeframe, strategy) feeds being watched
     clients: int
     computations: int  # predictions computed for the stream (one per new bar per feed)
     messages_sent: int
@@ -120,7 +121,6 @@ class StreamHub:
         self.queue_size = queue_size
         self.feeds: dict[FeedKey, Feed] = {}
         self.stats = StreamStats()
-        self._closed = False
 
     def subscribe(self, key: FeedKey) -> Subscriber:
         subscriber = Subscriber(key, asyncio.Queue(self.queue_size))
@@ -144,8 +144,9 @@ class StreamHub:
                 feed.task.cancel()
             del self.feeds[subscriber.key]
 
-    def publish(self, feed: Feed, message: bytes) -> None:
-        feed.last_message = message
+    def publish(self, feed: Feed, message: bytes, *, remember: bool = True) -> None:
+        """To every subscriber; `remember` keeps it for newcomers (errors are not kept)."""
+        feed.last_message = message if remember else None
         for subscriber in tuple(feed.subscribers):
             subscriber.offer(message)
 
@@ -166,15 +167,12 @@ class StreamHub:
                 message = msgspec.json.encode(ErrorMessage(symbol, timeframe, status, body))
                 if message != last_error:  # say it once, not every poll
                     self.stats.errors += 1
-                    feed.last_message = None
-                    for subscriber in tuple(feed.subscribers):
-                        subscriber.offer(message)
+                    self.publish(feed, message, remember=False)
                     last_error = message
             await asyncio.sleep(self.poll_interval_s)
 
     async def close(self) -> None:
         """Stop the watchers and tell every connection to close (a None on its queue)."""
-        self._closed = True
         tasks = [feed.task for feed in self.feeds.values() if feed.task is not None]
         for feed in self.feeds.values():
             for subscriber in feed.subscribers:
@@ -200,14 +198,19 @@ class StreamHub:
 def hub_for_app(state: Any, *, poll_interval_s: float, queue_size: int) -> StreamHub:
     """The hub wired to the same store and inference path as /api/predict and /api/signals."""
 
+    polled: dict[FeedKey, datetime] = {}  # what last_bar just read, so compute need not re-read
+
     async def last_bar(key: FeedKey) -> datetime | None:
         store = BarStore(await state.resources.database())
-        return await store.last_closed_bar_time(key[0], parse_timeframe(key[1]))
+        newest = await store.last_closed_bar_time(key[0], parse_timeframe(key[1]))
+        if newest is not None:
+            polled[key] = newest
+        return newest
 
     async def compute(key: FeedKey) -> bytes:
         symbol, timeframe, strategy = key
         # Feeds of one symbol with different strategies share the cached prediction.
-        run = await infer_latest(state, symbol, timeframe)
+        run = await infer_latest(state, symbol, timeframe, last_bar=polled.pop(key, None))
         prediction = prediction_response(run)
         message = PredictionMessage(
             run.symbol,

@@ -11,15 +11,13 @@ from dataclasses import dataclass
 
 import msgspec
 import numpy as np
-import numpy.typing as npt
 import tritonclient.grpc.aio as grpc_aio
 from tritonclient.utils import InferenceServerException
 
+from orchestrator.features.dataset import F32
 from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec, check_compatible
 from orchestrator.inference.models import ENSEMBLE, check_config_fingerprint
-
-F32 = npt.NDArray[np.float32]
 
 
 class ModelServiceUnavailableError(RuntimeError):
@@ -51,6 +49,7 @@ class SignalModels:
         self.ensemble = ensemble
         self._spec: FeatureSpec | None = None
         self._lock = asyncio.Lock()
+        self._version_lock = asyncio.Lock()
         self._version: str | None = None
         self._version_at = 0.0
 
@@ -78,25 +77,29 @@ class SignalModels:
             return self._spec
 
     async def served_version(self) -> str:
-        """Newest ready version of the ensemble, re-read at most once a second."""
-        now = asyncio.get_running_loop().time()
-        if self._version is not None and now - self._version_at < 1.0:
+        """Newest ready version of the ensemble, re-read at most once a second; concurrent
+        requests that find it stale share one metadata call."""
+        if self._version is not None and self._loop_time() - self._version_at < 1.0:
             return self._version
-        try:
-            metadata = await self.client.get_model_metadata(
-                self.ensemble, as_json=True, client_timeout=self.timeout_s
-            )
-        except InferenceServerException as exc:
-            raise ModelServiceUnavailableError(_describe(exc)) from exc
-        version = str(max(metadata.get("versions", ["0"]), key=int))
-        if self._version is not None and version != self._version:
-            self._spec = None  # a reloaded ensemble may carry another spec
-        self._version, self._version_at = version, now
-        return version
+        async with self._version_lock:
+            now = self._loop_time()
+            if self._version is not None and now - self._version_at < 1.0:
+                return self._version
+            try:
+                metadata = await self.client.get_model_metadata(
+                    self.ensemble, as_json=True, client_timeout=self.timeout_s
+                )
+            except InferenceServerException as exc:
+                raise ModelServiceUnavailableError(_describe(exc)) from exc
+            version = str(max(metadata.get("versions", ["0"]), key=int))
+            if self._version is not None and version != self._version:
+                self._spec = None  # a reloaded ensemble may carry another spec
+            self._version, self._version_at = version, now
+            return version
 
-    def forget_spec(self) -> None:
-        """After a model reload the next request re-reads the spec."""
-        self._spec = None
+    @staticmethod
+    def _loop_time() -> float:
+        return asyncio.get_running_loop().time()
 
     async def infer(self, inputs: list[ModelInputs]) -> EnsembleOutput:
         seq = np.concatenate([i.seq for i in inputs])

@@ -6,6 +6,7 @@ the orchestrator verifies compatibility through Triton's API, wherever the repos
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import tritonclient.grpc.aio as grpc_aio
@@ -58,8 +59,10 @@ async def verify_served_models(
     timeout_s: float = 5.0,
 ) -> dict[str, str]:
     """{model: timeframe} for every served model; raises on the first incompatible one."""
-    found = {}
-    for model in models:
-        response = await client.get_model_config(model, as_json=True, client_timeout=timeout_s)
-        found[model] = check_config_fingerprint(response["config"], model)
-    return found
+    responses = await asyncio.gather(
+        *(client.get_model_config(m, as_json=True, client_timeout=timeout_s) for m in models)
+    )
+    return {
+        model: check_config_fingerprint(response["config"], model)
+        for model, response in zip(models, responses, strict=True)
+    }

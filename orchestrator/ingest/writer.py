@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -44,7 +43,6 @@ async def write_bars(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     writers: int = DEFAULT_WRITERS,
     show_progress: bool = True,
-    on_batch: Callable[[int], None] | None = None,
 ) -> int:
     """Upserts `bars` in batches, each its own transaction: an interruption loses at most the
     batches in flight (rolled back), and re-running finishes the job without duplicates."""
@@ -72,8 +70,6 @@ async def write_bars(
                     await BarStore.upsert_rows(conn, rows)
                 written += len(batch)
                 progress.update(len(batch))
-                if on_batch is not None:
-                    on_batch(written)
 
         tasks = [asyncio.create_task(drain()) for _ in range(max(1, writers))]
         try:
@@ -83,4 +79,5 @@ async def write_bars(
                 task.cancel()
             # Let cancelled writers unwind (their transactions roll back) before returning.
             await asyncio.gather(*tasks, return_exceptions=True)
+            db.stored_cache.clear()  # a timeframe may now be stored rather than resampled
     return written

@@ -50,6 +50,8 @@ class Database:
         self.settings = settings
         # symbol -> (monotonic time read, SymbolInfo): the serving hot path reads it per request.
         self.symbol_cache: dict[str, tuple[float, Any]] = {}
+        # (symbol, timeframe) -> (time read, whether bars are stored at that timeframe)
+        self.stored_cache: dict[tuple[str, Any], tuple[float, bool]] = {}
 
     @classmethod
     async def connect(cls, settings: DatabaseSettings) -> Database:

@@ -140,10 +140,13 @@ class BarStore:
         return {(r[0], Timeframe(r[1])): r[2].replace(tzinfo=UTC) for r in rows}
 
     async def last_bar_time(self, symbol: str, timeframe: Timeframe) -> datetime | None:
-        source = await self._source_timeframe(parse_symbol(symbol), timeframe)
+        symbol = parse_symbol(symbol)
+        return await self._newest_ts(symbol, await self._source_timeframe(symbol, timeframe))
+
+    async def _newest_ts(self, symbol: str, stored: Timeframe) -> datetime | None:
         rows = await self.db.fetchall(
             "SELECT MAX(ts) FROM bars WHERE symbol = %s AND timeframe = %s",
-            (symbol, source.value),
+            (symbol, stored.value),
         )
         return rows[0][0].replace(tzinfo=UTC) if rows and rows[0][0] else None
 
@@ -152,7 +155,7 @@ class BarStore:
         the base bar in its last slot has landed (the forming bucket does not count)."""
         symbol = parse_symbol(symbol)
         source = await self._source_timeframe(symbol, timeframe)
-        newest = await self.last_bar_time(symbol, source)
+        newest = await self._newest_ts(symbol, source)
         if newest is None or source == timeframe:
             return newest
         step = timedelta(seconds=timeframe.seconds)
@@ -217,15 +220,22 @@ class BarStore:
         return resampled[resampled.index >= pd.Timestamp(start_n, tz="UTC")]
 
     async def _source_timeframe(self, symbol: str, timeframe: Timeframe) -> Timeframe:
-        """Bars stored at `timeframe` win; otherwise resample from the symbol's base timeframe."""
+        """Bars stored at `timeframe` win; otherwise resample from the symbol's base timeframe.
+        The probe's answer is cached like symbol metadata (writes clear it, see write_bars)."""
         info = await self.get_symbol(symbol)
         if timeframe == info.base_timeframe:
             return timeframe
-        rows = await self.db.fetchall(
-            "SELECT 1 FROM bars WHERE symbol = %s AND timeframe = %s LIMIT 1",
-            (symbol, timeframe.value),
-        )
-        if rows:
+        cached = self.db.stored_cache.get((symbol, timeframe))
+        if cached is not None and time.monotonic() - cached[0] < SYMBOL_CACHE_S:
+            stored = cached[1]
+        else:
+            rows = await self.db.fetchall(
+                "SELECT 1 FROM bars WHERE symbol = %s AND timeframe = %s LIMIT 1",
+                (symbol, timeframe.value),
+            )
+            stored = bool(rows)
+            self.db.stored_cache[(symbol, timeframe)] = (time.monotonic(), stored)
+        if stored:
             return timeframe
         if not is_multiple(timeframe, info.base_timeframe):
             raise UnsupportedTimeframeError(

@@ -30,7 +30,7 @@ async def test_health_lists_compatible_models(
 ) -> None:
     async with AsyncTestClient(create_app(_settings(db_settings, model_server))) as client:
         body = (await client.get("/health")).json()
-    assert body["status"] == "ok"
+    assert body["status"] == "ok", body
     assert body["triton"]["status"] == "up"
     assert "signal_ensemble" in body["triton"]["models"]
 
