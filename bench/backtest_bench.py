@@ -39,7 +39,7 @@ from orchestrator.inference.client import SignalModels
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.migrate import migrate
-from orchestrator.marketdata.store import BarStore, SymbolInfo
+from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import PROJECT_ROOT, RUN_DIR, DatabaseSettings
 
@@ -61,8 +61,7 @@ async def load_store(db: Database, bars: pd.DataFrame) -> float:
     if len(held) == len(bars) and held.index.equals(bars.index):
         return 0.0
     started = time.perf_counter()
-    market = MARKETS[SYMBOL]
-    info = {SYMBOL: SymbolInfo(SYMBOL, market.asset_class, market.tick_size, Timeframe.M5)}
+    info = {SYMBOL: MARKETS[SYMBOL].symbol_info()}
     frame = bars.reset_index().assign(symbol=SYMBOL, timeframe="5m")
     await write_bars(db, frame, info, show_progress=False)
     return time.perf_counter() - started

@@ -69,7 +69,7 @@ def export_onnx_meta(meta: torch.nn.Module, path: Path, n_range: int, n_context:
 def write_artifacts(models: TrainedModels, out: Path) -> dict[str, dict[str, Path]]:
     """Artifacts per model name, plus the spec and card that travel with every version."""
     spec = models.spec
-    n_range = len(spec.horizons) * 2
+    n_range = spec.n_ranges
     tf = spec.timeframe
     files: dict[str, dict[str, Path]] = {}
     nets = ((served_name(GRU, tf), models.gru), (served_name(TRANSFORMER, tf), models.transformer))
@@ -105,7 +105,7 @@ def export_profiles(
     defs = model_defs(
         spec.window,
         spec.n_features,
-        len(spec.horizons) * 2,
+        spec.n_ranges,
         len(spec.context_features),
         spec.timeframe,
     )

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from export.networks import GRURange, MetaModel, TransformerRange
 from orchestrator.features.dataset import (
+    F32,
     context_vectors,
     fit_normalisation,
     normalise,
@@ -44,7 +45,6 @@ from orchestrator.features.spec import (
 from orchestrator.features.targets import range_targets, triple_barrier
 from orchestrator.marketdata.timeframes import Timeframe
 
-F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 

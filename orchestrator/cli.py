@@ -196,23 +196,13 @@ async def _load_demo(frame: Any, settings: Settings, quiet: bool) -> int:
     from orchestrator.demo.generator import MARKETS
     from orchestrator.ingest.pipeline import IngestOptions, ingest_frame
     from orchestrator.marketdata.db import Database
-    from orchestrator.marketdata.store import BarStore, SymbolInfo
-    from orchestrator.marketdata.timeframes import Timeframe
+    from orchestrator.marketdata.store import BarStore
 
     db = await Database.connect(settings.db)
     try:
         store = BarStore(db)
         for symbol in frame["symbol"].unique():
-            spec = MARKETS[symbol]
-            await store.upsert_symbol(
-                SymbolInfo(
-                    symbol,
-                    spec.asset_class,
-                    spec.tick_size,
-                    Timeframe.M5,
-                    f"synthetic demo market ({spec.calendar})",
-                )
-            )
+            await store.upsert_symbol(MARKETS[symbol].symbol_info())
         raw = frame.assign(line=range(1, len(frame) + 1), raw_ts=frame["ts"].astype(str))
         report = await ingest_frame(
             db, raw, IngestOptions(show_progress=not quiet), source="demo", rejects_path=None

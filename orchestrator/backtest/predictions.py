@@ -30,6 +30,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from orchestrator.features.dataset import (
+    F32,
     context_vectors,
     normalise,
     sequence_windows,
@@ -43,7 +44,6 @@ from orchestrator.inference.client import SignalModels
 from orchestrator.marketdata.store import OHLCV
 from orchestrator.settings import RUN_DIR
 
-F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
@@ -261,7 +261,7 @@ async def _infer_all(
     """Every scored bar through the ensemble: `in_flight` workers pull batches from one queue,
     so at most that many requests (and sequence tensors) exist at a time."""
     n = len(block)
-    n_ranges = 2 * len(block.spec.horizons)
+    n_ranges = block.spec.n_ranges
     out: dict[str, F32] = {
         "direction": np.empty(n, np.float32),
         "confidence": np.empty(n, np.float32),

@@ -94,7 +94,7 @@ def parse_moment(field: str, raw: str, *, end: bool) -> datetime:
             f"{field} {raw!r} is not a date; use YYYY-MM-DD or an ISO datetime "
             "such as 2025-06-01T00:00:00Z",
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return _utc(parsed)
 
 
 def _utc(moment: datetime) -> datetime:

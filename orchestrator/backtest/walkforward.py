@@ -98,9 +98,9 @@ class ModelSlot:
 
 
 @asynccontextmanager
-async def scratch_slot(work_dir: Path | None = None) -> AsyncIterator[ModelSlot]:
+async def scratch_slot() -> AsyncIterator[ModelSlot]:
     """A tritonserver on free ports with an empty scratch repository; stopped and deleted after."""
-    parent = work_dir or SCRATCH_DIR
+    parent = SCRATCH_DIR
     parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="walkforward-", dir=parent))
     repository = scratch / "models" / "cpu"

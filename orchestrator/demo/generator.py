@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
 
 _INTRABAR_STEPS = 12
@@ -34,6 +35,16 @@ class MarketSpec:
     calendar: str  # "24/7", "24/5" or "23/5"
     base_volume: float
     hourly_profile: tuple[float, ...]  # 24 relative volatility weights by UTC hour
+
+    def symbol_info(self) -> SymbolInfo:
+        """How the store registers this market."""
+        return SymbolInfo(
+            self.symbol,
+            self.asset_class,
+            self.tick_size,
+            Timeframe.M5,
+            f"synthetic demo market ({self.calendar})",
+        )
 
 
 def _profile(peaks: dict[int, float], floor: float) -> tuple[float, ...]:
@@ -78,6 +89,12 @@ MARKETS: dict[str, MarketSpec] = {
         _profile({8: 0.7, 13: 1.0, 14: 0.9}, 0.4),
     ),
 }
+
+
+def round_to_tick(values: npt.NDArray[np.float64], tick: float) -> npt.NDArray[np.float64]:
+    """Prices on the tick grid, without binary-fraction noise in the last decimals."""
+    decimals = max(0, round(-np.log10(tick)))
+    return np.asarray(np.round(np.round(values / tick) * tick, decimals), dtype=np.float64)
 
 
 def _open_mask(index: pd.DatetimeIndex, calendar: str) -> npt.NDArray[np.bool_]:
@@ -185,10 +202,7 @@ def generate_bars(
     low = np.minimum(np.exp(path.min(axis=1)), np.minimum(open_, close))
 
     tick = spec.tick_size
-    decimals = max(0, round(-np.log10(tick)))
-    open_, high, low, close = (
-        np.round(np.round(x / tick) * tick, decimals) for x in (open_, high, low, close)
-    )
+    open_, high, low, close = (round_to_tick(x, tick) for x in (open_, high, low, close))
     low = np.maximum(low, tick)
 
     activity = seasonal * (np.abs(returns) / base_sigma + 0.5) * vol_level

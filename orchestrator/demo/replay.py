@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from orchestrator.demo.generator import MARKETS, generate_bars
+from orchestrator.demo.generator import MARKETS, generate_bars, round_to_tick
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
-from orchestrator.marketdata.store import BarStore, SymbolInfo
+from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
 
 log = logging.getLogger("orchestrator.replay")
@@ -32,10 +32,9 @@ def continuation(symbol: str, last_ts: pd.Timestamp, last_close: float) -> pd.Da
     frame = generate_bars(symbol, days=CHUNK_DAYS, end=end, seed=int(last_ts.timestamp()) % 2**31)
     frame = frame[frame.index > last_ts]
     scale = last_close / float(frame["open"].iloc[0])
-    decimals = max(0, round(-np.log10(spec.tick_size)))
     for column in ("open", "high", "low", "close"):
-        ticks = np.round(frame[column].to_numpy() * scale / spec.tick_size)
-        frame[column] = np.round(np.maximum(ticks, 1) * spec.tick_size, decimals)
+        prices = round_to_tick(frame[column].to_numpy() * scale, spec.tick_size)
+        frame[column] = np.maximum(prices, spec.tick_size)
     return frame
 
 
@@ -70,11 +69,8 @@ class Replay:
             ts, bar = item
             rows.append({"ts": ts, "symbol": symbol, "timeframe": "5m", **bar.to_dict()})
         frame = pd.DataFrame(rows)
-        info = {
-            s: SymbolInfo(s, MARKETS[s].asset_class, MARKETS[s].tick_size, Timeframe.M5)
-            for s in self.symbols
-        }
-        await write_bars(self.db, frame, info, show_progress=False)
+        # The symbols exist already (their last bars were read above): nothing to register.
+        await write_bars(self.db, frame, {}, show_progress=False)
         self.appended += len(frame)
         return frame
 

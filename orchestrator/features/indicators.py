@@ -144,8 +144,3 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
     finite[:, -1] = True  # atr keeps its own values (NaN during warm-up)
     values = np.where(finite, values, np.nan)
     return pd.DataFrame(values, index=bars.index, columns=[*FEATURE_NAMES, "atr"])
-
-
-def warmup_bars() -> int:
-    """Bars before the first row where every feature is defined (TA-Lib's longest warm-up)."""
-    return int(max(p for k, p in PARAMS.items() if k != "bb_std")) * 3 + max(RETURN_LAGS)

@@ -48,8 +48,9 @@ class FeatureSpec(msgspec.Struct, frozen=True):
         return len(self.feature_names)
 
     @property
-    def n_tabular(self) -> int:
-        return 2 * len(self.feature_names)
+    def n_ranges(self) -> int:
+        """Range-model outputs: [up, down] per horizon."""
+        return 2 * len(self.horizons)
 
     def dumps(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2)

@@ -69,7 +69,6 @@ class PolygonClient:
     ):
         self.settings = settings
         self._client = httpx.AsyncClient(timeout=settings.timeout_s, transport=transport)
-        self.requests_made = 0
         self.retries = 0
 
     async def __aenter__(self) -> PolygonClient:
@@ -86,7 +85,6 @@ class PolygonClient:
     async def _get(self, url: str, params: dict[str, str] | None) -> dict[str, Any]:
         attempt = 0
         while True:
-            self.requests_made += 1
             try:
                 response = await self._client.get(url, params=params)
             except httpx.TransportError as exc:

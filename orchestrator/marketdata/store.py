@@ -108,7 +108,7 @@ class BarStore:
         self.db.symbol_cache[symbol] = (time.monotonic(), info)
         return info
 
-    async def upsert_symbol(self, info: SymbolInfo, conn: Connection | None = None) -> None:
+    async def upsert_symbol(self, info: SymbolInfo) -> None:
         """Registers a symbol; an existing row keeps its settings (they are edited deliberately)."""
         if info.asset_class not in ASSET_CLASSES:
             raise ValueError(f"asset class {info.asset_class!r} is not one of {ASSET_CLASSES}")
@@ -124,10 +124,6 @@ class BarStore:
             info.base_timeframe.value,
             info.description,
         )
-        if conn is not None:
-            async with conn.cursor() as cur:
-                await cur.execute(sql, params)
-            return
         async with self.db.transaction() as tx, tx.cursor() as cur:
             await cur.execute(sql, params)
 
@@ -162,13 +158,6 @@ class BarStore:
         bucket = pd.Timestamp(newest).floor(timeframe.pandas_freq).to_pydatetime()
         closed = newest + timedelta(seconds=source.seconds) >= bucket + step
         return bucket if closed else bucket - step
-
-    async def count_bars(self, symbol: str, timeframe: Timeframe) -> int:
-        rows = await self.db.fetchall(
-            "SELECT COUNT(*) FROM bars WHERE symbol = %s AND timeframe = %s",
-            (parse_symbol(symbol), timeframe.value),
-        )
-        return int(rows[0][0])
 
     async def latest_bars(
         self, symbol: str, timeframe: Timeframe, limit: int, *, closed_only: bool = False
