@@ -72,7 +72,7 @@ orchestrator: env ## Start the Litestar API in the background on $(API_PORT)
 replay: db ## Append demo bars in the background (one 5m bar per symbol every $REPLAY_INTERVAL_S, default 5 s)
 	@$(PY) -m orchestrator.devstack.replay_process up
 
-run: setup demo-data triton orchestrator replay ## Everything: DB + demo data + Triton + API + market replay
+run: demo-data triton orchestrator replay ## Everything: DB + demo data + Triton + API + market replay
 	@echo ""
 	@echo "  API          http://127.0.0.1:$(API_PORT)   (GET /health)"
 	@echo "  Triton HTTP  http://127.0.0.1:$(TRITON_HTTP_PORT)  gRPC 127.0.0.1:$(TRITON_GRPC_PORT)  metrics :$(TRITON_METRICS_PORT)"

@@ -25,7 +25,7 @@ import msgspec
 import pandas as pd
 import tritonclient.grpc.aio as grpc_aio
 
-from orchestrator.backtest.predictions import DEFAULT_IN_FLIGHT, MAX_BATCH
+from orchestrator.backtest.predictions import DEFAULT_IN_FLIGHT, MAX_BATCH, warmup_bars
 from orchestrator.backtest.report import BacktestResult
 from orchestrator.backtest.request import BacktestRequest
 from orchestrator.backtest.runner import run_backtest
@@ -33,8 +33,6 @@ from orchestrator.demo.generator import MARKETS, generate_bars
 from orchestrator.devstack.mariadb import ensure_database
 from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
-from orchestrator.features.indicators import LOOKBACK_BARS
-from orchestrator.features.spec import SEQUENCE_WINDOW
 from orchestrator.inference.client import SignalModels
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
@@ -45,7 +43,6 @@ from orchestrator.settings import PROJECT_ROOT, RUN_DIR, DatabaseSettings
 
 RESULTS = Path(__file__).parent / "results" / "backtest.json"
 SYMBOL = "BTCUSD"
-WARMUP = LOOKBACK_BARS + SEQUENCE_WINDOW - 1  # bars before the first backtested bar
 TARGET_S = 60.0
 
 
@@ -84,16 +81,17 @@ def phases(result: BacktestResult, wall_s: float) -> dict[str, Any]:
 async def bench(
     args: argparse.Namespace, settings: DatabaseSettings, grpc_port: int
 ) -> dict[str, Any]:
-    bars = generate_bars(SYMBOL, bars=args.bars + WARMUP)
     db = await Database.connect(settings)
     client = grpc_aio.InferenceServerClient(f"127.0.0.1:{grpc_port}")
     try:
+        models = SignalModels(client, timeout_s=60.0)
+        warmup = warmup_bars(await models.spec())  # bars before the first backtested bar
+        bars = generate_bars(SYMBOL, bars=args.bars + warmup)
         await migrate(db)
         store_s = await load_store(db, bars)
-        models = SignalModels(client, timeout_s=60.0)
         request = BacktestRequest(
             symbol=SYMBOL,
-            start=bars.index[WARMUP].to_pydatetime(),
+            start=bars.index[warmup].to_pydatetime(),
             end=bars.index[-1].to_pydatetime() + timedelta(minutes=5),
             strategy="balanced",
             fee_rate=0.0002,

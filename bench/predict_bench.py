@@ -23,7 +23,6 @@ from pathlib import Path
 
 import httpx
 import matplotlib
-import msgspec
 import numpy as np
 import pandas as pd
 import tritonclient.grpc.aio as grpc_aio
@@ -32,7 +31,7 @@ from orchestrator.demo.generator import generate_bars
 from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.online import inputs_for_latest, required_bars
-from orchestrator.features.spec import FeatureSpec
+from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
@@ -158,9 +157,7 @@ async def _measure(api: str, grpc_url: str, seconds: float, db: Database) -> dic
 
     client = grpc_aio.InferenceServerClient(grpc_url)
     try:
-        config = await client.get_model_config(ENSEMBLE, as_json=True)
-        raw_spec = config["config"]["parameters"]["feature_spec"]["string_value"]
-        spec = msgspec.json.decode(raw_spec, type=FeatureSpec)
+        spec = await SignalModels(client, 60.0).spec()
         inputs = inputs_for_latest(history[SYMBOLS[0]].iloc[-required_bars(spec) :], spec)
         tensors = []
         for name, array in (("SEQ", inputs.seq), ("TAB", inputs.tab), ("CTX", inputs.ctx)):

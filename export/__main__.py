@@ -24,8 +24,7 @@ async def load_bars(symbols: list[str] | None, timeframe: str) -> dict[str, pd.D
     db = await Database.connect(settings.db)
     try:
         store = BarStore(db)
-        known = [s.symbol for s in await store.list_symbols()]
-        chosen = symbols or known
+        chosen = symbols or [s.symbol for s in await store.list_symbols()]
         tf = parse_timeframe(timeframe)
         frames = {}
         everything = (datetime(1970, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(days=1))

@@ -10,7 +10,7 @@ import msgspec
 import torch
 
 from export.catalog import ENSEMBLE, GRU, META, TRANSFORMER, XGB_LONG, XGB_SHORT, model_defs
-from export.repository import next_version, publish_version
+from export.repository import PROFILES, next_version, publish_version
 from export.train import TrainedModels
 from orchestrator.inference.models import BASE_TIMEFRAME, served_name
 
@@ -66,8 +66,11 @@ def export_onnx_meta(meta: torch.nn.Module, path: Path, n_range: int, n_context:
     )
 
 
-def write_artifacts(models: TrainedModels, out: Path) -> dict[str, dict[str, Path]]:
-    """Artifacts per model name, plus the spec and card that travel with every version."""
+def write_artifacts(
+    models: TrainedModels, out: Path, *, torchscript: bool = True
+) -> dict[str, dict[str, Path]]:
+    """Artifacts per model name, plus the spec and card that travel with every version.
+    TorchScript is only served by the gpu profile, so a cpu-only export skips the tracing."""
     spec = models.spec
     n_range = spec.n_ranges
     tf = spec.timeframe
@@ -75,9 +78,10 @@ def write_artifacts(models: TrainedModels, out: Path) -> dict[str, dict[str, Pat
     nets = ((served_name(GRU, tf), models.gru), (served_name(TRANSFORMER, tf), models.transformer))
     for name, net in nets:
         export_onnx_range(net, out / f"{name}.onnx", spec.window, spec.n_features)
-        export_torchscript(net, out / f"{name}.pt", spec.window, spec.n_features)
         files[name] = {"model.onnx": out / f"{name}.onnx"}
-        files[f"{name}_torchscript"] = {"model.pt": out / f"{name}.pt"}
+        if torchscript:
+            export_torchscript(net, out / f"{name}.pt", spec.window, spec.n_features)
+            files[f"{name}_torchscript"] = {"model.pt": out / f"{name}.pt"}
     boosters = (
         (served_name(XGB_LONG, tf), models.xgb_long),
         (served_name(XGB_SHORT, tf), models.xgb_short),
@@ -98,9 +102,13 @@ def write_artifacts(models: TrainedModels, out: Path) -> dict[str, dict[str, Pat
 
 
 def export_profiles(
-    models: TrainedModels, repository_root: Path, *, tensorrt: bool = False
+    models: TrainedModels,
+    repository_root: Path,
+    *,
+    tensorrt: bool = False,
+    profiles: tuple[str, ...] = PROFILES,
 ) -> dict[str, int]:
-    """Writes a new version of every model into `<root>/cpu` and `<root>/gpu`."""
+    """Writes a new version of every model into `<root>/<profile>` (cpu and gpu by default)."""
     spec = models.spec
     defs = model_defs(
         spec.window,
@@ -112,8 +120,8 @@ def export_profiles(
     versions = {}
     spec_json = msgspec.json.encode(spec).decode()
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_artifacts(models, Path(tmp))
-        for profile in ("cpu", "gpu"):
+        files = write_artifacts(models, Path(tmp), torchscript="gpu" in profiles)
+        for profile in profiles:
             repository = repository_root / profile
             repository.mkdir(parents=True, exist_ok=True)
             chosen = [d for d in defs if profile in d.profiles]

@@ -14,6 +14,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.fileio import atomic_file
+
 BACKENDS_DIR = Path(__file__).parent / "backends"
 PROFILES = ("cpu", "gpu")
 KEEP_VERSIONS = 3
@@ -129,13 +131,6 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def next_version(repository: Path, names: list[str]) -> int:
     """One version number for the whole export, above every existing one."""
     existing = [
@@ -183,7 +178,8 @@ def publish_version(
         tensorrt=tensorrt,
         feature_spec=feature_spec,
     )
-    _atomic_write(model_dir / "config.pbtxt", config)
+    with atomic_file(model_dir / "config.pbtxt", text=True) as handle:
+        handle.write(config)
     versions = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
     for old in versions[:-keep]:
         shutil.rmtree(model_dir / str(old))

@@ -12,6 +12,7 @@ import copy
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -108,6 +109,11 @@ class TrainedModels:
     xgb_short: xgb.Booster
     meta: MetaModel
     card: dict[str, object] = field(default_factory=dict)
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The training configuration as JSON-friendly values (enums by value)."""
+    return {k: (v.value if hasattr(v, "value") else v) for k, v in cfg.__dict__.items()}
 
 
 def horizon_bars(timeframe: Timeframe) -> list[int]:
@@ -427,7 +433,7 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         "meta_evaluated_on": "last walk-forward fold (metamodel fitted on earlier folds)"
         if evaluated is last
         else "in-sample (only one fold)",
-        "config": {k: (v.value if hasattr(v, "value") else v) for k, v in cfg.__dict__.items()},
+        "config": config_dict(cfg),
     }
     final_meta = fit_metamodel(x_meta, won, n_range, n_ctx)
     spec, gru, transformer, xl, xs = fit_base_models(data, samples, cfg)

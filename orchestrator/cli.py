@@ -245,12 +245,10 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     if not args.out:
         sys.stdout.write(text.decode())
         return 0
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(text)
-    tmp.replace(out)
-    print(f"wrote {out}")
+    from orchestrator.fileio import atomic_write_bytes
+
+    atomic_write_bytes(Path(args.out), text)
+    print(f"wrote {args.out}")
     return 0
 
 

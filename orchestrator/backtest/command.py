@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +20,7 @@ if TYPE_CHECKING:
     from export.train import TrainConfig
     from orchestrator.backtest.report import BacktestResult
     from orchestrator.backtest.request import BacktestRequest
+    from orchestrator.backtest.walkforward import WalkForwardConfig
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # as orchestrator/cli.py: bad input
@@ -145,13 +144,17 @@ class PhaseBar:
 
 
 async def execute(
-    args: argparse.Namespace, settings: Settings, request: BacktestRequest, progress: PhaseBar
+    args: argparse.Namespace,
+    settings: Settings,
+    request: BacktestRequest,
+    progress: PhaseBar,
+    walk_forward: WalkForwardConfig | None,
 ) -> BacktestResult:
     import tritonclient.grpc.aio as grpc_aio
 
     from orchestrator.backtest.predictions import PREDICTION_CACHE_DIR
     from orchestrator.backtest.runner import run_backtest
-    from orchestrator.backtest.walkforward import WalkForwardConfig, run_walk_forward
+    from orchestrator.backtest.walkforward import run_walk_forward
     from orchestrator.inference.client import SignalModels
     from orchestrator.inference.models import ENSEMBLE, served_name
     from orchestrator.marketdata.db import Database
@@ -159,11 +162,8 @@ async def execute(
 
     db = await Database.connect(settings.db)
     try:
-        if args.walk_forward is not None:
-            config = WalkForwardConfig(
-                windows=args.walk_forward, train=train_config(args), train_bars=args.train_bars
-            )
-            return await run_walk_forward(request, db=db, config=config, progress=progress)
+        if walk_forward is not None:
+            return await run_walk_forward(request, db=db, config=walk_forward, progress=progress)
         client = grpc_aio.InferenceServerClient(settings.triton.grpc_url)
         try:
             ensemble = served_name(ENSEMBLE, parse_timeframe(request.timeframe).value)
@@ -186,18 +186,11 @@ def write_outputs(result: BacktestResult, out: Path) -> list[Path]:
     import msgspec
 
     from orchestrator.backtest.plot import save_equity_plot
+    from orchestrator.fileio import atomic_write_bytes
 
-    out.mkdir(parents=True, exist_ok=True)
     target = out / "result.json"
-    handle, temporary = tempfile.mkstemp(dir=out, prefix=".result.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(msgspec.json.format(msgspec.json.encode(result), indent=2) + b"\n")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    document = msgspec.json.format(msgspec.json.encode(result), indent=2) + b"\n"
+    atomic_write_bytes(target, document, mode=0o644)
     request = result.request
     title = (
         f"{request.symbol} {result.timeframe} {result.first_bar:%Y-%m-%d} to "
@@ -263,6 +256,7 @@ def summary(result: BacktestResult) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.backtest.request import BacktestRequestError
+    from orchestrator.backtest.walkforward import WalkForwardConfig
     from orchestrator.devstack.triton import TritonStartError
     from orchestrator.features.spec import FeatureSpecMismatchError
     from orchestrator.inference.client import ModelServiceUnavailableError
@@ -271,9 +265,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     progress = PhaseBar(enabled=not args.quiet and sys.stderr.isatty())
     try:
         request = build_request(args)
-        if args.walk_forward is not None:
-            train_config(args)  # reject bad training options before touching anything
-        result = asyncio.run(execute(args, settings, request, progress))
+        # Bad training options are rejected here, before anything is touched.
+        walk_forward = (
+            None
+            if args.walk_forward is None
+            else WalkForwardConfig(
+                windows=args.walk_forward, train=train_config(args), train_bars=args.train_bars
+            )
+        )
+        result = asyncio.run(execute(args, settings, request, progress, walk_forward))
     except BacktestRequestError as exc:
         print(f"error: {exc} (--{exc.field.replace('_', '-')})", file=sys.stderr)
         return EXIT_USAGE

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,8 @@ from typing import Any
 import numpy.typing as npt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from orchestrator.fileio import atomic_file
 
 
 def save_equity_plot(
@@ -43,16 +44,7 @@ def save_equity_plot(
     bottom.set_ylabel("drawdown R")
     bottom.grid(alpha=0.3)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.stem}.", suffix=target.suffix
-    )
-    try:
-        os.fchmod(handle, 0o644)  # mkstemp's 0600 would hide the chart from other readers
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format=target.suffix.lstrip(".") or "png", dpi=110)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # 0644: mkstemp's 0600 would hide the chart from other readers.
+    with atomic_file(target, mode=0o644) as stream:
+        figure.savefig(stream, format=target.suffix.lstrip(".") or "png", dpi=110)
     return target

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from orchestrator.features.dataset import (
 from orchestrator.features.indicators import compute_features
 from orchestrator.features.online import ModelInputs, required_bars
 from orchestrator.features.spec import FeatureSpec
+from orchestrator.fileio import atomic_file
 from orchestrator.inference.client import SignalModels
 from orchestrator.marketdata.store import OHLCV
 from orchestrator.settings import RUN_DIR
@@ -218,20 +218,13 @@ def load_cached(path: Path, expected_rows: int) -> BarPredictions | None:
 
 def save_cached(path: Path, predictions: BarPredictions) -> None:
     """Written to a temporary file in the same directory and renamed: readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            payload: dict[str, Any] = {
-                "model_version": np.str_(predictions.model_version),
-                "fingerprint": np.str_(predictions.feature_fingerprint),
-                **predictions.arrays(),
-            }
-            np.savez(stream, **payload)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    payload: dict[str, Any] = {
+        "model_version": np.str_(predictions.model_version),
+        "fingerprint": np.str_(predictions.feature_fingerprint),
+        **predictions.arrays(),
+    }
+    with atomic_file(path) as stream:
+        np.savez(stream, **payload)
     prune_cache(path.parent)
 
 

@@ -78,13 +78,13 @@ async def load_history(
     )
     try:
         in_range = await store.bars_between(symbol, timeframe, start, end)
-        last = await store.last_bar_time(symbol, timeframe)
     except UnknownSymbolError as exc:
         raise UnknownBacktestSymbolError(str(exc)) from None
     except UnsupportedTimeframeError as exc:
         raise BacktestRequestError("timeframe", str(exc)) from None
+    earliest = await _first_bar_time(db, symbol)
     if in_range.empty:
-        first = await _first_bar_time(db, symbol)
+        first, last = earliest, await store.last_bar_time(symbol, timeframe)
         stored = (
             f"stored bars span {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC"
             if first is not None and last is not None
@@ -94,7 +94,6 @@ async def load_history(
             f"no {timeframe.value} bars of {symbol} in [{start:%Y-%m-%d %H:%M}, "
             f"{end:%Y-%m-%d %H:%M}); {stored}"
         )
-    earliest = await _first_bar_time(db, symbol)
     prior = in_range.iloc[:0]
     if earliest is not None and earliest < start:
         if before is None:

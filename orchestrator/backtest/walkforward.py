@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import itertools
 import shutil
 import tempfile
@@ -34,7 +35,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,7 @@ from export.train import (
     TrainConfig,
     TrainedModels,
     collect_samples,
+    config_dict,
     prepare_symbol,
     spec_from_stats,
     train_all,
@@ -207,10 +208,6 @@ def _window_report(
     )
 
 
-def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return {k: (v.value if hasattr(v, "value") else v) for k, v in cfg.__dict__.items()}
-
-
 async def run_walk_forward(
     request: BacktestRequest,
     *,
@@ -272,7 +269,9 @@ async def run_walk_forward(
             if slot is None:
                 slot = await stack.enter_async_context(scratch_slot())
             began = time.perf_counter()
-            versions = await asyncio.to_thread(export_profiles, trained.models, slot.root)
+            versions = await asyncio.to_thread(  # the scratch server serves the cpu profile only
+                functools.partial(export_profiles, profiles=("cpu",)), trained.models, slot.root
+            )
             export_s = time.perf_counter() - began
             began = time.perf_counter()
             await load_version(slot, versions["cpu"], config.timeout_s, cfg.timeframe.value)
@@ -316,7 +315,7 @@ async def run_walk_forward(
     stage = Stage(resolved, last_spec, k, bars.iloc[first:], first, loading_s, started)
     report = WalkForwardReport(
         windows=reports,
-        train_config=_config_dict(cfg),
+        train_config=config_dict(cfg),
         train_bars=config.train_bars,
         serving=serving,
     )

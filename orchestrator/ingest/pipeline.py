@@ -4,8 +4,6 @@ timeframe, validate every row, report rejects, then write (or, with --strict, wr
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +12,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
+from orchestrator.fileio import atomic_file
 from orchestrator.ingest.validate import validate_bars
 from orchestrator.ingest.writer import DEFAULT_BATCH_ROWS, write_bars
 from orchestrator.marketdata.db import Database
@@ -80,8 +79,6 @@ def infer_timeframe(ts: pd.Series) -> Timeframe | None:
 
 def write_rejects(rejected: pd.DataFrame, path: Path) -> None:
     """Atomically writes line, reason and the row as read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     columns = [
         "line",
         "reason",
@@ -94,12 +91,11 @@ def write_rejects(rejected: pd.DataFrame, path: Path) -> None:
         "symbol",
         "timeframe",
     ]
-    with os.fdopen(fd, "w", newline="") as handle:
+    with atomic_file(path, text=True) as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in rejected[columns].itertuples(index=False):
             writer.writerow(row)
-    os.replace(tmp, path)
 
 
 def _normalise_labels(column: pd.Series, case: Callable[[str], str]) -> pd.Series:
