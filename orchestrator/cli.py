@@ -247,7 +247,7 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from orchestrator.fileio import atomic_write_bytes
 
-    atomic_write_bytes(Path(args.out), text)
+    atomic_write_bytes(Path(args.out), text, mode=0o644)
     print(f"wrote {args.out}")
     return 0
 
