@@ -15,6 +15,7 @@ from export.train import TrainedModels
 from orchestrator.inference.models import BASE_TIMEFRAME, served_name
 
 ONNX_OPSET = 17
+VERSION_DOCUMENTS = ("feature_spec.json", "model_card.json")  # in every version of every model
 
 
 def export_onnx_range(model: torch.nn.Module, path: Path, window: int, n_features: int) -> None:
@@ -92,12 +93,20 @@ def write_artifacts(
     meta = served_name(META, tf)
     export_onnx_meta(models.meta, out / f"{meta}.onnx", n_range, len(spec.context_features))
     files[meta] = {"model.onnx": out / f"{meta}.onnx"}
-    files[served_name(ENSEMBLE, tf)] = {}
+    # The cpu profile's fused ensemble carries its members' artifacts under fixed names (see
+    # export/backends/fused_ensemble.py); the gpu profile's native ensemble only references them.
+    files[served_name(ENSEMBLE, tf)] = {
+        f"{GRU}.onnx": files[served_name(GRU, tf)]["model.onnx"],
+        f"{TRANSFORMER}.onnx": files[served_name(TRANSFORMER, tf)]["model.onnx"],
+        f"{XGB_LONG}.json": files[served_name(XGB_LONG, tf)]["xgboost.json"],
+        f"{XGB_SHORT}.json": files[served_name(XGB_SHORT, tf)]["xgboost.json"],
+        f"{META}.onnx": files[meta]["model.onnx"],
+    }
     (out / "feature_spec.json").write_bytes(spec.dumps())
     (out / "model_card.json").write_text(json.dumps(models.card, indent=2, default=str))
     for entry in files.values():
-        entry["feature_spec.json"] = out / "feature_spec.json"
-        entry["model_card.json"] = out / "model_card.json"
+        for document in VERSION_DOCUMENTS:
+            entry[document] = out / document
     return files
 
 
@@ -128,12 +137,15 @@ def export_profiles(
             version = next_version(repository, [d.name for d in chosen])
             # Dependencies first, the ensemble last: a loader never sees it ahead of its steps.
             for model in chosen:
+                model_files = files[model.name]
+                if model.kind == "ensemble" and profile == "gpu":
+                    model_files = {k: model_files[k] for k in VERSION_DOCUMENTS}
                 publish_version(
                     repository,
                     model,
                     profile,
                     version,
-                    files[model.name],
+                    model_files,
                     fingerprint=spec.fingerprint,
                     feature_spec=spec_json if model.kind == "ensemble" else None,
                     timeframe=spec.timeframe,

@@ -20,6 +20,12 @@ BACKENDS_DIR = Path(__file__).parent / "backends"
 PROFILES = ("cpu", "gpu")
 KEEP_VERSIONS = 3
 QUEUE_DELAY_US = 2000
+# The fused cpu ensemble (one stub, five models): measured in docs/benchmarks.md. A short delay is
+# enough for the bar-close sweep (it sends whole batches) and keeps c=1 latency low.
+FUSED_QUEUE_DELAY_US = 500
+FUSED_PREFERRED_BATCH_SIZES = (64, 128, 256)
+# Versioned files of the fused cpu ensemble, keyed by the member whose artifact they are.
+FUSED_RUNNER = "fused_ensemble.py"
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,8 @@ def render_config(
         escaped = feature_spec.replace("\\", "\\\\").replace('"', '\\"')
         lines.append(_param("feature_spec", escaped))
     gpu = profile == "gpu"
+    if model.kind == "ensemble" and not gpu:
+        return "\n".join([*lines, *_fused_ensemble_config(model)]) + "\n"
     if model.kind == "ensemble":
         lines += [
             'platform: "ensemble"',
@@ -131,6 +139,25 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
+def _fused_ensemble_config(model: ModelDef) -> list[str]:
+    """cpu profile: the ensemble as one Python-backend model over the whole dynamic batch (same
+    name and tensors as the gpu profile's native ensemble)."""
+    preferred = ", ".join(str(size) for size in FUSED_PREFERRED_BATCH_SIZES)
+    return [
+        'backend: "python"',
+        f"max_batch_size: {model.max_batch_size}",
+        _tensors("input", model.inputs),
+        _tensors("output", model.outputs),
+        "dynamic_batching {"
+        f" preferred_batch_size: [ {preferred} ]"
+        f" max_queue_delay_microseconds: {FUSED_QUEUE_DELAY_US} }}",
+        "instance_group [ { count: 1, kind: KIND_CPU } ]",
+        "version_policy { latest { num_versions: 1 } }",
+        _param("onnx_threads", "1"),
+        _param("xgb_threads", "1"),
+    ]
+
+
 def next_version(repository: Path, names: list[str]) -> int:
     """One version number for the whole export, above every existing one."""
     existing = [
@@ -162,8 +189,9 @@ def publish_version(
     try:
         for target, source in files.items():
             shutil.copy2(source, staging / target)
-        if profile == "cpu" and model.kind in ("onnx", "xgboost"):
-            runner = "onnx_runner.py" if model.kind == "onnx" else "xgboost_runner.py"
+        if profile == "cpu" and model.kind in ("onnx", "xgboost", "ensemble"):
+            runners = {"onnx": "onnx_runner.py", "xgboost": "xgboost_runner.py"}
+            runner = runners.get(model.kind, FUSED_RUNNER)
             shutil.copy2(BACKENDS_DIR / runner, staging / "model.py")
         final = model_dir / str(version)
         os.rename(staging, final)

@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
@@ -20,7 +22,13 @@ from orchestrator.api.resources import Resources
 from orchestrator.api.security import AuthMiddleware, rate_limit_identity
 from orchestrator.api.stats import RequestLog, StatsController, TimingMiddleware
 from orchestrator.api.stream import hub_for_app, stream_socket
+from orchestrator.inference.service import PredictionService
 from orchestrator.settings import Settings
+
+
+def _prediction_service(state: State) -> PredictionService:
+    resources: Resources = state.resources
+    return resources.predictions
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -31,14 +39,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.resources = await Resources.open(settings)
+        resources = app.state.resources = await Resources.open(settings)
         app.state.request_log = RequestLog()
         app.state.stream = hub_for_app(
-            app.state,
+            resources,
             poll_interval_s=settings.api.ws_poll_interval_s,
             queue_size=settings.api.ws_queue_size,
         )
         app.state.backtests = BacktestJobs()
+        resources.engine.start()
         try:
             yield
         finally:
@@ -73,5 +82,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.api.max_body_bytes,
         exception_handlers={Exception: errors.handle},
         lifespan=[lifespan],
+        dependencies={"predictions": Provide(_prediction_service, sync_to_thread=False)},
         openapi_config=OpenAPIConfig(title="Trading ML engine", version="0.1.0", path="/schema"),
     )

@@ -20,7 +20,6 @@ from litestar.datastructures import State
 from litestar.params import FromPath, JSONBody
 
 from orchestrator.api.errors import ErrorBody, NotFoundError, describe, error_responses
-from orchestrator.api.predictions import served_models
 from orchestrator.backtest.report import BacktestResult
 from orchestrator.backtest.request import BacktestRequest, BacktestRequestError, parse_moment
 from orchestrator.backtest.runner import run_backtest
@@ -178,7 +177,9 @@ class BacktestController(Controller):
 
         async def plain(progress: Any) -> BacktestResult:
             db = await resources.database()
-            models, _ = await served_models(state, parse_timeframe(request.timeframe).value)
+            models, _ = await resources.predictions.served_models(
+                parse_timeframe(request.timeframe).value
+            )
             return await run_backtest(request, db=db, models=models, progress=progress)
 
         if params.run_as_job or _expected_bars(request) > INLINE_MAX_BARS:

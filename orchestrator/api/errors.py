@@ -22,6 +22,7 @@ from orchestrator.backtest.request import (
 from orchestrator.features.online import NotEnoughHistoryError
 from orchestrator.features.spec import FeatureSpecMismatchError
 from orchestrator.inference.client import ModelServiceUnavailableError
+from orchestrator.inference.service import UnservedTimeframeError
 from orchestrator.marketdata.db import DatabaseUnavailableError
 from orchestrator.marketdata.store import UnknownSymbolError, UnsupportedTimeframeError
 from orchestrator.marketdata.timeframes import InvalidSymbolError, InvalidTimeframeError
@@ -81,7 +82,7 @@ def describe(exc: Exception) -> tuple[int, ErrorBody]:
         return 404, ErrorBody("Unknown symbol", str(exc), "symbol")
     if isinstance(exc, InvalidSymbolError):
         return 400, ErrorBody("Bad request", str(exc), "symbol")
-    if isinstance(exc, InvalidTimeframeError | UnsupportedTimeframeError):
+    if isinstance(exc, InvalidTimeframeError | UnsupportedTimeframeError | UnservedTimeframeError):
         return 400, ErrorBody("Bad request", str(exc), "timeframe")
     if isinstance(exc, BadParameterError):
         return 400, ErrorBody("Bad request", str(exc), exc.field)

@@ -1,27 +1,19 @@
-"""GET /api/predict/{symbol}: predicted ranges per horizon from the Triton-served models."""
+"""GET /api/predict and /api/signals: the newest bar's prediction (see inference/service.py),
+answered with bytes encoded once per prediction."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 
 import msgspec
-from litestar import Controller, get
-from litestar.datastructures import State
+from litestar import Controller, MediaType, Response, get
 from litestar.params import FromPath, FromQuery
 
 from orchestrator.api.errors import PREDICTION_ERRORS, BadParameterError
 from orchestrator.features.horizons import Horizon
-from orchestrator.features.online import ModelInputs, inputs_for_latest, required_bars
-from orchestrator.features.spec import FeatureSpec
-from orchestrator.inference.client import (
-    EnsembleOutput,
-    ModelServiceUnavailableError,
-    SignalModels,
-)
-from orchestrator.inference.models import BASE_TIMEFRAME
-from orchestrator.marketdata.store import BarStore
-from orchestrator.marketdata.timeframes import parse_symbol, parse_timeframe
+from orchestrator.inference.barclose import Prediction
+from orchestrator.inference.client import EnsembleOutput
+from orchestrator.inference.service import PredictionService
 from orchestrator.signals.logic import Signal, build_signal
 from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
 
@@ -59,24 +51,6 @@ class PredictionResponse(msgspec.Struct):
     feature_fingerprint: str
 
 
-async def served_models(state: State, timeframe: str) -> tuple[SignalModels, str]:
-    """The timeframe's model set and its served version, or a 400 naming the fix when Triton
-    serves none for that timeframe."""
-    resources = state.resources
-    models: SignalModels = resources.models_for(timeframe)
-    try:
-        return models, await models.served_version()
-    except ModelServiceUnavailableError:
-        if timeframe == BASE_TIMEFRAME:
-            raise
-        await resources.models_for(BASE_TIMEFRAME).served_version()  # Triton down: that 503 wins
-        raise BadParameterError(
-            "timeframe",
-            f"no {timeframe} models are served ({models.ensemble} is not loaded); train them "
-            f'with `make models TIMEFRAMES="{timeframe}"` and restart Triton',
-        ) from None
-
-
 class SignalResponse(msgspec.Struct):
     symbol: str
     timeframe: str
@@ -88,38 +62,6 @@ class SignalResponse(msgspec.Struct):
     model_version: str
 
 
-class Inference(msgspec.Struct):
-    symbol: str
-    timeframe: str
-    spec: FeatureSpec
-    inputs: ModelInputs
-    out: EnsembleOutput
-
-
-async def infer_latest(
-    state: State, symbol: str, timeframe: str, *, last_bar: datetime | None = None
-) -> Inference:
-    """Latest bars -> shared features -> one ensemble request, cached with single-flight by
-    (symbol, timeframe, last closed bar time, served model version). A caller that has just read
-    the last closed bar time (the stream's watcher) passes it as `last_bar`."""
-    sym, tf = parse_symbol(symbol), parse_timeframe(timeframe)
-    models, version = await served_models(state, tf.value)
-    spec = await models.spec()
-    store = BarStore(await state.resources.database())
-    if last_bar is None:
-        last_bar = await store.last_closed_bar_time(sym, tf)
-
-    async def compute() -> Inference:
-        bars = await store.latest_bars(sym, tf, required_bars(spec), closed_only=True)
-        # ~12 ms of pandas-ta work: off the event loop, so cached requests keep flowing meanwhile.
-        inputs = await asyncio.to_thread(inputs_for_latest, bars, spec)
-        return Inference(sym, tf.value, spec, inputs, await models.infer([inputs]))
-
-    cache = state.resources.predictions
-    result: Inference = await cache.get((sym, tf.value, last_bar, version), compute)
-    return result
-
-
 def _ranges(out: EnsembleOutput, k: int) -> tuple[RangeATR, RangeATR, RangeATR]:
     """Horizon k's ranges from the GRU, the Transformer, and their mean (what signals use)."""
     gru = RangeATR(float(out.gru_range[0, 2 * k]), float(out.gru_range[0, 2 * k + 1]))
@@ -129,7 +71,7 @@ def _ranges(out: EnsembleOutput, k: int) -> tuple[RangeATR, RangeATR, RangeATR]:
     return gru, tfm, RangeATR((gru.up + tfm.up) / 2, (gru.down + tfm.down) / 2)
 
 
-def prediction_response(run: Inference, horizon: str = "all") -> PredictionResponse:
+def prediction_response(run: Prediction, horizon: str = "all") -> PredictionResponse:
     inputs, out, spec = run.inputs, run.out, run.spec
     horizons = []
     for k, (name, count) in enumerate(zip(spec.horizons, spec.horizon_bars, strict=True)):
@@ -164,7 +106,7 @@ def prediction_response(run: Inference, horizon: str = "all") -> PredictionRespo
     )
 
 
-def signal_response(run: Inference, strategy: Strategy) -> SignalResponse:
+def signal_response(run: Prediction, strategy: Strategy) -> SignalResponse:
     """The live signal; the backtester applies the same rules to batches of predictions."""
     spec, out, inputs = run.spec, run.out, run.inputs
     k = spec.horizons.index(spec.label_horizon)
@@ -209,6 +151,24 @@ def resolve_strategy(name: str, min_confidence: float | None = None) -> Strategy
     return chosen
 
 
+def encoded_prediction(run: Prediction, horizon: str = "all") -> bytes:
+    """The /api/predict body, encoded once per prediction and horizon."""
+    key = f"predict:{horizon}"
+    body = run.encoded.get(key)
+    if body is None:
+        body = run.encoded[key] = msgspec.json.encode(prediction_response(run, horizon))
+    return body
+
+
+def encoded_signal(run: Prediction, strategy: Strategy) -> bytes:
+    """The /api/signals body, encoded once per prediction and strategy."""
+    key = f"signal:{msgspec.json.encode(strategy).decode()}"
+    body = run.encoded.get(key)
+    if body is None:
+        body = run.encoded[key] = msgspec.json.encode(signal_response(run, strategy))
+    return body
+
+
 class PredictionController(Controller):
     path = "/api"
     tags = ["predictions"]  # noqa: RUF012
@@ -220,16 +180,17 @@ class PredictionController(Controller):
     )
     async def predict(
         self,
-        state: State,
+        predictions: PredictionService,
         symbol: FromPath[str],
         horizon: FromQuery[str] = "all",
         timeframe: FromQuery[str] = "5m",
-    ) -> PredictionResponse:
+    ) -> Response[PredictionResponse]:
         if horizon not in HORIZON_CHOICES:
             raise BadParameterError(
                 "horizon", f"horizon must be one of {', '.join(HORIZON_CHOICES)}"
             )
-        return prediction_response(await infer_latest(state, symbol, timeframe), horizon)
+        run = await predictions.latest(symbol, timeframe)
+        return Response(encoded_prediction(run, horizon), media_type=MediaType.JSON)  # type: ignore[arg-type]
 
     @get(
         "/signals/{symbol:str}",
@@ -238,11 +199,12 @@ class PredictionController(Controller):
     )
     async def signals(
         self,
-        state: State,
+        predictions: PredictionService,
         symbol: FromPath[str],
         timeframe: FromQuery[str] = "5m",
         strategy: FromQuery[str] = DEFAULT_STRATEGY,
         min_confidence: FromQuery[float | None] = None,
-    ) -> SignalResponse:
+    ) -> Response[SignalResponse]:
         chosen = resolve_strategy(strategy, min_confidence)
-        return signal_response(await infer_latest(state, symbol, timeframe), chosen)
+        run = await predictions.latest(symbol, timeframe)
+        return Response(encoded_signal(run, chosen), media_type=MediaType.JSON)  # type: ignore[arg-type]

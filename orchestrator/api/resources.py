@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
 
 import tritonclient.grpc.aio as grpcclient
 
-from orchestrator.inference.cache import SingleFlightCache
+from orchestrator.inference.barclose import BarCloseEngine
 from orchestrator.inference.client import SignalModels
-from orchestrator.inference.models import ENSEMBLE, served_name
+from orchestrator.inference.models import ENSEMBLE, SERVED_TIMEFRAMES, served_name
+from orchestrator.inference.service import PredictionService
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.settings import Settings
 
@@ -20,12 +20,29 @@ from orchestrator.settings import Settings
 class Resources:
     settings: Settings
     triton: grpcclient.InferenceServerClient
-    predictions: SingleFlightCache[tuple[object, ...], Any] = field(
-        default_factory=SingleFlightCache
-    )
     _by_timeframe: dict[str, SignalModels] = field(default_factory=dict)
     _db: Database | None = None
     _db_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _engine: BarCloseEngine | None = None
+    _predictions: PredictionService | None = None
+
+    @property
+    def engine(self) -> BarCloseEngine:
+        """The bar-close engine (created on first use, started by the app's lifespan)."""
+        if self._engine is None:
+            self._engine = BarCloseEngine(
+                self.database,
+                self.models_for,
+                SERVED_TIMEFRAMES,
+                poll_interval_s=self.settings.api.bar_poll_interval_s,
+            )
+        return self._engine
+
+    @property
+    def predictions(self) -> PredictionService:
+        if self._predictions is None:
+            self._predictions = PredictionService(self.database, self.models_for, self.engine)
+        return self._predictions
 
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
@@ -55,6 +72,8 @@ class Resources:
             return self._db
 
     async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.close()
         if self._db is not None:
             await self._db.close()
         await self.triton.close()

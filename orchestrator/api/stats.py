@@ -76,6 +76,24 @@ class ModelStats(msgspec.Struct):
     avg_infer_ms: float | None
 
 
+class BarCloseSummary(msgspec.Struct):
+    """The bar-close engine: sweeps over the symbols whose bar closed, and how features were
+    brought up to date (incremental steps vs full recomputes)."""
+
+    sweeps: int
+    predictions: int
+    triton_requests: int
+    feature_steps: int  # bars folded into a feature state in O(1)
+    feature_seeds: int  # full recomputes: restart, spec change, corrected bar
+    corrections: int  # stored bars that no longer continued a state
+    errors: int
+    polls: int
+    last_sweep_keys: int
+    last_sweep_ms: float
+    freshness_queries: int  # coalesced reads of the newest bar for requests
+    freshness_keys: int  # request keys those reads answered
+
+
 class StatsResponse(msgspec.Struct):
     uptime_s: float
     requests: int
@@ -87,6 +105,7 @@ class StatsResponse(msgspec.Struct):
     cache_hit_rate: float
     models: list[ModelStats]
     stream: StreamSummary
+    bar_close: BarCloseSummary
     triton_error: str | None = None
 
 
@@ -124,6 +143,8 @@ class StatsController(Controller):
     async def stats(self, state: State) -> StatsResponse:
         log: RequestLog = state.request_log
         cache = state.resources.predictions
+        engine = cache.engine.stats
+        freshness_queries, freshness_keys = cache.freshness_reads
         window = np.asarray(log.latencies_ms, dtype=np.float64)
         percentiles = [
             float(np.percentile(window, q)) if window.size else None for q in (50, 95, 99)
@@ -140,10 +161,24 @@ class StatsController(Controller):
                 window=int(window.size),
             ),
             cache_hits=cache.hits,
-            cache_coalesced=cache.coalesced,
+            cache_coalesced=cache.joined,
             cache_misses=cache.misses,
             cache_hit_rate=cache.hit_rate,
             models=models,
             stream=state.stream.snapshot(),
+            bar_close=BarCloseSummary(
+                sweeps=engine.sweeps,
+                predictions=engine.predictions,
+                triton_requests=engine.triton_requests,
+                feature_steps=engine.bars_stepped,
+                feature_seeds=engine.seeds,
+                corrections=engine.corrections,
+                errors=engine.errors,
+                polls=engine.polls,
+                last_sweep_keys=engine.last_sweep_keys,
+                last_sweep_ms=engine.last_sweep_ms,
+                freshness_queries=freshness_queries,
+                freshness_keys=freshness_keys,
+            ),
             triton_error=error,
         )

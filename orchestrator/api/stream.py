@@ -1,11 +1,12 @@
 """Live predictions over WebSocket: one watcher per (symbol, timeframe, strategy), fanned out to
 clients.
 
-A watcher polls the store's last bar time (one indexed MAX(ts) query); when it changes it runs
-one prediction + signal and puts the encoded message on every subscriber's bounded queue with
-put_nowait. A client that does not read only loses its own oldest messages (counted); it never
-slows the watcher or the other clients. Each connection's own task writes to its socket and
-sends a heartbeat when nothing else was sent for `heartbeat_s`.
+A watcher wakes when the bar-close engine finishes a sweep (or every poll interval) and reads the
+newest closed bar the engine knows; when it changes it takes that bar's prediction + signal and
+puts the encoded message on every subscriber's bounded queue with put_nowait. A client that does
+not read only loses its own oldest messages (counted); it never slows the watcher or the other
+clients. Each connection's own task writes to its socket and sends a heartbeat when nothing else
+was sent for `heartbeat_s`.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from orchestrator.api.errors import ErrorBody, describe
 from orchestrator.api.predictions import (
     PredictionResponse,
     SignalResponse,
-    infer_latest,
     prediction_response,
     resolve_strategy,
     signal_response,
 )
+from orchestrator.api.resources import Resources
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import parse_symbol, parse_timeframe
 from orchestrator.signals.strategies import DEFAULT_STRATEGY
@@ -121,6 +122,19 @@ class StreamHub:
         self.queue_size = queue_size
         self.feeds: dict[FeedKey, Feed] = {}
         self.stats = StreamStats()
+        self._tick: asyncio.Future[None] | None = None
+
+    def wake(self) -> None:
+        """Every watcher checks for a new bar now instead of at its next poll."""
+        if self._tick is not None and not self._tick.done():
+            self._tick.set_result(None)
+        self._tick = None
+
+    async def _pause(self) -> None:
+        if self._tick is None:
+            self._tick = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._tick), self.poll_interval_s)
 
     def subscribe(self, key: FeedKey) -> Subscriber:
         subscriber = Subscriber(key, asyncio.Queue(self.queue_size))
@@ -169,7 +183,7 @@ class StreamHub:
                     self.stats.errors += 1
                     self.publish(feed, message, remember=False)
                     last_error = message
-            await asyncio.sleep(self.poll_interval_s)
+            await self._pause()
 
     async def close(self) -> None:
         """Stop the watchers and tell every connection to close (a None on its queue)."""
@@ -195,33 +209,42 @@ class StreamHub:
         )
 
 
-def hub_for_app(state: Any, *, poll_interval_s: float, queue_size: int) -> StreamHub:
-    """The hub wired to the same store and inference path as /api/predict and /api/signals."""
-
-    polled: dict[FeedKey, datetime] = {}  # what last_bar just read, so compute need not re-read
+def hub_for_app(resources: Resources, *, poll_interval_s: float, queue_size: int) -> StreamHub:
+    """The hub fed by the bar-close engine: watchers wake when a sweep finishes and read the
+    newest closed bar the engine has seen (no query); the message comes from the same
+    prediction /api/predict serves, encoded once per (prediction, strategy)."""
+    engine = resources.engine
 
     async def last_bar(key: FeedKey) -> datetime | None:
-        store = BarStore(await state.resources.database())
-        newest = await store.last_closed_bar_time(key[0], parse_timeframe(key[1]))
-        if newest is not None:
-            polled[key] = newest
-        return newest
+        timeframe = parse_timeframe(key[1])
+        known = engine.known.get((key[0], timeframe))
+        if known is not None:
+            return known
+        store = BarStore(await resources.database())  # before the engine's first poll
+        return await store.last_closed_bar_time(key[0], timeframe)
 
     async def compute(key: FeedKey) -> bytes:
         symbol, timeframe, strategy = key
-        # Feeds of one symbol with different strategies share the cached prediction.
-        run = await infer_latest(state, symbol, timeframe, last_bar=polled.pop(key, None))
-        prediction = prediction_response(run)
-        message = PredictionMessage(
-            run.symbol,
-            run.timeframe,
-            prediction.bar_time,
-            prediction,
-            signal_response(run, resolve_strategy(strategy)),
-        )
-        return msgspec.json.encode(message)
+        # Feeds of one symbol with different strategies share the prediction.
+        run = await resources.predictions.latest(symbol, timeframe)
+        memo = f"ws:{strategy}"
+        message = run.encoded.get(memo)
+        if message is None:
+            prediction = prediction_response(run)
+            message = run.encoded[memo] = msgspec.json.encode(
+                PredictionMessage(
+                    run.symbol,
+                    run.timeframe,
+                    prediction.bar_time,
+                    prediction,
+                    signal_response(run, resolve_strategy(strategy)),
+                )
+            )
+        return message
 
-    return StreamHub(last_bar, compute, poll_interval_s=poll_interval_s, queue_size=queue_size)
+    hub = StreamHub(last_bar, compute, poll_interval_s=poll_interval_s, queue_size=queue_size)
+    engine.on_predictions(lambda _: hub.wake())
+    return hub
 
 
 async def _send_loop(

@@ -34,6 +34,19 @@ class EnsembleOutput:
     direction: F32  # (N,) +1 long, -1 short
     model_version: str
 
+    def row(self, index: int) -> EnsembleOutput:
+        """Row `index` of a batched answer, as a batch of one (views, no copies)."""
+        window = slice(index, index + 1)
+        return EnsembleOutput(
+            self.gru_range[window],
+            self.transformer_range[window],
+            self.p_long[window],
+            self.p_short[window],
+            self.confidence[window],
+            self.direction[window],
+            self.model_version,
+        )
+
 
 class SignalModels:
     """One aio gRPC client per process (created in the lifespan), with deadlines."""

@@ -67,7 +67,9 @@ class Database:
                     maxsize=settings.pool_max_size,
                     connect_timeout=settings.connect_timeout_s,
                     init_command=_INIT_COMMAND,
-                    autocommit=False,
+                    # Reads see every committed row without a COMMIT of their own; writes open an
+                    # explicit transaction (transaction()).
+                    autocommit=True,
                     pool_recycle=600,
                     # Enables MariaDB's binary bulk protocol for executemany (2x faster upserts).
                     stmt_cache_size=32,
@@ -151,7 +153,6 @@ class Database:
                 if _is_connection_error(exc):
                     raise DatabaseUnavailableError(self.settings, _describe(exc)) from exc
                 raise
-            await conn.commit()  # end the implicit read transaction: next read sees new rows
             return rows
 
     async def ping(self) -> None:

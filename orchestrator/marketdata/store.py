@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,16 +18,18 @@ from asyncmy.connection import Connection
 
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.resample import resample_bars
-from orchestrator.marketdata.timeframes import Timeframe, is_multiple, parse_symbol
+from orchestrator.marketdata.timeframes import Timeframe, is_multiple, newest_closed, parse_symbol
 
 OHLCV = ["open", "high", "low", "close", "volume"]
 SYMBOL_CACHE_S = 10.0
 ASSET_CLASSES = ("crypto", "forex", "metal", "equity", "index", "commodity")
 
-_SELECT_BARS = (
-    "SELECT ts, CAST(open AS DOUBLE), CAST(high AS DOUBLE), CAST(low AS DOUBLE),"
-    " CAST(close AS DOUBLE), CAST(volume AS DOUBLE) FROM bars"
+# The columns of a bar row as floats: ts, open, high, low, close, volume.
+SELECT_BAR_VALUES = (
+    "ts, CAST(open AS DOUBLE), CAST(high AS DOUBLE), CAST(low AS DOUBLE),"
+    " CAST(close AS DOUBLE), CAST(volume AS DOUBLE)"
 )
+_SELECT_BARS = f"SELECT {SELECT_BAR_VALUES} FROM bars"
 _UPSERT_BARS = (
     "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
@@ -79,6 +81,20 @@ def _naive_utc(moment: datetime) -> datetime:
 class BarStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    frame = staticmethod(_to_frame)  # (ts, o, h, l, c, v) rows -> an OHLCV frame
+
+    async def refresh_catalogue(self, newest: dict[tuple[str, Timeframe], datetime]) -> None:
+        """Refreshes the symbol and stored-timeframe caches of every symbol with one query, from
+        a scan of the newest bar per (symbol, timeframe) (the bar-close poller has one), so a
+        sweep over many symbols needs no per-symbol metadata queries."""
+        now = time.monotonic()
+        for info in await self.list_symbols():
+            self.db.symbol_cache[info.symbol] = (now, info)
+        stored = {(symbol, tf) for symbol, tf in newest}
+        for symbol, _ in self.db.symbol_cache.items():
+            for tf in Timeframe:
+                self.db.stored_cache[(symbol, tf)] = (now, (symbol, tf) in stored)
 
     # --- symbols -------------------------------------------------------------------------
     async def list_symbols(self) -> list[SymbolInfo]:
@@ -137,7 +153,7 @@ class BarStore:
 
     async def last_bar_time(self, symbol: str, timeframe: Timeframe) -> datetime | None:
         symbol = parse_symbol(symbol)
-        return await self._newest_ts(symbol, await self._source_timeframe(symbol, timeframe))
+        return await self._newest_ts(symbol, await self.source_timeframe(symbol, timeframe))
 
     async def _newest_ts(self, symbol: str, stored: Timeframe) -> datetime | None:
         rows = await self.db.fetchall(
@@ -150,14 +166,9 @@ class BarStore:
         """Open time of the newest *closed* bar: for a resampled timeframe, a bucket closes when
         the base bar in its last slot has landed (the forming bucket does not count)."""
         symbol = parse_symbol(symbol)
-        source = await self._source_timeframe(symbol, timeframe)
+        source = await self.source_timeframe(symbol, timeframe)
         newest = await self._newest_ts(symbol, source)
-        if newest is None or source == timeframe:
-            return newest
-        step = timedelta(seconds=timeframe.seconds)
-        bucket = pd.Timestamp(newest).floor(timeframe.pandas_freq).to_pydatetime()
-        closed = newest + timedelta(seconds=source.seconds) >= bucket + step
-        return bucket if closed else bucket - step
+        return None if newest is None else newest_closed(newest, source, timeframe)
 
     async def latest_bars(
         self, symbol: str, timeframe: Timeframe, limit: int, *, closed_only: bool = False
@@ -168,7 +179,7 @@ class BarStore:
         if limit <= 0:
             raise ValueError("limit must be a positive number of bars")
         symbol = parse_symbol(symbol)
-        source = await self._source_timeframe(symbol, timeframe)
+        source = await self.source_timeframe(symbol, timeframe)
         ratio = timeframe.seconds // source.seconds
         # Each bucket holds at most `ratio` base bars, so (limit + 1) * ratio base bars always
         # span at least limit + 1 buckets; the oldest one may be cut short and is dropped (and
@@ -193,7 +204,7 @@ class BarStore:
         if end <= start:
             raise ValueError("end must be after start")
         symbol = parse_symbol(symbol)
-        source = await self._source_timeframe(symbol, timeframe)
+        source = await self.source_timeframe(symbol, timeframe)
         start_n, end_n = _naive_utc(start), _naive_utc(end)
         # Read whole buckets so the first resampled bucket is complete, then keep those >= start.
         fetch_from = pd.Timestamp(start_n).floor(timeframe.pandas_freq).to_pydatetime()
@@ -208,7 +219,7 @@ class BarStore:
         resampled = resample_bars(frame, timeframe)
         return resampled[resampled.index >= pd.Timestamp(start_n, tz="UTC")]
 
-    async def _source_timeframe(self, symbol: str, timeframe: Timeframe) -> Timeframe:
+    async def source_timeframe(self, symbol: str, timeframe: Timeframe) -> Timeframe:
         """Bars stored at `timeframe` win; otherwise resample from the symbol's base timeframe.
         The probe's answer is cached like symbol metadata (writes clear it, see write_bars)."""
         info = await self.get_symbol(symbol)

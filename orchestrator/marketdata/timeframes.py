@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,19}$")
@@ -75,3 +76,17 @@ def parse_timeframe(raw: str) -> Timeframe:
 
 def is_multiple(target: Timeframe, base: Timeframe) -> bool:
     return target.seconds >= base.seconds and target.seconds % base.seconds == 0
+
+
+def newest_closed(newest_stored: datetime, stored: Timeframe, timeframe: Timeframe) -> datetime:
+    """Open time of the newest *closed* `timeframe` bar when the newest stored bar (at `stored`)
+    opens at `newest_stored`: a resampled bucket closes when the bar in its last slot has landed;
+    a forming bucket does not count. Buckets are anchored at the Unix epoch (see resample.py)."""
+    if stored == timeframe:
+        return newest_stored
+    epoch = datetime(1970, 1, 1, tzinfo=newest_stored.tzinfo or UTC)
+    offset_s = (newest_stored - epoch).total_seconds()
+    bucket = epoch + timedelta(seconds=offset_s - offset_s % timeframe.seconds)
+    step = timedelta(seconds=timeframe.seconds)
+    closed = newest_stored + timedelta(seconds=stored.seconds) >= bucket + step
+    return bucket if closed else bucket - step

@@ -9,7 +9,7 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 
-from export.catalog import GRU, META, TRANSFORMER, XGB_LONG, XGB_SHORT
+from export.catalog import ENSEMBLE, GRU, META, TRANSFORMER, XGB_LONG, XGB_SHORT
 from export.train import build_inputs, classifier_proba, collect_samples
 from orchestrator.devstack.triton import TritonServer
 from tests.models.conftest import TrainedRepository
@@ -94,3 +94,44 @@ def test_metamodel_onnx_equals_pytorch(trained: TrainedRepository) -> None:
     np.testing.assert_allclose(out[0], conf.numpy(), atol=1e-6)
     np.testing.assert_array_equal(out[1], direction.numpy())
     np.testing.assert_array_equal(out[1][:, 0], np.where(p[:, 0] >= p[:, 1], 1.0, -1.0))
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_fused_cpu_ensemble_equals_its_members_chained(
+    trained: TrainedRepository, model_server: TritonServer, batch: int
+) -> None:
+    """The cpu profile's one-stub signal_ensemble answers what its five served members answer
+    when chained by hand (the gpu profile's native ensemble wires the same steps)."""
+    seq, tab = _inputs(trained, batch)
+    ctx = np.random.default_rng(batch).normal(size=(batch, 5)).astype(np.float32)
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{model_server.grpc_port}")
+    tensors = []
+    for name, array in (("SEQ", seq), ("TAB", tab), ("CTX", ctx)):
+        tensor = grpcclient.InferInput(name, list(array.shape), "FP32")
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    fused = client.infer(ENSEMBLE, tensors)
+    gru = _triton(model_server, GRU, "SEQ", seq, "RANGE")
+    tfm = _triton(model_server, TRANSFORMER, "SEQ", seq, "RANGE")
+    p_long = _triton(model_server, XGB_LONG, "input__0", tab, "output__0")
+    p_short = _triton(model_server, XGB_SHORT, "input__0", tab, "output__0")
+    session = ort.InferenceSession(
+        str(trained.cpu / META / str(trained.version) / "model.onnx"),
+        providers=["CPUExecutionProvider"],
+    )
+    confidence, direction = session.run(
+        ["CONFIDENCE", "DIRECTION"],
+        {"GRU_RANGE": gru, "TF_RANGE": tfm, "P_LONG": p_long, "P_SHORT": p_short, "CTX": ctx},
+    )
+    expected = {
+        "GRU_RANGE": gru,
+        "TF_RANGE": tfm,
+        "P_LONG": p_long,
+        "P_SHORT": p_short,
+        "CONFIDENCE": confidence,
+        "DIRECTION": direction,
+    }
+    for name, value in expected.items():
+        np.testing.assert_allclose(fused.as_numpy(name), value, atol=1e-6, err_msg=name)
+    config = client.get_model_config(ENSEMBLE, as_json=True)["config"]
+    assert config["backend"] == "python"  # one stub, not Triton's five-step ensemble

@@ -1,0 +1,90 @@
+"""The newest prediction of a (symbol, timeframe): what /api/predict, /api/signals and the stream
+ask for.
+
+Freshness contract: an answer refers to the newest bar committed in the store when the request
+arrived. The check is one coalesced indexed read (see marketdata/watermarks.py); when the bar-close
+engine already holds the prediction for that bar and the served model version, that is the
+answer. Otherwise the request joins the engine's computation for that bar (single-flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from orchestrator.features.online import NotEnoughHistoryError, required_bars
+from orchestrator.inference.barclose import BarCloseEngine, Prediction
+from orchestrator.inference.client import ModelServiceUnavailableError, SignalModels
+from orchestrator.inference.models import BASE_TIMEFRAME
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import BarStore
+from orchestrator.marketdata.timeframes import newest_closed, parse_symbol, parse_timeframe
+from orchestrator.marketdata.watermarks import WatermarkReader
+
+
+class UnservedTimeframeError(ValueError):
+    """No model set is served for the asked timeframe (a 400 that names the fix)."""
+
+
+class PredictionService:
+    def __init__(
+        self,
+        database: Callable[[], Awaitable[Database]],
+        models_for: Callable[[str], SignalModels],
+        engine: BarCloseEngine,
+    ) -> None:
+        self._database = database
+        self._models_for = models_for
+        self.engine = engine
+        self._watermarks: WatermarkReader | None = None
+        self.hits = 0  # answered from the engine's latest prediction
+        self.joined = 0  # waited for a computation already pending or running
+        self.misses = 0  # started a computation
+
+    async def served_models(self, timeframe: str) -> tuple[SignalModels, str]:
+        """The timeframe's model set and its served version; UnservedTimeframeError when Triton
+        is up but serves no set for that timeframe."""
+        models = self._models_for(timeframe)
+        try:
+            return models, await models.served_version()
+        except ModelServiceUnavailableError:
+            if timeframe == BASE_TIMEFRAME:
+                raise
+            await self._models_for(BASE_TIMEFRAME).served_version()  # Triton down: that 503 wins
+            raise UnservedTimeframeError(
+                f"no {timeframe} models are served ({models.ensemble} is not loaded); train them "
+                f'with `make models TIMEFRAMES="{timeframe}"` and restart Triton'
+            ) from None
+
+    async def latest(self, symbol: str, timeframe: str) -> Prediction:
+        sym, tf = parse_symbol(symbol), parse_timeframe(timeframe)
+        models, version = await self.served_models(tf.value)
+        db = await self._database()
+        if self._watermarks is None:
+            self._watermarks = WatermarkReader(db)
+        source = await BarStore(db).source_timeframe(sym, tf)  # 404 for an unknown symbol
+        newest = await self._watermarks.newest(sym, source)
+        if newest is None:
+            raise NotEnoughHistoryError(0, required_bars(await models.spec()))
+        key, target = (sym, tf), newest_closed(newest, source, tf)
+        current = self.engine.latest.get(key)
+        if current is not None and current.bar_time == target and current.version == version:
+            self.hits += 1
+            return current
+        future, joined = self.engine.request(key, target)
+        if joined:
+            self.joined += 1
+        else:
+            self.misses += 1
+        return await asyncio.shield(future)
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.joined + self.misses
+        return (self.hits + self.joined) / total if total else 0.0
+
+    @property
+    def freshness_reads(self) -> tuple[int, int]:
+        """(queries, keys answered): how well concurrent freshness checks coalesce."""
+        reader = self._watermarks
+        return (reader.queries, reader.keys_read) if reader is not None else (0, 0)

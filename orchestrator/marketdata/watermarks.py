@@ -1,0 +1,86 @@
+"""Newest stored bar per (symbol, stored timeframe), read the cheap way.
+
+Two readers share one query shape (MAX(ts) on the primary key, answered from the index):
+
+- `WatermarkReader.newest()` serves requests. Every answer must refer to the newest committed bar,
+  so a caller waits for a read that *starts after it asked*; callers that arrive while a read is
+  in flight join the next one, which covers all their keys in a single round trip. Under load one
+  query answers many requests; alone, a request costs one indexed lookup.
+- `all_newest()` is the bar-close poller's scan of every (symbol, timeframe) at once (a loose
+  index scan of the primary key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.timeframes import Timeframe
+
+StoredKey = tuple[str, Timeframe]  # (symbol, timeframe the bars are stored at)
+MAX_KEYS_PER_QUERY = 200
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None else None
+
+
+async def all_newest(db: Database) -> dict[StoredKey, datetime]:
+    rows = await db.fetchall(
+        "SELECT symbol, timeframe, MAX(ts) FROM bars GROUP BY symbol, timeframe", ()
+    )
+    return {(r[0], Timeframe(r[1])): r[2].replace(tzinfo=UTC) for r in rows}
+
+
+async def _read(db: Database, keys: list[StoredKey]) -> dict[StoredKey, datetime | None]:
+    found: dict[StoredKey, datetime | None] = dict.fromkeys(keys)
+    for start in range(0, len(keys), MAX_KEYS_PER_QUERY):
+        chunk = keys[start : start + MAX_KEYS_PER_QUERY]
+        one = "SELECT %s, %s, MAX(ts) FROM bars WHERE symbol = %s AND timeframe = %s"
+        sql = " UNION ALL ".join([one] * len(chunk))
+        params = [p for symbol, tf in chunk for p in (symbol, tf.value, symbol, tf.value)]
+        for symbol, tf, newest in await db.fetchall(sql, params):
+            found[(symbol, Timeframe(tf))] = _utc(newest)
+    return found
+
+
+class WatermarkReader:
+    """Coalesces concurrent freshness checks into one query per round trip."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._waiting: dict[StoredKey, asyncio.Future[datetime | None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self.queries = 0
+        self.keys_read = 0
+
+    async def newest(self, symbol: str, stored: Timeframe) -> datetime | None:
+        key = (symbol, stored)
+        future = self._waiting.get(key)
+        if future is None:
+            future = self._waiting[key] = asyncio.get_running_loop().create_future()
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._drain())
+        return await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        """Reads until nobody waits; keys that arrive during a read go into the next one."""
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, {}
+                try:
+                    found = await _read(self._db, list(batch))
+                except Exception as exc:
+                    for future in batch.values():
+                        if not future.done():
+                            future.set_exception(exc)
+                            future.exception()  # retrieved: each waiter re-raises its own copy
+                    continue
+                self.queries += 1
+                self.keys_read += len(batch)
+                for key, future in batch.items():
+                    if not future.done():
+                        future.set_result(found[key])
+        finally:
+            self._reader = None

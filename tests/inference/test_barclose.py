@@ -1,0 +1,183 @@
+"""Bar-close serving against the real MariaDB and Triton: a bar closing on many symbols is scored
+in one batched Triton request, requests arriving meanwhile wait for it, and the answers equal the
+batch feature pipeline over the same bars (corrections included)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+import tritonclient.grpc as grpcclient
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from orchestrator.api.app import create_app
+from orchestrator.api.resources import Resources
+from orchestrator.devstack.triton import TritonServer
+from orchestrator.features.online import inputs_for_latest
+from orchestrator.inference.models import ENSEMBLE
+from orchestrator.ingest.writer import write_bars
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import SymbolInfo
+from orchestrator.marketdata.timeframes import Timeframe
+from orchestrator.settings import ApiSettings, DatabaseSettings
+from tests.api.conftest import api_settings
+from tests.conftest import TrainedRepository
+
+SYMBOLS = [f"BC{k:02d}USD" for k in range(12)]
+M5, M15 = Timeframe.M5, Timeframe.M15
+
+
+def _ensemble_counts(server: TritonServer) -> tuple[int, int]:
+    """(requests answered, rows inferred) by the 5m ensemble so far."""
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    stats = client.get_inference_statistics(ENSEMBLE, as_json=True)["model_stats"]
+    requests = sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
+    rows = sum(int(s.get("inference_count", 0)) for s in stats)
+    return requests, rows
+
+
+async def _write(db: Database, frames: dict[str, pd.DataFrame]) -> None:
+    rows = pd.concat(
+        [f.reset_index().assign(symbol=s, timeframe="5m") for s, f in frames.items()],
+        ignore_index=True,
+    )
+    info = {s: SymbolInfo(s, "crypto", 0.01, M5) for s in frames}
+    await write_bars(db, rows, info, show_progress=False)
+
+
+def _next_bar(bars: pd.DataFrame, move: float) -> pd.DataFrame:
+    last = float(bars["close"].iloc[-1])
+    close = round(last * (1 + move), 2)
+    bar = {
+        "open": last,
+        "high": max(last, close) * 1.001,
+        "low": min(last, close) * 0.999,
+        "close": close,
+        "volume": 7.0,
+    }
+    ts = bars.index[-1] + pd.Timedelta(minutes=5)
+    return pd.DataFrame([bar], index=pd.DatetimeIndex([ts], name="ts"))
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 120.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def market(
+    loaded: TrainedRepository, clean_db: Database
+) -> dict[str, pd.DataFrame]:
+    """Twelve symbols with the training history at different price scales."""
+    base = loaded.data[0].bars
+    frames = {s: base * (1 + k / 10) for k, s in enumerate(SYMBOLS)}
+    for frame in frames.values():
+        frame["volume"] = base["volume"]
+    await _write(clean_db, frames)
+    return frames
+
+
+@pytest.fixture
+async def app(
+    market: dict[str, pd.DataFrame], db_settings: DatabaseSettings, model_server: TritonServer
+) -> AsyncIterator[Litestar]:
+    settings = api_settings(db_settings, model_server, api=ApiSettings(bar_poll_interval_s=0.05))
+    yield create_app(settings)
+
+
+def _engine(app: Litestar) -> Resources:
+    resources: Resources = app.state.resources
+    return resources
+
+
+async def test_a_bar_closing_on_many_symbols_is_scored_in_one_triton_request(
+    app: Litestar,
+    market: dict[str, pd.DataFrame],
+    clean_db: Database,
+    model_server: TritonServer,
+    loaded: TrainedRepository,
+) -> None:
+    async with AsyncTestClient(app) as client:
+        engine = _engine(app).engine
+        first = {s: f.index[-1] for s, f in market.items()}
+        # The first poll seeds every symbol on every served timeframe (5m and 15m here).
+        await _until(lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)))
+        assert {s: engine.latest[(s, M5)].bar_time for s in SYMBOLS} == first
+        seeds, requests_before = engine.stats.seeds, _ensemble_counts(model_server)
+
+        new = {s: _next_bar(f, 0.001 * (k + 1)) for k, (s, f) in enumerate(market.items())}
+        await _write(clean_db, new)  # one transaction: the bar closes on every symbol at once
+        moved = new[SYMBOLS[0]].index[0]
+        await _until(lambda: all(engine.latest[(s, M5)].bar_time == moved for s in SYMBOLS))
+
+        requests, rows = np.subtract(_ensemble_counts(model_server), requests_before)
+        assert (requests, rows) == (1, len(SYMBOLS))  # one request carrying every symbol
+        assert engine.stats.seeds == seeds  # features advanced incrementally, not recomputed
+        assert engine.stats.bars_stepped >= len(SYMBOLS)
+
+        for symbol in (SYMBOLS[0], SYMBOLS[-1]):
+            history = pd.concat([market[symbol], new[symbol]])
+            expected = inputs_for_latest(history, loaded.models.spec)
+            body = (await client.get(f"/api/predict/{symbol}")).json()
+            assert body["bar_time"].startswith(moved.strftime("%Y-%m-%dT%H:%M:%S"))
+            assert body["close"] == pytest.approx(expected.close)
+            assert body["atr"] == pytest.approx(expected.atr, rel=1e-6)
+            served = engine.latest[(symbol, M5)].inputs
+            np.testing.assert_allclose(served.seq, expected.seq, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(served.tab, expected.tab, rtol=1e-5, atol=1e-5)
+        # Those answers came from the sweep's predictions: no Triton call of their own.
+        assert _ensemble_counts(model_server)[0] - requests_before[0] == 1
+
+
+async def test_requests_for_a_new_bar_wait_for_its_one_computation(
+    app: Litestar, market: dict[str, pd.DataFrame], clean_db: Database, model_server: TritonServer
+) -> None:
+    async with AsyncTestClient(app) as client:
+        engine = _engine(app).engine
+        await _until(lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)))
+        before = _ensemble_counts(model_server)
+        symbol = SYMBOLS[3]
+        bar = _next_bar(market[symbol], -0.002)
+        await _write(clean_db, {symbol: bar})
+        # Asked right after the commit, before the poller's next look: every answer is fresh.
+        responses = await asyncio.gather(*(client.get(f"/api/predict/{symbol}") for _ in range(10)))
+        stamp = bar.index[0].strftime("%Y-%m-%dT%H:%M:%S")
+        assert all(r.status_code == 200 for r in responses)
+        assert all(r.json()["bar_time"].startswith(stamp) for r in responses)
+        assert len({r.content for r in responses}) == 1
+        await asyncio.sleep(0.3)  # the poller sees the bar too: it must not score it again
+        assert np.subtract(_ensemble_counts(model_server), before).tolist() == [1, 1]
+        stats = (await client.get("/api/stats")).json()
+        assert stats["bar_close"]["freshness_queries"] >= 1
+        assert stats["cache_hits"] + stats["cache_coalesced"] + stats["cache_misses"] >= 10
+
+
+async def test_a_corrected_bar_is_recomputed_from_the_store(
+    app: Litestar,
+    market: dict[str, pd.DataFrame],
+    clean_db: Database,
+    loaded: TrainedRepository,
+) -> None:
+    async with AsyncTestClient(app) as client:
+        engine = _engine(app).engine
+        symbol = SYMBOLS[5]
+        await _until(lambda: engine.latest.get((symbol, M5)) is not None)
+        corrected = market[symbol].copy()
+        corrected.iloc[-1, corrected.columns.get_loc("close")] *= 1.003
+        corrected.iloc[-1, corrected.columns.get_loc("high")] *= 1.003
+        new = _next_bar(corrected, 0.001)
+        # The last bar is rewritten and a new one lands: the state no longer continues the store.
+        await _write(clean_db, {symbol: pd.concat([corrected.iloc[-1:], new])})
+        body = (await client.get(f"/api/predict/{symbol}")).json()
+        expected = inputs_for_latest(pd.concat([corrected, new]), loaded.models.spec)
+        assert body["bar_time"].startswith(new.index[0].strftime("%Y-%m-%dT%H:%M:%S"))
+        assert engine.stats.corrections >= 1
+        served = engine.latest[(symbol, M5)].inputs
+        np.testing.assert_allclose(served.seq, expected.seq, rtol=1e-5, atol=1e-5)
+        assert body["atr"] == pytest.approx(expected.atr, rel=1e-6)
