@@ -52,7 +52,7 @@ async def _reset_schema(settings: DatabaseSettings) -> None:
     try:
         async with db.connection() as conn, conn.cursor() as cur:
             await cur.execute("SET FOREIGN_KEY_CHECKS = 0")
-            for table in ("bars", "symbols", "schema_migrations"):
+            for table in ("bar_revisions", "bars", "symbols", "schema_migrations"):
                 await cur.execute(f"DROP TABLE IF EXISTS {table}")
             await cur.execute("SET FOREIGN_KEY_CHECKS = 1")
             await conn.commit()
@@ -85,6 +85,7 @@ async def db(db_settings: DatabaseSettings) -> AsyncIterator[Database]:
 async def clean_db(db: Database) -> Database:
     """The test database with no bars and no symbols."""
     async with db.transaction() as conn, conn.cursor() as cur:
+        await cur.execute("DELETE FROM bar_revisions")
         await cur.execute("DELETE FROM bars")
         await cur.execute("DELETE FROM symbols")
     return db

@@ -110,6 +110,8 @@ class BarCloseEngine:
         self._listeners: list[Callable[[list[Prediction]], None]] = []
         self._served: tuple[Timeframe, ...] = ()
         self._failed: dict[FeatureKey, tuple[datetime, float]] = {}
+        self._revisions: dict[tuple[str, Timeframe], int] = {}
+        self._revisions_seen = False
         self._served_at = -SERVED_REFRESH_S
         self._catalogue_at = -CATALOGUE_REFRESH_S
         self.stats = BarCloseStats()
@@ -398,6 +400,7 @@ class BarCloseEngine:
         if now - self._catalogue_at >= CATALOGUE_REFRESH_S:
             await store.refresh_catalogue(marks)
             self._catalogue_at = now
+        self._forget_revised(await store.revisions())
         served = await self._served_timeframes(now)
         stored_by_symbol: dict[str, set[Timeframe]] = {}
         for symbol, stored in marks:
@@ -426,6 +429,24 @@ class BarCloseEngine:
                 self._failed[key] = (target, time.monotonic())
             else:
                 self._failed.pop(key, None)
+
+    def _forget_revised(self, revisions: dict[tuple[str, Timeframe], int]) -> None:
+        """A series whose stored history was rewritten (a corrected or backfilled bar, see
+        BarStore.upsert_rows) loses its feature states and predictions: they are recomputed
+        from the store by this poll."""
+        first_poll = not self._revisions_seen
+        self._revisions_seen = True
+        for (symbol, stored), revision in revisions.items():
+            if self._revisions.get((symbol, stored)) == revision:
+                continue
+            self._revisions[(symbol, stored)] = revision
+            if first_poll:
+                continue  # nothing computed yet
+            self.stats.corrections += 1
+            for key in [k for k in self._states if k[0] == symbol]:
+                del self._states[key]
+            for key in [k for k in self.latest if k[0] == symbol]:
+                del self.latest[key]
 
     async def _served_timeframes(self, now: float) -> tuple[Timeframe, ...]:
         """Timeframes whose ensemble Triton serves, re-checked every SERVED_REFRESH_S."""

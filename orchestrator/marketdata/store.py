@@ -37,6 +37,12 @@ _UPSERT_BARS = (
     " close = VALUES(close), volume = VALUES(volume)"
 )
 
+_BUMP_REVISION = (
+    "INSERT INTO bar_revisions (symbol, timeframe, oldest_ts) VALUES (%s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE revision = revision + 1,"
+    " oldest_ts = LEAST(oldest_ts, VALUES(oldest_ts))"
+)
+
 
 class SymbolInfo(msgspec.Struct, frozen=True):
     symbol: str
@@ -143,6 +149,11 @@ class BarStore:
         async with self.db.transaction() as tx, tx.cursor() as cur:
             await cur.execute(sql, params)
 
+    async def revisions(self) -> dict[tuple[str, Timeframe], int]:
+        """Revision counter of every series whose history was ever rewritten (see upsert_rows)."""
+        rows = await self.db.fetchall("SELECT symbol, timeframe, revision FROM bar_revisions", ())
+        return {(r[0], Timeframe(r[1])): int(r[2]) for r in rows}
+
     # --- bars ----------------------------------------------------------------------------
     async def last_bar_times(self) -> dict[tuple[str, Timeframe], datetime]:
         """Newest bar open time per (symbol, stored timeframe); a loose index scan on the PK."""
@@ -248,6 +259,25 @@ class BarStore:
     @staticmethod
     async def upsert_rows(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         """Idempotent upsert of (symbol, timeframe, ts, o, h, l, c, v) rows inside the caller's
-        transaction: ingesting the same bars twice leaves the table identical."""
+        transaction: ingesting the same bars twice leaves the table identical. Rows at or before
+        a series' newest stored bar (a correction, a backfill) bump its revision in the same
+        transaction, so the bar-close engine knows to recompute that series' features."""
+        oldest: dict[tuple[str, str], str] = {}
+        for row in rows:
+            key, ts = (row[0], str(row[1])), str(row[2])
+            if key not in oldest or ts < oldest[key]:
+                oldest[key] = ts
         async with conn.cursor() as cur:
+            one = "SELECT %s, %s, MAX(ts) FROM bars WHERE symbol = %s AND timeframe = %s"
+            await cur.execute(
+                " UNION ALL ".join([one] * len(oldest)),
+                [p for symbol, tf in oldest for p in (symbol, tf, symbol, tf)],
+            )
+            revised = [
+                (symbol, tf, oldest[(symbol, tf)])
+                for symbol, tf, newest in await cur.fetchall()
+                if newest is not None and oldest[(symbol, tf)] <= str(newest)
+            ]
             await cur.executemany(_UPSERT_BARS, rows)
+            if revised:
+                await cur.executemany(_BUMP_REVISION, revised)

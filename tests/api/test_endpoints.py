@@ -179,8 +179,10 @@ async def test_concurrent_identical_requests_make_one_triton_call(
     assert signal.status_code == 200
     assert len({r.text for r in responses}) == 1
     assert after - before == 1
-    assert cache.misses == 1
-    assert cache.hits + cache.coalesced == 20
+    # The bar-close engine may have started that computation before the requests arrived: then
+    # every request joined it; otherwise the first started it and the others joined or hit.
+    assert cache.misses <= 1
+    assert cache.hits + cache.joined + cache.misses == 21
 
 
 async def test_stats_and_metrics(
@@ -193,11 +195,13 @@ async def test_stats_and_metrics(
     assert stats["requests"] >= 2
     assert stats["responses_by_status"]["200"] >= 2
     assert stats["latency"]["p50_ms"] > 0
-    assert stats["cache_misses"] == 1
+    assert stats["cache_misses"] <= 1  # 0 when the bar-close engine scored the bar first
     assert stats["cache_hits"] >= 1
+    assert stats["bar_close"]["predictions"] >= 1
+    assert stats["bar_close"]["freshness_queries"] >= 1
     models = {m["name"]: m for m in stats["models"]}
     assert models[ENSEMBLE]["inferences"] >= 1
-    assert models["range_gru"]["avg_batch_size"] >= 1.0
+    assert models[ENSEMBLE]["avg_batch_size"] >= 1.0
     assert (
         models["range_gru"]["versions"] == [str(loaded.version)] or models["range_gru"]["versions"]
     )

@@ -5,7 +5,7 @@ batch feature pipeline over the same bars (corrections included)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -71,9 +71,7 @@ async def _until(condition: Callable[[], bool], timeout_s: float = 120.0) -> Non
 
 
 @pytest.fixture
-async def market(
-    loaded: TrainedRepository, clean_db: Database
-) -> dict[str, pd.DataFrame]:
+async def market(loaded: TrainedRepository, clean_db: Database) -> dict[str, pd.DataFrame]:
     """Twelve symbols with the training history at different price scales."""
     base = loaded.data[0].bars
     frames = {s: base * (1 + k / 10) for k, s in enumerate(SYMBOLS)}
@@ -86,9 +84,9 @@ async def market(
 @pytest.fixture
 async def app(
     market: dict[str, pd.DataFrame], db_settings: DatabaseSettings, model_server: TritonServer
-) -> AsyncIterator[Litestar]:
+) -> Litestar:
     settings = api_settings(db_settings, model_server, api=ApiSettings(bar_poll_interval_s=0.05))
-    yield create_app(settings)
+    return create_app(settings)
 
 
 def _engine(app: Litestar) -> Resources:
@@ -180,4 +178,30 @@ async def test_a_corrected_bar_is_recomputed_from_the_store(
         assert engine.stats.corrections >= 1
         served = engine.latest[(symbol, M5)].inputs
         np.testing.assert_allclose(served.seq, expected.seq, rtol=1e-5, atol=1e-5)
+        assert body["atr"] == pytest.approx(expected.atr, rel=1e-6)
+
+
+async def test_an_old_bar_corrected_without_a_new_one_is_recomputed(
+    app: Litestar,
+    market: dict[str, pd.DataFrame],
+    clean_db: Database,
+    loaded: TrainedRepository,
+) -> None:
+    async with AsyncTestClient(app) as client:
+        engine = _engine(app).engine
+        symbol = SYMBOLS[7]
+        await _until(lambda: engine.latest.get((symbol, M5)) is not None)
+        before = engine.latest[(symbol, M5)]
+        corrected = market[symbol].copy()
+        row = corrected.index[-20]
+        corrected.loc[row, ["high", "close"]] = corrected.loc[row, ["high", "close"]] * 1.01
+        await _write(clean_db, {symbol: corrected.loc[[row]]})  # a revision, no new bar
+        expected = inputs_for_latest(corrected, loaded.models.spec)
+        await _until(lambda: engine.latest.get((symbol, M5), before) is not before, 30)
+        await _until(lambda: engine.latest.get((symbol, M5)) is not None, 30)
+        served = engine.latest[(symbol, M5)]
+        assert served.bar_time == before.bar_time
+        np.testing.assert_allclose(served.inputs.seq, expected.seq, rtol=1e-5, atol=1e-5)
+        assert np.abs(served.inputs.seq - before.inputs.seq).max() > 1e-3
+        body = (await client.get(f"/api/predict/{symbol}")).json()
         assert body["atr"] == pytest.approx(expected.atr, rel=1e-6)
