@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated
 
@@ -110,7 +111,8 @@ class MarketController(Controller):
             )
         store = BarStore(await state.resources.database())
         bars = await store.latest_bars(sym, tf, _limit(limit) + LOOKBACK_BARS)
-        features = compute_features(bars).iloc[-limit:]
+        # Up to ~10,600 bars of pandas-ta work: off the event loop, like /api/predict's seeds.
+        features = (await asyncio.to_thread(compute_features, bars)).iloc[-limit:]
         values = {
             name: [None if not np.isfinite(v) else float(v) for v in features[name].to_numpy()]
             for name in names

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import msgspec
 from litestar import Controller, MediaType, Response, get
+from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from orchestrator.api.errors import PREDICTION_ERRORS, BadParameterError
@@ -180,7 +181,7 @@ class PredictionController(Controller):
     )
     async def predict(
         self,
-        predictions: PredictionService,
+        predictions: NamedDependency[PredictionService],
         symbol: FromPath[str],
         horizon: FromQuery[str] = "all",
         timeframe: FromQuery[str] = "5m",
@@ -199,7 +200,7 @@ class PredictionController(Controller):
     )
     async def signals(
         self,
-        predictions: PredictionService,
+        predictions: NamedDependency[PredictionService],
         symbol: FromPath[str],
         timeframe: FromQuery[str] = "5m",
         strategy: FromQuery[str] = DEFAULT_STRATEGY,

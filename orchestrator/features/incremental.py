@@ -1,12 +1,15 @@
 """Serving features in O(1) per bar: TA-Lib's recurrences carried forward instead of recomputed.
 
 `inputs_for_latest` recomputes every indicator over a LOOKBACK_BARS tail for each new bar
-(~30 ms a symbol). The indicators are recurrences (EMA, Wilder smoothing) or small fixed windows,
-so their state can be carried from bar to bar. Each recurrence below replays what pandas-ta asks
-TA-Lib for in `compute_features` -- same seeding (SMA seeds, MACD's fast EMA seeded on the slow
-EMA's first bar, Wilder sums for ADX/DM), same operation order, same zero guards -- so a state
-seeded on a tail equals the batch pipeline on that tail, and carrying it forward differs from
-re-seeding on a moved tail only by the seed's decayed memory (far below float32 resolution).
+(milliseconds a symbol). The indicators are recurrences (EMA, Wilder smoothing) or small fixed
+windows, so their state can be carried from bar to bar. Each recurrence below replays what
+pandas-ta asks TA-Lib for in `compute_features` -- same seeding (SMA seeds, MACD's fast EMA seeded
+on the slow EMA's first bar, Wilder sums for ADX/DM), same operation order, same zero guards -- so
+a state seeded on a tail equals the batch pipeline on that tail, and carrying it forward differs
+from re-seeding on a moved tail only by the seed's decayed memory (far below float32 resolution).
+The zero guards and the Bollinger std follow the bundled TA-Lib (C 0.8.x: exact-zero tests, a
+cancellation-free std that is exactly 0 on a flat window), as measured against it; the tests in
+tests/features compare with the batch path, so a TA-Lib upgrade that changes them shows there.
 
 Fixed windows (Bollinger, stochastic, rolling std) are recomputed over their 14..48 values each bar
 rather than kept as running sums, which would drift away from the batch's fresh sums.
@@ -240,7 +243,9 @@ class _Bbands:
             std = math.sqrt(total / self._length)
         deviation = std * self._dev
         upper, lower = mid + deviation, mid - deviation
-        # pandas-ta's non_zero_range: a zero difference becomes epsilon (see _EPSILON).
+        # pandas-ta's non_zero_range adds epsilon to the whole column when any row is exactly 0;
+        # only this bar is known here, so only a zero becomes epsilon. Other rows of such a column
+        # move by 2.2e-16 absolute: invisible unless they are themselves ~1e-16.
         width = upper - lower
         if width == 0.0:
             width = _EPSILON
@@ -439,7 +444,7 @@ class _Indicators:
         atr = self.atr.update(h, low, c)
         row.append(self.rsi.update(c) / 100.0 - 0.5)
         macd, signal, hist = self.macd.update(c)
-        row += (_div(macd, atr), _div(signal, atr), _div(hist, atr), atr / c)
+        row += (_div(macd, atr), _div(signal, atr), _div(hist, atr), _div(atr, c))
         row += self.bb.update(c)
         for ema in (self.ema_fast, self.ema_mid, self.ema_slow):
             row.append(_div(c - ema.update(c), atr))
@@ -468,9 +473,8 @@ class IncrementalFeatures:
 
     `seed()` is the way in; `IncrementalFeatures(spec)` starts empty and warms up from its first
     bar like compute_features on a whole series. Holds the normalised rows of the last
-    max(window, TABULAR_SUMMARY_BARS) bars in a ring of
-    twice that many rows, each row written at i and i + size, so the newest rows are always one
-    contiguous slice (no roll, no concatenation per bar).
+    max(window, TABULAR_SUMMARY_BARS) bars in a ring of twice that many rows, each row written at
+    i and i + size, so the newest rows are always one contiguous slice (no roll, no copy per bar).
     """
 
     __slots__ = (
@@ -530,17 +534,17 @@ class IncrementalFeatures:
         log_c = np.log(columns[3]).tolist()
         log1p_v = np.log1p(columns[4]).tolist()
         index = pd.DatetimeIndex(tail.index)
-        self = cls(spec)
-        state = self._state
-        stored_from = need - self._ring_size  # older rows never reach a window
+        features = cls(spec)
+        state = features._state
+        stored_from = need - features._ring_size  # older rows never reach a window
         for i in range(need):
             row = state.step(o[i], h[i], low[i], c[i], v[i], log_c[i], log1p_v[i])
             if i >= stored_from:
-                self._store(index[i], row)
-        self._count = need
-        self._last_time = index[-1]
-        self._last_bar = (o[-1], h[-1], low[-1], c[-1], v[-1])
-        return self
+                features._store(index[i], row)
+        features._count = need
+        features._last_time = index[-1]
+        features._last_bar = (o[-1], h[-1], low[-1], c[-1], v[-1])
+        return features
 
     def update(
         self,
@@ -551,8 +555,9 @@ class IncrementalFeatures:
         close: float,
         volume: float,
     ) -> None:
-        """Append one closed bar. A bar not newer than last_time (a repeat or a correction) is
-        refused: the state cannot be un-applied, so the caller must seed() again."""
+        """Append one closed bar; `ts` is its open time in the seed frame's timezone (the calendar
+        features read it as compute_features reads the index). A bar not newer than last_time (a
+        repeat or a correction) is refused: state cannot be un-applied, so seed() again."""
         stamp = pd.Timestamp(ts)
         if self._last_time is not None and stamp <= self._last_time:
             raise ValueError(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,12 +31,12 @@ from datetime import datetime
 import pandas as pd
 
 from orchestrator.features.incremental import IncrementalFeatures
-from orchestrator.features.online import ModelInputs, required_bars
+from orchestrator.features.online import ModelInputs, NotEnoughHistoryError, required_bars
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import EnsembleOutput, SignalModels
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.resample import resample_bars
-from orchestrator.marketdata.store import SELECT_BAR_VALUES, BarStore
+from orchestrator.marketdata.store import SELECT_BAR_VALUES, BarStore, UnknownSymbolError
 from orchestrator.marketdata.timeframes import Timeframe, is_multiple, newest_closed
 from orchestrator.marketdata.watermarks import all_newest
 
@@ -47,7 +48,16 @@ INLINE_UPDATES = 16  # fewer incremental updates than this run on the loop (a th
 CATALOGUE_REFRESH_S = 5.0
 SERVED_REFRESH_S = 10.0
 MAX_STEPS = 2000  # more new bars than this: recompute from the tail instead of stepping
-RETRY_S = 5.0  # a key whose computation failed is retried by the poller after this long
+RETRY_S = 5.0  # a key whose dependency failed is retried by the poller after this long
+
+
+def _retry_at(failure: BaseException) -> float:
+    """When the poller tries a failed key again for the same bar: never for what only a new bar
+    can change (too little history, unknown symbol); after RETRY_S for a dependency that was
+    away (Triton, the database)."""
+    if isinstance(failure, NotEnoughHistoryError | UnknownSymbolError | ValueError):
+        return math.inf
+    return time.monotonic() + RETRY_S
 
 
 @dataclass(eq=False)
@@ -356,8 +366,12 @@ class BarCloseEngine:
                 if frame.index[0] != features.last_time or first != features.last_bar:
                     self.stats.corrections += 1
                     continue
-                for ts, row in zip(frame.index[1:], values[1:], strict=True):
-                    features.update(ts, *(float(v) for v in row))
+                try:
+                    for ts, row in zip(frame.index[1:], values[1:], strict=True):
+                        features.update(ts, *(float(v) for v in row))
+                except ValueError:  # a bar the state refuses: recompute from the store instead
+                    del self._states[key]
+                    continue
                 self.stats.bars_stepped += len(frame) - 1
                 done[key] = features
             return done
@@ -419,14 +433,14 @@ class BarCloseEngine:
                 if latest is not None and latest.bar_time >= target:
                     continue
                 failed = self._failed.get(key)
-                if failed is not None and failed[0] == target and now - failed[1] < RETRY_S:
-                    continue  # e.g. not enough history, Triton down: not every poll
+                if failed is not None and failed[0] == target and now < failed[1]:
+                    continue  # not every poll: see _retry_at
                 wanted.append((key, target, self.request(key, target, urgent=False)[0]))
         outcomes = await asyncio.gather(*(f for _, _, f in wanted), return_exceptions=True)
         for (key, target, _), outcome in zip(wanted, outcomes, strict=True):
             # Failures are the requests' and the stream's to report; the poll only schedules.
             if isinstance(outcome, BaseException):
-                self._failed[key] = (target, time.monotonic())
+                self._failed[key] = (target, _retry_at(outcome))
             else:
                 self._failed.pop(key, None)
 
