@@ -123,6 +123,11 @@ bench-features: env ## Feature cost of one new bar (online tail) vs recomputing 
 bench-predict: setup db ## /api/predict warm/cold p50/p99 at concurrency 1/16/64 vs raw Triton
 	@$(PY) -m bench.predict_bench
 
+.PHONY: bench-serving
+SERVING_ARGS ?=
+bench-serving: db triton-env perf-analyzer ## Engine vs naive seed-style baseline: warm/cold/bar-close sweep, perf_analyzer, batching, backtest
+	@$(PY) -m bench.serving_bench $(SERVING_ARGS)
+
 bench-backtest: setup db ## Backtest simulation speed (bars/s) and a whole 215,699-bar backtest through Triton
 	@$(PY) -m bench.backtest_sim_bench
 	@$(PY) bench/backtest_bench.py
