@@ -9,7 +9,6 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
@@ -18,6 +17,7 @@ from orchestrator.api.backtests import BacktestController, BacktestJobs
 from orchestrator.api.health import HealthController
 from orchestrator.api.market import MarketController
 from orchestrator.api.predictions import PredictionController
+from orchestrator.api.ratelimit import rate_limit_config
 from orchestrator.api.resources import Resources
 from orchestrator.api.security import AuthMiddleware, rate_limit_identity
 from orchestrator.api.stats import RequestLog, StatsController, TimingMiddleware
@@ -69,8 +69,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TimingMiddleware(),
             prometheus.middleware,
             AuthMiddleware(settings.api),
-            RateLimitConfig(
-                rate_limit=("minute", settings.api.rate_limit_per_minute),
+            rate_limit_config(
+                settings.api.rate_limit_per_minute,
                 identifier_for_request=rate_limit_identity(settings.api),
                 exclude=["/health", "/metrics", "/schema"],
             ).middleware,
