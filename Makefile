@@ -126,7 +126,12 @@ bench-predict: setup db ## /api/predict warm/cold p50/p99 at concurrency 1/16/64
 .PHONY: bench-serving
 SERVING_ARGS ?=
 bench-serving: db triton-env perf-analyzer ## Engine vs naive seed-style baseline: warm/cold/bar-close sweep, perf_analyzer, batching, backtest
+	@scripts/install-wrk.sh
 	@$(PY) -m bench.serving_bench $(SERVING_ARGS)
+
+.PHONY: bench-triton-tuning
+bench-triton-tuning: triton-env perf-analyzer ## The fused cpu signal_ensemble under perf_analyzer: queue delay x instance count
+	@$(PY) -m bench.triton_tuning
 
 bench-backtest: setup db ## Backtest simulation speed (bars/s) and a whole 215,699-bar backtest through Triton
 	@$(PY) -m bench.backtest_sim_bench

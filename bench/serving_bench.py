@@ -392,6 +392,62 @@ async def closed_loop(
     return percentile_summary(latencies, time.perf_counter() - started, errors)
 
 
+WRK_SCRIPT = """
+local symbols = {%s}
+local n = #symbols
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", "/api/predict/" .. symbols[(i %% n) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '\\n{"requests": %%d, "duration_us": %%d, "errors": %%d, "non2xx": %%d,'
+    .. ' "p50_us": %%d, "p99_us": %%d, "mean_us": %%f}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99), latency.mean))
+end
+"""
+
+
+def wrk_loop(base_url: str, symbols: list[str], concurrency: int, seconds: float) -> Json:
+    """The same closed loop driven by wrk (C, one thread): the Python client costs about as much
+    CPU per request as the engine itself, so on 2 cores it would cap what is measured."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % ", ".join(f'"{s}"' for s in symbols))
+    try:
+        output = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "30s",
+                "-s",
+                script.name,
+                base_url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    stats = json.loads(output.strip().splitlines()[-1])
+    good = stats["requests"] - stats["non2xx"]
+    return {
+        "requests": good,
+        "errors": stats["errors"] + stats["non2xx"],
+        "throughput_per_s": good / (stats["duration_us"] / 1e6),
+        "p50_ms": stats["p50_us"] / 1e3,
+        "p99_ms": stats["p99_us"] / 1e3,
+        "mean_ms": stats["mean_us"] / 1e3,
+        "client": "wrk",
+    }
+
+
 async def request_all(client: httpx.AsyncClient, symbols: list[str], concurrency: int) -> int:
     """Every symbol once (the warm-up pass); returns how many failed."""
     queue = deque(symbols)
@@ -441,7 +497,12 @@ async def warm_phase(
                         return False
                     return response.status_code == 200
 
-                summary = await closed_loop(call, c, seconds)
+                if shutil.which("wrk"):
+                    chosen = symbols[:1] if c == 1 else symbols
+                    url = str(client.base_url)
+                    summary = await asyncio.to_thread(wrk_loop, url, chosen, c, seconds)
+                else:
+                    summary = await closed_loop(call, c, seconds)
                 results[service.name][str(c)] = summary
                 log(
                     f"warm {service.name:8s} c={c:2d}  {summary['throughput_per_s']:8.1f} req/s  "
@@ -629,13 +690,19 @@ def write_perf_data(path: Path, seq: F32, tab: F32, ctx: F32) -> None:
 
 
 def perf_sweep(
-    label: str, grpc_port: int, http_port: int, data: Path, interval_ms: int, out_dir: Path
+    label: str,
+    grpc_port: int,
+    http_port: int,
+    data: Path,
+    interval_ms: int,
+    out_dir: Path,
+    concurrencies: tuple[int, ...] = PA_CONCURRENCY,
 ) -> list[Json]:
     """One perf_analyzer run per concurrency (powers of two), with Triton's own counters around
     each: inference_count / execution_count is the batch size dynamic batching really formed."""
     rows = []
     http_url = f"127.0.0.1:{http_port}"
-    for c in PA_CONCURRENCY:
+    for c in concurrencies:
         csv_path = out_dir / f"{label}-c{c}.csv"
         before = _triton_counts(http_url, ENSEMBLE)
         command = [

@@ -20,10 +20,12 @@ BACKENDS_DIR = Path(__file__).parent / "backends"
 PROFILES = ("cpu", "gpu")
 KEEP_VERSIONS = 3
 QUEUE_DELAY_US = 2000
-# The fused cpu ensemble (one stub, five models): measured in docs/benchmarks.md. A short delay is
-# enough for the bar-close sweep (it sends whole batches) and keeps c=1 latency low.
-FUSED_QUEUE_DELAY_US = 500
-FUSED_PREFERRED_BATCH_SIZES = (64, 128, 256)
+# The fused cpu ensemble (one stub, five models), tuned with `make bench-triton-tuning`
+# (docs/benchmarks.md): no queue delay (batches form while an instance is busy; any delay only
+# adds latency at low concurrency) and two instances, so one executes while Triton turns the
+# other's responses around. The bar-close sweep sends whole 256-row batches anyway.
+FUSED_QUEUE_DELAY_US = 0
+FUSED_INSTANCES = 2
 # Versioned files of the fused cpu ensemble, keyed by the member whose artifact they are.
 FUSED_RUNNER = "fused_ensemble.py"
 
@@ -142,16 +144,13 @@ def render_config(
 def _fused_ensemble_config(model: ModelDef) -> list[str]:
     """cpu profile: the ensemble as one Python-backend model over the whole dynamic batch (same
     name and tensors as the gpu profile's native ensemble)."""
-    preferred = ", ".join(str(size) for size in FUSED_PREFERRED_BATCH_SIZES)
     return [
         'backend: "python"',
         f"max_batch_size: {model.max_batch_size}",
         _tensors("input", model.inputs),
         _tensors("output", model.outputs),
-        "dynamic_batching {"
-        f" preferred_batch_size: [ {preferred} ]"
-        f" max_queue_delay_microseconds: {FUSED_QUEUE_DELAY_US} }}",
-        "instance_group [ { count: 1, kind: KIND_CPU } ]",
+        f"dynamic_batching {{ max_queue_delay_microseconds: {FUSED_QUEUE_DELAY_US} }}",
+        f"instance_group [ {{ count: {FUSED_INSTANCES}, kind: KIND_CPU }} ]",
         "version_policy { latest { num_versions: 1 } }",
         _param("onnx_threads", "1"),
         _param("xgb_threads", "1"),

@@ -135,3 +135,46 @@ def test_fused_cpu_ensemble_equals_its_members_chained(
         np.testing.assert_allclose(fused.as_numpy(name), value, atol=1e-6, err_msg=name)
     config = client.get_model_config(ENSEMBLE, as_json=True)["config"]
     assert config["backend"] == "python"  # one stub, not Triton's five-step ensemble
+
+
+async def test_fused_ensemble_refuses_only_the_request_with_nan(
+    trained: TrainedRepository, model_server: TritonServer
+) -> None:
+    """Requests sent together (one dynamic batch when they meet in the queue): the one carrying
+    NaN gets INVALID_ARG, the others their outputs."""
+    import asyncio
+
+    import tritonclient.grpc.aio as grpc_aio
+    from tritonclient.utils import InferenceServerException
+
+    seq, tab = _inputs(trained, 8)
+    ctx = np.zeros((8, 5), np.float32)
+    poisoned = seq.copy()
+    poisoned[3, 10, 4] = np.nan
+    client = grpc_aio.InferenceServerClient(f"127.0.0.1:{model_server.grpc_port}")
+
+    async def one(k: int) -> object:
+        tensors = []
+        for name, array in (
+            ("SEQ", poisoned[k : k + 1]),
+            ("TAB", tab[k : k + 1]),
+            ("CTX", ctx[:1]),
+        ):
+            tensor = grpc_aio.InferInput(name, list(array.shape), "FP32")
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        try:
+            return (await client.infer(ENSEMBLE, tensors)).as_numpy("GRU_RANGE")
+        except InferenceServerException as exc:
+            return exc
+
+    try:
+        answers = await asyncio.gather(*(one(k) for k in range(8)))
+    finally:
+        await client.close()
+    assert isinstance(answers[3], InferenceServerException)
+    assert "NaN or infinity" in str(answers[3])
+    expected = _triton(model_server, GRU, "SEQ", seq, "RANGE")
+    for k, answer in enumerate(answers):
+        if k != 3:
+            np.testing.assert_allclose(answer, expected[k : k + 1], atol=1e-6)

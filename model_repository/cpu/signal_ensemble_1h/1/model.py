@@ -96,32 +96,35 @@ class TritonPythonModel:
 
     def execute(self, requests):
         """One model call over every request of the dynamic batch, split back per request; a
-        request with NaN/inf gets its own INVALID_ARG error and the others are still answered."""
+        request with NaN/inf gets its own INVALID_ARG error and the others are still answered.
+        Finiteness is checked once on the whole batch (per request only when that fails)."""
+        batches = [
+            [pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in INPUTS]
+            for request in requests
+        ]
         responses = [None] * len(requests)
-        good, batches = [], []
-        for index, request in enumerate(requests):
-            tensors = [pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in INPUTS]
-            bad = [n for n, t in zip(INPUTS, tensors, strict=True) if not np.isfinite(t).all()]
-            if bad:
-                responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(
-                        f"input {', '.join(bad)} contains NaN or infinity; send finite values",
-                        pb_utils.TritonError.INVALID_ARG,
+        good = list(range(len(requests)))
+        merged = _merge(batches)
+        if not all(np.isfinite(t).all() for t in merged):
+            good = []
+            for index, tensors in enumerate(batches):
+                bad = [n for n, t in zip(INPUTS, tensors, strict=True) if not np.isfinite(t).all()]
+                if bad:
+                    responses[index] = pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(
+                            f"input {', '.join(bad)} contains NaN or infinity; send finite values",
+                            pb_utils.TritonError.INVALID_ARG,
+                        )
                     )
-                )
-                continue
-            good.append(index)
-            batches.append(tensors)
-        if not good:
-            return responses
-        if len(batches) == 1:
-            seq, tab, ctx = batches[0]
-        else:
-            seq, tab, ctx = (np.concatenate([b[k] for b in batches]) for k in range(3))
-        outputs = self.ensemble.run(seq, tab, ctx)
+                else:
+                    good.append(index)
+            if not good:
+                return responses
+            merged = _merge([batches[i] for i in good])
+        outputs = self.ensemble.run(*merged)
         start = 0
-        for index, tensors in zip(good, batches, strict=True):
-            stop = start + tensors[0].shape[0]
+        for index in good:
+            stop = start + batches[index][0].shape[0]
             responses[index] = pb_utils.InferenceResponse(
                 output_tensors=[
                     pb_utils.Tensor(name, outputs[name][start:stop]) for name in OUTPUTS
@@ -129,3 +132,10 @@ class TritonPythonModel:
             )
             start = stop
         return responses
+
+
+def _merge(batches):
+    """(SEQ, TAB, CTX) of several requests as one batch along axis 0."""
+    if len(batches) == 1:
+        return batches[0]
+    return [np.concatenate([b[k] for b in batches]) for k in range(len(INPUTS))]
