@@ -103,7 +103,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     rows = 16
-    data = out / "input.json"
+    data = Path(tempfile.mkdtemp(prefix="bench-triton-tuning-")) / "input.json"
     write_perf_data(
         data,
         rng.normal(size=(rows, 64, 28)).astype(np.float32),

@@ -89,6 +89,7 @@ class BarCloseSummary(msgspec.Struct):
     errors: int
     polls: int
     last_sweep_keys: int
+    last_sweep_at: float  # wall clock (epoch s) when it started
     last_sweep_ms: float
     freshness_queries: int  # coalesced reads of the newest bar for requests
     freshness_keys: int  # request keys those reads answered
@@ -176,6 +177,7 @@ class StatsController(Controller):
                 errors=engine.errors,
                 polls=engine.polls,
                 last_sweep_keys=engine.last_sweep_keys,
+                last_sweep_at=engine.last_sweep_at,
                 last_sweep_ms=engine.last_sweep_ms,
                 freshness_queries=freshness_queries,
                 freshness_keys=freshness_keys,

@@ -90,18 +90,6 @@ class BarStore:
 
     frame = staticmethod(_to_frame)  # (ts, o, h, l, c, v) rows -> an OHLCV frame
 
-    async def refresh_catalogue(self, newest: dict[tuple[str, Timeframe], datetime]) -> None:
-        """Refreshes the symbol and stored-timeframe caches of every symbol with one query, from
-        a scan of the newest bar per (symbol, timeframe) (the bar-close poller has one), so a
-        sweep over many symbols needs no per-symbol metadata queries."""
-        now = time.monotonic()
-        for info in await self.list_symbols():
-            self.db.symbol_cache[info.symbol] = (now, info)
-        stored = {(symbol, tf) for symbol, tf in newest}
-        for symbol, _ in self.db.symbol_cache.items():
-            for tf in Timeframe:
-                self.db.stored_cache[(symbol, tf)] = (now, (symbol, tf) in stored)
-
     # --- symbols -------------------------------------------------------------------------
     async def list_symbols(self) -> list[SymbolInfo]:
         rows = await self.db.fetchall(

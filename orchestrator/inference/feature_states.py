@@ -1,0 +1,166 @@
+"""Incremental feature state per (symbol, timeframe), kept in step with the store.
+
+A sweep brings each key's state up to its newest closed bar: the new bars of every key are read
+in one query per (source timeframe, resume point), and folded in O(1) each. The row at the
+state's last bar must still be in the store unchanged; otherwise (a corrected or deleted bar),
+after a restart, a new feature spec or a long gap, the state is recomputed from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from orchestrator.features.incremental import IncrementalFeatures
+from orchestrator.features.online import required_bars
+from orchestrator.features.spec import FeatureSpec
+from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
+from orchestrator.marketdata.resample import resample_bars
+from orchestrator.marketdata.store import SELECT_BAR_VALUES, BarStore
+from orchestrator.marketdata.timeframes import Timeframe
+
+Bar = tuple[datetime, float, float, float, float, float]  # open time (UTC), o, h, l, c, v
+INLINE_UPDATES = 16  # fewer incremental updates than this run on the loop (a thread hop costs more)
+MAX_STEPS = 2000  # more new bars than this: recompute from the tail instead of stepping
+
+
+@dataclass
+class _State:
+    spec: FeatureSpec
+    features: IncrementalFeatures
+
+
+class FeatureStates:
+    def __init__(self, stats: BarCloseStats) -> None:
+        self._by_key: dict[FeatureKey, _State] = {}
+        self.stats = stats
+
+    def forget(self, symbol: str) -> None:
+        """Drops every state of `symbol` (its stored history was rewritten)."""
+        for key in [k for k in self._by_key if k[0] == symbol]:
+            del self._by_key[key]
+
+    async def advance(
+        self,
+        store: BarStore,
+        spec: FeatureSpec,
+        timeframe: Timeframe,
+        keys: list[FeatureKey],
+        targets: dict[FeatureKey, datetime],
+        results: dict[FeatureKey, Prediction | BaseException],
+        sources: dict[FeatureKey, Timeframe],
+    ) -> dict[FeatureKey, IncrementalFeatures]:
+        """Feature states at (or past) each key's target bar; failures land in `results`.
+        `sources` names the stored timeframe each key is read from where the poller knows it."""
+        ready: dict[FeatureKey, IncrementalFeatures] = {}
+        to_seed: list[FeatureKey] = []
+        to_step: dict[tuple[Timeframe, datetime], list[FeatureKey]] = {}
+        for key in keys:
+            state = self._by_key.get(key)
+            if state is None or state.spec is not spec:
+                to_seed.append(key)
+            elif state.features.last_time.to_pydatetime() >= targets[key]:
+                ready[key] = state.features
+            else:
+                source = sources.get(key)
+                try:
+                    if source is None:
+                        source = await store.source_timeframe(key[0], timeframe)
+                except Exception as exc:
+                    results[key] = exc
+                    continue
+                since = state.features.last_time.to_pydatetime()
+                to_step.setdefault((source, since), []).append(key)
+        for (source, since), group in to_step.items():
+            try:
+                new_bars = await self._bars_since(store, source, timeframe, since, group)
+            except Exception as exc:
+                results.update(dict.fromkeys(group, exc))
+                continue
+            stepped = await self._step(group, new_bars)
+            for key in group:
+                if key in stepped:
+                    ready[key] = stepped[key]
+                else:
+                    to_seed.append(key)
+        for key in to_seed:
+            try:
+                ready[key] = await self._seed(store, spec, key)
+            except Exception as exc:
+                results[key] = exc
+        return ready
+
+    async def _bars_since(
+        self,
+        store: BarStore,
+        source: Timeframe,
+        timeframe: Timeframe,
+        since: datetime,
+        keys: list[FeatureKey],
+    ) -> dict[FeatureKey, list[Bar]]:
+        """Closed `timeframe` bars from `since` (the state's last bar, to check it still holds)
+        onward, for every key, in one query. Stored bars stay plain tuples (a DataFrame per
+        symbol cost more than the feature updates); resampled ones go through resample_bars."""
+        symbols = [symbol for symbol, _ in keys]
+        marks = ",".join(["%s"] * len(symbols))
+        rows = await store.db.fetchall(
+            f"SELECT symbol, {SELECT_BAR_VALUES} FROM bars WHERE timeframe = %s"
+            f" AND symbol IN ({marks}) AND ts >= %s ORDER BY symbol, ts",
+            (source.value, *symbols, since.replace(tzinfo=None)),
+        )
+        per_symbol: dict[str, list[Bar]] = {}
+        for symbol, ts, *values in rows:
+            per_symbol.setdefault(symbol, []).append((ts.replace(tzinfo=UTC), *values))
+        if source == timeframe:
+            return {key: per_symbol.get(key[0], []) for key in keys}
+        bars = {}
+        for key in keys:
+            frame = BarStore.frame(
+                [(r[0].replace(tzinfo=None), *r[1:]) for r in per_symbol.get(key[0], [])]
+            )
+            if len(frame):
+                frame = resample_bars(frame, timeframe, complete_only=True, base=source)
+            bars[key] = [
+                (ts.to_pydatetime(), *(float(v) for v in row))
+                for ts, row in zip(frame.index, frame.to_numpy(), strict=True)
+            ]
+        return bars
+
+    async def _step(
+        self, keys: list[FeatureKey], new_bars: dict[FeatureKey, list[Bar]]
+    ) -> dict[FeatureKey, IncrementalFeatures]:
+        """Advances states whose stored history still ends with the state's last bar."""
+
+        def run() -> dict[FeatureKey, IncrementalFeatures]:
+            done = {}
+            for key in keys:
+                features = self._by_key[key].features
+                bars = new_bars[key]
+                if not bars or len(bars) > MAX_STEPS:
+                    continue
+                first = bars[0]
+                if first[0] != features.last_time or first[1:] != features.last_bar:
+                    self.stats.corrections += 1
+                    continue
+                try:
+                    for bar in bars[1:]:
+                        features.update(*bar)
+                except ValueError:  # a bar the state refuses: recompute from the store instead
+                    del self._by_key[key]
+                    continue
+                self.stats.bars_stepped += len(bars) - 1
+                done[key] = features
+            return done
+
+        steps = sum(len(bars) for bars in new_bars.values())
+        return run() if steps < INLINE_UPDATES else await asyncio.to_thread(run)
+
+    async def _seed(
+        self, store: BarStore, spec: FeatureSpec, key: FeatureKey
+    ) -> IncrementalFeatures:
+        bars = await store.latest_bars(key[0], key[1], required_bars(spec), closed_only=True)
+        features = await asyncio.to_thread(IncrementalFeatures.seed, bars, spec)
+        self._by_key[key] = _State(spec, features)
+        self.stats.seeds += 1
+        return features

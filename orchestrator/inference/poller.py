@@ -1,0 +1,226 @@
+"""The bar-close poller: finds every (symbol, timeframe) whose newest closed bar moved, whoever
+wrote it, and hands those keys to the engine as background work.
+
+Every `poll_interval_s` it reads the bars table's last commit time (InnoDB's UPDATE_TIME, one
+row of information_schema, ≈0.15 ms); only when that moved (or may hide a same-second commit) does
+it scan the newest bar of every (symbol, timeframe) — a loose index scan of the primary key,
+≈10 ms for 1,000 symbols — and the tiny `bar_revisions` table. Only the series whose newest bar
+moved, whose history was rewritten, or whose last attempt failed and is due, are looked at; the
+stored timeframe behind each key is handed to the engine, so sweeps need no per-symbol metadata
+queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from orchestrator.features.online import NotEnoughHistoryError
+from orchestrator.inference.client import SignalModels
+from orchestrator.inference.prediction import FeatureKey, Prediction
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import BarStore, UnknownSymbolError
+from orchestrator.marketdata.timeframes import Timeframe, is_multiple, newest_closed
+from orchestrator.marketdata.watermarks import all_newest
+
+if TYPE_CHECKING:
+    from orchestrator.inference.barclose import BarCloseEngine
+
+log = logging.getLogger("orchestrator.barclose")
+
+SERVED_REFRESH_S = 10.0
+FULL_SCAN_S = 5.0  # the newest-bar scan runs at least this often, whatever UPDATE_TIME says
+RECENT_COMMIT_S = 2.0  # a commit this recent may hide a same-second one: keep scanning
+RETRY_S = 5.0  # a key whose dependency failed is retried after this long
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """When the poller tries a failed key again: a new bar retries at once, except for too little
+    history (not before the missing bars can have landed); the same bar after RETRY_S when a
+    dependency was away (Triton, the database), never when only a new bar can change it."""
+
+    target: datetime
+    retry_at: float  # monotonic time from which the same bar is tried again
+    not_before: datetime | None = None  # no retry for bars older than this
+
+    @classmethod
+    def of(cls, failure: BaseException, key: FeatureKey, target: datetime) -> _Failure:
+        if isinstance(failure, NotEnoughHistoryError):
+            missing = max(1, failure.need - failure.have)
+            later = target + timedelta(seconds=missing * key[1].seconds)
+            return cls(target, math.inf, later)
+        if isinstance(failure, UnknownSymbolError | ValueError):
+            return cls(target, math.inf)
+        return cls(target, time.monotonic() + RETRY_S)
+
+    def skips(self, target: datetime, now: float) -> bool:
+        if self.not_before is not None and target < self.not_before:
+            return True
+        return target == self.target and now < self.retry_at
+
+
+class BarClosePoller:
+    def __init__(
+        self,
+        engine: BarCloseEngine,
+        database: Callable[[], Awaitable[Database]],
+        models_for: Callable[[str], SignalModels],
+        candidates: tuple[Timeframe, ...],
+        poll_interval_s: float,
+    ) -> None:
+        self._engine = engine
+        self._database = database
+        self._models_for = models_for
+        self._candidates = candidates
+        self.poll_interval_s = poll_interval_s
+        self._served: tuple[Timeframe, ...] = ()
+        self._served_at = -SERVED_REFRESH_S
+        self._failed: dict[FeatureKey, _Failure] = {}
+        self._revisions: dict[tuple[str, Timeframe], int] = {}
+        self._revisions_seen = False
+        self._marks: dict[tuple[str, Timeframe], datetime] = {}
+        self._scanned_for: tuple[Timeframe, ...] | None = None
+        self._scanned_at = -FULL_SCAN_S
+        self._bars_updated: datetime | None = None
+
+    async def run(self) -> None:
+        """Polls until cancelled; its own failures (database away) back off and retry."""
+        failures = 0
+        while True:
+            try:
+                await self._poll()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # database or Triton away: retried with backoff
+                failures += 1
+                if failures == 1:
+                    log.warning("bar-close poll failed (retrying): %s", exc)
+                await asyncio.sleep(min(5.0, self.poll_interval_s * 2**failures))
+                continue
+            await asyncio.sleep(self.poll_interval_s)
+
+    async def _poll(self) -> None:
+        db = await self._database()
+        store = BarStore(db)
+        self._engine.stats.polls += 1
+        now = time.monotonic()
+        served = await self._served_timeframes(now)
+        everything = served != self._scanned_for
+        if not everything and not self._retrying() and not await self._bars_may_have_changed(db):
+            return
+        self._scanned_at = now
+        revised = self._forget_revised(await store.revisions())
+        marks = await all_newest(db)
+        if everything:
+            changed = set(marks)
+        else:  # only what moved, what was rewritten, and what failed and is due again
+            changed = {k for k, _ in marks.items() - self._marks.items()}
+            changed |= {k for k in marks if k[0] in revised}
+            changed |= self._stored_retry() & set(marks)
+        self._marks, self._scanned_for = marks, served
+        await self._schedule(marks, changed, served, now)
+
+    async def _schedule(
+        self,
+        marks: dict[tuple[str, Timeframe], datetime],
+        changed: set[tuple[str, Timeframe]],
+        served: tuple[Timeframe, ...],
+        now: float,
+    ) -> None:
+        """Background computations for every served timeframe of the changed stored series."""
+        stored_by_symbol: dict[str, set[Timeframe]] = {}
+        for symbol, stored in marks:
+            stored_by_symbol.setdefault(symbol, set()).add(stored)
+        wanted: list[tuple[FeatureKey, datetime, asyncio.Future[Prediction]]] = []
+        for symbol, stored in changed:
+            newest = marks[(symbol, stored)]
+            for timeframe in served:
+                if timeframe != stored and (
+                    timeframe in stored_by_symbol[symbol] or not is_multiple(timeframe, stored)
+                ):
+                    continue
+                key = (symbol, timeframe)
+                target = newest_closed(newest, stored, timeframe)
+                self._engine.known[key] = target
+                self._engine.sources[key] = stored
+                latest = self._engine.latest.get(key)
+                if latest is not None and latest.bar_time >= target:
+                    continue
+                failed = self._failed.get(key)
+                if failed is not None and failed.skips(target, now):
+                    continue
+                wanted.append((key, target, self._engine.request(key, target, urgent=False)[0]))
+        outcomes = await asyncio.gather(*(f for _, _, f in wanted), return_exceptions=True)
+        for (key, target, _), outcome in zip(wanted, outcomes, strict=True):
+            # Failures are the requests' and the stream's to report; the poll only schedules.
+            if isinstance(outcome, BaseException):
+                self._failed[key] = _Failure.of(outcome, key, target)
+            else:
+                self._failed.pop(key, None)
+
+    async def _bars_may_have_changed(self, db: Database) -> bool:
+        """InnoDB keeps each table's last commit time (UPDATE_TIME, whole seconds, in memory): an
+        unchanged value means no new bars, so the scan is skipped. A commit in the same second
+        as the previous one leaves it unchanged, so a recent value always scans; so does a scan
+        older than FULL_SCAN_S (clock skew, a server without UPDATE_TIME)."""
+        rows = await db.fetchall(
+            "SELECT UPDATE_TIME FROM information_schema.TABLES"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'bars'",
+            (),
+        )
+        updated: datetime | None = rows[0][0] if rows else None
+        changed = updated is None or updated != self._bars_updated
+        self._bars_updated = updated
+        if updated is None or changed or time.monotonic() - self._scanned_at >= FULL_SCAN_S:
+            return True
+        age_s = (datetime.now(UTC).replace(tzinfo=None) - updated).total_seconds()
+        return bool(age_s < RECENT_COMMIT_S)
+
+    def _stored_retry(self) -> set[tuple[str, Timeframe]]:
+        """Stored series with a key whose dependency failed and is due for another try."""
+        now = time.monotonic()
+        due = {key for key, failure in self._failed.items() if failure.retry_at <= now}
+        return {(symbol, stored) for symbol, stored in self._marks if symbol in {k[0] for k in due}}
+
+    def _retrying(self) -> bool:
+        now = time.monotonic()
+        return any(failure.retry_at <= now for failure in self._failed.values())
+
+    def _forget_revised(self, revisions: dict[tuple[str, Timeframe], int]) -> set[str]:
+        """A series whose stored history was rewritten (a corrected or backfilled bar, see
+        BarStore.upsert_rows) loses its feature states and predictions: they are recomputed
+        from the store by this poll. Returns those symbols."""
+        first_poll = not self._revisions_seen
+        self._revisions_seen = True
+        revised = set()
+        for (symbol, stored), revision in revisions.items():
+            if self._revisions.get((symbol, stored)) == revision:
+                continue
+            self._revisions[(symbol, stored)] = revision
+            if first_poll:
+                continue  # nothing computed yet
+            self._engine.stats.corrections += 1
+            self._engine.forget(symbol)
+            revised.add(symbol)
+        return revised
+
+    async def _served_timeframes(self, now: float) -> tuple[Timeframe, ...]:
+        """Timeframes whose ensemble Triton serves, re-checked every SERVED_REFRESH_S."""
+        if now - self._served_at < SERVED_REFRESH_S and self._served:
+            return self._served
+        served = []
+        for timeframe in self._candidates:
+            with contextlib.suppress(Exception):
+                await self._models_for(timeframe.value).served_version()
+                served.append(timeframe)
+        self._served, self._served_at = tuple(served), now
+        return self._served

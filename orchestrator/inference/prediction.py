@@ -1,0 +1,42 @@
+"""What the bar-close engine produces and keeps: one prediction per (symbol, timeframe, bar)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from orchestrator.features.online import ModelInputs
+from orchestrator.features.spec import FeatureSpec
+from orchestrator.inference.client import EnsembleOutput
+from orchestrator.marketdata.timeframes import Timeframe
+
+FeatureKey = tuple[str, Timeframe]  # (symbol, served timeframe)
+
+
+@dataclass(eq=False)
+class Prediction:
+    """One model answer for one closed bar; `encoded` memoises response bodies built from it."""
+
+    symbol: str
+    timeframe: str
+    bar_time: datetime
+    version: str
+    spec: FeatureSpec
+    inputs: ModelInputs
+    out: EnsembleOutput
+    encoded: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class BarCloseStats:
+    sweeps: int = 0
+    predictions: int = 0
+    seeds: int = 0  # full recomputes (restart, spec change, corrected bar)
+    bars_stepped: int = 0  # incremental updates
+    corrections: int = 0  # stored bars that no longer continued a state
+    triton_requests: int = 0
+    errors: int = 0
+    polls: int = 0
+    last_sweep_keys: int = 0
+    last_sweep_at: float = 0.0  # wall clock (epoch s) when the last sweep started
+    last_sweep_ms: float = 0.0
