@@ -296,6 +296,22 @@ export interface components {
             time: string;
             volume: number;
         };
+        /** BarCloseSummary */
+        BarCloseSummary: {
+            corrections: number;
+            errors: number;
+            feature_seeds: number;
+            feature_steps: number;
+            freshness_keys: number;
+            freshness_queries: number;
+            last_sweep_at: number;
+            last_sweep_keys: number;
+            last_sweep_ms: number;
+            polls: number;
+            predictions: number;
+            sweeps: number;
+            triton_requests: number;
+        };
         /** DependencyStatus */
         DependencyStatus: {
             address: string;
@@ -414,6 +430,7 @@ export interface components {
         };
         /** StatsResponse */
         StatsResponse: {
+            bar_close: components["schemas"]["BarCloseSummary"];
             cache_coalesced: number;
             cache_hit_rate: number;
             cache_hits: number;
