@@ -37,7 +37,7 @@ log = logging.getLogger("orchestrator.barclose")
 
 SERVED_REFRESH_S = 10.0
 FULL_SCAN_S = 5.0  # the newest-bar scan runs at least this often, whatever UPDATE_TIME says
-RECENT_COMMIT_S = 2.0  # a commit this recent may hide a same-second one: keep scanning
+CLOCK_MARGIN_S = 0.25  # allowed difference between the database's clock and ours
 RETRY_S = 5.0  # a key whose dependency failed is retried after this long
 
 
@@ -89,6 +89,7 @@ class BarClosePoller:
         self._marks: dict[tuple[str, Timeframe], datetime] = {}
         self._scanned_for: tuple[Timeframe, ...] | None = None
         self._scanned_at = -FULL_SCAN_S
+        self._scanned_wall = 0.0
         self._bars_updated: datetime | None = None
 
     async def run(self) -> None:
@@ -117,7 +118,7 @@ class BarClosePoller:
         everything = served != self._scanned_for
         if not everything and not self._retrying() and not await self._bars_may_have_changed(db):
             return
-        self._scanned_at = now
+        self._scanned_at, self._scanned_wall = now, time.time()
         revised = self._forget_revised(await store.revisions())
         marks = await all_newest(db)
         if everything:
@@ -169,21 +170,22 @@ class BarClosePoller:
 
     async def _bars_may_have_changed(self, db: Database) -> bool:
         """InnoDB keeps each table's last commit time (UPDATE_TIME, whole seconds, in memory): an
-        unchanged value means no new bars, so the scan is skipped. A commit in the same second
-        as the previous one leaves it unchanged, so a recent value always scans; so does a scan
-        older than FULL_SCAN_S (clock skew, a server without UPDATE_TIME)."""
+        unchanged value means no new bars, so the scan is skipped. A second commit within the
+        same second leaves it unchanged, so until one scan has started after that second ended
+        (plus CLOCK_MARGIN_S), it scans anyway; and at least every FULL_SCAN_S (clock skew, a
+        server without UPDATE_TIME)."""
         rows = await db.fetchall(
             "SELECT UPDATE_TIME FROM information_schema.TABLES"
             " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'bars'",
             (),
         )
         updated: datetime | None = rows[0][0] if rows else None
-        changed = updated is None or updated != self._bars_updated
+        changed = updated != self._bars_updated
         self._bars_updated = updated
         if updated is None or changed or time.monotonic() - self._scanned_at >= FULL_SCAN_S:
             return True
-        age_s = (datetime.now(UTC).replace(tzinfo=None) - updated).total_seconds()
-        return bool(age_s < RECENT_COMMIT_S)
+        second_over = updated.replace(tzinfo=UTC).timestamp() + 1.0 + CLOCK_MARGIN_S
+        return self._scanned_wall < second_over
 
     def _stored_retry(self) -> set[tuple[str, Timeframe]]:
         """Stored series with a key whose dependency failed and is due for another try."""

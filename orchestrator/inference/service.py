@@ -62,7 +62,9 @@ class PredictionService:
         db = await self._database()
         if self._watermarks is None:
             self._watermarks = WatermarkReader(db)
-        source = await BarStore(db).source_timeframe(sym, tf)  # 404 for an unknown symbol
+        source = self.engine.sources.get((sym, tf))  # known once the poller saw its bars
+        if source is None:
+            source = await BarStore(db).source_timeframe(sym, tf)  # 404 for an unknown symbol
         newest = await self._watermarks.newest(sym, source)
         if newest is None:
             raise NotEnoughHistoryError(0, required_bars(await models.spec()))
