@@ -109,7 +109,7 @@ fmt: env ## Format the code
 	@$(VENV)/bin/ruff check --fix orchestrator export tests bench
 
 # --- benchmarks -----------------------------------------------------------------------------
-.PHONY: bench bench-ingest bench-features bench-predict bench-backtest perf backtest
+.PHONY: bench bench-ingest bench-features bench-backtest perf backtest
 BACKTEST_ARGS ?= --symbol BTCUSD --start 2025-05-15 --end 2025-06-29 --strategy aggressive_filter
 backtest: demo-data triton ## Backtest over the served models: BACKTEST_ARGS="--symbol .. --start .. --end .. --strategy .." → .run/backtests/latest
 	@$(PY) -m orchestrator backtest $(BACKTEST_ARGS) --out $(RUN)/backtests/latest
@@ -120,14 +120,11 @@ bench-ingest: db ## Ingest 215,699 generated 5m bars; prints rows/s per phase
 bench-features: env ## Feature cost of one new bar (online tail) vs recomputing 215,699 bars
 	@$(PY) bench/features_bench.py
 
-bench-predict: setup db ## /api/predict warm/cold p50/p99 at concurrency 1/16/64 vs raw Triton
-	@$(PY) -m bench.predict_bench
-
 .PHONY: bench-serving
 SERVING_ARGS ?=
 bench-serving: db triton-env perf-analyzer ## Engine vs naive seed-style baseline: warm/cold/bar-close sweep, perf_analyzer, batching, backtest
 	@scripts/install-wrk.sh
-	@$(PY) -m bench.serving_bench $(SERVING_ARGS)
+	@$(PY) -m bench.serving $(SERVING_ARGS)
 
 .PHONY: bench-triton-tuning
 bench-triton-tuning: triton-env perf-analyzer ## The fused cpu signal_ensemble under perf_analyzer: queue delay x instance count
@@ -141,7 +138,7 @@ perf: setup ## perf_analyzer on every served model (HTTP+gRPC, concurrency sweep
 	@if [ ! -f model_repository/cpu/signal_ensemble/config.pbtxt ]; then $(MAKE) --no-print-directory models; fi
 	@$(PY) bench/perf.py
 
-bench: bench-ingest bench-features perf bench-predict bench-backtest ## Every benchmark
+bench: bench-ingest bench-features perf bench-serving bench-triton-tuning bench-backtest ## Every benchmark
 
 # --- housekeeping ---------------------------------------------------------------------------
 .PHONY: clean

@@ -20,15 +20,9 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from bench.serving_bench import (
-    REPOSITORY,
-    RESULTS,
-    Json,
-    log,
-    machine,
-    perf_sweep,
-    write_perf_data,
-)
+from bench.serving.common import REPOSITORY, RESULTS, Json, log
+from bench.serving.report import machine
+from bench.serving.triton import perf_sweep, write_perf_data
 from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.fileio import atomic_file
