@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import shutil
 import tempfile
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 
-from bench.serving.common import REPOSITORY, RESULTS, Json, log
+from bench.serving.common import RESULTS, Json, log
 from bench.serving.report import machine
-from bench.serving.triton import perf_sweep, write_perf_data
-from orchestrator.devstack.process import free_ports
-from orchestrator.devstack.triton import TritonServer
+from bench.serving.triton import serve_variant, write_perf_data
 from orchestrator.fileio import atomic_file
-from orchestrator.inference.models import ENSEMBLE
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -36,34 +31,11 @@ INSTANCES = (1, 2)
 CONCURRENCY = (1, 16, 64)
 
 
-def variant(target: Path, delay_us: int, instances: int) -> None:
-    """The committed ensemble with another queue delay and instance count."""
-    shutil.copytree(REPOSITORY / ENSEMBLE, target / ENSEMBLE)
-    config = target / ENSEMBLE / "config.pbtxt"
-    text = config.read_text()
-    text, delays = re.subn(
-        r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {delay_us}", text
-    )
-    group = f"count: {instances}, kind: KIND_CPU"
-    text, counts = re.subn(r"count: \d+, kind: KIND_CPU", group, text)
-    if delays != 1 or counts != 1:
-        raise RuntimeError(f"{config}: expected one queue delay and one instance group")
-    config.write_text(text)
-
-
 def measure(delay_us: int, instances: int, data: Path, interval_ms: int, out: Path) -> list[Json]:
-    with tempfile.TemporaryDirectory(prefix="bench-triton-tuning-") as tmp:
-        variant(Path(tmp), delay_us, instances)
-        http, grpc, metrics = free_ports(3)
-        server = TritonServer(
-            Path(tmp), http, grpc, metrics, name="triton-bench-tuning", load_models=[ENSEMBLE]
-        )
-        server.start()
-        try:
-            label = f"d{delay_us}-i{instances}"
-            return perf_sweep(label, grpc, http, data, interval_ms, out, CONCURRENCY)
-        finally:
-            server.stop()
+    label = f"d{delay_us}-i{instances}"
+    return serve_variant(
+        label, data, interval_ms, out, CONCURRENCY, delay_us=delay_us, instances=instances
+    )
 
 
 def plot(results: list[Json], path: Path) -> None:

@@ -75,6 +75,13 @@ def ratios(results: Json) -> Json:
         for c in (32, 64):
             if off_rate[c]:
                 out[f"batching_on_over_off_c{c}"] = on_rate[c] / off_rate[c]
+    single = results.get("batching_one_instance")
+    if single:
+        on_rate = {r["concurrency"]: r.get("infer_per_s", 0.0) for r in single["on"]}
+        off_rate = {r["concurrency"]: r.get("infer_per_s", 0.0) for r in single["off"]}
+        for c in (32, 64):
+            if off_rate.get(c):
+                out[f"batching_on_over_off_one_instance_c{c}"] = on_rate[c] / off_rate[c]
     backtest = results.get("backtest")
     if backtest:
         out["backtest_triton_over_in_process"] = backtest["triton_over_in_process_threads1"]

@@ -34,6 +34,7 @@ from bench.serving.triton import (
     Tensors,
     backtest_phase,
     batching_off,
+    batching_one_instance,
     ceiling,
     feature_rows,
     perf_sweep,
@@ -154,6 +155,9 @@ async def run(args: argparse.Namespace, parts: list[str]) -> Json:
                     if "batching" in parts:
                         results["batching_off"] = await asyncio.to_thread(
                             batching_off, data, args.perf_interval_ms, out_dir
+                        )
+                        results["batching_one_instance"] = await asyncio.to_thread(
+                            batching_one_instance, data, args.perf_interval_ms, out_dir
                         )
                     if "backtest" in parts:
                         await wait_idle(roots)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -150,39 +151,95 @@ def ceiling(seq: F32, tab: F32, ctx: F32, seconds: float) -> Json:
     return results
 
 
-def repository_without_batching(target: Path) -> None:
-    """A repository like the cpu one whose signal_ensemble has no dynamic_batching line."""
+def ensemble_variant(
+    target: Path,
+    *,
+    batching: bool = True,
+    instances: int | None = None,
+    delay_us: int | None = None,
+) -> None:
+    """A repository like the cpu one (other models symlinked) whose signal_ensemble differs
+    from the committed one only in the given settings."""
     for entry in REPOSITORY.iterdir():
         if entry.name == ENSEMBLE:
             shutil.copytree(entry, target / entry.name)
         else:
             (target / entry.name).symlink_to(entry)
     config = target / ENSEMBLE / "config.pbtxt"
-    lines = config.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if not line.lstrip().startswith("dynamic_batching")]
-    if len(kept) == len(lines):
-        raise RuntimeError(f"no dynamic_batching line in {REPOSITORY / ENSEMBLE / 'config.pbtxt'}")
-    config.write_text("".join(kept))
+    text = config.read_text()
+    edits = [
+        (not batching, r"(?m)^dynamic_batching .*\n", ""),
+        (
+            instances is not None,
+            r"count: \d+, kind: KIND_CPU",
+            f"count: {instances}, kind: KIND_CPU",
+        ),
+        (
+            delay_us is not None,
+            r"max_queue_delay_microseconds: \d+",
+            f"max_queue_delay_microseconds: {delay_us}",
+        ),
+    ]
+    for wanted, pattern, replacement in edits:
+        if wanted:
+            text, count = re.subn(pattern, replacement, text)
+            if count != 1:
+                raise RuntimeError(f"{config}: expected one match of {pattern!r}")
+    config.write_text(text)
 
 
-def batching_off(data: Path, interval_ms: int, out_dir: Path) -> list[Json]:
+def serve_variant(
+    label: str,
+    data: Path,
+    interval_ms: int,
+    out_dir: Path,
+    concurrencies: tuple[int, ...] = PA_CONCURRENCY,
+    **settings: Any,
+) -> list[Json]:
+    """perf_analyzer against a tritonserver serving only that signal_ensemble variant."""
     with tempfile.TemporaryDirectory(prefix="bench-serving-repo-") as tmp:
-        repository_without_batching(Path(tmp))
+        ensemble_variant(Path(tmp), **settings)
         http_port, grpc_port, metrics_port = free_ports(3)
         server = TritonServer(
             Path(tmp),
             http_port,
             grpc_port,
             metrics_port,
-            name="triton-bench-serving-nobatch",
+            name=f"triton-bench-{label}",
             load_models=[ENSEMBLE],
         )
-        log("starting a second tritonserver without dynamic batching")
+        log(f"starting a tritonserver for {label} ({settings})")
         server.start()
         try:
-            return perf_sweep("batching-off", grpc_port, http_port, data, interval_ms, out_dir)
+            return perf_sweep(
+                label, grpc_port, http_port, data, interval_ms, out_dir, concurrencies
+            )
         finally:
             server.stop()
+
+
+def batching_off(data: Path, interval_ms: int, out_dir: Path) -> list[Json]:
+    return serve_variant("batching-off", data, interval_ms, out_dir, batching=False)
+
+
+ONE_INSTANCE_CONCURRENCY = (1, 16, 32, 64)
+
+
+def batching_one_instance(data: Path, interval_ms: int, out_dir: Path) -> Json:
+    """Batching on vs off with a single instance: the batcher's own effect, without the second
+    instance that also lets the unbatched variant use both cores."""
+    return {
+        state: serve_variant(
+            f"one-instance-{state}",
+            data,
+            interval_ms,
+            out_dir,
+            ONE_INSTANCE_CONCURRENCY,
+            instances=1,
+            batching=state == "on",
+        )
+        for state in ("on", "off")
+    }
 
 
 @dataclass
