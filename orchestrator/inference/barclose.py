@@ -103,7 +103,10 @@ class BarCloseEngine:
         """(future of the prediction for `key`'s closed bar `bar_time` or a newer one, whether
         it joined a computation already pending or running for that bar). A new one enters the
         next sweep; `urgent` (a request waits) goes ahead of background work."""
-        self.known[key] = max(bar_time, self.known.get(key, bar_time))
+        previous = self.known.get(key)
+        if urgent and (previous is None or bar_time > previous):
+            self.poller.wake()  # the poller has not seen this bar yet: others may be new too
+        self.known[key] = max(bar_time, previous or bar_time)
         token = (key, bar_time)
         for pending in (self._running, self._urgent, self._background):
             future = pending.get(token)

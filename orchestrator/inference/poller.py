@@ -90,6 +90,7 @@ class BarClosePoller:
         self._scanned_for: tuple[Timeframe, ...] | None = None
         self._scanned_at = -FULL_SCAN_S
         self._scanned_wall = 0.0
+        self._woken = asyncio.Event()
         self._bars_updated: datetime | None = None
 
     async def run(self) -> None:
@@ -107,7 +108,14 @@ class BarClosePoller:
                     log.warning("bar-close poll failed (retrying): %s", exc)
                 await asyncio.sleep(min(5.0, self.poll_interval_s * 2**failures))
                 continue
-            await asyncio.sleep(self.poll_interval_s)
+            self._woken.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self.poll_interval_s)
+
+    def wake(self) -> None:
+        """Poll now: a request just found a bar the poller has not seen, and when one symbol's
+        bar closed, usually many did (one scan then schedules them all in one sweep)."""
+        self._woken.set()
 
     async def _poll(self) -> None:
         db = await self._database()
