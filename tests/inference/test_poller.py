@@ -1,0 +1,37 @@
+"""When the bar-close poller tries a failed key again (pure logic, no servers)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+from orchestrator.features.online import NotEnoughHistoryError
+from orchestrator.inference.client import ModelServiceUnavailableError
+from orchestrator.inference.poller import RETRY_S, _Failure
+from orchestrator.marketdata.store import UnknownSymbolError
+from orchestrator.marketdata.timeframes import Timeframe
+
+BAR = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
+KEY = ("BTCUSD", Timeframe.M15)
+
+
+def test_too_little_history_waits_until_the_missing_bars_can_have_landed() -> None:
+    failure = _Failure.of(NotEnoughHistoryError(have=600, need=664), KEY, BAR)
+    now = time.monotonic()
+    assert failure.skips(BAR, now + 3600)  # the same bar never again
+    assert failure.skips(BAR + timedelta(minutes=15 * 63), now)  # 63 of the 64 missing bars
+    assert not failure.skips(BAR + timedelta(minutes=15 * 64), now)
+
+
+def test_a_dependency_that_was_away_is_retried_after_a_pause_or_at_the_next_bar() -> None:
+    failure = _Failure.of(ModelServiceUnavailableError("triton down"), KEY, BAR)
+    now = time.monotonic()
+    assert failure.skips(BAR, now)
+    assert not failure.skips(BAR, now + RETRY_S + 0.1)
+    assert not failure.skips(BAR + timedelta(minutes=15), now)
+
+
+def test_an_unknown_symbol_is_tried_again_only_for_a_new_bar() -> None:
+    failure = _Failure.of(UnknownSymbolError("NOPEUSD"), KEY, BAR)
+    assert failure.skips(BAR, time.monotonic() + 3600)
+    assert not failure.skips(BAR + timedelta(minutes=15), time.monotonic())
