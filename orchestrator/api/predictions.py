@@ -154,20 +154,13 @@ def resolve_strategy(name: str, min_confidence: float | None = None) -> Strategy
 
 def encoded_prediction(run: Prediction, horizon: str = "all") -> bytes:
     """The /api/predict body, encoded once per prediction and horizon."""
-    key = f"predict:{horizon}"
-    body = run.encoded.get(key)
-    if body is None:
-        body = run.encoded[key] = msgspec.json.encode(prediction_response(run, horizon))
-    return body
+    return run.encoded_once(f"predict:{horizon}", lambda: prediction_response(run, horizon))
 
 
 def encoded_signal(run: Prediction, strategy: Strategy) -> bytes:
     """The /api/signals body, encoded once per prediction and strategy."""
     key = f"signal:{msgspec.json.encode(strategy).decode()}"
-    body = run.encoded.get(key)
-    if body is None:
-        body = run.encoded[key] = msgspec.json.encode(signal_response(run, strategy))
-    return body
+    return run.encoded_once(key, lambda: signal_response(run, strategy))
 
 
 class PredictionController(Controller):

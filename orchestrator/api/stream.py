@@ -227,20 +227,15 @@ def hub_for_app(resources: Resources, *, poll_interval_s: float, queue_size: int
         symbol, timeframe, strategy = key
         # Feeds of one symbol with different strategies share the prediction.
         run = await resources.predictions.latest(symbol, timeframe)
-        memo = f"ws:{strategy}"
-        message = run.encoded.get(memo)
-        if message is None:
+
+        def message() -> PredictionMessage:
             prediction = prediction_response(run)
-            message = run.encoded[memo] = msgspec.json.encode(
-                PredictionMessage(
-                    run.symbol,
-                    run.timeframe,
-                    prediction.bar_time,
-                    prediction,
-                    signal_response(run, resolve_strategy(strategy)),
-                )
+            signal = signal_response(run, resolve_strategy(strategy))
+            return PredictionMessage(
+                run.symbol, run.timeframe, prediction.bar_time, prediction, signal
             )
-        return message
+
+        return run.encoded_once(f"ws:{strategy}", message)
 
     hub = StreamHub(last_bar, compute, poll_interval_s=poll_interval_s, queue_size=queue_size)
     engine.on_predictions(lambda _: hub.wake())

@@ -1,8 +1,10 @@
-"""Serving-side features: the same functions as training, over a bounded tail of bars.
+"""Model inputs for one bar from the batch pipeline over a bounded tail of bars.
 
-`OnlineFeatures` keeps the last LOOKBACK_BARS bars of a symbol; a new bar costs one pass over that
-tail (~30 ms) instead of the whole history, and yields exactly the tensors training built for the
-same bar (indicator memory decays far below float32 precision within the tail).
+`inputs_for_latest` runs the training code over the last required_bars() bars (≈6 ms) and yields
+the tensors training built for the same bar (indicator memory decays far below float32 precision
+within the tail). Serving keeps incremental state instead (incremental.py) and uses this path as
+its reference: the property tests, the backtest's per-bar equality check and the seed-style
+benchmark baseline.
 """
 
 from __future__ import annotations
@@ -63,18 +65,3 @@ def inputs_for_latest(bars: pd.DataFrame, spec: FeatureSpec) -> ModelInputs:
         float(tail["close"].iloc[-1]),
         tail.index[-1],
     )
-
-
-class OnlineFeatures:
-    """A rolling tail of bars for one symbol; append bars as they land."""
-
-    def __init__(self, spec: FeatureSpec, history: pd.DataFrame) -> None:
-        self.spec = spec
-        self._bars = history.iloc[-required_bars(spec) :].copy()
-
-    def append(self, bar: pd.DataFrame) -> ModelInputs:
-        self._bars = pd.concat([self._bars, bar]).iloc[-required_bars(self.spec) :]
-        return inputs_for_latest(self._bars, self.spec)
-
-    def latest(self) -> ModelInputs:
-        return inputs_for_latest(self._bars, self.spec)

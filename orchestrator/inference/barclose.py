@@ -165,22 +165,18 @@ class BarCloseEngine:
             by_timeframe.setdefault(key[1], []).append(key)
         for timeframe, keys in by_timeframe.items():
             await self._sweep_timeframe(store, timeframe, keys, targets, results)
-        produced = []
         for (key, _), future in batch.items():
             result = results[key]
             if future.done():
                 continue
             if isinstance(result, BaseException):
                 future.set_exception(result)
-                future.exception()
+                future.exception()  # retrieved: each waiter re-raises it, nobody else must
             else:
                 future.set_result(result)
-        for result in results.values():
-            if isinstance(result, Prediction):
-                produced.append(result)
-            else:
-                self.stats.errors += 1
+        produced = [r for r in results.values() if isinstance(r, Prediction)]
         self.stats.predictions += len(produced)
+        self.stats.errors += len(results) - len(produced)
         for listener in self._listeners:
             listener(produced)
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from orchestrator.features.incremental import IncrementalFeatures
 from orchestrator.features.online import required_bars
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
 from orchestrator.marketdata.resample import resample_bars
-from orchestrator.marketdata.store import SELECT_BAR_VALUES, BarStore
+from orchestrator.marketdata.store import SELECT_BAR_VALUES, BarStore, bars_frame
 from orchestrator.marketdata.timeframes import Timeframe
 
 Bar = tuple[datetime, float, float, float, float, float]  # open time (UTC), o, h, l, c, v
@@ -109,16 +110,19 @@ class FeatureStates:
             f" AND symbol IN ({marks}) AND ts >= %s ORDER BY symbol, ts",
             (source.value, *symbols, since.replace(tzinfo=None)),
         )
-        per_symbol: dict[str, list[Bar]] = {}
-        for symbol, ts, *values in rows:
-            per_symbol.setdefault(symbol, []).append((ts.replace(tzinfo=UTC), *values))
+        per_symbol: dict[str, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            per_symbol.setdefault(row[0], []).append(row[1:])
         if source == timeframe:
-            return {key: per_symbol.get(key[0], []) for key in keys}
+            return {
+                key: [
+                    (ts.replace(tzinfo=UTC), *values) for ts, *values in per_symbol.get(key[0], [])
+                ]
+                for key in keys
+            }
         bars = {}
         for key in keys:
-            frame = BarStore.frame(
-                [(r[0].replace(tzinfo=None), *r[1:]) for r in per_symbol.get(key[0], [])]
-            )
+            frame = bars_frame(per_symbol.get(key[0], []))
             if len(frame):
                 frame = resample_bars(frame, timeframe, complete_only=True, base=source)
             bars[key] = [

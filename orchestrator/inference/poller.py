@@ -28,7 +28,6 @@ from orchestrator.inference.prediction import FeatureKey, Prediction
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore, UnknownSymbolError
 from orchestrator.marketdata.timeframes import Timeframe, is_multiple, newest_closed
-from orchestrator.marketdata.watermarks import all_newest
 
 if TYPE_CHECKING:
     from orchestrator.inference.barclose import BarCloseEngine
@@ -124,17 +123,17 @@ class BarClosePoller:
         now = time.monotonic()
         served = await self._served_timeframes(now)
         everything = served != self._scanned_for
-        if not everything and not self._retrying() and not await self._bars_may_have_changed(db):
+        due = self._due_symbols(now)
+        if not everything and not due and not await self._bars_may_have_changed(db):
             return
         self._scanned_at, self._scanned_wall = now, time.time()
         revised = self._forget_revised(await store.revisions())
-        marks = await all_newest(db)
+        marks = await store.last_bar_times()
         if everything:
             changed = set(marks)
         else:  # only what moved, what was rewritten, and what failed and is due again
             changed = {k for k, _ in marks.items() - self._marks.items()}
-            changed |= {k for k in marks if k[0] in revised}
-            changed |= self._stored_retry() & set(marks)
+            changed |= {k for k in marks if k[0] in revised or k[0] in due}
         self._marks, self._scanned_for = marks, served
         await self._schedule(marks, changed, served, now)
 
@@ -195,15 +194,9 @@ class BarClosePoller:
         second_over = updated.replace(tzinfo=UTC).timestamp() + 1.0 + CLOCK_MARGIN_S
         return self._scanned_wall < second_over
 
-    def _stored_retry(self) -> set[tuple[str, Timeframe]]:
-        """Stored series with a key whose dependency failed and is due for another try."""
-        now = time.monotonic()
-        due = {key for key, failure in self._failed.items() if failure.retry_at <= now}
-        return {(symbol, stored) for symbol, stored in self._marks if symbol in {k[0] for k in due}}
-
-    def _retrying(self) -> bool:
-        now = time.monotonic()
-        return any(failure.retry_at <= now for failure in self._failed.values())
+    def _due_symbols(self, now: float) -> set[str]:
+        """Symbols with a key whose dependency failed and is due for another try."""
+        return {key[0] for key, failure in self._failed.items() if failure.retry_at <= now}
 
     def _forget_revised(self, revisions: dict[tuple[str, Timeframe], int]) -> set[str]:
         """A series whose stored history was rewritten (a corrected or backfilled bar, see

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+
+import msgspec
 
 from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec
@@ -25,6 +28,14 @@ class Prediction:
     inputs: ModelInputs
     out: EnsembleOutput
     encoded: dict[str, bytes] = field(default_factory=dict)
+
+    def encoded_once(self, key: str, build: Callable[[], object]) -> bytes:
+        """The JSON of `build()`, built and encoded on the first call for `key` only: every
+        request and stream message for this bar reuses the bytes."""
+        body = self.encoded.get(key)
+        if body is None:
+            body = self.encoded[key] = msgspec.json.encode(build())
+        return body
 
 
 @dataclass

@@ -70,7 +70,8 @@ def empty_bars() -> pd.DataFrame:
     return frame
 
 
-def _to_frame(rows: Sequence[tuple[Any, ...]]) -> pd.DataFrame:
+def bars_frame(rows: Sequence[tuple[Any, ...]]) -> pd.DataFrame:
+    """(ts, o, h, l, c, v) rows as read from the store -> an OHLCV frame on a UTC index."""
     if not rows:
         return empty_bars()
     ts = pd.DatetimeIndex([r[0] for r in rows], name="ts").tz_localize("UTC")
@@ -87,8 +88,6 @@ def _naive_utc(moment: datetime) -> datetime:
 class BarStore:
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    frame = staticmethod(_to_frame)  # (ts, o, h, l, c, v) rows -> an OHLCV frame
 
     # --- symbols -------------------------------------------------------------------------
     async def list_symbols(self) -> list[SymbolInfo]:
@@ -188,7 +187,7 @@ class BarStore:
             f"{_SELECT_BARS} WHERE symbol = %s AND timeframe = %s ORDER BY ts DESC LIMIT %s",
             (symbol, source.value, fetch),
         )
-        frame = _to_frame(rows[::-1])
+        frame = bars_frame(rows[::-1])
         if ratio == 1:
             return frame
         resampled = resample_bars(frame, timeframe, complete_only=closed_only, base=source)
@@ -212,7 +211,7 @@ class BarStore:
             " ORDER BY ts",
             (symbol, source.value, fetch_from if source != timeframe else start_n, end_n),
         )
-        frame = _to_frame(rows)
+        frame = bars_frame(rows)
         if source == timeframe:
             return frame
         resampled = resample_bars(frame, timeframe)

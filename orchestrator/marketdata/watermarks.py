@@ -1,13 +1,10 @@
-"""Newest stored bar per (symbol, stored timeframe), read the cheap way.
+"""Newest stored bar per (symbol, stored timeframe) for requests, read the cheap way.
 
-Two readers share one query shape (MAX(ts) on the primary key, answered from the index):
-
-- `WatermarkReader.newest()` serves requests. Every answer must refer to the newest committed bar,
-  so a caller waits for a read that *starts after it asked*; callers that arrive while a read is
-  in flight join the next one, which covers all their keys in a single round trip. Under load one
-  query answers many requests; alone, a request costs one indexed lookup.
-- `all_newest()` is the bar-close poller's scan of every (symbol, timeframe) at once (a loose
-  index scan of the primary key).
+Every answer must refer to the newest committed bar, so a caller waits for a read that *starts
+after it asked*; callers that arrive while a read is in flight join the next one, which covers all
+their keys in a single round trip (MAX(ts) per key on the primary key, answered from the index).
+Under load one query answers many requests; alone, a request costs one indexed lookup. (The
+bar-close poller scans every series at once with BarStore.last_bar_times.)
 """
 
 from __future__ import annotations
@@ -24,13 +21,6 @@ MAX_KEYS_PER_QUERY = 200
 
 def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None else None
-
-
-async def all_newest(db: Database) -> dict[StoredKey, datetime]:
-    rows = await db.fetchall(
-        "SELECT symbol, timeframe, MAX(ts) FROM bars GROUP BY symbol, timeframe", ()
-    )
-    return {(r[0], Timeframe(r[1])): r[2].replace(tzinfo=UTC) for r in rows}
 
 
 async def _read(db: Database, keys: list[StoredKey]) -> dict[StoredKey, datetime | None]:

@@ -63,6 +63,14 @@ def _next_bar(bars: pd.DataFrame, move: float) -> pd.DataFrame:
     return pd.DataFrame([bar], index=pd.DatetimeIndex([ts], name="ts"))
 
 
+def _raised(bars: pd.DataFrame, position: int, factor: float) -> pd.DataFrame:
+    """A copy whose bar at `position` closed (and peaked) `factor` higher: a corrected bar."""
+    corrected = bars.copy()
+    row = corrected.index[position]
+    corrected.loc[row, ["high", "close"]] = corrected.loc[row, ["high", "close"]] * factor
+    return corrected
+
+
 async def _until(condition: Callable[[], bool], timeout_s: float = 120.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not condition():
@@ -166,9 +174,7 @@ async def test_a_corrected_bar_is_recomputed_from_the_store(
         engine = _engine(app).engine
         symbol = SYMBOLS[5]
         await _until(lambda: engine.latest.get((symbol, M5)) is not None)
-        corrected = market[symbol].copy()
-        corrected.iloc[-1, corrected.columns.get_loc("close")] *= 1.003
-        corrected.iloc[-1, corrected.columns.get_loc("high")] *= 1.003
+        corrected = _raised(market[symbol], -1, 1.003)
         new = _next_bar(corrected, 0.001)
         # The last bar is rewritten and a new one lands: the state no longer continues the store.
         await _write(clean_db, {symbol: pd.concat([corrected.iloc[-1:], new])})
@@ -192,13 +198,10 @@ async def test_an_old_bar_corrected_without_a_new_one_is_recomputed(
         symbol = SYMBOLS[7]
         await _until(lambda: engine.latest.get((symbol, M5)) is not None)
         before = engine.latest[(symbol, M5)]
-        corrected = market[symbol].copy()
-        row = corrected.index[-20]
-        corrected.loc[row, ["high", "close"]] = corrected.loc[row, ["high", "close"]] * 1.01
-        await _write(clean_db, {symbol: corrected.loc[[row]]})  # a revision, no new bar
+        corrected = _raised(market[symbol], -20, 1.01)
+        await _write(clean_db, {symbol: corrected.iloc[[-20]]})  # a revision, no new bar
         expected = inputs_for_latest(corrected, loaded.models.spec)
         await _until(lambda: engine.latest.get((symbol, M5), before) is not before, 30)
-        await _until(lambda: engine.latest.get((symbol, M5)) is not None, 30)
         served = engine.latest[(symbol, M5)]
         assert served.bar_time == before.bar_time
         np.testing.assert_allclose(served.inputs.seq, expected.seq, rtol=1e-5, atol=1e-5)

@@ -12,7 +12,7 @@ from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore, SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe, newest_closed
-from orchestrator.marketdata.watermarks import WatermarkReader, all_newest
+from orchestrator.marketdata.watermarks import WatermarkReader
 from tests.marketdata.test_store import START, _bars, _load
 
 M5, M15, H1 = Timeframe.M5, Timeframe.M15, Timeframe.H1
@@ -45,7 +45,7 @@ async def test_concurrent_checks_share_one_query(clean_db: Database) -> None:
     assert answers == answers[:4] * 8
     assert reader.queries == 1  # 32 callers, 4 distinct keys, one round trip
     assert reader.keys_read == 4
-    newest = await all_newest(clean_db)
+    newest = await BarStore(clean_db).last_bar_times()
     assert newest[("WMAUSD", M5)] == answers[0]
 
 

@@ -100,8 +100,9 @@ def test_metamodel_onnx_equals_pytorch(trained: TrainedRepository) -> None:
 def test_fused_cpu_ensemble_equals_its_members_chained(
     trained: TrainedRepository, model_server: TritonServer, batch: int
 ) -> None:
-    """The cpu profile's one-stub signal_ensemble answers what its five served members answer
-    when chained by hand (the gpu profile's native ensemble wires the same steps)."""
+    """The cpu profile's fused signal_ensemble (one Python-backend model on the real Triton)
+    answers what its five served members answer when chained by hand (the gpu profile's
+    native ensemble wires the same steps)."""
     seq, tab = _inputs(trained, batch)
     ctx = np.random.default_rng(batch).normal(size=(batch, 5)).astype(np.float32)
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{model_server.grpc_port}")
@@ -134,7 +135,7 @@ def test_fused_cpu_ensemble_equals_its_members_chained(
     for name, value in expected.items():
         np.testing.assert_allclose(fused.as_numpy(name), value, atol=1e-6, err_msg=name)
     config = client.get_model_config(ENSEMBLE, as_json=True)["config"]
-    assert config["backend"] == "python"  # one stub, not Triton's five-step ensemble
+    assert config["backend"] == "python"  # one fused model, not Triton's five-step ensemble
 
 
 async def test_fused_ensemble_refuses_only_the_request_with_nan(
