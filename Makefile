@@ -51,9 +51,12 @@ gateway-deps: $(GATEWAY_STAMP) ## npm packages of the Express contract-test gate
 setup: env triton-env perf-analyzer ## All environments
 
 # --- services -------------------------------------------------------------------------------
-.PHONY: db demo-data triton models orchestrator replay run stop status
+.PHONY: db redis demo-data triton models orchestrator replay run stop status
 db: env ## Database: the configured server if reachable, else a private MariaDB in .run/mysql; migrate
 	@$(PY) -m orchestrator db up
+
+redis: env ## Redis: the configured REDIS_URL if it answers, else a private redis-server in .run/redis
+	@$(PY) -m orchestrator redis up
 
 demo-data: db ## Load ~60 days of synthetic 5m bars for BTCUSD, EURUSD, XAUUSD (idempotent)
 	@$(PY) -m orchestrator demo --quiet
@@ -72,11 +75,12 @@ orchestrator: env ## Start the Litestar API in the background on $(API_PORT)
 replay: db ## Append demo bars in the background (one 5m bar per symbol every $REPLAY_INTERVAL_S, default 5 s)
 	@$(PY) -m orchestrator.devstack.replay_process up
 
-run: demo-data triton orchestrator replay ## Everything: DB + demo data + Triton + API + market replay
+run: demo-data redis triton orchestrator replay ## Everything: DB + demo data + Triton + API + market replay
 	@echo ""
 	@echo "  API          http://127.0.0.1:$(API_PORT)   (GET /health)"
 	@echo "  Triton HTTP  http://127.0.0.1:$(TRITON_HTTP_PORT)  gRPC 127.0.0.1:$(TRITON_GRPC_PORT)  metrics :$(TRITON_METRICS_PORT)"
 	@echo "  MariaDB      $(MYSQL_HOST):$(MYSQL_PORT)  database $${MYSQL_DATABASE:-trading}"
+	@echo "  Redis        $${REDIS_URL:-redis://127.0.0.1:6379/0}"
 	@echo "  live stream  ws://127.0.0.1:$(API_PORT)/ws/BTCUSD   (the replay appends a bar every $${REPLAY_INTERVAL_S:-5} s)"
 	@echo "  logs         $(RUN)/*.log    stop with: make stop"
 
@@ -86,6 +90,7 @@ stop: ## Stop what make started (replay, API, Triton, private MariaDB), by pid
 	  $(PY) -m orchestrator.devstack.api_process down; \
 	  $(PY) -m orchestrator triton down; \
 	  $(PY) -m orchestrator db down; \
+	  $(PY) -m orchestrator redis down; \
 	else echo "nothing to stop (no environment yet)"; fi
 
 # --- quality --------------------------------------------------------------------------------

@@ -55,6 +55,18 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
+# --- redis ----------------------------------------------------------------------------------
+def cmd_redis(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.devstack.redis import ensure_redis, private_for
+
+    if args.action == "down":
+        stopped = private_for(settings.redis.url).stop()
+        print("private Redis stopped" if stopped else "no private Redis of ours was running")
+        return 0
+    print(ensure_redis(settings.redis.url))
+    return 0
+
+
 # --- triton ---------------------------------------------------------------------------------
 def cmd_triton(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.devstack.triton import TritonServer, repository_models
@@ -283,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["up", "migrate", "down"])
     db.add_argument("--extra-database", action="append", help="also create this database")
 
+    redis = sub.add_parser(
+        "redis", help="shared state: up (the configured REDIS_URL, else a private redis-server)"
+    )
+    redis.add_argument("action", choices=["up", "down"])
+
     triton = sub.add_parser("triton", help="start/stop the local tritonserver (explicit mode)")
     triton.add_argument("action", choices=["up", "down"])
     triton.add_argument(
@@ -345,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "db": cmd_db,
+    "redis": cmd_redis,
     "triton": cmd_triton,
     "ingest": cmd_ingest,
     "demo": cmd_demo,
@@ -357,6 +375,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
 
 def main(argv: list[str] | None = None) -> int:
     from orchestrator.devstack.mariadb import DatabaseSetupError
+    from orchestrator.devstack.redis import RedisSetupError
     from orchestrator.devstack.triton import TritonStartError
     from orchestrator.ingest.readers import InputFileError
     from orchestrator.marketdata.db import DatabaseUnavailableError
@@ -366,7 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     try:
         return COMMANDS[args.command](args, settings)
-    except (DatabaseUnavailableError, DatabaseSetupError, TritonStartError) as exc:
+    except (
+        DatabaseUnavailableError,
+        DatabaseSetupError,
+        RedisSetupError,
+        TritonStartError,
+    ) as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)
     except (InputFileError, InvalidSymbolError, InvalidTimeframeError, ValueError) as exc:
         return _fail(str(exc))

@@ -93,6 +93,25 @@ class TritonSettings(msgspec.Struct, frozen=True):
         )
 
 
+class RedisSettings(msgspec.Struct, frozen=True):
+    """Shared state of all replicas: rate-limit counters, the prediction cache, bar-close events,
+    the bar-close leader lock and the job queue."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "tme"  # every key this service writes starts with it
+    timeout_s: float = 0.5  # one Redis call; past it the call counts as Redis being down
+
+    @classmethod
+    def from_env(cls) -> RedisSettings:
+        d = cls()
+        return msgspec.structs.replace(
+            d,
+            url=os.environ.get("REDIS_URL", d.url),
+            key_prefix=os.environ.get("REDIS_KEY_PREFIX", d.key_prefix),
+            timeout_s=_env_float("REDIS_TIMEOUT_S", d.timeout_s),
+        )
+
+
 class ApiSettings(msgspec.Struct, frozen=True):
     host: str = "0.0.0.0"
     port: int = 8080
@@ -140,6 +159,7 @@ class Settings(msgspec.Struct, frozen=True):
     db: DatabaseSettings
     triton: TritonSettings
     api: ApiSettings
+    redis: RedisSettings = RedisSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -147,4 +167,5 @@ class Settings(msgspec.Struct, frozen=True):
             db=DatabaseSettings.from_env(),
             triton=TritonSettings.from_env(),
             api=ApiSettings.from_env(),
+            redis=RedisSettings.from_env(),
         )

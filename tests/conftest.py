@@ -21,6 +21,7 @@ from export.train import SymbolData, TrainConfig, TrainedModels, prepare_symbol,
 from orchestrator.demo.generator import generate_bars
 from orchestrator.devstack.mariadb import PrivateMariaDB, ensure_database
 from orchestrator.devstack.process import free_ports
+from orchestrator.devstack.redis import PrivateRedis, ping
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
@@ -89,6 +90,35 @@ async def clean_db(db: Database) -> Database:
         await cur.execute("DELETE FROM bars")
         await cur.execute("DELETE FROM symbols")
     return db
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """TEST_REDIS_URL when set (it must answer; the suite flushes that database), else a private
+    redis-server on a free port for this session, so two checkouts never share keys."""
+    configured = os.environ.get("TEST_REDIS_URL")
+    if configured:
+        reason = ping(configured)
+        if reason is not None:
+            pytest.exit(f"TEST_REDIS_URL={configured} does not answer: {reason}", returncode=3)
+        yield configured
+        return
+    (port,) = free_ports(1)
+    server = PrivateRedis(port=port, base=tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_flushed(redis_url: str) -> str:
+    """The session's Redis with no keys (tests that count shared state start from zero)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    return redis_url
 
 
 @pytest.fixture(scope="session")
