@@ -11,13 +11,20 @@ import uvicorn
 from litestar import Litestar
 
 from orchestrator.devstack.triton import TritonServer
-from orchestrator.settings import ApiSettings, DatabaseSettings, Settings, TritonSettings
+from orchestrator.settings import (
+    ApiSettings,
+    DatabaseSettings,
+    RedisSettings,
+    Settings,
+    TritonSettings,
+)
 from tests.conftest import free_ports
 
 
 def api_settings(
     db: DatabaseSettings,
     server: TritonServer,
+    redis_url: str,
     grpc_port: int | None = None,
     api: ApiSettings | None = None,
 ) -> Settings:
@@ -27,7 +34,9 @@ def api_settings(
         metrics_port=server.metrics_port,
         request_timeout_s=5.0,
     )
-    return Settings(db=db, triton=triton, api=api or ApiSettings())
+    return Settings(
+        db=db, triton=triton, api=api or ApiSettings(), redis=RedisSettings(url=redis_url)
+    )
 
 
 @asynccontextmanager

@@ -34,9 +34,14 @@ BODY: dict[str, Any] = {
 
 @pytest.fixture
 async def client(
-    loaded: TrainedRepository, db_settings: DatabaseSettings, model_server: TritonServer
+    loaded: TrainedRepository,
+    db_settings: DatabaseSettings,
+    model_server: TritonServer,
+    redis_flushed: str,
 ) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
-    async with AsyncTestClient(create_app(api_settings(db_settings, model_server))) as test_client:
+    async with AsyncTestClient(
+        create_app(api_settings(db_settings, model_server, redis_flushed))
+    ) as test_client:
         yield test_client
 
 

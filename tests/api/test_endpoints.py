@@ -34,9 +34,11 @@ def _direct_infer(
 
 @pytest.fixture
 async def client(
-    db_settings: DatabaseSettings, model_server: TritonServer
+    db_settings: DatabaseSettings, model_server: TritonServer, redis_flushed: str
 ) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
-    async with AsyncTestClient(create_app(api_settings(db_settings, model_server))) as test_client:
+    async with AsyncTestClient(
+        create_app(api_settings(db_settings, model_server, redis_flushed))
+    ) as test_client:
         yield test_client
 
 
@@ -120,9 +122,12 @@ async def test_errors_say_what_is_wrong(
 
 
 async def test_triton_down_is_503_ml_service_unavailable(
-    loaded: TrainedRepository, db_settings: DatabaseSettings, model_server: TritonServer
+    loaded: TrainedRepository,
+    db_settings: DatabaseSettings,
+    model_server: TritonServer,
+    redis_flushed: str,
 ) -> None:
-    app = create_app(api_settings(db_settings, model_server, grpc_port=1))
+    app = create_app(api_settings(db_settings, model_server, redis_flushed, grpc_port=1))
     async with AsyncTestClient(app) as down:
         response = await down.get("/api/predict/BTCUSD")
     assert response.status_code == 503
@@ -155,7 +160,10 @@ async def test_signal_follows_the_models_and_the_strategy(
 
 
 async def test_concurrent_identical_requests_make_one_triton_call(
-    loaded: TrainedRepository, db_settings: DatabaseSettings, model_server: TritonServer
+    loaded: TrainedRepository,
+    db_settings: DatabaseSettings,
+    model_server: TritonServer,
+    redis_flushed: str,
 ) -> None:
     import asyncio
 
@@ -168,7 +176,7 @@ async def test_concurrent_identical_requests_make_one_triton_call(
             for m in response.get("model_stats", [])
         )
 
-    app = create_app(api_settings(db_settings, model_server))
+    app = create_app(api_settings(db_settings, model_server, redis_flushed))
     async with AsyncTestClient(app) as fresh:
         before = ensemble_inferences()
         responses = await asyncio.gather(*(fresh.get("/api/predict/BTCUSD") for _ in range(20)))

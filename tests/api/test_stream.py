@@ -127,9 +127,10 @@ async def test_new_bar_reaches_every_client_from_one_computation(
     clean_db: Database,
     db_settings: DatabaseSettings,
     model_server: TritonServer,
+    redis_flushed: str,
 ) -> None:
     api = ApiSettings(ws_poll_interval_s=0.1, ws_heartbeat_s=0.5, ws_queue_size=4)
-    app = create_app(api_settings(db_settings, model_server, api=api))
+    app = create_app(api_settings(db_settings, model_server, redis_flushed, api=api))
     bars = loaded.data[0].bars
     async with served(app) as port:
         url = f"ws://127.0.0.1:{port}/ws/btcusd"
@@ -184,9 +185,16 @@ async def test_new_bar_reaches_every_client_from_one_computation(
 
 
 async def test_unknown_symbol_and_auth_close_with_a_reason(
-    loaded: TrainedRepository, db_settings: DatabaseSettings, model_server: TritonServer
+    loaded: TrainedRepository,
+    db_settings: DatabaseSettings,
+    model_server: TritonServer,
+    redis_flushed: str,
 ) -> None:
-    app = create_app(api_settings(db_settings, model_server, api=ApiSettings(internal_api_key="k")))
+    app = create_app(
+        api_settings(
+            db_settings, model_server, redis_flushed, api=ApiSettings(internal_api_key="k")
+        )
+    )
     async with served(app) as port:
         async with websockets.connect(f"ws://127.0.0.1:{port}/ws/NOPEUSD?token=k") as ws:
             message = msgspec.json.decode(await asyncio.wait_for(ws.recv(), 10))

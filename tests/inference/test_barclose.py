@@ -91,9 +91,14 @@ async def market(loaded: TrainedRepository, clean_db: Database) -> dict[str, pd.
 
 @pytest.fixture
 async def app(
-    market: dict[str, pd.DataFrame], db_settings: DatabaseSettings, model_server: TritonServer
+    market: dict[str, pd.DataFrame],
+    db_settings: DatabaseSettings,
+    model_server: TritonServer,
+    redis_flushed: str,
 ) -> Litestar:
-    settings = api_settings(db_settings, model_server, api=ApiSettings(bar_poll_interval_s=0.05))
+    settings = api_settings(
+        db_settings, model_server, redis_flushed, api=ApiSettings(bar_poll_interval_s=0.05)
+    )
     return create_app(settings)
 
 
