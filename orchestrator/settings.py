@@ -42,6 +42,8 @@ class DatabaseSettings(msgspec.Struct, frozen=True):
     connect_timeout_s: float = 5.0
     acquire_timeout_s: float = 5.0
     query_timeout_s: float = 30.0
+    # How long ingest keeps retrying a batch while the database is away before it gives up.
+    write_retry_s: float = 120.0
 
     @property
     def address(self) -> str:
@@ -60,6 +62,7 @@ class DatabaseSettings(msgspec.Struct, frozen=True):
             pool_max_size=_env_int("MYSQL_POOL_SIZE", d.pool_max_size),
             acquire_timeout_s=_env_float("MYSQL_ACQUIRE_TIMEOUT_S", d.acquire_timeout_s),
             query_timeout_s=_env_float("MYSQL_QUERY_TIMEOUT_S", d.query_timeout_s),
+            write_retry_s=_env_float("MYSQL_WRITE_RETRY_S", d.write_retry_s),
         )
 
 
