@@ -1,25 +1,48 @@
-"""Process-wide clients (DB pool, Triton gRPC aio client), created inside the running loop."""
+"""Process-wide clients (DB pool, Triton gRPC aio client, Redis), created in the running loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import tritonclient.grpc.aio as grpcclient
+from redis.asyncio import Redis
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 
 from orchestrator.inference.barclose import BarCloseEngine
 from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE, SERVED_TIMEFRAMES, served_name
 from orchestrator.inference.service import PredictionService
+from orchestrator.inference.shared import SharedPredictions
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.settings import Settings
+
+# gRPC's default reconnect backoff grows to minutes: after a Triton restart the first requests
+# would wait for it (seen as ~11 s of 503s). Keep retrying at most every second instead.
+_KEEPALIVE = grpcclient.KeepAliveOptions()
+TRITON_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.keepalive_time_ms", _KEEPALIVE.keepalive_time_ms),
+    ("grpc.keepalive_timeout_ms", _KEEPALIVE.keepalive_timeout_ms),
+    ("grpc.keepalive_permit_without_calls", _KEEPALIVE.keepalive_permit_without_calls),
+    ("grpc.http2.max_pings_without_data", _KEEPALIVE.http2_max_pings_without_data),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 @dataclass
 class Resources:
     settings: Settings
     triton: grpcclient.InferenceServerClient
+    redis: Redis
+    shared: SharedPredictions
+    publish: Callable[[bytes], None] | None = None  # a bar-close event to the other replicas
     _by_timeframe: dict[str, SignalModels] = field(default_factory=dict)
     _db: Database | None = None
     _db_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -35,6 +58,8 @@ class Resources:
                 self.models_for,
                 SERVED_TIMEFRAMES,
                 poll_interval_s=self.settings.api.bar_poll_interval_s,
+                shared=self.shared,
+                publish=self.publish,
             )
         return self._engine
 
@@ -45,9 +70,18 @@ class Resources:
         return self._predictions
 
     @classmethod
-    async def open(cls, settings: Settings) -> Resources:
-        triton = grpcclient.InferenceServerClient(settings.triton.grpc_url)
-        resources = cls(settings=settings, triton=triton)
+    async def open(
+        cls, settings: Settings, redis: Redis, publish: Callable[[bytes], None] | None = None
+    ) -> Resources:
+        triton = grpcclient.InferenceServerClient(
+            settings.triton.grpc_url, channel_args=TRITON_CHANNEL_ARGS
+        )
+        shared = SharedPredictions(
+            redis, namespace=settings.redis.key_prefix, replica_id=uuid.uuid4().hex[:12]
+        )
+        resources = cls(
+            settings=settings, triton=triton, redis=redis, shared=shared, publish=publish
+        )
         # The service starts anyway when the database is down: /health reports it, requests retry.
         with contextlib.suppress(DatabaseUnavailableError):
             await resources.database()

@@ -14,6 +14,10 @@ sweeper, which:
 Requests use the same sweeper: `request(key, bar_time)` joins a computation already pending or
 running for that bar (single-flight), otherwise it enters the next sweep ahead of background
 work. One sweep runs at a time; keys that arrive meanwhile form the next batch.
+
+With several replicas (shared.py), a sweep first takes what another replica already computed from
+Redis and claims the rest; a key claimed elsewhere waits for that replica's bar-close event
+(`receive`), and is swept again if none came within the claim's lifetime.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
+from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import SignalModels
 from orchestrator.inference.feature_states import FeatureStates
 from orchestrator.inference.poller import BarClosePoller
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
+from orchestrator.inference.shared import SharedPredictions
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
@@ -51,6 +57,8 @@ class BarCloseEngine:
         *,
         poll_interval_s: float = 0.1,
         max_batch: int = 256,
+        shared: SharedPredictions | None = None,
+        publish: Callable[[bytes], None] | None = None,
     ) -> None:
         self._database = database
         self._models_for = models_for
@@ -61,6 +69,10 @@ class BarCloseEngine:
         self._urgent: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
         self._background: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
         self._running: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
+        # claimed by another replica: resolved by its bar-close event (receive)
+        self._remote: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
+        self._shared = shared
+        self._publish = publish
         self._sweeper: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[list[Prediction]], None]] = []
@@ -81,7 +93,7 @@ class BarCloseEngine:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for pending in (self._urgent, self._background, self._running):
+        for pending in (self._urgent, self._background, self._running, self._remote):
             for future in pending.values():
                 if not future.done():
                     future.cancel()
@@ -108,7 +120,7 @@ class BarCloseEngine:
             self.poller.wake()  # the poller has not seen this bar yet: others may be new too
         self.known[key] = max(bar_time, previous or bar_time)
         token = (key, bar_time)
-        for pending in (self._running, self._urgent, self._background):
+        for pending in (self._running, self._remote, self._urgent, self._background):
             future = pending.get(token)
             if future is not None:
                 if urgent and pending is self._background:  # a request is now waiting for it
@@ -119,6 +131,58 @@ class BarCloseEngine:
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="barclose-sweeper")
         return future, False
+
+    async def receive(self, payload: bytes) -> None:
+        """Another replica's bar-close event: its predictions become ours (no inference here),
+        the requests waiting for them are answered and the listeners told."""
+        if self._shared is None:
+            return
+        produced = []
+        for record in self._shared.decode_event(payload):
+            key: FeatureKey = (record.symbol, Timeframe(record.timeframe))
+            try:
+                spec = await self._models_for(record.timeframe).spec()
+            except Exception as exc:  # Triton away: the record stays in the cache for later
+                log.debug("bar-close event for %s skipped: %s", key, exc)
+                continue
+            prediction = record.prediction(spec)
+            self._keep_latest(key, prediction)
+            self.known[key] = max(record.bar_time, self.known.get(key, record.bar_time))
+            for token in [t for t in self._remote if t[0] == key and t[1] <= record.bar_time]:
+                future = self._remote.pop(token)
+                if not future.done():
+                    future.set_result(prediction)
+            produced.append(prediction)
+        if produced:
+            for listener in self._listeners:
+                listener(produced)
+
+    def _revision(self, key: FeatureKey) -> int:
+        source = self.sources.get(key, key[1])
+        return self.poller.revisions.get((key[0], source), 0)
+
+    def _keep_latest(self, key: FeatureKey, prediction: Prediction) -> None:
+        current = self.latest.get(key)
+        if current is None or current.bar_time <= prediction.bar_time:
+            self.latest[key] = prediction
+
+    def _await_remote(
+        self, waiting: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]]
+    ) -> None:
+        """Keys another replica claimed: answered by its event, or swept again (its claim has
+        expired by then, so this replica may claim them) if none came in time."""
+        self._remote.update(waiting)
+        assert self._shared is not None
+
+        def expire() -> None:
+            for token, future in waiting.items():
+                if self._remote.get(token) is future and not future.done():
+                    del self._remote[token]
+                    self._urgent[token] = future
+            if self._urgent and self._sweeper is None:
+                self._sweeper = asyncio.create_task(self._sweep_forever(), name="barclose-sweeper")
+
+        asyncio.get_running_loop().call_later(self._shared.claim_ttl_s, expire)
 
     # --- sweeping -------------------------------------------------------------------------
     async def _sweep_forever(self) -> None:
@@ -163,20 +227,31 @@ class BarCloseEngine:
         by_timeframe: dict[Timeframe, list[FeatureKey]] = {}
         for key in targets:
             by_timeframe.setdefault(key[1], []).append(key)
+        computed: list[Prediction] = []
         for timeframe, keys in by_timeframe.items():
-            await self._sweep_timeframe(store, timeframe, keys, targets, results)
-        for (key, _), future in batch.items():
-            result = results[key]
+            await self._sweep_timeframe(store, timeframe, keys, targets, results, computed)
+        elsewhere = {}
+        for token, future in batch.items():
+            result = results.get(token[0])
             if future.done():
+                continue
+            if result is None:  # claimed by another replica
+                elsewhere[token] = future
                 continue
             if isinstance(result, BaseException):
                 future.set_exception(result)
                 future.exception()  # retrieved: each waiter re-raises it, nobody else must
             else:
                 future.set_result(result)
+        if elsewhere:
+            self._await_remote(elsewhere)
         produced = [r for r in results.values() if isinstance(r, Prediction)]
-        self.stats.predictions += len(produced)
+        self.stats.predictions += len(computed)
         self.stats.errors += len(results) - len(produced)
+        if self._shared is not None and computed:
+            event = await self._shared.share(computed)
+            if event is not None and self._publish is not None:
+                self._publish(event)
         for listener in self._listeners:
             listener(produced)
 
@@ -187,12 +262,19 @@ class BarCloseEngine:
         keys: list[FeatureKey],
         targets: dict[FeatureKey, datetime],
         results: dict[FeatureKey, Prediction | BaseException],
+        computed: list[Prediction],
     ) -> None:
+        """Predictions of `keys` into `results`; with replicas, only of those claimed here (the
+        others get no entry and wait for the claiming replica's event)."""
         models = self._models_for(timeframe.value)
         try:
             spec = await models.spec()
+            if self._shared is not None:
+                keys = await self._shared_or_claimed(models, spec, keys, targets, results)
         except Exception as exc:
             results.update(dict.fromkeys(keys, exc))
+            return
+        if not keys:
             return
         ready = await self._states.advance(
             store, spec, timeframe, keys, targets, results, self.sources
@@ -226,8 +308,28 @@ class BarCloseEngine:
                     spec,
                     row_inputs,
                     outcome.row(row),
+                    self._revision(key),
                 )
                 results[key] = prediction
-                current = self.latest.get(key)
-                if current is None or current.bar_time <= prediction.bar_time:
-                    self.latest[key] = prediction
+                computed.append(prediction)
+                self._keep_latest(key, prediction)
+
+    async def _shared_or_claimed(
+        self,
+        models: SignalModels,
+        spec: FeatureSpec,
+        keys: list[FeatureKey],
+        targets: dict[FeatureKey, datetime],
+        results: dict[FeatureKey, Prediction | BaseException],
+    ) -> list[FeatureKey]:
+        """Takes the keys' predictions another replica already shared; returns the keys this
+        replica claimed and must compute."""
+        assert self._shared is not None
+        version = await models.served_version()
+        tokens = {(key, targets[key], version, self._revision(key)): key for key in keys}
+        for token, record in (await self._shared.fetch(list(tokens))).items():
+            key = tokens.pop(token)
+            results[key] = prediction = record.prediction(spec)
+            self._keep_latest(key, prediction)
+        claimed = await self._shared.claim(list(tokens))
+        return [tokens[token] for token in claimed]

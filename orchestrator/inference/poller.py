@@ -83,7 +83,7 @@ class BarClosePoller:
         self._served: tuple[Timeframe, ...] = ()
         self._served_at = -SERVED_REFRESH_S
         self._failed: dict[FeatureKey, _Failure] = {}
-        self._revisions: dict[tuple[str, Timeframe], int] = {}
+        self.revisions: dict[tuple[str, Timeframe], int] = {}  # per stored series, read by sweeps
         self._revisions_seen = False
         self._marks: dict[tuple[str, Timeframe], datetime] = {}
         self._scanned_for: tuple[Timeframe, ...] | None = None
@@ -206,9 +206,9 @@ class BarClosePoller:
         self._revisions_seen = True
         revised = set()
         for (symbol, stored), revision in revisions.items():
-            if self._revisions.get((symbol, stored)) == revision:
+            if self.revisions.get((symbol, stored)) == revision:
                 continue
-            self._revisions[(symbol, stored)] = revision
+            self.revisions[(symbol, stored)] = revision
             if first_poll:
                 continue  # nothing computed yet
             self._engine.stats.corrections += 1

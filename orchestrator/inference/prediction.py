@@ -27,6 +27,7 @@ class Prediction:
     spec: FeatureSpec
     inputs: ModelInputs
     out: EnsembleOutput
+    revision: int = 0  # of the stored series it was computed from (a corrected bar bumps it)
     encoded: dict[str, bytes] = field(default_factory=dict)
 
     def encoded_once(self, key: str, build: Callable[[], object]) -> bytes:

@@ -1,0 +1,249 @@
+"""Predictions shared by every replica through Redis: each bar of each symbol is inferred once.
+
+A sweep on any replica first reads the shared cache (Litestar's `RedisStore`, one pipelined MGET
+for the whole sweep), then claims what is missing (`SET NX PX`, one pipeline), computes only what
+it claimed, writes the results back and publishes them as one bar-close event (Litestar channels,
+Redis pub/sub). The other replicas take those predictions from the event, or from the cache when
+a request arrives first; a bar claimed by a replica that died is claimed again once its claim
+expires (`claim_ttl_s`).
+
+Redis is an accelerator, never a dependency of serving: when a call fails (or takes longer than
+the client's timeout) the replica works alone for `retry_after_s` — it computes everything it is
+asked for (the other replicas may compute the same bars meanwhile) and publishes nothing — then
+tries Redis again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+import msgspec
+import numpy as np
+from litestar.stores.redis import RedisStore
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from orchestrator.features.online import ModelInputs
+from orchestrator.features.spec import FeatureSpec
+from orchestrator.inference.client import EnsembleOutput
+from orchestrator.inference.prediction import FeatureKey, Prediction
+from orchestrator.marketdata.timeframes import Timeframe
+
+log = logging.getLogger("orchestrator.shared")
+
+BAR_CLOSE_CHANNEL = "bar-close"
+# (key, bar time, model version, revision of the stored series): a corrected bar or another model
+# version is another prediction.
+Token = tuple[FeatureKey, datetime, str, int]
+_NO_TENSOR = np.empty((1, 0), dtype=np.float32)
+
+
+class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
+    """What a replica needs to answer for a bar it did not compute (about 300 bytes)."""
+
+    symbol: str
+    timeframe: str
+    bar_time: datetime
+    version: str
+    close: float
+    atr: float
+    gru_range: list[float]
+    transformer_range: list[float]
+    p_long: float
+    p_short: float
+    confidence: float
+    direction: float
+    revision: int
+
+    @classmethod
+    def of(cls, prediction: Prediction) -> SharedPrediction:
+        out = prediction.out
+        return cls(
+            prediction.symbol,
+            prediction.timeframe,
+            prediction.bar_time,
+            prediction.version,
+            prediction.inputs.close,
+            prediction.inputs.atr,
+            out.gru_range[0].tolist(),
+            out.transformer_range[0].tolist(),
+            float(out.p_long[0]),
+            float(out.p_short[0]),
+            float(out.confidence[0]),
+            float(out.direction[0]),
+            prediction.revision,
+        )
+
+    @property
+    def token(self) -> Token:
+        return (self.symbol, Timeframe(self.timeframe)), self.bar_time, self.version, self.revision
+
+    @property
+    def expires_in_s(self) -> int:
+        """Kept while it can still be the newest bar's answer: three bars, at least 15 minutes
+        (a closed market keeps its last bar longer; it is then computed once more)."""
+        return max(900, 3 * Timeframe(self.timeframe).seconds)
+
+    def prediction(self, spec: FeatureSpec) -> Prediction:
+        """A Prediction that answers like the computing replica's (the tensors stay there)."""
+        import pandas as pd
+
+        inputs = ModelInputs(
+            _NO_TENSOR,
+            _NO_TENSOR,
+            _NO_TENSOR,
+            self.atr,
+            self.close,
+            pd.Timestamp(self.bar_time),
+        )
+        out = EnsembleOutput(
+            np.array([self.gru_range], dtype=np.float32),
+            np.array([self.transformer_range], dtype=np.float32),
+            np.array([self.p_long], dtype=np.float32),
+            np.array([self.p_short], dtype=np.float32),
+            np.array([self.confidence], dtype=np.float32),
+            np.array([self.direction], dtype=np.float32),
+            self.version,
+        )
+        return Prediction(
+            self.symbol,
+            self.timeframe,
+            self.bar_time,
+            self.version,
+            spec,
+            inputs,
+            out,
+            self.revision,
+        )
+
+
+class BarCloseEvent(msgspec.Struct, frozen=True):
+    origin: str  # the replica that computed them (it ignores its own events)
+    predictions: list[SharedPrediction]
+
+
+def token_name(token: Token) -> str:
+    (symbol, timeframe), bar_time, version, revision = token
+    stamp = int(bar_time.replace(tzinfo=bar_time.tzinfo or UTC).timestamp())
+    return f"{symbol}:{timeframe.value}:{stamp}:v{version}:r{revision}"
+
+
+class PredictionStore(RedisStore):
+    """RedisStore with the bulk operations a sweep needs, on the same client and namespace."""
+
+    async def get_many(self, names: list[str]) -> list[bytes | None]:
+        if not names:
+            return []
+        values: list[bytes | None] = await self._redis.mget([self._make_key(n) for n in names])
+        return values
+
+    async def claim_many(self, names: list[str], ttl_s: float) -> list[bool]:
+        if not names:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.set(self._make_key(f"claim:{name}"), b"1", nx=True, px=int(ttl_s * 1000))
+        return [bool(ok) for ok in await pipe.execute()]
+
+    async def set_many(self, items: list[tuple[str, bytes, int]]) -> None:
+        if not items:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for name, value, expires_in_s in items:
+            pipe.set(self._make_key(name), value, ex=expires_in_s)
+        await pipe.execute()
+
+
+class SharedPredictions:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        namespace: str,
+        replica_id: str,
+        claim_ttl_s: float = 10.0,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        self.store = PredictionStore(redis, namespace=f"{namespace}:predictions")
+        self.replica_id = replica_id
+        self.claim_ttl_s = claim_ttl_s
+        self.retry_after_s = retry_after_s
+        self._down_until = 0.0
+        self._publish: list[object] = []
+        self.cache_hits = 0
+        self.claims_won = 0
+        self.claims_lost = 0
+        self.received = 0
+        self.redis_errors = 0
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.redis_errors += 1
+        if self.available:
+            log.warning(
+                "Redis %s failed, serving alone for %.1f s: %s", what, self.retry_after_s, exc
+            )
+        self._down_until = time.monotonic() + self.retry_after_s
+
+    async def fetch(self, tokens: list[Token]) -> dict[Token, SharedPrediction]:
+        """The shared predictions of `tokens` already computed by some replica."""
+        if not tokens or not self.available:
+            return {}
+        try:
+            values = await self.store.get_many([token_name(t) for t in tokens])
+        except (RedisError, OSError) as exc:
+            self._failed("read", exc)
+            return {}
+        found = {}
+        for token, raw in zip(tokens, values, strict=True):
+            if raw is not None:
+                found[token] = msgspec.msgpack.decode(raw, type=SharedPrediction)
+        self.cache_hits += len(found)
+        return found
+
+    async def claim(self, tokens: list[Token]) -> set[Token]:
+        """The tokens this replica now computes; the others are being computed elsewhere.
+        Without Redis every token is ours."""
+        if not tokens:
+            return set()
+        if not self.available:
+            return set(tokens)
+        try:
+            won = await self.store.claim_many([token_name(t) for t in tokens], self.claim_ttl_s)
+        except (RedisError, OSError) as exc:
+            self._failed("claim", exc)
+            return set(tokens)
+        claimed = {t for t, ok in zip(tokens, won, strict=True) if ok}
+        self.claims_won += len(claimed)
+        self.claims_lost += len(tokens) - len(claimed)
+        return claimed
+
+    async def share(self, predictions: list[Prediction]) -> bytes | None:
+        """Writes `predictions` to the cache; returns the encoded bar-close event to publish
+        (None when there is nothing to say or Redis is away)."""
+        if not predictions or not self.available:
+            return None
+        shared = [SharedPrediction.of(p) for p in predictions]
+        items = [
+            (token_name(record.token), msgspec.msgpack.encode(record), record.expires_in_s)
+            for record in shared
+        ]
+        try:
+            await self.store.set_many(items)
+        except (RedisError, OSError) as exc:
+            self._failed("write", exc)
+            return None
+        return msgspec.msgpack.encode(BarCloseEvent(self.replica_id, shared))
+
+    def decode_event(self, payload: bytes) -> list[SharedPrediction]:
+        """The predictions of another replica's event ([] for our own)."""
+        event = msgspec.msgpack.decode(payload, type=BarCloseEvent)
+        if event.origin == self.replica_id:
+            return []
+        self.received += len(event.predictions)
+        return event.predictions
