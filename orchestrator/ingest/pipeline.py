@@ -15,7 +15,7 @@ import pandas as pd
 from orchestrator.fileio import atomic_file
 from orchestrator.ingest.validate import validate_bars
 from orchestrator.ingest.writer import DEFAULT_BATCH_ROWS, write_bars
-from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe, parse_symbol
 
@@ -169,7 +169,18 @@ async def ingest_frame(
             tick_size=options.tick_size or _TICK_BY_CLASS[asset_class],
             base_timeframe=Timeframe(tf),
         )
-    report.rows_written = await write_bars(
-        db, accepted, symbols, batch_rows=options.batch_rows, show_progress=options.show_progress
-    )
+    try:
+        report.rows_written = await write_bars(
+            db,
+            accepted,
+            symbols,
+            batch_rows=options.batch_rows,
+            show_progress=options.show_progress,
+        )
+    except DatabaseUnavailableError as exc:
+        raise DatabaseUnavailableError(
+            exc.settings,
+            f"{exc.reason}; the batches committed before are kept, and re-running the same "
+            "command completes the job without duplicates",
+        ) from exc
     return report
