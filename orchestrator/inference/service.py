@@ -5,6 +5,9 @@ Freshness contract: an answer refers to the newest bar committed in the store wh
 arrived. The check is one coalesced indexed read (see marketdata/watermarks.py); when the bar-close
 engine already holds the prediction for that bar and the served model version, that is the
 answer. Otherwise the request joins the engine's computation for that bar (single-flight).
+
+While Triton does not answer, a prediction already computed for the newest bar is still served
+(its version is the one that computed it); anything that needs inference is a 503.
 """
 
 from __future__ import annotations
@@ -58,7 +61,11 @@ class PredictionService:
 
     async def latest(self, symbol: str, timeframe: str) -> Prediction:
         sym, tf = parse_symbol(symbol), parse_timeframe(timeframe)
-        models, version = await self.served_models(tf.value)
+        triton_down: ModelServiceUnavailableError | None = None
+        try:
+            models, version = await self.served_models(tf.value)
+        except ModelServiceUnavailableError as exc:
+            models, version, triton_down = self._models_for(tf.value), "", exc
         db = await self._database()
         if self._watermarks is None:
             self._watermarks = WatermarkReader(db)
@@ -70,9 +77,15 @@ class PredictionService:
             raise NotEnoughHistoryError(0, required_bars(await models.spec()))
         key, target = (sym, tf), newest_closed(newest, source, tf)
         current = self.engine.latest.get(key)
-        if current is not None and current.bar_time == target and current.version == version:
+        if (
+            current is not None
+            and current.bar_time == target
+            and (current.version == version or triton_down is not None)
+        ):
             self.hits += 1
             return current
+        if triton_down is not None:
+            raise triton_down
         future, joined = self.engine.request(key, target)
         if joined:
             self.joined += 1

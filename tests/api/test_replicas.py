@@ -1,0 +1,205 @@
+"""Two API processes on one Redis, MariaDB and Triton, as behind a load balancer: each bar is
+inferred once across both, a WebSocket client on B gets the bar-close message once, and the rate
+limit is one budget for both."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import msgspec
+import pandas as pd
+import tritonclient.grpc as grpcclient
+import websockets
+
+from orchestrator.devstack.triton import TritonServer
+from orchestrator.inference.models import ENSEMBLE
+from orchestrator.ingest.writer import write_bars
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import SymbolInfo
+from orchestrator.marketdata.timeframes import Timeframe, newest_closed
+from orchestrator.settings import PROJECT_ROOT, DatabaseSettings
+from tests.conftest import TrainedRepository, cli_env, free_ports
+
+SERVED = (Timeframe.M5, Timeframe.M15)  # the model sets the suite's Triton serves
+
+
+def _inferences(server: TritonServer) -> int:
+    """Rows the ensemble has scored since Triton started (its own statistics)."""
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    stats = client.get_inference_statistics(ENSEMBLE, as_json=True)
+    return sum(int(s.get("inference_count", 0)) for s in stats["model_stats"])
+
+
+def _spawn_api(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    command = ["-m", "orchestrator", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(
+        [sys.executable, *command],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+@asynccontextmanager
+async def _replicas(
+    db: DatabaseSettings, triton: TritonServer, redis_url: str, **extra: str
+) -> AsyncIterator[tuple[str, str]]:
+    """Two `python -m orchestrator serve` processes on free ports; their base URLs."""
+    ports = free_ports(2)
+    env = cli_env(
+        db,
+        REDIS_URL=redis_url,
+        TRITON_GRPC_PORT=str(triton.grpc_port),
+        TRITON_HTTP_PORT=str(triton.http_port),
+        BAR_POLL_INTERVAL_S="0.05",
+        WS_POLL_INTERVAL_S="0.1",
+        **extra,
+    )
+    processes = [_spawn_api(port, env) for port in ports]
+    urls = tuple(f"http://127.0.0.1:{p}" for p in ports)
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            for url, process in zip(urls, processes, strict=True):
+                await _until(lambda u=url: _answers(client, u), 60, process)  # type: ignore[misc]
+        yield urls[0], urls[1]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def _answers(client: httpx.AsyncClient, url: str) -> bool:
+    try:
+        return (await client.get(f"{url}/health")).status_code in (200, 503)
+    except httpx.TransportError:
+        return False
+
+
+async def _until(
+    condition: Callable[[], Any], timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if process is not None and process.poll() is not None:
+            stderr = process.stderr.read().decode() if process.stderr else ""
+            raise AssertionError(f"replica exited with {process.returncode}:\n{stderr[-3000:]}")
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+def _next_bar(bars: pd.DataFrame) -> pd.DataFrame:
+    last = float(bars["close"].iloc[-1])
+    return pd.DataFrame(
+        {
+            "ts": [bars.index[-1] + pd.Timedelta(minutes=5)],
+            "symbol": ["BTCUSD"],
+            "timeframe": ["5m"],
+            "open": [last],
+            "high": [last * 1.002],
+            "low": [last * 0.999],
+            "close": [last * 1.001],
+            "volume": [10.0],
+        }
+    )
+
+
+async def test_each_bar_is_inferred_once_and_reaches_a_client_on_the_other_replica_once(
+    loaded: TrainedRepository,
+    clean_db: Database,
+    db_settings: DatabaseSettings,
+    model_server: TritonServer,
+    redis_flushed: str,
+) -> None:
+    bars = loaded.data[0].bars
+    old = bars.index[-1].to_pydatetime()
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    async with (
+        _replicas(db_settings, model_server, redis_flushed) as (a, b),
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        # Both replicas answer for the newest bar (computed once, by whichever claimed it).
+        for url in (a, b):
+            body = (await client.get(f"{url}/api/predict/BTCUSD")).json()
+            assert body["bar_time"] == bars.index[-1].strftime(stamp)
+        socket = await websockets.connect(f"{b.replace('http', 'ws')}/ws/BTCUSD")
+        first = msgspec.json.decode(await asyncio.wait_for(socket.recv(), 30))
+        assert first["type"] == "prediction"
+        assert first["bar_time"] == bars.index[-1].strftime(stamp)
+        await asyncio.sleep(1.0)  # both pollers idle: nothing left to compute
+        before = _inferences(model_server)
+
+        row = _next_bar(bars)
+        info = {"BTCUSD": SymbolInfo("BTCUSD", "crypto", 0.01, Timeframe.M5)}
+        await write_bars(clean_db, row, info, show_progress=False)
+        new = row["ts"].iloc[0].to_pydatetime()
+
+        messages = []
+        deadline = asyncio.get_running_loop().time() + 30
+        while not any(m.get("bar_time") == new.strftime(stamp) for m in messages):
+            timeout_s = deadline - asyncio.get_running_loop().time()
+            messages.append(msgspec.json.decode(await asyncio.wait_for(socket.recv(), timeout_s)))
+        await asyncio.sleep(1.5)  # a duplicate would arrive within a few polls
+        while True:
+            try:
+                messages.append(msgspec.json.decode(await asyncio.wait_for(socket.recv(), 0.2)))
+            except TimeoutError:
+                break
+        await socket.close()
+        predictions = [m for m in messages if m["type"] == "prediction"]
+        assert [m["bar_time"] for m in predictions] == [new.strftime(stamp)]
+
+        # Each served timeframe whose newest closed bar moved is scored once, on one replica.
+        moved = sum(
+            newest_closed(new, Timeframe.M5, tf) != newest_closed(old, Timeframe.M5, tf)
+            for tf in SERVED
+        )
+        await asyncio.sleep(0.5)
+        assert _inferences(model_server) - before == moved
+        answers = [(await client.get(f"{url}/api/predict/BTCUSD")).json() for url in (a, b)]
+        assert answers[0] == answers[1]
+        assert answers[0]["bar_time"] == new.strftime(stamp)
+        assert _inferences(model_server) - before == moved  # requests were answered, not scored
+        stats = [(await client.get(f"{url}/api/stats")).json()["bar_close"] for url in (a, b)]
+        assert sum(s["predictions"] for s in stats) >= moved
+
+
+async def test_the_rate_limit_is_one_budget_across_replicas(
+    loaded: TrainedRepository,
+    db_settings: DatabaseSettings,
+    model_server: TritonServer,
+    redis_flushed: str,
+) -> None:
+    limit = 30
+    async with (
+        _replicas(db_settings, model_server, redis_flushed, RATE_LIMIT_PER_MINUTE=str(limit)) as (
+            a,
+            b,
+        ),
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        statuses = []
+        for i in range(limit + 10):
+            url = a if i % 2 == 0 else b
+            response = await client.get(f"{url}/api/history/BTCUSD", params={"limit": 5})
+            statuses.append(response.status_code)
+        assert statuses[:limit] == [200] * limit
+        assert set(statuses[limit:]) == {429}
+        limited = await client.get(f"{b}/api/history/BTCUSD", params={"limit": 5})
+        assert limited.status_code == 429
