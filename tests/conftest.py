@@ -19,7 +19,7 @@ import pytest
 from export.exporter import export_profiles
 from export.train import SymbolData, TrainConfig, TrainedModels, prepare_symbol, train_all
 from orchestrator.demo.generator import generate_bars
-from orchestrator.devstack.mariadb import PrivateMariaDB, ensure_database
+from orchestrator.devstack.mariadb import DatabaseSetupError, ensure_test_database
 from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.redis import PrivateRedis, ping
 from orchestrator.devstack.triton import TritonServer
@@ -63,16 +63,26 @@ async def _reset_schema(settings: DatabaseSettings) -> None:
 
 
 @pytest.fixture(scope="session")
-def db_settings() -> Iterator[DatabaseSettings]:
-    base = DatabaseSettings.from_env()
-    settings = msgspec.structs.replace(base, database=TEST_DATABASE)
-    private = PrivateMariaDB(port=settings.port)
-    was_running = private.is_running()
-    ensure_database(settings)
-    asyncio.run(_reset_schema(settings))
-    yield settings
-    if not was_running and private.is_running():
-        private.stop()
+def db_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseSettings]:
+    """The test database on this checkout's server. When MYSQL_HOST/MYSQL_PORT are left at their
+    defaults and the server there is not usable (another checkout's stack, a server without the
+    grant), a private MariaDB on a free port serves this session instead; settings chosen
+    explicitly get a message naming the missing grant."""
+    wanted = msgspec.structs.replace(DatabaseSettings.from_env(), database=TEST_DATABASE)
+    default = DatabaseSettings()
+    explicit = (wanted.host, wanted.port) != (default.host, default.port)
+    fallback = None if explicit else tmp_path_factory.mktemp("mariadb")
+    try:
+        suite = ensure_test_database(wanted, fallback)
+    except DatabaseSetupError as exc:
+        pytest.exit(f"no test database: {exc}", returncode=3)
+    print(f"test database {wanted.database}: {suite.note}")
+    try:
+        asyncio.run(_reset_schema(suite.settings))
+        yield suite.settings
+    finally:
+        if suite.started is not None:
+            suite.started.stop()
 
 
 @pytest.fixture

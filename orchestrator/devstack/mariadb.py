@@ -1,5 +1,10 @@
 """The database for `make db` and the tests: the configured server when it answers, otherwise a
-private MariaDB instance whose data, socket, log and pid live under .run/mysql."""
+private MariaDB instance whose data, socket, log and pid live under .run/mysql.
+
+The test suite may also run beside another checkout's stack: when the configured address is
+taken by a server it cannot (or must not) use, it starts a private instance of its own on a free
+port for the session (ensure_test_database).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncmy
+import msgspec
+from asyncmy.errors import Error as MySQLError
+
 from orchestrator.devstack import process
-from orchestrator.marketdata.db import Database, DatabaseUnavailableError
+from orchestrator.marketdata.db import Database, DatabaseUnavailableError, error_code
 from orchestrator.settings import PROJECT_ROOT, RUN_DIR, DatabaseSettings
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -75,6 +84,17 @@ class PrivateMariaDB:
 
     def is_running(self) -> bool:
         return process.running_pid(self.pid_path, "mariadbd") is not None
+
+    def serves(self, port: int) -> bool:
+        """Whether this instance runs and listens on `port` (not merely some port)."""
+        pid = process.running_pid(self.pid_path, "mariadbd")
+        if pid is None:
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return f"--port={port}".encode() in cmdline
 
     def ensure_installed(self) -> None:
         if _find("mariadbd") and _find("mariadb-install-db"):
@@ -177,6 +197,10 @@ class PrivateMariaDB:
     def stop(self) -> bool:
         return process.stop(self.pid_path, "mariadbd", timeout_s=60)
 
+    def admin(self, sql: str) -> None:
+        """Runs statements as the server's administrator (the OS user, over the socket)."""
+        self._admin(sql, check=True)
+
     def _admin(self, sql: str, *, check: bool) -> subprocess.CompletedProcess[str]:
         client = _find("mariadb") or _find("mysql") or "mariadb"
         # The client honours MYSQL_HOST/MYSQL_TCP_PORT/MYSQL_PWD: scrub them and force the socket,
@@ -204,6 +228,88 @@ class PrivateMariaDB:
         return result
 
 
+@dataclass
+class _Probe:
+    """What the server at an address says about a user and a database."""
+
+    usable: bool  # the user can connect to the database (after creating it if allowed)
+    reason: str  # why not, when not usable
+    logged_in: bool = False  # the server accepted the credentials without a database
+    account: str = ""  # the account the server matched, as CURRENT_USER() reports it
+    datadir: str = ""  # the server's data directory (tells another checkout's private instance)
+
+
+async def _probe(settings: DatabaseSettings) -> _Probe:
+    """Connects without a database, creates the database when the user may, and says why the
+    database cannot be used when it cannot."""
+    try:
+        conn = await asyncio.wait_for(
+            asyncmy.connect(
+                host=settings.host,
+                port=settings.port,
+                user=settings.user,
+                password=settings.password,
+                connect_timeout=settings.connect_timeout_s,
+                autocommit=True,
+            ),
+            settings.connect_timeout_s + 1,
+        )
+    except (OSError, EOFError, MySQLError) as exc:
+        return _Probe(False, str(DatabaseUnavailableError(settings, _reason(exc))))
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT CURRENT_USER(), @@datadir")
+            account, datadir = (await cur.fetchall())[0]
+            try:
+                await cur.execute(
+                    f"CREATE DATABASE IF NOT EXISTS `{settings.database}` CHARACTER SET utf8mb4"
+                )
+                await cur.execute(f"USE `{settings.database}`")
+            except MySQLError as exc:
+                return _Probe(False, _reason(exc), True, str(account), str(datadir))
+    finally:
+        conn.close()
+    return _Probe(True, "", True, str(account), str(datadir))
+
+
+def _reason(exc: BaseException) -> str:
+    code = error_code(exc)
+    text = str(exc.args[-1]) if isinstance(exc, MySQLError) and exc.args else str(exc)
+    return f"({code}) {text}" if code else text or type(exc).__name__
+
+
+def missing_grant_message(settings: DatabaseSettings, probe: _Probe) -> str:
+    """Which grant the user lacks on the test database, and how to choose another database."""
+    user, _, host = probe.account.rpartition("@")
+    return (
+        f"user {settings.user!r} can log in to the MariaDB/MySQL server at {settings.address} "
+        f"but may not create or use the test database `{settings.database}` ({probe.reason}). "
+        f"As an administrator of that server run:  GRANT ALL ON `{settings.database}`.* TO "
+        f"'{user or settings.user}'@'{host or '%'}';  (the suite drops and re-creates its "
+        "tables there), or set MYSQL_TEST_DATABASE to a database that user may create or use."
+    )
+
+
+def _explain(settings: DatabaseSettings, probe: _Probe) -> str:
+    if probe.logged_in:
+        return missing_grant_message(settings, probe)
+    return (
+        f"{probe.reason}\nSomething already listens on {settings.address} but refuses these "
+        "credentials; fix MYSQL_USER/MYSQL_PASSWORD or choose another MYSQL_PORT."
+    )
+
+
+def _another_checkouts_instance(probe: _Probe, ours: PrivateMariaDB) -> bool:
+    """A private MariaDB of another clone (its data under <clone>/.run/mysql/data): its test
+    database belongs to that clone's test runs, so this one must not reset it."""
+    datadir = Path(probe.datadir.rstrip("/")) if probe.datadir else None
+    return (
+        datadir is not None
+        and datadir.parts[-3:] == (".run", "mysql", "data")
+        and datadir.resolve() != ours.datadir.resolve()
+    )
+
+
 def ensure_database(settings: DatabaseSettings, extra_databases: tuple[str, ...] = ()) -> str:
     """Makes `settings` connectable; returns a line saying which server is used."""
     reason = asyncio.run(_try_connect(settings))
@@ -215,10 +321,7 @@ def ensure_database(settings: DatabaseSettings, extra_databases: tuple[str, ...]
         raise DatabaseSetupError(reason)
     private = PrivateMariaDB(port=settings.port)
     if not private.is_running() and process.port_in_use(settings.port, settings.host):
-        raise DatabaseSetupError(
-            f"{reason}\nSomething already listens on {settings.address} but refuses these "
-            "credentials; fix MYSQL_USER/MYSQL_PASSWORD or choose another MYSQL_PORT."
-        )
+        raise DatabaseSetupError(_explain(settings, asyncio.run(_probe(settings))))
     private.start()
     private.provision(settings, [settings.database, *extra_databases])
     reason = asyncio.run(_try_connect(settings))
@@ -228,3 +331,51 @@ def ensure_database(settings: DatabaseSettings, extra_databases: tuple[str, ...]
         f"started the private MariaDB at {settings.address} (data in {private.datadir}, "
         f"database {settings.database})"
     )
+
+
+@dataclass
+class SuiteDatabase:
+    """The server the test suite uses, and the private instance it started for the session."""
+
+    settings: DatabaseSettings
+    note: str
+    started: PrivateMariaDB | None = None  # stop it when the session ends
+
+
+def ensure_test_database(settings: DatabaseSettings, fallback_dir: Path | None) -> SuiteDatabase:
+    """A server where `settings.database` can be dropped and re-created by the tests.
+
+    In order: this checkout's private MariaDB (`make db`); the configured server, when the user
+    can create and use the database there and it is not another checkout's private instance;
+    this checkout's private MariaDB started at the configured address when nothing listens
+    there. Otherwise, with `fallback_dir`, a private MariaDB under it on a free port for this
+    session; without (MYSQL_* chosen explicitly), DatabaseSetupError naming the missing grant."""
+    local = settings.host in _LOCAL_HOSTS
+    ours = PrivateMariaDB(port=settings.port)
+    if local and ours.serves(settings.port):
+        ours.provision(settings, [settings.database])
+        return SuiteDatabase(settings, f"this checkout's private MariaDB at {settings.address}")
+    if local and not process.port_in_use(settings.port, settings.host):
+        ours.start()
+        ours.provision(settings, [settings.database])
+        note = f"started this checkout's private MariaDB at {settings.address}"
+        return SuiteDatabase(settings, note, started=ours)
+    probe = asyncio.run(_probe(settings))
+    foreign = probe.usable and _another_checkouts_instance(probe, ours)
+    if probe.usable and not foreign:
+        return SuiteDatabase(settings, f"the MariaDB/MySQL server at {settings.address}")
+    if fallback_dir is None:
+        raise DatabaseSetupError(_explain(settings, probe))
+    why = (
+        f"another checkout's private MariaDB (data in {probe.datadir}) answers at "
+        f"{settings.address}"
+        if foreign
+        else _explain(settings, probe)
+    )
+    (port,) = process.free_ports(1)
+    server = PrivateMariaDB(port=port, run_dir=fallback_dir)
+    moved = msgspec.structs.replace(settings, host="127.0.0.1", port=port)
+    server.start()
+    server.provision(moved, [moved.database])
+    note = f"{why}\n-> started a private MariaDB for this session at {moved.address}"
+    return SuiteDatabase(moved, note, started=server)
