@@ -270,20 +270,32 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     return command.run(args, settings)
 
 
+# --- worker ---------------------------------------------------------------------------------
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import msgspec
+
+    from orchestrator.jobs.errors import JobQueueUnavailableError
+    from orchestrator.jobs.settings import JobSettings
+    from orchestrator.jobs.worker import WorkerSetupError, serve
+
+    jobs = JobSettings.from_env()
+    if args.concurrency is not None:
+        if args.concurrency < 1:
+            return _fail("--concurrency must be at least 1 (jobs run at once by this worker)")
+        jobs = msgspec.structs.replace(jobs, concurrency=args.concurrency)
+    try:
+        asyncio.run(serve(settings, jobs, prediction_cache=not args.no_prediction_cache))
+    except (JobQueueUnavailableError, WorkerSetupError) as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    return 0
+
+
 # --- serve ----------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
     from orchestrator.api.app import create_app
+    from orchestrator.api.server import serve
 
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=args.host or settings.api.host,
-        port=args.port or settings.api.port,
-        log_level="info",
-        access_log=False,
-    )
+    serve(create_app(settings), args.host or settings.api.host, args.port or settings.api.port)
     return 0
 
 
@@ -354,6 +366,19 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="write the OpenAPI document (JSON)")
     schema.add_argument("--out", help="file to write (default: stdout)")
 
+    worker = sub.add_parser(
+        "worker",
+        help="run backtest and walk-forward jobs from the queue (Redis/SAQ); one per machine",
+    )
+    worker.add_argument(
+        "--concurrency", type=int, help="jobs run at once (default: $WORKER_CONCURRENCY or 1)"
+    )
+    worker.add_argument(
+        "--no-prediction-cache",
+        action="store_true",
+        help="always score bars through Triton (no cache under .run/cache/predictions)",
+    )
+
     serve = sub.add_parser("serve", help="run the Litestar API (uvicorn)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -370,6 +395,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "backtest": cmd_backtest,
     "schema": cmd_schema,
     "serve": cmd_serve,
+    "worker": cmd_worker,
 }
 
 

@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 from litestar import Litestar
 
+from orchestrator.api.server import GracefulServer
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.settings import (
     ApiSettings,
@@ -43,8 +43,7 @@ def api_settings(
 async def served(app: Litestar, shutdown_timeout_s: float = 20.0) -> AsyncIterator[int]:
     """The app on a free port in this event loop; yields the port, then shuts it down."""
     (port,) = free_ports(1)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    server = GracefulServer(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
