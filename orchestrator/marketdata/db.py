@@ -244,8 +244,8 @@ class Retry:
     """Retries an operation while the database is unavailable, with capped exponential backoff
     and jitter (so writers that failed together do not come back together).
 
-    `give_up_after_s` bounds one outage (the time since the first failure in a row): None retries
-    forever (a long-running process), 0 does not retry at all."""
+    `give_up_after_s` bounds one outage (the time since the first failure in a row; the last try
+    falls on the limit): None retries forever (a long-running process), 0 does not retry at all."""
 
     give_up_after_s: float | None
     first_delay_s: float = 0.5
@@ -272,14 +272,16 @@ class Retry:
                 waited_s = now - outage_since
                 delay_s = self.delay_s(attempt)
                 limit = self.give_up_after_s
-                if limit is not None and waited_s + delay_s > limit:
-                    if attempt == 1:
-                        raise
-                    raise DatabaseUnavailableError(
-                        exc.settings,
-                        f"{exc.reason} (still unavailable after retrying {what} for "
-                        f"{waited_s:.0f} s)",
-                    ) from exc
+                if limit is not None:
+                    if waited_s >= limit:
+                        if attempt == 1:
+                            raise
+                        raise DatabaseUnavailableError(
+                            exc.settings,
+                            f"{exc.reason} (still unavailable after retrying {what} for "
+                            f"{waited_s:.1f} s)",
+                        ) from exc
+                    delay_s = min(delay_s, limit - waited_s)  # a last try at the limit
                 log.warning(
                     "%s: database at %s unavailable (%s); retry %d in %.1f s",
                     what,

@@ -20,6 +20,7 @@ import msgspec
 import pytest
 
 from orchestrator.api.app import create_app
+from orchestrator.demo.generator import generate_bars
 from orchestrator.devstack.mariadb import DatabaseSetupError, PrivateMariaDB, ensure_test_database
 from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
@@ -229,9 +230,9 @@ async def test_a_database_restart_under_load_gives_503s_then_recovers_by_itself(
 
 
 async def test_ingest_gives_up_after_its_retry_time_and_a_rerun_completes_it(
-    private: Private, trained: TrainedRepository
+    private: Private,
 ) -> None:
-    frame = trained.data[0].bars.iloc[:3000].reset_index()
+    frame = generate_bars("BTCUSD", days=10, seed=3).reset_index()
     raw = frame.assign(line=range(1, len(frame) + 1), raw_ts=frame["ts"].astype(str))
     options = IngestOptions(symbol="RETRYUSD", timeframe=Timeframe.M5, show_progress=False)
     settings = msgspec.structs.replace(private.settings, write_retry_s=1.5)
@@ -250,7 +251,7 @@ async def test_ingest_gives_up_after_its_retry_time_and_a_rerun_completes_it(
     assert "still unavailable after retrying symbol RETRYUSD" in message
     assert "batches committed before are kept" in message
     assert "re-running the same command completes the job without duplicates" in message
-    assert 1.0 <= gave_up_after_s < 5.0
+    assert 1.5 <= gave_up_after_s < 5.0  # the retry time, plus the failed tries themselves
     try:
         report = await ingest_frame(db, raw, options, source="test", rejects_path=None)
         report = await ingest_frame(db, raw, options, source="test", rejects_path=None)
