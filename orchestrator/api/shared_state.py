@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from orchestrator.api.ratelimit import increment_in
 from orchestrator.settings import RedisSettings
 
 log = logging.getLogger("orchestrator.redis")
@@ -99,6 +100,21 @@ class FallbackStore(Store):
     async def exists(self, key: str) -> bool:
         return await self._call(lambda: self.primary.exists(key), lambda: self.fallback.exists(key))
 
+    async def increment(self, key: str, window_s: int) -> tuple[int, int]:
+        """One atomic count for the rate limiter (see ratelimit.py): INCR, and the window's
+        expiry set by its first request, in one round trip."""
+
+        async def on_redis() -> tuple[int, int]:
+            name = self.primary._make_key(key)
+            pipe = self.primary._redis.pipeline(transaction=True)
+            pipe.incr(name)
+            pipe.expire(name, window_s, nx=True)
+            pipe.ttl(name)
+            count, _, ttl_s = await pipe.execute()
+            return int(count), int(time.time()) + max(1, int(ttl_s))
+
+        return await self._call(on_redis, lambda: increment_in(self.fallback, key, window_s))
+
     async def expires_in(self, key: str) -> int | None:
         return await self._call(
             lambda: self.primary.expires_in(key), lambda: self.fallback.expires_in(key)
@@ -123,6 +139,18 @@ class ResilientPubSubBackend(RedisChannelsPubSubBackend):
         except (RedisError, OSError) as exc:  # stream_events subscribes once Redis is back
             log.warning("Redis pub/sub unavailable at startup, retrying: %s", exc)
             self._has_subscribed.set()
+
+    async def unsubscribe(self, channels: Iterable[str]) -> None:
+        channels = list(channels)
+        self._wanted.difference_update(channels)
+        try:
+            await super().unsubscribe(channels)
+        except (RedisError, OSError):  # a broken connection subscribes to nothing any more
+            await self._reset()
+
+    async def on_shutdown(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await super().on_shutdown()
 
     async def publish(self, data: bytes, channels: Iterable[str]) -> None:
         try:

@@ -6,15 +6,23 @@ import msgspec
 from litestar.testing import AsyncTestClient
 
 from orchestrator.api.app import create_app
-from orchestrator.settings import ApiSettings, DatabaseSettings, Settings, TritonSettings
+from orchestrator.settings import (
+    ApiSettings,
+    DatabaseSettings,
+    RedisSettings,
+    Settings,
+    TritonSettings,
+)
 
 
-def _settings(db: DatabaseSettings, triton: TritonSettings) -> Settings:
-    return Settings(db=db, triton=triton, api=ApiSettings())
+def _settings(db: DatabaseSettings, triton: TritonSettings, redis_url: str) -> Settings:
+    return Settings(db=db, triton=triton, api=ApiSettings(), redis=RedisSettings(url=redis_url))
 
 
-async def test_all_up(db_settings: DatabaseSettings, triton_settings: TritonSettings) -> None:
-    app = create_app(_settings(db_settings, triton_settings))
+async def test_all_up(
+    db_settings: DatabaseSettings, triton_settings: TritonSettings, redis_url: str
+) -> None:
+    app = create_app(_settings(db_settings, triton_settings, redis_url))
     async with AsyncTestClient(app) as client:
         response = await client.get("/health")
         assert response.status_code == 200
@@ -27,10 +35,10 @@ async def test_all_up(db_settings: DatabaseSettings, triton_settings: TritonSett
 
 
 async def test_triton_down_names_the_address(
-    db_settings: DatabaseSettings, triton_settings: TritonSettings
+    db_settings: DatabaseSettings, triton_settings: TritonSettings, redis_url: str
 ) -> None:
     dead = msgspec.structs.replace(triton_settings, grpc_port=1)
-    app = create_app(_settings(db_settings, dead))
+    app = create_app(_settings(db_settings, dead, redis_url))
     async with AsyncTestClient(app) as client:
         body = (await client.get("/health")).json()
         assert body["status"] == "degraded"
@@ -41,10 +49,10 @@ async def test_triton_down_names_the_address(
 
 
 async def test_database_down_names_the_address(
-    db_settings: DatabaseSettings, triton_settings: TritonSettings
+    db_settings: DatabaseSettings, triton_settings: TritonSettings, redis_url: str
 ) -> None:
     dead = msgspec.structs.replace(db_settings, port=1)
-    app = create_app(_settings(dead, triton_settings))
+    app = create_app(_settings(dead, triton_settings, redis_url))
     async with AsyncTestClient(app) as client:
         body = (await client.get("/health")).json()
         assert body["database"]["status"] == "down"

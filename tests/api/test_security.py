@@ -12,16 +12,25 @@ from orchestrator.api.app import create_app
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
-from orchestrator.settings import ApiSettings, DatabaseSettings, Settings, TritonSettings
+from orchestrator.settings import (
+    ApiSettings,
+    DatabaseSettings,
+    RedisSettings,
+    Settings,
+    TritonSettings,
+)
 from tests.marketdata.test_store import _bars
 
 KEY = "s3cret-key"
 SECRET = "jwt-secret"
 
 
-def _app(db: DatabaseSettings, **api: object) -> object:
+def _app(db: DatabaseSettings, redis_url: str, **api: object) -> object:
     settings = Settings(
-        db=db, triton=TritonSettings(grpc_port=1), api=msgspec.structs.replace(ApiSettings(), **api)
+        db=db,
+        triton=TritonSettings(grpc_port=1),
+        api=msgspec.structs.replace(ApiSettings(), **api),
+        redis=RedisSettings(url=redis_url),
     )
     return create_app(settings)
 
@@ -35,9 +44,11 @@ async def _seed(db: Database) -> None:
     )
 
 
-async def test_api_key_and_jwt(clean_db: Database, db_settings: DatabaseSettings) -> None:
+async def test_api_key_and_jwt(
+    clean_db: Database, db_settings: DatabaseSettings, redis_url: str
+) -> None:
     await _seed(clean_db)
-    app = _app(db_settings, internal_api_key=KEY, jwt_secret=SECRET)
+    app = _app(db_settings, redis_url, internal_api_key=KEY, jwt_secret=SECRET)
     good_jwt = jwt.encode(
         {"sub": "user-1", "exp": int(time.time()) + 60}, SECRET, algorithm="HS256"
     )
@@ -62,10 +73,10 @@ async def test_api_key_and_jwt(clean_db: Database, db_settings: DatabaseSettings
 
 
 async def test_rate_limit_per_forwarded_client(
-    clean_db: Database, db_settings: DatabaseSettings
+    clean_db: Database, db_settings: DatabaseSettings, redis_flushed: str
 ) -> None:
     await _seed(clean_db)
-    app = _app(db_settings, rate_limit_per_minute=3, trusted_proxies=("testclient",))
+    app = _app(db_settings, redis_flushed, rate_limit_per_minute=3, trusted_proxies=("testclient",))
     async with AsyncTestClient(app) as client:  # type: ignore[arg-type]
         url = "/api/history/AAAUSD?limit=1"
         alice = {"X-Forwarded-For": "203.0.113.7, 10.0.0.1"}
@@ -76,10 +87,10 @@ async def test_rate_limit_per_forwarded_client(
 
 
 async def test_forwarded_header_from_an_untrusted_peer_is_ignored(
-    clean_db: Database, db_settings: DatabaseSettings
+    clean_db: Database, db_settings: DatabaseSettings, redis_flushed: str
 ) -> None:
     await _seed(clean_db)
-    app = _app(db_settings, rate_limit_per_minute=2, trusted_proxies=())
+    app = _app(db_settings, redis_flushed, rate_limit_per_minute=2, trusted_proxies=())
     async with AsyncTestClient(app) as client:  # type: ignore[arg-type]
         url = "/api/history/AAAUSD?limit=1"
         codes = [
@@ -89,8 +100,8 @@ async def test_forwarded_header_from_an_untrusted_peer_is_ignored(
         assert codes == [200, 200, 429]  # spoofed addresses all count as the same peer
 
 
-async def test_cors_preflight(db_settings: DatabaseSettings) -> None:
-    app = _app(db_settings, internal_api_key=KEY)
+async def test_cors_preflight(db_settings: DatabaseSettings, redis_url: str) -> None:
+    app = _app(db_settings, redis_url, internal_api_key=KEY)
     async with AsyncTestClient(app) as client:  # type: ignore[arg-type]
         headers = {
             "Origin": "http://localhost:5173",
