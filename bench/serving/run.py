@@ -92,6 +92,8 @@ async def run(args: argparse.Namespace, parts: list[str]) -> Json:
                 TRITON_GRPC_PORT=str(grpc_port),
                 TRITON_METRICS_PORT=str(metrics_port),
                 RATE_LIMIT_PER_MINUTE="1000000000",
+                # Its own key space: cached predictions of an earlier run's data never answer.
+                REDIS_KEY_PREFIX=f"bench-serving-{os.getpid()}",
                 INTERNAL_API_KEY="",
                 JWT_SECRET="",
             )
