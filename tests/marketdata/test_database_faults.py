@@ -210,6 +210,7 @@ async def test_a_database_restart_under_load_gives_503s_then_recovers_by_itself(
         )
         + (f"; last 503 {last_503 - back_at:+.2f} s after it" if last_503 else "")
         + f"; replay appended bar {appended} after it"
+        + "".join(f"\n  {line}" for line in replay_log.splitlines() if "database back" in line)
     )
     assert tally.bad == [], tally.bad[:5]
     assert statuses[503] > 0, "the outage was not seen"
