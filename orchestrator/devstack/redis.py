@@ -103,12 +103,16 @@ class PrivateRedis:
             "--logfile",
             "",
         ]
-        process.spawn(command, env=dict(os.environ), log_path=self.log_path, pid_path=self.pid_path)
+        child = process.spawn(
+            command, env=dict(os.environ), log_path=self.log_path, pid_path=self.pid_path
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if ping(self.url, timeout_s=0.5) is None:
                 return
-            if not self.is_running():
+            # Our own child: its exit status, not /proc (redis-server renames its process, and
+            # /proc/<pid>/cmdline reads empty meanwhile).
+            if child.poll() is not None:
                 break
             time.sleep(0.1)
         raise RedisSetupError(
