@@ -235,10 +235,15 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 async def _replay(
     symbols: list[str], interval_s: float, steps: int | None, settings: Settings
 ) -> int:
-    from orchestrator.demo.replay import Replay
-    from orchestrator.marketdata.db import Database
+    import logging
 
-    db = await Database.connect(settings.db)
+    from orchestrator.demo.replay import Replay
+    from orchestrator.marketdata.db import Database, Retry
+
+    # A long-running writer: a database that is not up yet is waited for, like one that goes away.
+    connect = Retry(give_up_after_s=None)
+    log = logging.getLogger("orchestrator.replay")
+    db = await connect.run(lambda: Database.connect(settings.db), what="connecting", log=log)
     try:
         await Replay(db, symbols).run(interval_s, steps)
     finally:
