@@ -153,6 +153,7 @@ async def test_new_model_version_under_load_and_a_broken_one(
             stop.set()
             await asyncio.gather(*clients)
     statuses = {k: v for k, v in seen.items() if isinstance(k, int)}
+    print(f"requests during the reloads: {dict(seen)}")
     assert set(statuses) == {200}, f"failed requests during the reloads: {statuses}"
     assert seen["v3"] == 0
 
