@@ -53,7 +53,7 @@ async def _reset_schema(settings: DatabaseSettings) -> None:
     try:
         async with db.connection() as conn, conn.cursor() as cur:
             await cur.execute("SET FOREIGN_KEY_CHECKS = 0")
-            for table in ("bar_revisions", "bars", "symbols", "schema_migrations"):
+            for table in ("backtest_runs", "bar_revisions", "bars", "symbols", "schema_migrations"):
                 await cur.execute(f"DROP TABLE IF EXISTS {table}")
             await cur.execute("SET FOREIGN_KEY_CHECKS = 1")
             await conn.commit()

@@ -1,64 +1,90 @@
-"""POST /api/backtest and GET /api/backtest/{id}: short ranges answer inline, long ones (and
-walk-forward runs, which train models) become jobs whose progress can be polled.
-
-Jobs run one at a time in this process (a backtest saturates the CPU and Triton); they live in
-memory, the last `MAX_KEPT_JOBS` of them, and do not survive a restart.
+"""/api/backtest: short ranges answer inline; long ones, `run_as_job` and walk-forward runs (which
+train models) become jobs: a row in MySQL, a SAQ job on Redis, run by `python -m orchestrator
+worker`. Reading and listing jobs use MySQL only, so every replica answers for every job, also
+after a restart or with Redis flushed. This module never imports the walk-forward (training)
+code: jobs are enqueued by task name.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, JSONBody
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
 
-from orchestrator.api.errors import ErrorBody, NotFoundError, describe, error_responses
+from orchestrator.api.errors import ErrorBody, NotFoundError, error_responses
+from orchestrator.api.resources import Resources
+from orchestrator.backtest.engine import MAX_RATE
 from orchestrator.backtest.report import BacktestResult
-from orchestrator.backtest.request import BacktestRequest, BacktestRequestError, parse_moment
+from orchestrator.backtest.request import (
+    BacktestRequest,
+    BacktestRequestError,
+    parse_moment,
+    resolve_request,
+)
 from orchestrator.backtest.runner import run_backtest
-from orchestrator.backtest.walkforward import WalkForwardConfig, run_walk_forward
-from orchestrator.marketdata.timeframes import InvalidTimeframeError, parse_timeframe
-from orchestrator.signals.strategies import DEFAULT_STRATEGY
+from orchestrator.features.horizons import Horizon
+from orchestrator.inference.service import PredictionService
+from orchestrator.jobs.errors import RunNotFoundError
+from orchestrator.jobs.runs import Run, RunKind, RunParameters
+from orchestrator.jobs.service import BacktestJobService
+from orchestrator.marketdata.store import BarStore
+from orchestrator.marketdata.timeframes import InvalidTimeframeError, Timeframe, parse_timeframe
+from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 INLINE_MAX_BARS = 30_000  # ~100 days of 5m bars answer in the request (a few seconds)
-MAX_KEPT_JOBS = 50
-JobStatus = Literal["queued", "running", "done", "failed"]
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+JobKind = Literal["backtest", "walk_forward"]
+StrategyName = Literal["aggressive_filter", "balanced", "conservative", "baseline"]
+TimeframeName = Literal["1m", "5m", "15m", "30m", "1h", "4h", "1d"]
+HorizonName = Literal["scalping", "intraday", "swing", "position"]
+# The OpenAPI enums above are spelled out for the generated clients; they must name what exists.
+assert set(get_args(StrategyName)) == set(STRATEGIES)
+assert set(get_args(TimeframeName)) == {t.value for t in Timeframe}
+assert set(get_args(HorizonName)) == {h.value for h in Horizon}
+
+JOB_ID = r"^[0-9a-f]{16}$"
+_MOMENT = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?$"
+)
+Moment = Annotated[str, msgspec.Meta(pattern=_MOMENT, max_length=32)]
+Rate = Annotated[float, msgspec.Meta(ge=0.0, lt=MAX_RATE)]
 
 
 class BacktestParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Overrides; anything left out keeps the strategy's / models' own value."""
 
-    min_confidence: float | None = None
-    min_range_tp_ratio: float | None = None
+    min_confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
+    min_range_tp_ratio: Annotated[float, msgspec.Meta(ge=0.0, le=1000.0)] | None = None
     use_metamodel: bool | None = None
-    horizon: str | None = None  # time stop; default: the models' label horizon
-    fee_rate: float = 0.0  # per side, fraction of notional (0.0002 = 2 bps)
-    slippage: float = 0.0  # per fill, fraction of price
+    horizon: HorizonName | None = None  # time stop; default: the models' label horizon
+    fee_rate: Rate = 0.0  # per side, fraction of notional (0.0002 = 2 bps)
+    slippage: Rate = 0.0  # per fill, fraction of price
     allow_overlap: bool = False  # several open trades per symbol
-    walk_forward: int | None = None  # K windows, models retrained before each (always a job)
+    # K windows, models retrained before each (always a job)
+    walk_forward: Annotated[int, msgspec.Meta(ge=2, le=24)] | None = None
     run_as_job: bool = False  # force a job even for a short range
 
 
 class BacktestBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    symbol: str
-    start_date: str  # YYYY-MM-DD (from 00:00 UTC) or an ISO datetime
-    end_date: str  # YYYY-MM-DD (that whole day included) or an ISO datetime (exclusive)
-    strategy: str = DEFAULT_STRATEGY
-    timeframe: str = "5m"
+    symbol: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,19}$")]
+    start_date: Moment  # YYYY-MM-DD (from 00:00 UTC) or an ISO datetime
+    end_date: Moment  # YYYY-MM-DD (that whole day included) or an ISO datetime (exclusive)
+    strategy: StrategyName = DEFAULT_STRATEGY  # type: ignore[assignment]
+    timeframe: TimeframeName = "5m"
     params: BacktestParams | None = None
 
 
 class BacktestJob(msgspec.Struct):
     id: str
     status: JobStatus
-    phase: str  # queued, loading, features, inference, training, simulation, done
+    phase: str  # queued, starting, loading, features, inference, training, simulation, done
     progress: float  # 0..1 within the phase
     created_at: datetime
     started_at: datetime | None = None
@@ -67,6 +93,23 @@ class BacktestJob(msgspec.Struct):
     result: BacktestResult | None = None
     error: ErrorBody | None = None
     error_status: int | None = None
+    kind: JobKind = "backtest"
+    attempts: int = 0  # workers that started it (more than 1: a worker died and it was retried)
+    max_attempts: int = 0
+    cancel_requested: bool = False  # DELETE was asked while it ran; it ends "cancelled"
+    updated_at: datetime | None = None
+    request: BacktestRequest | None = None  # what runs (validated, UTC times)
+    walk_forward: int | None = None  # windows of a walk-forward run
+
+
+class BacktestJobPage(msgspec.Struct):
+    """Jobs newest first, without their results (GET /api/backtest/{id} has them)."""
+
+    items: list[BacktestJob]
+    total: int  # jobs matching the filter
+    limit: int
+    offset: int
+    next_offset: int | None = None  # the offset of the next page, None on the last one
 
 
 def to_request(body: BacktestBody) -> BacktestRequest:
@@ -75,8 +118,6 @@ def to_request(body: BacktestBody) -> BacktestRequest:
     end = parse_moment("end_date", body.end_date, end=True)
     if end <= start:
         raise BacktestRequestError("end_date", "end_date must be after start_date")
-    if params.walk_forward is not None and not 2 <= params.walk_forward <= 24:
-        raise BacktestRequestError("params.walk_forward", "walk_forward must be 2..24 windows")
     return BacktestRequest(
         symbol=body.symbol,
         start=start,
@@ -101,53 +142,52 @@ def _expected_bars(request: BacktestRequest) -> int:
     return int((request.end - request.start).total_seconds() // seconds)
 
 
-@dataclass
-class BacktestJobs:
-    jobs: dict[str, BacktestJob] = field(default_factory=dict)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    one_at_a_time: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+def job_view(run: Run) -> BacktestJob:
+    result = (
+        msgspec.json.decode(run.result, type=BacktestResult) if run.result is not None else None
+    )
+    return BacktestJob(
+        id=run.id,
+        status=run.status,
+        phase=run.phase,
+        progress=run.progress,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        status_url=f"/api/backtest/{run.id}",
+        result=result,
+        error=run.error,
+        error_status=run.error_status,
+        kind=run.kind,
+        attempts=run.attempts,
+        max_attempts=run.max_attempts,
+        cancel_requested=run.cancel_requested,
+        updated_at=run.updated_at,
+        request=run.parameters.request,
+        walk_forward=run.parameters.walk_forward,
+    )
 
-    def submit(self, run: Any) -> BacktestJob:
-        """`run(progress)` is awaited when the job's turn comes."""
-        job_id = uuid.uuid4().hex[:16]
-        job = BacktestJob(
-            job_id, "queued", "queued", 0.0, datetime.now(UTC), status_url=f"/api/backtest/{job_id}"
-        )
-        self.jobs[job_id] = job
-        while len(self.jobs) > MAX_KEPT_JOBS:
-            oldest = next(j for j in self.jobs.values() if j.status in ("done", "failed"))
-            del self.jobs[oldest.id]
-        task = asyncio.create_task(self._run(job, run), name=f"backtest:{job_id}")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return job
 
-    async def _run(self, job: BacktestJob, run: Any) -> None:
-        def progress(phase: str, fraction: float) -> None:
-            job.phase, job.progress = phase, max(0.0, min(1.0, fraction))
+async def _get(jobs: BacktestJobService, job_id: str) -> Run:
+    try:
+        return await jobs.get(job_id)
+    except RunNotFoundError as exc:
+        raise NotFoundError("job_id", str(exc)) from None
 
-        async with self.one_at_a_time:
-            job.status, job.started_at = "running", datetime.now(UTC)
-            try:
-                job.result = await run(progress)
-                job.status, job.phase, job.progress = "done", "done", 1.0
-            except asyncio.CancelledError:
-                job.status, job.error = "failed", ErrorBody("Cancelled", "the service stopped")
-                raise
-            except Exception as exc:
-                status, body = describe(exc)
-                if status == 500 and isinstance(exc, ValueError):  # e.g. too little data to train
-                    status, body = 422, ErrorBody("Cannot backtest", str(exc))
-                job.error_status, job.error, job.status = status, body, "failed"
-            finally:
-                job.finished_at = datetime.now(UTC)
 
-    async def close(self) -> None:
-        for task in tuple(self.tasks):
-            task.cancel()
-        for task in tuple(self.tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+async def _submit(
+    resources: Resources,
+    jobs: BacktestJobService,
+    kind: RunKind,
+    request: BacktestRequest,
+    params: BacktestParams,
+) -> BacktestJob:
+    await BarStore(await resources.database()).get_symbol(request.symbol)  # 404 now, not later
+    parameters = RunParameters(request=request, walk_forward=params.walk_forward)
+    return job_view(await jobs.submit(kind, parameters))
+
+
+JobId = Annotated[str, PathParameter(pattern=JOB_ID, description="a job id (16 hex digits)")]
 
 
 class BacktestController(Controller):
@@ -157,51 +197,90 @@ class BacktestController(Controller):
     @post(
         "/",
         summary="Backtest a strategy over the served models (inline, or a job for long ranges)",
-        responses=error_responses(400, 401, 404, 422, 429, 503),
+        description="Ranges up to 30,000 bars answer inline (200). Longer ranges, "
+        "`params.run_as_job` and `params.walk_forward` answer 202 with the job and its "
+        "`status_url`; 503 when the job queue (Redis) is unavailable.",
+        responses={
+            202: ResponseSpec(BacktestJob, description="Queued as a job: poll its `status_url`"),
+            **error_responses(400, 401, 404, 422, 429, 503),
+        },
         status_code=200,
     )
-    async def create(self, state: State, data: JSONBody[BacktestBody]) -> Response[BacktestJob]:
+    async def create(
+        self,
+        state: State,
+        predictions: NamedDependency[PredictionService],
+        backtest_jobs: NamedDependency[BacktestJobService],
+        data: JSONBody[BacktestBody],
+    ) -> Response[BacktestJob]:
         request = to_request(data)
         params = data.params or BacktestParams()
-        resources = state.resources
-        jobs: BacktestJobs = state.backtests
+        resources: Resources = state.resources
+        resolve_request(request)  # bad strategy or parameters: 400 now, not a failed job later
         if params.walk_forward is not None:
-            windows = params.walk_forward
-
-            async def walk_forward(progress: Any) -> BacktestResult:
-                db = await resources.database()
-                config = WalkForwardConfig(windows=windows)
-                return await run_walk_forward(request, db=db, config=config, progress=progress)
-
-            return Response(jobs.submit(walk_forward), status_code=202)
-
-        async def plain(progress: Any) -> BacktestResult:
-            db = await resources.database()
-            models, _ = await resources.predictions.served_models(
-                parse_timeframe(request.timeframe).value
-            )
-            return await run_backtest(request, db=db, models=models, progress=progress)
-
+            job = await _submit(resources, backtest_jobs, "walk_forward", request, params)
+            return Response(job, status_code=202)
+        timeframe = parse_timeframe(request.timeframe).value
+        models, _ = await predictions.served_models(timeframe)  # 400 when not served
         if params.run_as_job or _expected_bars(request) > INLINE_MAX_BARS:
-            return Response(jobs.submit(plain), status_code=202)
+            job = await _submit(resources, backtest_jobs, "backtest", request, params)
+            return Response(job, status_code=202)
         started = datetime.now(UTC)
-        result = await plain(None)
+        result = await run_backtest(request, db=await resources.database(), models=models)
         job = BacktestJob(
             "inline", "done", "done", 1.0, started, started, datetime.now(UTC), result=result
         )
         return Response(job, status_code=200)
 
     @get(
+        "/",
+        summary="Recent backtest jobs, newest first (paged, optionally by status)",
+        responses=error_responses(400, 401, 429, 503),
+    )
+    async def list_jobs(
+        self,
+        backtest_jobs: NamedDependency[BacktestJobService],
+        status: FromQuery[JobStatus | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+        offset: Annotated[int, QueryParameter(ge=0, le=1_000_000)] = 0,
+    ) -> BacktestJobPage:
+        runs, total = await backtest_jobs.page(status, limit, offset)
+        following = offset + len(runs)
+        return BacktestJobPage(
+            items=[job_view(run) for run in runs],
+            total=total,
+            limit=limit,
+            offset=offset,
+            next_offset=following if following < total and runs else None,
+        )
+
+    @get(
         "/{job_id:str}",
         summary="A backtest job: status, phase, progress, and the result when done",
-        responses=error_responses(401, 404, 429),
+        responses=error_responses(400, 401, 404, 429, 503),
     )
-    async def status(self, state: State, job_id: FromPath[str]) -> BacktestJob:
-        jobs: BacktestJobs = state.backtests
-        job = jobs.jobs.get(job_id)
-        if job is None:
-            raise NotFoundError(
-                "job_id",
-                f"no backtest job {job_id!r} (jobs live in memory only)",
-            )
-        return job
+    async def status(
+        self, backtest_jobs: NamedDependency[BacktestJobService], job_id: JobId
+    ) -> BacktestJob:
+        return job_view(await _get(backtest_jobs, job_id))
+
+    @delete(
+        "/{job_id:str}",
+        summary="Cancel a job: a queued one at once (200), a running one at its next step (202)",
+        description="A running job keeps status `running` with `cancel_requested: true` until its "
+        "worker stops it (within about a second), then reads `cancelled`. A finished job "
+        "answers 409.",
+        responses={
+            202: ResponseSpec(BacktestJob, description="Running: it stops within about a second"),
+            **error_responses(400, 401, 404, 409, 429, 503),
+        },
+        status_code=200,
+    )
+    async def cancel(
+        self, backtest_jobs: NamedDependency[BacktestJobService], job_id: JobId
+    ) -> Response[BacktestJob]:
+        try:
+            run = await backtest_jobs.cancel(job_id)
+        except RunNotFoundError as exc:
+            raise NotFoundError("job_id", str(exc)) from None
+        return Response(job_view(run), status_code=200 if run.finished else 202)

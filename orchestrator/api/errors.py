@@ -23,6 +23,7 @@ from orchestrator.features.online import NotEnoughHistoryError
 from orchestrator.features.spec import FeatureSpecMismatchError
 from orchestrator.inference.client import ModelServiceUnavailableError
 from orchestrator.inference.service import UnservedTimeframeError
+from orchestrator.jobs.errors import JobQueueUnavailableError, RunFinishedError
 from orchestrator.marketdata.db import DatabaseUnavailableError
 from orchestrator.marketdata.store import UnknownSymbolError, UnsupportedTimeframeError
 from orchestrator.marketdata.timeframes import InvalidSymbolError, InvalidTimeframeError
@@ -40,6 +41,7 @@ _MEANINGS = {
     400: "Bad request: `field` names the parameter and `message` says how to fix it",
     401: "Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>)",
     404: "Unknown symbol",
+    409: "Conflict: the job already finished (the message says with which status)",
     422: "Not enough history for the models (the message says how many bars are needed)",
     429: "Rate limit exceeded",
     503: 'Triton ("ML service unavailable") or the database is unavailable',
@@ -78,6 +80,10 @@ def describe(exc: Exception) -> tuple[int, ErrorBody]:
         return 503, ErrorBody("ML service unavailable", str(exc))
     if isinstance(exc, DatabaseUnavailableError):
         return 503, ErrorBody("Database unavailable", str(exc))
+    if isinstance(exc, JobQueueUnavailableError):
+        return 503, ErrorBody("Job queue unavailable", str(exc))
+    if isinstance(exc, RunFinishedError):
+        return 409, ErrorBody("Conflict", str(exc), "job_id")
     if isinstance(exc, UnknownSymbolError):
         return 404, ErrorBody("Unknown symbol", str(exc), "symbol")
     if isinstance(exc, InvalidSymbolError):

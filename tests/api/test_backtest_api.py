@@ -1,9 +1,10 @@
-"""POST /api/backtest + GET /api/backtest/{id} against the real MariaDB and Triton: inline and job
-answers agree with each other and with the runner called directly; every bad request says why."""
+"""/api/backtest against the real MariaDB, Triton and Redis: the inline answer agrees with the
+runner called directly; every bad request says why, at submission; a job cannot be submitted
+without the job queue (503) but stored jobs are still read. Jobs that run on workers:
+tests/jobs/."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,7 @@ from litestar.testing import AsyncTestClient
 from orchestrator.api.app import create_app
 from orchestrator.backtest.request import BacktestRequest
 from orchestrator.backtest.runner import run_backtest
+from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.inference.client import SignalModels
 from orchestrator.marketdata.db import Database
@@ -45,7 +47,7 @@ async def client(
         yield test_client
 
 
-async def test_inline_and_job_answers_equal_the_runner(
+async def test_inline_answer_equals_the_runner(
     client: AsyncTestClient,  # type: ignore[type-arg]
     clean_db: Database,
     model_server: TritonServer,
@@ -57,21 +59,6 @@ async def test_inline_and_job_answers_equal_the_runner(
     assert result["bars"] == 11 * 288  # end_date is a whole day, included
     assert result["request"]["strategy"] == "aggressive_filter"
     assert result["metrics"]["overall"]["n_trades"] == len(result["trades"])
-
-    queued = await client.post(
-        "/api/backtest", json={**BODY, "params": {**BODY["params"], "run_as_job": True}}
-    )
-    assert queued.status_code == 202, queued.text
-    status_url = queued.json()["status_url"]
-    for _ in range(600):
-        job = (await client.get(status_url)).json()
-        if job["status"] in ("done", "failed"):
-            break
-        assert 0.0 <= job["progress"] <= 1.0
-        await asyncio.sleep(0.1)
-    assert job["status"] == "done", job
-    assert job["result"]["metrics"] == result["metrics"]
-    assert job["result"]["trades"] == result["trades"]
 
     triton = grpc_aio.InferenceServerClient(f"127.0.0.1:{model_server.grpc_port}")
     try:
@@ -101,7 +88,7 @@ async def test_inline_and_job_answers_equal_the_runner(
         ({"start_date": "10/06/2025"}, 400, "start_date"),
         ({"end_date": "2025-06-01"}, 400, "end_date"),
         ({"timeframe": "7m"}, 400, "timeframe"),
-        ({"params": {"min_confidence": 3}}, 400, "min_confidence"),
+        ({"params": {"min_confidence": 3}}, 400, "params.min_confidence"),
         ({"params": {"walk_forward": 1}}, 400, "params.walk_forward"),
         ({"params": {"leverage": 10}}, 400, None),
         ({"start_date": "2019-01-01", "end_date": "2019-02-01"}, 422, "start"),
@@ -122,10 +109,87 @@ async def test_bad_requests_say_what_to_fix(
         assert body["field"] == field
 
 
+def _as_job(body: dict[str, Any], **params: Any) -> dict[str, Any]:
+    return {**body, "params": {**body["params"], "run_as_job": True, **params}}
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "field"),
+    [
+        ({"strategy": "yolo"}, 400, "strategy"),
+        ({"symbol": "NOPEUSD"}, 404, "symbol"),
+        ({"timeframe": "1h"}, 404, "timeframe"),  # no 1h models are served
+        ({"params": {"walk_forward": 25}}, 400, "params.walk_forward"),
+        ({"params": {"fee_rate": 0.5}}, 400, "params.fee_rate"),
+    ],
+)
+async def test_jobs_are_checked_at_submission(
+    client: AsyncTestClient,  # type: ignore[type-arg]
+    change: dict[str, Any],
+    status: int,
+    field: str,
+) -> None:
+    """A job that cannot run is refused now, not recorded to fail on a worker later."""
+    body = {**_as_job(BODY), **change}
+    if "params" in change:
+        body["params"] = {**body["params"], **change["params"]}
+    response = await client.post("/api/backtest", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["field"] == field
+    listed = await client.get("/api/backtest")
+    assert listed.json()["total"] == 0
+
+
 async def test_unknown_job_is_404(client: AsyncTestClient) -> None:  # type: ignore[type-arg]
     response = await client.get("/api/backtest/0123456789abcdef")
     assert response.status_code == 404
     assert response.json()["field"] == "job_id"
+    cancel = await client.delete("/api/backtest/0123456789abcdef")
+    assert cancel.status_code == 404
+    malformed = await client.get("/api/backtest/not-a-job-id")
+    assert malformed.status_code == 400
+    assert malformed.json()["field"] == "job_id"
+
+
+async def test_without_the_job_queue_submission_is_503_and_reads_still_work(
+    client: AsyncTestClient,  # type: ignore[type-arg]
+    db_settings: DatabaseSettings,
+    model_server: TritonServer,
+) -> None:
+    queued = await client.post("/api/backtest", json=_as_job(BODY))  # no worker: stays queued
+    assert queued.status_code == 202, queued.text
+    (port,) = free_ports(1)
+    nowhere = f"redis://127.0.0.1:{port}/0"
+    async with AsyncTestClient(
+        create_app(api_settings(db_settings, model_server, nowhere))
+    ) as no_redis:
+        refused = await no_redis.post("/api/backtest", json=_as_job(BODY))
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"] == "Job queue unavailable"
+        assert f"the job queue (Redis at {nowhere}) is unavailable" in refused.json()["message"]
+        inline = await no_redis.post("/api/backtest", json=BODY)  # inline needs no queue
+        assert inline.status_code == 200, inline.text
+        stored = await no_redis.get(queued.json()["status_url"])
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["status"] == "queued"
+        listed = (await no_redis.get("/api/backtest")).json()
+        assert [item["id"] for item in listed["items"]] == [queued.json()["id"]]  # 503: not kept
+
+
+def test_the_schema_declares_job_statuses_and_bounds() -> None:
+    """The contract fuzzer generates from these; the gateway's types come from them."""
+    from orchestrator.settings import Settings
+
+    schema = create_app(Settings.from_env()).openapi_schema.to_schema()
+    job = schema["components"]["schemas"]["BacktestJob"]["properties"]
+    assert job["status"]["enum"] == ["queued", "running", "done", "failed", "cancelled"]
+    params = schema["components"]["schemas"]["BacktestParams"]["properties"]
+    walk_forward = params["walk_forward"]["oneOf"][0]
+    assert (walk_forward["minimum"], walk_forward["maximum"]) == (2, 24)
+    post = schema["paths"]["/api/backtest"]["post"]["responses"]
+    assert {"200", "202", "400", "404", "422", "503"} <= set(post)
+    cancel = schema["paths"]["/api/backtest/{job_id}"]["delete"]["responses"]
+    assert {"200", "202", "404", "409"} <= set(cancel)
 
 
 async def test_a_15m_backtest_runs_on_the_15m_models(
@@ -138,5 +202,5 @@ async def test_a_15m_backtest_runs_on_the_15m_models(
     assert result["bars"] == 11 * 96
     assert result["horizon_bars"] == 16  # intraday = 4 h of 15m bars
     missing = await client.post("/api/backtest", json={**BODY, "timeframe": "1h"})
-    assert missing.status_code == 400
+    assert missing.status_code == 404
     assert "no 1h models are served" in missing.json()["message"]
