@@ -75,18 +75,24 @@ orchestrator: env ## Start the Litestar API in the background on $(API_PORT)
 replay: db ## Append demo bars in the background (one 5m bar per symbol every $REPLAY_INTERVAL_S, default 5 s)
 	@$(PY) -m orchestrator.devstack.replay_process up
 
-run: demo-data redis triton orchestrator replay ## Everything: DB + demo data + Triton + API + market replay
+.PHONY: worker
+worker: db redis ## Start a job worker in the background (backtest and walk-forward jobs from Redis/SAQ)
+	@$(PY) -m orchestrator.devstack.worker_process up
+
+run: demo-data redis triton orchestrator replay worker ## Everything: DB + demo data + Triton + API + market replay + job worker
 	@echo ""
 	@echo "  API          http://127.0.0.1:$(API_PORT)   (GET /health)"
 	@echo "  Triton HTTP  http://127.0.0.1:$(TRITON_HTTP_PORT)  gRPC 127.0.0.1:$(TRITON_GRPC_PORT)  metrics :$(TRITON_METRICS_PORT)"
 	@echo "  MariaDB      $(MYSQL_HOST):$(MYSQL_PORT)  database $${MYSQL_DATABASE:-trading}"
 	@echo "  Redis        $${REDIS_URL:-redis://127.0.0.1:6379/0}"
 	@echo "  live stream  ws://127.0.0.1:$(API_PORT)/ws/BTCUSD   (the replay appends a bar every $${REPLAY_INTERVAL_S:-5} s)"
+	@echo "  job worker   backtest/walk-forward jobs from Redis   (more, on any machine: python -m orchestrator worker)"
 	@echo "  logs         $(RUN)/*.log    stop with: make stop"
 
-stop: ## Stop what make started (replay, API, Triton, private MariaDB), by pid
+stop: ## Stop what make started (replay, job worker, API, Triton, private MariaDB), by pid
 	@if [ -x $(PY) ]; then \
 	  $(PY) -m orchestrator.devstack.replay_process down; \
+	  $(PY) -m orchestrator.devstack.worker_process down; \
 	  $(PY) -m orchestrator.devstack.api_process down; \
 	  $(PY) -m orchestrator triton down; \
 	  $(PY) -m orchestrator db down; \

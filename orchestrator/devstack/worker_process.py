@@ -15,29 +15,38 @@ PID_PATH = RUN_DIR / "worker.pid"
 LOG_PATH = RUN_DIR / "worker.log"
 
 
-def up(settle_s: float = 3.0) -> int:
+READY = "worker ready:"  # the line BacktestWorker.serve logs once it takes jobs
+
+
+def up(timeout_s: float = 60.0) -> int:
     if process.running_pid(PID_PATH, "worker") is not None:
         print(f"job worker already running (log {LOG_PATH})")
         return 0
-    process.spawn(
+    offset = LOG_PATH.stat().st_size if LOG_PATH.exists() else 0
+    child = process.spawn(
         [sys.executable, "-u", "-m", "orchestrator", "worker"],
         env=dict(os.environ),
         log_path=LOG_PATH,
         pid_path=PID_PATH,
     )
-    # A worker that cannot reach Redis or MySQL exits at once with the reason in its log.
-    deadline = time.monotonic() + settle_s
+    # Ready once it logs so; a worker that cannot reach Redis or MySQL exits with the reason
+    # (our own child: its exit status, not /proc, which can read empty while it starts).
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.running_pid(PID_PATH, "worker") is None:
-            print(
-                f"error: the job worker stopped; last lines of {LOG_PATH}:\n"
-                + process.log_tail(LOG_PATH),
-                file=sys.stderr,
-            )
-            return 3
+        with open(LOG_PATH, "rb") as log:
+            log.seek(offset)
+            if READY.encode() in log.read():
+                print(f"job worker: backtest and walk-forward jobs from Redis (log {LOG_PATH})")
+                return 0
+        if child.poll() is not None:
+            break
         time.sleep(0.25)
-    print(f"job worker: backtest and walk-forward jobs from Redis (log {LOG_PATH})")
-    return 0
+    print(
+        f"error: the job worker did not start; last lines of {LOG_PATH}:\n"
+        + process.log_tail(LOG_PATH),
+        file=sys.stderr,
+    )
+    return 3
 
 
 def down() -> int:

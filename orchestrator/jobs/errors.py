@@ -9,9 +9,9 @@ class JobQueueUnavailableError(RuntimeError):
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
         super().__init__(
-            f"the job queue (Redis at {url}) is unavailable: {reason}. Jobs cannot be submitted "
-            "until it answers; start it with `make redis` or point REDIS_URL at a running Redis. "
-            "Submitted runs can still be read."
+            f"the job queue (Redis at {url}) is unavailable: {reason.rstrip('.')}; start it "
+            "with `make redis` or point REDIS_URL at a running Redis (jobs already submitted "
+            "can still be read)"
         )
 
 

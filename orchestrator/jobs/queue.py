@@ -125,4 +125,7 @@ class JobQueue:
         return dict(await self.saq.info())
 
     async def close(self) -> None:
-        await self.saq.disconnect()
+        try:
+            await self.saq.disconnect()
+        except (RedisError, OSError) as exc:  # Redis already gone: nothing left to close
+            log.debug("job queue close: %s", exc)

@@ -153,7 +153,7 @@ class BacktestWorker:
         )
         repairs = asyncio.create_task(self._reconcile_forever(), name="reconcile")
         log.info(
-            "worker %s: queue %s at %s, concurrency %d, heartbeat %d s, max attempts %d",
+            "worker ready: %s, queue %s at %s, concurrency %d, heartbeat %d s, max attempts %d",
             self.id,
             self.queue.saq.name,
             self.queue.url,
