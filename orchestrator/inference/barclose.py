@@ -45,6 +45,7 @@ __all__ = ["BarCloseEngine", "BarCloseStats", "FeatureKey", "Prediction"]
 log = logging.getLogger("orchestrator.barclose")
 
 MAX_KEYS_PER_SWEEP = 1024  # bounds a request's wait behind background work (startup seeding)
+REMOTE_RECHECK_S = 1.0  # a key claimed elsewhere is looked up again after this long
 FREEZE_AFTER_SEEDS = 64  # a sweep that built this many feature states moves them out of GC's way
 
 
@@ -169,12 +170,12 @@ class BarCloseEngine:
     def _await_remote(
         self, waiting: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]]
     ) -> None:
-        """Keys another replica claimed: answered by its event, or swept again (its claim has
-        expired by then, so this replica may claim them) if none came in time."""
+        """Keys another replica claimed: answered by its event; without one (a lost event, a
+        replica that died) they are swept again after REMOTE_RECHECK_S, which takes them from the
+        shared cache, or claims them once the other replica's claim has expired."""
         self._remote.update(waiting)
-        assert self._shared is not None
 
-        def expire() -> None:
+        def recheck() -> None:
             for token, future in waiting.items():
                 if self._remote.get(token) is future and not future.done():
                     del self._remote[token]
@@ -182,7 +183,7 @@ class BarCloseEngine:
             if self._urgent and self._sweeper is None:
                 self._sweeper = asyncio.create_task(self._sweep_forever(), name="barclose-sweeper")
 
-        asyncio.get_running_loop().call_later(self._shared.claim_ttl_s, expire)
+        asyncio.get_running_loop().call_later(REMOTE_RECHECK_S, recheck)
 
     # --- sweeping -------------------------------------------------------------------------
     async def _sweep_forever(self) -> None:

@@ -13,12 +13,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from redis.asyncio import Redis
 
 from orchestrator.api.app import create_app
 from orchestrator.api.resources import Resources
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.online import inputs_for_latest
 from orchestrator.inference.models import ENSEMBLE
+from orchestrator.inference.shared import PredictionStore, token_name
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
@@ -213,3 +215,30 @@ async def test_an_old_bar_corrected_without_a_new_one_is_recomputed(
         assert np.abs(served.inputs.seq - before.inputs.seq).max() > 1e-3
         body = (await client.get(f"/api/predict/{symbol}")).json()
         assert body["atr"] == pytest.approx(expected.atr, rel=1e-6)
+
+
+async def test_a_bar_claimed_by_a_replica_that_died_is_computed_once_its_claim_expires(
+    app: Litestar, market: dict[str, pd.DataFrame], clean_db: Database, redis_flushed: str
+) -> None:
+    async with AsyncTestClient(app) as client:
+        resources = _engine(app)
+        other_replica = PredictionStore(
+            Redis.from_url(redis_flushed), namespace=resources.shared.store.namespace
+        )
+        engine = resources.engine
+        symbol = SYMBOLS[3]
+        await _until(lambda: engine.latest.get((symbol, M5)) is not None)
+        bar = _next_bar(market[symbol], 0.002)
+        bar_time = bar.index[0].to_pydatetime()
+        version = engine.latest[(symbol, M5)].version
+        # Another replica claims the coming bar and dies before computing it.
+        token = ((symbol, M5), bar_time, version, 0)
+        assert await other_replica.claim_many([token_name(token)], 1.5) == [True]
+        await _write(clean_db, {symbol: bar})
+        started = asyncio.get_running_loop().time()
+        response = await client.get(f"/api/predict/{symbol}")
+        waited_s = asyncio.get_running_loop().time() - started
+        assert response.status_code == 200
+        assert response.json()["bar_time"] == bar.index[0].strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert waited_s >= 1.0  # it waited for the dead replica, then claimed and computed
+        assert resources.shared.claims_lost >= 1
