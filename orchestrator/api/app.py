@@ -14,7 +14,7 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.stores.redis import RedisStore
 
 from orchestrator.api import errors
@@ -30,7 +30,12 @@ from orchestrator.api.shared_state import (
     ResilientPubSubBackend,
     redis_client,
 )
-from orchestrator.api.stats import RequestLog, StatsController, TimingMiddleware
+from orchestrator.api.stats import (
+    MetricsController,
+    RequestLog,
+    StatsController,
+    TimingMiddleware,
+)
 from orchestrator.api.stream import hub_for_app, stream_socket
 from orchestrator.inference.service import PredictionService
 from orchestrator.inference.shared import BAR_CLOSE_CHANNEL
@@ -109,7 +114,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MarketController,
             StatsController,
             BacktestController,
-            PrometheusController,
+            MetricsController,
             stream_socket,
         ],
         middleware=[

@@ -40,7 +40,7 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
 _MEANINGS = {
     400: "Bad request: `field` names the parameter and `message` says how to fix it",
     401: "Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>)",
-    404: "Unknown symbol",
+    404: "Unknown symbol, or no bars or models for the asked timeframe (`field` says which)",
     409: "Conflict: the job already finished (the message says with which status)",
     422: "Not enough history for the models (the message says how many bars are needed)",
     429: "Rate limit exceeded",
@@ -88,8 +88,11 @@ def describe(exc: Exception) -> tuple[int, ErrorBody]:
         return 404, ErrorBody("Unknown symbol", str(exc), "symbol")
     if isinstance(exc, InvalidSymbolError):
         return 400, ErrorBody("Bad request", str(exc), "symbol")
-    if isinstance(exc, InvalidTimeframeError | UnsupportedTimeframeError | UnservedTimeframeError):
+    if isinstance(exc, InvalidTimeframeError):
         return 400, ErrorBody("Bad request", str(exc), "timeframe")
+    if isinstance(exc, UnsupportedTimeframeError | UnservedTimeframeError):
+        # A valid timeframe that this symbol's bars or the served models cannot answer.
+        return 404, ErrorBody("Not found", str(exc), "timeframe")
     if isinstance(exc, BadParameterError):
         return 400, ErrorBody("Bad request", str(exc), exc.field)
     if isinstance(exc, NotFoundError):
@@ -117,4 +120,6 @@ def describe(exc: Exception) -> tuple[int, ErrorBody]:
 
 def handle(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     status, body = describe(exc)
-    return Response(body, status_code=status)
+    # Litestar's own headers stay, e.g. the `Allow` of a 405 (RFC 9110 requires it).
+    headers = exc.headers if isinstance(exc, HTTPException) else None
+    return Response(body, status_code=status, headers=headers)

@@ -7,6 +7,7 @@ import asyncio
 import msgspec
 from litestar import Controller, Response, get
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from orchestrator.api.resources import Resources
@@ -82,7 +83,17 @@ class HealthController(Controller):
     async def health(self, state: State) -> HealthReport:
         return await health_report(state.resources)
 
-    @get("/health/ready", summary="Readiness: 503 until the database and Triton are both up")
+    @get(
+        "/health/ready",
+        summary="Readiness: 503 until the database and Triton are both up",
+        responses={
+            HTTP_503_SERVICE_UNAVAILABLE: ResponseSpec(
+                data_container=HealthReport,
+                generate_examples=False,
+                description="Not ready: the report says which dependency is down and why",
+            )
+        },
+    )
     async def ready(self, state: State) -> Response[HealthReport]:
         report = await health_report(state.resources)
         code = HTTP_200_OK if report.status == "ok" else HTTP_503_SERVICE_UNAVAILABLE

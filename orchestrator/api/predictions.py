@@ -3,22 +3,42 @@ answered with bytes encoded once per prediction."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 from litestar import Controller, MediaType, Response, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
+from litestar.openapi.spec import OpenAPIType
 
 from orchestrator.api.errors import PREDICTION_ERRORS, BadParameterError
+from orchestrator.api.market import (
+    SymbolPath,
+    checked_symbol,
+    checked_timeframe,
+    declared,
+    reject_repeated_query,
+    timeframe_query,
+)
 from orchestrator.features.horizons import Horizon
 from orchestrator.inference.barclose import Prediction
 from orchestrator.inference.client import EnsembleOutput
+from orchestrator.inference.models import SERVED_TIMEFRAMES
 from orchestrator.inference.service import PredictionService
 from orchestrator.signals.logic import Signal, build_signal
 from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
 
 HORIZON_CHOICES = ("all", *(h.value for h in Horizon))
+# A JSON number, as JSON Schema's "number" reads a query value ("nan", "1_0", " 1" are not).
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+ServedTimeframe = Annotated[
+    str,
+    timeframe_query(
+        SERVED_TIMEFRAMES,
+        "404 when no model set is served for it (`/health` lists the served ones)",
+    ),
+]
 
 
 class RangeATR(msgspec.Struct):
@@ -139,6 +159,12 @@ def signal_response(run: Prediction, strategy: Strategy) -> SignalResponse:
     )
 
 
+def checked_number(field: str, raw: str) -> float:
+    if not _NUMBER.fullmatch(raw):
+        raise BadParameterError(field, f"{field} must be a number, got {raw!r}")
+    return float(raw)
+
+
 def resolve_strategy(name: str, min_confidence: float | None = None) -> Strategy:
     chosen = STRATEGIES.get(name)
     if chosen is None:
@@ -166,6 +192,7 @@ def encoded_signal(run: Prediction, strategy: Strategy) -> bytes:
 class PredictionController(Controller):
     path = "/api"
     tags = ["predictions"]  # noqa: RUF012
+    before_request = staticmethod(reject_repeated_query)
 
     @get(
         "/predict/{symbol:str}",
@@ -175,15 +202,23 @@ class PredictionController(Controller):
     async def predict(
         self,
         predictions: NamedDependency[PredictionService],
-        symbol: FromPath[str],
-        horizon: FromQuery[str] = "all",
-        timeframe: FromQuery[str] = "5m",
+        symbol: SymbolPath,
+        horizon: Annotated[
+            str,
+            declared(
+                f"One horizon, or all of them: {', '.join(HORIZON_CHOICES)}",
+                enum=list(HORIZON_CHOICES),
+            ),
+        ] = "all",
+        timeframe: ServedTimeframe = "5m",
     ) -> Response[PredictionResponse]:
+        sym = checked_symbol(symbol)
         if horizon not in HORIZON_CHOICES:
             raise BadParameterError(
                 "horizon", f"horizon must be one of {', '.join(HORIZON_CHOICES)}"
             )
-        run = await predictions.latest(symbol, timeframe)
+        tf = checked_timeframe(timeframe, SERVED_TIMEFRAMES)
+        run = await predictions.latest(sym, tf.value)
         return Response(encoded_prediction(run, horizon), media_type=MediaType.JSON)  # type: ignore[arg-type]
 
     @get(
@@ -194,11 +229,32 @@ class PredictionController(Controller):
     async def signals(
         self,
         predictions: NamedDependency[PredictionService],
-        symbol: FromPath[str],
-        timeframe: FromQuery[str] = "5m",
-        strategy: FromQuery[str] = DEFAULT_STRATEGY,
-        min_confidence: FromQuery[float | None] = None,
+        symbol: SymbolPath,
+        timeframe: ServedTimeframe = "5m",
+        strategy: Annotated[
+            str,
+            declared(
+                "Signal filter: "
+                + "; ".join(f"{s.name} ({s.description})" for s in STRATEGIES.values()),
+                enum=list(STRATEGIES),
+            ),
+        ] = DEFAULT_STRATEGY,
+        min_confidence: Annotated[
+            str | None,
+            declared(
+                "Overrides the strategy's minimum confidence, 0 to 1",
+                one_of=None,
+                type=OpenAPIType.NUMBER,
+                minimum=0,
+                maximum=1,
+            ),
+        ] = None,
     ) -> Response[SignalResponse]:
-        chosen = resolve_strategy(strategy, min_confidence)
-        run = await predictions.latest(symbol, timeframe)
+        sym = checked_symbol(symbol)
+        tf = checked_timeframe(timeframe, SERVED_TIMEFRAMES)
+        chosen = resolve_strategy(
+            strategy,
+            None if min_confidence is None else checked_number("min_confidence", min_confidence),
+        )
+        run = await predictions.latest(sym, tf.value)
         return Response(encoded_signal(run, chosen), media_type=MediaType.JSON)  # type: ignore[arg-type]

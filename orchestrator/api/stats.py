@@ -1,4 +1,5 @@
-"""GET /api/stats (what an operator looks at) and GET /metrics (Prometheus, Litestar's plugin).
+"""GET /api/stats (what an operator looks at) and GET /metrics (Prometheus, Litestar's plugin,
+documented as the text exposition format it serves).
 
 Request latencies are kept in a bounded window per route by a small ASGI middleware; Triton's
 own statistics give each model's average dynamic batch size and the loaded versions.
@@ -6,19 +7,24 @@ own statistics give each model's average dynamic batch size and the loaded versi
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from typing import Any
 
 import msgspec
 import numpy as np
-from litestar import Controller, get
+from litestar import Controller, MediaType, Response, get
 from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
+from litestar.plugins.prometheus import PrometheusController
 from litestar.types import ASGIApp, Receive, Scope, Send
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from tritonclient.utils import InferenceServerException
 
+from orchestrator.api.errors import error_responses
 from orchestrator.api.stream import StreamSummary
 
 WINDOW = 10_000
@@ -140,7 +146,11 @@ async def _model_stats(state: State) -> tuple[list[ModelStats], str | None]:
 class StatsController(Controller):
     tags = ["health"]  # noqa: RUF012
 
-    @get("/api/stats", summary="Requests, latency percentiles, cache, per-model Triton statistics")
+    @get(
+        "/api/stats",
+        summary="Requests, latency percentiles, cache, per-model Triton statistics",
+        responses=error_responses(401, 429),
+    )
     async def stats(self, state: State) -> StatsResponse:
         log: RequestLog = state.request_log
         cache = state.resources.predictions
@@ -184,3 +194,19 @@ class StatsController(Controller):
             ),
             triton_error=error,
         )
+
+
+class MetricsController(PrometheusController):
+    """The plugin's /metrics, declared as what it is: Prometheus text, not JSON."""
+
+    @get(
+        media_type=MediaType.TEXT,
+        summary="Prometheus metrics (text exposition format)",
+        tags=["health"],
+    )
+    async def get(self) -> Response[str]:
+        registry = REGISTRY
+        if "prometheus_multiproc_dir" in os.environ or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return Response(generate_latest(registry).decode(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,173 @@
+"""The API contract, fuzzed: schemathesis generates requests from the app's OpenAPI document
+(valid and invalid ones, every phase the pytest integration runs: examples, coverage, fuzzing)
+and sends them to the live app, served by uvicorn over the real store, Triton and Redis; every
+default check must pass on every case."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, settings
+from litestar import Litestar
+from schemathesis.hooks import HookContext
+
+from orchestrator.api.app import create_app
+from orchestrator.api.market import checked_moment
+from orchestrator.devstack.process import free_ports
+from orchestrator.devstack.triton import TritonServer
+from orchestrator.settings import ApiSettings, DatabaseSettings
+from tests.api.conftest import api_settings
+from tests.conftest import TrainedRepository
+
+# Hypothesis examples per operation for the fuzzing phase (positive and negative); the coverage
+# and examples phases add their own deterministic cases.
+MAX_EXAMPLES = 100
+DOCUMENT = create_app().openapi_schema.to_schema()
+schema = schemathesis.openapi.from_dict(DOCUMENT)
+CASES: Counter[str] = Counter()  # cases run per operation
+
+
+@schema.hook
+def filter_case(context: HookContext, case: schemathesis.Case[Any]) -> bool:
+    """Valid /api/history requests also obey the rule JSON Schema cannot state (it is in the
+    parameters' descriptions): `start` and `end` come together, `end` after `start`."""
+    operation, meta = context.operation, case.meta
+    if operation is None or operation.path != "/api/history/{symbol}" or meta is None:
+        return True
+    if not meta.generation.mode.is_positive:
+        return True
+    query = case.query or {}
+    start, end = query.get("start"), query.get("end")
+    if start is None and end is None:
+        return True
+    if start is None or end is None:
+        return False
+    return checked_moment("end", str(end)) > checked_moment("start", str(start))
+
+
+@contextmanager
+def served_in_thread(app: Litestar, start_timeout_s: float = 60.0) -> Iterator[str]:
+    """The app under uvicorn in a thread of its own: schemathesis calls it synchronously."""
+    (port,) = free_ports(1)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="contract-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn stopped before it started")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"uvicorn did not start within {start_timeout_s} s")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture
+def live_api(
+    loaded: TrainedRepository,
+    db_settings: DatabaseSettings,
+    model_server: TritonServer,
+    redis_flushed: str,
+) -> Iterator[str]:
+    """No API key (auth is checked in test_security.py); a rate limit fuzzing cannot reach."""
+    api = ApiSettings(rate_limit_per_minute=1_000_000)
+    with served_in_thread(
+        create_app(api_settings(db_settings, model_server, redis_flushed, api=api))
+    ) as base_url:
+        yield base_url
+
+
+def test_the_fuzzed_document_is_the_served_one(live_api: str) -> None:
+    served = httpx.get(f"{live_api}/schema/openapi.json", timeout=30)
+    assert served.status_code == 200
+    assert served.json() == DOCUMENT
+
+
+FUZZ_SETTINGS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        # One served app and one loaded store per operation, shared by its cases on purpose.
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+# Backtest routes that still fail, each named by its xfail test below (backtests.py is being
+# rewritten on SAQ); everything else must pass.
+backtest_submission = schema.include(method="POST", path="/api/backtest")
+backtest_jobs = schema.include(path_regex="^/api/backtest").exclude(method="POST")
+the_rest = schema.exclude(path_regex="^/api/backtest")
+
+
+def _fuzz(case: schemathesis.Case[Any], base_url: str) -> None:
+    CASES[case.operation.label] += 1
+    case.call_and_validate(base_url=base_url)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cases_report(pytestconfig: pytest.Config) -> Iterator[None]:
+    """How many cases each operation ran, in the terminal summary (the docs quote it)."""
+    yield
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or not CASES:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(f"\nschemathesis: {sum(CASES.values())} cases")
+        for label, count in sorted(CASES.items()):
+            reporter.write_line(f"  {count:5d}  {label}")
+
+
+@the_rest.parametrize()
+@FUZZ_SETTINGS
+def test_the_api_keeps_its_contract(case: schemathesis.Case[Any], live_api: str) -> None:
+    _fuzz(case, live_api)
+
+
+@pytest.mark.xfail(
+    reason="backtests.py: BacktestBody.start_date/end_date declare only a digit pattern, so "
+    "'0000-00-00' is schema-valid and answered 400 (positive_data_acceptance); declare real "
+    "dates (format date / date-time, or one pattern per accepted form)",
+    raises=BaseExceptionGroup,  # schemathesis' FailureGroup, or Hypothesis' group of several
+    strict=True,
+)
+@backtest_submission.parametrize()
+@FUZZ_SETTINGS
+def test_backtest_submission_keeps_its_contract(
+    case: schemathesis.Case[Any], live_api: str
+) -> None:
+    _fuzz(case, live_api)
+
+
+@pytest.mark.xfail(
+    reason="Litestar 2.x (litestar-org/litestar#4169, fixed in v3): the automatic OPTIONS answer "
+    "of a path with several handlers lists the methods of the first one only ('Allow: OPTIONS, "
+    "POST' on /api/backtest, 'Allow: DELETE, OPTIONS' on /api/backtest/{job_id}), so "
+    "allow_header_conformance fails; not strict: the check runs where the coverage phase "
+    "sends OPTIONS",
+    raises=BaseExceptionGroup,
+    strict=False,
+)
+@backtest_jobs.parametrize()
+@FUZZ_SETTINGS
+def test_backtest_job_routes_keep_their_contract(
+    case: schemathesis.Case[Any], live_api: str
+) -> None:
+    _fuzz(case, live_api)
