@@ -141,6 +141,18 @@ bench-serving: db triton-env perf-analyzer ## Engine vs naive seed-style baselin
 bench-triton-tuning: triton-env perf-analyzer ## The fused cpu signal_ensemble under perf_analyzer: queue delay x instance count
 	@$(PY) -m bench.triton_tuning
 
+.PHONY: bench-gpu
+BENCH_GPU_ARGS ?=
+bench-gpu: ## gpu profile on an NVIDIA GPU: wheel tritonserver + perf_analyzer c=1..64 -> bench/gpu/results/latest (BENCH_GPU_ARGS=--cpu: same on the CPU)
+	@if [[ " $(BENCH_GPU_ARGS) " != *" --cpu "* ]] && ! nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "bench-gpu needs an NVIDIA GPU (nvidia-smi) and this repo's environments (.venv with torch CUDA, numpy, onnx)." >&2; \
+	  echo "Here: 'make bench-gpu BENCH_GPU_ARGS=--cpu' runs the same steps on the CPU. On a lent GPU machine:" >&2; \
+	  echo "'bench/gpu/prepare_carry.sh' here, then 'bash bench/gpu/run_on_device.sh' there with .run/gpu-carry carried." >&2; \
+	  exit 2; fi
+	@$(MAKE) --no-print-directory triton-env perf-analyzer
+	@bench/gpu/prepare_carry.sh >/dev/null
+	@GPU_BENCH_PYTHON=$(PY) bench/gpu/run_on_device.sh $(BENCH_GPU_ARGS)
+
 bench-backtest: setup db ## Backtest simulation speed (bars/s) and a whole 215,699-bar backtest through Triton
 	@$(PY) -m bench.backtest_sim_bench
 	@$(PY) bench/backtest_bench.py
