@@ -1,7 +1,8 @@
 """The API contract, fuzzed: schemathesis generates requests from the app's OpenAPI document
 (valid and invalid ones, every phase the pytest integration runs: examples, coverage, fuzzing)
 and sends them to the live app, served by uvicorn over the real store, Triton and Redis; every
-default check must pass on every case."""
+default check must pass on every case. A second, short run with an API key configured checks
+that what a caller without the key gets (401) is documented on every /api route."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ import uvicorn
 from hypothesis import HealthCheck, settings
 from litestar import Litestar
 from schemathesis.hooks import HookContext
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from orchestrator.api.app import create_app
 from orchestrator.api.market import checked_moment
@@ -33,6 +40,7 @@ from tests.conftest import TrainedRepository
 MAX_EXAMPLES = 100
 DOCUMENT = create_app().openapi_schema.to_schema()
 schema = schemathesis.openapi.from_dict(DOCUMENT)
+API_KEY = "contract-fuzz-key"
 CASES: Counter[str] = Counter()  # cases run per operation
 
 
@@ -85,6 +93,18 @@ def live_api(
 ) -> Iterator[str]:
     """No API key (auth is checked in test_security.py); a rate limit fuzzing cannot reach."""
     api = ApiSettings(rate_limit_per_minute=1_000_000)
+    with served_in_thread(
+        create_app(api_settings(db_settings, model_server, redis_flushed, api=api))
+    ) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def live_api_with_key(
+    db_settings: DatabaseSettings, model_server: TritonServer, redis_flushed: str
+) -> Iterator[str]:
+    """An API key configured, and requests that never present it."""
+    api = ApiSettings(internal_api_key=API_KEY, rate_limit_per_minute=1_000_000)
     with served_in_thread(
         create_app(api_settings(db_settings, model_server, redis_flushed, api=api))
     ) as base_url:
@@ -144,7 +164,8 @@ def test_the_api_keeps_its_contract(case: schemathesis.Case[Any], live_api: str)
 @pytest.mark.xfail(
     reason="backtests.py: BacktestBody.start_date/end_date declare only a digit pattern, so "
     "'0000-00-00' is schema-valid and answered 400 (positive_data_acceptance); declare real "
-    "dates (format date / date-time, or one pattern per accepted form)",
+    "dates (format date / date-time, or one pattern per accepted form); the Litestar `Allow` "
+    "bug named below applies to this path too",
     raises=BaseExceptionGroup,  # schemathesis' FailureGroup, or Hypothesis' group of several
     strict=True,
 )
@@ -171,3 +192,26 @@ def test_backtest_job_routes_keep_their_contract(
     case: schemathesis.Case[Any], live_api: str
 ) -> None:
     _fuzz(case, live_api)
+
+
+@schema.include(path_regex="^/api/").parametrize()
+@settings(FUZZ_SETTINGS, max_examples=5)
+def test_with_a_key_every_api_route_documents_its_401(
+    case: schemathesis.Case[Any], live_api_with_key: str
+) -> None:
+    """What a deployment with a key answers a caller without one is documented: the status, its
+    media type and body. (Acceptance, methods and `Allow` are the unkeyed run's checks: routing
+    answers 405 and OPTIONS before authentication, so they do not change with a key.)"""
+    CASES[f"{case.operation.label} (key configured, none sent)"] += 1
+    response = case.call(base_url=live_api_with_key)
+    if response.request.method == case.operation.method.upper():
+        assert response.status_code == 401, response.text
+    case.validate_response(
+        response,
+        checks=[
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+            response_headers_conformance,
+        ],
+    )
