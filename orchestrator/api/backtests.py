@@ -31,15 +31,15 @@ from orchestrator.backtest.runner import run_backtest
 from orchestrator.features.horizons import Horizon
 from orchestrator.inference.service import PredictionService
 from orchestrator.jobs.errors import RunNotFoundError
-from orchestrator.jobs.runs import Run, RunKind, RunParameters
+from orchestrator.jobs.runs import Run, RunKind, RunParameters, RunStatus
 from orchestrator.jobs.service import BacktestJobService
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import InvalidTimeframeError, Timeframe, parse_timeframe
 from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 INLINE_MAX_BARS = 30_000  # ~100 days of 5m bars answer in the request (a few seconds)
-JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
-JobKind = Literal["backtest", "walk_forward"]
+JobStatus = RunStatus  # queued, running, done, failed, cancelled
+JobKind = RunKind  # backtest, walk_forward
 StrategyName = Literal["aggressive_filter", "balanced", "conservative", "baseline"]
 TimeframeName = Literal["1m", "5m", "15m", "30m", "1h", "4h", "1d"]
 HorizonName = Literal["scalping", "intraday", "swing", "position"]
@@ -85,7 +85,7 @@ class BacktestJob(msgspec.Struct):
     id: str
     status: JobStatus
     phase: str  # queued, starting, loading, features, inference, training, simulation, done
-    progress: float  # 0..1 within the phase
+    progress: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]  # within the phase
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
