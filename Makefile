@@ -163,6 +163,13 @@ perf: setup ## perf_analyzer on every served model (HTTP+gRPC, concurrency sweep
 
 bench: bench-ingest bench-features perf bench-serving bench-triton-tuning bench-backtest ## Every benchmark
 
+.PHONY: load
+LOAD_DURATION ?= 3m
+LOAD_USERS ?= 60
+LOAD_ARGS ?=
+load: db triton-env ## Locust vs two API replicas: REST + WebSocket traffic over 203 symbols (LOAD_DURATION=3m, LOAD_USERS=60 incl. 20 WS) -> bench/load/results
+	@$(PY) -m bench.load --duration $(LOAD_DURATION) --users $(LOAD_USERS) $(LOAD_ARGS)
+
 # --- housekeeping ---------------------------------------------------------------------------
 .PHONY: clean
 clean: stop ## Remove environments and runtime state (.venv, .venv-triton, .run)
