@@ -95,7 +95,7 @@ async def test_history_and_indicators(
         ("/api/predict/BTC$USD", {}, 400, "symbol"),
         ("/api/predict/BTCUSD", {"horizon": "weekly"}, 400, "horizon"),
         ("/api/predict/BTCUSD", {"timeframe": "2h"}, 400, "timeframe"),
-        ("/api/predict/BTCUSD", {"timeframe": "1h"}, 400, "timeframe"),
+        ("/api/predict/BTCUSD", {"timeframe": "1h"}, 404, "timeframe"),
         ("/api/predict/SHORTUSD", {}, 422, None),
         ("/api/indicators/BTCUSD", {"indicators": "rsi,foo"}, 400, "indicators"),
         ("/api/history/BTCUSD", {"limit": "0"}, 400, "limit"),
@@ -244,7 +244,7 @@ async def test_15m_requests_are_answered_by_the_15m_model_set(
     assert signal.json()["signal"]["horizon_bars"] == 16  # intraday: 4 h of 15m bars
 
     missing = await client.get("/api/predict/BTCUSD", params={"timeframe": "1h"})
-    assert missing.status_code == 400
+    assert missing.status_code == 404
     assert missing.json()["field"] == "timeframe"
     assert "no 1h models are served" in missing.json()["message"]
 

@@ -79,7 +79,7 @@ class EngineProcess:
 
 
 def start_engine(
-    db: DatabaseSettings, triton: TritonServer, log_dir: Path
+    db: DatabaseSettings, triton: TritonServer, redis_url: str, log_dir: Path
 ) -> Iterator[EngineProcess]:
     (port,) = free_ports(1)
     env = cli_env(
@@ -92,6 +92,7 @@ def start_engine(
         TRITON_METRICS_PORT=str(triton.metrics_port),
         INTERNAL_API_KEY=API_KEY,
         WS_POLL_INTERVAL_S="0.2",
+        REDIS_URL=redis_url,
     )
     log = log_dir / "engine.log"
     with log.open("wb") as out:

@@ -30,9 +30,10 @@ def engine(
     loaded: TrainedRepository,
     db_settings: DatabaseSettings,
     model_server: TritonServer,
+    redis_flushed: str,
     tmp_path: Path,
 ) -> Iterator[EngineProcess]:
-    yield from start_engine(db_settings, model_server, tmp_path)
+    yield from start_engine(db_settings, model_server, redis_flushed, tmp_path)
 
 
 @pytest.fixture
@@ -122,16 +123,36 @@ async def test_stream_through_the_gateway_after_a_new_bar(
         assert prediction["close"] == pytest.approx(float(row["close"].iloc[0]))
 
 
+async def _append_bar(db: Database, bars: pd.DataFrame) -> None:
+    last = float(bars["close"].iloc[-1])
+    row = pd.DataFrame(
+        {
+            "ts": [bars.index[-1] + pd.Timedelta(minutes=5)],
+            "symbol": ["BTCUSD"],
+            "timeframe": ["5m"],
+            "open": [last],
+            "high": [last * 1.002],
+            "low": [last * 0.999],
+            "close": [last * 1.001],
+            "volume": [10.0],
+        }
+    )
+    info = {"BTCUSD": SymbolInfo("BTCUSD", "crypto", 0.01, Timeframe.M5)}
+    await write_bars(db, row, info, show_progress=False)
+
+
 async def test_triton_stopped_or_engine_down_is_503_at_the_gateway(
     loaded: TrainedRepository,
+    clean_db: Database,
     db_settings: DatabaseSettings,
+    redis_flushed: str,
     gateway_build: Path,
     tmp_path_factory: pytest.TempPathFactory,
     tmp_path: Path,
 ) -> None:
     servers = _serve(loaded.cpu, tmp_path_factory, "triton-stopped")
     triton = next(servers)
-    engines = start_engine(db_settings, triton, tmp_path)
+    engines = start_engine(db_settings, triton, redis_flushed, tmp_path)
     engine = next(engines)
     gateways = start_gateway(gateway_build, engine.url, tmp_path)
     gateway = next(gateways)
@@ -140,9 +161,13 @@ async def test_triton_stopped_or_engine_down_is_503_at_the_gateway(
             ok = await http.get(f"{gateway}/api/ml/predict/BTCUSD")
             assert ok.status_code == 200, ok.text
             triton.stop()
-            await asyncio.sleep(
-                1.2
-            )  # past the served-version TTL: the next request asks Triton again
+            await asyncio.sleep(1.2)  # past the served-version TTL: the engine asks Triton again
+            # The newest bar's prediction was computed before Triton went away: still served.
+            cached = await http.get(f"{gateway}/api/ml/predict/BTCUSD")
+            assert cached.status_code == 200
+            assert cached.json() == ok.json()
+            # A new bar needs inference: 503 at the gateway.
+            await _append_bar(clean_db, loaded.data[0].bars)
             down = await http.get(f"{gateway}/api/ml/predict/BTCUSD")
             assert down.status_code == 503
             assert down.json()["error"] == "ML service unavailable"
