@@ -133,7 +133,7 @@ bench-features: env ## Feature cost of one new bar (online tail) vs recomputing 
 
 .PHONY: bench-serving
 SERVING_ARGS ?=
-bench-serving: db triton-env perf-analyzer ## Engine vs naive seed-style baseline: warm/cold/bar-close sweep, perf_analyzer, batching, backtest
+bench-serving: db redis triton-env perf-analyzer ## Engine vs naive seed-style baseline: warm/cold/bar-close sweep, perf_analyzer, batching, backtest
 	@scripts/install-wrk.sh
 	@$(PY) -m bench.serving $(SERVING_ARGS)
 

@@ -64,17 +64,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Shared by every replica: rate-limit counters, predictions, bar-close events (Redis).
     redis = redis_client(settings.redis)
     prefix = settings.redis.key_prefix
+    bar_close = f"{prefix}:{BAR_CLOSE_CHANNEL}"  # one deployment's replicas share a prefix
     rate_limits = FallbackStore(RedisStore(redis, namespace=f"{prefix}:ratelimit"))
     channels = ChannelsPlugin(
         backend=ResilientPubSubBackend(redis=redis, key_prefix=f"{prefix}:channels"),
-        channels=[BAR_CLOSE_CHANNEL],
+        channels=[bar_close],
     )
 
     def publish(event: bytes) -> None:
-        channels.publish(event, BAR_CLOSE_CHANNEL)
+        channels.publish(event, bar_close)
 
     async def receive_bar_close_events(resources: Resources) -> None:
-        async with channels.start_subscription([BAR_CLOSE_CHANNEL]) as subscriber:
+        async with channels.start_subscription([bar_close]) as subscriber:
             async for payload in subscriber.iter_events():
                 try:
                     await resources.engine.receive(payload)
