@@ -21,6 +21,7 @@ from orchestrator.api import errors
 from orchestrator.api.backtests import BacktestController
 from orchestrator.api.health import HealthController
 from orchestrator.api.market import MarketController
+from orchestrator.api.options import complete_allow_header
 from orchestrator.api.predictions import PredictionController
 from orchestrator.api.ratelimit import rate_limit_config
 from orchestrator.api.resources import Resources
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=settings.api.max_body_bytes,
         exception_handlers={Exception: errors.handle},
         lifespan=[lifespan],
+        before_send=[complete_allow_header],
         plugins=[channels],
         stores={"rate_limit": rate_limits},
         dependencies={
