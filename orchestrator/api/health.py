@@ -9,6 +9,7 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+from redis.exceptions import RedisError
 
 from orchestrator.api.resources import Resources
 from orchestrator.features.spec import FeatureSpecMismatchError
@@ -36,6 +37,13 @@ class HealthReport(msgspec.Struct):
     status: str  # "ok" when every dependency is up, else "degraded"
     database: DependencyStatus
     triton: DependencyStatus
+    # Shared state of the replicas; serving goes on without it (docs/reliability.md), so it does
+    # not decide readiness.
+    redis: DependencyStatus
+
+    @property
+    def ready(self) -> bool:
+        return self.database.status == self.triton.status == "up"
 
 
 async def _database_status(resources: Resources) -> DependencyStatus:
@@ -70,10 +78,26 @@ async def _triton_status(resources: Resources) -> DependencyStatus:
     return DependencyStatus("up", address, models=loaded, timeframes=timeframes)
 
 
+async def _redis_status(resources: Resources) -> DependencyStatus:
+    address = resources.settings.redis.url
+    try:
+        async with asyncio.timeout(_CHECK_TIMEOUT_S):
+            await resources.redis.ping()  # type: ignore[misc]  # redis' stubs: bool | Awaitable
+    except (RedisError, OSError, TimeoutError) as exc:
+        detail = (
+            f"Redis unreachable ({exc or 'timed out'}); each replica serves on its own meanwhile "
+            "and job submission answers 503; start it with `make redis` or set REDIS_URL"
+        )
+        return DependencyStatus("down", address, detail)
+    return DependencyStatus("up", address)
+
+
 async def health_report(resources: Resources) -> HealthReport:
-    database, triton = await asyncio.gather(_database_status(resources), _triton_status(resources))
-    status = "ok" if database.status == triton.status == "up" else "degraded"
-    return HealthReport(status, database, triton)
+    database, triton, redis = await asyncio.gather(
+        _database_status(resources), _triton_status(resources), _redis_status(resources)
+    )
+    up = database.status == triton.status == redis.status == "up"
+    return HealthReport("ok" if up else "degraded", database, triton, redis)
 
 
 class HealthController(Controller):
@@ -85,7 +109,8 @@ class HealthController(Controller):
 
     @get(
         "/health/ready",
-        summary="Readiness: 503 until the database and Triton are both up",
+        summary="Readiness: 503 until the database and Triton are both up (Redis is reported, "
+        "not required)",
         responses={
             HTTP_503_SERVICE_UNAVAILABLE: ResponseSpec(
                 data_container=HealthReport,
@@ -96,5 +121,5 @@ class HealthController(Controller):
     )
     async def ready(self, state: State) -> Response[HealthReport]:
         report = await health_report(state.resources)
-        code = HTTP_200_OK if report.status == "ok" else HTTP_503_SERVICE_UNAVAILABLE
+        code = HTTP_200_OK if report.ready else HTTP_503_SERVICE_UNAVAILABLE
         return Response(report, status_code=code)

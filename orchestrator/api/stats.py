@@ -101,6 +101,19 @@ class BarCloseSummary(msgspec.Struct):
     freshness_keys: int  # request keys those reads answered
 
 
+class SharedSummary(msgspec.Struct):
+    """What this replica shares with the others through Redis (docs/reliability.md)."""
+
+    replica_id: str
+    redis_available: bool  # False for a second after a failed Redis call: serving alone
+    cached_predictions_used: int  # computed by another replica, read from the shared cache
+    claims_won: int  # keys this replica computed for everyone
+    claims_lost: int  # keys another replica was computing (their event answered them)
+    predictions_received: int  # from other replicas' bar-close events
+    redis_errors: int
+    rate_limit_in_memory: bool  # rate limits counted per replica while Redis is away
+
+
 class StatsResponse(msgspec.Struct):
     uptime_s: float
     requests: int
@@ -113,6 +126,7 @@ class StatsResponse(msgspec.Struct):
     models: list[ModelStats]
     stream: StreamSummary
     bar_close: BarCloseSummary
+    shared: SharedSummary
     triton_error: str | None = None
 
 
@@ -155,6 +169,7 @@ class StatsController(Controller):
         log: RequestLog = state.request_log
         cache = state.resources.predictions
         engine = cache.engine.stats
+        shared = state.resources.shared
         freshness_queries, freshness_keys = cache.freshness_reads
         window = np.asarray(log.latencies_ms, dtype=np.float64)
         percentiles = [
@@ -191,6 +206,16 @@ class StatsController(Controller):
                 last_sweep_ms=engine.last_sweep_ms,
                 freshness_queries=freshness_queries,
                 freshness_keys=freshness_keys,
+            ),
+            shared=SharedSummary(
+                replica_id=shared.replica_id,
+                redis_available=shared.available,
+                cached_predictions_used=shared.cache_hits,
+                claims_won=shared.claims_won,
+                claims_lost=shared.claims_lost,
+                predictions_received=shared.received,
+                redis_errors=shared.redis_errors,
+                rate_limit_in_memory=state.rate_limit_store.using_fallback,
             ),
             triton_error=error,
         )

@@ -29,6 +29,7 @@ async def test_all_up(
         body = response.json()
         assert body["status"] == "ok"
         assert body["database"]["status"] == "up"
+        assert body["redis"]["status"] == "up"
         assert "smoke_affine" in body["triton"]["models"]
         ready = await client.get("/health/ready")
         assert ready.status_code == 200
@@ -59,3 +60,17 @@ async def test_database_down_names_the_address(
         assert "127.0.0.1:1" in body["database"]["detail"]
         assert "make db" in body["database"]["detail"]
         assert (await client.get("/health/ready")).status_code == 503
+
+
+async def test_redis_down_is_reported_but_the_replica_stays_ready(
+    db_settings: DatabaseSettings, triton_settings: TritonSettings
+) -> None:
+    app = create_app(_settings(db_settings, triton_settings, "redis://127.0.0.1:1/0"))
+    async with AsyncTestClient(app) as client:
+        body = (await client.get("/health")).json()
+        assert body["status"] == "degraded"
+        assert body["redis"]["status"] == "down"
+        assert "make redis" in body["redis"]["detail"]
+        assert (await client.get("/health/ready")).status_code == 200
+        stats = (await client.get("/api/stats")).json()["shared"]
+        assert stats["rate_limit_in_memory"] is True  # the request was counted without Redis
