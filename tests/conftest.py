@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+import pandas as pd
 import pytest
 
 from export.exporter import export_profiles
@@ -231,3 +232,32 @@ async def loaded(clean_db: Database, trained: TrainedRepository) -> TrainedRepos
         clean_db, short, {"SHORTUSD": SymbolInfo("SHORTUSD", "crypto", 0.01)}, show_progress=False
     )
     return trained
+
+
+def next_bar_row(bars: pd.DataFrame, minutes: int = 5, move: float = 0.001) -> pd.DataFrame:
+    """One BTCUSD 5m bar `minutes` after the last of `bars`, closing `move` higher, in the
+    store's row format."""
+    last = float(bars["close"].iloc[-1])
+    return pd.DataFrame(
+        {
+            "ts": [bars.index[-1] + pd.Timedelta(minutes=minutes)],
+            "symbol": ["BTCUSD"],
+            "timeframe": ["5m"],
+            "open": [last],
+            "high": [last * 1.002],
+            "low": [last * 0.999],
+            "close": [last * (1 + move)],
+            "volume": [10.0],
+        }
+    )
+
+
+async def append_bar(
+    db: Database, bars: pd.DataFrame, minutes: int = 5, move: float = 0.001
+) -> pd.Timestamp:
+    """Writes next_bar_row(...) to the store (a bar closes); returns its time."""
+    row = next_bar_row(bars, minutes, move)
+    info = {"BTCUSD": SymbolInfo("BTCUSD", "crypto", 0.01, Timeframe.M5)}
+    await write_bars(db, row, info, show_progress=False)
+    ts: pd.Timestamp = row["ts"].iloc[0]
+    return ts

@@ -19,13 +19,10 @@ from orchestrator.api.resources import Resources
 from orchestrator.devstack.redis import PrivateRedis
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.inference.shared import BAR_CLOSE_CHANNEL, BarCloseEvent
-from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
-from orchestrator.marketdata.store import SymbolInfo
-from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import ApiSettings, DatabaseSettings, RedisSettings
 from tests.api.conftest import api_settings, served
-from tests.conftest import TrainedRepository, free_ports
+from tests.conftest import TrainedRepository, append_bar, free_ports
 
 
 @pytest.fixture
@@ -37,23 +34,7 @@ def own_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.stop()
 
 
-async def _append_bar(db: Database, bars: pd.DataFrame, minutes: int) -> str:
-    last = float(bars["close"].iloc[-1])
-    ts = bars.index[-1] + pd.Timedelta(minutes=minutes)
-    row = pd.DataFrame(
-        {
-            "ts": [ts],
-            "symbol": ["BTCUSD"],
-            "timeframe": ["5m"],
-            "open": [last],
-            "high": [last * 1.002],
-            "low": [last * 0.999],
-            "close": [last * (1 + minutes / 1e4)],
-            "volume": [10.0],
-        }
-    )
-    info = {"BTCUSD": SymbolInfo("BTCUSD", "crypto", 0.01, Timeframe.M5)}
-    await write_bars(db, row, info, show_progress=False)
+def _stamp(ts: pd.Timestamp) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -76,7 +57,7 @@ async def test_predictions_flow_without_redis_and_sharing_resumes_by_itself(
         resources: Resources = app.state.resources
 
         await asyncio.to_thread(own_redis.stop)
-        bar_time = await _append_bar(clean_db, bars, 5)
+        bar_time = _stamp(await append_bar(clean_db, bars, 5, 5e-4))
         statuses = [(await client.get(url)) for _ in range(20)]
         assert {r.status_code for r in statuses} == {200}
         assert statuses[0].json()["bar_time"] == bar_time  # computed here, without Redis
@@ -88,7 +69,7 @@ async def test_predictions_flow_without_redis_and_sharing_resumes_by_itself(
         pubsub = listener.pubsub()
         await pubsub.subscribe(f"{settings.redis.key_prefix}:{BAR_CLOSE_CHANNEL}")
         await asyncio.sleep(resources.shared.retry_after_s + 0.2)
-        bar_time = await _append_bar(clean_db, bars, 10)
+        bar_time = _stamp(await append_bar(clean_db, bars, 10, 1e-3))
         response = await client.get(url)
         assert response.status_code == 200
         assert response.json()["bar_time"] == bar_time

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import msgspec
-import pandas as pd
 import tritonclient.grpc as grpcclient
 import websockets
 
@@ -24,7 +23,7 @@ from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe, newest_closed
 from orchestrator.settings import PROJECT_ROOT, DatabaseSettings
-from tests.conftest import TrainedRepository, cli_env, free_ports
+from tests.conftest import TrainedRepository, cli_env, free_ports, next_bar_row
 
 SERVED = (Timeframe.M5, Timeframe.M15)  # the model sets the suite's Triton serves
 
@@ -104,22 +103,6 @@ async def _until(
         await asyncio.sleep(0.1)
 
 
-def _next_bar(bars: pd.DataFrame) -> pd.DataFrame:
-    last = float(bars["close"].iloc[-1])
-    return pd.DataFrame(
-        {
-            "ts": [bars.index[-1] + pd.Timedelta(minutes=5)],
-            "symbol": ["BTCUSD"],
-            "timeframe": ["5m"],
-            "open": [last],
-            "high": [last * 1.002],
-            "low": [last * 0.999],
-            "close": [last * 1.001],
-            "volume": [10.0],
-        }
-    )
-
-
 async def test_each_bar_is_inferred_once_and_reaches_a_client_on_the_other_replica_once(
     loaded: TrainedRepository,
     clean_db: Database,
@@ -145,7 +128,7 @@ async def test_each_bar_is_inferred_once_and_reaches_a_client_on_the_other_repli
         await asyncio.sleep(1.0)  # both pollers idle: nothing left to compute
         before = _inferences(model_server)
 
-        row = _next_bar(bars)
+        row = next_bar_row(bars)
         info = {"BTCUSD": SymbolInfo("BTCUSD", "crypto", 0.01, Timeframe.M5)}
         await write_bars(clean_db, row, info, show_progress=False)
         new = row["ts"].iloc[0].to_pydatetime()

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 import tritonclient.grpc as grpcclient
 import websockets
@@ -21,13 +20,10 @@ from tritonclient.utils import InferenceServerException
 from orchestrator.api.app import create_app
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.inference.models import ENSEMBLE
-from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
-from orchestrator.marketdata.store import SymbolInfo
-from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import ApiSettings, DatabaseSettings
 from tests.api.conftest import api_settings, served
-from tests.conftest import TrainedRepository, free_ports
+from tests.conftest import TrainedRepository, append_bar, free_ports
 
 
 @pytest.fixture
@@ -40,26 +36,6 @@ def own_triton(trained: TrainedRepository, tmp_path: Path) -> Iterator[tuple[Tri
     server.start()
     yield server, repository
     server.stop()
-
-
-async def _append_bar(db: Database, bars: pd.DataFrame, minutes: int) -> pd.Timestamp:
-    last = float(bars["close"].iloc[-1])
-    ts = bars.index[-1] + pd.Timedelta(minutes=minutes)
-    row = pd.DataFrame(
-        {
-            "ts": [ts],
-            "symbol": ["BTCUSD"],
-            "timeframe": ["5m"],
-            "open": [last],
-            "high": [last * 1.002],
-            "low": [last * 0.999],
-            "close": [last * 1.001],
-            "volume": [10.0],
-        }
-    )
-    info = {"BTCUSD": SymbolInfo("BTCUSD", "crypto", 0.01, Timeframe.M5)}
-    await write_bars(db, row, info, show_progress=False)
-    return ts
 
 
 async def test_triton_down_serves_computed_bars_fails_fast_and_recovers_by_itself(
@@ -84,7 +60,7 @@ async def test_triton_down_serves_computed_bars_fails_fast_and_recovers_by_itsel
             assert again.status_code == 200
             assert again.json() == computed.json()
         # A new bar needs inference: a 503 well within the request deadline.
-        await _append_bar(clean_db, bars, 5)
+        await append_bar(clean_db, bars)
         started = time.perf_counter()
         down = await client.get(url)
         elapsed_s = time.perf_counter() - started

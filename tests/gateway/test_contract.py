@@ -19,7 +19,7 @@ from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import DatabaseSettings
-from tests.conftest import TrainedRepository, _serve
+from tests.conftest import TrainedRepository, _serve, append_bar
 from tests.gateway.conftest import API_KEY, EngineProcess, start_engine, start_gateway
 
 HEADERS = {"X-API-Key": API_KEY}
@@ -123,24 +123,6 @@ async def test_stream_through_the_gateway_after_a_new_bar(
         assert prediction["close"] == pytest.approx(float(row["close"].iloc[0]))
 
 
-async def _append_bar(db: Database, bars: pd.DataFrame) -> None:
-    last = float(bars["close"].iloc[-1])
-    row = pd.DataFrame(
-        {
-            "ts": [bars.index[-1] + pd.Timedelta(minutes=5)],
-            "symbol": ["BTCUSD"],
-            "timeframe": ["5m"],
-            "open": [last],
-            "high": [last * 1.002],
-            "low": [last * 0.999],
-            "close": [last * 1.001],
-            "volume": [10.0],
-        }
-    )
-    info = {"BTCUSD": SymbolInfo("BTCUSD", "crypto", 0.01, Timeframe.M5)}
-    await write_bars(db, row, info, show_progress=False)
-
-
 async def test_triton_stopped_or_engine_down_is_503_at_the_gateway(
     loaded: TrainedRepository,
     clean_db: Database,
@@ -167,7 +149,7 @@ async def test_triton_stopped_or_engine_down_is_503_at_the_gateway(
             assert cached.status_code == 200
             assert cached.json() == ok.json()
             # A new bar needs inference: 503 at the gateway.
-            await _append_bar(clean_db, loaded.data[0].bars)
+            await append_bar(clean_db, loaded.data[0].bars)
             down = await http.get(f"{gateway}/api/ml/predict/BTCUSD")
             assert down.status_code == 503
             assert down.json()["error"] == "ML service unavailable"
