@@ -19,6 +19,7 @@ from litestar.stores.redis import RedisStore
 
 from orchestrator.api import errors
 from orchestrator.api.backtests import BacktestController
+from orchestrator.api.closed_structs import ClosedStructSchemaPlugin
 from orchestrator.api.health import HealthController
 from orchestrator.api.market import MarketController
 from orchestrator.api.options import complete_allow_header
@@ -137,7 +138,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers={Exception: errors.handle},
         lifespan=[lifespan],
         before_send=[complete_allow_header],
-        plugins=[channels],
+        plugins=[channels, ClosedStructSchemaPlugin()],
         stores={"rate_limit": rate_limits},
         dependencies={
             "predictions": Provide(_prediction_service, sync_to_thread=False),

@@ -49,19 +49,35 @@ assert set(get_args(TimeframeName)) == {t.value for t in Timeframe}
 assert set(get_args(HorizonName)) == {h.value for h in Horizon}
 
 JOB_ID = r"^[0-9a-f]{16}$"
-_MOMENT = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
-    r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?$"
+# Exactly the dates and times parse_moment accepts, so that every schema-valid value parses (the
+# contract fuzzer sends schema-valid values and expects them accepted): real calendar days of
+# 1970-2099 (29 February in leap years only), optionally a time and a UTC offset.
+_DAY = (
+    r"(?:(?:19[7-9][0-9]|20[0-9]{2})-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    r"|(?:19(?:7[26]|8[048]|9[26])|20(?:[02468][048]|[13579][26]))-02-29)"
 )
+_TIME = r"(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+_OFFSET = r"(?:Z|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])?)?"
+_MOMENT = f"^{_DAY}{_TIME}{_OFFSET}$"
 Moment = Annotated[str, msgspec.Meta(pattern=_MOMENT, max_length=32)]
 Rate = Annotated[float, msgspec.Meta(ge=0.0, lt=MAX_RATE)]
+
+
+# Litestar drops a bound of 0 from the schema of an optional number (it tests the bound for
+# truth); stating it again as extra schema keeps it in the document.
+_NOT_NEGATIVE = {"extra": {"minimum": 0.0}}
 
 
 class BacktestParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Overrides; anything left out keeps the strategy's / models' own value."""
 
-    min_confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
-    min_range_tp_ratio: Annotated[float, msgspec.Meta(ge=0.0, le=1000.0)] | None = None
+    min_confidence: (
+        Annotated[float, msgspec.Meta(ge=0.0, le=1.0, extra_json_schema=_NOT_NEGATIVE)] | None
+    ) = None
+    min_range_tp_ratio: (
+        Annotated[float, msgspec.Meta(ge=0.0, le=1000.0, extra_json_schema=_NOT_NEGATIVE)] | None
+    ) = None
     use_metamodel: bool | None = None
     horizon: HorizonName | None = None  # time stop; default: the models' label horizon
     fee_rate: Rate = 0.0  # per side, fraction of notional (0.0002 = 2 bps)
@@ -175,18 +191,6 @@ async def _get(jobs: BacktestJobService, job_id: str) -> Run:
         raise NotFoundError("job_id", str(exc)) from None
 
 
-async def _submit(
-    resources: Resources,
-    jobs: BacktestJobService,
-    kind: RunKind,
-    request: BacktestRequest,
-    params: BacktestParams,
-) -> BacktestJob:
-    await BarStore(await resources.database()).get_symbol(request.symbol)  # 404 now, not later
-    parameters = RunParameters(request=request, walk_forward=params.walk_forward)
-    return job_view(await jobs.submit(kind, parameters))
-
-
 JobId = Annotated[str, PathParameter(pattern=JOB_ID, description="a job id (16 hex digits)")]
 
 
@@ -213,18 +217,21 @@ class BacktestController(Controller):
         backtest_jobs: NamedDependency[BacktestJobService],
         data: JSONBody[BacktestBody],
     ) -> Response[BacktestJob]:
+        resources: Resources = state.resources
+        # An unknown symbol is a 404 whatever else the body says (the range cannot matter).
+        await BarStore(await resources.database()).get_symbol(data.symbol)
         request = to_request(data)
         params = data.params or BacktestParams()
-        resources: Resources = state.resources
         resolve_request(request)  # bad strategy or parameters: 400 now, not a failed job later
         if params.walk_forward is not None:
-            job = await _submit(resources, backtest_jobs, "walk_forward", request, params)
-            return Response(job, status_code=202)
+            parameters = RunParameters(request=request, walk_forward=params.walk_forward)
+            run = await backtest_jobs.submit("walk_forward", parameters)
+            return Response(job_view(run), status_code=202)
         timeframe = parse_timeframe(request.timeframe).value
-        models, _ = await predictions.served_models(timeframe)  # 400 when not served
+        models, _ = await predictions.served_models(timeframe)  # 404 when not served
         if params.run_as_job or _expected_bars(request) > INLINE_MAX_BARS:
-            job = await _submit(resources, backtest_jobs, "backtest", request, params)
-            return Response(job, status_code=202)
+            run = await backtest_jobs.submit("backtest", RunParameters(request=request))
+            return Response(job_view(run), status_code=202)
         started = datetime.now(UTC)
         result = await run_backtest(request, db=await resources.database(), models=models)
         job = BacktestJob(
