@@ -11,9 +11,13 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** Recent backtest jobs, newest first (paged, optionally by status) */
+        get: operations["ApiBacktestListJobs"];
         put?: never;
-        /** Backtest a strategy over the served models (inline, or a job for long ranges) */
+        /**
+         * Backtest a strategy over the served models (inline, or a job for long ranges)
+         * @description Ranges up to 30,000 bars answer inline (200). Longer ranges, `params.run_as_job` and `params.walk_forward` answer 202 with the job and its `status_url`; 503 when the job queue (Redis) is unavailable.
+         */
         post: operations["ApiBacktestCreate"];
         delete?: never;
         options?: never;
@@ -32,7 +36,11 @@ export interface paths {
         get: operations["ApiBacktestJobIdStatus"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Cancel a job: a queued one at once (200), a running one at its next step (202)
+         * @description A running job keeps status `running` with `cancel_requested: true` until its worker stops it (within about a second), then reads `cancelled`. A finished job answers 409.
+         */
+        delete: operations["ApiBacktestJobIdCancel"];
         options?: never;
         head?: never;
         patch?: never;
@@ -147,7 +155,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: 503 until the database and Triton are both up */
+        /** Readiness: 503 until the database and Triton are both up (Redis is reported, not required) */
         get: operations["HealthReadyReady"];
         put?: never;
         post?: never;
@@ -164,7 +172,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Get */
+        /** Prometheus metrics (text exposition format) */
         get: operations["MetricsGet"];
         put?: never;
         post?: never;
@@ -183,28 +191,56 @@ export interface components {
             end_date: string;
             params?: components["schemas"]["BacktestParams"] | null;
             start_date: string;
-            /** @default balanced */
-            strategy: string;
+            /**
+             * @default balanced
+             * @enum {string}
+             */
+            strategy: "aggressive_filter" | "balanced" | "conservative" | "baseline";
             symbol: string;
-            /** @default 5m */
-            timeframe: string;
+            /**
+             * @default 5m
+             * @enum {string}
+             */
+            timeframe: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d";
         };
         /** BacktestJob */
         BacktestJob: {
+            /** @default 0 */
+            attempts: number;
+            /** @default false */
+            cancel_requested: boolean;
             /** Format: date-time */
             created_at: string;
             error?: components["schemas"]["ErrorBody"] | null;
             error_status?: number | null;
             finished_at?: string | null;
             id: string;
+            /**
+             * @default backtest
+             * @enum {string}
+             */
+            kind: "backtest" | "walk_forward";
+            /** @default 0 */
+            max_attempts: number;
             phase: string;
             progress: number;
+            request?: components["schemas"]["BacktestRequest"] | null;
             result?: components["schemas"]["BacktestResult"] | null;
             started_at?: string | null;
             /** @enum {string} */
-            status: "queued" | "running" | "done" | "failed";
+            status: "queued" | "running" | "done" | "failed" | "cancelled";
             /** @default  */
             status_url: string;
+            updated_at?: string | null;
+            walk_forward?: number | null;
+        };
+        /** BacktestJobPage */
+        BacktestJobPage: {
+            items: components["schemas"]["BacktestJob"][];
+            limit: number;
+            next_offset?: number | null;
+            offset: number;
+            total: number;
         };
         /** BacktestMetrics */
         BacktestMetrics: {
@@ -228,7 +264,8 @@ export interface components {
             allow_overlap: boolean;
             /** @default 0 */
             fee_rate: number;
-            horizon?: string | null;
+            /** @enum {null|string} */
+            horizon?: "scalping" | "intraday" | "swing" | "position" | null;
             min_confidence?: number | null;
             min_range_tp_ratio?: number | null;
             /** @default false */
@@ -336,6 +373,7 @@ export interface components {
         /** HealthReport */
         HealthReport: {
             database: components["schemas"]["DependencyStatus"];
+            redis: components["schemas"]["DependencyStatus"];
             status: string;
             triton: components["schemas"]["DependencyStatus"];
         };
@@ -402,6 +440,17 @@ export interface components {
             down: number;
             up: number;
         };
+        /** SharedSummary */
+        SharedSummary: {
+            cached_predictions_used: number;
+            claims_lost: number;
+            claims_won: number;
+            predictions_received: number;
+            rate_limit_in_memory: boolean;
+            redis_available: boolean;
+            redis_errors: number;
+            replica_id: string;
+        };
         /** Signal */
         Signal: {
             action: string;
@@ -441,6 +490,7 @@ export interface components {
             responses_by_status: {
                 [key: string]: number;
             };
+            shared: components["schemas"]["SharedSummary"];
             stream: components["schemas"]["StreamSummary"];
             triton_error?: string | null;
             uptime_s: number;
@@ -549,6 +599,66 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    ApiBacktestListJobs: {
+        parameters: {
+            query?: {
+                status?: "queued" | "running" | "done" | "failed" | "cancelled" | null;
+                limit?: number;
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BacktestJobPage"];
+                };
+            };
+            /** @description Bad request: `field` names the parameter and `message` says how to fix it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Triton ("ML service unavailable") or the database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     ApiBacktestCreate: {
         parameters: {
             query?: never;
@@ -564,6 +674,15 @@ export interface operations {
         responses: {
             /** @description Request fulfilled, document follows */
             200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BacktestJob"];
+                };
+            };
+            /** @description Queued as a job: poll its `status_url` */
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -589,7 +708,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Unknown symbol */
+            /** @description Unknown symbol, or no bars or models for the asked timeframe (`field` says which) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -632,6 +751,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
+                /** @description a job id (16 hex digits) */
                 job_id: string;
             };
             cookie?: never;
@@ -647,19 +767,13 @@ export interface operations {
                     "application/json": components["schemas"]["BacktestJob"];
                 };
             };
-            /** @description Bad request syntax or unsupported method */
+            /** @description Bad request: `field` names the parameter and `message` says how to fix it */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        detail: string;
-                        extra?: null | {
-                            [key: string]: unknown;
-                        } | unknown[];
-                        status_code: number;
-                    };
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>) */
@@ -671,7 +785,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Unknown symbol */
+            /** @description Unknown symbol, or no bars or models for the asked timeframe (`field` says which) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -689,18 +803,118 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Triton ("ML service unavailable") or the database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    ApiBacktestJobIdCancel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a job id (16 hex digits) */
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BacktestJob"];
+                };
+            };
+            /** @description Running: it stops within about a second */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BacktestJob"];
+                };
+            };
+            /** @description Bad request: `field` names the parameter and `message` says how to fix it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unknown symbol, or no bars or models for the asked timeframe (`field` says which) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict: the job already finished (the message says with which status) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Triton ("ML service unavailable") or the database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     ApiHistorySymbolHistory: {
         parameters: {
             query?: {
+                /** @description How many bars (the newest, or the first of the range), 1 to 10000 */
                 limit?: number;
-                timeframe?: string;
-                start?: string | null;
-                end?: string | null;
+                /** @description Bar timeframe, one of 1m, 5m, 15m, 30m, 1h, 4h, 1d; coarser ones are resampled from the stored bars */
+                timeframe?: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d";
+                /** @description Range start (inclusive), RFC 3339 with an offset; give `end` too, after it */
+                start?: string;
+                /** @description Range end (exclusive), RFC 3339 with an offset; after `start` */
+                end?: string;
             };
             header?: never;
             path: {
+                /** @description Instrument symbol, 1-20 characters A-Z, a-z, 0-9, '.', '_' or '-', starting with a letter or digit; case-insensitive (btcusd is BTCUSD) */
                 symbol: string;
             };
             cookie?: never;
@@ -734,7 +948,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Unknown symbol */
+            /** @description Unknown symbol, or no bars or models for the asked timeframe (`field` says which) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -766,13 +980,16 @@ export interface operations {
     ApiIndicatorsSymbolIndicators: {
         parameters: {
             query?: {
-                /** @description comma-separated names */
+                /** @description Comma-separated indicator names (no spaces), from ret_1, ret_3, ret_6, ret_12, ret_24, ret_48, rsi, macd, macd_signal, macd_hist, atr_rel, bb_pctb, bb_width, ema_fast_dist, ema_mid_dist, ema_slow_dist, adx, dmp_dmn, stoch_k, stoch_d, volume_z, range_atr, realized_vol, body_atr, hour_sin, hour_cos, dow_sin, dow_cos, atr */
                 indicators?: string;
-                timeframe?: string;
+                /** @description Bar timeframe, one of 1m, 5m, 15m, 30m, 1h, 4h, 1d; coarser ones are resampled from the stored bars */
+                timeframe?: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d";
+                /** @description How many of the newest bars, 1 to 10000 */
                 limit?: number;
             };
             header?: never;
             path: {
+                /** @description Instrument symbol, 1-20 characters A-Z, a-z, 0-9, '.', '_' or '-', starting with a letter or digit; case-insensitive (btcusd is BTCUSD) */
                 symbol: string;
             };
             cookie?: never;
@@ -806,7 +1023,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Unknown symbol */
+            /** @description Unknown symbol, or no bars or models for the asked timeframe (`field` says which) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -838,11 +1055,14 @@ export interface operations {
     ApiPredictSymbolPredict: {
         parameters: {
             query?: {
-                horizon?: string;
-                timeframe?: string;
+                /** @description One horizon, or all of them: all, scalping, intraday, swing, position */
+                horizon?: "all" | "scalping" | "intraday" | "swing" | "position";
+                /** @description Bar timeframe, one of 5m, 15m, 1h; 404 when no model set is served for it (`/health` lists the served ones) */
+                timeframe?: "5m" | "15m" | "1h";
             };
             header?: never;
             path: {
+                /** @description Instrument symbol, 1-20 characters A-Z, a-z, 0-9, '.', '_' or '-', starting with a letter or digit; case-insensitive (btcusd is BTCUSD) */
                 symbol: string;
             };
             cookie?: never;
@@ -876,7 +1096,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Unknown symbol */
+            /** @description Unknown symbol, or no bars or models for the asked timeframe (`field` says which) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -917,12 +1137,16 @@ export interface operations {
     ApiSignalsSymbolSignals: {
         parameters: {
             query?: {
-                timeframe?: string;
-                strategy?: string;
-                min_confidence?: number | null;
+                /** @description Bar timeframe, one of 5m, 15m, 1h; 404 when no model set is served for it (`/health` lists the served ones) */
+                timeframe?: "5m" | "15m" | "1h";
+                /** @description Signal filter: aggressive_filter (many trades; weak filters); balanced (default: moderate confidence and range); conservative (few trades: high confidence, predicted range must reach TP); baseline (no metamodel: the TP/SL classifier's own probability) */
+                strategy?: "aggressive_filter" | "balanced" | "conservative" | "baseline";
+                /** @description Overrides the strategy's minimum confidence, 0 to 1 */
+                min_confidence?: number;
             };
             header?: never;
             path: {
+                /** @description Instrument symbol, 1-20 characters A-Z, a-z, 0-9, '.', '_' or '-', starting with a letter or digit; case-insensitive (btcusd is BTCUSD) */
                 symbol: string;
             };
             cookie?: never;
@@ -956,7 +1180,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Unknown symbol */
+            /** @description Unknown symbol, or no bars or models for the asked timeframe (`field` says which) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -1012,6 +1236,24 @@ export interface operations {
                     "application/json": components["schemas"]["StatsResponse"];
                 };
             };
+            /** @description Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     HealthHealth: {
@@ -1052,6 +1294,15 @@ export interface operations {
                     "application/json": components["schemas"]["HealthReport"];
                 };
             };
+            /** @description Not ready: the report says which dependency is down and why */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HealthReport"];
+                };
+            };
         };
     };
     MetricsGet: {
@@ -1069,7 +1320,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "text/plain": string;
                 };
             };
         };

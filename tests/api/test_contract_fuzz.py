@@ -129,11 +129,6 @@ FUZZ_SETTINGS = settings(
         HealthCheck.function_scoped_fixture,
     ],
 )
-# Backtest routes that still fail, each named by its xfail test below (backtests.py is being
-# rewritten on SAQ); everything else must pass.
-backtest_submission = schema.include(method="POST", path="/api/backtest")
-backtest_jobs = schema.include(path_regex="^/api/backtest").exclude(method="POST")
-the_rest = schema.exclude(path_regex="^/api/backtest")
 
 
 def _fuzz(case: schemathesis.Case[Any], base_url: str) -> None:
@@ -155,42 +150,9 @@ def cases_report(pytestconfig: pytest.Config) -> Iterator[None]:
             reporter.write_line(f"  {count:5d}  {label}")
 
 
-@the_rest.parametrize()
+@schema.parametrize()
 @FUZZ_SETTINGS
 def test_the_api_keeps_its_contract(case: schemathesis.Case[Any], live_api: str) -> None:
-    _fuzz(case, live_api)
-
-
-@pytest.mark.xfail(
-    reason="backtests.py: BacktestBody.start_date/end_date declare only a digit pattern, so "
-    "'0000-00-00' is schema-valid and answered 400 (positive_data_acceptance); declare real "
-    "dates (format date / date-time, or one pattern per accepted form); the Litestar `Allow` "
-    "bug named below applies to this path too",
-    raises=BaseExceptionGroup,  # schemathesis' FailureGroup, or Hypothesis' group of several
-    strict=True,
-)
-@backtest_submission.parametrize()
-@FUZZ_SETTINGS
-def test_backtest_submission_keeps_its_contract(
-    case: schemathesis.Case[Any], live_api: str
-) -> None:
-    _fuzz(case, live_api)
-
-
-@pytest.mark.xfail(
-    reason="Litestar 2.x (litestar-org/litestar#4169, fixed in v3): the automatic OPTIONS answer "
-    "of a path with several handlers lists the methods of the first one only ('Allow: OPTIONS, "
-    "POST' on /api/backtest, 'Allow: DELETE, OPTIONS' on /api/backtest/{job_id}), so "
-    "allow_header_conformance fails; not strict: the check runs where the coverage phase "
-    "sends OPTIONS",
-    raises=BaseExceptionGroup,
-    strict=False,
-)
-@backtest_jobs.parametrize()
-@FUZZ_SETTINGS
-def test_backtest_job_routes_keep_their_contract(
-    case: schemathesis.Case[Any], live_api: str
-) -> None:
     _fuzz(case, live_api)
 
 
