@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -186,3 +187,60 @@ async def test_the_rate_limit_is_one_budget_across_replicas(
         assert set(statuses[limit:]) == {429}
         limited = await client.get(f"{b}/api/history/BTCUSD", params={"limit": 5})
         assert limited.status_code == 429
+
+
+async def test_a_job_submitted_on_one_replica_is_polled_to_completion_on_the_other(
+    loaded: TrainedRepository,
+    db_settings: DatabaseSettings,
+    model_server: TritonServer,
+    redis_flushed: str,
+    tmp_path: Path,
+) -> None:
+    body = {
+        "symbol": "BTCUSD",
+        "start_date": "2025-06-10",
+        "end_date": "2025-06-20",
+        "strategy": "aggressive_filter",
+        "params": {"run_as_job": True},
+    }
+    env = cli_env(
+        db_settings,
+        REDIS_URL=redis_flushed,
+        TRITON_GRPC_PORT=str(model_server.grpc_port),
+        TRITON_HTTP_PORT=str(model_server.http_port),
+    )
+    worker = _spawn_worker(env, tmp_path / "worker.log")
+    try:
+        async with (
+            _replicas(db_settings, model_server, redis_flushed) as (a, b),
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            submitted = await client.post(f"{a}/api/backtest", json=body)
+            assert submitted.status_code == 202, submitted.text
+            status_url = f"{b}{submitted.json()['status_url']}"
+            state: dict[str, Any] = {}
+
+            async def finished() -> bool:
+                nonlocal state
+                state = (await client.get(status_url)).json()
+                return state["status"] not in ("queued", "running")
+
+            await _until(finished, 120)
+            assert state["status"] == "done", state
+            assert state["result"]["metrics"]["n_bars"] > 2000  # ten days of 5m bars
+            listed = (await client.get(f"{b}/api/backtest", params={"status": "done"})).json()
+            assert [item["id"] for item in listed["items"]] == [state["id"]]
+    finally:
+        worker.terminate()
+        worker.wait(20)
+
+
+def _spawn_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "worker"],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
