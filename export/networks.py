@@ -17,8 +17,10 @@ class GRURange(nn.Module):
         )
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        # An explicit zero h0 keeps the batch dimension dynamic in the exported graph.
-        h0 = torch.zeros(1, seq.shape[0], self.gru.hidden_size, dtype=seq.dtype, device=seq.device)
+        # An explicit zero h0 keeps the batch dimension dynamic in the exported graph; new_zeros
+        # takes its device from `seq` when traced (torch.zeros(device=seq.device) bakes in "cpu",
+        # and the TorchScript model then fails on a GPU).
+        h0 = seq.new_zeros((1, seq.shape[0], self.gru.hidden_size))
         _, last = self.gru(seq, h0)
         return nn.functional.softplus(self.head(last[-1]))
 

@@ -3,6 +3,8 @@ XGBoost in-process vs Triton-served."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -179,3 +181,21 @@ async def test_fused_ensemble_refuses_only_the_request_with_nan(
     for k, answer in enumerate(answers):
         if k != 3:
             np.testing.assert_allclose(answer, expected[k : k + 1], atol=1e-6)
+
+
+def test_torchscript_range_models_carry_no_device(tmp_path: Path) -> None:
+    """The gpu profile serves the TorchScript twins on CUDA: a traced constant device ("cpu")
+    would pin a tensor to the CPU and fail there (seen on an H200, docs/benchmarks.md)."""
+    from export.exporter import export_torchscript
+    from export.networks import GRURange, TransformerRange
+
+    window, n_features = 16, 5
+    for name, net in (
+        ("gru", GRURange(n_features, 8)),
+        ("transformer", TransformerRange(n_features, 8, window)),
+    ):
+        path = tmp_path / f"{name}.pt"
+        export_torchscript(net.eval(), path, window, n_features)
+        loaded = torch.jit.load(str(path))
+        assert 'device("cpu")' not in loaded.code, f"{name}: {loaded.code}"
+        assert loaded(torch.zeros(7, window, n_features)).shape == (7, 8)
