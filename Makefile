@@ -27,7 +27,7 @@ help: ## List every target
 $(APP_STAMP): pyproject.toml uv.lock
 	@py="$(PY312)"; [ -n "$$py" ] || exit 1; \
 	 echo "app environment: $$py -> $(VENV)"; \
-	 UV_PYTHON_DOWNLOADS=never "$(UV)" sync --frozen --compile-bytecode --python "$$py" --quiet
+	 UV_PYTHON_DOWNLOADS=never "$(UV)" sync --frozen --extra training --compile-bytecode --python "$$py" --quiet
 	@touch $@
 
 $(TRITON_STAMP): requirements/triton-model-env.txt scripts/install-triton-env.sh
