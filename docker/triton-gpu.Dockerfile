@@ -2,8 +2,13 @@
 # repository root after `make models`:
 #   docker build -f docker/triton-gpu.Dockerfile -t trading-ml-triton-gpu .
 # Run with the NVIDIA container toolkit: docker run --gpus all -p 8000-8002:8000-8002 ...
+# The backends the gpu profile may use are the ones this release ships (tests/deploy checks it).
 FROM nvcr.io/nvidia/tritonserver:24.08-py3
-COPY model_repository/gpu /models
+COPY --chown=1000:1000 model_repository/gpu /models
+# uid 1000 is the NGC image's unprivileged triton-server user.
+USER 1000:1000
 EXPOSE 8000 8001 8002
+HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"]
 CMD ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit", \
      "--load-model=*", "--strict-readiness=true"]
