@@ -1,8 +1,10 @@
-# The orchestrator API (and, until the dependency split lands, the job worker: the same image runs
-# `python -m orchestrator worker`). Build from the repository root:
-#   docker build -f docker/orchestrator.Dockerfile -t trading-ml-orchestrator .
-# Known gap (issue 14): this image still installs the whole lock, training stack (torch) included.
-FROM python:3.12.8-slim-bookworm
+# Two images from one file. Build from the repository root:
+#   docker build -f docker/orchestrator.Dockerfile --target api -t trading-ml-orchestrator .
+#   docker build -f docker/orchestrator.Dockerfile --target worker -t trading-ml-worker .
+# `api` installs the project without the `training` extra: no torch, onnx, onnxruntime, xgboost or
+# scikit-learn (tests/test_packaging.py checks the lock). `worker` adds that extra for
+# walk-forward jobs, which retrain models.
+FROM python:3.12.8-slim-bookworm AS api
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
 WORKDIR /app
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy PYTHONUNBUFFERED=1
@@ -18,3 +20,11 @@ EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/app/.venv/bin/python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"]
 CMD ["/app/.venv/bin/python", "-m", "orchestrator", "serve"]
+
+FROM api AS worker
+USER 0
+RUN uv sync --frozen --no-dev --extra training
+USER 10001:10001
+# A worker serves no HTTP: its liveness is the MySQL heartbeat of the run it holds.
+HEALTHCHECK NONE
+CMD ["/app/.venv/bin/python", "-m", "orchestrator", "worker"]
