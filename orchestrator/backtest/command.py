@@ -18,9 +18,9 @@ from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 if TYPE_CHECKING:
     from export.train import TrainConfig
+    from export.walkforward import WalkForwardConfig
     from orchestrator.backtest.report import BacktestResult
     from orchestrator.backtest.request import BacktestRequest
-    from orchestrator.backtest.walkforward import WalkForwardConfig
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # as orchestrator/cli.py: bad input
@@ -152,9 +152,9 @@ async def execute(
 ) -> BacktestResult:
     import tritonclient.grpc.aio as grpc_aio
 
+    from export.walkforward import run_walk_forward
     from orchestrator.backtest.predictions import PREDICTION_CACHE_DIR
     from orchestrator.backtest.runner import run_backtest
-    from orchestrator.backtest.walkforward import run_walk_forward
     from orchestrator.inference.client import SignalModels
     from orchestrator.inference.models import ENSEMBLE, served_name
     from orchestrator.marketdata.db import Database
@@ -255,8 +255,8 @@ def summary(result: BacktestResult) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from export.walkforward import WalkForwardConfig
     from orchestrator.backtest.request import BacktestRequestError
-    from orchestrator.backtest.walkforward import WalkForwardConfig
     from orchestrator.devstack.triton import TritonStartError
     from orchestrator.features.spec import FeatureSpecMismatchError
     from orchestrator.inference.client import ModelServiceUnavailableError

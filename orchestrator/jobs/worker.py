@@ -29,11 +29,11 @@ from saq.job import Job, Status
 from saq.types import Context, PartialTimersDict
 from saq.utils import now
 
+from export.walkforward import WalkForwardConfig, run_walk_forward
 from orchestrator.api.errors import ErrorBody, describe
 from orchestrator.backtest.predictions import PREDICTION_CACHE_DIR
 from orchestrator.backtest.report import BacktestResult
 from orchestrator.backtest.runner import PhaseProgress, run_backtest
-from orchestrator.backtest.walkforward import WalkForwardConfig, run_walk_forward
 from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE, served_name
 from orchestrator.jobs.errors import JobQueueUnavailableError

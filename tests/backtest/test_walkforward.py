@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 
 from export.train import SymbolData, TrainConfig, TrainedModels, train_all
+from export.walkforward import WalkForwardConfig, run_walk_forward, scratch_slot
 from orchestrator.backtest.report import BacktestResult
 from orchestrator.backtest.request import BacktestRequest, BacktestRequestError
-from orchestrator.backtest.walkforward import WalkForwardConfig, run_walk_forward, scratch_slot
 from orchestrator.features.horizons import Horizon
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
