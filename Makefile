@@ -89,7 +89,7 @@ run: demo-data redis triton orchestrator replay worker ## Everything: DB + demo 
 	@echo "  job worker   backtest/walk-forward jobs from Redis   (more, on any machine: python -m orchestrator worker)"
 	@echo "  logs         $(RUN)/*.log    stop with: make stop"
 
-stop: ## Stop what make started (replay, job worker, API, Triton, private MariaDB), by pid
+stop: ## Stop what make started (replay, job worker, API, Triton, private MariaDB and Redis), by pid
 	@if [ -x $(PY) ]; then \
 	  $(PY) -m orchestrator.devstack.replay_process down; \
 	  $(PY) -m orchestrator.devstack.worker_process down; \
