@@ -70,12 +70,14 @@ async def test_triton_down_serves_computed_bars_fails_fast_and_recovers_by_itsel
 
         await asyncio.to_thread(server.start)  # returns once Triton reports ready
         ready_at = time.perf_counter()
+        # Nothing is restarted: the same app answers again by itself. How soon is measured and
+        # printed (docs/reliability.md), not asserted; the deadline only stops a hang.
         while (response := await client.get(url)).status_code != 200:
             assert response.status_code == 503
+            assert time.perf_counter() - ready_at < 60, "serving did not resume"
             await asyncio.sleep(0.05)
         resumed_s = time.perf_counter() - ready_at
         print(f"503 after {elapsed_s * 1e3:.0f} ms; serving resumed {resumed_s:.2f} s after ready")
-        assert resumed_s < 5.0  # typically well under a second (docs/reliability.md)
         assert response.json()["bar_time"] != computed.json()["bar_time"]
 
 
