@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -36,14 +35,13 @@ def up(timeout_s: float = 60.0) -> int:
             log_path=LOG_PATH,
             pid_path=PID_PATH,
         )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _healthy(port):
-            print(f"orchestrator ready on http://127.0.0.1:{port} (log {LOG_PATH})")
-            return 0
-        if process.running_pid(PID_PATH, "orchestrator") is None:
-            break
-        time.sleep(0.25)
+
+    def alive() -> bool:
+        return process.running_pid(PID_PATH, "orchestrator") is not None
+
+    if process.wait_until(lambda: _healthy(port), alive, timeout_s):
+        print(f"orchestrator ready on http://127.0.0.1:{port} (log {LOG_PATH})")
+        return 0
     print(
         f"error: the orchestrator did not come up; last lines of {LOG_PATH}:\n"
         + process.log_tail(LOG_PATH),

@@ -25,19 +25,13 @@ from asyncmy.errors import Error as MySQLError
 
 from orchestrator.devstack import process
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError, error_code
-from orchestrator.settings import PROJECT_ROOT, RUN_DIR, DatabaseSettings
+from orchestrator.settings import RUN_DIR, DatabaseSettings
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 class DatabaseSetupError(RuntimeError):
     pass
-
-
-def _find(binary: str) -> str | None:
-    return shutil.which(binary) or next(
-        (str(p) for d in ("/usr/sbin", "/usr/bin") if (p := Path(d) / binary).exists()), None
-    )
 
 
 async def _try_connect(settings: DatabaseSettings) -> str | None:
@@ -97,7 +91,7 @@ class PrivateMariaDB:
         return f"--port={port}".encode() in cmdline
 
     def ensure_installed(self) -> None:
-        if _find("mariadbd") and _find("mariadb-install-db"):
+        if process.find_binary("mariadbd") and process.find_binary("mariadb-install-db"):
             return
         allowed = os.environ.get("ALLOW_APT_INSTALL", "1") != "0"
         if os.geteuid() != 0 or not shutil.which("apt-get") or not allowed:
@@ -106,7 +100,7 @@ class PrivateMariaDB:
                 "`sudo apt-get install mariadb-server`, or set MYSQL_HOST/MYSQL_PORT to a server"
             )
         print("installing Debian's mariadb-server (once per machine)...", flush=True)
-        subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "install-mariadb.sh")], check=True)
+        process.install_debian_packages("mariadb-server", "mariadb-client")
 
     def _initialise(self, user: str) -> None:
         """A fresh data directory; a half-initialised one (interrupted run) is ours to discard."""
@@ -115,7 +109,7 @@ class PrivateMariaDB:
         self.datadir.mkdir(parents=True)
         result = subprocess.run(
             [
-                _find("mariadb-install-db") or "mariadb-install-db",
+                process.find_binary("mariadb-install-db") or "mariadb-install-db",
                 "--no-defaults",
                 f"--datadir={self.datadir}",
                 f"--user={user}",
@@ -145,7 +139,7 @@ class PrivateMariaDB:
         if not (self.datadir / "mysql").is_dir():
             self._initialise(user)
         command = [
-            _find("mariadbd") or "mariadbd",
+            process.find_binary("mariadbd") or "mariadbd",
             "--no-defaults",
             f"--datadir={self.datadir}",
             f"--socket={self.socket_path}",
@@ -202,7 +196,7 @@ class PrivateMariaDB:
         self._admin(sql, check=True)
 
     def _admin(self, sql: str, *, check: bool) -> subprocess.CompletedProcess[str]:
-        client = _find("mariadb") or _find("mysql") or "mariadb"
+        client = process.find_binary("mariadb") or process.find_binary("mysql") or "mariadb"
         # The client honours MYSQL_HOST/MYSQL_TCP_PORT/MYSQL_PWD: scrub them and force the socket,
         # where unix_socket authentication maps the OS user to the database admin.
         env = {k: v for k, v in os.environ.items() if not k.startswith("MYSQL_")}

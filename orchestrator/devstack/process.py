@@ -4,12 +4,40 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+
+def find_binary(name: str) -> str | None:
+    """`name` on PATH, or in the sbin/bin folders Debian's server packages install into."""
+    return shutil.which(name) or next(
+        (str(p) for d in ("/usr/sbin", "/usr/bin") if (p := Path(d) / name).exists()), None
+    )
+
+
+def install_debian_packages(*packages: str) -> None:
+    """Debian's packages with their system services left stopped (the project runs its own)."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "install-debian-packages.sh"
+    subprocess.run(["bash", str(script), *packages], check=True)
+
+
+def wait_until(
+    ready: Callable[[], bool], alive: Callable[[], bool], timeout_s: float, poll_s: float = 0.25
+) -> bool:
+    """Polls `ready` until it holds (True), the process is no longer `alive` or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready():
+            return True
+        if not alive():
+            return ready()
+        time.sleep(poll_s)
+    return False
 
 
 def read_pid(pid_path: Path) -> int | None:

@@ -6,26 +6,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from orchestrator.devstack import process
-from orchestrator.settings import PROJECT_ROOT, RUN_DIR
+from orchestrator.settings import RUN_DIR
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 class RedisSetupError(RuntimeError):
     pass
-
-
-def _find(binary: str) -> str | None:
-    return shutil.which(binary) or next(
-        (str(p) for d in ("/usr/sbin", "/usr/bin") if (p := Path(d) / binary).exists()), None
-    )
 
 
 def ping(url: str, timeout_s: float = 1.0) -> str | None:
@@ -63,7 +55,7 @@ class PrivateRedis:
         return process.running_pid(self.pid_path, "redis-server") is not None
 
     def ensure_installed(self) -> None:
-        if _find("redis-server"):
+        if process.find_binary("redis-server"):
             return
         allowed = os.environ.get("ALLOW_APT_INSTALL", "1") != "0"
         if os.geteuid() != 0 or not shutil.which("apt-get") or not allowed:
@@ -72,7 +64,7 @@ class PrivateRedis:
                 "`sudo apt-get install redis-server`, or set REDIS_URL to a running Redis"
             )
         print("installing Debian's redis-server (once per machine)...", flush=True)
-        subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "install-redis.sh")], check=True)
+        process.install_debian_packages("redis-server")
 
     def start(self, timeout_s: float = 20.0) -> None:
         if self.is_running():
@@ -85,7 +77,7 @@ class PrivateRedis:
             )
         self.base.mkdir(parents=True, exist_ok=True)
         command = [
-            _find("redis-server") or "redis-server",
+            process.find_binary("redis-server") or "redis-server",
             "--port",
             str(self.port),
             "--bind",
@@ -106,15 +98,14 @@ class PrivateRedis:
         child = process.spawn(
             command, env=dict(os.environ), log_path=self.log_path, pid_path=self.pid_path
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if ping(self.url, timeout_s=0.5) is None:
-                return
-            # Our own child: its exit status, not /proc (redis-server renames its process, and
-            # /proc/<pid>/cmdline reads empty meanwhile).
-            if child.poll() is not None:
-                break
-            time.sleep(0.1)
+
+        # Our own child: its exit status, not /proc (redis-server renames its process, and
+        # /proc/<pid>/cmdline reads empty meanwhile).
+        def answers() -> bool:
+            return ping(self.url, timeout_s=0.5) is None
+
+        if process.wait_until(answers, lambda: child.poll() is None, timeout_s, poll_s=0.1):
+            return
         raise RedisSetupError(
             f"the private redis-server did not start; last lines of {self.log_path}:\n"
             + process.log_tail(self.log_path)

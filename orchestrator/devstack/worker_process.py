@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from orchestrator.devstack import process
 from orchestrator.settings import RUN_DIR
@@ -29,18 +28,17 @@ def up(timeout_s: float = 60.0) -> int:
         log_path=LOG_PATH,
         pid_path=PID_PATH,
     )
+
     # Ready once it logs so; a worker that cannot reach Redis or MySQL exits with the reason
     # (our own child: its exit status, not /proc, which can read empty while it starts).
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def logged_ready() -> bool:
         with open(LOG_PATH, "rb") as log:
             log.seek(offset)
-            if READY.encode() in log.read():
-                print(f"job worker: backtest and walk-forward jobs from Redis (log {LOG_PATH})")
-                return 0
-        if child.poll() is not None:
-            break
-        time.sleep(0.25)
+            return READY.encode() in log.read()
+
+    if process.wait_until(logged_ready, lambda: child.poll() is None, timeout_s):
+        print(f"job worker: backtest and walk-forward jobs from Redis (log {LOG_PATH})")
+        return 0
     print(
         f"error: the job worker did not start; last lines of {LOG_PATH}:\n"
         + process.log_tail(LOG_PATH),
