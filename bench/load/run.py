@@ -41,6 +41,8 @@ from urllib.parse import urlsplit
 
 from bench.serving.common import EXTRA_BARS, VERSION_DIR
 from bench.serving.market import BarBook, BarWriter, delete_symbols, seed
+from bench.serving.report import machine
+from bench.serving.services import cpu_seconds, proc_table
 from orchestrator.devstack import process
 from orchestrator.devstack.redis import PrivateRedis, RedisSetupError, ping
 from orchestrator.devstack.triton import TritonServer
@@ -73,30 +75,6 @@ def seconds(duration: str) -> float:
 
 
 # --- CPU accounting -------------------------------------------------------------------------
-def _proc_table() -> dict[int, tuple[int, float]]:
-    tick = os.sysconf("SC_CLK_TCK")
-    table = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        table[int(stat.parent.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    return table
-
-
-def cpu_seconds(root: int, table: dict[int, tuple[int, float]] | None = None) -> float:
-    """CPU time of `root` and its live descendants (Triton's Python stubs are children)."""
-    table = _proc_table() if table is None else table
-    members = {root} & table.keys()
-    grew = True
-    while grew:
-        more = {pid for pid, (parent, _) in table.items() if parent in members} - members
-        members |= more
-        grew = bool(more)
-    return sum(table[pid][1] for pid in members)
-
-
 def machine_busy_seconds() -> float:
     """CPU seconds all processes of the machine used so far (user+nice+system+irq+softirq)."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -116,8 +94,8 @@ class CpuSampler:
         self.first = self.last = self._read()
 
     def _read(self) -> tuple[float, dict[str, float]]:
-        table = _proc_table()
-        used = {k: sum(cpu_seconds(p, table) for p in pids) for k, pids in self.groups.items()}
+        table = proc_table()
+        used = {k: cpu_seconds(list(pids), table) for k, pids in self.groups.items()}
         # This script alone: its descendants are the replicas, Triton and locust, counted above.
         used[SELF] = table.get(os.getpid(), (0, 0.0))[1]
         used["machine_total"] = machine_busy_seconds()
@@ -149,19 +127,6 @@ class CpuSampler:
 
 def _bar_close(stats: Any) -> Json:
     return (stats.get("bar_close") or {}) if isinstance(stats, dict) else {}
-
-
-def machine() -> Json:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with contextlib.suppress(OSError):
-        memory = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
-    return {"cpu": model, "cpus": os.cpu_count(), "memory": memory}
 
 
 # --- services -------------------------------------------------------------------------------

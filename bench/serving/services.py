@@ -21,7 +21,7 @@ from orchestrator.devstack import process
 from orchestrator.settings import PROJECT_ROOT, RUN_DIR
 
 
-def _proc_table() -> dict[int, tuple[int, float]]:
+def proc_table() -> dict[int, tuple[int, float]]:
     """pid -> (parent pid, CPU seconds used) for every process we may read."""
     tick = os.sysconf("SC_CLK_TCK")
     table = {}
@@ -34,9 +34,9 @@ def _proc_table() -> dict[int, tuple[int, float]]:
     return table
 
 
-def _cpu_seconds(roots: list[int]) -> float:
-    """CPU time of `roots` and all their descendants (Triton's Python stubs are children)."""
-    table = _proc_table()
+def cpu_seconds(roots: list[int], table: dict[int, tuple[int, float]] | None = None) -> float:
+    """CPU time of `roots` and all their live descendants (Triton's Python stubs are children)."""
+    table = proc_table() if table is None else table
     members = set(roots) & table.keys()
     grew = True
     while grew:
@@ -56,10 +56,10 @@ async def wait_idle(roots: list[int], *, below: float = 0.15, timeout_s: float =
     deadline = time.monotonic() + timeout_s
     calm, window = 0, 0.3
     started = time.monotonic()
-    before = _cpu_seconds(roots)
+    before = cpu_seconds(roots)
     while time.monotonic() < deadline:
         await asyncio.sleep(window)
-        after = _cpu_seconds(roots)
+        after = cpu_seconds(roots)
         rate, before = (after - before) / window, after
         _IDLE_FLOOR[0] = min(_IDLE_FLOOR[0], rate)
         calm = calm + 1 if rate < max(below, 1.5 * _IDLE_FLOOR[0] + 0.05) else 0
