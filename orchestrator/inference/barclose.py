@@ -138,7 +138,7 @@ class BarCloseEngine:
         the requests waiting for them are answered and the listeners told."""
         if self._shared is None:
             return
-        produced = []
+        received: dict[FeatureKey, Prediction] = {}
         for record in self._shared.decode_event(payload):
             key: FeatureKey = (record.symbol, Timeframe(record.timeframe))
             try:
@@ -146,15 +146,18 @@ class BarCloseEngine:
             except Exception as exc:  # Triton away: the record stays in the cache for later
                 log.debug("bar-close event for %s skipped: %s", key, exc)
                 continue
-            prediction = record.prediction(spec)
+            received[key] = prediction = record.prediction(spec)
             self._keep_latest(key, prediction)
             self.known[key] = max(record.bar_time, self.known.get(key, record.bar_time))
-            for token in [t for t in self._remote if t[0] == key and t[1] <= record.bar_time]:
+        # One pass over the waiting keys (an event carries a whole sweep, up to thousands).
+        for token in [t for t in self._remote if t[0] in received]:
+            prediction = received[token[0]]
+            if token[1] <= prediction.bar_time:
                 future = self._remote.pop(token)
                 if not future.done():
                     future.set_result(prediction)
-            produced.append(prediction)
-        if produced:
+        if received:
+            produced = list(received.values())
             for listener in self._listeners:
                 listener(produced)
 

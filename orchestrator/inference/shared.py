@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 import msgspec
 import numpy as np
+import pandas as pd
 from litestar.stores.redis import RedisStore
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -88,8 +89,6 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
 
     def prediction(self, spec: FeatureSpec) -> Prediction:
         """A Prediction that answers like the computing replica's (the tensors stay there)."""
-        import pandas as pd
-
         inputs = ModelInputs(
             _NO_TENSOR,
             _NO_TENSOR,
@@ -171,7 +170,6 @@ class SharedPredictions:
         self.claim_ttl_s = claim_ttl_s
         self.retry_after_s = retry_after_s
         self._down_until = 0.0
-        self._publish: list[object] = []
         self.cache_hits = 0
         self.claims_won = 0
         self.claims_lost = 0
