@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
+import numpy.typing as npt
 from litestar import Controller, MediaType, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIType
@@ -23,7 +24,6 @@ from orchestrator.api.market import (
 )
 from orchestrator.features.horizons import Horizon
 from orchestrator.inference.barclose import Prediction
-from orchestrator.inference.client import EnsembleOutput
 from orchestrator.inference.models import SERVED_TIMEFRAMES
 from orchestrator.inference.service import PredictionService
 from orchestrator.signals.logic import Signal, build_signal
@@ -51,10 +51,14 @@ class HorizonPrediction(msgspec.Struct):
     bars: int
     high: float  # price the market is expected to reach above the close
     low: float
-    up_atr: float  # mean of the two range models, in ATR units
+    up_atr: float  # the served range in ATR units (the serving head's stack; see docs/models.md)
     down_atr: float
-    gru: RangeATR
+    gru: RangeATR  # the networks' own outputs, before the serving head
     transformer: RangeATR
+    # 80 % intervals for the high and the low, [lower, upper] in price; null for models exported
+    # without a serving head.
+    high_interval: list[float] | None = None
+    low_interval: list[float] | None = None
 
 
 class PredictionResponse(msgspec.Struct):
@@ -65,11 +69,12 @@ class PredictionResponse(msgspec.Struct):
     atr: float
     horizons: list[HorizonPrediction]
     direction: str  # "long" or "short"
-    confidence: float  # P(the trade in `direction` wins), from the metamodel
-    p_long: float
+    confidence: float  # P(the trade in `direction` wins): the metamodel's, calibrated
+    p_long: float  # P(a long trade wins), calibrated
     p_short: float
     model_version: str
     feature_fingerprint: str
+    interval_level: float | None = None  # nominal coverage of the intervals
 
 
 class SignalResponse(msgspec.Struct):
@@ -83,22 +88,37 @@ class SignalResponse(msgspec.Struct):
     model_version: str
 
 
-def _ranges(out: EnsembleOutput, k: int) -> tuple[RangeATR, RangeATR, RangeATR]:
-    """Horizon k's ranges from the GRU, the Transformer, and their mean (what signals use)."""
-    gru = RangeATR(float(out.gru_range[0, 2 * k]), float(out.gru_range[0, 2 * k + 1]))
-    tfm = RangeATR(
-        float(out.transformer_range[0, 2 * k]), float(out.transformer_range[0, 2 * k + 1])
+def _pair(ranges: npt.NDArray[Any], k: int) -> RangeATR:
+    """Horizon k's [up, down] of the first row of a (1, 2H) range array."""
+    return RangeATR(float(ranges[0, 2 * k]), float(ranges[0, 2 * k + 1]))
+
+
+def _served_range(run: Prediction, k: int) -> RangeATR:
+    """Horizon k's served range in ATR units (what signals and backtests use too)."""
+    return _pair(run.served.ranges, k)
+
+
+def _price_intervals(run: Prediction, k: int) -> tuple[list[float] | None, list[float] | None]:
+    """Horizon k's intervals for the high and the low, in price, lower bound first."""
+    intervals = run.served.intervals
+    if intervals is None:
+        return None, None
+    close, atr = run.inputs.close, run.inputs.atr
+    (up_lo, up_hi), (down_lo, down_hi) = intervals[0, 2 * k], intervals[0, 2 * k + 1]
+    return (
+        [close + float(up_lo) * atr, close + float(up_hi) * atr],
+        [close - float(down_hi) * atr, close - float(down_lo) * atr],
     )
-    return gru, tfm, RangeATR((gru.up + tfm.up) / 2, (gru.down + tfm.down) / 2)
 
 
 def prediction_response(run: Prediction, horizon: str = "all") -> PredictionResponse:
-    inputs, out, spec = run.inputs, run.out, run.spec
+    inputs, out, spec, served = run.inputs, run.out, run.spec, run.served
     horizons = []
     for k, (name, count) in enumerate(zip(spec.horizons, spec.horizon_bars, strict=True)):
         if horizon not in ("all", name):
             continue
-        gru, tfm, mean = _ranges(out, k)
+        mean = _served_range(run, k)
+        high_interval, low_interval = _price_intervals(run, k)
         horizons.append(
             HorizonPrediction(
                 name,
@@ -107,8 +127,10 @@ def prediction_response(run: Prediction, horizon: str = "all") -> PredictionResp
                 inputs.close - mean.down * inputs.atr,
                 mean.up,
                 mean.down,
-                gru,
-                tfm,
+                _pair(out.gru_range, k),
+                _pair(out.transformer_range, k),
+                high_interval,
+                low_interval,
             )
         )
     return PredictionResponse(
@@ -119,11 +141,12 @@ def prediction_response(run: Prediction, horizon: str = "all") -> PredictionResp
         inputs.atr,
         horizons,
         "long" if out.direction[0] > 0 else "short",
-        float(out.confidence[0]),
-        float(out.p_long[0]),
-        float(out.p_short[0]),
+        float(served.confidence[0]),
+        float(served.p_long[0]),
+        float(served.p_short[0]),
         out.model_version,
         spec.fingerprint,
+        None if spec.head is None else spec.head.interval_level,
     )
 
 
@@ -131,14 +154,14 @@ def signal_response(run: Prediction, strategy: Strategy) -> SignalResponse:
     """The live signal; the backtester applies the same rules to batches of predictions."""
     spec, out, inputs = run.spec, run.out, run.inputs
     k = spec.horizons.index(spec.label_horizon)
-    _, _, mean = _ranges(out, k)
+    mean, served = _served_range(run, k), run.served
     signal = build_signal(
         close=inputs.close,
         atr=inputs.atr,
         direction=float(out.direction[0]),
-        confidence=float(out.confidence[0]),
-        p_long=float(out.p_long[0]),
-        p_short=float(out.p_short[0]),
+        confidence=float(served.confidence[0]),
+        p_long=float(served.p_long[0]),
+        p_short=float(served.p_short[0]),
         up_atr=mean.up,
         down_atr=mean.down,
         tp_atr=spec.tp_atr,
@@ -153,8 +176,8 @@ def signal_response(run: Prediction, strategy: Strategy) -> SignalResponse:
         inputs.bar_time.to_pydatetime(),
         signal,
         strategy,
-        float(out.p_long[0]),
-        float(out.p_short[0]),
+        float(served.p_long[0]),
+        float(served.p_short[0]),
         out.model_version,
     )
 

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from orchestrator.features.baseline import baseline_features, season_cells
 from orchestrator.features.dataset import (
     F32,
     context_vectors,
@@ -36,12 +37,14 @@ from orchestrator.features.dataset import (
     tabular_vectors,
     valid_ends,
 )
+from orchestrator.features.head import apply_head
 from orchestrator.features.indicators import compute_features
-from orchestrator.features.online import ModelInputs, required_bars
+from orchestrator.features.online import ModelInputs, required_bars, seed_bars
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.fileio import atomic_file
 from orchestrator.inference.client import SignalModels
 from orchestrator.marketdata.store import OHLCV
+from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import RUN_DIR
 
 F64 = npt.NDArray[np.float64]
@@ -51,7 +54,7 @@ Bool = npt.NDArray[np.bool_]
 PREDICTION_CACHE_DIR = RUN_DIR / "cache" / "predictions"
 MAX_BATCH = 256  # the ensemble's max_batch_size
 DEFAULT_IN_FLIGHT = 4
-CACHE_FORMAT = 1  # bump when the cached arrays change meaning
+CACHE_FORMAT = 2  # bump when the cached arrays change meaning
 CACHE_KEEP = 64  # newest cache files kept (~22 MB each for 215k bars)
 
 ProgressFn = Callable[[int, int], None]  # (bars done, bars total)
@@ -66,6 +69,12 @@ def warmup_bars(spec: FeatureSpec) -> int:
     return required_bars(spec) - 1
 
 
+def history_bars_wanted(spec: FeatureSpec) -> int:
+    """Bars read before the first scored bar when the store has them: the baselines' week too,
+    so their inputs equal the live ones (a live state is seeded from as many)."""
+    return seed_bars(spec) - 1
+
+
 @dataclass(frozen=True, eq=False)
 class BarPredictions:
     """Per-bar model outputs aligned to the scored bars; NaN where `valid` is False."""
@@ -75,10 +84,12 @@ class BarPredictions:
     atr: F64  # price units, from the same features as the model inputs
     valid: Bool  # the bar had a full window of features and was scored
     direction: F32  # +1 long, -1 short
-    confidence: F32  # metamodel P(the trade in `direction` wins)
-    p_long: F32
-    p_short: F32
-    gru_range: F32  # (N, 2H): [up, down] per horizon, ATR units
+    # The served numbers (the spec's serving head applied, as the live API answers):
+    confidence: F64  # P(the trade in `direction` wins), calibrated
+    p_long: F64
+    p_short: F64
+    served_range: F64  # (N, 2H): [up, down] per horizon, ATR units
+    gru_range: F32  # (N, 2H): the networks' own outputs
     transformer_range: F32
     model_version: str
     feature_fingerprint: str
@@ -91,12 +102,12 @@ class BarPredictions:
 
     @property
     def up_atr(self) -> F64:
-        """(N, H): mean of the two range models, summed in float64 exactly as the live API does."""
-        return (self.gru_range[:, 0::2].astype(np.float64) + self.transformer_range[:, 0::2]) / 2
+        """(N, H): the served up-range per horizon, as the live API answers it."""
+        return self.served_range[:, 0::2]
 
     @property
     def down_atr(self) -> F64:
-        return (self.gru_range[:, 1::2].astype(np.float64) + self.transformer_range[:, 1::2]) / 2
+        return self.served_range[:, 1::2]
 
     def arrays(self) -> dict[str, npt.NDArray[Any]]:
         return {name: getattr(self, name) for name in _ARRAYS}
@@ -130,6 +141,7 @@ _ARRAYS = (
     "confidence",
     "p_long",
     "p_short",
+    "served_range",
     "gru_range",
     "transformer_range",
 )
@@ -153,6 +165,9 @@ class FeatureBlock:
         self.valid: Bool = ok[first:]
         self.tab = tabular_vectors(self.z, self.ends)
         self.ctx = context_vectors(self.z, self.ends)
+        atr = features["atr"].to_numpy(np.float64)
+        self.har: F64 = baseline_features(bars, atr, Timeframe(spec.timeframe))[first:]
+        self.season: I64 = season_cells(pd.DatetimeIndex(bars.index))[first:]
 
     def __len__(self) -> int:
         return int(self.ends.size)
@@ -169,6 +184,8 @@ class FeatureBlock:
             float(self.atr[row]),
             float(self.close[row]),
             pd.Timestamp(int(self.times[row]), tz="UTC"),
+            self.har[ends - self.first],
+            self.season[ends - self.first],
         )
 
 
@@ -354,15 +371,26 @@ async def predict_bars(
             f"{', '.join(sorted(versions - {version}))} while it was being scored; run it again"
         )
     aligned = _aligned(block, outputs)
+    served = apply_head(
+        spec.head,
+        aligned["gru_range"],
+        aligned["transformer_range"],
+        block.har,
+        block.season,
+        aligned["p_long"],
+        aligned["p_short"],
+        aligned["confidence"],
+    )
     predictions = BarPredictions(
         times=block.times,
         close=block.close,
         atr=block.atr,
         valid=block.valid,
         direction=aligned["direction"],
-        confidence=aligned["confidence"],
-        p_long=aligned["p_long"],
-        p_short=aligned["p_short"],
+        confidence=served.confidence,
+        p_long=served.p_long,
+        p_short=served.p_short,
+        served_range=served.ranges,
         gru_range=aligned["gru_range"],
         transformer_range=aligned["transformer_range"],
         model_version=version,

@@ -25,6 +25,7 @@ from orchestrator.backtest.predictions import (
     MAX_BATCH,
     PREDICTION_CACHE_DIR,
     BarPredictions,
+    history_bars_wanted,
     predict_bars,
     warmup_bars,
 )
@@ -268,7 +269,7 @@ async def run_backtest(
     k = resolve_horizon(request, spec)
     notify("loading", 0.0)
     warmup = warmup_bars(spec)
-    bars, first = await load_history(db, resolved, before=warmup, need=warmup)
+    bars, first = await load_history(db, resolved, before=history_bars_wanted(spec), need=warmup)
     loading_s = time.perf_counter() - started
     notify("loading", 1.0)
     notify("features", 0.0)

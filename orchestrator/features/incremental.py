@@ -26,10 +26,17 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from orchestrator.features.baseline import BaselineWindow, season_cell
 from orchestrator.features.dataset import F32
 from orchestrator.features.indicators import FEATURE_NAMES, PARAMS, RETURN_LAGS
-from orchestrator.features.online import ModelInputs, NotEnoughHistoryError, required_bars
+from orchestrator.features.online import (
+    ModelInputs,
+    NotEnoughHistoryError,
+    required_bars,
+    seed_bars,
+)
 from orchestrator.features.spec import CONTEXT_FEATURES, TABULAR_SUMMARY_BARS, FeatureSpec
+from orchestrator.marketdata.timeframes import Timeframe
 
 F64 = npt.NDArray[np.float64]
 NAN = math.nan
@@ -478,6 +485,7 @@ class IncrementalFeatures:
     """
 
     __slots__ = (
+        "_baseline",
         "_count",
         "_ctx_columns",
         "_last_bar",
@@ -519,15 +527,17 @@ class IncrementalFeatures:
         self._raw: F64 = np.full(_N_FEATURES + 1, np.nan)
         self._last_time: pd.Timestamp | None = None
         self._last_bar = (NAN, NAN, NAN, NAN, NAN)
+        self._baseline = BaselineWindow(Timeframe(spec.timeframe))
 
     @classmethod
     def seed(cls, bars: pd.DataFrame, spec: FeatureSpec) -> IncrementalFeatures:
-        """Full recompute from the last required_bars(spec) bars of `bars` (after a restart, a
-        gap or a corrected bar): the same tail inputs_for_latest would read."""
+        """Full recompute from the tail of `bars` (after a restart, a gap or a corrected bar): the
+        same tails inputs_for_latest reads (pass seed_bars(spec) bars for the baselines' week)."""
         need = required_bars(spec)
         if len(bars) < need:
             raise NotEnoughHistoryError(len(bars), need)
         tail = bars.iloc[-need:]
+        history = bars.iloc[-seed_bars(spec) :]
         columns = [tail[k].to_numpy(np.float64) for k in ("open", "high", "low", "close", "volume")]
         o, h, low, c, v = (col.tolist() for col in columns)
         # Vectorised logs are the same numpy kernels update() calls per scalar.
@@ -535,6 +545,12 @@ class IncrementalFeatures:
         log1p_v = np.log1p(columns[4]).tolist()
         index = pd.DatetimeIndex(tail.index)
         features = cls(spec)
+        window = features._baseline
+        for high, low, close in zip(
+            *(history[k].to_numpy(np.float64).tolist() for k in ("high", "low", "close")),
+            strict=True,
+        ):
+            window.update(high, low, close)
         state = features._state
         stored_from = need - features._ring_size  # older rows never reach a window
         for i in range(need):
@@ -567,6 +583,7 @@ class IncrementalFeatures:
         if not all(map(math.isfinite, (o, h, lo, c, v))):
             raise ValueError(f"bar at {stamp} has a non-finite value: {(o, h, lo, c, v)}")
         row = self._state.step(o, h, lo, c, v, float(np.log(c)), float(np.log1p(v)))
+        self._baseline.update(h, lo, c)
         self._store(stamp, row)
         self._count += 1
         self._last_time = stamp
@@ -619,11 +636,14 @@ class IncrementalFeatures:
         summary = self._ring[end - TABULAR_SUMMARY_BARS : end].astype(np.float64)
         means = summary.sum(axis=0) / TABULAR_SUMMARY_BARS
         tab = np.concatenate([latest, means]).astype(np.float32)
+        atr, close = float(self._raw[-1]), self._last_bar[3]
         return ModelInputs(
             seq[np.newaxis].copy(),
             tab[np.newaxis],
             latest[self._ctx_columns][np.newaxis],
-            float(self._raw[-1]),
-            self._last_bar[3],
+            atr,
+            close,
             self.last_time,
+            self._baseline.features(atr, close)[np.newaxis],
+            np.array([season_cell(self.last_time)], dtype=np.int64),
         )

@@ -9,11 +9,13 @@ benchmark baseline.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
+from orchestrator.features.baseline import baseline_features, history_bars, season_cells
 from orchestrator.features.dataset import (
     F32,
     context_vectors,
@@ -23,6 +25,7 @@ from orchestrator.features.dataset import (
 )
 from orchestrator.features.indicators import LOOKBACK_BARS, compute_features
 from orchestrator.features.spec import FeatureSpec
+from orchestrator.marketdata.timeframes import Timeframe
 
 
 class NotEnoughHistoryError(ValueError):
@@ -39,14 +42,25 @@ class ModelInputs:
     atr: float  # ATR of the latest bar, price units: turns ATR-unit outputs into prices
     close: float
     bar_time: pd.Timestamp
+    # The baselines' inputs (features/baseline.py), read by the serving head: (1, 4) and (1,).
+    har: npt.NDArray[np.float64] = field(default_factory=lambda: np.full((1, 4), np.nan))
+    season: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, np.int64))
 
 
 def required_bars(spec: FeatureSpec) -> int:
+    """Bars the network inputs of the newest bar read."""
     return LOOKBACK_BARS + spec.window
 
 
+def seed_bars(spec: FeatureSpec) -> int:
+    """Bars a serving state is seeded from: the network inputs' tail, or the baselines' longest
+    window (a week of bars) when that is longer."""
+    return max(required_bars(spec), history_bars(Timeframe(spec.timeframe)))
+
+
 def inputs_for_latest(bars: pd.DataFrame, spec: FeatureSpec) -> ModelInputs:
-    """Model inputs for the newest bar of `bars` (only the last required_bars() are used)."""
+    """Model inputs for the newest bar of `bars` (the network inputs read the last
+    required_bars(), the baselines the last seed_bars())."""
     need = required_bars(spec)
     if len(bars) < need:
         raise NotEnoughHistoryError(len(bars), need)
@@ -57,11 +71,18 @@ def inputs_for_latest(bars: pd.DataFrame, spec: FeatureSpec) -> ModelInputs:
     seq = sequence_windows(z, end, spec.window)
     if not np.isfinite(seq).all():
         raise NotEnoughHistoryError(len(bars), need)
+    atr = float(features["atr"].iloc[-1])
+    history = bars.iloc[-seed_bars(spec) :]
+    atr_column = np.full(len(history), np.nan)
+    atr_column[-1] = atr
+    har = baseline_features(history, atr_column, Timeframe(spec.timeframe))[-1:]
     return ModelInputs(
         seq,
         tabular_vectors(z, end),
         context_vectors(z, end),
-        float(features["atr"].iloc[-1]),
+        atr,
         float(tail["close"].iloc[-1]),
         tail.index[-1],
+        har,
+        season_cells(pd.DatetimeIndex(tail.index[-1:])),
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 
+from orchestrator.features.head import ServingHead
 from orchestrator.features.indicators import FEATURE_NAMES, LOOKBACK_BARS, PARAMS, RETURN_LAGS
 
 # Bump when feature code changes meaning without changing names or parameters.
@@ -42,6 +43,7 @@ class FeatureSpec(msgspec.Struct, frozen=True):
     tp_atr: float
     sl_atr: float
     label_horizon: str
+    head: ServingHead | None = None  # absent in models exported before the serving head
 
     @property
     def n_features(self) -> int:
@@ -81,6 +83,11 @@ def check_compatible(spec: FeatureSpec, model: str) -> None:
     """Raises with what differs when `spec` was produced by another pipeline definition."""
     expected = pipeline_fingerprint(spec.timeframe)
     if spec.fingerprint == expected:
+        if spec.head is not None:
+            try:
+                spec.head.check(spec.n_ranges)
+            except ValueError as exc:
+                raise FeatureSpecMismatchError(f"model {model}: {exc}") from exc
         return
     problems = []
     if spec.pipeline_version != PIPELINE_VERSION:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.features.incremental import IncrementalFeatures
-from orchestrator.features.online import required_bars
+from orchestrator.features.online import seed_bars
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
 from orchestrator.marketdata.resample import resample_bars
@@ -163,7 +163,7 @@ class FeatureStates:
     async def _seed(
         self, store: BarStore, spec: FeatureSpec, key: FeatureKey
     ) -> IncrementalFeatures:
-        bars = await store.latest_bars(key[0], key[1], required_bars(spec), closed_only=True)
+        bars = await store.latest_bars(key[0], key[1], seed_bars(spec), closed_only=True)
         features = await asyncio.to_thread(IncrementalFeatures.seed, bars, spec)
         self._by_key[key] = _State(spec, features)
         self.stats.seeds += 1

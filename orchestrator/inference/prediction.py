@@ -8,6 +8,7 @@ from datetime import datetime
 
 import msgspec
 
+from orchestrator.features.head import ServedOutput, apply_head
 from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import EnsembleOutput
@@ -29,6 +30,24 @@ class Prediction:
     out: EnsembleOutput
     revision: int = 0  # of the stored series it was computed from (a corrected bar bumps it)
     encoded: dict[str, bytes] = field(default_factory=dict)
+    _served: ServedOutput | None = None
+
+    @property
+    def served(self) -> ServedOutput:
+        """The served numbers (the spec's serving head over the raw outputs), computed once."""
+        if self._served is None:
+            out, inputs = self.out, self.inputs
+            self._served = apply_head(
+                self.spec.head,
+                out.gru_range,
+                out.transformer_range,
+                inputs.har,
+                inputs.season,
+                out.p_long,
+                out.p_short,
+                out.confidence,
+            )
+        return self._served
 
     def encoded_once(self, key: str, build: Callable[[], object]) -> bytes:
         """The JSON of `build()`, built and encoded on the first call for `key` only: every

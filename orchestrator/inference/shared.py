@@ -42,7 +42,7 @@ _NO_TENSOR = np.empty((1, 0), dtype=np.float32)
 
 
 class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
-    """What a replica needs to answer for a bar it did not compute (about 300 bytes)."""
+    """What a replica needs to answer for a bar it did not compute (about 350 bytes)."""
 
     symbol: str
     timeframe: str
@@ -57,6 +57,8 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
     confidence: float
     direction: float
     revision: int
+    har: list[float]  # the serving head's baseline inputs
+    season: int
 
     @classmethod
     def of(cls, prediction: Prediction) -> SharedPrediction:
@@ -75,6 +77,8 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
             float(out.confidence[0]),
             float(out.direction[0]),
             prediction.revision,
+            prediction.inputs.har[0].tolist(),
+            int(prediction.inputs.season[0]),
         )
 
     @property
@@ -96,6 +100,8 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
             self.atr,
             self.close,
             pd.Timestamp(self.bar_time),
+            np.array([self.har], dtype=np.float64),
+            np.array([self.season], dtype=np.int64),
         )
         out = EnsembleOutput(
             np.array([self.gru_range], dtype=np.float32),

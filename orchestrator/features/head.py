@@ -1,0 +1,134 @@
+"""The serving head: what turns the networks' raw outputs into the served numbers.
+
+Fitted by training on out-of-fold predictions (export/head.py) and shipped inside the feature
+spec, so every path that answers (the API, the WebSocket, other replicas, backtests) applies the
+same arithmetic to the same inputs:
+
+- **ranges**: per output column (up/down per horizon) a linear stack of the GRU, the Transformer,
+  the HAR baseline and the seasonal baseline, with weights chosen on the walk-forward folds, so a
+  horizon where the networks know nothing is served by the baseline instead;
+- **intervals**: split-conformal multipliers of the served range (the 10th and 90th percentiles of
+  realised / predicted on the folds) give an 80 % interval for the high and for the low;
+- **probabilities**: isotonic maps for P(long wins), P(short wins) and the metamodel's confidence,
+  fitted on out-of-fold predictions.
+
+A spec without a head (models exported before it existed) serves the mean of the two networks,
+no intervals and the raw probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from orchestrator.features.baseline import BASELINE_VERSION, SEASON_CELLS
+
+F64 = npt.NDArray[np.float64]
+Floats = npt.NDArray[np.floating[Any]]
+STACK_INPUTS: tuple[str, ...] = ("intercept", "gru", "transformer", "har", "seasonal")
+
+
+class Calibration(msgspec.Struct, frozen=True):
+    """A monotone map given by its knots (isotonic regression's thresholds)."""
+
+    x: list[float]
+    y: list[float]
+
+    def __call__(self, p: F64) -> F64:
+        return np.interp(p, self.x, self.y) if self.x else p
+
+
+class ServingHead(msgspec.Struct, frozen=True):
+    baseline_version: int
+    har_coef: list[list[float]]  # (2H, 5): intercept, then one per HAR input
+    seasonal: list[list[float]]  # (168, 2H): mean target per (day of week, hour) cell
+    stack: list[list[float]]  # (2H, 5): weights of STACK_INPUTS
+    interval_level: float
+    interval_ratio: list[list[float]]  # (2H, 2): lower and upper multiplier of the served range
+    p_long: Calibration
+    p_short: Calibration
+    confidence: Calibration
+
+    def check(self, n_ranges: int) -> None:
+        """Refuses a head built for other baseline inputs or another number of outputs."""
+        if self.baseline_version != BASELINE_VERSION:
+            raise ValueError(
+                f"serving head built on baseline inputs v{self.baseline_version}, this server "
+                f"computes v{BASELINE_VERSION}; retrain with `make models`"
+            )
+        shapes = {
+            "har_coef": (np.shape(self.har_coef), (n_ranges, 5)),
+            "seasonal": (np.shape(self.seasonal), (SEASON_CELLS, n_ranges)),
+            "stack": (np.shape(self.stack), (n_ranges, len(STACK_INPUTS))),
+            "interval_ratio": (np.shape(self.interval_ratio), (n_ranges, 2)),
+        }
+        wrong = {k: v for k, v in shapes.items() if v[0] != v[1]}
+        if wrong:
+            raise ValueError(f"serving head has wrong shapes (got, expected): {wrong}")
+
+
+@dataclass(frozen=True)
+class ServedOutput:
+    """What is served for a batch of N bars; ranges in ATR units, [up, down] per horizon."""
+
+    ranges: F64  # (N, 2H)
+    intervals: F64 | None  # (N, 2H, 2): [lower, upper] per column; None without a head
+    baseline: F64 | None  # (N, 2H): the HAR baseline's ranges (live skill); None without a head
+    p_long: F64  # (N,)
+    p_short: F64
+    confidence: F64
+
+
+def baseline_ranges(head: ServingHead, har: F64, season: npt.NDArray[np.int64]) -> F64:
+    """The HAR and the seasonal baselines' ranges, stacked as (2, N, 2H)."""
+    x = np.nan_to_num(har, nan=0.0)  # HAR inputs unknown: the windows' ranges equal the ATR
+    coef = np.asarray(head.har_coef)
+    har_pred = coef[:, 0] + x @ coef[:, 1:].T
+    cells = np.clip(season, 0, SEASON_CELLS - 1)
+    seasonal = np.asarray(head.seasonal)[cells]
+    return np.stack([har_pred, seasonal])
+
+
+def apply_head(
+    head: ServingHead | None,
+    gru: Floats,
+    transformer: Floats,
+    har: F64,
+    season: npt.NDArray[np.int64],
+    p_long: Floats,
+    p_short: Floats,
+    confidence: Floats,
+) -> ServedOutput:
+    """The served numbers for N bars (see the module docstring)."""
+    gru64, transformer64 = np.asarray(gru, np.float64), np.asarray(transformer, np.float64)
+    if head is None:
+        return ServedOutput(
+            (gru64 + transformer64) / 2,
+            None,
+            None,
+            *(np.asarray(p, np.float64) for p in (p_long, p_short, confidence)),
+        )
+    har_pred, seasonal = baseline_ranges(head, har, season)
+    w = np.asarray(head.stack)
+    ranges = np.maximum(
+        w[:, 0]
+        + w[:, 1] * gru64
+        + w[:, 2] * transformer64
+        + w[:, 3] * har_pred
+        + w[:, 4] * seasonal,
+        0.0,  # a range below zero cannot happen; the stack's intercept can reach it
+    )
+    ratio = np.asarray(head.interval_ratio)
+    intervals = ranges[:, :, np.newaxis] * ratio[np.newaxis]
+    return ServedOutput(
+        ranges,
+        intervals,
+        har_pred,
+        head.p_long(np.asarray(p_long, np.float64)),
+        head.p_short(np.asarray(p_short, np.float64)),
+        head.confidence(np.asarray(confidence, np.float64)),
+    )
