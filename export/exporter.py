@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 import torch
 
+from export.card import plot_file, render_card
 from export.catalog import ENSEMBLE, GRU, META, TRANSFORMER, XGB_LONG, XGB_SHORT, model_defs
 from export.repository import PROFILES, next_version, publish_version
 from export.train import TrainedModels
@@ -152,51 +153,13 @@ def export_profiles(
                     tensorrt=tensorrt,
                 )
             versions[profile] = version
-            (repository / card_name(spec.timeframe)).write_text(render_card(models.card, version))
+            name = card_name(spec.timeframe)
+            (repository / name).write_text(render_card(models.card, version, name))
+            for plot, png in models.plots.items():
+                (repository / plot_file(name, plot)).write_bytes(png)
     return versions
 
 
 def card_name(timeframe: str) -> str:
     """MODEL_CARD.md for the 5m set, MODEL_CARD_<tf>.md for the others."""
     return "MODEL_CARD.md" if timeframe == BASE_TIMEFRAME else f"MODEL_CARD_{timeframe}.md"
-
-
-def render_card(card: dict[str, object], version: int) -> str:
-    lines = [
-        f"# Model card — version {version}",
-        "",
-        f"Data: {card['symbols']} {card['timeframe']} bars, {card['data_from']} → "
-        f"{card['data_to']}; {card['samples']} samples, {card['folds']} walk-forward folds "
-        "(out-of-fold metrics below).",
-        "",
-        "| horizon | GRU R² | GRU direction acc. | Transformer R² | Transformer direction acc. |",
-        "|---|---|---|---|---|",
-    ]
-    gru, tf = card["gru"], card["transformer"]
-    assert isinstance(gru, dict)
-    assert isinstance(tf, dict)
-    for horizon in gru:
-        lines.append(
-            f"| {horizon} | {gru[horizon]['r2']:.3f} | {gru[horizon]['direction_accuracy']:.3f}"
-            f" | {tf[horizon]['r2']:.3f} | {tf[horizon]['direction_accuracy']:.3f} |"
-        )
-    lines += [
-        "",
-        f"TP/SL classifiers (XGBoost) AUC: long {card['xgb_auc_long']:.3f}, "
-        f"short {card['xgb_auc_short']:.3f}.",
-        "",
-        f"Metamodel confidence ({card['meta_evaluated_on']}): AUC {card['meta_auc']:.3f}, "
-        f"Brier {card['meta_brier']:.4f}, base win rate {card['meta_base_rate']:.3f}, "
-        f"mean confidence {card['meta_mean_confidence']:.3f}.",
-        "",
-        "| confidence bin | trades | mean confidence | observed win rate |",
-        "|---|---|---|---|",
-    ]
-    table = card["meta_reliability"]
-    assert isinstance(table, list)
-    for row in table:
-        lines.append(
-            f"| {row['bin']} | {row['count']} | {row['mean_confidence']:.3f}"
-            f" | {row['win_rate']:.3f} |"
-        )
-    return "\n".join(lines) + "\n"

@@ -2,29 +2,50 @@
 
 Splits are time-ordered with a purge gap: a training sample's label window (up to the longest
 horizon) must end before its test block starts, so no label peeks into the test period.
-The model card reports out-of-fold metrics only; the exported models are then refitted on all
-samples, with normalisation statistics fitted on those training rows alone.
+The model card reports out-of-fold metrics only, next to simple baselines scored on the same
+folds (export/baselines.py, export/evaluation.py); the serving head that stacks networks and
+baselines, sets the intervals and calibrates the probabilities is fitted on the out-of-fold rows.
+The exported models are then refitted on all samples, with normalisation statistics fitted on
+those training rows alone.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import torch
 import xgboost as xgb
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import brier_score_loss, roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
+from export.baselines import (
+    INTERVAL_LEVEL,
+    fit_calibration,
+    fit_har,
+    fit_har_logistic,
+    fit_interval_ratios,
+    fit_seasonal,
+    fit_stack,
+    har_logistic_proba,
+)
+from export.card import card_plots
+from export.evaluation import (
+    OutOfFold,
+    classifier_report,
+    coverage_report,
+    nested_served,
+    range_report,
+)
 from export.networks import GRURange, MetaModel, TransformerRange
+from orchestrator.features.baseline import BASELINE_VERSION, baseline_features, season_cells
 from orchestrator.features.dataset import (
     F32,
     context_vectors,
@@ -33,6 +54,7 @@ from orchestrator.features.dataset import (
     sequence_windows,
     tabular_vectors,
 )
+from orchestrator.features.head import ServingHead, har_ranges, seasonal_ranges, stack_ranges
 from orchestrator.features.horizons import HORIZONS, Horizon
 from orchestrator.features.indicators import FEATURE_NAMES, PARAMS, compute_features
 from orchestrator.features.spec import (
@@ -47,12 +69,13 @@ from orchestrator.features.targets import range_targets, triple_barrier
 from orchestrator.marketdata.timeframes import Timeframe
 
 I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     timeframe: Timeframe = Timeframe.M5
-    folds: int = 3
+    folds: int = 5
     epochs: int = 8
     patience: int = 2
     batch_size: int = 256
@@ -65,6 +88,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     threads: int = 2
     show_progress: bool = True
+    data_source: str = "the store's bars"  # said in the model card
 
 
 @dataclass
@@ -75,6 +99,8 @@ class SymbolData:
     ranges: F32
     long_label: npt.NDArray[np.float64]
     short_label: npt.NDArray[np.float64]
+    har: npt.NDArray[np.float64]  # (T, 4) the HAR baseline's inputs
+    season: I64  # (T,) (day of week, hour) cell
 
 
 @dataclass
@@ -109,6 +135,7 @@ class TrainedModels:
     xgb_short: xgb.Booster
     meta: MetaModel
     card: dict[str, object] = field(default_factory=dict)
+    plots: dict[str, bytes] = field(default_factory=dict)  # PNG per name, beside the card
 
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -131,6 +158,8 @@ def prepare_symbol(symbol: str, bars: pd.DataFrame, cfg: TrainConfig) -> SymbolD
         range_targets(bars, atr, horizon_bars(cfg.timeframe)).astype(np.float32),
         triple_barrier(bars, atr, label_bars, cfg.tp_atr, cfg.sl_atr, +1),
         triple_barrier(bars, atr, label_bars, cfg.tp_atr, cfg.sl_atr, -1),
+        baseline_features(bars, atr, cfg.timeframe),
+        season_cells(pd.DatetimeIndex(bars.index)),
     )
 
 
@@ -146,6 +175,7 @@ def collect_samples(data: list[SymbolData]) -> Samples:
             & np.isfinite(item.ranges).all(axis=1)
             & np.isfinite(item.long_label)
             & np.isfinite(item.short_label)
+            & np.isfinite(item.har).all(axis=1)
         )
         rows = np.flatnonzero(ok)
         symbols.append(np.full(rows.size, index, np.int64))
@@ -289,37 +319,6 @@ def classifier_proba(booster: xgb.Booster, tab: F32) -> F32:
     return np.stack([1 - positive, positive], axis=1)
 
 
-def range_metrics(pred: F32, truth: F32, horizons: list[str]) -> dict[str, dict[str, float]]:
-    out = {}
-    for k, horizon in enumerate(horizons):
-        p, t = pred[:, 2 * k : 2 * k + 2], truth[:, 2 * k : 2 * k + 2]
-        sse = float(((p - t) ** 2).sum())
-        sst = float(((t - t.mean(axis=0)) ** 2).sum())
-        direction = np.sign(p[:, 0] - p[:, 1]) == np.sign(t[:, 0] - t[:, 1])
-        out[horizon] = {
-            "r2": 1 - sse / sst if sst > 0 else 0.0,
-            "direction_accuracy": float(direction.mean()),
-        }
-    return out
-
-
-def reliability(confidence: F32, outcome: F32, bins: int = 10) -> list[dict[str, object]]:
-    edges = np.linspace(0, 1, bins + 1)
-    table = []
-    for lo, hi in itertools.pairwise(edges):
-        mask = (confidence >= lo) & ((confidence < hi) | (hi == 1.0))
-        if mask.any():
-            table.append(
-                {
-                    "bin": f"{lo:.1f}-{hi:.1f}",
-                    "count": int(mask.sum()),
-                    "mean_confidence": float(confidence[mask].mean()),
-                    "win_rate": float(outcome[mask].mean()),
-                }
-            )
-    return table
-
-
 def _meta_inputs(gru: F32, tf: F32, p_long: F32, p_short: F32, ctx: F32) -> tuple[F32, F32]:
     x, direction = MetaModel.assemble(
         *(torch.from_numpy(a) for a in (gru, tf, p_long, p_short, ctx))
@@ -374,6 +373,74 @@ def walk_forward_folds(samples: Samples, cfg: TrainConfig) -> list[tuple[Samples
     return folds
 
 
+def _gather(data: list[SymbolData], samples: Samples, name: str) -> npt.NDArray[Any]:
+    """Column `name` of the SymbolData rows of `samples`, in the samples' order."""
+    out: npt.NDArray[Any] | None = None
+    for s in np.unique(samples.symbol):
+        mask = samples.symbol == s
+        values = getattr(data[int(s)], name)[samples.end[mask]]
+        if out is None:
+            out = np.empty((len(samples), *values.shape[1:]), values.dtype)
+        out[mask] = values
+    assert out is not None
+    return out
+
+
+def _fold_baselines(
+    data: list[SymbolData], train: Samples, test: Samples
+) -> dict[str, npt.NDArray[Any]]:
+    """The baselines fitted on a fold's training rows, predicting its test rows."""
+    y, har, season = (_gather(data, train, k) for k in ("ranges", "har", "season"))
+    y = y.astype(np.float64)
+    test_har, test_season = _gather(data, test, "har"), _gather(data, test, "season")
+    out: dict[str, npt.NDArray[Any]] = {
+        "train_mean": np.broadcast_to(y.mean(axis=0), (len(test), y.shape[1])).copy(),
+        "seasonal": seasonal_ranges(fit_seasonal(season, y), test_season),
+        "har": har_ranges(fit_har(har, y), test_har),
+    }
+    for side in ("long", "short"):
+        won = _gather(data, train, f"{side}_label")
+        base = float(won.mean())
+        out[f"base_{side}"] = np.full(len(test), base)
+        out[f"p_{side}_har"] = har_logistic_proba(fit_har_logistic(har, won), test_har, base)
+    return out
+
+
+def _nested_meta(x_meta: F32, won: F32, fold: I64, n_range: int, n_ctx: int) -> F64:
+    """Metamodel scores for fold k from a metamodel fitted on folds < k (NaN on fold 0)."""
+    scores = np.full(len(won), np.nan)
+    for k in range(1, int(fold.max()) + 1):
+        before, now = fold < k, fold == k
+        if len(np.unique(won[before])) == 2:
+            meta = fit_metamodel(x_meta[before], won[before], n_range, n_ctx)
+            with torch.no_grad():
+                scores[now] = meta.score(torch.from_numpy(x_meta[now])).numpy()[:, 0]
+    return scores
+
+
+def fit_head(oof: OutOfFold, data: list[SymbolData], samples: Samples) -> ServingHead:
+    """The exported head: baselines on every sample, the rest on every out-of-fold row."""
+    y = _gather(data, samples, "ranges").astype(np.float64)
+    stack = fit_stack(oof.stack_inputs(), oof.ranges)
+    ratios = fit_interval_ratios(stack_ranges(stack, oof.stack_inputs()), oof.ranges)
+    scored = np.isfinite(oof.meta)
+
+    def rounded(table: npt.NDArray[Any]) -> list[list[float]]:
+        return [[round(float(v), 6) for v in row] for row in table]
+
+    return ServingHead(
+        baseline_version=BASELINE_VERSION,
+        har_coef=rounded(fit_har(_gather(data, samples, "har"), y)),
+        seasonal=rounded(fit_seasonal(_gather(data, samples, "season"), y)),
+        stack=rounded(stack),
+        interval_level=INTERVAL_LEVEL,
+        interval_ratio=rounded(ratios),
+        p_long=fit_calibration(oof.p_long, oof.long_won),
+        p_short=fit_calibration(oof.p_short, oof.short_won),
+        confidence=fit_calibration(oof.meta[scored], oof.won[scored]),
+    )
+
+
 def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
     torch.set_num_threads(cfg.threads)
     samples = collect_samples(data)
@@ -382,63 +449,85 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
             f"only {len(samples)} usable samples; need at least 2000 (ingest more bars)"
         )
     folds = walk_forward_folds(samples, cfg)
-    oof: dict[str, list[F32]] = {
-        k: [] for k in ("gru", "tf", "pl", "ps", "ctx", "ranges", "yl", "ys", "fold")
-    }
+    if len(folds) < 3:
+        raise ValueError(
+            f"only {len(folds)} walk-forward folds; the served head is judged on folds fitted "
+            "on earlier ones and needs at least 3 (use --folds 3 or more, or ingest more bars)"
+        )
+    parts: dict[str, list[npt.NDArray[Any]]] = {}
+
+    def keep(name: str, values: npt.NDArray[Any]) -> None:
+        parts.setdefault(name, []).append(values)
+
     for k, (train, test) in enumerate(
         tqdm(folds, desc="walk-forward", disable=not cfg.show_progress)
     ):
         spec, gru, transformer, xl, xs = fit_base_models(data, train, cfg)
         inputs = build_inputs(data, test, spec)
         seq = torch.from_numpy(inputs.seq)
-        oof["gru"].append(predict(gru, seq).numpy())
-        oof["tf"].append(predict(transformer, seq).numpy())
-        oof["pl"].append(classifier_proba(xl, inputs.tab))
-        oof["ps"].append(classifier_proba(xs, inputs.tab))
-        oof["ctx"].append(inputs.ctx)
-        oof["ranges"].append(inputs.ranges)
-        oof["yl"].append(inputs.long_label)
-        oof["ys"].append(inputs.short_label)
-        oof["fold"].append(np.full(len(test), k, np.float32))
-    cat = {key: np.concatenate(values) for key, values in oof.items()}
-    x_meta, direction = _meta_inputs(cat["gru"], cat["tf"], cat["pl"], cat["ps"], cat["ctx"])
+        keep("gru", predict(gru, seq).numpy())
+        keep("transformer", predict(transformer, seq).numpy())
+        keep("pl", classifier_proba(xl, inputs.tab))
+        keep("ps", classifier_proba(xs, inputs.tab))
+        keep("ctx", inputs.ctx)
+        keep("ranges", inputs.ranges)
+        keep("yl", inputs.long_label)
+        keep("ys", inputs.short_label)
+        keep("fold", np.full(len(test), k, np.int64))
+        for name, values in _fold_baselines(data, train, test).items():
+            keep(name, values)
+    cat = {key: np.concatenate(values) for key, values in parts.items()}
+    x_meta, direction = _meta_inputs(
+        cat["gru"], cat["transformer"], cat["pl"], cat["ps"], cat["ctx"]
+    )
     won = np.where(direction > 0, cat["yl"], cat["ys"]).astype(np.float32)
     n_range, n_ctx = cat["gru"].shape[1], cat["ctx"].shape[1]
-    last = cat["fold"] == cat["fold"].max()
-    if (~last).sum() > 100 and len(np.unique(won[~last])) == 2:
-        held_out_meta = fit_metamodel(x_meta[~last], won[~last], n_range, n_ctx)
-        evaluated = last
-    else:  # a single fold: score in-sample and say so in the card
-        held_out_meta = fit_metamodel(x_meta, won, n_range, n_ctx)
-        evaluated = np.ones_like(last)
-    with torch.no_grad():
-        confidence = held_out_meta.score(torch.from_numpy(x_meta[evaluated])).numpy()[:, 0]
+    oof = OutOfFold(
+        fold=cat["fold"],
+        ranges=cat["ranges"].astype(np.float64),
+        gru=cat["gru"].astype(np.float64),
+        transformer=cat["transformer"].astype(np.float64),
+        train_mean=cat["train_mean"],
+        seasonal=cat["seasonal"],
+        har=cat["har"],
+        long_won=cat["yl"].astype(np.float64),
+        short_won=cat["ys"].astype(np.float64),
+        p_long=cat["pl"][:, 1].astype(np.float64),
+        p_short=cat["ps"][:, 1].astype(np.float64),
+        p_long_har=cat["p_long_har"],
+        p_short_har=cat["p_short_har"],
+        base_long=cat["base_long"],
+        base_short=cat["base_short"],
+        meta=_nested_meta(x_meta, won, cat["fold"], n_range, n_ctx),
+        won=won.astype(np.float64),
+        direction=direction.astype(np.float64),
+    )
+    served = nested_served(oof)
     horizons = [h.value for h in HORIZONS]
     card: dict[str, object] = {
         "samples": len(samples),
         "folds": len(folds),
+        "fold_ranges": [
+            [str(pd.Timestamp(test.ts.min(), tz="UTC")), str(pd.Timestamp(test.ts.max(), tz="UTC"))]
+            for _, test in folds
+        ],
+        "purge": f"{max(h.seconds for h in HORIZONS) // 3600} h (the longest horizon): a "
+        "training row's label window ends before its test block starts",
+        "embargo": "none needed: every training row precedes its test block (expanding window)",
         "data_from": str(pd.Timestamp(samples.ts.min(), tz="UTC")),
         "data_to": str(pd.Timestamp(samples.ts.max(), tz="UTC")),
         "symbols": [d.symbol for d in data],
+        "bars": {d.symbol: len(d.bars) for d in data},
+        "source": cfg.data_source,
         "timeframe": cfg.timeframe.value,
-        "gru": range_metrics(cat["gru"], cat["ranges"], horizons),
-        "transformer": range_metrics(cat["tf"], cat["ranges"], horizons),
-        "xgb_auc_long": _auc(cat["yl"], cat["pl"][:, 1]),
-        "xgb_auc_short": _auc(cat["ys"], cat["ps"][:, 1]),
-        "meta_auc": _auc(won[evaluated], confidence),
-        "meta_brier": float(brier_score_loss(won[evaluated], confidence)),
-        "meta_base_rate": float(won[evaluated].mean()),
-        "meta_mean_confidence": float(confidence.mean()),
-        "meta_reliability": reliability(confidence, won[evaluated]),
-        "meta_evaluated_on": "last walk-forward fold (metamodel fitted on earlier folds)"
-        if evaluated is last
-        else "in-sample (only one fold)",
+        "ranges": range_report(oof, served, horizons),
+        "coverage": coverage_report(oof, served, horizons),
+        "probabilities": classifier_report(oof, served),
         "config": config_dict(cfg),
     }
+    head = fit_head(oof, data, samples)
     final_meta = fit_metamodel(x_meta, won, n_range, n_ctx)
     spec, gru, transformer, xl, xs = fit_base_models(data, samples, cfg)
-    return TrainedModels(spec, gru, transformer, xl, xs, final_meta, card)
-
-
-def _auc(y: F32, score: F32) -> float:
-    return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
+    spec = msgspec.structs.replace(spec, head=head)
+    plots = card_plots(oof, served, card)
+    return TrainedModels(spec, gru, transformer, xl, xs, final_meta, card, plots)

@@ -175,7 +175,7 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 # --- trained models served by Triton (shared by tests/models and tests/api) ---
 
-TINY = TrainConfig(epochs=1, folds=2, stride=6, xgb_rounds=40, show_progress=False)
+TINY = TrainConfig(epochs=1, folds=3, stride=6, xgb_rounds=40, show_progress=False)
 
 
 @dataclass

@@ -83,14 +83,29 @@ class ServedOutput:
     confidence: F64
 
 
-def baseline_ranges(head: ServingHead, har: F64, season: npt.NDArray[np.int64]) -> F64:
-    """The HAR and the seasonal baselines' ranges, stacked as (2, N, 2H)."""
+def har_ranges(coef: npt.ArrayLike, har: F64) -> F64:
+    """(N, 2H) HAR baseline: intercept + coefficients x the four HAR inputs, per column."""
+    table = np.asarray(coef, np.float64)
     x = np.nan_to_num(har, nan=0.0)  # HAR inputs unknown: the windows' ranges equal the ATR
-    coef = np.asarray(head.har_coef)
-    har_pred = coef[:, 0] + x @ coef[:, 1:].T
-    cells = np.clip(season, 0, SEASON_CELLS - 1)
-    seasonal = np.asarray(head.seasonal)[cells]
-    return np.stack([har_pred, seasonal])
+    out: F64 = table[:, 0] + x @ table[:, 1:].T
+    return out
+
+
+def seasonal_ranges(table: npt.ArrayLike, season: npt.NDArray[np.int64]) -> F64:
+    """(N, 2H) seasonal baseline: the (day of week, hour) cell's mean target."""
+    out: F64 = np.asarray(table, np.float64)[np.clip(season, 0, SEASON_CELLS - 1)]
+    return out
+
+
+def stack_ranges(weights: npt.ArrayLike, inputs: list[F64]) -> F64:
+    """(N, 2H) served range: per column, weights . [1, gru, transformer, har, seasonal], >= 0
+    (a range below zero cannot happen; the stack's intercept can reach it)."""
+    w = np.asarray(weights, np.float64)
+    total = np.broadcast_to(w[:, 0], inputs[0].shape).copy()
+    for k, values in enumerate(inputs, start=1):
+        total += w[:, k] * values
+    out: F64 = np.maximum(total, 0.0)
+    return out
 
 
 def apply_head(
@@ -112,16 +127,9 @@ def apply_head(
             None,
             *(np.asarray(p, np.float64) for p in (p_long, p_short, confidence)),
         )
-    har_pred, seasonal = baseline_ranges(head, har, season)
-    w = np.asarray(head.stack)
-    ranges = np.maximum(
-        w[:, 0]
-        + w[:, 1] * gru64
-        + w[:, 2] * transformer64
-        + w[:, 3] * har_pred
-        + w[:, 4] * seasonal,
-        0.0,  # a range below zero cannot happen; the stack's intercept can reach it
-    )
+    har_pred = har_ranges(head.har_coef, har)
+    seasonal = seasonal_ranges(head.seasonal, season)
+    ranges = stack_ranges(head.stack, [gru64, transformer64, har_pred, seasonal])
     ratio = np.asarray(head.interval_ratio)
     intervals = ranges[:, :, np.newaxis] * ratio[np.newaxis]
     return ServedOutput(

@@ -1,0 +1,240 @@
+"""The model card: Markdown tables of models vs baselines, and two plots (reliability, coverage).
+
+Every number comes from the card dict train_all builds (out-of-fold only); the card says in
+words where a target is missed, so nobody has to compare numbers to find out.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from export.evaluation import (
+    COVERAGE_TOLERANCE,
+    ECE_TARGET,
+    MIN_DECILE_TRADES,
+    RANGE_BASELINES,
+    RANGE_MODELS,
+    RELIABILITY_TOLERANCE,
+    NestedServed,
+    OutOfFold,
+    reliability,
+)
+
+PLOT_NAMES = ("reliability", "coverage")
+
+
+def plot_file(card_file: str, name: str) -> str:
+    """MODEL_CARD_1h.md -> MODEL_CARD_1h_reliability.png."""
+    return card_file.removesuffix(".md") + f"_{name}.png"
+
+
+def _png(figure: Figure) -> bytes:
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def card_plots(oof: OutOfFold, served: NestedServed, card: dict[str, Any]) -> dict[str, bytes]:
+    """Reliability diagram of the three served probabilities; interval coverage per horizon."""
+    figure = Figure(figsize=(5.5, 5), dpi=100)
+    axis = figure.subplots()
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="perfect")
+    rows = np.isfinite(served.p_long)
+    scored = np.isfinite(served.confidence)
+    for label, p, won in (
+        ("P(long wins)", served.p_long[rows], oof.long_won[rows]),
+        ("P(short wins)", served.p_short[rows], oof.short_won[rows]),
+        ("confidence", served.confidence[scored], oof.won[scored]),
+    ):
+        table = [r for r in reliability(p, won) if r["count"] >= 20]
+        if table:
+            axis.plot(
+                [r["mean_p"] for r in table],
+                [r["observed"] for r in table],
+                marker="o",
+                label=label,
+            )
+    axis.set(
+        xlabel="predicted probability (calibrated, out of sample)",
+        ylabel="observed win rate",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title=f"Reliability — {card['timeframe']} {', '.join(card['symbols'])}",
+    )
+    axis.legend(loc="upper left")
+    plots = {"reliability": _png(figure)}
+
+    coverage = card["coverage"]
+    horizons = [h for h in card["ranges"]]
+    figure = Figure(figsize=(6, 4), dpi=100)
+    axis = figure.subplots()
+    x = np.arange(len(horizons))
+    for offset, side in ((-0.2, "high"), (0.2, "low")):
+        axis.bar(x + offset, [coverage[h][side] for h in horizons], width=0.38, label=side)
+    level = coverage["level"]
+    axis.axhspan(level - COVERAGE_TOLERANCE, level + COVERAGE_TOLERANCE, color="green", alpha=0.15)
+    axis.axhline(level, color="green", linewidth=1, label=f"nominal {level:.0%}")
+    axis.set(
+        xticks=x,
+        xticklabels=horizons,
+        ylim=(0.5, 1.0),
+        ylabel="share of realised values inside",
+        title="80 % interval coverage, out of sample",
+    )
+    axis.legend(loc="lower right")
+    plots["coverage"] = _png(figure)
+    return plots
+
+
+def _f(value: float, digits: int = 3) -> str:
+    return (
+        "—"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{value:.{digits}f}"
+    )
+
+
+def _range_section(card: dict[str, Any]) -> list[str]:
+    names = [*RANGE_MODELS, *RANGE_BASELINES]
+    lines = [
+        "## Range forecasts vs baselines",
+        "",
+        "MSE in ATR² (lower is better) on the folds the served ensemble is scored on; skill = "
+        "1 − MSE / MSE of the best baseline, mean over folds with a 95 % interval.",
+        "",
+        "| horizon | " + " | ".join(names) + " | best baseline | served skill [95 % CI] |",
+        "|---|" + "---|" * (len(names) + 2),
+    ]
+    missed = []
+    for horizon, entry in card["ranges"].items():
+        scores, skill = entry["scores"], entry["served_skill"]
+        cells = [_f(scores[n]["mse"], 4) for n in names]
+        lines.append(
+            f"| {horizon} | "
+            + " | ".join(cells)
+            + f" | {entry['best_baseline']} | {_f(skill['mean'])} "
+            f"[{_f(skill['low'])}, {_f(skill['high'])}] |"
+        )
+        if skill["mean"] <= 0:
+            missed.append(f"{horizon} (skill {skill['mean']:+.3f})")
+    lines += [
+        "",
+        "| horizon | " + " | ".join(f"{n} R² / QLIKE" for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for horizon, entry in card["ranges"].items():
+        scores = entry["scores"]
+        lines.append(
+            f"| {horizon} | "
+            + " | ".join(f"{_f(scores[n]['r2'])} / {_f(scores[n]['qlike'])}" for n in names)
+            + " |"
+        )
+    lines.append("")
+    if missed:
+        lines.append(
+            "**Missed:** the served ranges do not beat the best baseline out of sample for "
+            + ", ".join(missed)
+            + "."
+        )
+    else:
+        lines.append("The served ranges beat the best baseline on every horizon (mean skill > 0).")
+    return lines
+
+
+def _coverage_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
+    coverage = card["coverage"]
+    level = coverage["level"]
+    lines = [
+        "",
+        f"## {level:.0%} intervals",
+        "",
+        f"Coverage out of sample ({coverage['rows']} rows; target {level:.0%} ± "
+        f"{COVERAGE_TOLERANCE:.0%}):",
+        "",
+        "| horizon | high | low |",
+        "|---|---|---|",
+    ]
+    for horizon in card["ranges"]:
+        lines.append(
+            f"| {horizon} | {coverage[horizon]['high']:.3f} | {coverage[horizon]['low']:.3f} |"
+        )
+    lines += ["", f"![coverage]({plot_file(plot_prefix, 'coverage')})", ""]
+    if not coverage["within_tolerance"]:
+        lines.append(
+            "**Missed:** some horizon's coverage is outside the ±3-point band (table above)."
+        )
+    return lines
+
+
+def _probability_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
+    probabilities = card["probabilities"]
+    lines = [
+        "",
+        "## Probabilities (calibrated out of sample)",
+        "",
+        "| output | rows | AUC | log-loss | Brier skill vs base rate | ECE "
+        "| baselines (AUC / Brier skill) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    missed = []
+    for key in ("long", "short", "confidence"):
+        entry = probabilities.get(key)
+        if entry is None:
+            continue
+        baselines = "; ".join(
+            f"{name} {_f(b['auc'])} / {_f(b['brier_skill'])}"
+            for name, b in entry["baselines"].items()
+        )
+        lines.append(
+            f"| {entry['name']} | {entry['rows']} | {_f(entry['auc'])} | {_f(entry['log_loss'])} | "
+            f"{_f(entry['brier_skill'])} | {_f(entry['ece'])} | {baselines} |"
+        )
+        if entry["ece"] > ECE_TARGET:
+            missed.append(f"{entry['name']} ECE {entry['ece']:.3f} > {ECE_TARGET}")
+        for row in entry["reliability"]:
+            if not row["within_tolerance"]:
+                missed.append(
+                    f"{entry['name']} decile {row['bin']} off by "
+                    f"{row['observed'] - row['mean_p']:+.3f} over {row['count']} trades"
+                )
+    if "confidence_vs_classifier_gap" in probabilities:
+        lines += [
+            "",
+            "Mean |confidence − P(win) of the chosen side|: "
+            f"{probabilities['confidence_vs_classifier_gap']:.3f} (both estimate the same event).",
+        ]
+    lines += ["", f"![reliability]({plot_file(plot_prefix, 'reliability')})", ""]
+    if missed:
+        lines.append(
+            f"**Missed** (target: ECE ≤ {ECE_TARGET}, every decile with ≥ {MIN_DECILE_TRADES} "
+            f"trades within ±{RELIABILITY_TOLERANCE:.0%}): " + "; ".join(missed) + "."
+        )
+    else:
+        lines.append("Calibration targets met.")
+    return lines
+
+
+def render_card(card: dict[str, Any], version: int, card_file: str) -> str:
+    bars = ", ".join(f"{s} {n}" for s, n in card["bars"].items())
+    lines = [
+        f"# Model card — {card['timeframe']} version {version}",
+        "",
+        f"- Data: {card['source']}; {bars} bars, {card['data_from']} → {card['data_to']}; "
+        f"{card['samples']} samples.",
+        f"- Evaluation: {card['folds']} expanding walk-forward folds over the last half; "
+        f"purge {card['purge']}; embargo: {card['embargo']}.",
+        "- The served ensemble is scored nested: its head is fitted on the folds before the one it "
+        "is scored on (see docs/models.md).",
+        "",
+        *_range_section(card),
+        *_coverage_section(card, card_file),
+        *_probability_section(card, card_file),
+    ]
+    return "\n".join(lines) + "\n"

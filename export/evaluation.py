@@ -1,0 +1,284 @@
+"""Out-of-sample evaluation of the networks, the baselines and the served ensemble.
+
+Everything here is scored on walk-forward test folds. The served ensemble is evaluated *nested*:
+for test fold k its stack weights, interval multipliers and probability maps are fitted on the
+out-of-fold rows of folds before k only, exactly as the exported head is fitted on all of them and
+then meets the future. Fold 0 has no earlier folds, so the served numbers are scored from fold 1
+(the metamodel's calibrated confidence from fold 2: its own out-of-fold scores start at fold 1).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats  # type: ignore[import-untyped]
+from sklearn.metrics import log_loss, roc_auc_score
+
+from export.baselines import (
+    INTERVAL_LEVEL,
+    fit_calibration,
+    fit_interval_ratios,
+    fit_stack,
+)
+from orchestrator.features.head import stack_ranges
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Bool = npt.NDArray[np.bool_]
+
+RANGE_MODELS = ("gru", "transformer", "networks_mean", "served")
+RANGE_BASELINES = ("train_mean", "seasonal", "har")
+QLIKE_FLOOR_ATR = 0.01
+MIN_DECILE_TRADES = 100
+RELIABILITY_TOLERANCE = 0.05
+ECE_TARGET = 0.03
+COVERAGE_TOLERANCE = 0.03
+
+
+@dataclass
+class OutOfFold:
+    """Per test row of every fold, in time order: truths, model and baseline predictions."""
+
+    fold: I64
+    ranges: F64  # (n, 2H) realised, ATR units
+    gru: F64
+    transformer: F64
+    train_mean: F64  # the fold's baselines, fitted on its training rows
+    seasonal: F64
+    har: F64
+    long_won: F64
+    short_won: F64
+    p_long: F64  # XGBoost P(win), raw
+    p_short: F64
+    p_long_har: F64  # logistic on the HAR inputs
+    p_short_har: F64
+    base_long: F64  # the fold's training base rate
+    base_short: F64
+    meta: F64  # metamodel P(the chosen trade wins) from a metamodel fitted on earlier folds
+    won: F64  # the chosen trade's outcome
+    direction: F64
+
+    def stack_inputs(self, rows: Bool | slice = slice(None)) -> list[F64]:
+        return [self.gru[rows], self.transformer[rows], self.har[rows], self.seasonal[rows]]
+
+
+@dataclass
+class NestedServed:
+    """The served numbers for folds >= 1 (NaN on fold 0), each fitted on the folds before."""
+
+    ranges: F64  # (n, 2H)
+    lower: F64  # interval bounds, ATR units
+    upper: F64
+    p_long: F64
+    p_short: F64
+    confidence: F64  # NaN on folds 0 and 1
+
+
+def nested_served(oof: OutOfFold) -> NestedServed:
+    n, width = oof.ranges.shape
+    out = NestedServed(
+        *(np.full((n, width), np.nan) for _ in range(3)), *(np.full(n, np.nan) for _ in range(3))
+    )
+    for k in range(1, int(oof.fold.max()) + 1):
+        before, now = oof.fold < k, oof.fold == k
+        weights = fit_stack(oof.stack_inputs(before), oof.ranges[before])
+        fitted = stack_ranges(weights, oof.stack_inputs(before))
+        ratios = fit_interval_ratios(fitted, oof.ranges[before])
+        served = stack_ranges(weights, oof.stack_inputs(now))
+        out.ranges[now] = served
+        out.lower[now] = served * ratios[:, 0]
+        out.upper[now] = served * ratios[:, 1]
+        out.p_long[now] = fit_calibration(oof.p_long[before], oof.long_won[before])(oof.p_long[now])
+        out.p_short[now] = fit_calibration(oof.p_short[before], oof.short_won[before])(
+            oof.p_short[now]
+        )
+        scored = before & np.isfinite(oof.meta)
+        if k >= 2 and scored.any():
+            out.confidence[now] = fit_calibration(oof.meta[scored], oof.won[scored])(oof.meta[now])
+    return out
+
+
+def _mse(pred: F64, y: F64) -> float:
+    return float(((pred - y) ** 2).mean())
+
+
+def _qlike(pred: F64, y: F64) -> float:
+    """QLIKE of the total range (up + down): y/p - log(y/p) - 1, the loss volatility forecasts
+    are ranked by (robust to noise in the realised proxy); 0 is a perfect forecast."""
+    total_y = np.maximum(y.sum(axis=1), QLIKE_FLOOR_ATR)
+    total_p = np.maximum(pred.sum(axis=1), QLIKE_FLOOR_ATR)
+    ratio = total_y / total_p
+    return float((ratio - np.log(ratio) - 1).mean())
+
+
+def _r2(pred: F64, y: F64) -> float:
+    sst = float(((y - y.mean(axis=0)) ** 2).sum())
+    return 1 - float(((pred - y) ** 2).sum()) / sst if sst > 0 else 0.0
+
+
+def _interval(values: list[float]) -> dict[str, float]:
+    """Mean of per-fold values with a 95 % t-interval across folds."""
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return {"mean": mean, "low": math.nan, "high": math.nan, "folds": len(values)}
+    half = float(
+        stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
+    )
+    return {"mean": mean, "low": mean - half, "high": mean + half, "folds": len(values)}
+
+
+def range_report(oof: OutOfFold, served: NestedServed, horizons: list[str]) -> dict[str, Any]:
+    """Per horizon: R², MSE and QLIKE of every model and baseline on the folds the served
+    ensemble is scored on, and the served ensemble's MSE skill over the best baseline per fold."""
+    rows = np.isfinite(served.ranges).all(axis=1)
+    predictions = {
+        "gru": oof.gru,
+        "transformer": oof.transformer,
+        "networks_mean": (oof.gru + oof.transformer) / 2,
+        "served": served.ranges,
+        "train_mean": oof.train_mean,
+        "seasonal": oof.seasonal,
+        "har": oof.har,
+    }
+    report: dict[str, Any] = {}
+    for k, horizon in enumerate(horizons):
+        cols = slice(2 * k, 2 * k + 2)
+        y = oof.ranges[rows, cols]
+        scores = {
+            name: {
+                "r2": _r2(pred[rows, cols], y),
+                "mse": _mse(pred[rows, cols], y),
+                "qlike": _qlike(pred[rows, cols], y),
+            }
+            for name, pred in predictions.items()
+        }
+        best = min(RANGE_BASELINES, key=lambda name: scores[name]["mse"])
+        per_fold = []
+        for fold in np.unique(oof.fold[rows]):
+            mask = rows & (oof.fold == fold)
+            y_fold = oof.ranges[mask, cols]
+            per_fold.append(
+                1
+                - _mse(served.ranges[mask, cols], y_fold)
+                / _mse(predictions[best][mask, cols], y_fold)
+            )
+        report[horizon] = {
+            "scores": scores,
+            "best_baseline": best,
+            "served_skill": _interval(per_fold),
+            "networks_skill": 1 - scores["networks_mean"]["mse"] / scores[best]["mse"],
+        }
+    return report
+
+
+def coverage_report(oof: OutOfFold, served: NestedServed, horizons: list[str]) -> dict[str, Any]:
+    """Share of realised highs/lows inside their interval, per horizon and side."""
+    rows = np.isfinite(served.lower).all(axis=1)
+    inside = (oof.ranges[rows] >= served.lower[rows]) & (oof.ranges[rows] <= served.upper[rows])
+    report: dict[str, Any] = {"level": INTERVAL_LEVEL, "rows": int(rows.sum())}
+    for k, horizon in enumerate(horizons):
+        report[horizon] = {
+            "high": float(inside[:, 2 * k].mean()),
+            "low": float(inside[:, 2 * k + 1].mean()),
+        }
+    report["overall"] = float(inside.mean())
+    report["within_tolerance"] = bool(
+        all(
+            abs(report[h][side] - INTERVAL_LEVEL) <= COVERAGE_TOLERANCE
+            for h in horizons
+            for side in ("high", "low")
+        )
+    )
+    return report
+
+
+def reliability(p: F64, outcome: F64, bins: int = 10) -> list[dict[str, Any]]:
+    """Observed frequency per probability decile (0-0.1, ..., 0.9-1)."""
+    edges = np.linspace(0, 1, bins + 1)
+    table = []
+    for lo, hi in itertools.pairwise(edges):
+        mask = (p >= lo) & ((p < hi) | (hi == 1.0))
+        if mask.any():
+            gap = float(outcome[mask].mean() - p[mask].mean())
+            table.append(
+                {
+                    "bin": f"{lo:.1f}-{hi:.1f}",
+                    "count": int(mask.sum()),
+                    "mean_p": float(p[mask].mean()),
+                    "observed": float(outcome[mask].mean()),
+                    "within_tolerance": abs(gap) <= RELIABILITY_TOLERANCE
+                    or mask.sum() < MIN_DECILE_TRADES,
+                }
+            )
+    return table
+
+
+def expected_calibration_error(p: F64, outcome: F64, bins: int = 10) -> float:
+    table = reliability(p, outcome, bins)
+    n = sum(row["count"] for row in table)
+    return float(sum(row["count"] / n * abs(row["observed"] - row["mean_p"]) for row in table))
+
+
+def _auc(outcome: F64, p: F64) -> float:
+    return float(roc_auc_score(outcome, p)) if len(np.unique(outcome)) == 2 else math.nan
+
+
+def _brier(p: F64, outcome: F64) -> float:
+    return float(((p - outcome) ** 2).mean())
+
+
+def probability_report(
+    name: str, p: F64, outcome: F64, baselines: dict[str, F64]
+) -> dict[str, Any]:
+    """AUC, log-loss, Brier skill over the base rate, ECE and the reliability table."""
+    base = baselines["base_rate"]
+    scores = {
+        "auc": _auc(outcome, p),
+        "log_loss": float(log_loss(outcome, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])),
+        "brier_skill": 1 - _brier(p, outcome) / _brier(base, outcome),
+        "ece": expected_calibration_error(p, outcome),
+        "reliability": reliability(p, outcome),
+        "rows": len(p),
+    }
+    scores["baselines"] = {
+        label: {
+            # A base rate ranks nothing (constant within a fold): its AUC is undefined.
+            "auc": math.nan if label == "base_rate" else _auc(outcome, values),
+            "log_loss": float(log_loss(outcome, np.clip(values, 1e-6, 1 - 1e-6), labels=[0, 1])),
+            "brier_skill": 1 - _brier(values, outcome) / _brier(base, outcome),
+        }
+        for label, values in baselines.items()
+    }
+    scores["name"] = name
+    return scores
+
+
+def classifier_report(oof: OutOfFold, served: NestedServed) -> dict[str, Any]:
+    rows = np.isfinite(served.p_long)
+    report: dict[str, Any] = {}
+    for side, raw, cal, won, har, base in (
+        ("long", oof.p_long, served.p_long, oof.long_won, oof.p_long_har, oof.base_long),
+        ("short", oof.p_short, served.p_short, oof.short_won, oof.p_short_har, oof.base_short),
+    ):
+        baselines = {"base_rate": base[rows], "har_logistic": har[rows], "xgb_raw": raw[rows]}
+        report[side] = probability_report(f"P({side} wins)", cal[rows], won[rows], baselines)
+    scored = np.isfinite(served.confidence)
+    if scored.sum() > 0:
+        base = np.where(oof.direction[scored] > 0, oof.base_long[scored], oof.base_short[scored])
+        report["confidence"] = probability_report(
+            "metamodel confidence",
+            served.confidence[scored],
+            oof.won[scored],
+            {"base_rate": base, "metamodel_raw": oof.meta[scored]},
+        )
+        # The confidence and the classifier of the chosen side estimate the same event.
+        chosen = np.where(oof.direction > 0, served.p_long, served.p_short)[scored]
+        report["confidence_vs_classifier_gap"] = float(
+            np.abs(served.confidence[scored] - chosen).mean()
+        )
+    return report
