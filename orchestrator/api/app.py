@@ -99,12 +99,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         resources.engine.start()
         events = asyncio.create_task(receive_bar_close_events(resources), name="bar-close-events")
+        quality = asyncio.create_task(resources.quality.run(resources.database), name="quality")
         try:
             yield
         finally:
-            events.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await events
+            for task in (events, quality):
+                task.cancel()
+            for task in (events, quality):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await app.state.backtest_jobs.close()
             await app.state.stream.close()
             await app.state.resources.close()

@@ -15,6 +15,7 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from orchestrator.inference.barclose import BarCloseEngine
 from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE, SERVED_TIMEFRAMES, served_name
+from orchestrator.inference.quality import QualityTracker
 from orchestrator.inference.service import PredictionService
 from orchestrator.inference.shared import SharedPredictions
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
@@ -47,6 +48,7 @@ class Resources:
     _db: Database | None = None
     _db_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _engine: BarCloseEngine | None = None
+    quality: QualityTracker = field(default_factory=QualityTracker)
     _predictions: PredictionService | None = None
 
     @property
@@ -61,6 +63,7 @@ class Resources:
                 shared=self.shared,
                 publish=self.publish,
             )
+            self._engine.on_predictions(self.quality.record)
         return self._engine
 
     @property

@@ -26,6 +26,7 @@ from tritonclient.utils import InferenceServerException
 
 from orchestrator.api.errors import error_responses
 from orchestrator.api.stream import StreamSummary
+from orchestrator.inference.quality import VersionQuality
 
 WINDOW = 10_000
 
@@ -128,6 +129,8 @@ class StatsResponse(msgspec.Struct):
     bar_close: BarCloseSummary
     shared: SharedSummary
     triton_error: str | None = None
+    # Served vs realised once horizons elapsed, per model version (inference/quality.py).
+    quality: list[VersionQuality] = msgspec.field(default_factory=list)
 
 
 async def _model_stats(state: State) -> tuple[list[ModelStats], str | None]:
@@ -218,6 +221,7 @@ class StatsController(Controller):
                 rate_limit_in_memory=state.rate_limit_store.using_fallback,
             ),
             triton_error=error,
+            quality=state.resources.quality.report(),
         )
 
 

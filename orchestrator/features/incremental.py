@@ -546,11 +546,11 @@ class IncrementalFeatures:
         index = pd.DatetimeIndex(tail.index)
         features = cls(spec)
         window = features._baseline
-        for high, low, close in zip(
+        for bar_high, bar_low, bar_close in zip(
             *(history[k].to_numpy(np.float64).tolist() for k in ("high", "low", "close")),
             strict=True,
         ):
-            window.update(high, low, close)
+            window.update(bar_high, bar_low, bar_close)
         state = features._state
         stored_from = need - features._ring_size  # older rows never reach a window
         for i in range(need):

@@ -84,6 +84,10 @@ def assert_inputs_equal(got: ModelInputs, want: ModelInputs) -> None:
     np.testing.assert_allclose(got.atr, want.atr, rtol=RTOL, atol=ATOL)
     assert got.close == want.close
     assert got.bar_time == want.bar_time
+    # The baselines' inputs, read by the serving head.
+    np.testing.assert_allclose(got.har, want.har, rtol=1e-9, atol=1e-9, err_msg="har")
+    assert np.isfinite(got.har).all()
+    np.testing.assert_array_equal(got.season, want.season)
 
 
 def assert_matches_batch(

@@ -1,0 +1,93 @@
+"""Nested scoring of the served head and the card's numbers, on synthetic out-of-fold rows."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from export.evaluation import (
+    OutOfFold,
+    classifier_report,
+    coverage_report,
+    nested_served,
+    range_report,
+)
+
+HORIZONS = ["scalping", "intraday"]
+
+
+def _out_of_fold(rows_per_fold: int = 4000, folds: int = 4) -> OutOfFold:
+    """Ranges driven by a HAR-like signal the networks do not see; TP/SL outcomes drawn from
+    known probabilities that the raw classifier over-states."""
+    rng = np.random.default_rng(3)
+    n = rows_per_fold * folds
+    signal = rng.gamma(2.0, 1.0, (n, 4))
+    ranges = signal * rng.lognormal(0, 0.3, (n, 4))
+    z = rng.normal(0, 1, n)
+    p_true = 1 / (1 + np.exp(-z))  # symmetric: long and short trades alike
+    long_won = (rng.random(n) < p_true).astype(np.float64)
+    short_won = (rng.random(n) < 1 - p_true).astype(np.float64)
+    raw_long = 1 / (1 + np.exp(-3 * z))
+    direction = np.where(raw_long >= 0.5, 1.0, -1.0)
+    return OutOfFold(
+        fold=np.repeat(np.arange(folds), rows_per_fold),
+        ranges=ranges,
+        gru=rng.gamma(2.0, 1.0, (n, 4)),
+        transformer=rng.gamma(2.0, 1.0, (n, 4)),
+        train_mean=np.full((n, 4), 2.0),
+        seasonal=np.full((n, 4), 2.1),
+        har=signal,
+        long_won=long_won,
+        short_won=short_won,
+        p_long=raw_long,
+        p_short=1 - raw_long,
+        p_long_har=np.full(n, 0.4),
+        p_short_har=np.full(n, 0.6),
+        base_long=np.full(n, long_won.mean()),
+        base_short=np.full(n, short_won.mean()),
+        meta=np.where(
+            np.arange(n) < rows_per_fold, np.nan, np.where(direction > 0, raw_long, 1 - raw_long)
+        ),
+        won=np.where(direction > 0, long_won, short_won),
+        direction=direction,
+    )
+
+
+def test_the_served_head_is_scored_only_on_folds_after_its_fit() -> None:
+    oof = _out_of_fold()
+    served = nested_served(oof)
+    first, second = oof.fold == 0, oof.fold == 1
+    assert np.isnan(served.ranges[first]).all()
+    assert np.isfinite(served.ranges[~first]).all()
+    assert np.isnan(served.confidence[first | second]).all()  # meta scores start at fold 1
+    assert np.isfinite(served.confidence[oof.fold >= 2]).all()
+
+
+def test_the_served_ranges_match_the_best_baseline_when_networks_know_nothing() -> None:
+    oof = _out_of_fold()
+    report = range_report(oof, nested_served(oof), HORIZONS)
+    for horizon in HORIZONS:
+        entry = report[horizon]
+        assert entry["best_baseline"] == "har"
+        assert entry["networks_skill"] < -0.5  # the raw networks lose badly
+        skill = entry["served_skill"]
+        assert abs(skill["mean"]) < 0.02  # served == HAR, within noise
+        assert skill["folds"] == 3
+        assert skill["low"] <= skill["mean"] <= skill["high"]
+        assert entry["scores"]["har"]["qlike"] < entry["scores"]["gru"]["qlike"]
+
+
+def test_interval_coverage_and_calibration_meet_their_targets_on_exchangeable_rows() -> None:
+    oof = _out_of_fold()
+    served = nested_served(oof)
+    coverage = coverage_report(oof, served, HORIZONS)
+    assert coverage["within_tolerance"], coverage
+    assert abs(coverage["overall"] - 0.8) < 0.02
+    probabilities = classifier_report(oof, served)
+    for key in ("long", "short", "confidence"):
+        entry = probabilities[key]
+        assert entry["ece"] <= 0.03, (key, entry["ece"])
+        assert entry["brier_skill"] > 0.0  # calibrated probabilities beat the base rate
+        raw = entry["baselines"].get("xgb_raw") or entry["baselines"]["metamodel_raw"]
+        assert raw["brier_skill"] < entry["brier_skill"]
+    # The calibrated confidence and the chosen side's P(win) estimate the same event.
+    assert probabilities["confidence_vs_classifier_gap"] < 0.03

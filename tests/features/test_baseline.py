@@ -1,0 +1,53 @@
+"""The baselines' inputs: the O(1) serving window equals the batch definition bar by bar."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.demo.generator import generate_bars
+from orchestrator.features.baseline import (
+    BaselineWindow,
+    baseline_features,
+    har_windows,
+    season_cell,
+    season_cells,
+)
+from orchestrator.features.indicators import compute_features
+from orchestrator.marketdata.timeframes import Timeframe
+
+
+def test_windows_are_wall_clock_durations_in_bars() -> None:
+    assert har_windows(Timeframe.M5) == [1, 12, 288, 2016]
+    assert har_windows(Timeframe.H1) == [1, 1, 24, 168]
+    assert har_windows(Timeframe.D1) == [1, 1, 1, 7]
+
+
+def test_the_serving_window_equals_the_batch_definition_bar_by_bar() -> None:
+    bars = generate_bars("BTCUSD", days=10, seed=3)  # longer than the 1-week window
+    atr = compute_features(bars)["atr"].to_numpy()
+    batch = baseline_features(bars, atr, Timeframe.M5)
+    window = BaselineWindow(Timeframe.M5)
+    compared = 0
+    for i, (high, low, close) in enumerate(zip(bars.high, bars.low, bars.close, strict=True)):
+        window.update(high, low, close)
+        if np.isfinite(batch[i]).all():
+            np.testing.assert_allclose(window.features(atr[i], close), batch[i], atol=1e-9)
+            compared += 1
+    assert compared > len(bars) - 100  # every bar once ATR is known
+    assert np.isnan(window.features(float("nan"), 1.0)).all()
+
+
+def test_a_known_range_series_gives_known_inputs() -> None:
+    """Every bar's range is 1 % of the close and the ATR is 2 % of it: each input is log(1/2)."""
+    index = pd.date_range("2024-01-01", periods=3000, freq="5min", tz="UTC")
+    close = np.full(index.size, 100.0)
+    bars = pd.DataFrame({"high": close + 0.5, "low": close - 0.5, "close": close}, index=index)
+    got = baseline_features(bars, np.full(index.size, 2.0), Timeframe.M5)
+    np.testing.assert_allclose(got, np.log(0.5), atol=1e-12)
+
+
+def test_season_cells_count_hours_from_monday_utc() -> None:
+    stamps = pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-07 23:59"], tz="UTC")  # Mon, Sun
+    np.testing.assert_array_equal(season_cells(stamps), [0, 167])
+    assert season_cell(pd.Timestamp("2024-01-02 03:00", tz="Europe/Berlin")) == 24 + 2
