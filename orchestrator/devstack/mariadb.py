@@ -315,7 +315,13 @@ def ensure_database(settings: DatabaseSettings, extra_databases: tuple[str, ...]
         raise DatabaseSetupError(reason)
     private = PrivateMariaDB(port=settings.port)
     if not private.is_running() and process.port_in_use(settings.port, settings.host):
-        raise DatabaseSetupError(_explain(settings, asyncio.run(_probe(settings))))
+        probe = asyncio.run(_probe(settings))  # creates the database when the user may
+        if not probe.usable:
+            raise DatabaseSetupError(_explain(settings, probe))
+        return (
+            f"using the MariaDB/MySQL server at {settings.address} "
+            f"(created database {settings.database})"
+        )
     private.start()
     private.provision(settings, [settings.database, *extra_databases])
     reason = asyncio.run(_try_connect(settings))
