@@ -1,7 +1,7 @@
 """`python -m orchestrator real-data` (`make real-data`): real bars into their own database, so
 the synthetic demo in the default database stays as it is.
 
-Exit codes as orchestrator/cli.py: 1 when a file fails its digest or rows are rejected, 2 for
+Exit codes are orchestrator/cli.py's: 1 when a file fails its digest or rows are rejected, 2 for
 bad arguments, 3 when PyPI or the database cannot be reached.
 """
 
@@ -16,15 +16,13 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from orchestrator.cli import EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE
 from orchestrator.settings import RUN_DIR, DatabaseSettings, Settings
 
 if TYPE_CHECKING:
     from orchestrator.realdata.catalogue import RealSeries
+    from orchestrator.realdata.pypi import PyPIClient
 
-EXIT_OK = 0
-EXIT_REJECTED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
 DEFAULT_DATABASE = "trading_real"
 
 
@@ -45,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--index-url",
-        default=os.environ.get("REAL_DATA_INDEX_URL", "https://pypi.org/pypi"),
+        default=os.environ.get("REAL_DATA_INDEX_URL"),
         help="PyPI JSON API base (default: $REAL_DATA_INDEX_URL or https://pypi.org/pypi)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -59,7 +57,12 @@ def _fail(message: str, code: int) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.devstack.mariadb import ensure_database
     from orchestrator.realdata.catalogue import SERIES
-    from orchestrator.realdata.pypi import PyPIUnavailableError, RealDataFileError
+    from orchestrator.realdata.pypi import (
+        DEFAULT_INDEX_URL,
+        PyPIClient,
+        PyPIUnavailableError,
+        RealDataFileError,
+    )
 
     catalogue = SERIES
     if args.symbols:
@@ -74,21 +77,31 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         catalogue = tuple(s for s in SERIES if s.symbol in wanted)
     target = msgspec.structs.replace(settings.db, database=args.database)
     print(ensure_database(target), flush=True)
+    client = PyPIClient(
+        Path(args.cache_dir),
+        index_url=args.index_url or DEFAULT_INDEX_URL,
+        show_progress=not args.quiet,
+        say=_say,
+    )
     try:
-        return asyncio.run(_load(target, catalogue, args))
+        with client:
+            return asyncio.run(_load(target, catalogue, client))
     except PyPIUnavailableError as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)
     except RealDataFileError as exc:
         return _fail(str(exc), EXIT_REJECTED)
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)  # before the next progress bar on stderr
+
+
 async def _load(
-    target: DatabaseSettings, catalogue: tuple[RealSeries, ...], args: argparse.Namespace
+    target: DatabaseSettings, catalogue: tuple[RealSeries, ...], client: PyPIClient
 ) -> int:
     from orchestrator.marketdata.db import Database
     from orchestrator.marketdata.migrate import current_version, migrate
     from orchestrator.realdata.load import load_series
-    from orchestrator.realdata.pypi import PyPIClient
 
     db = await Database.connect(target)
     try:
@@ -97,18 +110,14 @@ async def _load(
         print(
             f"schema at version {await current_version(db)} on {target.address}/{target.database}"
         )
-        cache_dir = Path(args.cache_dir)
-        with PyPIClient(
-            cache_dir, index_url=args.index_url, show_progress=not args.quiet
-        ) as client:
-            results = await load_series(
-                db,
-                catalogue,
-                client,
-                rejects_dir=cache_dir,
-                show_progress=not args.quiet,
-                say=lambda line: print(line, flush=True),
-            )
+        results = await load_series(
+            db,
+            catalogue,
+            client,
+            rejects_dir=client.cache_dir,
+            show_progress=client.show_progress,
+            say=_say,
+        )
     finally:
         await db.close()
     print(f"real bars in database {target.database} on {target.address}:")
@@ -118,4 +127,4 @@ async def _load(
             f"{result.first_ts} .. {result.last_ts}"
         )
     rejected = sum(r.ingest.rejected for r in results)
-    return EXIT_REJECTED if rejected else EXIT_OK
+    return EXIT_REJECTED if rejected else 0
