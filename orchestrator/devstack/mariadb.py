@@ -272,21 +272,28 @@ def _reason(exc: BaseException) -> str:
     return f"({code}) {text}" if code else text or type(exc).__name__
 
 
-def missing_grant_message(settings: DatabaseSettings, probe: _Probe) -> str:
-    """Which grant the user lacks on the test database, and how to choose another database."""
+_TEST_DATABASE_HINT = (
+    "(the suite drops and re-creates its tables there), or set MYSQL_TEST_DATABASE to a database "
+    "that user may create or use."
+)
+
+
+def missing_grant_message(
+    settings: DatabaseSettings, probe: _Probe, hint: str = _TEST_DATABASE_HINT
+) -> str:
+    """Which grant the user lacks on the database, and how to choose another database."""
     user, _, host = probe.account.rpartition("@")
     return (
         f"user {settings.user!r} can log in to the MariaDB/MySQL server at {settings.address} "
-        f"but may not create or use the test database `{settings.database}` ({probe.reason}). "
+        f"but may not create or use the database `{settings.database}` ({probe.reason}). "
         f"As an administrator of that server run:  GRANT ALL ON `{settings.database}`.* TO "
-        f"'{user or settings.user}'@'{host or '%'}';  (the suite drops and re-creates its "
-        "tables there), or set MYSQL_TEST_DATABASE to a database that user may create or use."
+        f"'{user or settings.user}'@'{host or '%'}';  {hint}"
     )
 
 
-def _explain(settings: DatabaseSettings, probe: _Probe) -> str:
+def _explain(settings: DatabaseSettings, probe: _Probe, hint: str = _TEST_DATABASE_HINT) -> str:
     if probe.logged_in:
-        return missing_grant_message(settings, probe)
+        return missing_grant_message(settings, probe, hint)
     return (
         f"{probe.reason}\nSomething already listens on {settings.address} but refuses these "
         "credentials; fix MYSQL_USER/MYSQL_PASSWORD or choose another MYSQL_PORT."
@@ -314,8 +321,15 @@ def ensure_database(settings: DatabaseSettings, extra_databases: tuple[str, ...]
     if settings.host not in _LOCAL_HOSTS:
         raise DatabaseSetupError(reason)
     private = PrivateMariaDB(port=settings.port)
-    if not private.is_running() and process.port_in_use(settings.port, settings.host):
-        raise DatabaseSetupError(_explain(settings, asyncio.run(_probe(settings))))
+    if not private.serves(settings.port) and process.port_in_use(settings.port, settings.host):
+        probe = asyncio.run(_probe(settings))  # creates the database when the user may
+        if not probe.usable:
+            hint = "or choose another database that user may create or use."
+            raise DatabaseSetupError(_explain(settings, probe, hint))
+        return (
+            f"using the MariaDB/MySQL server at {settings.address} "
+            f"(created database {settings.database})"
+        )
     private.start()
     private.provision(settings, [settings.database, *extra_databases])
     reason = asyncio.run(_try_connect(settings))

