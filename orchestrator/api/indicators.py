@@ -112,8 +112,9 @@ def _option_parameter(ind: Indicator, param: Param) -> Any:
         required=False,
         default=None,
         description=(
-            f"{ind.name}'s {param.name} for `{ind.name}` items without inline values, "
-            f"{param.rule} (default {param.default:g}); scale=price only"
+            f"{ind.name} {param.name}, {param.rule} (default {param.default:g}), for `{ind.name}` "
+            f"items without an inline value; ignored unless {ind.name} is asked for; "
+            "scale=price only"
         ),
         schema_extra={
             "one_of": None,
