@@ -70,7 +70,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Indicator values from the models' feature pipeline */
+        /** Indicators in conventional units (or the models' scale-free features) */
         get: operations["ApiIndicatorsSymbolIndicators"];
         put?: never;
         post?: never;
@@ -396,6 +396,13 @@ export interface components {
         };
         /** IndicatorsResponse */
         IndicatorsResponse: {
+            parameters: {
+                [key: string]: {
+                    [key: string]: number;
+                };
+            };
+            /** @enum {string} */
+            scale: "price" | "model";
             symbol: string;
             timeframe: string;
             times: string[];
@@ -980,12 +987,40 @@ export interface operations {
     ApiIndicatorsSymbolIndicators: {
         parameters: {
             query?: {
-                /** @description Comma-separated indicator names (no spaces), from ret_1, ret_3, ret_6, ret_12, ret_24, ret_48, rsi, macd, macd_signal, macd_hist, atr_rel, bb_pctb, bb_width, ema_fast_dist, ema_mid_dist, ema_slow_dist, adx, dmp_dmn, stoch_k, stoch_d, volume_z, range_atr, realized_vol, body_atr, hour_sin, hour_cos, dow_sin, dow_cos, atr */
+                /** @description Comma-separated indicators, no spaces. With scale=price (default): rsi:length (Relative Strength Index (Wilder), 0-100; length an integer from 2 to 200, default 14; values rsi); macd:fast:slow:signal (MACD line, signal and histogram, price units; fast an integer from 2 to 200, default 12, slow an integer from 2 to 200, default 26, signal an integer from 1 to 200, default 9; values macd, macd_signal, macd_hist); atr:length (Average True Range (Wilder), price units; length an integer from 2 to 200, default 14; values atr); bbands:length:std (Bollinger Bands: upper, middle (SMA) and lower, std = population standard deviations; length an integer from 2 to 500, default 20, std a number from 0.1 to 10, default 2; values bb_upper, bb_middle, bb_lower); sma:length (Simple moving average of the close; length an integer from 2 to 500, default 20; values sma); ema:length (Exponential moving average of the close (seeded with the SMA, as TA-Lib does); length an integer from 2 to 500, default 20; values ema); adx:length (Average Directional Index with +DI and -DI, 0-100; length an integer from 2 to 200, default 14; values adx, plus_di, minus_di); stoch:k:d:smooth (Slow stochastic %K and %D, 0-100 (k: look-back, smooth: %K's SMA, d: %D's SMA); k an integer from 1 to 200, default 14, d an integer from 1 to 50, default 3, smooth an integer from 1 to 50, default 3; values stoch_k, stoch_d); obv (On-Balance Volume, summed from the first answered bar; no parameters; values obv); vwap (Volume-weighted average of the typical price (H+L+C)/3, anchored at each UTC day; no parameters; values vwap). Inline parameters may be cut short (macd:8 keeps slow and signal) and suffix the value names with every parameter (rsi:21 -> rsi_21, bbands:20:2.5 -> bb_upper_20_2.5); macd needs fast < slow. With scale=model, no parameters: ret_1, ret_3, ret_6, ret_12, ret_24, ret_48, rsi, macd, macd_signal, macd_hist, atr_rel, bb_pctb, bb_width, ema_fast_dist, ema_mid_dist, ema_slow_dist, adx, dmp_dmn, stoch_k, stoch_d, volume_z, range_atr, realized_vol, body_atr, hour_sin, hour_cos, dow_sin, dow_cos, atr */
                 indicators?: string;
+                /** @description price: conventional units (RSI 0-100, MACD/ATR/bands/averages in price units); model: the models' scale-free features (RSI centred on 0, ATR units) */
+                scale?: "price" | "model";
                 /** @description Bar timeframe, one of 1m, 5m, 15m, 30m, 1h, 4h, 1d; coarser ones are resampled from the stored bars */
                 timeframe?: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d";
                 /** @description How many of the newest bars, 1 to 10000 */
                 limit?: number;
+                /** @description rsi length, an integer from 2 to 200 (default 14), for `rsi` items without an inline value; ignored unless rsi is asked for; scale=price only */
+                rsi_length?: number;
+                /** @description macd fast, an integer from 2 to 200 (default 12), for `macd` items without an inline value; ignored unless macd is asked for; scale=price only */
+                macd_fast?: number;
+                /** @description macd slow, an integer from 2 to 200 (default 26), for `macd` items without an inline value; ignored unless macd is asked for; scale=price only */
+                macd_slow?: number;
+                /** @description macd signal, an integer from 1 to 200 (default 9), for `macd` items without an inline value; ignored unless macd is asked for; scale=price only */
+                macd_signal?: number;
+                /** @description atr length, an integer from 2 to 200 (default 14), for `atr` items without an inline value; ignored unless atr is asked for; scale=price only */
+                atr_length?: number;
+                /** @description bbands length, an integer from 2 to 500 (default 20), for `bbands` items without an inline value; ignored unless bbands is asked for; scale=price only */
+                bbands_length?: number;
+                /** @description bbands std, a number from 0.1 to 10 (default 2), for `bbands` items without an inline value; ignored unless bbands is asked for; scale=price only */
+                bbands_std?: number;
+                /** @description sma length, an integer from 2 to 500 (default 20), for `sma` items without an inline value; ignored unless sma is asked for; scale=price only */
+                sma_length?: number;
+                /** @description ema length, an integer from 2 to 500 (default 20), for `ema` items without an inline value; ignored unless ema is asked for; scale=price only */
+                ema_length?: number;
+                /** @description adx length, an integer from 2 to 200 (default 14), for `adx` items without an inline value; ignored unless adx is asked for; scale=price only */
+                adx_length?: number;
+                /** @description stoch k, an integer from 1 to 200 (default 14), for `stoch` items without an inline value; ignored unless stoch is asked for; scale=price only */
+                stoch_k?: number;
+                /** @description stoch d, an integer from 1 to 50 (default 3), for `stoch` items without an inline value; ignored unless stoch is asked for; scale=price only */
+                stoch_d?: number;
+                /** @description stoch smooth, an integer from 1 to 50 (default 3), for `stoch` items without an inline value; ignored unless stoch is asked for; scale=price only */
+                stoch_smooth?: number;
             };
             header?: never;
             path: {

@@ -43,7 +43,7 @@ from locust import FastHttpUser, User, between, constant, events, task
 from locust.env import Environment
 from locust.stats import StatsEntry
 
-INDICATOR_SETS = ("rsi,macd,atr", "rsi", "atr,adx,bb_pctb", "macd,macd_signal,macd_hist,stoch_k")
+INDICATOR_SETS = ("rsi,macd,atr", "rsi", "atr,adx,bbands", "macd:8:21:5,stoch,ema:20,ema:50,vwap")
 HORIZONS = ("all", "scalping", "intraday", "swing", "position")
 STRATEGIES = ("balanced", "aggressive_filter", "conservative", "baseline")
 SERVED_TIMEFRAMES = ("5m", "15m", "1h")

@@ -21,6 +21,7 @@ from orchestrator.api import errors
 from orchestrator.api.backtests import BacktestController
 from orchestrator.api.closed_structs import ClosedStructSchemaPlugin
 from orchestrator.api.health import HealthController
+from orchestrator.api.indicators import IndicatorsController
 from orchestrator.api.market import MarketController
 from orchestrator.api.options import complete_allow_header
 from orchestrator.api.predictions import PredictionController
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HealthController,
             PredictionController,
             MarketController,
+            IndicatorsController,
             StatsController,
             BacktestController,
             MetricsController,

@@ -1,4 +1,4 @@
-"""History and indicators, from the store and the shared feature pipeline.
+"""History from the store, and the parameter checks the market-data routes share.
 
 Every parameter rule is declared in the OpenAPI document (pattern, enum, bounds, format) from the
 same constants the checks below use, so the document and the 400 answers cannot disagree; the
@@ -8,14 +8,12 @@ both or neither) are written in the parameters' descriptions.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-import numpy as np
 import pandas as pd
 from litestar import Controller, Request, get
 from litestar.datastructures import State
@@ -23,12 +21,6 @@ from litestar.openapi.spec import Example, OpenAPIType
 from litestar.params import Parameter
 
 from orchestrator.api.errors import MARKET_ERRORS, BadParameterError
-from orchestrator.features.indicators import (
-    FEATURE_NAMES,
-    LOOKBACK_BARS,
-    PARAMS,
-    compute_features,
-)
 from orchestrator.marketdata.store import BarStore, empty_bars
 from orchestrator.marketdata.timeframes import (
     InvalidSymbolError,
@@ -37,7 +29,6 @@ from orchestrator.marketdata.timeframes import (
 )
 
 MAX_LIMIT = 10_000
-INDICATORS = (*FEATURE_NAMES, "atr")
 STORED_TIMEFRAMES = tuple(
     tf.value for tf in Timeframe
 )  # any of them, resampled from the stored one
@@ -46,8 +37,6 @@ STORED_TIMEFRAMES = tuple(
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,19}$"
 SYMBOL_RULE = "1-20 characters A-Z, a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
 _SYMBOL = re.compile(SYMBOL_PATTERN)
-_INDICATOR = "(?:" + "|".join(re.escape(name) for name in INDICATORS) + ")"
-INDICATORS_PATTERN = f"^{_INDICATOR}(?:,{_INDICATOR})*$"
 # RFC 3339 date-time (JSON Schema's "date-time"): seconds and a UTC offset are required.
 _DATE_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
@@ -56,9 +45,6 @@ _DATE_TIME = re.compile(
 # range reaching beyond these instants is cut to them without losing a bar.
 EARLIEST = datetime(1678, 1, 1, tzinfo=UTC)
 LATEST = datetime(2262, 1, 1, tzinfo=UTC)
-# pandas-ta answers None for a series shorter than an indicator's window: below the widest one
-# every value is still undefined (null), like the warm-up rows at the start of any series.
-MIN_FEATURE_BARS = max(int(value) for value in PARAMS.values())
 
 
 def declared(description: str, **rules: Any) -> Any:
@@ -115,18 +101,6 @@ def checked_limit(limit: int) -> int:
     return limit
 
 
-def checked_indicators(raw: str) -> list[str]:
-    names = raw.split(",")
-    unknown = [name for name in names if name not in INDICATORS]
-    if unknown:
-        raise BadParameterError(
-            "indicators",
-            f"unknown indicator(s) {', '.join(map(repr, unknown))}: give a comma-separated list "
-            f"of {', '.join(INDICATORS)} (lower case, no spaces)",
-        )
-    return list(dict.fromkeys(names))
-
-
 def checked_moment(field: str, raw: str) -> datetime:
     """An RFC 3339 date-time with its offset; microseconds are the finest unit kept."""
     problem = f"{field} must be an RFC 3339 date-time with an offset, e.g. 2025-01-31T00:00:00Z"
@@ -163,13 +137,6 @@ class HistoryResponse(msgspec.Struct):
     symbol: str
     timeframe: str
     bars: list[Bar]
-
-
-class IndicatorsResponse(msgspec.Struct):
-    symbol: str
-    timeframe: str
-    times: list[datetime]
-    values: dict[str, list[float | None]]
 
 
 class MarketController(Controller):
@@ -223,46 +190,6 @@ class MarketController(Controller):
         else:
             frame = await store.latest_bars(sym, tf, count)
         return HistoryResponse(sym, tf.value, _bars(frame))
-
-    @get(
-        "/indicators/{symbol:str}",
-        summary="Indicator values from the models' feature pipeline",
-        responses=MARKET_ERRORS,
-    )
-    async def indicators(
-        self,
-        state: State,
-        symbol: SymbolPath,
-        indicators: Annotated[
-            str,
-            declared(
-                f"Comma-separated indicator names (no spaces), from {', '.join(INDICATORS)}",
-                pattern=INDICATORS_PATTERN,
-            ),
-        ] = "rsi,macd,atr",
-        timeframe: Annotated[
-            str,
-            timeframe_query(STORED_TIMEFRAMES, "coarser ones are resampled from the stored bars"),
-        ] = "5m",
-        limit: Annotated[int, limit_query("of the newest bars")] = 100,
-    ) -> IndicatorsResponse:
-        sym, tf = checked_symbol(symbol), checked_timeframe(timeframe, STORED_TIMEFRAMES)
-        names, count = checked_indicators(indicators), checked_limit(limit)
-        store = BarStore(await state.resources.database())
-        bars = await store.latest_bars(sym, tf, count + LOOKBACK_BARS)
-        if len(bars) < MIN_FEATURE_BARS:
-            features = pd.DataFrame(np.nan, index=bars.index, columns=list(INDICATORS))
-        else:
-            # Up to ~10,600 bars of pandas-ta work: off the event loop, like /api/predict's seeds.
-            features = await asyncio.to_thread(compute_features, bars)
-        features = features.iloc[-count:]
-        values = {
-            name: [None if not np.isfinite(v) else float(v) for v in features[name].to_numpy()]
-            for name in names
-        }
-        return IndicatorsResponse(
-            sym, tf.value, [t.to_pydatetime() for t in features.index], values
-        )
 
 
 def _bars(frame: pd.DataFrame) -> list[Bar]:

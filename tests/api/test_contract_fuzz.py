@@ -28,6 +28,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from orchestrator.api.app import create_app
+from orchestrator.api.errors import BadParameterError
+from orchestrator.api.indicators import DEFAULT_INDICATORS, OPTIONS, checked_request
 from orchestrator.api.market import checked_moment
 from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
@@ -46,20 +48,37 @@ CASES: Counter[str] = Counter()  # cases run per operation
 
 @schema.hook
 def filter_case(context: HookContext, case: schemathesis.Case[Any]) -> bool:
-    """Valid /api/history requests also obey the rule JSON Schema cannot state (it is in the
-    parameters' descriptions): `start` and `end` come together, `end` after `start`."""
+    """Valid requests also obey the rules JSON Schema cannot state (they are in the parameters'
+    descriptions): /api/history's `start` and `end` come together, `end` after `start`;
+    /api/indicators' inline values are in range, macd's fast below its slow, the names belong to
+    the asked scale."""
     operation, meta = context.operation, case.meta
-    if operation is None or operation.path != "/api/history/{symbol}" or meta is None:
-        return True
-    if not meta.generation.mode.is_positive:
+    if operation is None or meta is None or not meta.generation.mode.is_positive:
         return True
     query = case.query or {}
+    if operation.path == "/api/indicators/{symbol}":
+        return _acceptable_indicators(query)
+    if operation.path != "/api/history/{symbol}":
+        return True
     start, end = query.get("start"), query.get("end")
     if start is None and end is None:
         return True
     if start is None or end is None:
         return False
     return checked_moment("end", str(end)) > checked_moment("start", str(start))
+
+
+def _acceptable_indicators(query: dict[str, Any]) -> bool:
+    options = {name: None if query.get(name) is None else str(query[name]) for name in OPTIONS}
+    try:
+        checked_request(
+            str(query.get("indicators", DEFAULT_INDICATORS)),
+            str(query.get("scale", "price")),
+            options,
+        )
+    except BadParameterError:
+        return False
+    return True
 
 
 @contextmanager
