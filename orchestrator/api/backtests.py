@@ -41,7 +41,7 @@ INLINE_MAX_BARS = 30_000  # ~100 days of 5m bars answer in the request (a few se
 JobStatus = RunStatus  # queued, running, done, failed, cancelled
 JobKind = RunKind  # backtest, walk_forward
 StrategyName = Literal["aggressive_filter", "balanced", "conservative", "baseline"]
-TimeframeName = Literal["1m", "5m", "15m", "30m", "1h", "4h", "1d"]
+TimeframeName = Literal["1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w", "1mo"]
 HorizonName = Literal["scalping", "intraday", "swing", "position"]
 # The OpenAPI enums above are spelled out for the generated clients; they must name what exists.
 assert set(get_args(StrategyName)) == set(STRATEGIES)

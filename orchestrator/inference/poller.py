@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from orchestrator.features.online import NotEnoughHistoryError
@@ -54,7 +54,7 @@ class _Failure:
     def of(cls, failure: BaseException, key: FeatureKey, target: datetime) -> _Failure:
         if isinstance(failure, NotEnoughHistoryError):
             missing = max(1, failure.need - failure.have)
-            later = target + timedelta(seconds=missing * key[1].seconds)
+            later = key[1].advance(target, missing)
             return cls(target, math.inf, later)
         if isinstance(failure, UnknownSymbolError | ValueError):
             return cls(target, math.inf)

@@ -17,7 +17,7 @@ from orchestrator.ingest.validate import validate_bars
 from orchestrator.ingest.writer import DEFAULT_BATCH_ROWS, write_bars
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.marketdata.store import SymbolInfo
-from orchestrator.marketdata.timeframes import Timeframe, parse_symbol
+from orchestrator.marketdata.timeframes import DAY_S, MONTH_SPACING_S, Timeframe, parse_symbol
 
 # Typical tick sizes for auto-registered symbols; override with --tick-size / --asset-class.
 _TICK_BY_CLASS = {
@@ -67,14 +67,18 @@ def guess_asset_class(symbol: str) -> str:
 
 
 def infer_timeframe(ts: pd.Series) -> Timeframe | None:
-    """The timeframe matching the most common spacing between consecutive bars, if any."""
+    """The timeframe matching the most common spacing between consecutive bars, if any; a
+    spacing of 28 to 31 days is a month."""
     seconds = ts.dropna().sort_values().astype("int64") // 10**9
     gaps = np.diff(seconds.to_numpy())
     gaps = gaps[gaps > 0]
-    if gaps.size == 0:
-        return None
-    common = int(Counter(gaps.tolist()).most_common(1)[0][0])
-    return next((tf for tf in Timeframe if tf.seconds == common), None)
+    by_spacing = {tf.seconds: tf for tf in Timeframe}
+    shortest, longest = MONTH_SPACING_S
+    matched = Counter(
+        Timeframe.MO1 if shortest <= gap <= longest and gap % DAY_S == 0 else by_spacing.get(gap)
+        for gap in gaps.tolist()
+    )
+    return matched.most_common(1)[0][0] if matched else None
 
 
 def write_rejects(rejected: pd.DataFrame, path: Path) -> None:

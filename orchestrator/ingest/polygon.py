@@ -141,6 +141,12 @@ class PolygonClient:
         """All bars of [start, end] (days, inclusive) in the ingestion pipeline's raw shape."""
         if end < start:
             raise PolygonError("--to is before --from")
+        if timeframe not in _TIMESPAN:
+            # Weeks and months come from resampling stored bars, which fixes their alignment.
+            raise PolygonError(
+                f"Polygon ingestion takes {', '.join(tf.value for tf in _TIMESPAN)}; ingest 1d "
+                f"bars and ask history for {timeframe.value} (resampled from them)"
+            )
         multiplier, timespan = _TIMESPAN[timeframe]
         ticker = ticker or polygon_ticker(symbol.upper())
         url: str | None = (

@@ -13,7 +13,11 @@ from orchestrator.marketdata.timeframes import SYMBOL_PATTERN, VALID_TIMEFRAMES,
 # Column limits from the schema: DECIMAL(20,10) prices, DECIMAL(28,8) volume.
 MAX_PRICE = 1e10
 MAX_VOLUME = 1e20
-_TF_SECONDS = {tf.value: tf.seconds for tf in Timeframe}
+_TIMEFRAMES = [tf.value for tf in Timeframe]
+_GRID = {
+    Timeframe.W1.value: "weeks open on Monday 00:00 UTC",
+    Timeframe.MO1.value: "months open on the 1st 00:00 UTC",
+}
 
 
 def validate_bars(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -44,8 +48,7 @@ def validate_bars(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     )
 
     timeframe = frame["timeframe"].astype(str)
-    tf_seconds = timeframe.map(_TF_SECONDS)
-    bad_tf = tf_seconds.isna().to_numpy()
+    bad_tf = ~timeframe.isin(_TIMEFRAMES).to_numpy()
     flag(bad_tf, lambda: "timeframe " + timeframe.map(repr) + f" is not one of {VALID_TIMEFRAMES}")
 
     ts = frame["ts"]
@@ -74,9 +77,12 @@ def validate_bars(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     epoch_ns = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
     epoch_s = np.where(bad_ts, 0, epoch_ns // 10**9)
-    remainder_ok = epoch_ns % 10**9 == 0
-    step = tf_seconds.fillna(1).to_numpy(dtype=np.int64)
-    misaligned = ~bad_ts & ~bad_tf & (~remainder_ok | (epoch_s % step != 0))
+    misaligned = np.zeros(n, dtype=bool)
+    for tf in Timeframe:
+        rows = (timeframe == tf.value).to_numpy() & ~bad_ts
+        if rows.any():
+            opens = pd.DatetimeIndex(ts[rows])
+            misaligned[rows] = tf.floor_index(opens) != opens
     flag(
         misaligned,
         lambda: (
@@ -84,7 +90,9 @@ def validate_bars(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             + frame["raw_ts"].map(repr)
             + " is not aligned to the "
             + timeframe
-            + " grid (UTC)"
+            + " grid ("
+            + timeframe.map(_GRID).fillna("UTC")
+            + ")"
         ),
     )
 

@@ -1,7 +1,8 @@
 """OHLCV resampling from a base timeframe to a coarser one on UTC boundaries.
 
 Buckets are left-closed and labelled by their open time, anchored at the Unix epoch, so 4h bars
-open at 00/04/08/... UTC and daily bars at midnight UTC. Empty buckets (weekends) are dropped.
+open at 00/04/08/... UTC and daily bars at midnight UTC; weekly buckets open on Monday 00:00 UTC
+and monthly ones on the 1st 00:00 UTC. Empty buckets (weekends) are dropped.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ def resample_bars(
     if complete_only:
         if base is None:
             raise ValueError("complete_only needs the base timeframe")
-        data_end = bars.index[-1] + pd.Timedelta(seconds=base.seconds)
-        bucket_end = out.index[-1] + pd.Timedelta(seconds=timeframe.seconds)
-        if bucket_end > data_end:
+        data_end = base.next_open(bars.index[-1])
+        if timeframe.next_open(out.index[-1]) > data_end:
             out = out.iloc[:-1]
     return out

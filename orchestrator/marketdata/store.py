@@ -205,7 +205,7 @@ class BarStore:
         source = await self.source_timeframe(symbol, timeframe)
         start_n, end_n = _naive_utc(start), _naive_utc(end)
         # Read whole buckets so the first resampled bucket is complete, then keep those >= start.
-        fetch_from = pd.Timestamp(start_n).floor(timeframe.pandas_freq).to_pydatetime()
+        fetch_from = timeframe.floor(start_n)
         rows = await self.db.fetchall(
             f"{_SELECT_BARS} WHERE symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s"
             " ORDER BY ts",

@@ -63,3 +63,67 @@ def test_complete_only_drops_the_forming_bucket(timeframe: Timeframe, minutes: i
     complete = resample_bars(bars, timeframe, complete_only=True, base=Timeframe.M5)
     assert len(everything) == 4
     assert len(complete) == 3
+
+
+def _daily_bars(start: str, end: str) -> pd.DataFrame:
+    index = pd.date_range(start, end, freq="1D", tz="UTC", name="ts")
+    i = np.arange(len(index), dtype=float)
+    return pd.DataFrame(
+        {
+            "open": 100 + i,
+            "high": 110 + i + (i % 5),
+            "low": 90 + i - (i % 4),
+            "close": 101 + i,
+            "volume": 1 + i,
+        },
+        index=index,
+    )
+
+
+def _expected(bars: pd.DataFrame, start: str, end: str) -> list[float]:
+    """OHLCV of the bars whose open time lies in [start, end)."""
+    inside = bars[(bars.index >= pd.Timestamp(start, tz="UTC")) & (bars.index < end)]
+    return [
+        inside["open"].iloc[0],
+        inside["high"].max(),
+        inside["low"].min(),
+        inside["close"].iloc[-1],
+        inside["volume"].sum(),
+    ]
+
+
+def test_daily_to_weekly_buckets_open_on_monday() -> None:
+    bars = _daily_bars("2024-02-28", "2024-03-17")  # Wednesday .. Sunday
+    weekly = resample_bars(bars, Timeframe.W1)
+    assert [str(ts.date()) for ts in weekly.index] == ["2024-02-26", "2024-03-04", "2024-03-11"]
+    assert all(ts.day_name() == "Monday" for ts in weekly.index)
+    columns = ["open", "high", "low", "close", "volume"]
+    assert weekly.iloc[0][columns].tolist() == _expected(bars, "2024-02-26", "2024-03-04")
+    assert weekly.iloc[1][columns].tolist() == _expected(bars, "2024-03-04", "2024-03-11")
+    assert weekly.iloc[1]["volume"] == sum(1 + i for i in range(5, 12))  # Mon 4th .. Sun 10th
+
+
+def test_daily_to_monthly_buckets_open_on_the_first() -> None:
+    bars = _daily_bars("2023-12-20", "2024-03-31")
+    monthly = resample_bars(bars, Timeframe.MO1)
+    assert [str(ts.date()) for ts in monthly.index] == [
+        "2023-12-01",
+        "2024-01-01",
+        "2024-02-01",
+        "2024-03-01",
+    ]
+    columns = ["open", "high", "low", "close", "volume"]
+    for opens, closes in [("2024-01-01", "2024-02-01"), ("2024-02-01", "2024-03-01")]:
+        got = monthly.loc[pd.Timestamp(opens, tz="UTC"), columns].tolist()
+        assert got == _expected(bars, opens, closes)
+    assert monthly.loc[pd.Timestamp("2024-02-01", tz="UTC"), "volume"] == sum(
+        1 + i
+        for i in range(43, 43 + 29)  # 29 days of a leap-year February
+    )
+
+
+@pytest.mark.parametrize(("end", "months"), [("2024-02-28", 1), ("2024-02-29", 2)])
+def test_complete_only_knows_how_long_a_month_is(end: str, months: int) -> None:
+    bars = _daily_bars("2024-01-01", end)
+    monthly = resample_bars(bars, Timeframe.MO1, complete_only=True, base=Timeframe.D1)
+    assert len(monthly) == months
