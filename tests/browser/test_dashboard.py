@@ -62,8 +62,14 @@ async def test_the_chart_shows_the_stored_bars_and_the_prediction(
     )
     rows = dashboard.page.locator("#horizons tbody tr")
     assert await rows.count() == len(prediction["horizons"]) == 4
-    # The two horizons shown by default draw a high and a low line each.
-    assert await dashboard.page.evaluate("window.dashboard.state.bands.length") >= 4
+    # The horizons shown by default draw their high and low, and the bounds of their intervals
+    # where the models have them.
+    shown = [h for h in prediction["horizons"] if h["horizon"] in ("scalping", "intraday")]
+    lines = sum(
+        2 + 2 * (h["high_interval"] is not None) + 2 * (h["low_interval"] is not None)
+        for h in shown
+    )
+    assert await dashboard.page.evaluate("window.dashboard.state.bands.length") == lines
     assert dashboard.errors == []
 
 

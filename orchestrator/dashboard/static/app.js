@@ -147,7 +147,8 @@ function createCharts(LC) {
     lineWidth: 1,
     priceFormat: rFormat,
     title: "drawdown",
-  });
+  }, 1); // its own pane under the equity curve
+  equityChart.panes()[1].setHeight(80);
   return { LC, chart, candles, markers, equityChart, equity, drawdown };
 }
 
@@ -308,7 +309,7 @@ function drawSignal(response) {
         position: signal.action === "buy" ? "belowBar" : "aboveBar",
         color: signal.action === "buy" ? COLORS.up : COLORS.down,
         shape: signal.action === "buy" ? "arrowUp" : "arrowDown",
-        text: `${signal.action.toUpperCase()} TP ${fmt(signal.take_profit, digits)} SL ${fmt(signal.stop_loss, digits)}`,
+        text: `${signal.action.toUpperCase()} ${fmt(signal.confidence * 100, 0)}%`, // TP/SL: price lines
       }
     : { time, position: "aboveBar", color: COLORS.muted, shape: "circle", text: "no trade" };
   // Earlier live signals stay as arrows; the "no trade" circle only marks the newest bar.
