@@ -43,12 +43,21 @@ $(GATEWAY_STAMP): $(GATEWAY)/package.json $(GATEWAY)/package-lock.json
 	@command -v npm >/dev/null || { echo "error: node/npm not found; install Node.js >= 20 (Debian: apt-get install nodejs npm)" >&2; exit 1; }
 	@npm ci --prefix $(GATEWAY) --no-audit --no-fund --loglevel=error
 
-.PHONY: env triton-env perf-analyzer gateway-deps setup
+DASHBOARD := orchestrator/dashboard
+CHART_LIBRARY := lightweight-charts.standalone.production.js
+DASHBOARD_ASSETS := $(DASHBOARD)/static/vendor/$(CHART_LIBRARY)
+$(DASHBOARD_ASSETS): $(DASHBOARD)/package.json $(DASHBOARD)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: node/npm not found; install Node.js >= 20 (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	@npm ci --prefix $(DASHBOARD) --no-audit --no-fund --loglevel=error
+	@mkdir -p $(@D) && cp $(DASHBOARD)/node_modules/lightweight-charts/dist/$(CHART_LIBRARY) $@
+
+.PHONY: env triton-env perf-analyzer gateway-deps dashboard-assets setup
 env: $(APP_STAMP) ## App environment (.venv, Python 3.12, from uv.lock)
 triton-env: $(TRITON_STAMP) ## Triton model environment (.venv-triton: tritonserver, numpy<2)
 perf-analyzer: $(PERF_ANALYZER) ## perf_analyzer binary + libs, runnable as .venv/bin/perf_analyzer
 gateway-deps: $(GATEWAY_STAMP) ## npm packages of the Express contract-test gateway (tests/gateway)
-setup: env triton-env perf-analyzer ## All environments
+dashboard-assets: $(DASHBOARD_ASSETS) ## The dashboard's chart library (lightweight-charts, from npm) in its static dir
+setup: env triton-env perf-analyzer dashboard-assets ## All environments
 
 # --- services -------------------------------------------------------------------------------
 .PHONY: db redis demo-data real-data triton models orchestrator replay run stop status
@@ -73,7 +82,7 @@ TIMEFRAMES ?= 5m 15m 1h
 models: db ## Train on the store's bars (walk-forward) and export cpu + gpu profiles, one model set per $TIMEFRAMES
 	@for tf in $(TIMEFRAMES); do $(PY) -m export train --timeframe $$tf --repository model_repository || exit 1; done
 
-orchestrator: env ## Start the Litestar API in the background on $(API_PORT)
+orchestrator: env dashboard-assets ## Start the Litestar API in the background on $(API_PORT)
 	@$(PY) -m orchestrator.devstack.api_process up
 
 replay: db ## Append demo bars in the background (one 5m bar per symbol every $REPLAY_INTERVAL_S, default 5 s)
@@ -90,6 +99,7 @@ run: demo-data redis triton orchestrator replay worker ## Everything: DB + demo 
 	@echo "  MariaDB      $(MYSQL_HOST):$(MYSQL_PORT)  database $${MYSQL_DATABASE:-trading}"
 	@echo "  Redis        $${REDIS_URL:-redis://127.0.0.1:6379/0}"
 	@echo "  live stream  ws://127.0.0.1:$(API_PORT)/ws/BTCUSD   (the replay appends a bar every $${REPLAY_INTERVAL_S:-5} s)"
+	@echo "  dashboard    http://127.0.0.1:$(API_PORT)/dashboard/   (asks for INTERNAL_API_KEY when one is set)"
 	@echo "  job worker   backtest/walk-forward jobs from Redis   (more, on any machine: python -m orchestrator worker)"
 	@echo "  logs         $(RUN)/*.log    stop with: make stop"
 
@@ -109,7 +119,7 @@ types: env gateway-deps ## Regenerate types/openapi.json and the gateway's TypeS
 	@$(PY) -m orchestrator schema --out types/openapi.json
 	@npm --prefix $(GATEWAY) run --silent types
 
-test: setup gateway-deps ## The whole test suite against real MariaDB and real Triton (started by the tests)
+test: setup gateway-deps dashboard-assets ## The whole test suite against real MariaDB and real Triton (started by the tests)
 	@$(PY) -m pytest
 
 lint: env ## ruff

@@ -3,7 +3,15 @@
 #   docker build -f docker/orchestrator.Dockerfile --target worker -t trading-ml-worker .
 # `api` installs the project without the `training` extra: no torch, onnx, onnxruntime, xgboost or
 # scikit-learn (tests/test_packaging.py checks the lock). `worker` adds that extra for
-# walk-forward jobs, which retrain models.
+# walk-forward jobs, which retrain models. `dashboard-assets` only builds the chart library that
+# `api` serves at /dashboard.
+
+# The dashboard's chart library (lightweight-charts) from npm, as `make dashboard-assets` installs it.
+FROM node:20.18.1-bookworm-slim AS dashboard-assets
+WORKDIR /build
+COPY orchestrator/dashboard/package.json orchestrator/dashboard/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+
 FROM python:3.12.8-slim-bookworm AS api
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
 WORKDIR /app
@@ -11,6 +19,9 @@ ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy PYTHONUNBUFFERED=1
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-dev --no-install-project
 COPY orchestrator ./orchestrator
+COPY --from=dashboard-assets \
+    /build/node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js \
+    ./orchestrator/dashboard/static/vendor/
 COPY export ./export
 RUN uv sync --frozen --no-dev \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /app app

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs Debian packages of servers the project runs as private instances under .run/
-# (mariadb-server, redis-server) without starting their system services. Needs root.
+# Installs Debian packages the project needs (servers it runs as private instances under .run/:
+# mariadb-server, redis-server; chromium for the browser tests) without starting their system
+# services. Needs root.
 #   scripts/install-debian-packages.sh mariadb-server mariadb-client
 set -euo pipefail
 [ "$#" -gt 0 ] || { echo "usage: $0 PACKAGE..." >&2; exit 2; }

@@ -20,6 +20,8 @@ from litestar.stores.redis import RedisStore
 from orchestrator.api import errors
 from orchestrator.api.backtests import BacktestController
 from orchestrator.api.closed_structs import ClosedStructSchemaPlugin
+from orchestrator.api.dashboard import PATH as DASHBOARD_PATH
+from orchestrator.api.dashboard import dashboard_router
 from orchestrator.api.health import HealthController
 from orchestrator.api.indicators import IndicatorsController
 from orchestrator.api.market import MarketController
@@ -124,6 +126,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             BacktestController,
             MetricsController,
             stream_socket,
+            dashboard_router(),
         ],
         middleware=[
             TimingMiddleware(),
@@ -132,7 +135,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             rate_limit_config(
                 settings.api.rate_limit_per_minute,
                 identifier_for_request=rate_limit_identity(settings.api),
-                exclude=["/health", "/metrics", "/schema"],
+                exclude=["/health", "/metrics", "/schema", DASHBOARD_PATH],
             ).middleware,
         ],
         cors_config=CORSConfig(
