@@ -401,13 +401,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="always score bars through Triton (no cache under .run/cache/predictions)",
     )
 
+    report = sub.add_parser(
+        "model-report",
+        help="live quality of the served models: interval coverage, skill, calibration",
+        description="Reads /api/stats of a running API: per model version and horizon, how "
+        "often the realised high/low fell inside the served 80% interval, the served ranges' "
+        "skill over the HAR baseline, and the confidence's calibration on resolved trades.",
+        epilog="example: python -m orchestrator model-report --url http://127.0.0.1:8080",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("--url", help="the API (default: http://127.0.0.1:$API_PORT)")
     serve = sub.add_parser("serve", help="run the Litestar API (uvicorn)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     return parser
 
 
+def cmd_model_report(args: argparse.Namespace, settings: Settings) -> int:
+    import httpx
+
+    from orchestrator.inference.quality_report import fetch_quality, render
+
+    url = args.url or f"http://127.0.0.1:{settings.api.port}"
+    try:
+        report = fetch_quality(url, settings.api.internal_api_key)
+    except httpx.HTTPError as exc:
+        return _fail(f"the API at {url} did not answer /api/stats ({exc}); is it running?", 3)
+    print(render(report))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "model-report": cmd_model_report,
     "db": cmd_db,
     "redis": cmd_redis,
     "triton": cmd_triton,

@@ -33,6 +33,7 @@ from orchestrator.backtest.request import (
 )
 from orchestrator.backtest.runner import bar_signals, run_backtest
 from orchestrator.devstack.triton import TritonServer
+from orchestrator.features.head import apply_head
 from orchestrator.features.online import ModelInputs, inputs_for_latest
 from orchestrator.inference.client import EnsembleOutput, SignalModels
 from orchestrator.inference.models import ENSEMBLE
@@ -107,19 +108,31 @@ async def test_batched_predictions_equal_live_single_bar_requests(
         assert predictions.times[row] == live.bar_time.value
         assert predictions.close[row] == live.close
         assert predictions.atr[row] == pytest.approx(live.atr, rel=1e-9)
+        np.testing.assert_allclose(batch.har, live.har, atol=1e-9, rtol=0)
+        np.testing.assert_array_equal(batch.season, live.season)
         out = await models.infer([live])
         assert predictions.direction[row] == out.direction[0]
-        for name in ("confidence", "p_long", "p_short"):
-            assert getattr(predictions, name)[row] == pytest.approx(
-                float(getattr(out, name)[0]), abs=1e-5
-            ), name
         np.testing.assert_allclose(predictions.gru_range[row], out.gru_range[0], atol=1e-5)
         np.testing.assert_allclose(
             predictions.transformer_range[row], out.transformer_range[0], atol=1e-5
         )
-        k = spec.horizons.index(spec.label_horizon)
-        up = (float(out.gru_range[0, 2 * k]) + float(out.transformer_range[0, 2 * k])) / 2
-        assert predictions.up_atr[row, k] == pytest.approx(up, abs=1e-5)
+        # The served numbers: the spec's head over the live outputs, as the API answers.
+        served = apply_head(
+            spec.head,
+            out.gru_range,
+            out.transformer_range,
+            live.har,
+            live.season,
+            out.p_long,
+            out.p_short,
+            out.confidence,
+        )
+        assert spec.head is not None
+        for name in ("confidence", "p_long", "p_short"):
+            assert getattr(predictions, name)[row] == pytest.approx(
+                float(getattr(served, name)[0]), abs=1e-5
+            ), name
+        np.testing.assert_allclose(predictions.served_range[row], served.ranges[0], atol=1e-5)
     assert predictions.model_version == await models.served_version()
     assert predictions.feature_fingerprint == spec.fingerprint
 
