@@ -145,29 +145,36 @@ def checked_scale(raw: str) -> Scale:
     )
 
 
-def _checked_value(field: str, what: str, param: Param, raw: str, where: str = "") -> float:
-    """An inline value (digits, a decimal point for a float) or a query option (a JSON number,
-    as JSON Schema reads one: 2.0 is an integer), within its parameter's range."""
-    pattern = _INLINE_INTEGER if param.integer and where else _INLINE_NUMBER if where else None
+def _in_range(field: str, what: str, param: Param, raw: str, value: float | None) -> float:
+    if (
+        value is None
+        or not param.minimum <= value <= param.maximum
+        or (param.integer and not value.is_integer())
+    ):
+        raise BadParameterError(field, f"{what} must be {param.rule}, got {raw!r}")
+    return int(value) if param.integer else value
+
+
+def _option_value(name: str, param: Param, raw: str) -> float:
+    """A query option is a JSON number, as JSON Schema reads one (2.0 is an integer)."""
     try:
-        if pattern is not None and not pattern.fullmatch(raw):
-            raise BadParameterError(field, raw)
-        value = checked_number(field, raw)
+        value: float | None = checked_number(name, raw)
     except BadParameterError:
         value = None
-    if value is None or not param.minimum <= value <= param.maximum:
-        raise BadParameterError(field, f"{what} must be {param.rule}, got {raw!r}{where}")
-    if param.integer:
-        if not value.is_integer():
-            raise BadParameterError(field, f"{what} must be {param.rule}, got {raw!r}{where}")
-        return int(value)
-    return value
+    return _in_range(name, name, param, raw, value)
+
+
+def _inline_value(item: str, name: str, param: Param, raw: str) -> float:
+    """An inline value is digits, with a decimal point for a float (the pattern's rule)."""
+    pattern = _INLINE_INTEGER if param.integer else _INLINE_NUMBER
+    value = float(raw) if pattern.fullmatch(raw) else None
+    return _in_range("indicators", f"{name} {param.name} in {item!r}", param, raw, value)
 
 
 def checked_options(raw: Mapping[str, str | None]) -> dict[str, float]:
     """Every given query option, in range whether or not its indicator is asked for."""
     return {
-        name: _checked_value(name, name, param, value)
+        name: _option_value(name, param, value)
         for name, (_, param) in OPTIONS.items()
         if (value := raw.get(name)) is not None
     }
@@ -196,9 +203,7 @@ def _call(item: str, options: Mapping[str, float]) -> IndicatorCall:
         )
     params = {p.name: options.get(f"{name}_{p.name}", p.default) for p in ind.params}
     for param, raw in zip(ind.params, inline, strict=False):
-        params[param.name] = _checked_value(
-            "indicators", f"{name} {param.name}", param, raw, f" in {item!r}"
-        )
+        params[param.name] = _inline_value(item, name, param, raw)
     if name == "macd" and params["fast"] >= params["slow"]:
         field = "indicators" if inline else "macd_fast" if "macd_fast" in options else "macd_slow"
         raise BadParameterError(
@@ -234,8 +239,8 @@ def checked_model_names(raw: str, options: Mapping[str, float]) -> list[str]:
     if options:
         raise BadParameterError(
             next(iter(options)),
-            f"{', '.join(options)} apply to scale=price only; the model features keep the "
-            "feature spec's parameters",
+            f"{', '.join(options)}: options for scale=price only; the model features keep the "
+            "feature spec's parameters (drop the option, or use scale=price)",
         )
     unknown = [name for name in names if name not in MODEL_INDICATORS]
     if unknown:
