@@ -201,7 +201,7 @@ export interface components {
              * @default 5m
              * @enum {string}
              */
-            timeframe: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d";
+            timeframe: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d" | "1w" | "1mo";
         };
         /** BacktestJob */
         BacktestJob: {
@@ -905,8 +905,8 @@ export interface operations {
             query?: {
                 /** @description How many bars (the newest, or the first of the range), 1 to 10000 */
                 limit?: number;
-                /** @description Bar timeframe, one of 1m, 5m, 15m, 30m, 1h, 4h, 1d; coarser ones are resampled from the stored bars */
-                timeframe?: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d";
+                /** @description Bar timeframe, one of 1m, 5m, 15m, 30m, 1h, 4h, 1d, 1w, 1mo; coarser ones are resampled from the stored bars */
+                timeframe?: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d" | "1w" | "1mo";
                 /** @description Range start (inclusive), RFC 3339 with an offset; give `end` too, after it */
                 start?: string;
                 /** @description Range end (exclusive), RFC 3339 with an offset; after `start` */
@@ -982,8 +982,8 @@ export interface operations {
             query?: {
                 /** @description Comma-separated indicator names (no spaces), from ret_1, ret_3, ret_6, ret_12, ret_24, ret_48, rsi, macd, macd_signal, macd_hist, atr_rel, bb_pctb, bb_width, ema_fast_dist, ema_mid_dist, ema_slow_dist, adx, dmp_dmn, stoch_k, stoch_d, volume_z, range_atr, realized_vol, body_atr, hour_sin, hour_cos, dow_sin, dow_cos, atr */
                 indicators?: string;
-                /** @description Bar timeframe, one of 1m, 5m, 15m, 30m, 1h, 4h, 1d; coarser ones are resampled from the stored bars */
-                timeframe?: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d";
+                /** @description Bar timeframe, one of 1m, 5m, 15m, 30m, 1h, 4h, 1d, 1w, 1mo; coarser ones are resampled from the stored bars */
+                timeframe?: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d" | "1w" | "1mo";
                 /** @description How many of the newest bars, 1 to 10000 */
                 limit?: number;
             };
