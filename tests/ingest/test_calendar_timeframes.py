@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,9 +48,9 @@ def _ingest(db_settings: DatabaseSettings, path: Path, symbol: str) -> str:
     return result.stdout
 
 
-def _history_frame(body: dict[str, object]) -> pd.DataFrame:
+def _history_frame(body: dict[str, Any]) -> pd.DataFrame:
     bars = pd.DataFrame(body["bars"])
-    return bars.set_index(pd.to_datetime(bars.pop("time"), utc=True))
+    return bars.set_index(pd.DatetimeIndex(pd.to_datetime(bars.pop("time"), utc=True)))
 
 
 @pytest.mark.parametrize(
@@ -98,7 +99,7 @@ async def test_daily_bars_are_served_as_calendar_weeks_and_months(
 
     weeks = (await client.get("/api/history/ETHUSD", params={"timeframe": "1w"})).json()
     weekly = _history_frame(weeks)
-    assert set(weekly.index.day_name()) == {"Monday"}
+    assert set(pd.DatetimeIndex(weekly.index).day_name()) == {"Monday"}
     assert weekly.index[0] == pd.Timestamp("2024-01-01", tz="UTC")  # the week of the 3rd
     second = daily[(daily.index >= "2024-01-08") & (daily.index < "2024-01-15")]
     assert weekly.iloc[1][OHLCV].tolist() == [

@@ -114,7 +114,7 @@ def test_daily_to_monthly_buckets_open_on_the_first() -> None:
     ]
     columns = ["open", "high", "low", "close", "volume"]
     for opens, closes in [("2024-01-01", "2024-02-01"), ("2024-02-01", "2024-03-01")]:
-        got = monthly.loc[pd.Timestamp(opens, tz="UTC"), columns].tolist()
+        got = list(monthly.loc[pd.Timestamp(opens, tz="UTC"), columns])
         assert got == _expected(bars, opens, closes)
     assert monthly.loc[pd.Timestamp("2024-02-01", tz="UTC"), "volume"] == sum(
         1 + i
