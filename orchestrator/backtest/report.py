@@ -93,7 +93,7 @@ class BacktestResult(msgspec.Struct, frozen=True):
     first_bar: datetime
     last_bar: datetime
     bars: int  # bars in [start, end)
-    warmup_bars: int  # bars before start that fed the indicators only
+    warmup_bars: int  # bars before start that fed the indicators and baselines only
     predicted_bars: int  # bars with a full feature window, scored by the models
     signals: int  # bars whose signal passed the strategy's filter
     cached: bool  # predictions came from the on-disk cache

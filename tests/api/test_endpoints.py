@@ -12,6 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from orchestrator.api.app import create_app
 from orchestrator.devstack.triton import TritonServer
+from orchestrator.features.head import apply_head
 from orchestrator.features.online import ModelInputs, inputs_for_latest
 from orchestrator.inference.models import ENSEMBLE, served_name
 from orchestrator.settings import DatabaseSettings
@@ -58,13 +59,34 @@ async def test_predict_equals_a_direct_triton_call(
     assert body["bar_time"].startswith(bars.index[-1].strftime("%Y-%m-%dT%H:%M:%S"))
     assert body["close"] == pytest.approx(float(bars["close"].iloc[-1]))
     assert [h["horizon"] for h in body["horizons"]] == ["scalping", "intraday", "swing", "position"]
+    # Served: the spec's head over the networks' outputs and the baselines' inputs.
+    served = apply_head(
+        loaded.models.spec.head,
+        gru[np.newaxis],
+        tf[np.newaxis],
+        inputs.har,
+        inputs.season,
+        result.as_numpy("P_LONG")[:, 1],
+        result.as_numpy("P_SHORT")[:, 1],
+        result.as_numpy("CONFIDENCE")[:, 0],
+    )
+    assert served.intervals is not None
+    assert body["interval_level"] == 0.8
     for k, horizon in enumerate(body["horizons"]):
         assert horizon["gru"]["up"] == pytest.approx(float(gru[2 * k]), abs=1e-5)
         assert horizon["transformer"]["down"] == pytest.approx(float(tf[2 * k + 1]), abs=1e-5)
-        up = (gru[2 * k] + tf[2 * k]) / 2
+        up, down = served.ranges[0, 2 * k], served.ranges[0, 2 * k + 1]
+        assert horizon["up_atr"] == pytest.approx(up, abs=1e-5)
         assert horizon["high"] == pytest.approx(inputs.close + up * inputs.atr, rel=1e-6)
-    assert body["confidence"] == pytest.approx(float(result.as_numpy("CONFIDENCE")[0, 0]), abs=1e-6)
-    assert body["direction"] == ("long" if result.as_numpy("DIRECTION")[0, 0] > 0 else "short")
+        assert horizon["low"] == pytest.approx(inputs.close - down * inputs.atr, rel=1e-6)
+        lo, hi = served.intervals[0, 2 * k]
+        assert horizon["high_interval"] == pytest.approx(
+            [inputs.close + lo * inputs.atr, inputs.close + hi * inputs.atr], rel=1e-6
+        )
+        low_interval = horizon["low_interval"]
+        assert low_interval[0] <= low_interval[1] <= inputs.close
+    assert body["confidence"] == pytest.approx(float(served.confidence[0]), abs=1e-5)
+    assert body["p_long"] == pytest.approx(float(served.p_long[0]), abs=1e-5)
     one = (await client.get("/api/predict/BTCUSD", params={"horizon": "swing"})).json()
     assert [h["horizon"] for h in one["horizons"]] == ["swing"]
 
