@@ -17,10 +17,10 @@ from orchestrator.settings import Settings
 PROG = "ml-engine"
 EXAMPLES = """\
 quick start:
-  ml-engine db up                                  # MariaDB + schema
+  ml-engine db up && ml-engine redis up            # MariaDB (+ schema) and Redis
   ml-engine demo                                   # synthetic bars (or: ml-engine ingest FILE)
   ml-engine train --symbols BTCUSD --epochs 5      # models into model_repository/
-  ml-engine triton up && ml-engine serve           # Triton, then the API on :8000
+  ml-engine triton up && ml-engine serve           # Triton, then the API
 
 `ml-engine COMMAND --help` explains a command, with examples."""
 TRAIN_SUMMARY = "train the models on the store's bars and export them for Triton"

@@ -36,7 +36,7 @@ def test_help_lists_every_command_and_a_quick_start() -> None:
     assert result.stdout.startswith("usage: ml-engine")
     for command in ("ingest", "backtest", "train", "serve", "db", "worker", "triton", "demo"):
         assert f"    {command} " in result.stdout, command
-    assert "quick start:\n  ml-engine db up" in result.stdout
+    assert "quick start:\n  ml-engine db up && ml-engine redis up" in result.stdout
 
 
 @pytest.mark.parametrize(
