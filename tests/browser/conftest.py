@@ -4,6 +4,7 @@ backtest panel."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -14,7 +15,7 @@ from playwright.async_api import Page, ViewportSize, async_playwright
 from orchestrator.api.app import create_app
 from orchestrator.api.dashboard import CHART_LIBRARY
 from orchestrator.devstack.chromium import ensure_chromium, launch_args
-from orchestrator.settings import ApiSettings, Settings
+from orchestrator.settings import PROJECT_ROOT, ApiSettings, Settings
 from tests.api.conftest import served
 
 # The job tests' services and worker processes, shared rather than copied.
@@ -43,7 +44,11 @@ class Dashboard:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    assert CHART_LIBRARY.is_file(), "run `make dashboard-assets` (the chart library from npm)"
+    """Debian's chromium, and the chart library the page loads (as `make test` builds it)."""
+    if not CHART_LIBRARY.is_file():
+        subprocess.run(
+            ["make", "--no-print-directory", "dashboard-assets"], cwd=PROJECT_ROOT, check=True
+        )
     return ensure_chromium()
 
 
