@@ -184,6 +184,8 @@ def _probability_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     missed = []
+    if "confidence" not in probabilities:
+        missed.append("the calibrated confidence is not scored (it needs 3 or more folds)")
     for key in ("long", "short", "confidence"):
         entry = probabilities.get(key)
         if entry is None:

@@ -449,10 +449,11 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
             f"only {len(samples)} usable samples; need at least 2000 (ingest more bars)"
         )
     folds = walk_forward_folds(samples, cfg)
-    if len(folds) < 3:
+    if len(folds) < 2:
         raise ValueError(
-            f"only {len(folds)} walk-forward folds; the served head is judged on folds fitted "
-            "on earlier ones and needs at least 3 (use --folds 3 or more, or ingest more bars)"
+            f"only {len(folds)} walk-forward fold; the served head is judged on folds fitted "
+            "on earlier ones and needs at least 2 (3 to judge the calibrated confidence): use "
+            "--folds 3 or more, or ingest more bars"
         )
     parts: dict[str, list[npt.NDArray[Any]]] = {}
 

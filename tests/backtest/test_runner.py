@@ -212,7 +212,7 @@ async def test_backtest_signals_equal_build_signal(
     bars: pd.DataFrame, models: SignalModels, clean_db: Database, tmp_path: Path
 ) -> None:
     spec = await models.spec()
-    first = warmup_bars(spec)
+    first = min(2000, history_bars_wanted(spec))  # what the backtest reads before its start
     frame = bars.iloc[2000 - first :]
     predictions = await predict_bars(models, frame, symbol=SYMBOL, first=first, cache_dir=tmp_path)
     # A threshold in the middle of the confidences, so both outcomes are sampled.
@@ -234,18 +234,25 @@ async def test_backtest_signals_equal_build_signal(
     rows = [*rng.choice(passing, 4, replace=False), *rng.choice(failing, 4, replace=False)]
     for row in rows:
         inputs, out = await _live_signal_inputs(models, frame.iloc[: first + row + 1])
+        served = apply_head(
+            spec.head,
+            out.gru_range,
+            out.transformer_range,
+            inputs.har,
+            inputs.season,
+            out.p_long,
+            out.p_short,
+            out.confidence,
+        )
         live = build_signal(
             close=inputs.close,
             atr=inputs.atr,
             direction=float(out.direction[0]),
-            confidence=float(out.confidence[0]),
-            p_long=float(out.p_long[0]),
-            p_short=float(out.p_short[0]),
-            up_atr=(float(out.gru_range[0, 2 * k]) + float(out.transformer_range[0, 2 * k])) / 2,
-            down_atr=(
-                float(out.gru_range[0, 2 * k + 1]) + float(out.transformer_range[0, 2 * k + 1])
-            )
-            / 2,
+            confidence=float(served.confidence[0]),
+            p_long=float(served.p_long[0]),
+            p_short=float(served.p_short[0]),
+            up_atr=float(served.ranges[0, 2 * k]),
+            down_atr=float(served.ranges[0, 2 * k + 1]),
             tp_atr=spec.tp_atr,
             sl_atr=spec.sl_atr,
             horizon=spec.label_horizon,
