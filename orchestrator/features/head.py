@@ -4,9 +4,10 @@ Fitted by training on out-of-fold predictions (export/head.py) and shipped insid
 spec, so every path that answers (the API, the WebSocket, other replicas, backtests) applies the
 same arithmetic to the same inputs:
 
-- **ranges**: per output column (up/down per horizon) a linear stack of the GRU, the Transformer,
-  the HAR baseline and the seasonal baseline, with weights chosen on the walk-forward folds, so a
-  horizon where the networks know nothing is served by the baseline instead;
+- **ranges**: per output column (up/down per horizon) a blend of the GRU, the Transformer, the
+  HAR baseline and the seasonal baseline, with weights chosen on the walk-forward folds (training
+  fits a convex blend; the head also carries an intercept), so a horizon where the networks know
+  nothing is served by the baseline instead;
 - **intervals**: split-conformal multipliers of the served range (the 10th and 90th percentiles of
   realised / predicted on the folds) give an 80 % interval for the high and for the low;
 - **probabilities**: isotonic maps for P(long wins), P(short wins) and the metamodel's confidence,
