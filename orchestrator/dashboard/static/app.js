@@ -413,6 +413,7 @@ function setBacktestDefaults(candles) {
 function showJob(job) {
   const status = $("bt-status");
   status.dataset.status = job.status;
+  if (job.status_url) status.dataset.jobUrl = job.status_url; // which job this page follows
   $("bt-progress").value = job.status === "done" ? 1 : job.progress;
   const attempt = job.attempts > 1 ? ` (attempt ${job.attempts})` : "";
   status.textContent = `${job.status} · ${job.phase} ${Math.round(job.progress * 100)}%${attempt}`;
