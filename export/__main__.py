@@ -16,6 +16,8 @@ from export.train import TrainConfig, prepare_symbol, train_all
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import parse_timeframe
+from orchestrator.realdata.catalogue import describe_sources
+from orchestrator.realdata.command import DEFAULT_DATABASE as REAL_DATABASE
 from orchestrator.settings import PROJECT_ROOT, Settings
 
 
@@ -36,6 +38,15 @@ async def load_bars(symbols: list[str] | None, timeframe: str) -> dict[str, pd.D
         await db.close()
 
 
+def _source(symbols: list[str], database: str) -> str:
+    """The model card's data line: the real series' packages, or the database it read."""
+    if database.startswith(REAL_DATABASE):
+        described = describe_sources(symbols)
+        if described:
+            return f"{described} (database {database})"
+    return f"bars of database {database}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument(
         "--source",
         help="where the bars came from, for the model card (default: the database's name)",
+    )
+    train.add_argument(
+        "--oof",
+        type=Path,
+        help="also write every fold's out-of-fold rows here (.npz) to study the head offline",
     )
     args = parser.parse_args(argv)
     symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None
@@ -68,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         folds=args.folds,
         stride=args.stride,
         seed=args.seed,
-        data_source=args.source or f"bars of database {Settings.from_env().db.database}",
+        data_source=args.source or _source(list(frames), Settings.from_env().db.database),
     )
     started = time.perf_counter()
     data = [prepare_symbol(symbol, bars, cfg) for symbol, bars in frames.items()]
@@ -79,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     versions = export_profiles(models, Path(args.repository), tensorrt=args.tensorrt)
+    if args.oof and models.oof is not None:
+        models.oof.save(args.oof)
     card = Path(args.repository) / "cpu" / card_name(cfg.timeframe.value)
     print(
         f"exported version {versions['cpu']} to {args.repository}/cpu and {args.repository}/gpu "

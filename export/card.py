@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from export.evaluation import (
+    CONFIDENCE_LABELS,
     COVERAGE_TOLERANCE,
     ECE_TARGET,
     MIN_DECILE_TRADES,
@@ -186,7 +187,8 @@ def _probability_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
     missed = []
     if "confidence" not in probabilities:
         missed.append("the calibrated confidence is not scored (it needs 3 or more folds)")
-    for key in ("long", "short", "confidence"):
+    served_confidence = f"confidence_{probabilities.get('confidence_source')}"
+    for key in ("long", "short", *(f"confidence_{name}" for name in CONFIDENCE_LABELS)):
         entry = probabilities.get(key)
         if entry is None:
             continue
@@ -198,6 +200,8 @@ def _probability_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
             f"| {entry['name']} | {entry['rows']} | {_f(entry['auc'])} | {_f(entry['log_loss'])} | "
             f"{_f(entry['brier_skill'])} | {_f(entry['ece'])} | {baselines} |"
         )
+        if key.startswith("confidence") and key != served_confidence:
+            continue  # shown for comparison; its misses are not the served numbers'
         if entry["ece"] > ECE_TARGET:
             missed.append(f"{entry['name']} ECE {entry['ece']:.3f} > {ECE_TARGET}")
         for row in entry["reliability"]:
@@ -208,6 +212,10 @@ def _probability_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
                 )
     if "confidence_vs_classifier_gap" in probabilities:
         lines += [
+            "",
+            "The served confidence maps "
+            f"{CONFIDENCE_LABELS[probabilities['confidence_source']]}'s score: of the two "
+            "candidates above it had the lower out-of-sample Brier score.",
             "",
             "Mean |confidence − P(win) of the chosen side|: "
             f"{probabilities['confidence_vs_classifier_gap']:.3f} (both estimate the same event).",

@@ -9,9 +9,11 @@ then meets the future. Fold 0 has no earlier folds, so the served numbers are sc
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,7 @@ from export.baselines import (
     fit_interval_ratios,
     fit_stack,
 )
-from orchestrator.features.head import stack_ranges
+from orchestrator.features.head import CHOSEN_SIDE, METAMODEL, chosen_side_p, stack_ranges
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -38,6 +40,7 @@ MIN_DECILE_TRADES = 100
 RELIABILITY_TOLERANCE = 0.05
 ECE_TARGET = 0.03
 COVERAGE_TOLERANCE = 0.03
+CONFIDENCE_LABELS = {METAMODEL: "the metamodel", CHOSEN_SIDE: "the chosen side's classifier"}
 
 
 @dataclass
@@ -63,6 +66,18 @@ class OutOfFold:
     won: F64  # the chosen trade's outcome
     direction: F64
 
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, **dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> OutOfFold:
+        with np.load(path) as arrays:
+            return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls)})
+
+    def confidence_inputs(self) -> dict[str, F64]:
+        """The raw scores a served confidence can map (see ServingHead.confidence_source)."""
+        return {METAMODEL: self.meta, CHOSEN_SIDE: chosen_side_p(self.p_long, self.p_short)}
+
     def stack_inputs(self, rows: Bool | slice = slice(None)) -> list[F64]:
         return [self.gru[rows], self.transformer[rows], self.har[rows], self.seasonal[rows]]
 
@@ -76,13 +91,32 @@ class NestedServed:
     upper: F64
     p_long: F64
     p_short: F64
-    confidence: F64  # NaN on folds 0 and 1
+    confidence: F64  # from `confidence_source`; NaN on folds 0 and 1
+    # The two candidates for the confidence, both calibrated nested on the chosen trade's outcome.
+    candidates: dict[str, F64] = dataclasses.field(default_factory=dict)
+    confidence_source: str = METAMODEL
+
+
+def choose_confidence_source(candidates: dict[str, F64], won: F64) -> str:
+    """The candidate with the lower Brier score on the rows where every candidate is scored
+    (Brier rather than log-loss: a few confident misses must not decide it)."""
+    rows = np.logical_and.reduce([np.isfinite(c) for c in candidates.values()])
+    if not rows.any():
+        return METAMODEL
+    return min(candidates, key=lambda name: _brier(candidates[name][rows], won[rows]))
 
 
 def nested_served(oof: OutOfFold) -> NestedServed:
     n, width = oof.ranges.shape
+    raw = oof.confidence_inputs()
     out = NestedServed(
-        *(np.full((n, width), np.nan) for _ in range(3)), *(np.full(n, np.nan) for _ in range(3))
+        ranges=np.full((n, width), np.nan),
+        lower=np.full((n, width), np.nan),
+        upper=np.full((n, width), np.nan),
+        p_long=np.full(n, np.nan),
+        p_short=np.full(n, np.nan),
+        confidence=np.full(n, np.nan),
+        candidates={name: np.full(n, np.nan) for name in raw},
     )
     for k in range(1, int(oof.fold.max()) + 1):
         before, now = oof.fold < k, oof.fold == k
@@ -97,9 +131,14 @@ def nested_served(oof: OutOfFold) -> NestedServed:
         out.p_short[now] = fit_calibration(oof.p_short[before], oof.short_won[before])(
             oof.p_short[now]
         )
-        scored = before & np.isfinite(oof.meta)
-        if k >= 2 and scored.any():
-            out.confidence[now] = fit_calibration(oof.meta[scored], oof.won[scored])(oof.meta[now])
+        for name, score in raw.items():
+            scored = before & np.isfinite(score)
+            # Scored from fold 2 for both, so they are compared on the same rows.
+            if k >= 2 and scored.any():
+                calibration = fit_calibration(score[scored], oof.won[scored])
+                out.candidates[name][now] = calibration(score[now])
+    out.confidence_source = choose_confidence_source(out.candidates, oof.won)
+    out.confidence = out.candidates[out.confidence_source]
     return out
 
 
@@ -270,12 +309,18 @@ def classifier_report(oof: OutOfFold, served: NestedServed) -> dict[str, Any]:
     scored = np.isfinite(served.confidence)
     if scored.sum() > 0:
         base = np.where(oof.direction[scored] > 0, oof.base_long[scored], oof.base_short[scored])
-        report["confidence"] = probability_report(
-            "metamodel confidence",
-            served.confidence[scored],
-            oof.won[scored],
-            {"base_rate": base, "metamodel_raw": oof.meta[scored]},
-        )
+        raw_scores = oof.confidence_inputs()
+        for name, values in served.candidates.items():
+            label = CONFIDENCE_LABELS[name]
+            served_mark = " — served" if name == served.confidence_source else " — not served"
+            report[f"confidence_{name}"] = probability_report(
+                f"confidence from {label}{served_mark}",
+                values[scored],
+                oof.won[scored],
+                {"base_rate": base, f"{name}_raw": raw_scores[name][scored]},
+            )
+        report["confidence"] = report[f"confidence_{served.confidence_source}"]
+        report["confidence_source"] = served.confidence_source
         # The confidence and the classifier of the chosen side estimate the same event.
         chosen = np.where(oof.direction > 0, served.p_long, served.p_short)[scored]
         report["confidence_vs_classifier_gap"] = float(

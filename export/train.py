@@ -136,6 +136,7 @@ class TrainedModels:
     meta: MetaModel
     card: dict[str, object] = field(default_factory=dict)
     plots: dict[str, bytes] = field(default_factory=dict)  # PNG per name, beside the card
+    oof: OutOfFold | None = None  # every fold's test rows, to re-fit or study the head offline
 
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -418,12 +419,15 @@ def _nested_meta(x_meta: F32, won: F32, fold: I64, n_range: int, n_ctx: int) -> 
     return scores
 
 
-def fit_head(oof: OutOfFold, data: list[SymbolData], samples: Samples) -> ServingHead:
+def fit_head(
+    oof: OutOfFold, data: list[SymbolData], samples: Samples, confidence_source: str
+) -> ServingHead:
     """The exported head: baselines on every sample, the rest on every out-of-fold row."""
     y = _gather(data, samples, "ranges").astype(np.float64)
     stack = fit_stack(oof.stack_inputs(), oof.ranges)
     ratios = fit_interval_ratios(stack_ranges(stack, oof.stack_inputs()), oof.ranges)
-    scored = np.isfinite(oof.meta)
+    confidence_raw = oof.confidence_inputs()[confidence_source]
+    scored = np.isfinite(confidence_raw)
 
     def rounded(table: npt.NDArray[Any]) -> list[list[float]]:
         return [[round(float(v), 6) for v in row] for row in table]
@@ -437,7 +441,8 @@ def fit_head(oof: OutOfFold, data: list[SymbolData], samples: Samples) -> Servin
         interval_ratio=rounded(ratios),
         p_long=fit_calibration(oof.p_long, oof.long_won),
         p_short=fit_calibration(oof.p_short, oof.short_won),
-        confidence=fit_calibration(oof.meta[scored], oof.won[scored]),
+        confidence=fit_calibration(confidence_raw[scored], oof.won[scored]),
+        confidence_source=confidence_source,
     )
 
 
@@ -526,9 +531,9 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         "probabilities": classifier_report(oof, served),
         "config": config_dict(cfg),
     }
-    head = fit_head(oof, data, samples)
+    head = fit_head(oof, data, samples, served.confidence_source)
     final_meta = fit_metamodel(x_meta, won, n_range, n_ctx)
     spec, gru, transformer, xl, xs = fit_base_models(data, samples, cfg)
     spec = msgspec.structs.replace(spec, head=head)
     plots = card_plots(oof, served, card)
-    return TrainedModels(spec, gru, transformer, xl, xs, final_meta, card, plots)
+    return TrainedModels(spec, gru, transformer, xl, xs, final_meta, card, plots, oof)

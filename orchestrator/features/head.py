@@ -10,8 +10,11 @@ same arithmetic to the same inputs:
   nothing is served by the baseline instead;
 - **intervals**: split-conformal multipliers of the served range (the 10th and 90th percentiles of
   realised / predicted on the folds) give an 80 % interval for the high and for the low;
-- **probabilities**: isotonic maps for P(long wins), P(short wins) and the metamodel's confidence,
-  fitted on out-of-fold predictions.
+- **probabilities**: isotonic maps for P(long wins), P(short wins) and the confidence, fitted on
+  out-of-fold predictions. The confidence maps either the metamodel's score or the chosen side's
+  raw P(win) (the larger of the two classifiers'), whichever scored better out of sample
+  (`confidence_source`); on the real 1h data the metamodel's scores shifted from one refit to the
+  next and its calibrated confidence ranked no better than chance.
 
 A spec without a head (models exported before it existed) serves the mean of the two networks,
 no intervals and the raw probabilities.
@@ -31,6 +34,9 @@ from orchestrator.features.baseline import BASELINE_VERSION, SEASON_CELLS
 F64 = npt.NDArray[np.float64]
 Floats = npt.NDArray[np.floating[Any]]
 STACK_INPUTS: tuple[str, ...] = ("intercept", "gru", "transformer", "har", "seasonal")
+METAMODEL = "metamodel"
+CHOSEN_SIDE = "chosen_side"
+CONFIDENCE_SOURCES = (METAMODEL, CHOSEN_SIDE)
 
 
 class Calibration(msgspec.Struct, frozen=True):
@@ -53,6 +59,7 @@ class ServingHead(msgspec.Struct, frozen=True):
     p_long: Calibration
     p_short: Calibration
     confidence: Calibration
+    confidence_source: str = METAMODEL  # what `confidence` maps: METAMODEL or CHOSEN_SIDE
 
     def check(self, n_ranges: int) -> None:
         """Refuses a head built for other baseline inputs or another number of outputs."""
@@ -67,6 +74,11 @@ class ServingHead(msgspec.Struct, frozen=True):
             "stack": (np.shape(self.stack), (n_ranges, len(STACK_INPUTS))),
             "interval_ratio": (np.shape(self.interval_ratio), (n_ranges, 2)),
         }
+        if self.confidence_source not in CONFIDENCE_SOURCES:
+            raise ValueError(
+                f"serving head's confidence_source {self.confidence_source!r} is none of "
+                f"{CONFIDENCE_SOURCES}; retrain with `make models`"
+            )
         wrong = {k: v for k, v in shapes.items() if v[0] != v[1]}
         if wrong:
             raise ValueError(f"serving head has wrong shapes (got, expected): {wrong}")
@@ -133,11 +145,24 @@ def apply_head(
     ranges = stack_ranges(head.stack, [gru64, transformer64, har_pred, seasonal])
     ratio = np.asarray(head.interval_ratio)
     intervals = ranges[:, :, np.newaxis] * ratio[np.newaxis]
+    raw_long, raw_short = np.asarray(p_long, np.float64), np.asarray(p_short, np.float64)
+    raw_confidence = (
+        chosen_side_p(raw_long, raw_short)
+        if head.confidence_source == CHOSEN_SIDE
+        else np.asarray(confidence, np.float64)
+    )
     return ServedOutput(
         ranges,
         intervals,
         har_pred,
-        head.p_long(np.asarray(p_long, np.float64)),
-        head.p_short(np.asarray(p_short, np.float64)),
-        head.confidence(np.asarray(confidence, np.float64)),
+        head.p_long(raw_long),
+        head.p_short(raw_short),
+        head.confidence(raw_confidence),
     )
+
+
+def chosen_side_p(p_long: F64, p_short: F64) -> F64:
+    """The raw P(win) of the side the signal takes (long when P(long) >= P(short), as the
+    ensemble's direction output)."""
+    out: F64 = np.maximum(p_long, p_short)
+    return out

@@ -101,3 +101,19 @@ def test_expected_calibration_error_of_known_cases() -> None:
 def test_a_single_class_leaves_probabilities_unchanged() -> None:
     calibration = fit_calibration(np.array([0.2, 0.4]), np.array([1.0, 1.0]))
     np.testing.assert_allclose(calibration(np.array([0.3])), [0.3])
+
+
+def test_intervals_start_at_zero_where_many_ranges_are_exactly_zero() -> None:
+    """Short horizons often realise no move at all: such a column's interval is [0, q80], one
+    with few zeros keeps equal tails; both cover the nominal share."""
+    rng = np.random.default_rng(RNG_SEED)
+    n = 40_000
+    predicted = rng.gamma(3.0, 1.0, (n, 3))
+    moved = rng.random((n, 3)) >= np.array([0.25, 0.05, 0.01])  # share of rows with no move
+    y = np.where(moved, predicted * rng.lognormal(0, 0.5, (n, 3)), 0.0)
+    ratios = fit_interval_ratios(predicted[: n // 2], y[: n // 2], level=0.8)
+    np.testing.assert_array_equal(ratios[:2, 0], [0.0, 0.0])
+    assert ratios[2, 0] > 0.0
+    test_pred, test_y = predicted[n // 2 :], y[n // 2 :]
+    inside = (test_y >= test_pred * ratios[:, 0]) & (test_y <= test_pred * ratios[:, 1])
+    assert np.abs(inside.mean(axis=0) - 0.8).max() < 0.015

@@ -11,11 +11,14 @@ from export.evaluation import (
     nested_served,
     range_report,
 )
+from orchestrator.features.head import CHOSEN_SIDE, METAMODEL
 
 HORIZONS = ["scalping", "intraday"]
 
 
-def _out_of_fold(rows_per_fold: int = 4000, folds: int = 4) -> OutOfFold:
+def _out_of_fold(
+    rows_per_fold: int = 4000, folds: int = 4, meta_knows_nothing: bool = False
+) -> OutOfFold:
     """Ranges driven by a HAR-like signal the networks do not see; TP/SL outcomes drawn from
     known probabilities that the raw classifier over-states."""
     rng = np.random.default_rng(3)
@@ -45,7 +48,11 @@ def _out_of_fold(rows_per_fold: int = 4000, folds: int = 4) -> OutOfFold:
         base_long=np.full(n, long_won.mean()),
         base_short=np.full(n, short_won.mean()),
         meta=np.where(
-            np.arange(n) < rows_per_fold, np.nan, np.where(direction > 0, raw_long, 1 - raw_long)
+            np.arange(n) < rows_per_fold,
+            np.nan,
+            rng.random(n)
+            if meta_knows_nothing
+            else np.where(direction > 0, raw_long, 1 - raw_long),
         ),
         won=np.where(direction > 0, long_won, short_won),
         direction=direction,
@@ -87,7 +94,35 @@ def test_interval_coverage_and_calibration_meet_their_targets_on_exchangeable_ro
         entry = probabilities[key]
         assert entry["ece"] <= 0.03, (key, entry["ece"])
         assert entry["brier_skill"] > 0.0  # calibrated probabilities beat the base rate
-        raw = entry["baselines"].get("xgb_raw") or entry["baselines"]["metamodel_raw"]
+        raw = next(b for name, b in entry["baselines"].items() if name.endswith("_raw"))
         assert raw["brier_skill"] < entry["brier_skill"]
     # The calibrated confidence and the chosen side's P(win) estimate the same event.
     assert probabilities["confidence_vs_classifier_gap"] < 0.03
+
+
+def test_the_confidence_comes_from_the_chosen_side_when_the_metamodel_knows_nothing() -> None:
+    oof = _out_of_fold(meta_knows_nothing=True)
+    served = nested_served(oof)
+    assert served.confidence_source == CHOSEN_SIDE
+    probabilities = classifier_report(oof, served)
+    assert probabilities["confidence_source"] == CHOSEN_SIDE
+    served_entry, other = probabilities["confidence"], probabilities["confidence_metamodel"]
+    assert served_entry is probabilities["confidence_chosen_side"]
+    assert served_entry["ece"] <= 0.03
+    assert served_entry["auc"] > 0.6
+    assert abs(other["auc"] - 0.5) < 0.03
+    assert served_entry["log_loss"] < other["log_loss"]
+    assert "not served" in other["name"]
+    assert "— served" in served_entry["name"]
+
+
+def test_the_confidence_source_is_the_candidate_with_the_lower_brier_score() -> None:
+    oof = _out_of_fold()
+    served = nested_served(oof)
+    scored = np.isfinite(served.confidence)
+    losses = {
+        name: float(((values[scored] - oof.won[scored]) ** 2).mean())
+        for name, values in served.candidates.items()
+    }
+    assert set(losses) == {METAMODEL, CHOSEN_SIDE}
+    assert served.confidence_source == min(losses, key=losses.__getitem__)
