@@ -82,8 +82,15 @@ class Resources:
         shared = SharedPredictions(
             redis, namespace=settings.redis.key_prefix, replica_id=uuid.uuid4().hex[:12]
         )
+        # Live quality totals are counted once across replicas, in the same Redis namespace.
+        quality = QualityTracker(redis, namespace=settings.redis.key_prefix)
         resources = cls(
-            settings=settings, triton=triton, redis=redis, shared=shared, publish=publish
+            settings=settings,
+            triton=triton,
+            redis=redis,
+            shared=shared,
+            publish=publish,
+            quality=quality,
         )
         # The service starts anyway when the database is down: /health reports it, requests retry.
         with contextlib.suppress(DatabaseUnavailableError):

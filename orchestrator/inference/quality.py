@@ -2,16 +2,30 @@
 
 Every prediction the bar-close engine holds (computed here or received from another replica) is
 kept until its longest horizon has passed. A background pass reads the bars that closed since the
-last pass (one small query per symbol) and resolves what is due:
+key's last read (one small query per symbol and timeframe) and resolves what is due:
 - per horizon: was the realised high / low inside its 80 % interval, and the squared error of the
   served range and of the HAR baseline the head carries (live skill = 1 - MSE ratio);
 - at the label horizon: did the trade in the served direction reach TP or SL first (a bar that
   touches both counts as SL, as in training and the backtester), binned by the served confidence.
 
-Totals are kept per (timeframe, model version) in memory: a restart starts counting again (the
-model card holds the out-of-sample numbers; these say whether they still hold). A drift warning
-is raised while the coverage of the last `DRIFT_WINDOW` resolved intervals of a horizon leaves
-the nominal level by more than the larger of 3 points and two binomial standard errors.
+**The recorded predictions, not the wall clock, say which bars have closed.** The engine predicts
+on closed bars only, so the newest `bar_time` recorded for a (symbol, timeframe) is its newest
+closed bar. A key is read only when such a bar closed since its last read and the first horizon
+in line (per horizon length, the oldest waiting prediction's) ends at or before it, an
+O(horizons) check per key and pass; the read covers the bars after those read before, through
+that bar. Deciding by the wall clock instead read every key on every pass when bar times are
+historical (replays, benchmarks), and could take a resampled bucket still forming (15m, 1h from
+5m bars) for a closed one and freeze its high and low.
+
+Outcomes are counted once across replicas in Redis (quality_store.py) into totals that make the
+report, the gauges and the drift warnings (quality_totals.py).
+
+**Gap:** pending predictions (not yet resolved) stay in each replica's memory. After a restart the
+engine delivers the newest bar of every key again, but older predictions whose horizons are still
+open (up to 5 days of them) are not re-collected: the only prediction store, the shared cache, keeps
+3 bars per key, and the tracker resolves from the bar store, which holds no predictions. Another
+replica that keeps running counts them; a lone replica does not (an undercount, never a double
+count). Persisting them would take ~300 B per open prediction (~2,000 per symbol).
 """
 
 from __future__ import annotations
@@ -19,173 +33,156 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import math
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import msgspec
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
-from prometheus_client import Gauge
+from redis.asyncio import Redis
 
 from orchestrator.inference.prediction import FeatureKey, Prediction
+from orchestrator.inference.quality_store import CLAIM_TTL_S, SharedTotals
+from orchestrator.inference.quality_totals import (
+    Group,
+    Outcome,
+    Pending,
+    VersionQuality,
+    pending,
+    publish,
+    score_range,
+    score_trade,
+    version_quality,
+)
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
 
+__all__ = ["QualityTracker", "VersionQuality"]
+
 log = logging.getLogger("orchestrator.quality")
 
-F64 = npt.NDArray[np.float64]
 PENDING_PER_KEY = 3000  # predictions kept per (symbol, timeframe) while their horizons run
-DRIFT_WINDOW = 500
-COVERAGE_BAND = 0.03
-CONFIDENCE_BINS = 10
 RESOLVE_INTERVAL_S = 15.0
 
-LIVE_COVERAGE = Gauge(
-    "ml_engine_live_interval_coverage",
-    "Share of realised highs/lows inside the served interval (since start)",
-    ["timeframe", "version", "horizon", "side"],
-    multiprocess_mode="livemax",
-)
-LIVE_SKILL = Gauge(
-    "ml_engine_live_skill",
-    "1 - MSE(served range) / MSE(HAR baseline), live",
-    ["timeframe", "version", "horizon"],
-    multiprocess_mode="livemax",
-)
-LIVE_ECE = Gauge(
-    "ml_engine_live_confidence_ece",
-    "Expected calibration error of the served confidence on resolved trades",
-    ["timeframe", "version"],
-    multiprocess_mode="livemax",
-)
-LIVE_RESOLVED = Gauge(
-    "ml_engine_live_resolved",
-    "Predictions resolved against realised bars",
-    ["timeframe", "version", "horizon"],
-    multiprocess_mode="livemax",
-)
+
+def _bar_time(item: Pending) -> datetime:
+    return item.bar_time
 
 
 @dataclass
-class _Pending:
-    bar_time: datetime
-    version: str
-    close: float
-    atr: float
-    horizon_bars: list[int]
-    ranges: F64  # (2H,) served
-    intervals: F64 | None  # (2H, 2)
-    baseline: F64 | None  # (2H,) HAR baseline
-    direction: float
-    confidence: float
-    tp_atr: float
-    sl_atr: float
-    label: int  # index of the label horizon
-    resolved: set[int] = field(default_factory=set)
-    trade_done: bool = False
+class _Series:
+    """One (symbol, timeframe): its open predictions and the bars read for them. Served
+    timeframes sit on the fixed epoch grid, so bar `n` after `t` opens at `t + n * step`."""
 
+    step: timedelta
+    # Open predictions by (bar time, version), oldest recorded first.
+    pending: dict[tuple[datetime, str], Pending] = field(default_factory=dict)
+    # Per horizon length (bars), the predictions waiting for it in bar-time order: the first one
+    # is the first due.
+    waiting: dict[int, list[Pending]] = field(default_factory=dict)
+    newest: datetime | None = None  # newest closed bar a prediction was recorded for
+    read_for: datetime | None = None  # `newest` as of the last read
+    # Every bar opening after `floor`, through `through`, as read so far.
+    floor: datetime | None = None
+    through: datetime | None = None
+    times: list[datetime] = field(default_factory=list)
+    highs: list[float] = field(default_factory=list)
+    lows: list[float] = field(default_factory=list)
 
-@dataclass
-class _HorizonTotals:
-    resolved: int = 0
-    inside_high: int = 0
-    inside_low: int = 0
-    intervals: int = 0
-    sse_served: float = 0.0
-    sse_baseline: float = 0.0
-    baseline_rows: int = 0
-    recent: deque[tuple[bool, bool]] = field(default_factory=lambda: deque(maxlen=DRIFT_WINDOW))
+    def add(self, item: Pending) -> None:
+        if self.floor is not None and item.bar_time < self.floor:
+            self._forget_bars()  # bars it needs were dropped already: read them again
+        if self.newest is not None and item.bar_time + min(item.horizon_bars) * self.step <= (
+            self.newest
+        ):
+            self.read_for = None  # due already (it arrived late): read even if no bar closed
+        self.pending[(item.bar_time, item.version)] = item
+        for bars in set(item.horizon_bars):
+            bisect.insort_right(self.waiting.setdefault(bars, []), item, key=_bar_time)
+        if len(self.pending) > PENDING_PER_KEY:
+            del self.pending[next(iter(self.pending))]  # still queued: skipped once due
 
+    def is_open(self, item: Pending) -> bool:
+        return self.pending.get((item.bar_time, item.version)) is item
 
-@dataclass
-class _VersionTotals:
-    horizons: dict[str, _HorizonTotals] = field(default_factory=dict)
-    trades: int = 0
-    wins: int = 0
-    bin_count: list[int] = field(default_factory=lambda: [0] * CONFIDENCE_BINS)
-    bin_confidence: list[float] = field(default_factory=lambda: [0.0] * CONFIDENCE_BINS)
-    bin_wins: list[int] = field(default_factory=lambda: [0] * CONFIDENCE_BINS)
+    def due(self) -> bool:
+        """Whether reading may settle something: a bar closed since the last read, and the
+        first horizon in line ends at or before it."""
+        newest = self.newest
+        if newest is None or newest == self.read_for:
+            return False
+        return any(
+            q and q[0].bar_time + bars * self.step <= newest for bars, q in self.waiting.items()
+        )
 
+    def oldest(self) -> datetime | None:
+        """Bar time of the oldest prediction waiting: no older bar is needed any more."""
+        return min((q[0].bar_time for q in self.waiting.values() if q), default=None)
 
-class HorizonQuality(msgspec.Struct):
-    horizon: str
-    resolved: int
-    coverage_high: float | None  # since start
-    coverage_low: float | None
-    recent_coverage: float | None  # the last DRIFT_WINDOW intervals, both sides
-    mse_served: float | None  # ATR² units
-    mse_baseline: float | None
-    skill: float | None  # 1 - mse_served / mse_baseline
+    def read_from(self) -> datetime | None:
+        """The next read starts after this bar (after the oldest waiting prediction's, at first)."""
+        if self.through is None:
+            self.floor = self.through = self.oldest()
+        return self.through
 
+    def extend(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        times = pd.DatetimeIndex(frame.index).to_pydatetime().tolist()
+        self.times += times
+        self.highs += frame["high"].to_numpy(np.float64).tolist()
+        self.lows += frame["low"].to_numpy(np.float64).tolist()
+        self.through = times[-1]
 
-class ConfidenceBin(msgspec.Struct):
-    bin: str
-    trades: int
-    mean_confidence: float
-    win_rate: float
+    def trim(self) -> None:
+        """Drops the bars no waiting prediction needs (all of them when none waits)."""
+        oldest = self.oldest()
+        cut = self.through if oldest is None else oldest
+        if cut is None or self.through is None or self.floor is None or cut <= self.floor:
+            return
+        n = bisect.bisect_right(self.times, cut)
+        del self.times[:n], self.highs[:n], self.lows[:n]
+        self.floor, self.through = cut, max(self.through, cut)
 
-
-class VersionQuality(msgspec.Struct):
-    timeframe: str
-    model_version: str
-    interval_level: float | None
-    horizons: list[HorizonQuality]
-    trades: int  # resolved TP/SL outcomes at the label horizon
-    win_rate: float | None
-    mean_confidence: float | None
-    confidence_ece: float | None
-    reliability: list[ConfidenceBin]
-    warnings: list[str]
+    def _forget_bars(self) -> None:
+        self.times, self.highs, self.lows = [], [], []
+        self.floor = self.through = self.read_for = None
 
 
 class QualityTracker:
-    """Fed by the bar-close engine's listener; resolved by `run()` against the store."""
+    """Fed by the bar-close engine's listener; resolved by `run()` against the store; counted
+    once across replicas in Redis (`redis`), or in memory without it."""
 
-    def __init__(self, interval_s: float = RESOLVE_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        redis: Redis | None = None,
+        *,
+        namespace: str = "tme",
+        interval_s: float = RESOLVE_INTERVAL_S,
+        claim_ttl_s: float = CLAIM_TTL_S,
+    ) -> None:
         self.interval_s = interval_s
-        self._pending: dict[FeatureKey, deque[_Pending]] = {}
-        self._seen: dict[FeatureKey, set[tuple[datetime, str]]] = {}
-        self._bars: dict[FeatureKey, tuple[list[datetime], list[float], list[float]]] = {}
-        self._totals: dict[tuple[str, str], _VersionTotals] = {}
-        self._levels: dict[tuple[str, str], float | None] = {}
-        self._horizons: dict[tuple[str, str], list[str]] = {}
+        self.shared = SharedTotals(redis, namespace=namespace, claim_ttl_s=claim_ttl_s)
+        self._series: dict[FeatureKey, _Series] = {}
+        self._levels: dict[Group, float | None] = {}
+        self._horizons: dict[Group, list[str]] = {}
         self._warned: set[str] = set()
+        self.fetches = 0  # bar reads from the store
 
     # --- intake ---------------------------------------------------------------------------
     def record(self, predictions: list[Prediction]) -> None:
         for prediction in predictions:
             key = (prediction.symbol, Timeframe(prediction.timeframe))
-            seen = self._seen.setdefault(key, set())
-            token = (prediction.bar_time, prediction.version)
-            if token in seen:
-                continue
-            seen.add(token)
-            served, spec = prediction.served, prediction.spec
-            pending = self._pending.setdefault(key, deque(maxlen=PENDING_PER_KEY))
-            if len(pending) == pending.maxlen:
-                seen.discard((pending[0].bar_time, pending[0].version))
-            pending.append(
-                _Pending(
-                    bar_time=prediction.bar_time,
-                    version=prediction.version,
-                    close=prediction.inputs.close,
-                    atr=prediction.inputs.atr,
-                    horizon_bars=list(spec.horizon_bars),
-                    ranges=served.ranges[0],
-                    intervals=None if served.intervals is None else served.intervals[0],
-                    baseline=None if served.baseline is None else served.baseline[0],
-                    direction=float(prediction.out.direction[0]),
-                    confidence=float(served.confidence[0]),
-                    tp_atr=spec.tp_atr,
-                    sl_atr=spec.sl_atr,
-                    label=spec.horizons.index(spec.label_horizon),
-                )
-            )
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _Series(timedelta(seconds=key[1].seconds))
+            if series.newest is None or prediction.bar_time > series.newest:
+                series.newest = prediction.bar_time  # predictions are made on closed bars only
+            if (prediction.bar_time, prediction.version) in series.pending:
+                continue  # the same bar again (another replica, a request): counted once
+            series.add(pending(prediction))
+            spec = prediction.spec
             group = (prediction.timeframe, prediction.version)
             self._horizons.setdefault(group, list(spec.horizons))
             self._levels.setdefault(group, None if spec.head is None else spec.head.interval_level)
@@ -194,6 +191,7 @@ class QualityTracker:
     async def run(self, database: Callable[[], Awaitable[Database]]) -> None:
         """Resolves what is due every interval_s, until cancelled; a failing pass (the database
         away) is logged and retried: quality tracking never stops serving."""
+        await self.refresh()  # what the other replicas (or this one before a restart) counted
         while True:
             await asyncio.sleep(self.interval_s)
             try:
@@ -201,203 +199,103 @@ class QualityTracker:
             except Exception:
                 log.exception("quality pass failed; retrying in %.0f s", self.interval_s)
 
+    async def refresh(self) -> None:
+        await self.shared.refresh()
+
     async def resolve(self, store: BarStore, now: datetime | None = None) -> int:
-        """One pass: fetch the bars that closed since the last pass, resolve what they settle.
-        Returns the number of horizon outcomes resolved."""
+        """One pass: read the bars that closed where something is due, resolve what they settle,
+        count it and read the shared totals back. `now` (the wall clock) only stamps when each
+        outcome was resolved. Returns the number of horizon outcomes this replica resolved
+        (counted here or, first, by another replica)."""
         moment = now or datetime.now(UTC)
-        done = 0
-        for key, pending in list(self._pending.items()):
-            if not pending:
+        outcomes: list[Outcome] = []
+        failure: Exception | None = None
+        for key, series in list(self._series.items()):
+            if not series.due():
                 continue
-            await self._fetch(store, key, pending[0].bar_time, moment)
-            done += self._settle(key, pending)
-        if done:
-            self._publish()
-        return done
+            try:
+                await self._read(store, key, series)
+            except Exception as exc:  # the database away: count what has settled, then raise
+                failure = exc
+                break
+            outcomes += self._settle(key, series, moment)
+            series.trim()
+        await self.shared.count(outcomes, moment)
+        await self.shared.refresh()
+        publish(self.report(), self._warned)
+        if failure is not None:
+            raise failure
+        return len(outcomes)
 
-    async def _fetch(
-        self, store: BarStore, key: FeatureKey, oldest: datetime, now: datetime
-    ) -> None:
-        times, highs, lows = self._bars.setdefault(key, ([], [], []))
-        step = timedelta(seconds=key[1].seconds)
-        start = times[-1] + step if times else oldest + step
-        closed_before = now - step  # a bar is closed once its whole period has passed
-        if start > closed_before:
+    async def _read(self, store: BarStore, key: FeatureKey, series: _Series) -> None:
+        """Reads the bars after those read so far, through the newest closed bar recorded and
+        never past it: a resampled bucket still forming is never taken for a closed one."""
+        newest, after = series.newest, series.read_from()
+        if newest is None or after is None or after >= newest:
+            series.read_for = newest
             return
-        frame = await store.bars_between(key[0], key[1], start, closed_before + step)
-        if frame.empty:
-            return
-        index = pd.DatetimeIndex(frame.index).to_pydatetime().tolist()
-        keep = [i for i, t in enumerate(index) if t <= closed_before]
-        times.extend(index[i] for i in keep)
-        highs.extend(frame["high"].to_numpy(np.float64)[keep].tolist())
-        lows.extend(frame["low"].to_numpy(np.float64)[keep].tolist())
-        # Bars older than every pending prediction are never read again.
-        cut = bisect.bisect_right(times, oldest)
-        if cut > 0:
-            del times[:cut], highs[:cut], lows[:cut]
+        self.fetches += 1
+        frame = await store.bars_between(key[0], key[1], after + series.step, newest + series.step)
+        if series.through == after:  # not reset by a late prediction recorded meanwhile
+            series.extend(frame)
+            series.read_for = newest
 
-    def _settle(self, key: FeatureKey, pending: deque[_Pending]) -> int:
-        times, highs, lows = self._bars.get(key, ([], [], []))
-        done = 0
-        for item in list(pending):
-            first = bisect.bisect_right(times, item.bar_time)
-            available = len(times) - first
-            totals = self._totals.setdefault((key[1].value, item.version), _VersionTotals())
-            names = self._horizons[(key[1].value, item.version)]
-            for k, bars in enumerate(item.horizon_bars):
-                if k in item.resolved or available < bars:
-                    continue
-                high = np.asarray(highs[first : first + bars])
-                low = np.asarray(lows[first : first + bars])
-                self._score_range(totals, names[k], item, k, high, low)
-                item.resolved.add(k)
+    def _settle(self, key: FeatureKey, series: _Series, now: datetime) -> list[Outcome]:
+        times = series.times
+        outcomes = []
+        for bars, queue in series.waiting.items():
+            done = 0
+            for item in queue:
+                first = bisect.bisect_right(times, item.bar_time)
+                if len(times) - first < bars:
+                    break  # the predictions after it in line need later bars still
                 done += 1
-                if k == item.label and not item.trade_done:
-                    self._score_trade(totals, item, high, low)
-                    item.trade_done = True
-            if len(item.resolved) == len(item.horizon_bars):
-                pending.remove(item)
-                self._seen.get(key, set()).discard((item.bar_time, item.version))
-        return done
+                if series.is_open(item):
+                    outcomes += self._outcomes(key, series, item, bars, first, now)
+            del queue[:done]
+        return outcomes
 
-    @staticmethod
-    def _score_range(
-        totals: _VersionTotals, name: str, item: _Pending, k: int, high: F64, low: F64
-    ) -> None:
-        entry = totals.horizons.setdefault(name, _HorizonTotals())
-        realised = np.array(
-            [(high.max() - item.close) / item.atr, (item.close - low.min()) / item.atr]
-        )
-        predicted = item.ranges[2 * k : 2 * k + 2]
-        entry.resolved += 1
-        entry.sse_served += float(((predicted - realised) ** 2).sum())
-        if item.baseline is not None:
-            entry.sse_baseline += float(((item.baseline[2 * k : 2 * k + 2] - realised) ** 2).sum())
-            entry.baseline_rows += 1
-        if item.intervals is not None:
-            bounds = item.intervals[2 * k : 2 * k + 2]
-            inside = (realised >= bounds[:, 0]) & (realised <= bounds[:, 1])
-            entry.intervals += 1
-            entry.inside_high += int(inside[0])
-            entry.inside_low += int(inside[1])
-            entry.recent.append((bool(inside[0]), bool(inside[1])))
-
-    @staticmethod
-    def _score_trade(totals: _VersionTotals, item: _Pending, high: F64, low: F64) -> None:
-        d = item.direction
-        take = item.close + d * item.tp_atr * item.atr
-        stop = item.close - d * item.sl_atr * item.atr
-        stopped = low <= stop if d > 0 else high >= stop
-        profited = high >= take if d > 0 else low <= take
-        first_stop = int(np.argmax(stopped)) if stopped.any() else len(high)
-        first_take = int(np.argmax(profited)) if profited.any() else len(high)
-        won = first_take < first_stop  # same bar: the stop counts first
-        b = min(int(item.confidence * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)
-        totals.trades += 1
-        totals.wins += int(won)
-        totals.bin_count[b] += 1
-        totals.bin_confidence[b] += item.confidence
-        totals.bin_wins[b] += int(won)
+    def _outcomes(
+        self, key: FeatureKey, series: _Series, item: Pending, bars: int, first: int, now: datetime
+    ) -> list[Outcome]:
+        """The horizons of `item` that span `bars` bars, from the bar after its own."""
+        high = np.asarray(series.highs[first : first + bars])
+        low = np.asarray(series.lows[first : first + bars])
+        group = (key[1].value, item.version)
+        names = self._horizons[group]
+        outcomes = []
+        for k, length in enumerate(item.horizon_bars):
+            if length != bars:
+                continue
+            increments, drift = score_range(names[k], item, k, high, low)
+            if k == item.label:
+                increments += score_trade(item, high, low)
+            item.resolved.add(k)
+            outcomes.append(
+                Outcome(
+                    timeframe=group[0],
+                    version=item.version,
+                    horizon=names[k],
+                    claim=_claim_name(key, item, names[k]),
+                    resolved_at=now,
+                    level=self._levels[group],
+                    horizons=names,
+                    increments=increments,
+                    drift=drift,
+                )
+            )
+        if len(item.resolved) == len(item.horizon_bars):
+            del series.pending[(item.bar_time, item.version)]
+        return outcomes
 
     # --- reporting ------------------------------------------------------------------------
     def report(self) -> list[VersionQuality]:
-        out = []
-        for (timeframe, version), totals in sorted(self._totals.items()):
-            level = self._levels.get((timeframe, version))
-            horizons = [
-                _horizon_quality(name, totals.horizons[name])
-                for name in self._horizons[(timeframe, version)]
-                if name in totals.horizons
-            ]
-            bins = [
-                ConfidenceBin(
-                    f"{b / CONFIDENCE_BINS:.1f}-{(b + 1) / CONFIDENCE_BINS:.1f}",
-                    n,
-                    totals.bin_confidence[b] / n,
-                    totals.bin_wins[b] / n,
-                )
-                for b, n in enumerate(totals.bin_count)
-                if n
-            ]
-            trades = totals.trades
-            ece = (
-                sum(c.trades / trades * abs(c.win_rate - c.mean_confidence) for c in bins)
-                if trades
-                else None
-            )
-            out.append(
-                VersionQuality(
-                    timeframe=timeframe,
-                    model_version=version,
-                    interval_level=level,
-                    horizons=horizons,
-                    trades=trades,
-                    win_rate=totals.wins / trades if trades else None,
-                    mean_confidence=sum(totals.bin_confidence) / trades if trades else None,
-                    confidence_ece=ece,
-                    reliability=bins,
-                    warnings=_drift_warnings(timeframe, version, level, totals),
-                )
-            )
-        return out
-
-    def _publish(self) -> None:
-        """Prometheus gauges and a log line per new drift warning."""
-        for entry in self.report():
-            labels = (entry.timeframe, entry.model_version)
-            for h in entry.horizons:
-                LIVE_RESOLVED.labels(*labels, h.horizon).set(h.resolved)
-                if h.coverage_high is not None and h.coverage_low is not None:
-                    LIVE_COVERAGE.labels(*labels, h.horizon, "high").set(h.coverage_high)
-                    LIVE_COVERAGE.labels(*labels, h.horizon, "low").set(h.coverage_low)
-                if h.skill is not None:
-                    LIVE_SKILL.labels(*labels, h.horizon).set(h.skill)
-            if entry.confidence_ece is not None:
-                LIVE_ECE.labels(*labels).set(entry.confidence_ece)
-            for warning in entry.warnings:
-                if warning not in self._warned:
-                    self._warned.add(warning)
-                    log.warning("model drift: %s", warning)
+        """The totals as of the last pass (shared, plus this replica's own while Redis is away)."""
+        source = self.shared.source
+        totals = self.shared.totals()
+        return [version_quality(group, totals[group], source) for group in sorted(totals)]
 
 
-def _ratio(num: float, den: int) -> float | None:
-    return num / den if den else None
-
-
-def _horizon_quality(name: str, entry: _HorizonTotals) -> HorizonQuality:
-    recent = [side for pair in entry.recent for side in pair]
-    mse_served = _ratio(entry.sse_served, 2 * entry.resolved)
-    mse_baseline = _ratio(entry.sse_baseline, 2 * entry.baseline_rows)
-    return HorizonQuality(
-        horizon=name,
-        resolved=entry.resolved,
-        coverage_high=_ratio(entry.inside_high, entry.intervals),
-        coverage_low=_ratio(entry.inside_low, entry.intervals),
-        recent_coverage=_ratio(sum(recent), len(recent)),
-        mse_served=mse_served,
-        mse_baseline=mse_baseline,
-        skill=None
-        if mse_served is None or not mse_baseline
-        else 1 - entry.sse_served / entry.sse_baseline,
-    )
-
-
-def _drift_warnings(
-    timeframe: str, version: str, level: float | None, totals: _VersionTotals
-) -> list[str]:
-    if level is None:
-        return []
-    warnings = []
-    for name, entry in totals.horizons.items():
-        sides = [side for pair in entry.recent for side in pair]
-        if len(entry.recent) < DRIFT_WINDOW // 5:
-            continue  # too few to tell drift from noise
-        coverage = sum(sides) / len(sides)
-        band = max(COVERAGE_BAND, 2 * math.sqrt(level * (1 - level) / len(sides)))
-        if abs(coverage - level) > band:
-            warnings.append(
-                f"{timeframe} v{version} {name}: live coverage {coverage:.3f} over the last "
-                f"{len(entry.recent)} predictions is outside {level:.2f} ± {band:.3f}"
-            )
-    return warnings
+def _claim_name(key: FeatureKey, item: Pending, horizon: str) -> str:
+    stamp = int(item.bar_time.replace(tzinfo=item.bar_time.tzinfo or UTC).timestamp())
+    return f"{key[0]}:{key[1].value}:{stamp}:v{item.version}:{horizon}"

@@ -1,11 +1,20 @@
-"""`model-report`: the live quality a running API has measured, as tables for a terminal."""
+"""`model-report`: the live quality a running API has measured, as tables for a terminal.
+
+Any replica answers for all of them: the totals it reports are the ones every replica counts in
+Redis, unless Redis did not answer (each entry says which).
+"""
 
 from __future__ import annotations
 
 import httpx
 import msgspec
 
-from orchestrator.inference.quality import VersionQuality
+from orchestrator.inference.quality_totals import Source, VersionQuality
+
+_SOURCES: dict[Source, str] = {
+    "redis": "shared by every replica (Redis)",
+    "memory": "this replica's memory only: Redis did not answer",
+}
 
 
 class _Stats(msgspec.Struct):
@@ -34,7 +43,8 @@ def render(report: list[VersionQuality]) -> str:
     for entry in report:
         level = _f(entry.interval_level, 2)
         lines += [
-            f"{entry.timeframe} model version {entry.model_version} (interval level {level})",
+            f"{entry.timeframe} model version {entry.model_version} (interval level {level}; "
+            f"{_SOURCES[entry.source]})",
             f"  {'horizon':<10} {'resolved':>8} {'cov.high':>8} {'cov.low':>8} {'recent':>7}"
             f" {'MSE':>9} {'MSE HAR':>9} {'skill':>7}",
         ]

@@ -1,0 +1,340 @@
+"""Live quality totals: what each resolved outcome adds to them, the running sums, and the report
+built from them.
+
+The sums are named as the fields of a (timeframe, version)'s Redis hash (quality_store.py), so the
+same `Totals` holds what every replica counted and what this replica counted in memory; scoring
+writes those names and the report reads them, here in one place.
+
+A drift warning is raised while the coverage of the last `DRIFT_WINDOW` resolved intervals of a
+horizon leaves the nominal level by more than the larger of 3 points and two binomial standard
+errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import Gauge
+
+from orchestrator.inference.prediction import Prediction
+
+log = logging.getLogger("orchestrator.quality")
+
+F64 = npt.NDArray[np.float64]
+Source = Literal["redis", "memory"]
+Group = tuple[str, str]  # (timeframe, model version)
+Increment = tuple[str, int | float]  # totals field, delta
+DRIFT_WINDOW = 500
+COVERAGE_BAND = 0.03
+CONFIDENCE_BINS = 10
+
+LIVE_COVERAGE = Gauge(
+    "ml_engine_live_interval_coverage",
+    "Share of realised highs/lows inside the served interval (since start)",
+    ["timeframe", "version", "horizon", "side"],
+    multiprocess_mode="livemax",
+)
+LIVE_SKILL = Gauge(
+    "ml_engine_live_skill",
+    "1 - MSE(served range) / MSE(HAR baseline), live",
+    ["timeframe", "version", "horizon"],
+    multiprocess_mode="livemax",
+)
+LIVE_ECE = Gauge(
+    "ml_engine_live_confidence_ece",
+    "Expected calibration error of the served confidence on resolved trades",
+    ["timeframe", "version"],
+    multiprocess_mode="livemax",
+)
+LIVE_RESOLVED = Gauge(
+    "ml_engine_live_resolved",
+    "Predictions resolved against realised bars",
+    ["timeframe", "version", "horizon"],
+    multiprocess_mode="livemax",
+)
+
+
+@dataclass
+class Pending:
+    """One prediction's served numbers, kept until its horizons have elapsed."""
+
+    bar_time: datetime
+    version: str
+    close: float
+    atr: float
+    horizon_bars: list[int]
+    ranges: F64  # (2H,) served
+    intervals: F64 | None  # (2H, 2)
+    baseline: F64 | None  # (2H,) HAR baseline
+    direction: float
+    confidence: float
+    tp_atr: float
+    sl_atr: float
+    label: int  # index of the label horizon
+    resolved: set[int] = field(default_factory=set)  # horizon indices
+
+
+def pending(prediction: Prediction) -> Pending:
+    """What scoring needs of `prediction`, taken once when it is recorded."""
+    served, spec = prediction.served, prediction.spec
+    return Pending(
+        bar_time=prediction.bar_time,
+        version=prediction.version,
+        close=prediction.inputs.close,
+        atr=prediction.inputs.atr,
+        horizon_bars=list(spec.horizon_bars),
+        ranges=served.ranges[0],
+        intervals=None if served.intervals is None else served.intervals[0],
+        baseline=None if served.baseline is None else served.baseline[0],
+        direction=float(prediction.out.direction[0]),
+        confidence=float(served.confidence[0]),
+        tp_atr=spec.tp_atr,
+        sl_atr=spec.sl_atr,
+        label=spec.horizons.index(spec.label_horizon),
+    )
+
+
+def score_range(
+    name: str, item: Pending, k: int, high: F64, low: F64
+) -> tuple[list[Increment], str | None]:
+    """Horizon `k` (`name`) of `item` against the highs and lows of its bars."""
+    realised = np.array([(high.max() - item.close) / item.atr, (item.close - low.min()) / item.atr])
+    predicted = item.ranges[2 * k : 2 * k + 2]
+    increments: list[Increment] = [
+        (f"{name}:resolved", 1),
+        (f"{name}:sse_served", _finite(((predicted - realised) ** 2).sum())),
+    ]
+    if item.baseline is not None:
+        sse = _finite(((item.baseline[2 * k : 2 * k + 2] - realised) ** 2).sum())
+        increments += [(f"{name}:sse_baseline", sse), (f"{name}:baseline_rows", 1)]
+    if item.intervals is None:
+        return increments, None
+    bounds = item.intervals[2 * k : 2 * k + 2]
+    inside = (realised >= bounds[:, 0]) & (realised <= bounds[:, 1])
+    increments += [
+        (f"{name}:intervals", 1),
+        (f"{name}:inside_high", int(inside[0])),
+        (f"{name}:inside_low", int(inside[1])),
+    ]
+    return increments, f"{int(inside[0])}{int(inside[1])}"
+
+
+def score_trade(item: Pending, high: F64, low: F64) -> list[Increment]:
+    """The trade in the served direction over the label horizon's bars: TP or SL first."""
+    d = item.direction
+    take = item.close + d * item.tp_atr * item.atr
+    stop = item.close - d * item.sl_atr * item.atr
+    stopped = low <= stop if d > 0 else high >= stop
+    profited = high >= take if d > 0 else low <= take
+    first_stop = int(np.argmax(stopped)) if stopped.any() else len(high)
+    first_take = int(np.argmax(profited)) if profited.any() else len(high)
+    won = int(first_take < first_stop)  # same bar: the stop counts first
+    b = min(int(item.confidence * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)
+    return [
+        ("trades", 1),
+        ("wins", won),
+        (f"bin{b}:count", 1),
+        (f"bin{b}:confidence", item.confidence),
+        (f"bin{b}:wins", won),
+    ]
+
+
+def _finite(value: float) -> float:
+    """A squared error Redis can add (HINCRBYFLOAT refuses NaN and infinities)."""
+    number = float(value)
+    return number if math.isfinite(number) else 0.0
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """One resolved horizon of one prediction: what it adds to its group's totals."""
+
+    timeframe: str
+    version: str
+    horizon: str
+    claim: str  # {symbol}:{timeframe}:{bar epoch}:v{version}:{horizon}
+    # Wall clock when this tracker resolved it: how long it waited unsent is measured from here.
+    resolved_at: datetime
+    level: float | None
+    horizons: list[str]
+    increments: list[Increment]
+    drift: str | None  # "11": high and low inside their intervals, "10", "01", "00"
+
+
+@dataclass
+class Totals:
+    """One (timeframe, version)'s running sums, named as the fields of its Redis hash."""
+
+    level: float | None
+    horizons: list[str]
+    sums: dict[str, float] = field(default_factory=dict)
+    drift: dict[str, deque[str]] = field(default_factory=dict)  # per horizon, newest first
+
+    def add(self, outcome: Outcome) -> None:
+        for name, delta in outcome.increments:
+            self.sums[name] = self.sums.get(name, 0.0) + delta
+        if outcome.drift is not None:
+            recent = self.drift.setdefault(outcome.horizon, deque(maxlen=DRIFT_WINDOW))
+            recent.appendleft(outcome.drift)
+
+    def plus(self, newer: Totals) -> Totals:
+        sums = dict(self.sums)
+        for name, value in newer.sums.items():
+            sums[name] = sums.get(name, 0.0) + value
+        drift = {}
+        for name in self.drift.keys() | newer.drift.keys():
+            merged = [*newer.drift.get(name, ()), *self.drift.get(name, ())]
+            drift[name] = deque(merged, maxlen=DRIFT_WINDOW)
+        return Totals(self.level, self.horizons or newer.horizons, sums, drift)
+
+    def count(self, name: str) -> int:
+        return int(self.sums.get(name, 0.0))
+
+
+class HorizonQuality(msgspec.Struct):
+    horizon: str
+    resolved: int
+    coverage_high: float | None  # since counting began
+    coverage_low: float | None
+    recent_coverage: float | None  # the last DRIFT_WINDOW intervals, both sides
+    mse_served: float | None  # ATR² units
+    mse_baseline: float | None
+    skill: float | None  # 1 - mse_served / mse_baseline
+
+
+class ConfidenceBin(msgspec.Struct):
+    bin: str
+    trades: int
+    mean_confidence: float
+    win_rate: float
+
+
+class VersionQuality(msgspec.Struct):
+    timeframe: str
+    model_version: str
+    interval_level: float | None
+    horizons: list[HorizonQuality]
+    trades: int  # resolved TP/SL outcomes at the label horizon
+    win_rate: float | None
+    mean_confidence: float | None
+    confidence_ece: float | None
+    reliability: list[ConfidenceBin]
+    warnings: list[str]
+    # "redis": every replica's totals as of the last pass; "memory": Redis did not answer (or is
+    # not configured), the last totals read from it plus what this replica resolved since.
+    source: Source = "memory"
+
+
+def publish(report: list[VersionQuality], warned: set[str]) -> None:
+    """Prometheus gauges, and a log line per drift warning not in `warned` (added to it)."""
+    for entry in report:
+        labels = (entry.timeframe, entry.model_version)
+        for h in entry.horizons:
+            LIVE_RESOLVED.labels(*labels, h.horizon).set(h.resolved)
+            if h.coverage_high is not None and h.coverage_low is not None:
+                LIVE_COVERAGE.labels(*labels, h.horizon, "high").set(h.coverage_high)
+                LIVE_COVERAGE.labels(*labels, h.horizon, "low").set(h.coverage_low)
+            if h.skill is not None:
+                LIVE_SKILL.labels(*labels, h.horizon).set(h.skill)
+        if entry.confidence_ece is not None:
+            LIVE_ECE.labels(*labels).set(entry.confidence_ece)
+        for warning in entry.warnings:
+            if warning not in warned:
+                warned.add(warning)
+                log.warning("model drift: %s", warning)
+
+
+def _ratio(num: float, den: int) -> float | None:
+    return num / den if den else None
+
+
+def version_quality(group: Group, totals: Totals, source: Source) -> VersionQuality:
+    timeframe, version = group
+    horizons = [
+        _horizon_quality(name, totals)
+        for name in totals.horizons
+        if totals.count(f"{name}:resolved")
+    ]
+    bins = []
+    for b in range(CONFIDENCE_BINS):
+        n = totals.count(f"bin{b}:count")
+        if n:
+            bins.append(
+                ConfidenceBin(
+                    f"{b / CONFIDENCE_BINS:.1f}-{(b + 1) / CONFIDENCE_BINS:.1f}",
+                    n,
+                    totals.sums[f"bin{b}:confidence"] / n,
+                    totals.count(f"bin{b}:wins") / n,
+                )
+            )
+    trades = totals.count("trades")
+    confidence = sum(totals.sums.get(f"bin{b}:confidence", 0.0) for b in range(CONFIDENCE_BINS))
+    ece = (
+        sum(c.trades / trades * abs(c.win_rate - c.mean_confidence) for c in bins)
+        if trades
+        else None
+    )
+    return VersionQuality(
+        timeframe=timeframe,
+        model_version=version,
+        interval_level=totals.level,
+        horizons=horizons,
+        trades=trades,
+        win_rate=_ratio(totals.count("wins"), trades),
+        mean_confidence=_ratio(confidence, trades),
+        confidence_ece=ece,
+        reliability=bins,
+        warnings=_drift_warnings(timeframe, version, totals),
+        source=source,
+    )
+
+
+def _sides(entries: Iterable[str]) -> list[bool]:
+    return [side == "1" for pair in entries for side in pair]
+
+
+def _horizon_quality(name: str, totals: Totals) -> HorizonQuality:
+    resolved = totals.count(f"{name}:resolved")
+    intervals = totals.count(f"{name}:intervals")
+    sse_served = totals.sums.get(f"{name}:sse_served", 0.0)
+    sse_baseline = totals.sums.get(f"{name}:sse_baseline", 0.0)
+    recent = _sides(totals.drift.get(name, ()))
+    mse_served = _ratio(sse_served, 2 * resolved)
+    mse_baseline = _ratio(sse_baseline, 2 * totals.count(f"{name}:baseline_rows"))
+    return HorizonQuality(
+        horizon=name,
+        resolved=resolved,
+        coverage_high=_ratio(totals.sums.get(f"{name}:inside_high", 0.0), intervals),
+        coverage_low=_ratio(totals.sums.get(f"{name}:inside_low", 0.0), intervals),
+        recent_coverage=_ratio(sum(recent), len(recent)),
+        mse_served=mse_served,
+        mse_baseline=mse_baseline,
+        skill=None if mse_served is None or not mse_baseline else 1 - sse_served / sse_baseline,
+    )
+
+
+def _drift_warnings(timeframe: str, version: str, totals: Totals) -> list[str]:
+    level = totals.level
+    if level is None:
+        return []
+    warnings = []
+    for name, entries in totals.drift.items():
+        if len(entries) < DRIFT_WINDOW // 5:
+            continue  # too few to tell drift from noise
+        sides = _sides(entries)
+        coverage = sum(sides) / len(sides)
+        band = max(COVERAGE_BAND, 2 * math.sqrt(level * (1 - level) / len(sides)))
+        if abs(coverage - level) > band:
+            warnings.append(
+                f"{timeframe} v{version} {name}: live coverage {coverage:.3f} over the last "
+                f"{len(entries)} predictions is outside {level:.2f} ± {band:.3f}"
+            )
+    return warnings
