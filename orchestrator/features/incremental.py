@@ -263,9 +263,9 @@ class _Bbands:
 
 
 class _Dmi:
-    """TA-Lib ADX(n) with its PLUS_DM/MINUS_DM: Wilder sums of +DM, -DM and TR over n - 1 bars,
-    ADX = mean of the next n DX values, then Wilder. PLUS_DM/MINUS_DM(n) run the same sums from
-    the same first bar, so they are the ADX's own +DM/-DM state (published from bar n - 1)."""
+    """TA-Lib ADX(n) with its PLUS_DI/MINUS_DI: Wilder sums of +DM, -DM and TR over n - 1 bars,
+    ADX = mean of the next n DX values, then Wilder. PLUS_DI/MINUS_DI(n) are 100 x the same
+    smoothed +DM/-DM over the smoothed TR (0 when TR is 0), published from bar n."""
 
     __slots__ = (
         "_dx_sum",
@@ -330,9 +330,11 @@ class _Dmi:
             if n == 2 * length - 1:
                 self.adx = self._dx_sum / length
         self._minus, self._plus = minus, plus
-        if n < length - 1:
-            return NAN, NAN, NAN
-        return self.adx, plus, minus
+        if n < length:
+            return NAN, NAN, NAN  # +DI/-DI start with the first smoothed bar, as in TA-Lib
+        if self._tr == 0.0:
+            return self.adx, 0.0, 0.0
+        return self.adx, 100.0 * plus / self._tr, 100.0 * minus / self._tr
 
 
 class _SmaWindow:
@@ -455,8 +457,8 @@ class _Indicators:
         row += self.bb.update(c)
         for ema in (self.ema_fast, self.ema_mid, self.ema_slow):
             row.append(_div(c - ema.update(c), atr))
-        adx, plus_dm, minus_dm = self.dmi.update(h, low, c)
-        row += (adx / 100.0, (plus_dm - minus_dm) / 100.0)
+        adx, plus_di, minus_di = self.dmi.update(h, low, c)
+        row += (adx / 100.0, (plus_di - minus_di) / 100.0)
         slow_k, slow_d = self.stoch.update(h, low, c)
         row += (slow_k / 100.0 - 0.5, slow_d / 100.0 - 0.5)
         mean, std = self.volume.update(log1p_v)

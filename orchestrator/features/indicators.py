@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pandas_ta as ta
+import talib
 
 # Indicator parameters are part of the feature spec's fingerprint: change one, retrain.
 PARAMS: dict[str, int | float] = {
@@ -112,7 +113,13 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
         out[f"ema_{name}_dist"] = (close - ema) / atr
     adx = ta.adx(h, low, c, length=int(p["adx"]), talib=True)
     out["adx"] = _col(adx, "ADX_").to_numpy() / 100.0
-    out["dmp_dmn"] = (_col(adx, "DMP_").to_numpy() - _col(adx, "DMN_").to_numpy()) / 100.0
+    # +DI - -DI from TA-Lib itself: pandas-ta's TA-Lib path labels +DM/-DM (price units) as DMP/DMN.
+    hlc: list[npt.NDArray[np.float64]] = [
+        np.ascontiguousarray(s.to_numpy(dtype=np.float64)) for s in (h, low, c)
+    ]
+    plus_di = talib.PLUS_DI(hlc[0], hlc[1], hlc[2], timeperiod=int(p["adx"]))
+    minus_di = talib.MINUS_DI(hlc[0], hlc[1], hlc[2], timeperiod=int(p["adx"]))
+    out["dmp_dmn"] = (plus_di - minus_di) / 100.0
     stoch = ta.stoch(
         h,
         low,

@@ -16,7 +16,7 @@ from orchestrator.features.head import ServingHead
 from orchestrator.features.indicators import FEATURE_NAMES, LOOKBACK_BARS, PARAMS, RETURN_LAGS
 
 # Bump when feature code changes meaning without changing names or parameters.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2  # 2: dmp_dmn is +DI - -DI (was +DM - -DM, in price units)
 SEQUENCE_WINDOW = 64
 TABULAR_SUMMARY_BARS = 16
 CLIP_Z = 5.0

@@ -69,7 +69,7 @@ class Market:
 @pytest.fixture(scope="module", params=SCALES, ids=lambda p: f"price{p:g}")
 def market(request: pytest.FixtureRequest) -> Market:
     """A price scale and a spec whose normalisation was fitted on another series of that scale,
-    so z-scores are not all clipped (dmp_dmn is in price units)."""
+    as training does (every feature is scale-free; the check runs at several price scales)."""
     price = float(request.param)
     mean, std = fit_normalisation(compute_features(random_bars(4_000, price, seed=99)))
     return Market(price, spec_from_stats(mean, std, TrainConfig()))
