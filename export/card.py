@@ -114,11 +114,15 @@ def _range_section(card: dict[str, Any]) -> list[str]:
         "|---|" + "---|" * (len(names) + 2),
     ]
     missed = []
+    bars = card.get("horizon_bars", {})
     for horizon, entry in card["ranges"].items():
         scores, skill = entry["scores"], entry["served_skill"]
         cells = [_f(scores[n]["mse"], 4) for n in names]
+        span = (
+            f" ({bars[horizon]} bar{'s' if bars[horizon] > 1 else ''})" if horizon in bars else ""
+        )
         lines.append(
-            f"| {horizon} | "
+            f"| {horizon}{span} | "
             + " | ".join(cells)
             + f" | {entry['best_baseline']} | {_f(skill['mean'])} "
             f"[{_f(skill['low'])}, {_f(skill['high'])}] |"
@@ -138,6 +142,11 @@ def _range_section(card: dict[str, Any]) -> list[str]:
             + " |"
         )
     lines.append("")
+    if len(set(bars.values())) < len(bars):
+        lines.append(
+            f"At {card['timeframe']} bars some horizons span the same number of bars (a horizon "
+            "shorter than one bar is one bar), so they forecast the same ranges.\n"
+        )
     if missed:
         lines.append(
             "**Missed:** the served ranges do not beat the best baseline out of sample for "

@@ -526,6 +526,7 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         "bars": {d.symbol: len(d.bars) for d in data},
         "source": cfg.data_source,
         "timeframe": cfg.timeframe.value,
+        "horizon_bars": {h.value: h.bars(cfg.timeframe) for h in HORIZONS},
         "ranges": range_report(oof, served, horizons),
         "coverage": coverage_report(oof, served, horizons),
         "probabilities": classifier_report(oof, served),

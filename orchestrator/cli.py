@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.marketdata.timeframes import VALID_TIMEFRAMES
-from orchestrator.settings import Settings
+from orchestrator.settings import RUN_DIR, Settings
 
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
@@ -228,26 +229,42 @@ async def _load_demo(frame: Any, settings: Settings, quiet: bool) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+    default = "BTCUSD,EURUSD,XAUUSD" if args.source == "demo" else "BTCUSD,EURUSD,SPX,IXIC"
+    symbols = [s.strip().upper() for s in (args.symbols or default).split(",") if s.strip()]
     if args.interval_s <= 0:
         return _fail("--interval-s must be positive (seconds between appended bars)")
-    return asyncio.run(_replay(symbols, args.interval_s, args.steps, settings))
+    return asyncio.run(_replay(symbols, args.source, args.interval_s, args.steps, settings))
 
 
 async def _replay(
-    symbols: list[str], interval_s: float, steps: int | None, settings: Settings
+    symbols: list[str], source: str, interval_s: float, steps: int | None, settings: Settings
 ) -> int:
     import logging
 
-    from orchestrator.demo.replay import Replay
+    from orchestrator.demo.replay import BarFeed, DemoFeed, Replay
     from orchestrator.marketdata.db import Database, Retry
 
+    feed: BarFeed = DemoFeed()
+    if source == "real":
+        from orchestrator.realdata.pypi import DEFAULT_INDEX_URL, PyPIClient
+        from orchestrator.realdata.replay import RealFeed
+
+        client = PyPIClient(
+            RUN_DIR / "real-data",
+            index_url=os.environ.get("REAL_DATA_INDEX_URL") or DEFAULT_INDEX_URL,
+            show_progress=False,
+        )
+        feed = RealFeed(client)
+    try:
+        feed.check(symbols)
+    except ValueError as exc:
+        return _fail(str(exc))
     # A long-running writer: a database that is not up yet is waited for, like one that goes away.
     connect = Retry(give_up_after_s=None)
     log = logging.getLogger("orchestrator.replay")
     db = await connect.run(lambda: Database.connect(settings.db), what="connecting", log=log)
     try:
-        await Replay(db, symbols).run(interval_s, steps)
+        await Replay(db, symbols, feed=feed).run(interval_s, steps)
     finally:
         await db.close()
     return 0
@@ -416,11 +433,20 @@ def add_commands(sub: SubParsers, prog: str) -> None:
         sub,
         prog,
         "replay",
-        "append demo bars at an accelerated pace (live demo)",
-        ["--symbols BTCUSD --interval-s 2"],
+        "append bars at an accelerated pace (live demo): synthetic, or the real series' tail",
+        ["--symbols BTCUSD --interval-s 2", "--source real"],
     )
-    replay.add_argument("--symbols", default="BTCUSD,EURUSD,XAUUSD")
-    replay.add_argument("--interval-s", type=float, default=5.0, help="seconds per 5m bar")
+    replay.add_argument(
+        "--source",
+        choices=("demo", "real"),
+        default="demo",
+        help="demo: synthetic 5m bars forever; real: the bars `real-data --hold-back-days` "
+        "left out, until each series ends",
+    )
+    replay.add_argument(
+        "--symbols", help="default: BTCUSD,EURUSD,XAUUSD (demo), every real series (real)"
+    )
+    replay.add_argument("--interval-s", type=float, default=5.0, help="seconds per bar")
     replay.add_argument("--steps", type=int, help="stop after this many bars (default: forever)")
 
     from orchestrator.backtest.command import add_arguments as backtest_arguments

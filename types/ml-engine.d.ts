@@ -597,6 +597,11 @@ export interface components {
             mean_confidence: number | null;
             model_version: string;
             reliability: components["schemas"]["ConfidenceBin"][];
+            /**
+             * @default memory
+             * @enum {string}
+             */
+            source: "redis" | "memory";
             timeframe: string;
             trades: number;
             warnings: string[];
@@ -1127,8 +1132,8 @@ export interface operations {
             query?: {
                 /** @description One horizon, or all of them: all, scalping, intraday, swing, position */
                 horizon?: "all" | "scalping" | "intraday" | "swing" | "position";
-                /** @description Bar timeframe, one of 5m, 15m, 1h; 404 when no model set is served for it (`/health` lists the served ones) */
-                timeframe?: "5m" | "15m" | "1h";
+                /** @description Bar timeframe, one of 5m, 15m, 1h, 1d; 404 when no model set is served for it (`/health` lists the served ones) */
+                timeframe?: "5m" | "15m" | "1h" | "1d";
             };
             header?: never;
             path: {
@@ -1207,8 +1212,8 @@ export interface operations {
     ApiSignalsSymbolSignals: {
         parameters: {
             query?: {
-                /** @description Bar timeframe, one of 5m, 15m, 1h; 404 when no model set is served for it (`/health` lists the served ones) */
-                timeframe?: "5m" | "15m" | "1h";
+                /** @description Bar timeframe, one of 5m, 15m, 1h, 1d; 404 when no model set is served for it (`/health` lists the served ones) */
+                timeframe?: "5m" | "15m" | "1h" | "1d";
                 /** @description Signal filter: aggressive_filter (many trades; weak filters); balanced (default: moderate confidence and range); conservative (few trades: high confidence, predicted range must reach TP); baseline (no metamodel: the TP/SL classifier's own probability) */
                 strategy?: "aggressive_filter" | "balanced" | "conservative" | "baseline";
                 /** @description Overrides the strategy's minimum confidence, 0 to 1 */

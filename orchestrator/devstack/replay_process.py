@@ -1,5 +1,6 @@
 """`python -m orchestrator.devstack.replay_process up|down`: the market replay in the background
-for `make run` (pid and log under .run/). REPLAY_INTERVAL_S sets seconds per appended 5m bar."""
+for `make run` (pid and log under .run/). REPLAY_INTERVAL_S sets seconds per appended bar;
+REPLAY_SOURCE=real (`make run DATA=real`) appends the real series' held-back bars."""
 
 from __future__ import annotations
 
@@ -18,13 +19,16 @@ def up() -> int:
         print(f"market replay already running (log {LOG_PATH})")
         return 0
     interval_s = os.environ.get("REPLAY_INTERVAL_S", "5")
+    source = os.environ.get("REPLAY_SOURCE", "demo")
+    command = ["replay", "--source", source, "--interval-s", interval_s]
     process.spawn(
-        [sys.executable, "-u", "-m", "orchestrator", "replay", "--interval-s", interval_s],
+        [sys.executable, "-u", "-m", "orchestrator", *command],
         env=dict(os.environ),
         log_path=LOG_PATH,
         pid_path=PID_PATH,
     )
-    print(f"market replay: one 5m bar per symbol every {interval_s} s (log {LOG_PATH})")
+    what = "5m bar" if source == "demo" else "held-back real bar"
+    print(f"market replay: one {what} per symbol every {interval_s} s (log {LOG_PATH})")
     return 0
 
 

@@ -110,6 +110,13 @@ class SignalModels:
             self._version, self._version_at = version, now
             return version
 
+    async def server_live(self) -> bool:
+        """Whether Triton answers at all (a timeframe's set may be missing while it does)."""
+        try:
+            return bool(await self.client.is_server_live(client_timeout=self.timeout_s))
+        except InferenceServerException:
+            return False
+
     @staticmethod
     def _loop_time() -> float:
         return asyncio.get_running_loop().time()

@@ -23,7 +23,7 @@ FEATURE_MODELS = (GRU, TRANSFORMER, XGB_LONG, XGB_SHORT, META, ENSEMBLE)
 # The 5m set keeps the plain names; a set trained on another timeframe carries it as a suffix
 # (signal_ensemble_15m, range_gru_1h, ...), so one Triton serves every timeframe side by side.
 BASE_TIMEFRAME = "5m"
-SERVED_TIMEFRAMES = ("5m", "15m", "1h")
+SERVED_TIMEFRAMES = ("5m", "15m", "1h", "1d")
 
 
 def served_name(model: str, timeframe: str) -> str:

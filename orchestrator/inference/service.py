@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from orchestrator.features.online import NotEnoughHistoryError, required_bars
 from orchestrator.inference.barclose import BarCloseEngine, Prediction
 from orchestrator.inference.client import ModelServiceUnavailableError, SignalModels
-from orchestrator.inference.models import BASE_TIMEFRAME
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import newest_closed, parse_symbol, parse_timeframe
@@ -26,7 +25,7 @@ from orchestrator.marketdata.watermarks import WatermarkReader
 
 
 class UnservedTimeframeError(ValueError):
-    """No model set is served for the asked timeframe (a 400 that names the fix)."""
+    """No model set is served for the asked timeframe (a 404 that names the fix)."""
 
 
 class PredictionService:
@@ -51,9 +50,8 @@ class PredictionService:
         try:
             return models, await models.served_version()
         except ModelServiceUnavailableError:
-            if timeframe == BASE_TIMEFRAME:
-                raise
-            await self._models_for(BASE_TIMEFRAME).served_version()  # Triton down: that 503 wins
+            if not await models.server_live():
+                raise  # Triton is down: a 503
             raise UnservedTimeframeError(
                 f"no {timeframe} models are served ({models.ensemble} is not loaded); train them "
                 f'with `make models TIMEFRAMES="{timeframe}"` and restart Triton'

