@@ -30,11 +30,12 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromPath, FromQuery
 
 from export.backends.fused_ensemble import FusedEnsemble
+from orchestrator.devstack.triton import latest_version
 from orchestrator.features.online import NotEnoughHistoryError, inputs_for_latest, required_bars
 from orchestrator.features.spec import FeatureSpec, check_compatible
 from orchestrator.settings import PROJECT_ROOT, DatabaseSettings
 
-VERSION_DIR = PROJECT_ROOT / "model_repository" / "cpu" / "signal_ensemble" / "1"
+VERSION_DIR = latest_version(PROJECT_ROOT / "model_repository" / "cpu" / "signal_ensemble")
 TIMEFRAME = "5m"
 # No ORDER BY ... LIMIT trickery beyond the obvious: newest first, reversed in Python.
 SELECT_LATEST = (

@@ -102,15 +102,23 @@ def meta_weights(onnx_path: Path) -> dict:
     }
 
 
+def latest_version(model_dir: Path) -> Path:
+    """The newest numbered version directory (orchestrator/devstack/triton.py has the same rule;
+    this script runs where only the standard library, numpy and torch are installed)."""
+    return max((p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
 def build_repository(source: Path, target: Path, device: str, kind: str) -> None:
     """kind: KIND_GPU (as committed) or KIND_CPU (cpu mode, or a stub that picks cuda itself)."""
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
     model_py = HERE / "runners.py"
-    meta = meta_weights(source / "signal_metamodel" / "1" / "model.onnx")
+    meta = meta_weights(latest_version(source / "signal_metamodel") / "model.onnx")
     trees = {
-        side: runners.xgboost_to_arrays(str(source / f"tpsl_xgb_{side}" / "1" / "xgboost.json"))
+        side: runners.xgboost_to_arrays(
+            str(latest_version(source / f"tpsl_xgb_{side}") / "xgboost.json")
+        )
         for side in ("long", "short")
     }
     for name in COMPOSING:
@@ -122,7 +130,8 @@ def build_repository(source: Path, target: Path, device: str, kind: str) -> None
         (target / name / "config.pbtxt").write_text(config)
         shutil.copy(model_py, version / "model.py")
         if runner == "range":
-            shutil.copy(source / f"{name}_torchscript" / "1" / "model.pt", version / "model.pt")
+            scripted = latest_version(source / f"{name}_torchscript") / "model.pt"
+            shutil.copy(scripted, version / "model.pt")
         elif runner == "trees":
             (version / "trees.json").write_text(json.dumps(trees[name.rsplit("_", 1)[1]]))
         else:

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from orchestrator.devstack.triton import latest_version
 from orchestrator.settings import PROJECT_ROOT
 
 N_MAX = 1000
@@ -28,7 +29,7 @@ HTTP_PARTS = {"warm", "cold", "sweep"}
 MODEL_PARTS = {"perf", "batching", "backtest"}
 ENSEMBLE = "signal_ensemble"
 REPOSITORY = PROJECT_ROOT / "model_repository" / "cpu"
-VERSION_DIR = REPOSITORY / ENSEMBLE / "1"
+VERSION_DIR = latest_version(REPOSITORY / ENSEMBLE)
 RESULTS = Path(__file__).parent.parent / "results"  # bench/results
 PERF_ANALYZER = PROJECT_ROOT / ".venv" / "bin" / "perf_analyzer"
 BACKTEST_ROWS = 20_000

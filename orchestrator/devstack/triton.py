@@ -35,6 +35,15 @@ def _site_packages(env_dir: Path) -> Path:
     return matches[-1]
 
 
+def latest_version(model_dir: Path) -> Path:
+    """The newest numbered version directory of a model (what `latest { num_versions: 1 }`
+    serves); FileNotFoundError naming the fix when there is none."""
+    versions = [p for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    if not versions:
+        raise FileNotFoundError(f"{model_dir} holds no model version; train one with `make models`")
+    return max(versions, key=lambda p: int(p.name))
+
+
 def repository_models(repository: Path) -> list[str]:
     """Model directories (those with a config.pbtxt) in a Triton model repository."""
     if not repository.is_dir():
