@@ -95,6 +95,18 @@ class ServedOutput:
     p_short: F64
     confidence: F64
 
+    def row(self, index: int) -> ServedOutput:
+        """Row `index` as a batch of one (the shape a single bar's prediction carries)."""
+        one = slice(index, index + 1)
+        return ServedOutput(
+            self.ranges[one],
+            None if self.intervals is None else self.intervals[one],
+            None if self.baseline is None else self.baseline[one],
+            self.p_long[one],
+            self.p_short[one],
+            self.confidence[one],
+        )
+
 
 def har_ranges(coef: npt.ArrayLike, har: F64) -> F64:
     """(N, 2H) HAR baseline: intercept + coefficients x the four HAR inputs, per column."""

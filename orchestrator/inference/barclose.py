@@ -30,6 +30,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
+import numpy as np
+
+from orchestrator.features.head import apply_head
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import SignalModels
 from orchestrator.inference.feature_states import FeatureStates
@@ -303,6 +306,17 @@ class BarCloseEngine:
             if isinstance(outcome, BaseException):
                 results.update(dict.fromkeys(chunk_keys, outcome))
                 continue
+            # The head for the whole chunk at once: per prediction it was ~15 % of a sweep.
+            served = apply_head(
+                spec.head,
+                outcome.gru_range,
+                outcome.transformer_range,
+                np.concatenate([i.har for i in chunk_inputs]),
+                np.concatenate([i.season for i in chunk_inputs]),
+                outcome.p_long,
+                outcome.p_short,
+                outcome.confidence,
+            )
             for row, (key, row_inputs) in enumerate(zip(chunk_keys, chunk_inputs, strict=True)):
                 prediction = Prediction(
                     key[0],
@@ -313,6 +327,7 @@ class BarCloseEngine:
                     row_inputs,
                     outcome.row(row),
                     self._revision(key),
+                    _served=served.row(row),
                 )
                 results[key] = prediction
                 computed.append(prediction)
