@@ -189,7 +189,11 @@ async def test_a_corrected_bar_is_recomputed_from_the_store(
         expected = inputs_for_latest(pd.concat([corrected, new]), loaded.models.spec)
         assert body["bar_time"].startswith(new.index[0].strftime("%Y-%m-%dT%H:%M:%S"))
         assert engine.stats.corrections >= 1
-        served = engine.latest[(symbol, M5)].inputs
+        # The poller, seeing the revision after the request computed the bar, drops the symbol's
+        # predictions and recomputes them: wait for that, then compare what it holds.
+        key, newest = (symbol, M5), new.index[0].to_pydatetime()
+        await _until(lambda: key in engine.latest and engine.latest[key].bar_time == newest)
+        served = engine.latest[key].inputs
         np.testing.assert_allclose(served.seq, expected.seq, rtol=1e-5, atol=1e-5)
         assert body["atr"] == pytest.approx(expected.atr, rel=1e-6)
 
