@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import textwrap
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.marketdata.timeframes import VALID_TIMEFRAMES
-from orchestrator.settings import RUN_DIR, Settings
+from orchestrator.settings import Settings
 
 EXIT_REJECTED = 1
 EXIT_USAGE = 2
@@ -246,14 +245,10 @@ async def _replay(
 
     feed: BarFeed = DemoFeed()
     if source == "real":
-        from orchestrator.realdata.pypi import DEFAULT_INDEX_URL, PyPIClient
+        from orchestrator.realdata.command import cached_client
         from orchestrator.realdata.replay import RealFeed
 
-        client = PyPIClient(
-            RUN_DIR / "real-data",
-            index_url=os.environ.get("REAL_DATA_INDEX_URL") or DEFAULT_INDEX_URL,
-            show_progress=False,
-        )
+        client = cached_client()
         feed = RealFeed(client)
     try:
         feed.check(symbols)

