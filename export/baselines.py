@@ -2,8 +2,11 @@
 
 Baselines (fitted on a fold's training rows, scored on its test rows, like the networks):
 - range targets: the training mean, the seasonal profile (day of week x hour, shrunk towards the
-  mean where a cell has few rows) and a HAR-style linear model on the log-range inputs;
-- TP/SL outcomes: the base rate and a logistic model on the same HAR inputs.
+  mean where a cell has few rows), HAR on the log-range inputs, log-HAR with a leverage term (a
+  linear model of log(range + offset), back-transformed with Duan's smearing factor) and HAR on
+  the Garman-Klass volatility levels — the raised baselines of the volatility literature
+  (Corsi 2009; Clements & Preve 2021);
+- TP/SL outcomes: the base rate and a logistic model on the HAR inputs.
 
 The serving head (orchestrator/features/head.py) is fitted here too: the stack weights by least
 squares on out-of-fold predictions, the interval multipliers by split conformal, the probability
@@ -13,6 +16,7 @@ maps by isotonic regression.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -20,8 +24,16 @@ from scipy.optimize import nnls  # type: ignore[import-untyped]
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from orchestrator.features.baseline import SEASON_CELLS
-from orchestrator.features.head import Calibration
+from orchestrator.features.baseline import GK_COLUMNS, HAR_COLUMNS, SEASON_CELLS
+from orchestrator.features.head import (
+    LOG_HAR_OFFSET_ATR,
+    Calibration,
+    gk_ranges,
+    har_ranges,
+    log_har_inputs,
+    log_har_ranges,
+    seasonal_ranges,
+)
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -44,9 +56,58 @@ def _ridge(x: F64, y: F64) -> F64:
     return np.asarray(coef.T, np.float64)
 
 
-def fit_har(har: F64, y: F64) -> F64:
-    """(2H, 5) HAR coefficients: intercept + one per input (NaN inputs count as 0, as served)."""
-    return _ridge(np.nan_to_num(har, nan=0.0), y)
+def fit_har(baseline: F64, y: F64) -> F64:
+    """(2H, 5) HAR coefficients on the log-range inputs (NaN inputs count as 0, as served)."""
+    return _ridge(np.nan_to_num(baseline[:, HAR_COLUMNS], nan=0.0), y)
+
+
+def fit_gk(baseline: F64, y: F64) -> F64:
+    """(2H, 5) HAR coefficients on the Garman-Klass volatility levels."""
+    return _ridge(np.nan_to_num(baseline[:, GK_COLUMNS], nan=0.0), y)
+
+
+def fit_log_har(baseline: F64, y: F64) -> tuple[F64, F64]:
+    """(2H, 7) log-HAR coefficients with the leverage inputs, and (2H,) smearing factors."""
+    x = np.nan_to_num(log_har_inputs(baseline), nan=0.0)
+    target = np.log(y + LOG_HAR_OFFSET_ATR)
+    coef = _ridge(x, target)
+    residual = target - (coef[:, 0] + x @ coef[:, 1:].T)
+    return coef, np.asarray(np.exp(residual).mean(axis=0), np.float64)
+
+
+@dataclass(frozen=True)
+class BaselineFit:
+    """Every range baseline fitted on one set of rows."""
+
+    train_mean: F64  # (2H,)
+    seasonal: F64  # (168, 2H)
+    har: F64
+    log_har: F64
+    log_har_smear: F64
+    har_gk: F64
+
+    @classmethod
+    def fit(cls, baseline: F64, season: I64, y: F64) -> BaselineFit:
+        log_har, smear = fit_log_har(baseline, y)
+        return cls(
+            train_mean=np.asarray(y.mean(axis=0), np.float64),
+            seasonal=fit_seasonal(season, y),
+            har=fit_har(baseline, y),
+            log_har=log_har,
+            log_har_smear=smear,
+            har_gk=fit_gk(baseline, y),
+        )
+
+    def predict(self, baseline: F64, season: I64) -> dict[str, F64]:
+        """(N, 2H) per baseline, RANGE_BASELINES names (the functions serving applies)."""
+        n = len(baseline)
+        return {
+            "train_mean": np.broadcast_to(self.train_mean, (n, self.train_mean.size)).copy(),
+            "seasonal": seasonal_ranges(self.seasonal, season),
+            "har": har_ranges(self.har, baseline),
+            "log_har": log_har_ranges(self.log_har, self.log_har_smear, baseline),
+            "har_gk": gk_ranges(self.har_gk, baseline),
+        }
 
 
 def fit_seasonal(season: I64, y: F64) -> F64:
@@ -132,15 +193,16 @@ def fit_calibration(p: F64, outcome: F64) -> Calibration:
     )
 
 
-def fit_har_logistic(har: F64, outcome: F64) -> LogisticRegression | None:
+def fit_har_logistic(baseline: F64, outcome: F64) -> LogisticRegression | None:
     """The classifiers' baseline beyond the base rate; None when a fold holds one class only."""
     if len(np.unique(outcome)) < 2:
         return None
-    return LogisticRegression(C=1.0, max_iter=1000).fit(np.nan_to_num(har, nan=0.0), outcome)
+    x = np.nan_to_num(baseline[:, HAR_COLUMNS], nan=0.0)
+    return LogisticRegression(C=1.0, max_iter=1000).fit(x, outcome)
 
 
-def har_logistic_proba(model: LogisticRegression | None, har: F64, base_rate: float) -> F64:
+def har_logistic_proba(model: LogisticRegression | None, baseline: F64, base_rate: float) -> F64:
     if model is None:
-        return np.full(len(har), base_rate)
-    out: F64 = model.predict_proba(np.nan_to_num(har, nan=0.0))[:, 1]
+        return np.full(len(baseline), base_rate)
+    out: F64 = model.predict_proba(np.nan_to_num(baseline[:, HAR_COLUMNS], nan=0.0))[:, 1]
     return out

@@ -19,13 +19,13 @@ from export.evaluation import (
     COVERAGE_TOLERANCE,
     ECE_TARGET,
     MIN_DECILE_TRADES,
-    RANGE_BASELINES,
     RANGE_MODELS,
     RELIABILITY_TOLERANCE,
     NestedServed,
     OutOfFold,
     reliability,
 )
+from orchestrator.features.head import NETWORKS, RANGE_BASELINES
 
 PLOT_NAMES = ("reliability", "coverage")
 
@@ -117,7 +117,7 @@ def _range_section(card: dict[str, Any]) -> list[str]:
     bars = card.get("horizon_bars", {})
     for horizon, entry in card["ranges"].items():
         scores, skill = entry["scores"], entry["served_skill"]
-        cells = [_f(scores[n]["mse"], 4) for n in names]
+        cells = [_f(scores[n]["mse"], 4) if n in scores else "—" for n in names]
         span = (
             f" ({bars[horizon]} bar{'s' if bars[horizon] > 1 else ''})" if horizon in bars else ""
         )
@@ -138,7 +138,10 @@ def _range_section(card: dict[str, Any]) -> list[str]:
         scores = entry["scores"]
         lines.append(
             f"| {horizon} | "
-            + " | ".join(f"{_f(scores[n]['r2'])} / {_f(scores[n]['qlike'])}" for n in names)
+            + " | ".join(
+                f"{_f(scores[n]['r2'])} / {_f(scores[n]['qlike'])}" if n in scores else "—"
+                for n in names
+            )
             + " |"
         )
     lines.append("")
@@ -240,6 +243,47 @@ def _probability_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
     return lines
 
 
+def _gate_section(card: dict[str, Any]) -> list[str]:
+    gate = card.get("gate")
+    if gate is None:
+        return []
+    lines = [
+        "",
+        "## What is served: the gate",
+        "",
+        "Fixed before training (export/gate.py): an output serves the model only when a one-sided "
+        f"Diebold–Mariano test (Newey–West variance, lags = the label's bars) rejects at "
+        f"{gate['alpha']} that its loss is not lower than the best baseline's on the nested "
+        "out-of-sample rows (ranges: squared error, and mean QLIKE not higher; probabilities: "
+        "Brier against the base rate). Otherwise the baseline is served.",
+        "",
+        "| output | served | tested against | skill | p-value | rows |",
+        "|---|---|---|---|---|---|",
+    ]
+    horizons = list(card["ranges"])
+    for j, decision in enumerate(gate["ranges"]):
+        output = f"{horizons[j // 2]} {'high' if j % 2 == 0 else 'low'}"
+        served = "networks' blend" if decision["served"] == NETWORKS else decision["served"]
+        lines.append(
+            f"| {output} | {served} | {decision['baseline']} | {_f(decision['skill'])} | "
+            f"{_f(decision['p_value'])} | {decision['rows']} |"
+        )
+    for name, decision in gate["probabilities"].items():
+        lines.append(
+            f"| {name} | {decision['served']} | base rate "
+            f"{gate['base_rates'][name]:.3f} | {_f(decision['skill'])} | "
+            f"{_f(decision['p_value'])} | {decision['rows']} |"
+        )
+    served_networks = sum(d["served"] == NETWORKS for d in gate["ranges"])
+    lines += [
+        "",
+        f"{served_networks} of {len(gate['ranges'])} range outputs serve the networks' blend; "
+        "the rest serve their best baseline. Skill is 1 − model loss / baseline loss on the "
+        "tested rows.",
+    ]
+    return lines
+
+
 def render_card(card: dict[str, Any], version: int, card_file: str) -> str:
     bars = ", ".join(f"{s} {n}" for s, n in card["bars"].items())
     lines = [
@@ -253,6 +297,7 @@ def render_card(card: dict[str, Any], version: int, card_file: str) -> str:
         "is scored on (see docs/models.md).",
         "",
         *_range_section(card),
+        *_gate_section(card),
         *_coverage_section(card, card_file),
         *_probability_section(card, card_file),
     ]

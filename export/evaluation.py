@@ -1,10 +1,13 @@
 """Out-of-sample evaluation of the networks, the baselines and the served ensemble.
 
 Everything here is scored on walk-forward test folds. The served ensemble is evaluated *nested*:
-for test fold k its stack weights, interval multipliers and probability maps are fitted on the
-out-of-fold rows of folds before k only, exactly as the exported head is fitted on all of them and
-then meets the future. Fold 0 has no earlier folds, so the served numbers are scored from fold 1
-(the metamodel's calibrated confidence from fold 2: its own out-of-fold scores start at fold 1).
+for test fold k its stack weights, gate decisions, interval multipliers and probability maps are
+fitted on the out-of-fold rows of folds before k only, exactly as the exported head is fitted on
+all of them and then meets the future. Fold 0 has no earlier folds, so the served numbers are
+scored from fold 1 (the metamodel's calibrated confidence from fold 2: its own out-of-fold scores
+start at fold 1). The gate for fold k tests the blend's nested losses on folds 1..k-1, so fold 1
+is always served by the baselines (nothing has been shown yet) and the calibrated probabilities
+likewise need a fold of evidence before they replace the base rate.
 """
 
 from __future__ import annotations
@@ -27,14 +30,22 @@ from export.baselines import (
     fit_interval_ratios,
     fit_stack,
 )
-from orchestrator.features.head import CHOSEN_SIDE, METAMODEL, chosen_side_p, stack_ranges
+from export.gate import GateDecision, probability_gate, range_gate
+from orchestrator.features.head import (
+    CHOSEN_SIDE,
+    METAMODEL,
+    MODEL,
+    NETWORKS,
+    RANGE_BASELINES,
+    chosen_side_p,
+    stack_ranges,
+)
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
 
-RANGE_MODELS = ("gru", "transformer", "networks_mean", "served")
-RANGE_BASELINES = ("train_mean", "seasonal", "har")
+RANGE_MODELS = ("gru", "transformer", "networks_mean", "blend", "served")
 QLIKE_FLOOR_ATR = 0.01
 MIN_DECILE_TRADES = 100
 RELIABILITY_TOLERANCE = 0.05
@@ -48,12 +59,15 @@ class OutOfFold:
     """Per test row of every fold, in time order: truths, model and baseline predictions."""
 
     fold: I64
+    ts: I64  # the bar's open time, ns (the gate's tests run on one series in time order)
     ranges: F64  # (n, 2H) realised, ATR units
     gru: F64
     transformer: F64
-    train_mean: F64  # the fold's baselines, fitted on its training rows
+    train_mean: F64  # the fold's baselines, fitted on its training rows (RANGE_BASELINES)
     seasonal: F64
     har: F64
+    log_har: F64
+    har_gk: F64
     long_won: F64
     short_won: F64
     p_long: F64  # XGBoost P(win), raw
@@ -79,22 +93,49 @@ class OutOfFold:
         return {METAMODEL: self.meta, CHOSEN_SIDE: chosen_side_p(self.p_long, self.p_short)}
 
     def stack_inputs(self, rows: Bool | slice = slice(None)) -> list[F64]:
-        return [self.gru[rows], self.transformer[rows], self.har[rows], self.seasonal[rows]]
+        """The stack's inputs after its intercept, in STACK_INPUTS order."""
+        return [
+            self.gru[rows],
+            self.transformer[rows],
+            self.har[rows],
+            self.seasonal[rows],
+            self.log_har[rows],
+            self.har_gk[rows],
+        ]
+
+    def baselines(self, rows: Bool | slice = slice(None)) -> dict[str, F64]:
+        return {name: getattr(self, name)[rows] for name in RANGE_BASELINES}
+
+
+@dataclass(frozen=True)
+class Lags:
+    """Bars each output's label spans: the HAC lags of the gate's tests."""
+
+    ranges: list[int]  # per range column
+    label: int  # the TP/SL label horizon
 
 
 @dataclass
 class NestedServed:
     """The served numbers for folds >= 1 (NaN on fold 0), each fitted on the folds before."""
 
-    ranges: F64  # (n, 2H)
+    ranges: F64  # (n, 2H), after the gate
+    blend: F64  # (n, 2H), the blend before the gate (the gate of later folds tests it)
     lower: F64  # interval bounds, ATR units
     upper: F64
-    p_long: F64
+    p_long: F64  # after the gate
     p_short: F64
-    confidence: F64  # from `confidence_source`; NaN on folds 0 and 1
+    confidence: F64  # from `confidence_source`, after the gate; NaN on folds 0 and 1
+    # The calibrated model probabilities before the gate (what the gate tests).
+    model: dict[str, F64] = dataclasses.field(default_factory=dict)
     # The two candidates for the confidence, both calibrated nested on the chosen trade's outcome.
     candidates: dict[str, F64] = dataclasses.field(default_factory=dict)
     confidence_source: str = METAMODEL
+    # The chosen trade's win rate on the folds before (the confidence's base rate: the chosen
+    # side wins more often than its side's unconditional rate when the classifier ranks).
+    confidence_base: F64 = dataclasses.field(default_factory=lambda: np.zeros(0))
+    # What each fold >= 1 served per range column / probability (fold -> decisions).
+    fold_gates: dict[int, dict[str, str]] = dataclasses.field(default_factory=dict)
 
 
 def choose_confidence_source(candidates: dict[str, F64], won: F64) -> str:
@@ -106,29 +147,68 @@ def choose_confidence_source(candidates: dict[str, F64], won: F64) -> str:
     return min(candidates, key=lambda name: _brier(candidates[name][rows], won[rows]))
 
 
-def nested_served(oof: OutOfFold) -> NestedServed:
+def probability_inputs(oof: OutOfFold, served: NestedServed) -> dict[str, tuple[F64, F64, F64]]:
+    """Per served probability: (calibrated model, base rate, outcome), before the gate."""
+    return {
+        "p_long": (served.model["p_long"], oof.base_long, oof.long_won),
+        "p_short": (served.model["p_short"], oof.base_short, oof.short_won),
+        "confidence": (
+            served.candidates[served.confidence_source],
+            served.confidence_base,
+            oof.won,
+        ),
+    }
+
+
+def gate_decisions(
+    oof: OutOfFold, served: NestedServed, lags: Lags, rows: Bool
+) -> tuple[list[GateDecision], dict[str, GateDecision]]:
+    """The gate on `rows` (nested losses): per range column, and per probability."""
+    ranges = range_gate(
+        served.blend[rows], oof.baselines(rows), oof.ranges[rows], oof.ts[rows], lags.ranges
+    )
+    probabilities = {}
+    for name, (model, base, outcome) in probability_inputs(oof, served).items():
+        scored = rows & np.isfinite(model)
+        probabilities[name] = probability_gate(
+            model[scored], base[scored], outcome[scored], oof.ts[scored], lags.label
+        )
+    return ranges, probabilities
+
+
+def _served_source(decision: GateDecision, blend: F64, baselines: dict[str, F64], j: int) -> F64:
+    return blend[:, j] if decision.served == NETWORKS else baselines[decision.served][:, j]
+
+
+def nested_served(oof: OutOfFold, lags: Lags) -> NestedServed:
     n, width = oof.ranges.shape
     raw = oof.confidence_inputs()
+
+    def empty() -> F64:
+        return np.full(n, np.nan)
+
     out = NestedServed(
         ranges=np.full((n, width), np.nan),
+        blend=np.full((n, width), np.nan),
         lower=np.full((n, width), np.nan),
         upper=np.full((n, width), np.nan),
-        p_long=np.full(n, np.nan),
-        p_short=np.full(n, np.nan),
-        confidence=np.full(n, np.nan),
-        candidates={name: np.full(n, np.nan) for name in raw},
+        p_long=empty(),
+        p_short=empty(),
+        confidence=empty(),
+        model={"p_long": empty(), "p_short": empty()},
+        candidates={name: empty() for name in raw},
+        confidence_base=empty(),
     )
-    for k in range(1, int(oof.fold.max()) + 1):
+    last = int(oof.fold.max())
+    for k in range(1, last + 1):
         before, now = oof.fold < k, oof.fold == k
         weights = fit_stack(oof.stack_inputs(before), oof.ranges[before])
-        fitted = stack_ranges(weights, oof.stack_inputs(before))
-        ratios = fit_interval_ratios(fitted, oof.ranges[before])
-        served = stack_ranges(weights, oof.stack_inputs(now))
-        out.ranges[now] = served
-        out.lower[now] = served * ratios[:, 0]
-        out.upper[now] = served * ratios[:, 1]
-        out.p_long[now] = fit_calibration(oof.p_long[before], oof.long_won[before])(oof.p_long[now])
-        out.p_short[now] = fit_calibration(oof.p_short[before], oof.short_won[before])(
+        out.blend[now] = stack_ranges(weights, oof.stack_inputs(now))
+        out.confidence_base[now] = oof.won[before].mean()
+        out.model["p_long"][now] = fit_calibration(oof.p_long[before], oof.long_won[before])(
+            oof.p_long[now]
+        )
+        out.model["p_short"][now] = fit_calibration(oof.p_short[before], oof.short_won[before])(
             oof.p_short[now]
         )
         for name, score in raw.items():
@@ -138,7 +218,30 @@ def nested_served(oof: OutOfFold) -> NestedServed:
                 calibration = fit_calibration(score[scored], oof.won[scored])
                 out.candidates[name][now] = calibration(score[now])
     out.confidence_source = choose_confidence_source(out.candidates, oof.won)
-    out.confidence = out.candidates[out.confidence_source]
+    for k in range(1, last + 1):
+        before, now = oof.fold < k, oof.fold == k
+        ranges, probabilities = gate_decisions(oof, out, lags, before)
+        fitted_blend = stack_ranges(
+            fit_stack(oof.stack_inputs(before), oof.ranges[before]), oof.stack_inputs(before)
+        )
+        baselines_before, baselines_now = oof.baselines(before), oof.baselines(now)
+        for j, decision in enumerate(ranges):
+            served = _served_source(decision, out.blend[now], baselines_now, j)
+            in_sample = _served_source(decision, fitted_blend, baselines_before, j)
+            ratios = fit_interval_ratios(in_sample[:, None], oof.ranges[before][:, j : j + 1])
+            out.ranges[now, j] = served
+            out.lower[now, j] = served * ratios[0, 0]
+            out.upper[now, j] = served * ratios[0, 1]
+        targets = {"p_long": out.p_long, "p_short": out.p_short, "confidence": out.confidence}
+        for name, (model, base, _) in probability_inputs(oof, out).items():
+            use_model = probabilities[name].served == MODEL
+            targets[name][now] = model[now] if use_model else base[now]
+        if k == 1 or not np.isfinite(out.candidates[out.confidence_source][now]).any():
+            out.confidence[now] = np.nan  # scored from fold 2, as the candidates
+        out.fold_gates[k] = {
+            **{f"column_{j}": d.served for j, d in enumerate(ranges)},
+            **{name: d.served for name, d in probabilities.items()},
+        }
     return out
 
 
@@ -179,10 +282,9 @@ def range_report(oof: OutOfFold, served: NestedServed, horizons: list[str]) -> d
         "gru": oof.gru,
         "transformer": oof.transformer,
         "networks_mean": (oof.gru + oof.transformer) / 2,
+        "blend": served.blend,
         "served": served.ranges,
-        "train_mean": oof.train_mean,
-        "seasonal": oof.seasonal,
-        "har": oof.har,
+        **oof.baselines(),
     }
     report: dict[str, Any] = {}
     for k, horizon in enumerate(horizons):
@@ -210,6 +312,7 @@ def range_report(oof: OutOfFold, served: NestedServed, horizons: list[str]) -> d
             "scores": scores,
             "best_baseline": best,
             "served_skill": _interval(per_fold),
+            "served_skill_pooled": 1 - scores["served"]["mse"] / scores[best]["mse"],
             "networks_skill": 1 - scores["networks_mean"]["mse"] / scores[best]["mse"],
         }
     return report
@@ -298,32 +401,45 @@ def probability_report(
 
 
 def classifier_report(oof: OutOfFold, served: NestedServed) -> dict[str, Any]:
+    """The served (gated) probabilities against the base rate, the HAR logistic, the raw and the
+    calibrated model; the two confidence candidates for comparison."""
     rows = np.isfinite(served.p_long)
     report: dict[str, Any] = {}
-    for side, raw, cal, won, har, base in (
-        ("long", oof.p_long, served.p_long, oof.long_won, oof.p_long_har, oof.base_long),
-        ("short", oof.p_short, served.p_short, oof.short_won, oof.p_short_har, oof.base_short),
+    for side, raw, won, har, base in (
+        ("long", oof.p_long, oof.long_won, oof.p_long_har, oof.base_long),
+        ("short", oof.p_short, oof.short_won, oof.p_short_har, oof.base_short),
     ):
-        baselines = {"base_rate": base[rows], "har_logistic": har[rows], "xgb_raw": raw[rows]}
-        report[side] = probability_report(f"P({side} wins)", cal[rows], won[rows], baselines)
+        baselines = {
+            "base_rate": base[rows],
+            "har_logistic": har[rows],
+            "xgb_raw": raw[rows],
+            "calibrated": served.model[f"p_{side}"][rows],
+        }
+        gated = getattr(served, f"p_{side}")
+        report[side] = probability_report(f"P({side} wins)", gated[rows], won[rows], baselines)
     scored = np.isfinite(served.confidence)
     if scored.sum() > 0:
-        base = np.where(oof.direction[scored] > 0, oof.base_long[scored], oof.base_short[scored])
+        base = served.confidence_base[scored]
         raw_scores = oof.confidence_inputs()
         for name, values in served.candidates.items():
             label = CONFIDENCE_LABELS[name]
-            served_mark = " — served" if name == served.confidence_source else " — not served"
+            chosen = " — chosen" if name == served.confidence_source else " — not chosen"
             report[f"confidence_{name}"] = probability_report(
-                f"confidence from {label}{served_mark}",
+                f"confidence from {label}, calibrated{chosen}",
                 values[scored],
                 oof.won[scored],
                 {"base_rate": base, f"{name}_raw": raw_scores[name][scored]},
             )
-        report["confidence"] = report[f"confidence_{served.confidence_source}"]
+        report["confidence"] = probability_report(
+            "served confidence (after the gate)",
+            served.confidence[scored],
+            oof.won[scored],
+            {"base_rate": base},
+        )
         report["confidence_source"] = served.confidence_source
         # The confidence and the classifier of the chosen side estimate the same event.
-        chosen = np.where(oof.direction > 0, served.p_long, served.p_short)[scored]
+        chosen_p = np.where(oof.direction > 0, served.p_long, served.p_short)[scored]
         report["confidence_vs_classifier_gap"] = float(
-            np.abs(served.confidence[scored] - chosen).mean()
+            np.abs(served.confidence[scored] - chosen_p).mean()
         )
     return report

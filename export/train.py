@@ -28,22 +28,25 @@ from tqdm import tqdm
 
 from export.baselines import (
     INTERVAL_LEVEL,
+    BaselineFit,
     fit_calibration,
-    fit_har,
     fit_har_logistic,
     fit_interval_ratios,
-    fit_seasonal,
     fit_stack,
     har_logistic_proba,
 )
 from export.card import card_plots
 from export.evaluation import (
+    Lags,
+    NestedServed,
     OutOfFold,
     classifier_report,
     coverage_report,
+    gate_decisions,
     nested_served,
     range_report,
 )
+from export.gate import GATE_ALPHA, GateDecision
 from export.networks import GRURange, MetaModel, TransformerRange
 from orchestrator.features.baseline import BASELINE_VERSION, baseline_features, season_cells
 from orchestrator.features.dataset import (
@@ -54,7 +57,14 @@ from orchestrator.features.dataset import (
     sequence_windows,
     tabular_vectors,
 )
-from orchestrator.features.head import ServingHead, har_ranges, seasonal_ranges, stack_ranges
+from orchestrator.features.head import (
+    BASE_RATE,
+    NETWORKS,
+    STACK_INPUTS,
+    Calibration,
+    ServingHead,
+    stack_ranges,
+)
 from orchestrator.features.horizons import HORIZONS, Horizon
 from orchestrator.features.indicators import FEATURE_NAMES, PARAMS, compute_features
 from orchestrator.features.spec import (
@@ -99,7 +109,7 @@ class SymbolData:
     ranges: F32
     long_label: npt.NDArray[np.float64]
     short_label: npt.NDArray[np.float64]
-    har: npt.NDArray[np.float64]  # (T, 4) the HAR baseline's inputs
+    har: npt.NDArray[np.float64]  # (T, 10) the baselines' inputs (BASELINE_INPUTS)
     season: I64  # (T,) (day of week, hour) cell
 
 
@@ -392,13 +402,9 @@ def _fold_baselines(
 ) -> dict[str, npt.NDArray[Any]]:
     """The baselines fitted on a fold's training rows, predicting its test rows."""
     y, har, season = (_gather(data, train, k) for k in ("ranges", "har", "season"))
-    y = y.astype(np.float64)
     test_har, test_season = _gather(data, test, "har"), _gather(data, test, "season")
-    out: dict[str, npt.NDArray[Any]] = {
-        "train_mean": np.broadcast_to(y.mean(axis=0), (len(test), y.shape[1])).copy(),
-        "seasonal": seasonal_ranges(fit_seasonal(season, y), test_season),
-        "har": har_ranges(fit_har(har, y), test_har),
-    }
+    fit = BaselineFit.fit(har, season, y.astype(np.float64))
+    out: dict[str, npt.NDArray[Any]] = dict(fit.predict(test_har, test_season))
     for side in ("long", "short"):
         won = _gather(data, train, f"{side}_label")
         base = float(won.mean())
@@ -419,31 +425,85 @@ def _nested_meta(x_meta: F32, won: F32, fold: I64, n_range: int, n_ctx: int) -> 
     return scores
 
 
+def _rounded(table: npt.ArrayLike) -> list[list[float]]:
+    return [[round(float(v), 6) for v in row] for row in np.asarray(table)]
+
+
+def _gated_stack(stack: F64, decisions: list[GateDecision], train_mean: F64) -> F64:
+    """The exported stack: the blend's weights where the gate serves NETWORKS, else one-hot on
+    the baseline (the intercept column carries the training mean)."""
+    out = stack.copy()
+    for j, decision in enumerate(decisions):
+        if decision.served == NETWORKS:
+            continue
+        out[j] = 0.0
+        if decision.served == "train_mean":
+            out[j, 0] = train_mean[j]
+        else:
+            out[j, STACK_INPUTS.index(decision.served)] = 1.0
+    return out
+
+
 def fit_head(
-    oof: OutOfFold, data: list[SymbolData], samples: Samples, confidence_source: str
-) -> ServingHead:
-    """The exported head: baselines on every sample, the rest on every out-of-fold row."""
+    oof: OutOfFold,
+    served: NestedServed,
+    lags: Lags,
+    data: list[SymbolData],
+    samples: Samples,
+) -> tuple[ServingHead, dict[str, Any]]:
+    """The exported head and the gate's decisions: baselines on every sample, the rest on every
+    out-of-fold row, the gate on every nested row (folds >= 1)."""
     y = _gather(data, samples, "ranges").astype(np.float64)
-    stack = fit_stack(oof.stack_inputs(), oof.ranges)
-    ratios = fit_interval_ratios(stack_ranges(stack, oof.stack_inputs()), oof.ranges)
-    confidence_raw = oof.confidence_inputs()[confidence_source]
-    scored = np.isfinite(confidence_raw)
-
-    def rounded(table: npt.NDArray[Any]) -> list[list[float]]:
-        return [[round(float(v), 6) for v in row] for row in table]
-
-    return ServingHead(
-        baseline_version=BASELINE_VERSION,
-        har_coef=rounded(fit_har(_gather(data, samples, "har"), y)),
-        seasonal=rounded(fit_seasonal(_gather(data, samples, "season"), y)),
-        stack=rounded(stack),
-        interval_level=INTERVAL_LEVEL,
-        interval_ratio=rounded(ratios),
-        p_long=fit_calibration(oof.p_long, oof.long_won),
-        p_short=fit_calibration(oof.p_short, oof.short_won),
-        confidence=fit_calibration(confidence_raw[scored], oof.won[scored]),
-        confidence_source=confidence_source,
+    baselines = BaselineFit.fit(_gather(data, samples, "har"), _gather(data, samples, "season"), y)
+    range_gates, probability_gates = gate_decisions(oof, served, lags, oof.fold >= 1)
+    stack = _gated_stack(
+        fit_stack(oof.stack_inputs(), oof.ranges), range_gates, baselines.train_mean
     )
+    # Intervals around what each column serves: the stack applied to the out-of-fold inputs.
+    oof_stack = _gated_stack(stack, range_gates, oof.train_mean.mean(axis=0))
+    ratios = fit_interval_ratios(stack_ranges(oof_stack, oof.stack_inputs()), oof.ranges)
+    source = served.confidence_source
+    confidence_raw = oof.confidence_inputs()[source]
+    scored = np.isfinite(confidence_raw)
+    calibrations = {
+        "p_long": fit_calibration(oof.p_long, oof.long_won),
+        "p_short": fit_calibration(oof.p_short, oof.short_won),
+        "confidence": fit_calibration(confidence_raw[scored], oof.won[scored]),
+    }
+    base_rates = {
+        "p_long": float(_gather(data, samples, "long_label").mean()),
+        "p_short": float(_gather(data, samples, "short_label").mean()),
+        "confidence": float(oof.won.mean()),
+    }
+    for name, decision in probability_gates.items():
+        if decision.served == BASE_RATE:
+            calibrations[name] = Calibration.constant(base_rates[name])
+    head = ServingHead(
+        baseline_version=BASELINE_VERSION,
+        har_coef=_rounded(baselines.har),
+        log_har_coef=_rounded(baselines.log_har),
+        log_har_smear=[round(float(v), 6) for v in baselines.log_har_smear],
+        gk_coef=_rounded(baselines.har_gk),
+        seasonal=_rounded(baselines.seasonal),
+        train_mean=[round(float(v), 6) for v in baselines.train_mean],
+        stack=_rounded(stack),
+        served=[d.served for d in range_gates],
+        reference=[d.baseline for d in range_gates],
+        interval_level=INTERVAL_LEVEL,
+        interval_ratio=_rounded(ratios),
+        p_long=calibrations["p_long"],
+        p_short=calibrations["p_short"],
+        confidence=calibrations["confidence"],
+        confidence_source=source,
+        probability_served={name: d.served for name, d in probability_gates.items()},
+    )
+    gate = {
+        "alpha": GATE_ALPHA,
+        "ranges": [msgspec.to_builtins(d) for d in range_gates],
+        "probabilities": {name: msgspec.to_builtins(d) for name, d in probability_gates.items()},
+        "base_rates": base_rates,
+    }
+    return head, gate
 
 
 def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
@@ -480,6 +540,7 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         keep("yl", inputs.long_label)
         keep("ys", inputs.short_label)
         keep("fold", np.full(len(test), k, np.int64))
+        keep("ts", test.ts)
         for name, values in _fold_baselines(data, train, test).items():
             keep(name, values)
     cat = {key: np.concatenate(values) for key, values in parts.items()}
@@ -490,12 +551,15 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
     n_range, n_ctx = cat["gru"].shape[1], cat["ctx"].shape[1]
     oof = OutOfFold(
         fold=cat["fold"],
+        ts=cat["ts"],
         ranges=cat["ranges"].astype(np.float64),
         gru=cat["gru"].astype(np.float64),
         transformer=cat["transformer"].astype(np.float64),
         train_mean=cat["train_mean"],
         seasonal=cat["seasonal"],
         har=cat["har"],
+        log_har=cat["log_har"],
+        har_gk=cat["har_gk"],
         long_won=cat["yl"].astype(np.float64),
         short_won=cat["ys"].astype(np.float64),
         p_long=cat["pl"][:, 1].astype(np.float64),
@@ -508,7 +572,9 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         won=won.astype(np.float64),
         direction=direction.astype(np.float64),
     )
-    served = nested_served(oof)
+    label_bars = cfg.label_horizon.bars(cfg.timeframe)
+    lags = Lags([b for b in horizon_bars(cfg.timeframe) for _ in ("high", "low")], label_bars)
+    served = nested_served(oof, lags)
     horizons = [h.value for h in HORIZONS]
     card: dict[str, object] = {
         "samples": len(samples),
@@ -532,7 +598,8 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         "probabilities": classifier_report(oof, served),
         "config": config_dict(cfg),
     }
-    head = fit_head(oof, data, samples, served.confidence_source)
+    head, card["gate"] = fit_head(oof, served, lags, data, samples)
+    card["fold_gates"] = {str(k): v for k, v in served.fold_gates.items()}
     final_meta = fit_metamodel(x_meta, won, n_range, n_ctx)
     spec, gru, transformer, xl, xs = fit_base_models(data, samples, cfg)
     spec = msgspec.structs.replace(spec, head=head)

@@ -1,13 +1,19 @@
 """Inputs of the simple baselines every model is judged against, for training and serving alike.
 
-Two baselines need inputs from the bars (the third, the training mean, needs none):
-- **HAR-style**: the mean log relative range (`log((high - low) / close)`) over the last 1 bar,
-  1 hour, 1 day and 1 week of bars, each minus the log of the current ATR/close, so the four
-  numbers say how the recent ranges compare with the ATR the targets are measured in. Windows are
-  wall-clock durations turned into bar counts like the horizons (1 bar at least). A series
-  shorter than a window averages what it has, from its first bar: training sees the same
-  expanding mean on the first bars that serving computes for a young symbol.
-- **Seasonal**: the bar's (day of week, hour of day) cell, 0..167, in UTC.
+Per bar three numbers are read from its OHLC, then averaged over the last 1 bar, 1 hour, 1 day
+and 1 week of bars (wall-clock durations turned into bar counts like the horizons, 1 bar at least):
+- the **log relative range** `log((high - low) / close)` (a Parkinson-type estimator in logs),
+  minus the log of the current ATR/close: the HAR and log-HAR inputs;
+- the **Garman–Klass variance** `0.5 ln(H/L)^2 - (2 ln 2 - 1) ln(C/O)^2` (never negative, since
+  |ln C/O| <= ln H/L); the square root of its window mean over ATR/close is the range-based HAR's
+  input (a volatility level, not a log);
+- the **negative part of the bar's return** `min(ln(C/O), 0)` over ATR/close: the leverage term of
+  log-HAR (falls increase the next ranges more than rises). Open-to-close, so a bar needs no
+  earlier bar and a seeded window equals the batch definition from its first bar.
+
+A series shorter than a window averages what it has, from its first bar: training sees the same
+expanding mean on the first bars that serving computes for a young symbol.
+The seasonal baseline's input is the bar's (day of week, hour of day) cell, 0..167, in UTC.
 
 `baseline_features` is the batch definition (training, backtests); `BaselineWindow` carries the
 same numbers bar by bar in O(1) for serving. Bump BASELINE_VERSION when either changes meaning:
@@ -24,11 +30,19 @@ import pandas as pd
 
 from orchestrator.marketdata.timeframes import Timeframe
 
-BASELINE_VERSION = 1
+BASELINE_VERSION = 2
 WINDOW_SECONDS: tuple[int, ...] = (0, 3600, 86400, 7 * 86400)  # 0: the latest bar alone
-HAR_NAMES: tuple[str, ...] = ("har_bar", "har_hour", "har_day", "har_week")
+WINDOW_LABELS: tuple[str, ...] = ("bar", "hour", "day", "week")
+HAR_NAMES: tuple[str, ...] = tuple(f"har_{w}" for w in WINDOW_LABELS)
+GK_NAMES: tuple[str, ...] = tuple(f"gk_{w}" for w in WINDOW_LABELS)
+LEVERAGE_NAMES: tuple[str, ...] = ("leverage_day", "leverage_week")
+BASELINE_INPUTS: tuple[str, ...] = (*HAR_NAMES, *GK_NAMES, *LEVERAGE_NAMES)
+HAR_COLUMNS = slice(0, 4)  # log range minus log ATR/close, per window
+GK_COLUMNS = slice(4, 8)  # sqrt(mean Garman-Klass variance) / (ATR/close), per window
+LEVERAGE_COLUMNS = slice(8, 10)  # mean negative return / (ATR/close), day and week windows
 SEASON_CELLS = 7 * 24
 RANGE_FLOOR = 1e-5  # a flat bar (high == low) counts as a 0.1 bp range, not log(0)
+_GK_CLOSE_WEIGHT = 2 * math.log(2) - 1
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -49,6 +63,30 @@ def log_relative_range(high: F64, low: F64, close: F64) -> F64:
     return out
 
 
+def bar_measures(open_: F64, high: F64, low: F64, close: F64) -> F64:
+    """(T, 3) per bar: log relative range, Garman-Klass variance, negative open-to-close return."""
+    log_hl = np.log(np.maximum(high / low, 1 + RANGE_FLOOR))
+    log_co = np.log(close / open_)
+    garman_klass = np.maximum(0.5 * log_hl**2 - _GK_CLOSE_WEIGHT * log_co**2, 0.0)
+    return np.stack(
+        [log_relative_range(high, low, close), garman_klass, np.minimum(log_co, 0.0)], axis=1
+    )
+
+
+def _from_window_means(log_range: F64, gk: F64, negative: F64, atr_rel: F64) -> F64:
+    """The BASELINE_INPUTS from each measure's window means (one row per window in the last axis
+    of the inputs: 4 windows) and ATR/close; shared by the batch and the serving window."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_atr = np.log(atr_rel)[..., np.newaxis]
+        scale = atr_rel[..., np.newaxis]
+        out = np.concatenate(
+            [log_range - log_atr, np.sqrt(gk) / scale, negative[..., 2:] / scale], axis=-1
+        )
+    out[~np.isfinite(out)] = np.nan
+    result: F64 = out
+    return result
+
+
 def season_cells(index: pd.DatetimeIndex) -> I64:
     """(day of week, hour) of each bar's open time as one cell number, Monday 00h = 0."""
     utc = index.tz_convert("UTC") if index.tz is not None else index
@@ -63,22 +101,21 @@ def season_cell(ts: pd.Timestamp) -> int:
 
 
 def baseline_features(bars: pd.DataFrame, atr: F64, timeframe: Timeframe) -> F64:
-    """(T, 4) HAR inputs per bar; NaN where ATR is not known yet."""
-    high, low, close = (bars[k].to_numpy(np.float64) for k in ("high", "low", "close"))
-    log_range = pd.Series(log_relative_range(high, low, close))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_atr = np.log(atr / close)
-    columns = [
-        log_range.rolling(window, min_periods=1).mean().to_numpy() - log_atr
+    """(T, 10) BASELINE_INPUTS per bar; NaN where ATR is not known yet."""
+    o, h, low, c = (bars[k].to_numpy(np.float64) for k in ("open", "high", "low", "close"))
+    measures = pd.DataFrame(bar_measures(o, h, low, c))
+    means = [
+        measures.rolling(window, min_periods=1).mean().to_numpy()
         for window in har_windows(timeframe)
     ]
-    out = np.stack(columns, axis=1)
-    out[~np.isfinite(out)] = np.nan
-    return out
+    by_measure = np.stack(means, axis=2)  # (T, 3 measures, 4 windows)
+    return _from_window_means(
+        by_measure[:, 0], by_measure[:, 1], by_measure[:, 2], np.asarray(atr) / c
+    )
 
 
 class BaselineWindow:
-    """The last week of log ranges and their running sums per window, one bar at a time.
+    """The last week of bar measures and their running sums per window, one bar at a time.
 
     Running sums are re-added from the ring once per lap, so rounding cannot build up over a
     long-lived state (the batch's rolling mean keeps its own sums)."""
@@ -88,13 +125,21 @@ class BaselineWindow:
     def __init__(self, timeframe: Timeframe) -> None:
         self._windows = har_windows(timeframe)
         self._size = max(self._windows)
-        self._ring = np.zeros(self._size, dtype=np.float64)
-        self._sums = [0.0] * len(self._windows)
+        self._ring = np.zeros((self._size, 3), dtype=np.float64)
+        self._sums = np.zeros((len(self._windows), 3), dtype=np.float64)
         self._slot = -1
         self._count = 0
 
-    def update(self, high: float, low: float, close: float) -> None:
-        value = math.log(max((high - low) / close, RANGE_FLOOR))
+    def update(self, open_: float, high: float, low: float, close: float) -> None:
+        log_hl = math.log(max(high / low, 1 + RANGE_FLOOR))
+        log_co = math.log(close / open_)
+        value = np.array(  # bar_measures for one bar, without building arrays for it
+            [
+                math.log(max((high - low) / close, RANGE_FLOOR)),
+                max(0.5 * log_hl * log_hl - _GK_CLOSE_WEIGHT * log_co * log_co, 0.0),
+                min(log_co, 0.0),
+            ]
+        )
         size = self._size
         slot = self._slot + 1 if self._slot + 1 < size else 0
         for k, window in enumerate(self._windows):
@@ -111,17 +156,13 @@ class BaselineWindow:
         for k, window in enumerate(self._windows):
             n = min(window, self._count)
             picks = (self._slot - np.arange(n)) % self._size
-            self._sums[k] = math.fsum(self._ring[picks].tolist())
+            self._sums[k] = [math.fsum(column) for column in self._ring[picks].T.tolist()]
 
     def features(self, atr: float, close: float) -> F64:
-        """The HAR inputs of the newest bar (baseline_features' last row); NaN before any bar
-        or while ATR is unknown."""
+        """The inputs of the newest bar (baseline_features' last row); NaN before any bar or
+        while ATR is unknown."""
         if self._count == 0 or not atr > 0:
-            return np.full(len(self._windows), np.nan)
-        log_atr = math.log(atr / close)
-        return np.array(
-            [
-                self._sums[k] / min(window, self._count) - log_atr
-                for k, window in enumerate(self._windows)
-            ]
-        )
+            return np.full(len(BASELINE_INPUTS), np.nan)
+        counts = np.minimum(np.asarray(self._windows, np.float64), self._count)
+        means = self._sums / counts[:, np.newaxis]  # (4 windows, 3 measures)
+        return _from_window_means(means[:, 0], means[:, 1], means[:, 2], np.array(atr / close))

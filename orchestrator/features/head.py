@@ -1,20 +1,22 @@
 """The serving head: what turns the networks' raw outputs into the served numbers.
 
-Fitted by training on out-of-fold predictions (export/head.py) and shipped inside the feature
-spec, so every path that answers (the API, the WebSocket, other replicas, backtests) applies the
-same arithmetic to the same inputs:
+Fitted by training on out-of-fold predictions (export/baselines.py, export/gate.py) and shipped
+inside the feature spec, so every path that answers (the API, the WebSocket, other replicas,
+backtests) applies the same arithmetic to the same inputs:
 
-- **ranges**: per output column (up/down per horizon) a blend of the GRU, the Transformer, the
-  HAR baseline and the seasonal baseline, with weights chosen on the walk-forward folds (training
-  fits a convex blend; the head also carries an intercept), so a horizon where the networks know
-  nothing is served by the baseline instead;
-- **intervals**: split-conformal multipliers of the served range (the 10th and 90th percentiles of
-  realised / predicted on the folds) give an 80 % interval for the high and for the low;
-- **probabilities**: isotonic maps for P(long wins), P(short wins) and the confidence, fitted on
-  out-of-fold predictions. The confidence maps either the metamodel's score or the chosen side's
-  raw P(win) (the larger of the two classifiers'), whichever scored better out of sample
-  (`confidence_source`); on the real 1h data the metamodel's scores shifted from one refit to the
-  next and its calibrated confidence ranked no better than chance.
+- **baselines**, computed from the O(1) serving window (orchestrator/features/baseline.py): HAR
+  on log ranges, log-HAR with a leverage term, HAR on the Garman-Klass volatility, and the
+  (day of week, hour) seasonal profile;
+- **ranges**: per output column (up/down per horizon) either a convex blend of the GRU, the
+  Transformer and the baselines, or, where a test fixed before training (the **gate**,
+  export/gate.py) found no evidence that the blend beats the best baseline out of sample, that
+  baseline alone. `served` names the choice per column; the stack weights encode it (one-hot on
+  the baseline, the intercept column for the training mean), so serving never branches;
+- **intervals**: split-conformal multipliers of the served range give an 80 % interval for the
+  high and for the low;
+- **probabilities**: isotonic maps for P(long wins), P(short wins) and the confidence. Where the
+  gate found no Brier skill over the base rate, the map is the constant base rate
+  (`probability_served` says which).
 
 A spec without a head (models exported before it existed) serves the mean of the two networks,
 no intervals and the raw probabilities.
@@ -29,14 +31,34 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from orchestrator.features.baseline import BASELINE_VERSION, SEASON_CELLS
+from orchestrator.features.baseline import (
+    BASELINE_VERSION,
+    GK_COLUMNS,
+    HAR_COLUMNS,
+    LEVERAGE_COLUMNS,
+    SEASON_CELLS,
+)
 
 F64 = npt.NDArray[np.float64]
 Floats = npt.NDArray[np.floating[Any]]
-STACK_INPUTS: tuple[str, ...] = ("intercept", "gru", "transformer", "har", "seasonal")
+NETWORKS = "networks"  # what `served` says of a column served by the blend
+RANGE_BASELINES: tuple[str, ...] = ("train_mean", "seasonal", "har", "log_har", "har_gk")
+STACK_INPUTS: tuple[str, ...] = (
+    "intercept",
+    "gru",
+    "transformer",
+    "har",
+    "seasonal",
+    "log_har",
+    "har_gk",
+)
+PROBABILITIES: tuple[str, ...] = ("p_long", "p_short", "confidence")
+MODEL = "model"  # what `probability_served` says of a calibrated model probability
+BASE_RATE = "base_rate"
 METAMODEL = "metamodel"
 CHOSEN_SIDE = "chosen_side"
 CONFIDENCE_SOURCES = (METAMODEL, CHOSEN_SIDE)
+LOG_HAR_OFFSET_ATR = 0.05  # log-HAR models log(range + offset): a range can be exactly 0
 
 
 class Calibration(msgspec.Struct, frozen=True):
@@ -48,18 +70,30 @@ class Calibration(msgspec.Struct, frozen=True):
     def __call__(self, p: F64) -> F64:
         return np.interp(p, self.x, self.y) if self.x else p
 
+    @classmethod
+    def constant(cls, value: float) -> Calibration:
+        """Every probability maps to `value` (the base rate, when the model shows no skill)."""
+        return cls([0.0, 1.0], [round(value, 6), round(value, 6)])
+
 
 class ServingHead(msgspec.Struct, frozen=True):
     baseline_version: int
-    har_coef: list[list[float]]  # (2H, 5): intercept, then one per HAR input
+    har_coef: list[list[float]]  # (2H, 5): intercept, then the 4 log-range inputs
+    log_har_coef: list[list[float]]  # (2H, 7): intercept, 4 log-range inputs, 2 leverage inputs
+    log_har_smear: list[float]  # (2H,): E[exp(residual)] (Duan), undoes the log's bias
+    gk_coef: list[list[float]]  # (2H, 5): intercept, then the 4 Garman-Klass levels
     seasonal: list[list[float]]  # (168, 2H): mean target per (day of week, hour) cell
-    stack: list[list[float]]  # (2H, 5): weights of STACK_INPUTS
+    train_mean: list[float]  # (2H,): the training mean, the simplest baseline
+    stack: list[list[float]]  # (2H, 7): weights of STACK_INPUTS
+    served: list[str]  # (2H,): NETWORKS or the RANGE_BASELINES name the column serves
+    reference: list[str]  # (2H,): the best baseline per column (live skill is measured on it)
     interval_level: float
     interval_ratio: list[list[float]]  # (2H, 2): lower and upper multiplier of the served range
     p_long: Calibration
     p_short: Calibration
     confidence: Calibration
     confidence_source: str = METAMODEL  # what `confidence` maps: METAMODEL or CHOSEN_SIDE
+    probability_served: dict[str, str] = {}  # PROBABILITIES -> MODEL or BASE_RATE
 
     def check(self, n_ranges: int) -> None:
         """Refuses a head built for other baseline inputs or another number of outputs."""
@@ -70,8 +104,14 @@ class ServingHead(msgspec.Struct, frozen=True):
             )
         shapes = {
             "har_coef": (np.shape(self.har_coef), (n_ranges, 5)),
+            "log_har_coef": (np.shape(self.log_har_coef), (n_ranges, 7)),
+            "log_har_smear": (np.shape(self.log_har_smear), (n_ranges,)),
+            "gk_coef": (np.shape(self.gk_coef), (n_ranges, 5)),
             "seasonal": (np.shape(self.seasonal), (SEASON_CELLS, n_ranges)),
+            "train_mean": (np.shape(self.train_mean), (n_ranges,)),
             "stack": (np.shape(self.stack), (n_ranges, len(STACK_INPUTS))),
+            "served": ((len(self.served),), (n_ranges,)),
+            "reference": ((len(self.reference),), (n_ranges,)),
             "interval_ratio": (np.shape(self.interval_ratio), (n_ranges, 2)),
         }
         if self.confidence_source not in CONFIDENCE_SOURCES:
@@ -82,6 +122,12 @@ class ServingHead(msgspec.Struct, frozen=True):
         wrong = {k: v for k, v in shapes.items() if v[0] != v[1]}
         if wrong:
             raise ValueError(f"serving head has wrong shapes (got, expected): {wrong}")
+        unknown = set(self.served) - {NETWORKS, *RANGE_BASELINES}
+        if unknown or not set(self.reference) <= set(RANGE_BASELINES):
+            raise ValueError(f"serving head names unknown range sources: {sorted(unknown)}")
+
+    def probability_source(self, name: str) -> str:
+        return self.probability_served.get(name, MODEL)
 
 
 @dataclass(frozen=True)
@@ -90,7 +136,7 @@ class ServedOutput:
 
     ranges: F64  # (N, 2H)
     intervals: F64 | None  # (N, 2H, 2): [lower, upper] per column; None without a head
-    baseline: F64 | None  # (N, 2H): the HAR baseline's ranges (live skill); None without a head
+    baseline: F64 | None  # (N, 2H): the reference baseline's ranges (live skill); None w/o head
     p_long: F64  # (N,)
     p_short: F64
     confidence: F64
@@ -108,11 +154,32 @@ class ServedOutput:
         )
 
 
-def har_ranges(coef: npt.ArrayLike, har: F64) -> F64:
-    """(N, 2H) HAR baseline: intercept + coefficients x the four HAR inputs, per column."""
+def _linear(coef: npt.ArrayLike, x: F64) -> F64:
+    """(N, 2H): intercept + coefficients x inputs, per column (NaN inputs count as 0)."""
     table = np.asarray(coef, np.float64)
-    x = np.nan_to_num(har, nan=0.0)  # HAR inputs unknown: the windows' ranges equal the ATR
-    out: F64 = table[:, 0] + x @ table[:, 1:].T
+    out: F64 = table[:, 0] + np.nan_to_num(x, nan=0.0) @ table[:, 1:].T
+    return out
+
+
+def har_ranges(coef: npt.ArrayLike, baseline: F64) -> F64:
+    """HAR on the log-range inputs (unknown inputs: the windows' ranges equal the ATR)."""
+    return _linear(coef, baseline[:, HAR_COLUMNS])
+
+
+def log_har_inputs(baseline: F64) -> F64:
+    return np.concatenate([baseline[:, HAR_COLUMNS], baseline[:, LEVERAGE_COLUMNS]], axis=1)
+
+
+def log_har_ranges(coef: npt.ArrayLike, smear: npt.ArrayLike, baseline: F64) -> F64:
+    """log-HAR with leverage: exp(linear) x smearing factor - offset, never below 0."""
+    logs = np.minimum(_linear(coef, log_har_inputs(baseline)), 30.0)
+    out: F64 = np.maximum(np.exp(logs) * np.asarray(smear, np.float64) - LOG_HAR_OFFSET_ATR, 0.0)
+    return out
+
+
+def gk_ranges(coef: npt.ArrayLike, baseline: F64) -> F64:
+    """HAR on the Garman-Klass volatility levels (in ATR units), never below 0."""
+    out: F64 = np.maximum(_linear(coef, baseline[:, GK_COLUMNS]), 0.0)
     return out
 
 
@@ -122,9 +189,20 @@ def seasonal_ranges(table: npt.ArrayLike, season: npt.NDArray[np.int64]) -> F64:
     return out
 
 
+def baseline_predictions(
+    head: ServingHead, baseline: F64, season: npt.NDArray[np.int64]
+) -> dict[str, F64]:
+    """Every range baseline but the training mean (the stack's intercept), (N, 2H) each."""
+    return {
+        "har": har_ranges(head.har_coef, baseline),
+        "seasonal": seasonal_ranges(head.seasonal, season),
+        "log_har": log_har_ranges(head.log_har_coef, head.log_har_smear, baseline),
+        "har_gk": gk_ranges(head.gk_coef, baseline),
+    }
+
+
 def stack_ranges(weights: npt.ArrayLike, inputs: list[F64]) -> F64:
-    """(N, 2H) served range: per column, weights . [1, gru, transformer, har, seasonal], >= 0
-    (a range below zero cannot happen; the stack's intercept can reach it)."""
+    """(N, 2H) served range: per column, weights . [1, *inputs] (STACK_INPUTS order), >= 0."""
     w = np.asarray(weights, np.float64)
     total = np.broadcast_to(w[:, 0], inputs[0].shape).copy()
     for k, values in enumerate(inputs, start=1):
@@ -133,11 +211,28 @@ def stack_ranges(weights: npt.ArrayLike, inputs: list[F64]) -> F64:
     return out
 
 
+def stack_inputs(gru: F64, transformer: F64, baselines: dict[str, F64]) -> list[F64]:
+    """The stack's inputs after its intercept, in STACK_INPUTS order."""
+    return [gru, transformer, *(baselines[name] for name in STACK_INPUTS[3:])]
+
+
+def reference_ranges(
+    reference: list[str], baselines: dict[str, F64], intercept: npt.ArrayLike
+) -> F64:
+    """(N, 2H): per column the named baseline's prediction (train_mean: the given level)."""
+    first = next(iter(baselines.values()))
+    out = np.empty_like(first)
+    level = np.asarray(intercept, np.float64)
+    for j, name in enumerate(reference):
+        out[:, j] = level[j] if name == "train_mean" else baselines[name][:, j]
+    return out
+
+
 def apply_head(
     head: ServingHead | None,
     gru: Floats,
     transformer: Floats,
-    har: F64,
+    baseline: F64,
     season: npt.NDArray[np.int64],
     p_long: Floats,
     p_short: Floats,
@@ -152,9 +247,8 @@ def apply_head(
             None,
             *(np.asarray(p, np.float64) for p in (p_long, p_short, confidence)),
         )
-    har_pred = har_ranges(head.har_coef, har)
-    seasonal = seasonal_ranges(head.seasonal, season)
-    ranges = stack_ranges(head.stack, [gru64, transformer64, har_pred, seasonal])
+    baselines = baseline_predictions(head, baseline, season)
+    ranges = stack_ranges(head.stack, stack_inputs(gru64, transformer64, baselines))
     ratio = np.asarray(head.interval_ratio)
     intervals = ranges[:, :, np.newaxis] * ratio[np.newaxis]
     raw_long, raw_short = np.asarray(p_long, np.float64), np.asarray(p_short, np.float64)
@@ -166,7 +260,7 @@ def apply_head(
     return ServedOutput(
         ranges,
         intervals,
-        har_pred,
+        reference_ranges(head.reference, baselines, head.train_mean),
         head.p_long(raw_long),
         head.p_short(raw_short),
         head.confidence(raw_confidence),

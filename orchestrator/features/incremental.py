@@ -548,11 +548,11 @@ class IncrementalFeatures:
         index = pd.DatetimeIndex(tail.index)
         features = cls(spec)
         window = features._baseline
-        for bar_high, bar_low, bar_close in zip(
-            *(history[k].to_numpy(np.float64).tolist() for k in ("high", "low", "close")),
+        for bar_open, bar_high, bar_low, bar_close in zip(
+            *(history[k].to_numpy(np.float64).tolist() for k in ("open", "high", "low", "close")),
             strict=True,
         ):
-            window.update(bar_high, bar_low, bar_close)
+            window.update(bar_open, bar_high, bar_low, bar_close)
         state = features._state
         stored_from = need - features._ring_size  # older rows never reach a window
         for i in range(need):
@@ -585,7 +585,7 @@ class IncrementalFeatures:
         if not all(map(math.isfinite, (o, h, lo, c, v))):
             raise ValueError(f"bar at {stamp} has a non-finite value: {(o, h, lo, c, v)}")
         row = self._state.step(o, h, lo, c, v, float(np.log(c)), float(np.log1p(v)))
-        self._baseline.update(h, lo, c)
+        self._baseline.update(o, h, lo, c)
         self._store(stamp, row)
         self._count += 1
         self._last_time = stamp

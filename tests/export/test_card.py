@@ -15,13 +15,13 @@ from export.evaluation import (
     nested_served,
     range_report,
 )
-from tests.export.test_evaluation import HORIZONS, _out_of_fold
+from tests.export.test_evaluation import HORIZONS, LAGS, _out_of_fold
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _card(oof: OutOfFold, horizon_bars: dict[str, int]) -> tuple[dict[str, Any], Any]:
-    served = nested_served(oof)
+    served = nested_served(oof, LAGS)
     card = {
         "samples": len(oof.fold),
         "folds": int(oof.fold.max()) + 1,
@@ -52,8 +52,8 @@ def test_the_card_shows_every_section_and_names_the_served_confidence() -> None:
     assert "some horizons span the same number of bars" in text
     assert "![coverage](MODEL_CARD_1d_coverage.png)" in text
     assert "![reliability](MODEL_CARD_1d_reliability.png)" in text
-    assert "| confidence from the chosen side's classifier — served |" in text
-    assert "| confidence from the metamodel — not served |" in text
+    assert "| confidence from the chosen side's classifier, calibrated — chosen |" in text
+    assert "| confidence from the metamodel, calibrated — not chosen |" in text
     assert "The served confidence maps the chosen side's classifier's score" in text
     # HAR drives the ranges and the networks know nothing: the served ranges equal HAR, whose
     # skill over itself is ~0 either side, so a horizon whose mean is <= 0 is called missed.

@@ -7,6 +7,10 @@ import pandas as pd
 
 from orchestrator.demo.generator import generate_bars
 from orchestrator.features.baseline import (
+    BASELINE_INPUTS,
+    GK_COLUMNS,
+    HAR_COLUMNS,
+    LEVERAGE_COLUMNS,
     BaselineWindow,
     baseline_features,
     har_windows,
@@ -29,8 +33,9 @@ def test_the_serving_window_equals_the_batch_definition_bar_by_bar() -> None:
     batch = baseline_features(bars, atr, Timeframe.M5)
     window = BaselineWindow(Timeframe.M5)
     compared = 0
-    for i, (high, low, close) in enumerate(zip(bars.high, bars.low, bars.close, strict=True)):
-        window.update(high, low, close)
+    rows = zip(bars.open, bars.high, bars.low, bars.close, strict=True)
+    for i, (open_, high, low, close) in enumerate(rows):
+        window.update(open_, high, low, close)
         if np.isfinite(batch[i]).all():
             np.testing.assert_allclose(window.features(atr[i], close), batch[i], atol=1e-9)
             compared += 1
@@ -39,12 +44,21 @@ def test_the_serving_window_equals_the_batch_definition_bar_by_bar() -> None:
 
 
 def test_a_known_range_series_gives_known_inputs() -> None:
-    """Every bar's range is 1 % of the close and the ATR is 2 % of it: each input is log(1/2)."""
+    """Every bar opens at 100.5, closes at 99.5 (its low), ranges 1 % and the ATR is 2 % of
+    the close: the log-range inputs are log(1/2), the Garman-Klass and leverage inputs follow
+    from the closed forms."""
     index = pd.date_range("2024-01-01", periods=3000, freq="5min", tz="UTC")
-    close = np.full(index.size, 100.0)
-    bars = pd.DataFrame({"high": close + 0.5, "low": close - 0.5, "close": close}, index=index)
-    got = baseline_features(bars, np.full(index.size, 2.0), Timeframe.M5)
-    np.testing.assert_allclose(got, np.log(0.5), atol=1e-12)
+    close = np.full(index.size, 99.5)
+    bars = pd.DataFrame(
+        {"open": close + 1.0, "high": close + 1.0, "low": close, "close": close}, index=index
+    )
+    got = baseline_features(bars, np.full(index.size, 1.99), Timeframe.M5)
+    assert got.shape == (index.size, len(BASELINE_INPUTS))
+    log_hl, log_co = np.log(100.5 / 99.5), np.log(99.5 / 100.5)
+    gk = np.sqrt(0.5 * log_hl**2 - (2 * np.log(2) - 1) * log_co**2)
+    np.testing.assert_allclose(got[:, HAR_COLUMNS], np.log((1.0 / 99.5) / 0.02), atol=1e-12)
+    np.testing.assert_allclose(got[:, GK_COLUMNS], gk / 0.02, atol=1e-12)
+    np.testing.assert_allclose(got[:, LEVERAGE_COLUMNS], log_co / 0.02, atol=1e-12)
 
 
 def test_season_cells_count_hours_from_monday_utc() -> None:
