@@ -69,7 +69,9 @@ def fit_gk(baseline: F64, y: F64) -> F64:
 def fit_log_har(baseline: F64, y: F64) -> tuple[F64, F64]:
     """(2H, 7) log-HAR coefficients with the leverage inputs, and (2H,) smearing factors."""
     x = np.nan_to_num(log_har_inputs(baseline), nan=0.0)
-    target = np.log(y + LOG_HAR_OFFSET_ATR)
+    # A move past the close can be negative (the next bars gap away from it): log-HAR models
+    # the part at or above 0, as it serves.
+    target = np.log(np.maximum(y, 0.0) + LOG_HAR_OFFSET_ATR)
     coef = _ridge(x, target)
     residual = target - (coef[:, 0] + x @ coef[:, 1:].T)
     return coef, np.asarray(np.exp(residual).mean(axis=0), np.float64)

@@ -15,8 +15,9 @@ The variance of the mean loss difference is Newey–West (HAC, Bartlett kernel) 
 lags as the output's label spans bars: labels over h bars overlap, so neighbouring loss
 differences are correlated up to h - 1 bars apart, and the Bartlett kernel down-weights the
 far lags (measured in tests/export/test_gate.py: a 20-bar moving sum of noise is rejected 12.5 %
-of the time at 5 % with h lags, 9 % with 2h). Rows of several symbols at one time are averaged first,
-so the test runs on one series in time order. With too few rows to test, the baseline is served.
+of the time at 5 % with h lags, 9 % with 2h). Rows of several symbols at one time are averaged
+first, so the test runs on one series in time order. With too few rows to test, the baseline is
+served.
 """
 
 from __future__ import annotations

@@ -22,10 +22,12 @@ from orchestrator.api.market import (
     reject_repeated_query,
     timeframe_query,
 )
+from orchestrator.features.head import PROBABILITIES
 from orchestrator.features.horizons import Horizon
 from orchestrator.inference.barclose import Prediction
 from orchestrator.inference.models import SERVED_TIMEFRAMES
 from orchestrator.inference.service import PredictionService
+from orchestrator.signals.costs import cost_in_r, costs_for
 from orchestrator.signals.logic import Signal, build_signal
 from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
 
@@ -46,6 +48,15 @@ class RangeATR(msgspec.Struct):
     down: float
 
 
+class ServedBy(msgspec.Struct):
+    """What answered each side: "networks" (the blend the gate let through) or the name of the
+    baseline served where the networks showed no edge (har, log_har, har_gk, seasonal,
+    train_mean; docs/models.md)."""
+
+    high: str
+    low: str
+
+
 class HorizonPrediction(msgspec.Struct):
     horizon: str
     bars: int
@@ -59,6 +70,7 @@ class HorizonPrediction(msgspec.Struct):
     # without a serving head.
     high_interval: list[float] | None = None
     low_interval: list[float] | None = None
+    served_by: ServedBy | None = None  # null for models exported without a serving head
 
 
 class PredictionResponse(msgspec.Struct):
@@ -75,6 +87,9 @@ class PredictionResponse(msgspec.Struct):
     model_version: str
     feature_fingerprint: str
     interval_level: float | None = None  # nominal coverage of the intervals
+    # Per probability (p_long, p_short, confidence): "model", or "base_rate" where the model
+    # showed no Brier skill over it out of sample (the served value is then that base rate).
+    probability_served: dict[str, str] | None = None
 
 
 class SignalResponse(msgspec.Struct):
@@ -119,6 +134,8 @@ def prediction_response(run: Prediction, horizon: str = "all") -> PredictionResp
             continue
         mean = _served_range(run, k)
         high_interval, low_interval = _price_intervals(run, k)
+        head = spec.head
+        served_by = None if head is None else ServedBy(head.served[2 * k], head.served[2 * k + 1])
         horizons.append(
             HorizonPrediction(
                 name,
@@ -131,6 +148,7 @@ def prediction_response(run: Prediction, horizon: str = "all") -> PredictionResp
                 _pair(out.transformer_range, k),
                 high_interval,
                 low_interval,
+                served_by,
             )
         )
     return PredictionResponse(
@@ -147,12 +165,18 @@ def prediction_response(run: Prediction, horizon: str = "all") -> PredictionResp
         out.model_version,
         spec.fingerprint,
         None if spec.head is None else spec.head.interval_level,
+        None
+        if spec.head is None
+        else {name: spec.head.probability_source(name) for name in PROBABILITIES},
     )
 
 
-def signal_response(run: Prediction, strategy: Strategy) -> SignalResponse:
-    """The live signal; the backtester applies the same rules to batches of predictions."""
+def signal_response(run: Prediction, strategy: Strategy, asset_class: str) -> SignalResponse:
+    """The live signal; the backtester applies the same rules to batches of predictions. Its
+    expected R counts the asset class's trading costs (orchestrator/signals/costs.py)."""
     spec, out, inputs = run.spec, run.out, run.inputs
+    round_trip = costs_for(asset_class).round_trip
+    cost_r = float(cost_in_r(round_trip, inputs.close, inputs.atr, spec.sl_atr))
     k = spec.horizons.index(spec.label_horizon)
     mean, served = _served_range(run, k), run.served
     signal = build_signal(
@@ -166,6 +190,7 @@ def signal_response(run: Prediction, strategy: Strategy) -> SignalResponse:
         down_atr=mean.down,
         tp_atr=spec.tp_atr,
         sl_atr=spec.sl_atr,
+        cost_r=cost_r,
         horizon=spec.label_horizon,
         horizon_bars=spec.horizon_bars[k],
         strategy=strategy,
@@ -206,10 +231,10 @@ def encoded_prediction(run: Prediction, horizon: str = "all") -> bytes:
     return run.encoded_once(f"predict:{horizon}", lambda: prediction_response(run, horizon))
 
 
-def encoded_signal(run: Prediction, strategy: Strategy) -> bytes:
-    """The /api/signals body, encoded once per prediction and strategy."""
-    key = f"signal:{msgspec.json.encode(strategy).decode()}"
-    return run.encoded_once(key, lambda: signal_response(run, strategy))
+def encoded_signal(run: Prediction, strategy: Strategy, asset_class: str) -> bytes:
+    """The /api/signals body, encoded once per prediction, strategy and asset class."""
+    key = f"signal:{asset_class}:{msgspec.json.encode(strategy).decode()}"
+    return run.encoded_once(key, lambda: signal_response(run, strategy, asset_class))
 
 
 class PredictionController(Controller):
@@ -280,4 +305,5 @@ class PredictionController(Controller):
             None if min_confidence is None else checked_number("min_confidence", min_confidence),
         )
         run = await predictions.latest(sym, tf.value)
-        return Response(encoded_signal(run, chosen), media_type=MediaType.JSON)  # type: ignore[arg-type]
+        asset_class = await predictions.asset_class(sym)
+        return Response(encoded_signal(run, chosen, asset_class), media_type=MediaType.JSON)  # type: ignore[arg-type]

@@ -227,10 +227,11 @@ def hub_for_app(resources: Resources, *, poll_interval_s: float, queue_size: int
         symbol, timeframe, strategy = key
         # Feeds of one symbol with different strategies share the prediction.
         run = await resources.predictions.latest(symbol, timeframe)
+        asset_class = await resources.predictions.asset_class(symbol)
 
         def message() -> PredictionMessage:
             prediction = prediction_response(run)
-            signal = signal_response(run, resolve_strategy(strategy))
+            signal = signal_response(run, resolve_strategy(strategy), asset_class)
             return PredictionMessage(
                 run.symbol, run.timeframe, prediction.bar_time, prediction, signal
             )

@@ -51,6 +51,7 @@ from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import SignalModels
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore, UnknownSymbolError, UnsupportedTimeframeError
+from orchestrator.signals.costs import cost_in_r
 from orchestrator.signals.logic import SignalArrays, evaluate_signals
 from orchestrator.signals.strategies import Strategy
 
@@ -127,11 +128,16 @@ async def load_history(
 
 # --- signals and simulation -------------------------------------------------------------------
 def bar_signals(
-    predictions: BarPredictions, spec: FeatureSpec, strategy: Strategy, horizon_index: int
+    predictions: BarPredictions,
+    spec: FeatureSpec,
+    strategy: Strategy,
+    horizon_index: int,
+    config: BacktestConfig,
 ) -> SignalArrays:
     """build_signal's decision for every bar (the range filter at `horizon_index`); bars that
-    were not scored never pass."""
+    were not scored never pass. The edge counts the costs the simulation charges (`config`)."""
     k = horizon_index
+    round_trip = 2 * (config.fee_rate + config.slippage)
     signals = evaluate_signals(
         predictions.direction,
         predictions.confidence,
@@ -140,9 +146,13 @@ def bar_signals(
         predictions.up_atr[:, k],
         predictions.down_atr[:, k],
         tp_atr=spec.tp_atr,
+        sl_atr=spec.sl_atr,
+        cost_r=cost_in_r(round_trip, predictions.close, predictions.atr, spec.sl_atr),
         strategy=strategy,
     )
-    return SignalArrays(signals.side, signals.score, signals.passed & predictions.valid)
+    return SignalArrays(
+        signals.side, signals.score, signals.passed & predictions.valid, signals.expected_r
+    )
 
 
 def simulate_predictions(
@@ -194,7 +204,7 @@ def simulate_and_report(
     """Signals -> trades -> metrics, equity and the result."""
     began = time.perf_counter()
     spec, k = stage.spec, stage.horizon_index
-    signals = bar_signals(predictions, spec, stage.resolved.strategy, k)
+    signals = bar_signals(predictions, spec, stage.resolved.strategy, k, stage.resolved.config)
     trades = simulate_predictions(stage.bars, predictions, signals, spec, k, stage.resolved.config)
     metrics = compute_metrics(trades, {k: spec.horizons[k]})
     equity, drawdown = equity_curve(trades)

@@ -57,6 +57,11 @@ class PredictionService:
                 f'with `make models TIMEFRAMES="{timeframe}"` and restart Triton'
             ) from None
 
+    async def asset_class(self, symbol: str) -> str:
+        """The symbol's asset class (its trading costs); cached per pool by BarStore."""
+        info = await BarStore(await self._database()).get_symbol(symbol)
+        return info.asset_class
+
     async def latest(self, symbol: str, timeframe: str) -> Prediction:
         sym, tf = parse_symbol(symbol), parse_timeframe(timeframe)
         triton_down: ModelServiceUnavailableError | None = None

@@ -9,6 +9,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from orchestrator.signals.costs import expected_r
 from orchestrator.signals.strategies import Strategy
 
 F64 = npt.NDArray[np.float64]
@@ -22,7 +23,10 @@ class Signal(msgspec.Struct):
     take_profit: float
     stop_loss: float
     risk_reward: float
-    confidence: float
+    confidence: float  # the P(win) the edge is computed from
+    expected_r: float  # P(win) x TP/SL - (1 - P(win)) - costs, in R (a lower bound)
+    cost_r: float  # the round trip's fees and slippage in R
+    edge: bool  # expected_r reaches the strategy's minimum: False is "no edge"
     horizon: str
     horizon_bars: int
     passed_filter: bool
@@ -31,8 +35,9 @@ class Signal(msgspec.Struct):
 
 class SignalArrays(NamedTuple):
     side: npt.NDArray[np.int8]  # the models' side, even when filtered: +1 long, -1 short
-    score: F64  # the confidence the filter compared (metamodel, else the side's classifier)
+    score: F64  # the P(win) the filter used (the served confidence, else the side's classifier)
     passed: Bool
+    expected_r: F64
 
     @property
     def trade_side(self) -> npt.NDArray[np.int8]:
@@ -45,8 +50,10 @@ class _Checks(NamedTuple):
     score: F64
     toward_tp: F64  # predicted move toward the take-profit, in ATR
     range_ratio: F64  # toward_tp / tp_atr
+    expected_r: F64
     confident: Bool
     reaches: Bool
+    edge: Bool
 
 
 def _check(
@@ -57,22 +64,29 @@ def _check(
     up_atr: npt.ArrayLike,
     down_atr: npt.ArrayLike,
     tp_atr: float,
+    sl_atr: float,
+    cost_r: npt.ArrayLike,
     strategy: Strategy,
 ) -> _Checks:
     """The filter rule itself. Checks are written as `>=`, so NaN inputs never pass."""
-    values = (direction, confidence, p_long, p_short, up_atr, down_atr)
-    d, conf, pl, ps, up, down = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in values))
+    values = (direction, confidence, p_long, p_short, up_atr, down_atr, cost_r)
+    d, conf, pl, ps, up, down, cost = np.broadcast_arrays(
+        *(np.asarray(v, np.float64) for v in values)
+    )
     long = d > 0
     score = np.array(conf if strategy.use_metamodel else np.where(long, pl, ps), np.float64)
     toward_tp = np.where(long, up, down)
     range_ratio = toward_tp / tp_atr if tp_atr > 0 else np.zeros_like(toward_tp)
+    edge_r = expected_r(score, tp_atr, sl_atr, cost) if sl_atr > 0 else np.full_like(score, np.nan)
     return _Checks(
         long=long,
         score=score,
         toward_tp=toward_tp,
         range_ratio=range_ratio,
+        expected_r=edge_r,
         confident=score >= strategy.min_confidence,
         reaches=range_ratio >= strategy.min_range_tp_ratio,
+        edge=edge_r >= strategy.min_expected_r,
     )
 
 
@@ -85,12 +99,17 @@ def evaluate_signals(
     down_atr: npt.ArrayLike,
     *,
     tp_atr: float,
+    sl_atr: float,
+    cost_r: npt.ArrayLike,
     strategy: Strategy,
 ) -> SignalArrays:
     """build_signal's decision for many bars at once (inputs broadcast together)."""
-    checks = _check(direction, confidence, p_long, p_short, up_atr, down_atr, tp_atr, strategy)
+    checks = _check(
+        direction, confidence, p_long, p_short, up_atr, down_atr, tp_atr, sl_atr, cost_r, strategy
+    )
     side = np.where(checks.long, 1, -1).astype(np.int8)
-    return SignalArrays(side, checks.score, checks.confident & checks.reaches)
+    passed = checks.edge & checks.confident & checks.reaches
+    return SignalArrays(side, checks.score, passed, checks.expected_r)
 
 
 def build_signal(
@@ -105,17 +124,26 @@ def build_signal(
     down_atr: float,
     tp_atr: float,
     sl_atr: float,
+    cost_r: float,
     horizon: str,
     horizon_bars: int,
     strategy: Strategy,
 ) -> Signal:
-    checks = _check(direction, confidence, p_long, p_short, up_atr, down_atr, tp_atr, strategy)
+    checks = _check(
+        direction, confidence, p_long, p_short, up_atr, down_atr, tp_atr, sl_atr, cost_r, strategy
+    )
     long = bool(checks.long)
     score, toward_tp = float(checks.score), float(checks.toward_tp)
+    edge_r = float(checks.expected_r)
     sign = 1.0 if long else -1.0
     take_profit = close + sign * tp_atr * atr
     stop_loss = close - sign * sl_atr * atr
     reasons = []
+    if not checks.edge:
+        reasons.append(
+            f"no edge: expected R {edge_r:+.3f} < {strategy.min_expected_r:+.2f} "
+            f"(P(win) {score:.3f} at {tp_atr / sl_atr:.2f}:1, costs {cost_r:.3f} R)"
+        )
     if not checks.confident:
         reasons.append(f"confidence {score:.3f} < {strategy.min_confidence:.2f}")
     if not checks.reaches:
@@ -132,6 +160,9 @@ def build_signal(
         stop_loss=stop_loss,
         risk_reward=tp_atr / sl_atr if sl_atr > 0 else 0.0,
         confidence=score,
+        expected_r=edge_r,
+        cost_r=float(cost_r),
+        edge=bool(checks.edge),
         horizon=horizon,
         horizon_bars=horizon_bars,
         passed_filter=passed,

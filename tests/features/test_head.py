@@ -54,7 +54,8 @@ def _apply(head: ServingHead) -> tuple[np.ndarray, ...]:
         p_short=np.array([0.4, 0.6], np.float32),
         confidence=np.array([0.0, 1.0], np.float32),
     )
-    assert out.intervals is not None and out.baseline is not None
+    assert out.intervals is not None
+    assert out.baseline is not None
     np.testing.assert_allclose(out.baseline, [[1.0, 3.0], [1.0, 3.0]])  # the reference columns
     return out.ranges, out.intervals, out.p_long, out.confidence
 
