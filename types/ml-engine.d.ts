@@ -267,6 +267,7 @@ export interface components {
             /** @enum {null|string} */
             horizon?: "scalping" | "intraday" | "swing" | "position" | null;
             min_confidence?: number | null;
+            min_expected_r?: number | null;
             min_range_tp_ratio?: number | null;
             /** @default false */
             run_as_job: boolean;
@@ -285,6 +286,7 @@ export interface components {
             fee_rate: number;
             horizon?: string | null;
             min_confidence?: number | null;
+            min_expected_r?: number | null;
             min_range_tp_ratio?: number | null;
             /** @default 0 */
             slippage: number;
@@ -400,6 +402,7 @@ export interface components {
             horizon: string;
             low: number;
             low_interval?: number[] | null;
+            served_by?: components["schemas"]["ServedBy"] | null;
             transformer: components["schemas"]["RangeATR"];
             up_atr: number;
         };
@@ -460,6 +463,9 @@ export interface components {
             model_version: string;
             p_long: number;
             p_short: number;
+            probability_served?: {
+                [key: string]: string;
+            } | null;
             symbol: string;
             timeframe: string;
         };
@@ -467,6 +473,11 @@ export interface components {
         RangeATR: {
             down: number;
             up: number;
+        };
+        /** ServedBy */
+        ServedBy: {
+            high: string;
+            low: string;
         };
         /** SharedSummary */
         SharedSummary: {
@@ -483,8 +494,11 @@ export interface components {
         Signal: {
             action: string;
             confidence: number;
+            cost_r: number;
             direction: string;
+            edge: boolean;
             entry: number;
+            expected_r: number;
             horizon: string;
             horizon_bars: number;
             passed_filter: boolean;
@@ -528,7 +542,9 @@ export interface components {
         Strategy: {
             /** @default  */
             description: string;
+            /** @default 0 */
             min_confidence: number;
+            min_expected_r: number;
             min_range_tp_ratio: number;
             name: string;
             /** @default true */
@@ -1214,7 +1230,7 @@ export interface operations {
             query?: {
                 /** @description Bar timeframe, one of 5m, 15m, 1h, 1d; 404 when no model set is served for it (`/health` lists the served ones) */
                 timeframe?: "5m" | "15m" | "1h" | "1d";
-                /** @description Signal filter: aggressive_filter (many trades; weak filters); balanced (default: moderate confidence and range); conservative (few trades: high confidence, predicted range must reach TP); baseline (no metamodel: the TP/SL classifier's own probability) */
+                /** @description Signal filter: aggressive_filter (every trade with a non-negative expected R net of costs); balanced (default: expected R >= 0.05 net of costs, range reaching 80 % of TP); conservative (few trades: expected R >= 0.15 net of costs, range must reach TP); baseline (the side's own calibrated P(win), any non-negative expected R) */
                 strategy?: "aggressive_filter" | "balanced" | "conservative" | "baseline";
                 /** @description Overrides the strategy's minimum confidence, 0 to 1 */
                 min_confidence?: number;

@@ -72,6 +72,8 @@ _NOT_NEGATIVE = {"extra": {"minimum": 0.0}}
 class BacktestParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Overrides; anything left out keeps the strategy's / models' own value."""
 
+    # Expected R net of the simulated costs a signal must reach (docs/models.md).
+    min_expected_r: Annotated[float, msgspec.Meta(ge=-1.0, le=10.0)] | None = None
     min_confidence: (
         Annotated[float, msgspec.Meta(ge=0.0, le=1.0, extra_json_schema=_NOT_NEGATIVE)] | None
     ) = None
@@ -140,6 +142,7 @@ def to_request(body: BacktestBody) -> BacktestRequest:
         end=end,
         timeframe=body.timeframe,
         strategy=body.strategy,
+        min_expected_r=params.min_expected_r,
         min_confidence=params.min_confidence,
         min_range_tp_ratio=params.min_range_tp_ratio,
         use_metamodel=params.use_metamodel,

@@ -42,7 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeframe", default="5m", help="5m, 15m or 1h: the model set used")
     signal = parser.add_argument_group("signal and simulation parameters")
-    signal.add_argument("--min-confidence", type=float, help="override the strategy's threshold")
+    signal.add_argument(
+        "--min-expected-r",
+        type=float,
+        help="override the strategy's minimum expected R net of costs (e.g. -1 trades every signal)",
+    )
+    signal.add_argument("--min-confidence", type=float, help="add a floor on P(win), 0 to 1")
     signal.add_argument("--min-range-tp-ratio", type=float, help="override the range filter")
     signal.add_argument(
         "--no-metamodel",
@@ -86,6 +91,7 @@ def build_request(args: argparse.Namespace) -> BacktestRequest:
         end=parse_moment("end", args.end, end=True),
         timeframe=args.timeframe,
         strategy=args.strategy,
+        min_expected_r=args.min_expected_r,
         min_confidence=args.min_confidence,
         min_range_tp_ratio=args.min_range_tp_ratio,
         use_metamodel=False if args.no_metamodel else None,

@@ -31,6 +31,7 @@ class BacktestRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     end: datetime  # exclusive
     timeframe: str = "5m"
     strategy: str = DEFAULT_STRATEGY
+    min_expected_r: float | None = None
     min_confidence: float | None = None
     min_range_tp_ratio: float | None = None
     use_metamodel: bool | None = None
@@ -109,6 +110,13 @@ def _strategy(request: BacktestRequest) -> Strategy:
             f"unknown strategy {request.strategy!r}; choose from {', '.join(STRATEGIES)}",
         )
     changes: dict[str, Any] = {}
+    if request.min_expected_r is not None:
+        edge = request.min_expected_r
+        if not (math.isfinite(edge) and -1.0 <= edge <= 10.0):
+            raise BacktestRequestError(
+                "min_expected_r", "min_expected_r must be a number of R between -1 and 10"
+            )
+        changes["min_expected_r"] = float(edge)
     if request.min_confidence is not None:
         if not 0.0 <= request.min_confidence <= 1.0:
             raise BacktestRequestError("min_confidence", "min_confidence must be within [0, 1]")

@@ -70,7 +70,9 @@ def _request(bars: pd.DataFrame, **changes: object) -> BacktestRequest:
     start = bars.index[2000].to_pydatetime()
     end = bars.index[-1].to_pydatetime() + timedelta(minutes=5)
     return msgspec.structs.replace(
-        BacktestRequest(symbol=SYMBOL, start=start, end=end, strategy="aggressive_filter"),
+        BacktestRequest(
+            symbol=SYMBOL, start=start, end=end, strategy="aggressive_filter", min_expected_r=-1.0
+        ),
         **changes,
     )
 

@@ -76,12 +76,14 @@ async def _store(db: Database, symbol: str, bars: pd.DataFrame) -> None:
 
 
 def _request(symbol: str, bars: pd.DataFrame, test_from: int = TEST_FROM) -> BacktestRequest:
-    """Every bar signals (thresholds at 0): the test is about the direction the models learned."""
+    """Every bar signals (no minimum edge, thresholds at 0): the test is about the direction the
+    models learned, not about the filter."""
     return BacktestRequest(
         symbol=symbol,
         start=bars.index[test_from].to_pydatetime(),
         end=bars.index[-1].to_pydatetime() + timedelta(minutes=5),
         strategy="baseline",
+        min_expected_r=-1.0,
         min_confidence=0.0,
         min_range_tp_ratio=0.0,
     )
