@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     signal.add_argument(
         "--min-expected-r",
         type=float,
-        help="override the strategy's minimum expected R net of costs (e.g. -1 trades every signal)",
+        help="override the minimum expected R net of costs (-1: every signal trades)",
     )
     signal.add_argument("--min-confidence", type=float, help="add a floor on P(win), 0 to 1")
     signal.add_argument("--min-range-tp-ratio", type=float, help="override the range filter")
