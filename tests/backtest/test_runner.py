@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import tritonclient.grpc.aio as grpc_aio
 
+from orchestrator.backtest.engine import BacktestConfig
 from orchestrator.backtest.predictions import (
     FeatureBlock,
     history_bars_wanted,
@@ -220,14 +221,17 @@ async def test_backtest_signals_equal_build_signal(
     # A threshold in the middle of the confidences, so both outcomes are sampled.
     threshold = float(np.median(predictions.confidence))
     strategy = msgspec.structs.replace(
-        STRATEGIES["aggressive_filter"], min_confidence=threshold, min_range_tp_ratio=0.5
+        STRATEGIES["aggressive_filter"],
+        min_expected_r=-1.0,
+        min_confidence=threshold,
+        min_range_tp_ratio=0.5,
     )
     request = _request(bars, min_confidence=threshold, min_range_tp_ratio=0.5)
     result = await run_backtest(request, db=clean_db, models=models, cache_dir=tmp_path)
     assert result.cached, "the same bars and models: the run reuses the predictions"
     assert result.strategy == strategy
     k = spec.horizons.index(spec.label_horizon)
-    signals = bar_signals(predictions, spec, strategy, k)
+    signals = bar_signals(predictions, spec, strategy, k, BacktestConfig())  # no costs
     assert result.signals == int(signals.passed.sum()) > 0
     assert (~signals.passed).any()
 
@@ -257,6 +261,7 @@ async def test_backtest_signals_equal_build_signal(
             down_atr=float(served.ranges[0, 2 * k + 1]),
             tp_atr=spec.tp_atr,
             sl_atr=spec.sl_atr,
+            cost_r=0.0,
             horizon=spec.label_horizon,
             horizon_bars=spec.horizon_bars[k],
             strategy=strategy,
@@ -304,7 +309,8 @@ async def test_no_look_ahead(bars: pd.DataFrame, models: SignalModels) -> None:
         )
     strategy = STRATEGIES["aggressive_filter"]
     k = spec.horizons.index(spec.label_horizon)
-    sa, sb = bar_signals(a, spec, strategy, k), bar_signals(b, spec, strategy, k)
+    config = BacktestConfig()
+    sa, sb = bar_signals(a, spec, strategy, k, config), bar_signals(b, spec, strategy, k, config)
     assert np.array_equal(sa.side[:upto], sb.side[:upto])
     assert np.array_equal(sa.passed[:upto], sb.passed[:upto])
     assert not np.allclose(a.close[upto:], b.close[upto:]), "the rewrite must matter after t"
