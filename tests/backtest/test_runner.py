@@ -218,15 +218,20 @@ async def test_backtest_signals_equal_build_signal(
     first = min(2000, history_bars_wanted(spec))  # what the backtest reads before its start
     frame = bars.iloc[2000 - first :]
     predictions = await predict_bars(models, frame, symbol=SYMBOL, first=first, cache_dir=tmp_path)
-    # A threshold in the middle of the confidences, so both outcomes are sampled.
-    threshold = float(np.median(predictions.confidence))
+    # A range threshold in the middle of the predicted moves, so both outcomes are sampled (the
+    # confidence may be the constant base rate where the gate found no skill).
+    k = spec.horizons.index(spec.label_horizon)
+    toward_tp = np.where(
+        predictions.direction > 0, predictions.up_atr[:, k], predictions.down_atr[:, k]
+    )
+    ratio = float(np.nanmedian(toward_tp[predictions.valid])) / spec.tp_atr
     strategy = msgspec.structs.replace(
         STRATEGIES["aggressive_filter"],
         min_expected_r=-1.0,
-        min_confidence=threshold,
-        min_range_tp_ratio=0.5,
+        min_confidence=0.0,
+        min_range_tp_ratio=ratio,
     )
-    request = _request(bars, min_confidence=threshold, min_range_tp_ratio=0.5)
+    request = _request(bars, min_confidence=0.0, min_range_tp_ratio=ratio)
     result = await run_backtest(request, db=clean_db, models=models, cache_dir=tmp_path)
     assert result.cached, "the same bars and models: the run reuses the predictions"
     assert result.strategy == strategy

@@ -46,8 +46,14 @@ def spec_for(timeframe: Timeframe) -> FeatureSpec:
     head = ServingHead(
         baseline_version=BASELINE_VERSION,
         har_coef=[[0.8, 0, 0, 0, 0]] * 2 * H,  # the HAR baseline says 0.8 ATR everywhere
+        log_har_coef=[[0.0] * 7] * 2 * H,
+        log_har_smear=[1.0] * 2 * H,
+        gk_coef=[[0.0] * 5] * 2 * H,
         seasonal=[[1.0] * 2 * H] * SEASON_CELLS,
-        stack=[[0.0, 0.5, 0.5, 0.0, 0.0]] * 2 * H,
+        train_mean=[1.0] * 2 * H,
+        stack=[[0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0]] * 2 * H,
+        served=["networks"] * 2 * H,
+        reference=["har"] * 2 * H,
         interval_level=0.8,
         interval_ratio=[[0.5, 1.5]] * 2 * H,
         p_long=identity,
