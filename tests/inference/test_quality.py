@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from export.train import TrainConfig, spec_from_stats
 from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.redis import PrivateRedis
-from orchestrator.features.baseline import BASELINE_VERSION, SEASON_CELLS
+from orchestrator.features.baseline import BASELINE_INPUTS, BASELINE_VERSION, SEASON_CELLS
 from orchestrator.features.head import Calibration, ServingHead
 from orchestrator.features.indicators import FEATURE_NAMES
 from orchestrator.features.online import ModelInputs
@@ -78,7 +78,7 @@ def make_prediction(
         1.0,  # ATR
         100.0,
         bar,
-        np.zeros((1, 4)),
+        np.zeros((1, len(BASELINE_INPUTS))),
         np.zeros(1, np.int64),
     )
     ranges = np.ones((1, 2 * H), np.float32)  # 1 ATR up and down on every horizon
