@@ -6,7 +6,8 @@ leniencies people expect: seconds may be left out, a space may stand for the T, 
 offset the time is UTC. Days run from 1970-01-01 to 2099-12-31.
 
 `MOMENT_PATTERN` is exactly what `parse_moment` accepts, so the OpenAPI document can declare it
-and every value valid by the document parses (the contract fuzzer relies on it).
+and every value valid by the document parses (the contract fuzzer relies on it); a refused value
+is answered with `describe_moment`, the words the document uses too.
 """
 
 from __future__ import annotations
@@ -28,20 +29,16 @@ _OFFSET = r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])"
 DAY_PATTERN = f"^{_DAY}$"
 MOMENT_PATTERN = f"^{_DAY}(?:{_TIME}{_OFFSET}?)?$"
 MOMENT_MAX_LENGTH = 35  # 2025-06-01T14:30:00.123456789+05:30
-MOMENT_RULE = (
-    f"a date between {FIRST_DAY} and {LAST_DAY}, as YYYY-MM-DD or an RFC 3339 date-time such "
-    "as 2025-06-01T14:30:00Z (without an offset: UTC)"
-)
 _MOMENT = re.compile(MOMENT_PATTERN)
 _DAY_ONLY = re.compile(DAY_PATTERN)
 
 
 def describe_moment(*, end: bool) -> str:
-    """What a date parameter accepts, in the words of the OpenAPI descriptions."""
+    """What a date parameter accepts, in words that follow "<field> must be"."""
     day = "that whole day included" if end else "from 00:00 UTC"
     return (
-        f"YYYY-MM-DD ({day}) or an RFC 3339 date-time such as 2025-06-01T14:30:00Z "
-        f"(seconds optional; no offset means UTC), {FIRST_DAY} to {LAST_DAY}"
+        f"a date between {FIRST_DAY} and {LAST_DAY}: YYYY-MM-DD ({day}) or an RFC 3339 "
+        "date-time such as 2025-06-01T14:30:00Z (seconds optional; without an offset: UTC)"
     )
 
 
@@ -49,7 +46,8 @@ def parse_moment(field: str, raw: str, *, end: bool = False) -> datetime:
     """The UTC moment `raw` names; a plain date as an `end` is the next day's 00:00 (that whole
     day included). Anything else is a BadParameterError naming `field` and the rule."""
     if not _MOMENT.fullmatch(raw):
-        raise BadParameterError(f"{field} must be {MOMENT_RULE}, got {raw!r}", field=field)
+        rule = describe_moment(end=end)
+        raise BadParameterError(f"{field} must be {rule}, got {raw!r}", field=field)
     if _DAY_ONLY.fullmatch(raw):
         moment = datetime.combine(date.fromisoformat(raw), datetime.min.time(), UTC)
         return moment + timedelta(days=1) if end else moment

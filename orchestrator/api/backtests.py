@@ -49,11 +49,10 @@ JOB_ID = r"^[0-9a-f]{16}$"
 
 
 def _moment(*, end: bool) -> msgspec.Meta:
-    """A date as people type it. The document declares exactly what parse_moment accepts (so
-    every value valid by it parses); parse_moment checks it, naming the rule in plain words."""
+    """A date as people type it: exactly what parse_moment accepts (so every value valid by the
+    document parses); a refused one is answered with the description (api/validation.py)."""
     return msgspec.Meta(
-        description=describe_moment(end=end),
-        extra_json_schema={"pattern": MOMENT_PATTERN, "maxLength": MOMENT_MAX_LENGTH},
+        pattern=MOMENT_PATTERN, max_length=MOMENT_MAX_LENGTH, description=describe_moment(end=end)
     )
 
 

@@ -68,7 +68,7 @@ def moment_query(description: str, *, end: bool) -> Any:
     """An optional date or date-time as people type it (orchestrator/dates.py), declared as a
     string of exactly the form parse_moment accepts (not nullable)."""
     return declared(
-        f"{description}: {describe_moment(end=end)}",
+        f"{description}; {describe_moment(end=end)}",
         one_of=None,
         type=OpenAPIType.STRING,
         pattern=MOMENT_PATTERN,
@@ -144,11 +144,12 @@ class MarketController(Controller):
             timeframe_query(STORED_TIMEFRAMES, "coarser ones are resampled from the stored bars"),
         ] = "5m",
         start: Annotated[
-            str | None, moment_query("First bar (inclusive); alone: until the newest", end=False)
+            str | None,
+            moment_query("First bar (inclusive; alone: up to the newest bar)", end=False),
         ] = None,
         end: Annotated[
             str | None,
-            moment_query("End (exclusive), after `start`; alone: the bars before it", end=True),
+            moment_query("End (exclusive; after `start`; alone: the bars before it)", end=True),
         ] = None,
     ) -> HistoryResponse:
         sym, tf = checked_symbol(symbol), checked_timeframe(timeframe, STORED_TIMEFRAMES)
