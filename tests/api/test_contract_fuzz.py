@@ -2,10 +2,13 @@
 (valid and invalid ones, every phase the pytest integration runs: examples, coverage, fuzzing)
 and sends them to the live app, served by uvicorn over the real store, Triton and Redis; every
 default check must pass on every case. A second, short run with an API key configured checks
-that what a caller without the key gets (401) is documented on every /api route."""
+that what a caller without the key gets (401) is documented on every /api route. On every error
+answer of both runs, the message is in plain words: no regular expression, no type or exception
+name, no traceback."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -150,7 +153,25 @@ FUZZ_SETTINGS = settings(
 
 def _fuzz(case: schemathesis.Case[Any], base_url: str) -> None:
     CASES[case.operation.label] += 1
-    case.call_and_validate(base_url=base_url)
+    assert_plain_words(case, case.call_and_validate(base_url=base_url))
+
+
+# What no answer may show: a regular expression, msgspec's wording ("Expected `str` ..."), a type
+# or exception class name, a traceback.
+NOT_PLAIN = re.compile(
+    r"regex|Expected `|`(?:int|str|float|bool|object|array|null)`|Traceback \(|File \"|"
+    r"\b[A-Z]\w*(?:Error|Exception)\b|NoneType|<class "
+)
+
+
+def assert_plain_words(case: schemathesis.Case[Any], response: Any) -> None:
+    """Every error answer, whatever the fuzzer sent, reads as plain words; the check ignores what
+    the request itself carried (an answer may quote the value it refuses)."""
+    if response.status_code < 400 or not response.content:
+        return
+    sent = " ".join(str(part) for part in (case.path_parameters, case.query, case.body))
+    found = {match.group(0) for match in NOT_PLAIN.finditer(response.text)}
+    assert not {text for text in found if text not in sent}, (response.status_code, response.text)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -183,6 +204,7 @@ def test_with_a_key_every_api_route_documents_its_401(
     answers 405 and OPTIONS before authentication, so they do not change with a key.)"""
     CASES[f"{case.operation.label} (key configured, none sent)"] += 1
     response = case.call(base_url=live_api_with_key)
+    assert_plain_words(case, response)
     if response.request.method == case.operation.method.upper():
         assert response.status_code == 401, response.text
     case.validate_response(
