@@ -37,7 +37,7 @@ from orchestrator.inference.client import SignalModels
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.migrate import migrate
-from orchestrator.marketdata.store import BarStore
+from orchestrator.marketdata.store import BarStore, UnknownSymbolError
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import PROJECT_ROOT, RUN_DIR, DatabaseSettings
 
@@ -53,7 +53,7 @@ async def load_store(db: Database, bars: pd.DataFrame) -> float:
         held = await store.bars_between(
             SYMBOL, Timeframe.M5, bars.index[0], bars.index[-1] + timedelta(minutes=5)
         )
-    except LookupError:
+    except UnknownSymbolError:  # not stored yet
         held = bars.iloc[:0]
     if len(held) == len(bars) and held.index.equals(bars.index):
         return 0.0

@@ -1,10 +1,12 @@
-"""`python -m export train ...`: train on the bars in the store and export both profiles."""
+"""`python -m export train ...`: train on the bars in the store and export both profiles.
+
+Failures end as every command's do (orchestrator/errors.py): one line, exit 2 for bad input or
+too little history, 3 when the database cannot be reached."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +15,8 @@ import pandas as pd
 
 from export.exporter import card_name, export_profiles
 from export.train import TrainConfig, prepare_symbol, train_all
-from orchestrator.marketdata.db import Database, DatabaseUnavailableError
+from orchestrator.errors import EXIT_OK, EngineError, NotEnoughDataError, report
+from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import parse_timeframe
 from orchestrator.realdata.catalogue import describe_sources
@@ -47,17 +50,53 @@ def _source(symbols: list[str], database: str) -> str:
     return f"bars of database {database}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m export",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train on the store's bars and export cpu + gpu profiles")
     train.add_argument("--symbols", help="comma-separated (default: every symbol in the store)")
-    train.add_argument("--timeframe", default="5m")
-    train.add_argument("--repository", default=str(PROJECT_ROOT / "model_repository"))
-    train.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    train.add_argument("--folds", type=int, default=TrainConfig.folds)
-    train.add_argument("--stride", type=int, default=TrainConfig.stride)
-    train.add_argument("--seed", type=int, default=TrainConfig.seed)
+    train.add_argument(
+        "--timeframe",
+        default="5m",
+        help="bar timeframe the models learn and serve (default: 5m; coarser ones are "
+        "resampled from the stored bars)",
+    )
+    train.add_argument(
+        "--repository",
+        default=str(PROJECT_ROOT / "model_repository"),
+        help="Triton model repository written to, a new version in its cpu/ and gpu/ "
+        "(default: ./model_repository)",
+    )
+    train.add_argument(
+        "--epochs",
+        type=int,
+        default=TrainConfig.epochs,
+        help=f"passes over the training windows per fold (default: {TrainConfig.epochs})",
+    )
+    train.add_argument(
+        "--folds",
+        type=int,
+        default=TrainConfig.folds,
+        help="walk-forward folds; the served head is judged out of fold, so at least 2 "
+        f"(default: {TrainConfig.folds})",
+    )
+    train.add_argument(
+        "--stride",
+        type=int,
+        default=TrainConfig.stride,
+        help="train on every N-th window; adjacent ones are near-duplicates "
+        f"(default: {TrainConfig.stride})",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=TrainConfig.seed,
+        help=f"random seed, for repeatable runs (default: {TrainConfig.seed})",
+    )
     train.add_argument("--tensorrt", action="store_true", help="gpu profile: TensorRT accelerator")
     train.add_argument(
         "--source",
@@ -68,16 +107,22 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="also write every fold's out-of-fold rows here (.npz) to study the head offline",
     )
-    args = parser.parse_args(argv)
-    symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        frames = asyncio.run(load_bars(symbols, args.timeframe))
-    except DatabaseUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return train(args)
+    except EngineError as exc:
+        return report(exc)
+
+
+def train(args: argparse.Namespace) -> int:
+    symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None
+    frames = asyncio.run(load_bars(symbols, args.timeframe))
     if not frames:
-        print("error: no bars in the store; run `make demo-data` or ingest some", file=sys.stderr)
-        return 2
+        raise NotEnoughDataError("no bars in the store; run `make demo-data` or ingest some")
     cfg = TrainConfig(
         timeframe=parse_timeframe(args.timeframe),
         epochs=args.epochs,
@@ -91,9 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training on {', '.join(f'{s} ({len(b)} bars)' for s, b in frames.items())}")
     try:
         models = train_all(data, cfg)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # export/train.py says "too little history" with ValueError
+        raise NotEnoughDataError(str(exc)) from exc
     versions = export_profiles(models, Path(args.repository), tensorrt=args.tensorrt)
     if args.oof and models.oof is not None:
         models.oof.save(args.oof)
@@ -102,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         f"exported version {versions['cpu']} to {args.repository}/cpu and {args.repository}/gpu "
         f"in {time.perf_counter() - started:.0f} s; card: {card}"
     )
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

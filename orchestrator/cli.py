@@ -1,7 +1,7 @@
 """`python -m orchestrator ...`: one entry point for the service, the stack and data tasks.
 
-Expected failures (unreachable services, bad input) print one clear line and exit non-zero;
-tracebacks are for bugs only.
+Expected failures (unreachable services, bad input) are EngineErrors: they print one clear line
+and exit with their class's code (orchestrator/errors.py); tracebacks are for bugs only.
 """
 
 from __future__ import annotations
@@ -11,21 +11,19 @@ import asyncio
 import sys
 import textwrap
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_REJECTED,
+    BadParameterError,
+    EngineError,
+    ServiceUnavailableError,
+    report,
+)
 from orchestrator.marketdata.timeframes import VALID_TIMEFRAMES
 from orchestrator.settings import Settings
-
-EXIT_REJECTED = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
 
 
 # --- db -------------------------------------------------------------------------------------
@@ -111,7 +109,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     if args.source == "polygon":
         return asyncio.run(_ingest_polygon(args, options, settings))
     if not args.files:
-        return _fail("give one or more CSV/Parquet files, or --source polygon")
+        raise BadParameterError("give one or more CSV/Parquet files, or --source polygon")
     return asyncio.run(_ingest_files(args, options, settings))
 
 
@@ -155,12 +153,14 @@ async def _ingest_files(args: argparse.Namespace, options: Any, settings: Settin
 
 
 async def _ingest_polygon(args: argparse.Namespace, options: Any, settings: Settings) -> int:
+    from orchestrator.dates import parse_day
     from orchestrator.ingest.pipeline import ingest_frame
     from orchestrator.ingest.polygon import PolygonClient, PolygonSettings
     from orchestrator.marketdata.db import Database
 
     if not args.symbol or not args.timeframe or not args.start or not args.end:
-        return _fail("--source polygon needs --symbol, --timeframe, --from and --to")
+        raise BadParameterError("--source polygon needs --symbol, --timeframe, --from and --to")
+    start, end = parse_day("--from", args.start), parse_day("--to", args.end)
     polygon = PolygonSettings.from_env()
     db = await Database.connect(settings.db)
     try:
@@ -168,8 +168,8 @@ async def _ingest_polygon(args: argparse.Namespace, options: Any, settings: Sett
             frame = await client.aggregates(
                 args.symbol,
                 options.timeframe,
-                date.fromisoformat(args.start),
-                date.fromisoformat(args.end),
+                start,
+                end,
                 ticker=args.polygon_ticker,
                 show_progress=options.show_progress,
             )
@@ -190,7 +190,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
     unknown = [s for s in symbols if s not in MARKETS]
     if unknown:
-        return _fail(f"no demo market for {', '.join(unknown)}; choose from {', '.join(MARKETS)}")
+        raise BadParameterError(
+            f"no demo market for {', '.join(unknown)}; choose from {', '.join(MARKETS)}",
+            field="symbols",
+        )
     frame = generate_market(symbols, days=args.days, bars=args.bars, seed=args.seed, end=args.end)
     if args.out:
         out = Path(args.out)
@@ -231,7 +234,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     default = "BTCUSD,EURUSD,XAUUSD" if args.source == "demo" else "BTCUSD,EURUSD,SPX,IXIC"
     symbols = [s.strip().upper() for s in (args.symbols or default).split(",") if s.strip()]
     if args.interval_s <= 0:
-        return _fail("--interval-s must be positive (seconds between appended bars)")
+        raise BadParameterError("--interval-s must be positive (seconds between appended bars)")
     return asyncio.run(_replay(symbols, args.source, args.interval_s, args.steps, settings))
 
 
@@ -250,10 +253,7 @@ async def _replay(
 
         client = cached_client()
         feed = RealFeed(client)
-    try:
-        feed.check(symbols)
-    except ValueError as exc:
-        return _fail(str(exc))
+    feed.check(symbols)
     # A long-running writer: a database that is not up yet is waited for, like one that goes away.
     connect = Retry(give_up_after_s=None)
     log = logging.getLogger("orchestrator.replay")
@@ -299,19 +299,17 @@ def cmd_real_data(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import msgspec
 
-    from orchestrator.jobs.errors import JobQueueUnavailableError
     from orchestrator.jobs.settings import JobSettings
-    from orchestrator.jobs.worker import WorkerSetupError, serve
+    from orchestrator.jobs.worker import serve
 
     jobs = JobSettings.from_env()
     if args.concurrency is not None:
         if args.concurrency < 1:
-            return _fail("--concurrency must be at least 1 (jobs run at once by this worker)")
+            raise BadParameterError(
+                "--concurrency must be at least 1 (jobs run at once by this worker)"
+            )
         jobs = msgspec.structs.replace(jobs, concurrency=args.concurrency)
-    try:
-        asyncio.run(serve(settings, jobs, prediction_cache=not args.no_prediction_cache))
-    except (JobQueueUnavailableError, WorkerSetupError) as exc:
-        return _fail(str(exc), EXIT_UNAVAILABLE)
+    asyncio.run(serve(settings, jobs, prediction_cache=not args.no_prediction_cache))
     return 0
 
 
@@ -533,7 +531,9 @@ def cmd_model_report(args: argparse.Namespace, settings: Settings) -> int:
     try:
         report = fetch_quality(url, settings.api.internal_api_key)
     except httpx.HTTPError as exc:
-        return _fail(f"the API at {url} did not answer /api/stats ({exc}); is it running?", 3)
+        raise ServiceUnavailableError(
+            f"the API at {url} did not answer /api/stats ({exc}); is it running?"
+        ) from None
     print(render(report))
     return 0
 
@@ -563,16 +563,10 @@ def run(
     commands: dict[str, Callable[[argparse.Namespace, Settings], int]],
     argv: list[str] | None = None,
 ) -> int:
-    """Parses `argv` and runs the chosen command, mapping expected failures to exit codes.
-    Arguments a command does not declare are refused, unless it forwards them (its parser's
-    default `forwards_arguments`), in which case they arrive as `args.forwarded`."""
-    from orchestrator.devstack.mariadb import DatabaseSetupError
-    from orchestrator.devstack.redis import RedisSetupError
-    from orchestrator.devstack.triton import TritonStartError
-    from orchestrator.ingest.readers import InputFileError
-    from orchestrator.marketdata.db import DatabaseUnavailableError
-    from orchestrator.marketdata.timeframes import InvalidSymbolError, InvalidTimeframeError
-
+    """Parses `argv` and runs the chosen command; an expected failure (EngineError) ends as one
+    line and its class's exit code. Arguments a command does not declare are refused, unless it
+    forwards them (its parser's default `forwards_arguments`), in which case they arrive as
+    `args.forwarded`."""
     args, forwarded = parser.parse_known_args(argv)
     if forwarded and not getattr(args, "forwards_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(forwarded)}")
@@ -580,18 +574,12 @@ def run(
     settings = Settings.from_env()
     try:
         return commands[args.command](args, settings)
-    except (
-        DatabaseUnavailableError,
-        DatabaseSetupError,
-        RedisSetupError,
-        TritonStartError,
-    ) as exc:
-        return _fail(str(exc), EXIT_UNAVAILABLE)
-    except (InputFileError, InvalidSymbolError, InvalidTimeframeError, ValueError) as exc:
-        return _fail(str(exc))
+    except EngineError as exc:
+        return report(exc)
     except KeyboardInterrupt:
-        return _fail(
-            "interrupted; committed batches are kept and a re-run completes the job "
+        print(
+            "error: interrupted; committed batches are kept and a re-run completes the job "
             "without duplicates",
-            130,
+            file=sys.stderr,
         )
+        return EXIT_INTERRUPTED

@@ -9,7 +9,7 @@ import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,3 +261,14 @@ async def append_bar(
     await write_bars(db, row, info, show_progress=False)
     ts: pd.Timestamp = row["ts"].iloc[0]
     return ts
+
+
+async def until(condition: Callable[[], bool], *, what: str, timeout_s: float = 60.0) -> None:
+    """Waits for `condition` to hold. The timeout guards against a hang; it asserts nothing about
+    how long the wait took."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not condition():  # noqa: ASYNC110 (a plain attribute: no event to wait on)
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.demo.replay import Replay
+from orchestrator.errors import BadParameterError
 from orchestrator.marketdata.db import Database
 from orchestrator.realdata.load import load_series
 from orchestrator.realdata.pypi import PyPIClient
@@ -71,6 +72,7 @@ async def test_the_replay_appends_the_held_back_bars_and_ends(
 def test_an_unknown_symbol_is_named_with_the_real_ones(tmp_path: Path) -> None:
     feed = RealFeed(PyPIClient(tmp_path, show_progress=False))
     with pytest.raises(
-        ValueError, match=r"^no real series for DOGE; use BTCUSD, EURUSD, SPX, IXIC$"
-    ):
+        BadParameterError, match=r"^no real series for DOGE; use BTCUSD, EURUSD, SPX, IXIC$"
+    ) as refused:
         feed.check(["BTCUSD", "DOGE"])
+    assert refused.value.field == "symbols"

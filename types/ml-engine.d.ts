@@ -53,7 +53,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** OHLCV bars from the store (newest `limit`, or a range) */
+        /**
+         * OHLCV bars from the store (the newest `limit`, or from `start` and/or to `end`)
+         * @description Without `start` and `end`: the newest `limit` bars. With `start`: the first `limit` bars from it (until `end`, or the newest bar). With `end` alone: the newest `limit` bars before it. Dates are YYYY-MM-DD or RFC 3339, alike for both.
+         */
         get: operations["ApiHistorySymbolHistory"];
         put?: never;
         post?: never;
@@ -188,14 +191,17 @@ export interface components {
     schemas: {
         /** BacktestBody */
         BacktestBody: {
+            /** @description a date between 1970-01-01 and 2099-12-31: YYYY-MM-DD (that whole day included) or an RFC 3339 date-time such as 2025-06-01T14:30:00Z (seconds optional; without an offset: UTC) */
             end_date: string;
             params?: components["schemas"]["BacktestParams"] | null;
+            /** @description a date between 1970-01-01 and 2099-12-31: YYYY-MM-DD (from 00:00 UTC) or an RFC 3339 date-time such as 2025-06-01T14:30:00Z (seconds optional; without an offset: UTC) */
             start_date: string;
             /**
              * @default balanced
              * @enum {string}
              */
             strategy: "aggressive_filter" | "balanced" | "conservative" | "baseline";
+            /** @description 1-20 characters A-Z, a-z, 0-9, '.', '_' or '-', starting with a letter or digit */
             symbol: string;
             /**
              * @default 5m
@@ -363,9 +369,7 @@ export interface components {
             address: string;
             /** @default  */
             detail: string;
-            models?: string[];
             status: string;
-            timeframes?: string[];
         };
         /** EquityCurve */
         EquityCurve: {
@@ -384,7 +388,7 @@ export interface components {
             database: components["schemas"]["DependencyStatus"];
             redis: components["schemas"]["DependencyStatus"];
             status: string;
-            triton: components["schemas"]["DependencyStatus"];
+            triton: components["schemas"]["TritonStatus"];
         };
         /** HistoryResponse */
         HistoryResponse: {
@@ -605,6 +609,15 @@ export interface components {
             total_r: number;
             win_rate: number | null;
         };
+        /** TritonStatus */
+        TritonStatus: {
+            address: string;
+            /** @default  */
+            detail: string;
+            models?: string[];
+            status: string;
+            timeframes?: string[];
+        };
         /** VersionQuality */
         VersionQuality: {
             confidence_ece: number | null;
@@ -711,7 +724,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Triton ("ML service unavailable") or the database is unavailable */
+            /** @description Triton ("ML service unavailable", also while models are reloaded: retry), the database or the job queue is unavailable */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -798,7 +811,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Triton ("ML service unavailable") or the database is unavailable */
+            /** @description Triton ("ML service unavailable", also while models are reloaded: retry), the database or the job queue is unavailable */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -866,7 +879,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Triton ("ML service unavailable") or the database is unavailable */
+            /** @description Triton ("ML service unavailable", also while models are reloaded: retry), the database or the job queue is unavailable */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -952,7 +965,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Triton ("ML service unavailable") or the database is unavailable */
+            /** @description Triton ("ML service unavailable", also while models are reloaded: retry), the database or the job queue is unavailable */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -966,13 +979,13 @@ export interface operations {
     ApiHistorySymbolHistory: {
         parameters: {
             query?: {
-                /** @description How many bars (the newest, or the first of the range), 1 to 10000 */
+                /** @description How many bars (the newest; with `start`, the first from it), 1 to 10000 */
                 limit?: number;
                 /** @description Bar timeframe, one of 1m, 5m, 15m, 30m, 1h, 4h, 1d, 1w, 1mo; coarser ones are resampled from the stored bars */
                 timeframe?: "1m" | "5m" | "15m" | "30m" | "1h" | "4h" | "1d" | "1w" | "1mo";
-                /** @description Range start (inclusive), RFC 3339 with an offset; give `end` too, after it */
+                /** @description First bar (inclusive; alone: up to the newest bar); a date between 1970-01-01 and 2099-12-31: YYYY-MM-DD (from 00:00 UTC) or an RFC 3339 date-time such as 2025-06-01T14:30:00Z (seconds optional; without an offset: UTC) */
                 start?: string;
-                /** @description Range end (exclusive), RFC 3339 with an offset; after `start` */
+                /** @description End (exclusive; after `start`; alone: the bars before it); a date between 1970-01-01 and 2099-12-31: YYYY-MM-DD (that whole day included) or an RFC 3339 date-time such as 2025-06-01T14:30:00Z (seconds optional; without an offset: UTC) */
                 end?: string;
             };
             header?: never;
@@ -1029,7 +1042,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Triton ("ML service unavailable") or the database is unavailable */
+            /** @description Triton ("ML service unavailable", also while models are reloaded: retry), the database or the job queue is unavailable */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1132,7 +1145,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Triton ("ML service unavailable") or the database is unavailable */
+            /** @description Triton ("ML service unavailable", also while models are reloaded: retry), the database or the job queue is unavailable */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1214,7 +1227,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Triton ("ML service unavailable") or the database is unavailable */
+            /** @description Triton ("ML service unavailable", also while models are reloaded: retry), the database or the job queue is unavailable */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1298,7 +1311,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Triton ("ML service unavailable") or the database is unavailable */
+            /** @description Triton ("ML service unavailable", also while models are reloaded: retry), the database or the job queue is unavailable */
             503: {
                 headers: {
                     [name: string]: unknown;

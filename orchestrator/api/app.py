@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             allow_headers=["authorization", "x-api-key", "content-type"],
         ),
         request_max_body_size=settings.api.max_body_bytes,
-        exception_handlers={Exception: errors.handle},
+        exception_handlers=errors.EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         before_send=[complete_allow_header],
         plugins=[channels, ClosedStructSchemaPlugin()],

@@ -17,24 +17,21 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
 
-from orchestrator.api.errors import ErrorBody, NotFoundError, error_responses
+from orchestrator.api.errors import error_responses
+from orchestrator.api.market import SYMBOL_PATTERN, SYMBOL_RULE
 from orchestrator.api.resources import Resources
 from orchestrator.backtest.engine import MAX_RATE
 from orchestrator.backtest.report import BacktestResult
-from orchestrator.backtest.request import (
-    BacktestRequest,
-    BacktestRequestError,
-    parse_moment,
-    resolve_request,
-)
+from orchestrator.backtest.request import BacktestRequest, BacktestRequestError, resolve_request
 from orchestrator.backtest.runner import run_backtest
+from orchestrator.dates import MOMENT_MAX_LENGTH, MOMENT_PATTERN, describe_moment, parse_moment
+from orchestrator.errors import ErrorBody
 from orchestrator.features.horizons import Horizon
 from orchestrator.inference.service import PredictionService
-from orchestrator.jobs.errors import RunNotFoundError
 from orchestrator.jobs.runs import Run, RunKind, RunParameters, RunStatus
 from orchestrator.jobs.service import BacktestJobService
 from orchestrator.marketdata.store import BarStore
-from orchestrator.marketdata.timeframes import InvalidTimeframeError, Timeframe, parse_timeframe
+from orchestrator.marketdata.timeframes import Timeframe, parse_timeframe
 from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 INLINE_MAX_BARS = 30_000  # ~100 days of 5m bars answer in the request (a few seconds)
@@ -49,18 +46,17 @@ assert set(get_args(TimeframeName)) == {t.value for t in Timeframe}
 assert set(get_args(HorizonName)) == {h.value for h in Horizon}
 
 JOB_ID = r"^[0-9a-f]{16}$"
-# Exactly the dates and times parse_moment accepts, so that every schema-valid value parses (the
-# contract fuzzer sends schema-valid values and expects them accepted): real calendar days of
-# 1970-2099 (29 February in leap years only), optionally a time and a UTC offset.
-_DAY = (
-    r"(?:(?:19[7-9][0-9]|20[0-9]{2})-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
-    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
-    r"|(?:19(?:7[26]|8[048]|9[26])|20(?:[02468][048]|[13579][26]))-02-29)"
-)
-_TIME = r"(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
-_OFFSET = r"(?:Z|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])?)?"
-_MOMENT = f"^{_DAY}{_TIME}{_OFFSET}$"
-Moment = Annotated[str, msgspec.Meta(pattern=_MOMENT, max_length=32)]
+
+
+def _moment(*, end: bool) -> msgspec.Meta:
+    """A date as people type it: exactly what parse_moment accepts (so every value valid by the
+    document parses); a refused one is answered with the description (api/validation.py)."""
+    return msgspec.Meta(
+        pattern=MOMENT_PATTERN, max_length=MOMENT_MAX_LENGTH, description=describe_moment(end=end)
+    )
+
+
+Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN, description=SYMBOL_RULE)]
 Rate = Annotated[float, msgspec.Meta(ge=0.0, lt=MAX_RATE)]
 
 
@@ -91,9 +87,9 @@ class BacktestParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class BacktestBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    symbol: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,19}$")]
-    start_date: Moment  # YYYY-MM-DD (from 00:00 UTC) or an ISO datetime
-    end_date: Moment  # YYYY-MM-DD (that whole day included) or an ISO datetime (exclusive)
+    symbol: Symbol
+    start_date: Annotated[str, _moment(end=False)]  # the first bar
+    end_date: Annotated[str, _moment(end=True)]  # exclusive
     strategy: StrategyName = DEFAULT_STRATEGY  # type: ignore[assignment]
     timeframe: TimeframeName = "5m"
     params: BacktestParams | None = None
@@ -154,10 +150,7 @@ def to_request(body: BacktestBody) -> BacktestRequest:
 
 
 def _expected_bars(request: BacktestRequest) -> int:
-    try:
-        seconds = parse_timeframe(request.timeframe).seconds
-    except InvalidTimeframeError as exc:
-        raise BacktestRequestError("timeframe", str(exc)) from None
+    seconds = parse_timeframe(request.timeframe).seconds
     return int((request.end - request.start).total_seconds() // seconds)
 
 
@@ -185,13 +178,6 @@ def job_view(run: Run) -> BacktestJob:
         request=run.parameters.request,
         walk_forward=run.parameters.walk_forward,
     )
-
-
-async def _get(jobs: BacktestJobService, job_id: str) -> Run:
-    try:
-        return await jobs.get(job_id)
-    except RunNotFoundError as exc:
-        raise NotFoundError("job_id", str(exc)) from None
 
 
 JobId = Annotated[str, PathParameter(pattern=JOB_ID, description="a job id (16 hex digits)")]
@@ -272,7 +258,7 @@ class BacktestController(Controller):
     async def status(
         self, backtest_jobs: NamedDependency[BacktestJobService], job_id: JobId
     ) -> BacktestJob:
-        return job_view(await _get(backtest_jobs, job_id))
+        return job_view(await backtest_jobs.get(job_id))
 
     @delete(
         "/{job_id:str}",
@@ -289,8 +275,5 @@ class BacktestController(Controller):
     async def cancel(
         self, backtest_jobs: NamedDependency[BacktestJobService], job_id: JobId
     ) -> Response[BacktestJob]:
-        try:
-            run = await backtest_jobs.cancel(job_id)
-        except RunNotFoundError as exc:
-            raise NotFoundError("job_id", str(exc)) from None
+        run = await backtest_jobs.cancel(job_id)
         return Response(job_view(run), status_code=200 if run.finished else 202)

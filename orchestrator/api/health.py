@@ -26,17 +26,25 @@ _CHECK_TIMEOUT_S = 2.0
 
 
 class DependencyStatus(msgspec.Struct):
+    status: str  # "up" or "down"
+    address: str
+    detail: str = ""
+
+
+class TritonStatus(msgspec.Struct):
+    """Triton's block, which alone lists models: what it serves, not only whether it answers."""
+
     status: str  # "up", "down", or "incompatible" (models trained with other features)
     address: str
     detail: str = ""
     models: list[str] = []
-    timeframes: list[str] = []  # Triton: timeframes with a served, compatible signal ensemble
+    timeframes: list[str] = []  # timeframes with a served, compatible signal ensemble
 
 
 class HealthReport(msgspec.Struct):
     status: str  # "ok" when every dependency is up, else "degraded"
     database: DependencyStatus
-    triton: DependencyStatus
+    triton: TritonStatus
     # Shared state of the replicas; serving goes on without it (docs/reliability.md), so it does
     # not decide readiness.
     redis: DependencyStatus
@@ -56,26 +64,26 @@ async def _database_status(resources: Resources) -> DependencyStatus:
     return DependencyStatus("up", address)
 
 
-async def _triton_status(resources: Resources) -> DependencyStatus:
+async def _triton_status(resources: Resources) -> TritonStatus:
     settings = resources.settings.triton
     address = settings.grpc_url
     how_to_start = "start it with `make triton` or set TRITON_HOST/TRITON_GRPC_PORT"
     try:
         ready = await resources.triton.is_server_ready(client_timeout=_CHECK_TIMEOUT_S)
         if not ready:
-            return DependencyStatus("down", address, f"Triton is not ready; {how_to_start}")
+            return TritonStatus("down", address, f"Triton is not ready; {how_to_start}")
         index = await resources.triton.get_model_repository_index(client_timeout=_CHECK_TIMEOUT_S)
     except Exception as exc:  # tritonclient raises its own error type for every transport failure
-        return DependencyStatus("down", address, f"Triton unreachable ({exc}); {how_to_start}")
+        return TritonStatus("down", address, f"Triton unreachable ({exc}); {how_to_start}")
     loaded = sorted(m.name for m in index.models if m.state == "READY")
     known = {served_name(m, tf) for tf in SERVED_TIMEFRAMES for m in FEATURE_MODELS}
     served = tuple(m for m in loaded if m in known)
     try:
         found = await verify_served_models(resources.triton, served, timeout_s=_CHECK_TIMEOUT_S)
     except FeatureSpecMismatchError as exc:
-        return DependencyStatus("incompatible", address, str(exc), models=loaded)
+        return TritonStatus("incompatible", address, str(exc), models=loaded)
     timeframes = [tf for tf in SERVED_TIMEFRAMES if found.get(served_name(ENSEMBLE, tf)) == tf]
-    return DependencyStatus("up", address, models=loaded, timeframes=timeframes)
+    return TritonStatus("up", address, models=loaded, timeframes=timeframes)
 
 
 async def _redis_status(resources: Resources) -> DependencyStatus:

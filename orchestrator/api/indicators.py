@@ -26,7 +26,7 @@ from litestar.datastructures import State
 from litestar.openapi.spec import OpenAPIType
 from litestar.params import Parameter
 
-from orchestrator.api.errors import MARKET_ERRORS, BadParameterError
+from orchestrator.api.errors import MARKET_ERRORS
 from orchestrator.api.market import (
     STORED_TIMEFRAMES,
     SymbolPath,
@@ -39,6 +39,7 @@ from orchestrator.api.market import (
     timeframe_query,
 )
 from orchestrator.api.predictions import checked_number
+from orchestrator.errors import BadParameterError
 from orchestrator.features.indicators import FEATURE_NAMES, LOOKBACK_BARS, PARAMS, compute_features
 from orchestrator.marketdata.indicators import (
     INDICATORS,
@@ -139,9 +140,9 @@ def checked_scale(raw: str) -> Scale:
         if raw == scale:
             return scale
     raise BadParameterError(
-        "scale",
         f"invalid scale {raw!r}: use price (conventional units) or model (the models' "
         "scale-free features)",
+        field="scale",
     )
 
 
@@ -151,7 +152,7 @@ def _in_range(field: str, what: str, param: Param, raw: str, value: float | None
         or not param.minimum <= value <= param.maximum
         or (param.integer and not value.is_integer())
     ):
-        raise BadParameterError(field, f"{what} must be {param.rule}, got {raw!r}")
+        raise BadParameterError(f"{what} must be {param.rule}, got {raw!r}", field=field)
     return int(value) if param.integer else value
 
 
@@ -186,9 +187,9 @@ def _unknown(names: list[str], scale: Scale) -> BadParameterError:
     elsewhere = [n for n in names if n in (MODEL_INDICATORS if other == "model" else INDICATORS)]
     hint = f"; {', '.join(elsewhere)} need scale={other}" if elsewhere else ""
     return BadParameterError(
-        "indicators",
         f"unknown indicator(s) {', '.join(map(repr, names))} for scale={scale}: give a "
         f"comma-separated list of {', '.join(valid)} (lower case, no spaces){hint}",
+        field="indicators",
     )
 
 
@@ -197,9 +198,9 @@ def _call(item: str, options: Mapping[str, float]) -> IndicatorCall:
     ind = INDICATORS[name]
     if len(inline) > len(ind.params):
         raise BadParameterError(
-            "indicators",
             f"{name} takes at most {len(ind.params)} parameter(s) ({ind.usage}), got "
             f"{len(inline)} in {item!r}",
+            field="indicators",
         )
     params = {p.name: options.get(f"{name}_{p.name}", p.default) for p in ind.params}
     for param, raw in zip(ind.params, inline, strict=False):
@@ -207,9 +208,9 @@ def _call(item: str, options: Mapping[str, float]) -> IndicatorCall:
     if name == "macd" and params["fast"] >= params["slow"]:
         field = "indicators" if inline else "macd_fast" if "macd_fast" in options else "macd_slow"
         raise BadParameterError(
-            field,
             f"macd fast ({params['fast']:g}) must be less than slow ({params['slow']:g})"
             f"{f' in {item!r}' if inline else ''}; e.g. macd:12:26:9",
+            field=field,
         )
     return IndicatorCall(ind, params, inline=bool(inline))
 
@@ -218,7 +219,8 @@ def checked_price_calls(raw: str, options: Mapping[str, float]) -> list[Indicato
     items = raw.split(",")
     if "" in items:
         raise BadParameterError(
-            "indicators", f"empty item in {raw!r}: separate names with single commas, e.g. rsi,atr"
+            f"empty item in {raw!r}: separate names with single commas, e.g. rsi,atr",
+            field="indicators",
         )
     unknown = [i.split(":")[0] for i in items if i.split(":")[0] not in INDICATORS]
     if unknown:
@@ -232,15 +234,15 @@ def checked_model_names(raw: str, options: Mapping[str, float]) -> list[str]:
     with_values = [n for n in names if ":" in n]
     if with_values:
         raise BadParameterError(
-            "indicators",
             f"the model features take no parameters ({', '.join(map(repr, with_values))}): "
             "drop the ':' values, or use scale=price",
+            field="indicators",
         )
     if options:
         raise BadParameterError(
-            next(iter(options)),
             f"{', '.join(options)}: options for scale=price only; the model features keep the "
             "feature spec's parameters (drop the option, or use scale=price)",
+            field=next(iter(options)),
         )
     unknown = [name for name in names if name not in MODEL_INDICATORS]
     if unknown:

@@ -2,15 +2,15 @@
 
 Every parameter rule is declared in the OpenAPI document (pattern, enum, bounds, format) from the
 same constants the checks below use, so the document and the 400 answers cannot disagree; the
-checks stay ours so each 400 names the rule. Rules JSON Schema cannot state (`end` after `start`,
-both or neither) are written in the parameters' descriptions.
+checks stay ours so each 400 names the rule. Rules JSON Schema cannot state (`end` after `start`)
+are written in the parameters' descriptions.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -20,8 +20,10 @@ from litestar.datastructures import State
 from litestar.openapi.spec import Example, OpenAPIType
 from litestar.params import Parameter
 
-from orchestrator.api.errors import MARKET_ERRORS, BadParameterError
-from orchestrator.marketdata.store import BarStore, empty_bars
+from orchestrator.api.errors import MARKET_ERRORS
+from orchestrator.dates import MOMENT_MAX_LENGTH, MOMENT_PATTERN, describe_moment, parse_moment
+from orchestrator.errors import BadParameterError
+from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import (
     InvalidSymbolError,
     InvalidTimeframeError,
@@ -37,14 +39,6 @@ STORED_TIMEFRAMES = tuple(
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,19}$"
 SYMBOL_RULE = "1-20 characters A-Z, a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
 _SYMBOL = re.compile(SYMBOL_PATTERN)
-# RFC 3339 date-time (JSON Schema's "date-time"): seconds and a UTC offset are required.
-_DATE_TIME = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
-# What the store can hold: bars are pandas timestamps (nanoseconds since 1970, ±292 years), so a
-# range reaching beyond these instants is cut to them without losing a bar.
-EARLIEST = datetime(1678, 1, 1, tzinfo=UTC)
-LATEST = datetime(2262, 1, 1, tzinfo=UTC)
 
 
 def declared(description: str, **rules: Any) -> Any:
@@ -70,9 +64,16 @@ def limit_query(what: str) -> Any:
     return declared(f"How many {what}, 1 to {MAX_LIMIT}", minimum=1, maximum=MAX_LIMIT)
 
 
-def date_time_query(description: str) -> Any:
-    """An optional RFC 3339 date-time, declared as a string of format date-time (not nullable)."""
-    return declared(description, one_of=None, type=OpenAPIType.STRING, format="date-time")
+def moment_query(description: str, *, end: bool) -> Any:
+    """An optional date or date-time as people type it (orchestrator/dates.py), declared as a
+    string of exactly the form parse_moment accepts (not nullable)."""
+    return declared(
+        f"{description}; {describe_moment(end=end)}",
+        one_of=None,
+        type=OpenAPIType.STRING,
+        pattern=MOMENT_PATTERN,
+        max_length=MOMENT_MAX_LENGTH,
+    )
 
 
 def reject_repeated_query(request: Request[Any, Any, Any]) -> None:
@@ -80,7 +81,7 @@ def reject_repeated_query(request: Request[Any, Any, Any]) -> None:
     counts = Counter(key for key, _ in request.query_params.multi_items())
     for key, count in counts.items():
         if count > 1:
-            raise BadParameterError(key, f"{key} is given {count} times; give it once")
+            raise BadParameterError(f"{key} is given {count} times; give it once", field=key)
 
 
 def checked_symbol(raw: str) -> str:
@@ -97,31 +98,10 @@ def checked_timeframe(raw: str, choices: tuple[str, ...]) -> Timeframe:
 
 def checked_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
-        raise BadParameterError("limit", f"limit must be between 1 and {MAX_LIMIT}, got {limit}")
+        raise BadParameterError(
+            f"limit must be between 1 and {MAX_LIMIT}, got {limit}", field="limit"
+        )
     return limit
-
-
-def checked_moment(field: str, raw: str) -> datetime:
-    """An RFC 3339 date-time with its offset; microseconds are the finest unit kept."""
-    problem = f"{field} must be an RFC 3339 date-time with an offset, e.g. 2025-01-31T00:00:00Z"
-    if not _DATE_TIME.fullmatch(raw):
-        raise BadParameterError(field, f"{problem}; got {raw!r}")
-    try:
-        return datetime.fromisoformat(raw.upper())
-    except ValueError as exc:  # 2025-02-30, hour 24, an offset of 24 h or more
-        raise BadParameterError(field, f"{problem}; {raw!r}: {exc}") from None
-
-
-def _stored_range(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """[start, end) in UTC, cut to what the store can hold (may come out empty)."""
-
-    def utc(moment: datetime) -> datetime:
-        try:
-            return moment.astimezone(UTC)
-        except OverflowError:  # year 1 or 9999 moved across the edge of the calendar
-            return EARLIEST if moment.year < EARLIEST.year else LATEST
-
-    return max(utc(start), EARLIEST), min(utc(end), LATEST)
 
 
 class Bar(msgspec.Struct):
@@ -146,49 +126,46 @@ class MarketController(Controller):
 
     @get(
         "/history/{symbol:str}",
-        summary="OHLCV bars from the store (newest `limit`, or a range)",
+        summary="OHLCV bars from the store (the newest `limit`, or from `start` and/or to `end`)",
+        description="Without `start` and `end`: the newest `limit` bars. With `start`: the first "
+        "`limit` bars from it (until `end`, or the newest bar). With `end` alone: the newest "
+        "`limit` bars before it. Dates are YYYY-MM-DD or RFC 3339, alike for both.",
         responses=MARKET_ERRORS,
     )
     async def history(
         self,
         state: State,
         symbol: SymbolPath,
-        limit: Annotated[int, limit_query("bars (the newest, or the first of the range)")] = 500,
+        limit: Annotated[
+            int, limit_query("bars (the newest; with `start`, the first from it)")
+        ] = 500,
         timeframe: Annotated[
             str,
             timeframe_query(STORED_TIMEFRAMES, "coarser ones are resampled from the stored bars"),
         ] = "5m",
         start: Annotated[
             str | None,
-            date_time_query(
-                "Range start (inclusive), RFC 3339 with an offset; give `end` too, after it"
-            ),
+            moment_query("First bar (inclusive; alone: up to the newest bar)", end=False),
         ] = None,
         end: Annotated[
             str | None,
-            date_time_query("Range end (exclusive), RFC 3339 with an offset; after `start`"),
+            moment_query("End (exclusive; after `start`; alone: the bars before it)", end=True),
         ] = None,
     ) -> HistoryResponse:
         sym, tf = checked_symbol(symbol), checked_timeframe(timeframe, STORED_TIMEFRAMES)
         count = checked_limit(limit)
+        since = None if start is None else parse_moment("start", start)
+        until = None if end is None else parse_moment("end", end, end=True)
+        if since is not None and until is not None and until <= since:
+            raise BadParameterError(
+                f"end ({end}) must be after start ({start}); a date as the end includes that day",
+                field="end",
+            )
         store = BarStore(await state.resources.database())
-        if start is not None or end is not None:
-            if start is None or end is None:
-                raise BadParameterError(
-                    "start" if start is None else "end",
-                    "give both start and end (RFC 3339), or neither",
-                )
-            since, until = checked_moment("start", start), checked_moment("end", end)
-            if until <= since:
-                raise BadParameterError("end", "end must be after start")
-            since, until = _stored_range(since, until)
-            if since < until:
-                frame = (await store.bars_between(sym, tf, since, until)).iloc[:count]
-            else:  # wholly outside what the store can hold: no bars, but a 404 still applies
-                await store.source_timeframe(sym, tf)
-                frame = empty_bars()
+        if since is not None:
+            frame = await store.bars_between(sym, tf, since, until, limit=count)
         else:
-            frame = await store.latest_bars(sym, tf, count)
+            frame = await store.latest_bars(sym, tf, count, before=until)
         return HistoryResponse(sym, tf.value, _bars(frame))
 
 

@@ -13,7 +13,7 @@ from litestar import Controller, MediaType, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIType
 
-from orchestrator.api.errors import PREDICTION_ERRORS, BadParameterError
+from orchestrator.api.errors import PREDICTION_ERRORS
 from orchestrator.api.market import (
     SymbolPath,
     checked_symbol,
@@ -22,6 +22,7 @@ from orchestrator.api.market import (
     reject_repeated_query,
     timeframe_query,
 )
+from orchestrator.errors import BadParameterError
 from orchestrator.features.head import PROBABILITIES
 from orchestrator.features.horizons import Horizon
 from orchestrator.inference.barclose import Prediction
@@ -209,7 +210,7 @@ def signal_response(run: Prediction, strategy: Strategy, asset_class: str) -> Si
 
 def checked_number(field: str, raw: str) -> float:
     if not _NUMBER.fullmatch(raw):
-        raise BadParameterError(field, f"{field} must be a number, got {raw!r}")
+        raise BadParameterError(f"{field} must be a number, got {raw!r}", field=field)
     return float(raw)
 
 
@@ -217,11 +218,11 @@ def resolve_strategy(name: str, min_confidence: float | None = None) -> Strategy
     chosen = STRATEGIES.get(name)
     if chosen is None:
         raise BadParameterError(
-            "strategy", f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}"
+            f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}", field="strategy"
         )
     if min_confidence is not None:
         if not 0.0 <= min_confidence <= 1.0:
-            raise BadParameterError("min_confidence", "min_confidence must be within [0, 1]")
+            raise BadParameterError("min_confidence must be within [0, 1]", field="min_confidence")
         chosen = msgspec.structs.replace(chosen, min_confidence=min_confidence)
     return chosen
 
@@ -263,7 +264,7 @@ class PredictionController(Controller):
         sym = checked_symbol(symbol)
         if horizon not in HORIZON_CHOICES:
             raise BadParameterError(
-                "horizon", f"horizon must be one of {', '.join(HORIZON_CHOICES)}"
+                f"horizon must be one of {', '.join(HORIZON_CHOICES)}", field="horizon"
             )
         tf = checked_timeframe(timeframe, SERVED_TIMEFRAMES)
         run = await predictions.latest(sym, tf.value)

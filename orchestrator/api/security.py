@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jwt
 import msgspec
@@ -36,9 +37,11 @@ def _presented_token(headers: dict[str, str], query: str) -> str | None:
     auth = headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
-    for part in query.split("&"):  # browsers cannot set headers on a WebSocket
-        if part.startswith("token="):
-            return part[6:]
+    # Browsers cannot set headers on a WebSocket: the key comes as ?token=, form-encoded (as
+    # URLSearchParams writes it: a key's "+" is %2B, "/" %2F, "=" %3D and "%" %25).
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "token":
+            return value
     return None
 
 

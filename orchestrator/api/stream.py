@@ -25,7 +25,6 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, FromQuery
 
-from orchestrator.api.errors import ErrorBody, describe
 from orchestrator.api.predictions import (
     PredictionResponse,
     SignalResponse,
@@ -34,6 +33,7 @@ from orchestrator.api.predictions import (
     signal_response,
 )
 from orchestrator.api.resources import Resources
+from orchestrator.errors import ErrorBody, describe
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import parse_symbol, parse_timeframe
 from orchestrator.signals.strategies import DEFAULT_STRATEGY

@@ -2,7 +2,8 @@
 over a stored history, print a summary and write result.json + equity.png.
 
 Imports stay light at module level (the CLI builds every subcommand's parser on start-up); the
-backtest machinery loads inside run().
+backtest machinery loads inside run(). Failures end as every command's do (orchestrator/errors.py):
+one line naming what to fix, exit 2 for bad input and 3 when a service cannot answer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from orchestrator.dates import describe_moment
+from orchestrator.errors import EXIT_OK
 from orchestrator.settings import Settings
 from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES
 
@@ -22,20 +25,12 @@ if TYPE_CHECKING:
     from orchestrator.backtest.report import BacktestResult
     from orchestrator.backtest.request import BacktestRequest
 
-EXIT_OK = 0
-EXIT_USAGE = 2  # as orchestrator/cli.py: bad input
-EXIT_UNAVAILABLE = 3  # a service (database, Triton) cannot answer
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--symbol", required=True, help="e.g. BTCUSD")
+    parser.add_argument("--start", required=True, help=f"first bar: {describe_moment(end=False)}")
     parser.add_argument(
-        "--start", required=True, help="first bar: YYYY-MM-DD (00:00 UTC) or an ISO datetime"
-    )
-    parser.add_argument(
-        "--end",
-        required=True,
-        help="YYYY-MM-DD (that whole day included) or an ISO datetime (exclusive)",
+        "--end", required=True, help=f"end (exclusive): {describe_moment(end=True)}"
     )
     parser.add_argument(
         "--strategy", default=DEFAULT_STRATEGY, help=f"one of {', '.join(STRATEGIES)}"
@@ -83,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_request(args: argparse.Namespace) -> BacktestRequest:
-    from orchestrator.backtest.request import BacktestRequest, parse_moment
+    from orchestrator.backtest.request import BacktestRequest
+    from orchestrator.dates import parse_moment
 
     return BacktestRequest(
         symbol=args.symbol,
@@ -261,12 +257,8 @@ def summary(result: BacktestResult) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Runs the backtest; expected failures propagate to the CLI's one exit-code lookup."""
     from export.walkforward import WalkForwardConfig
-    from orchestrator.backtest.request import BacktestRequestError
-    from orchestrator.devstack.triton import TritonStartError
-    from orchestrator.features.spec import FeatureSpecMismatchError
-    from orchestrator.inference.client import ModelServiceUnavailableError
-    from orchestrator.marketdata.db import DatabaseUnavailableError
 
     progress = PhaseBar(enabled=not args.quiet and sys.stderr.isatty())
     try:
@@ -280,19 +272,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
         result = asyncio.run(execute(args, settings, request, progress, walk_forward))
-    except BacktestRequestError as exc:
-        print(f"error: {exc} (--{exc.field.replace('_', '-')})", file=sys.stderr)
-        return EXIT_USAGE
-    except ModelServiceUnavailableError as exc:
-        print(
-            f"error: Triton at {settings.triton.grpc_url} cannot answer: {exc} "
-            "(start it with `make triton`, or set TRITON_HOST/TRITON_GRPC_PORT)",
-            file=sys.stderr,
-        )
-        return EXIT_UNAVAILABLE
-    except (DatabaseUnavailableError, TritonStartError, FeatureSpecMismatchError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
     finally:
         progress.close()
     print(summary(result))

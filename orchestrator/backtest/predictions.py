@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from orchestrator.errors import ModelsUnavailableError
 from orchestrator.features.baseline import baseline_features, season_cells
 from orchestrator.features.dataset import (
     F32,
@@ -60,8 +61,9 @@ CACHE_KEEP = 64  # newest cache files kept (~22 MB each for 215k bars)
 ProgressFn = Callable[[int, int], None]  # (bars done, bars total)
 
 
-class ModelChangedError(RuntimeError):
-    """The served ensemble changed version while a history was being scored."""
+class ModelChangedError(ModelsUnavailableError):
+    """The served ensemble changed version while a history was being scored: the models are
+    being reloaded, so the API answers 503 and a retry succeeds."""
 
 
 def warmup_bars(spec: FeatureSpec) -> int:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from orchestrator.backtest.engine import BacktestConfig
+from orchestrator.errors import BadParameterError, NotEnoughDataError, NotFoundError
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.marketdata.timeframes import (
     InvalidSymbolError,
@@ -41,30 +42,39 @@ class BacktestRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     allow_overlap: bool = False
 
 
-class BacktestRequestError(ValueError):
-    """A request that cannot run as given; `field` names the parameter to change."""
+class BacktestRequestError(BadParameterError):
+    """A request that cannot run as given; `field` names the parameter to change (400)."""
 
     def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(message)
+        super().__init__(message, field=field)
 
 
-class EmptyRangeError(BacktestRequestError):
+class EmptyRangeError(NotEnoughDataError):
+    """No bars in the asked range (422)."""
+
+    title = "Cannot backtest"
+
     def __init__(self, message: str) -> None:
-        super().__init__("start", message)
+        super().__init__(message, field="start")
 
 
-class UnknownBacktestSymbolError(BacktestRequestError):
+class UnknownBacktestSymbolError(NotFoundError):
     """No such symbol in the store (the API answers 404, like the other endpoints)."""
 
+    title = "Unknown symbol"
+
     def __init__(self, message: str) -> None:
-        super().__init__("symbol", message)
+        super().__init__(message, field="symbol")
 
 
-class InsufficientHistoryError(BacktestRequestError):
+class InsufficientHistoryError(NotEnoughDataError):
+    """Too few bars before the range for the models' warm-up (422)."""
+
+    title = "Cannot backtest"
+
     def __init__(self, have: int, need: int, message: str) -> None:
         self.have, self.need = have, need
-        super().__init__("start", message)
+        super().__init__(message, field="start")
 
 
 @dataclass(frozen=True)
@@ -78,24 +88,6 @@ class Resolved:
     end: datetime
     strategy: Strategy
     config: BacktestConfig
-
-
-def parse_moment(field: str, raw: str, *, end: bool) -> datetime:
-    """A date means 00:00 UTC (as an end: the day after, so that whole day is included); an ISO
-    datetime is taken as given (naive = UTC). Shared by the CLI and the API."""
-    try:
-        if len(raw) == 10:
-            day = date.fromisoformat(raw)
-            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return moment + timedelta(days=1) if end else moment
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise BacktestRequestError(
-            field,
-            f"{field} {raw!r} is not a date; use YYYY-MM-DD or an ISO datetime "
-            "such as 2025-06-01T00:00:00Z",
-        ) from None
-    return _utc(parsed)
 
 
 def _utc(moment: datetime) -> datetime:

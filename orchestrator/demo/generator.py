@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from orchestrator.errors import BadParameterError
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
 
@@ -141,7 +142,9 @@ def generate_bars(
     """Bars ending at `end` (exclusive); `bars` (open-market bars) overrides `days`."""
     spec = MARKETS.get(symbol.upper())
     if spec is None:
-        raise ValueError(f"no demo market named {symbol!r}; choose from {', '.join(MARKETS)}")
+        raise BadParameterError(
+            f"no demo market named {symbol!r}; choose from {', '.join(MARKETS)}", field="symbols"
+        )
     rng = np.random.default_rng([seed, sum(map(ord, spec.symbol))])
     step = pd.Timedelta(seconds=timeframe.seconds)
     end_ts = pd.Timestamp(end, tz="UTC") if pd.Timestamp(end).tzinfo is None else pd.Timestamp(end)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.demo.generator import MARKETS, generate_bars, round_to_tick
+from orchestrator.errors import BadParameterError, NotEnoughDataError
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database, Retry
 from orchestrator.marketdata.store import BarStore
@@ -58,7 +59,10 @@ class DemoFeed:
     def check(self, symbols: list[str]) -> None:
         unknown = [s for s in symbols if s not in MARKETS]
         if unknown:
-            raise ValueError(f"no demo market for {', '.join(unknown)}; use {', '.join(MARKETS)}")
+            raise BadParameterError(
+                f"no demo market for {', '.join(unknown)}; use {', '.join(MARKETS)}",
+                field="symbols",
+            )
 
     def timeframe(self, symbol: str) -> Timeframe:
         return Timeframe.M5
@@ -66,7 +70,9 @@ class DemoFeed:
     async def after(self, store: BarStore, symbol: str) -> pd.DataFrame:
         tail = await store.latest_bars(symbol, Timeframe.M5, 1)
         if tail.empty:
-            raise ValueError(f"{symbol} has no bars to continue; load them with `make demo-data`")
+            raise NotEnoughDataError(
+                f"{symbol} has no bars to continue; load them with `make demo-data`"
+            )
         return continuation(symbol, pd.Timestamp(tail.index[-1]), float(tail["close"].iloc[-1]))
 
 

@@ -8,13 +8,14 @@ import os
 import shutil
 
 from orchestrator.devstack import process
+from orchestrator.errors import ServiceUnavailableError
 
 BINARIES = ("chromium", "chromium-browser")
 PACKAGE = "chromium"
 
 
-class ChromiumSetupError(RuntimeError):
-    pass
+class ChromiumSetupError(ServiceUnavailableError):
+    """No headless Chromium could be found or installed (exit 3)."""
 
 
 def find_chromium() -> str | None:

@@ -24,14 +24,15 @@ import msgspec
 from asyncmy.errors import Error as MySQLError
 
 from orchestrator.devstack import process
+from orchestrator.errors import ServiceUnavailableError
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError, error_code
 from orchestrator.settings import RUN_DIR, DatabaseSettings
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
-class DatabaseSetupError(RuntimeError):
-    pass
+class DatabaseSetupError(ServiceUnavailableError):
+    """No usable database server could be reached or started (exit 3)."""
 
 
 async def _try_connect(settings: DatabaseSettings) -> str | None:

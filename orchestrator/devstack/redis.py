@@ -11,13 +11,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from orchestrator.devstack import process
+from orchestrator.errors import ServiceUnavailableError
 from orchestrator.settings import RUN_DIR
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
-class RedisSetupError(RuntimeError):
-    pass
+class RedisSetupError(ServiceUnavailableError):
+    """No Redis could be reached or started (exit 3)."""
 
 
 def ping(url: str, timeout_s: float = 1.0) -> str | None:

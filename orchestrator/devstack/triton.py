@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.devstack import process
+from orchestrator.errors import ServiceUnavailableError
 from orchestrator.settings import PROJECT_ROOT, RUN_DIR
 
 DEFAULT_ENV_DIR = PROJECT_ROOT / ".venv-triton"
 
 
-class TritonStartError(RuntimeError):
-    pass
+class TritonStartError(ServiceUnavailableError):
+    """tritonserver could not be started or did not become ready (exit 3)."""
 
 
 def _site_packages(env_dir: Path) -> Path:

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from orchestrator.errors import NotEnoughDataError
 from orchestrator.features.baseline import baseline_features, history_bars, season_cells
 from orchestrator.features.dataset import (
     F32,
@@ -28,10 +29,13 @@ from orchestrator.features.spec import FeatureSpec
 from orchestrator.marketdata.timeframes import Timeframe
 
 
-class NotEnoughHistoryError(ValueError):
+class NotEnoughHistoryError(NotEnoughDataError):
     def __init__(self, have: int, need: int) -> None:
         self.have, self.need = have, need
-        super().__init__(f"{have} bars available, {need} needed for features of the latest bar")
+        super().__init__(
+            f"{have} bars available, {need} needed for features of the latest bar; ingest more "
+            "bars for this symbol"
+        )
 
 
 @dataclass(frozen=True)

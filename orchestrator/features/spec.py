@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 
+from orchestrator.errors import ModelsUnavailableError
 from orchestrator.features.head import ServingHead
 from orchestrator.features.indicators import FEATURE_NAMES, LOOKBACK_BARS, PARAMS, RETURN_LAGS
 
@@ -23,8 +24,8 @@ CLIP_Z = 5.0
 CONTEXT_FEATURES: tuple[str, ...] = ("atr_rel", "adx", "realized_vol", "hour_sin", "hour_cos")
 
 
-class FeatureSpecMismatchError(RuntimeError):
-    pass
+class FeatureSpecMismatchError(ModelsUnavailableError):
+    """The served models were trained with other features (503 until they are re-exported)."""
 
 
 class FeatureSpec(msgspec.Struct, frozen=True):

@@ -14,14 +14,15 @@ import numpy as np
 import tritonclient.grpc.aio as grpc_aio
 from tritonclient.utils import InferenceServerException
 
+from orchestrator.errors import ModelsUnavailableError
 from orchestrator.features.dataset import F32
 from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec, check_compatible
 from orchestrator.inference.models import ENSEMBLE, check_config_fingerprint
 
 
-class ModelServiceUnavailableError(RuntimeError):
-    """Triton cannot answer (down, model not loaded, deadline exceeded)."""
+class ModelServiceUnavailableError(ModelsUnavailableError):
+    """Triton cannot answer (down, model not loaded, deadline exceeded; the API answers 503)."""
 
 
 @dataclass(frozen=True)
@@ -146,4 +147,7 @@ class SignalModels:
 
 
 def _describe(exc: InferenceServerException) -> str:
-    return str(exc.message() or exc)
+    return (
+        f"Triton did not answer: {exc.message() or exc}; check that it runs (`make triton`) and "
+        "that TRITON_HOST/TRITON_GRPC_PORT point at it"
+    )

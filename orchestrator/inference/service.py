@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from orchestrator.errors import NotFoundError
 from orchestrator.features.online import NotEnoughHistoryError, required_bars
 from orchestrator.inference.barclose import BarCloseEngine, Prediction
 from orchestrator.inference.client import ModelServiceUnavailableError, SignalModels
@@ -24,8 +25,10 @@ from orchestrator.marketdata.timeframes import newest_closed, parse_symbol, pars
 from orchestrator.marketdata.watermarks import WatermarkReader
 
 
-class UnservedTimeframeError(ValueError):
+class UnservedTimeframeError(NotFoundError):
     """No model set is served for the asked timeframe (a 404 that names the fix)."""
+
+    field = "timeframe"
 
 
 class PredictionService:

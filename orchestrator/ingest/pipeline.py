@@ -12,6 +12,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
+from orchestrator.errors import BadParameterError
 from orchestrator.fileio import atomic_file
 from orchestrator.ingest.validate import validate_bars
 from orchestrator.ingest.writer import DEFAULT_BATCH_ROWS, write_bars
@@ -116,7 +117,9 @@ def prepare(
     if options.symbol is not None:
         frame["symbol"] = parse_symbol(options.symbol)
     elif "symbol" not in frame:
-        raise ValueError(f"{source}: the file has no symbol/ticker column; pass --symbol")
+        raise BadParameterError(
+            f"{source}: the file has no symbol/ticker column; pass --symbol", field="symbol"
+        )
     else:
         frame["symbol"] = _normalise_labels(frame["symbol"], str.upper)
     inferred = None
@@ -125,9 +128,10 @@ def prepare(
     elif "timeframe" not in frame:
         guess = infer_timeframe(frame["ts"])
         if guess is None:
-            raise ValueError(
+            raise BadParameterError(
                 f"{source}: no timeframe column and the bar spacing matches no timeframe; "
-                "pass --timeframe"
+                "pass --timeframe",
+                field="timeframe",
             )
         frame["timeframe"] = guess.value
         inferred = guess.value

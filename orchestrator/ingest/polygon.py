@@ -21,6 +21,7 @@ import numpy.typing as npt
 import pandas as pd
 from tqdm import tqdm
 
+from orchestrator.errors import BadParameterError, ServiceUnavailableError, SettingsError
 from orchestrator.ingest.pipeline import guess_asset_class
 from orchestrator.marketdata.timeframes import Timeframe
 
@@ -36,8 +37,8 @@ _TIMESPAN = {
 _PREFIX = {"crypto": "X:", "forex": "C:", "metal": "C:"}
 
 
-class PolygonError(RuntimeError):
-    pass
+class PolygonError(ServiceUnavailableError):
+    """Polygon cannot be reached or refuses the request (exit 3)."""
 
 
 class PolygonSettings(msgspec.Struct, frozen=True):
@@ -53,7 +54,7 @@ class PolygonSettings(msgspec.Struct, frozen=True):
     def from_env(cls) -> PolygonSettings:
         key = os.environ.get("POLYGON_API_KEY", "")
         if not key:
-            raise PolygonError("set POLYGON_API_KEY to your Polygon.io API key")
+            raise SettingsError("set POLYGON_API_KEY to your Polygon.io API key")
         base = os.environ.get("POLYGON_BASE_URL", "https://api.polygon.io")
         return cls(api_key=key, base_url=base.rstrip("/"))
 
@@ -140,12 +141,13 @@ class PolygonClient:
     ) -> pd.DataFrame:
         """All bars of [start, end] (days, inclusive) in the ingestion pipeline's raw shape."""
         if end < start:
-            raise PolygonError("--to is before --from")
+            raise BadParameterError("--to is before --from", field="end")
         if timeframe not in _TIMESPAN:
             # Weeks and months come from resampling stored bars, which fixes their alignment.
-            raise PolygonError(
+            raise BadParameterError(
                 f"Polygon ingestion takes {', '.join(tf.value for tf in _TIMESPAN)}; ingest 1d "
-                f"bars and ask history for {timeframe.value} (resampled from them)"
+                f"bars and ask history for {timeframe.value} (resampled from them)",
+                field="timeframe",
             )
         multiplier, timespan = _TIMESPAN[timeframe]
         ticker = ticker or polygon_ticker(symbol.upper())

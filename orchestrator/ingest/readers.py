@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from orchestrator.errors import BadParameterError
+
 ALIASES: dict[str, tuple[str, ...]] = {
     "ts": ("time", "timestamp", "date", "datetime", "ts", "t", "open_time"),
     "open": ("open", "o"),
@@ -40,8 +42,10 @@ _MIN_EPOCH = 1e8
 _DOTTED_DATE = re.compile(r"^(\d{4})\.(\d{2})\.(\d{2})")
 
 
-class InputFileError(ValueError):
-    """The file as a whole cannot be read (missing columns, unknown format)."""
+class InputFileError(BadParameterError):
+    """The file as a whole cannot be read (missing columns, unknown format; exit 2)."""
+
+    field = "files"
 
 
 def _header_key(column: object) -> str:

@@ -1,10 +1,15 @@
-"""Failures of the job system that callers map to HTTP statuses (api/errors.py) and exit codes."""
+"""Failures of the job system; their status and exit code come with their class
+(orchestrator/errors.py)."""
 
 from __future__ import annotations
 
+from orchestrator.errors import ConflictError, NotFoundError, ServiceUnavailableError
 
-class JobQueueUnavailableError(RuntimeError):
+
+class JobQueueUnavailableError(ServiceUnavailableError):
     """Redis, which carries jobs to the workers, does not answer (the API answers 503)."""
+
+    title = "Job queue unavailable"
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = url
@@ -15,20 +20,24 @@ class JobQueueUnavailableError(RuntimeError):
         )
 
 
-class RunNotFoundError(LookupError):
+class RunNotFoundError(NotFoundError):
     """No run with that id (the API answers 404)."""
+
+    field = "job_id"
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         super().__init__(f"no backtest job {run_id!r}")
 
 
-class RunFinishedError(RuntimeError):
+class RunFinishedError(ConflictError):
     """The run already finished, so it cannot be cancelled (the API answers 409)."""
 
-    def __init__(self, run_id: str, status: str) -> None:
-        self.run_id, self.status = run_id, status
+    field = "job_id"
+
+    def __init__(self, run_id: str, run_status: str) -> None:
+        self.run_id, self.run_status = run_id, run_status
         super().__init__(
-            f"backtest job {run_id!r} already finished with status {status!r}; only queued or "
+            f"backtest job {run_id!r} already finished with status {run_status!r}; only queued or "
             "running jobs can be cancelled"
         )

@@ -15,8 +15,8 @@ from typing import Any, Literal, get_args
 import msgspec
 from asyncmy.cursors import Cursor
 
-from orchestrator.api.errors import ErrorBody
 from orchestrator.backtest.request import BacktestRequest
+from orchestrator.errors import ErrorBody
 from orchestrator.jobs.errors import RunFinishedError, RunNotFoundError
 from orchestrator.marketdata.db import Database
 

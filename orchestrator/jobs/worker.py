@@ -30,10 +30,10 @@ from saq.types import Context, PartialTimersDict
 from saq.utils import now
 
 from export.walkforward import WalkForwardConfig, run_walk_forward
-from orchestrator.api.errors import ErrorBody, describe
 from orchestrator.backtest.predictions import PREDICTION_CACHE_DIR
 from orchestrator.backtest.report import BacktestResult
 from orchestrator.backtest.runner import PhaseProgress, run_backtest
+from orchestrator.errors import ErrorBody, ServiceUnavailableError, describe
 from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE, served_name
 from orchestrator.jobs.errors import JobQueueUnavailableError
@@ -50,8 +50,8 @@ TASKS = ("backtest", "walk_forward")  # SAQ task names, one per run kind
 _TRANSIENT = (DatabaseUnavailableError, MySQLError, JobQueueUnavailableError, RedisError, OSError)
 
 
-class WorkerSetupError(RuntimeError):
-    """The worker cannot start (the runs table is missing)."""
+class WorkerSetupError(ServiceUnavailableError):
+    """The worker cannot start (the runs table is missing; exit 3)."""
 
 
 class AttemptStoppedError(RuntimeError):
@@ -64,16 +64,6 @@ def worker_died(attempts: int) -> ErrorBody:
         f"the worker running this job stopped (killed, crashed or hung) in each of its "
         f"{attempts} attempt(s); JOB_MAX_ATTEMPTS={attempts} allows no further retry",
     )
-
-
-def failure(exc: BaseException) -> tuple[int, ErrorBody]:
-    """The status and body a synchronous request would have answered."""
-    if not isinstance(exc, Exception):
-        return 500, ErrorBody("Internal server error", f"{type(exc).__name__}: {exc}")
-    status, body = describe(exc)
-    if status == 500 and isinstance(exc, ValueError):  # e.g. too little data to train
-        status, body = 422, ErrorBody("Cannot backtest", str(exc))
-    return status, body
 
 
 class Attempt:
@@ -220,7 +210,7 @@ class BacktestWorker:
             if attempt.stop_reason == "cancelled":
                 await self.runs.end(run.id, run.attempts, "cancelled", None)
             return attempt.stop_reason or "stopped"
-        code, error = failure(exc)
+        code, error = describe(exc)  # what a synchronous request would have answered
         await self.runs.end(run.id, run.attempts, "failed", (code, error))
         log.info("run %s: failed with %d: %s", run.id, code, error.message)
         return "failed"

@@ -27,6 +27,7 @@ from asyncmy.connection import Connection
 from asyncmy.errors import Error as MySQLError
 from asyncmy.errors import InterfaceError, InternalError
 
+from orchestrator.errors import ServiceUnavailableError
 from orchestrator.settings import DatabaseSettings
 
 # asyncmy logs server notes (e.g. INSERT IGNORE duplicates) as warnings; they are expected.
@@ -86,8 +87,10 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, OSError | EOFError)
 
 
-class DatabaseUnavailableError(RuntimeError):
-    """The database cannot be reached or did not answer in time."""
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """The database cannot be reached or did not answer in time (the API answers 503)."""
+
+    title = "Database unavailable"
 
     def __init__(self, settings: DatabaseSettings, reason: str) -> None:
         self.settings = settings

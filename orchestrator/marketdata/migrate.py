@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+from orchestrator.errors import EngineError
 from orchestrator.marketdata.db import Database
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -34,8 +35,9 @@ class Migration:
         return [s.strip() for s in without_comments.split(";") if s.strip()]
 
 
-class MigrationError(RuntimeError):
-    """The database's migration history disagrees with the files shipped in this version."""
+class MigrationError(EngineError):
+    """The database's migration history disagrees with the files shipped in this version, or
+    another process holds the migration lock (a deployment fault: 500, exit 1)."""
 
 
 def available_migrations() -> list[Migration]:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from asyncmy.connection import Connection
 
+from orchestrator.errors import BadParameterError, NotFoundError
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.resample import resample_bars
 from orchestrator.marketdata.timeframes import Timeframe, is_multiple, newest_closed, parse_symbol
@@ -52,7 +53,12 @@ class SymbolInfo(msgspec.Struct, frozen=True):
     description: str = ""
 
 
-class UnknownSymbolError(LookupError):
+class UnknownSymbolError(NotFoundError):
+    """No such symbol in the store (the API answers 404)."""
+
+    title = "Unknown symbol"
+    field = "symbol"
+
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         super().__init__(
@@ -60,8 +66,11 @@ class UnknownSymbolError(LookupError):
         )
 
 
-class UnsupportedTimeframeError(ValueError):
-    pass
+class UnsupportedTimeframeError(NotFoundError):
+    """A valid timeframe this symbol's bars cannot answer (not a whole multiple of its base;
+    the API answers 404)."""
+
+    field = "timeframe"
 
 
 def empty_bars() -> pd.DataFrame:
@@ -120,7 +129,10 @@ class BarStore:
     async def upsert_symbol(self, info: SymbolInfo) -> None:
         """Registers a symbol; an existing row keeps its settings (they are edited deliberately)."""
         if info.asset_class not in ASSET_CLASSES:
-            raise ValueError(f"asset class {info.asset_class!r} is not one of {ASSET_CLASSES}")
+            raise BadParameterError(
+                f"asset class {info.asset_class!r} is not one of {', '.join(ASSET_CLASSES)}",
+                field="asset_class",
+            )
         sql = (
             "INSERT IGNORE INTO symbols"
             " (symbol, asset_class, tick_size, base_timeframe, description)"
@@ -169,13 +181,19 @@ class BarStore:
         return None if newest is None else newest_closed(newest, source, timeframe)
 
     async def latest_bars(
-        self, symbol: str, timeframe: Timeframe, limit: int, *, closed_only: bool = False
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        limit: int,
+        *,
+        closed_only: bool = False,
+        before: datetime | None = None,
     ) -> pd.DataFrame:
-        """The newest `limit` bars, oldest first; resampled from the base timeframe if needed.
-        `closed_only` leaves out a resampled bucket that is still forming (models were trained
-        on closed bars only)."""
+        """The newest `limit` bars (opening before `before`, when given), oldest first; resampled
+        from the base timeframe if needed. `closed_only` leaves out a resampled bucket that is
+        still forming (models were trained on closed bars only)."""
         if limit <= 0:
-            raise ValueError("limit must be a positive number of bars")
+            raise BadParameterError("limit must be a positive number of bars", field="limit")
         symbol = parse_symbol(symbol)
         source = await self.source_timeframe(symbol, timeframe)
         ratio = timeframe.seconds // source.seconds
@@ -183,9 +201,10 @@ class BarStore:
         # span at least limit + 1 buckets; the oldest one may be cut short and is dropped (and
         # with closed_only one more is fetched for the forming bucket that may be left out).
         fetch = limit if ratio == 1 else (limit + 1 + int(closed_only)) * ratio
+        until, bound = ("", ()) if before is None else (" AND ts < %s", (_naive_utc(before),))
         rows = await self.db.fetchall(
-            f"{_SELECT_BARS} WHERE symbol = %s AND timeframe = %s ORDER BY ts DESC LIMIT %s",
-            (symbol, source.value, fetch),
+            f"{_SELECT_BARS} WHERE symbol = %s AND timeframe = %s{until} ORDER BY ts DESC LIMIT %s",
+            (symbol, source.value, *bound, fetch),
         )
         frame = bars_frame(rows[::-1])
         if ratio == 1:
@@ -196,26 +215,44 @@ class BarStore:
         return resampled.iloc[-limit:]
 
     async def bars_between(
-        self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        start: datetime,
+        end: datetime | None,
+        *,
+        limit: int | None = None,
     ) -> pd.DataFrame:
-        """Bars whose open time lies in [start, end), oldest first."""
-        if end <= start:
-            raise ValueError("end must be after start")
+        """Bars whose open time lies in [start, end) (end None: up to the newest), oldest first;
+        only the first `limit` when given."""
+        if end is not None and end <= start:
+            raise BadParameterError("end must be after start", field="end")
+        if limit is not None and limit <= 0:
+            raise BadParameterError("limit must be a positive number of bars", field="limit")
         symbol = parse_symbol(symbol)
         source = await self.source_timeframe(symbol, timeframe)
-        start_n, end_n = _naive_utc(start), _naive_utc(end)
+        start_n = _naive_utc(start)
+        until, bound = ("", ()) if end is None else (" AND ts < %s", (_naive_utc(end),))
         # Read whole buckets so the first resampled bucket is complete, then keep those >= start.
-        fetch_from = timeframe.floor(start_n)
+        # A bucket holds at most `ratio` base bars: (limit + 2) * ratio of them span the first
+        # bucket (maybe before start), `limit` whole ones and the one the LIMIT may cut.
+        ratio = timeframe.seconds // source.seconds
+        most = "" if limit is None else f" LIMIT {limit if ratio == 1 else (limit + 2) * ratio:d}"
         rows = await self.db.fetchall(
-            f"{_SELECT_BARS} WHERE symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s"
-            " ORDER BY ts",
-            (symbol, source.value, fetch_from if source != timeframe else start_n, end_n),
+            f"{_SELECT_BARS} WHERE symbol = %s AND timeframe = %s AND ts >= %s{until}"
+            f" ORDER BY ts{most}",
+            (
+                symbol,
+                source.value,
+                timeframe.floor(start_n) if source != timeframe else start_n,
+                *bound,
+            ),
         )
         frame = bars_frame(rows)
-        if source == timeframe:
-            return frame
-        resampled = resample_bars(frame, timeframe)
-        return resampled[resampled.index >= pd.Timestamp(start_n, tz="UTC")]
+        if source != timeframe:
+            resampled = resample_bars(frame, timeframe)
+            frame = resampled[resampled.index >= pd.Timestamp(start_n, tz="UTC")]
+        return frame if limit is None else frame.iloc[:limit]
 
     async def source_timeframe(self, symbol: str, timeframe: Timeframe) -> Timeframe:
         """Bars stored at `timeframe` win; otherwise resample from the symbol's base timeframe.

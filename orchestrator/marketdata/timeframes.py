@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from orchestrator.errors import BadParameterError
+
 if TYPE_CHECKING:  # pandas loads on first use: the command line's parser imports this module
     import pandas as pd
 
@@ -121,12 +123,16 @@ MONTH_SPACING_S = (28 * DAY_S, 31 * DAY_S)
 VALID_TIMEFRAMES = ", ".join(tf.value for tf in Timeframe)
 
 
-class InvalidSymbolError(ValueError):
-    """A symbol that fails the allow-list pattern (never reaches SQL)."""
+class InvalidSymbolError(BadParameterError):
+    """A symbol that fails the allow-list pattern (never reaches SQL; the API answers 400)."""
+
+    field = "symbol"
 
 
-class InvalidTimeframeError(ValueError):
-    """A timeframe string that is not one of the supported ones."""
+class InvalidTimeframeError(BadParameterError):
+    """A timeframe string that is not one of the supported ones (400)."""
+
+    field = "timeframe"
 
 
 def parse_symbol(raw: str) -> str:

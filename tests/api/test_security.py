@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import urlencode
 
 import jwt
 import msgspec
-from litestar.testing import AsyncTestClient
+import pytest
+from litestar.exceptions import WebSocketDisconnect
+from litestar.testing import AsyncTestClient, TestClient
 
 from orchestrator.api.app import create_app
 from orchestrator.ingest.writer import write_bars
@@ -70,6 +73,23 @@ async def test_api_key_and_jwt(
         assert expired.status_code == 401
         assert expired.json()["message"] == "token expired"
         assert (await client.get("/health")).status_code == 200  # liveness stays open
+
+
+def test_a_websocket_token_is_url_decoded(db_settings: DatabaseSettings, redis_url: str) -> None:
+    """Browsers send the key as ?token= (they cannot set headers on a WebSocket), encoded as
+    URLSearchParams does; the key is compared once decoded."""
+    key = "k+y/with=sign%s"
+    app = _app(db_settings, redis_url, internal_api_key=key)
+    with TestClient(app) as client:  # type: ignore[arg-type]
+        # Authenticated: the handler runs and says the symbol is unknown (404 -> close 4404).
+        with client.websocket_connect(f"/ws/NOPEUSD?{urlencode({'token': key})}") as ws:
+            message = ws.receive_json()
+            assert (message["type"], message["status"]) == ("error", 404), message
+        # The same characters unencoded read as another key ("+" is a space): refused.
+        with client.websocket_connect(f"/ws/NOPEUSD?token={key}") as ws:
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 4401
 
 
 async def test_rate_limit_per_forwarded_client(

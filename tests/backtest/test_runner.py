@@ -32,9 +32,11 @@ from orchestrator.backtest.request import (
     BacktestRequestError,
     EmptyRangeError,
     InsufficientHistoryError,
+    UnknownBacktestSymbolError,
 )
 from orchestrator.backtest.runner import bar_signals, run_backtest
 from orchestrator.devstack.triton import TritonServer
+from orchestrator.errors import EngineError
 from orchestrator.features.head import apply_head
 from orchestrator.features.online import ModelInputs, inputs_for_latest
 from orchestrator.inference.client import EnsembleOutput, SignalModels
@@ -330,7 +332,7 @@ async def test_no_look_ahead(bars: pd.DataFrame, models: SignalModels) -> None:
         ({"timeframe": "15m"}, BacktestRequestError, "timeframe", "trained on 5m bars"),
         ({"timeframe": "7m"}, BacktestRequestError, "timeframe", "invalid timeframe"),
         ({"horizon": "weekly"}, BacktestRequestError, "horizon", "choose from scalping"),
-        ({"symbol": "NOPEUSD"}, BacktestRequestError, "symbol", "unknown symbol"),
+        ({"symbol": "NOPEUSD"}, UnknownBacktestSymbolError, "symbol", "unknown symbol"),
         ({"min_confidence": 1.5}, BacktestRequestError, "min_confidence", r"within \[0, 1\]"),
         ({"fee_rate": 2.0}, BacktestRequestError, "fee_rate", "fraction"),
         ({"start": 2040}, EmptyRangeError, "start", "no 5m bars of BTCUSD"),
@@ -354,7 +356,7 @@ async def test_request_errors(
     models: SignalModels,
     clean_db: Database,
     changes: dict[str, object],
-    error: type[BacktestRequestError],
+    error: type[EngineError],
     field: str,
     message: str,
 ) -> None:
@@ -369,7 +371,7 @@ async def test_request_errors(
         await run_backtest(
             msgspec.structs.replace(request, **changes), db=clean_db, models=models, cache_dir=None
         )
-    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, EngineError)  # an expected failure, with its status
     assert caught.value.field == field
     if isinstance(caught.value, InsufficientHistoryError):
         assert (caught.value.have, caught.value.need) == (10, 663)

@@ -11,7 +11,12 @@ import pytest
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore, SymbolInfo, UnknownSymbolError
-from orchestrator.marketdata.timeframes import InvalidSymbolError, Timeframe, parse_timeframe
+from orchestrator.marketdata.timeframes import (
+    InvalidSymbolError,
+    InvalidTimeframeError,
+    Timeframe,
+    parse_timeframe,
+)
 
 START = pd.Timestamp("2024-05-06 00:00", tz="UTC")  # a Monday
 
@@ -113,7 +118,7 @@ async def test_unknown_and_hostile_symbols(clean_db: Database) -> None:
         await store.latest_bars("NOPE", Timeframe.M5, 10)
     with pytest.raises(InvalidSymbolError, match="invalid symbol"):
         await store.latest_bars("BTC'; DROP TABLE bars; --", Timeframe.M5, 10)
-    with pytest.raises(ValueError, match="invalid timeframe"):
+    with pytest.raises(InvalidTimeframeError, match="invalid timeframe"):
         parse_timeframe("7m")
 
 
