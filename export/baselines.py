@@ -26,6 +26,7 @@ from sklearn.linear_model import LogisticRegression
 
 from orchestrator.features.baseline import GK_COLUMNS, HAR_COLUMNS, SEASON_CELLS
 from orchestrator.features.head import (
+    INTERVAL_GRID,
     LOG_HAR_OFFSET_ATR,
     Calibration,
     gk_ranges,
@@ -166,6 +167,15 @@ def fit_interval_ratios(predicted: F64, y: F64, level: float = INTERVAL_LEVEL) -
         )
     out: F64 = np.stack([lower, upper], axis=1)
     return out
+
+
+def fit_interval_quantiles(predicted: F64, y: F64) -> tuple[F64, list[bool]]:
+    """(2H, len(INTERVAL_GRID)) quantiles of realised / predicted per column, and which columns
+    start at 0 (fit_interval_ratios' rule): the table adaptive intervals read their level from."""
+    ratio = y / np.maximum(predicted, PREDICTION_FLOOR_ATR)
+    table = np.quantile(ratio, np.asarray(INTERVAL_GRID), axis=0).T
+    floored = (y == 0).mean(axis=0) >= ZERO_FLOOR_SHARE
+    return np.asarray(table, np.float64), [bool(v) for v in floored]
 
 
 def _corrected(q: float, n: int) -> float:

@@ -163,7 +163,9 @@ def _range_section(card: dict[str, Any]) -> list[str]:
 
 def _coverage_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
     coverage = card["coverage"]
+    adaptive = card.get("coverage_adaptive")
     level = coverage["level"]
+    extra = " adaptive high | adaptive low |" if adaptive is not None else ""
     lines = [
         "",
         f"## {level:.0%} intervals",
@@ -171,17 +173,28 @@ def _coverage_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
         f"Coverage out of sample ({coverage['rows']} rows; target {level:.0%} ± "
         f"{COVERAGE_TOLERANCE:.0%}):",
         "",
-        "| horizon | high | low |",
-        "|---|---|---|",
+        "| horizon | high | low |" + extra,
+        "|---|---|---|" + ("---|---|" if adaptive is not None else ""),
     ]
     for horizon in card["ranges"]:
-        lines.append(
-            f"| {horizon} | {coverage[horizon]['high']:.3f} | {coverage[horizon]['low']:.3f} |"
-        )
+        row = f"| {horizon} | {coverage[horizon]['high']:.3f} | {coverage[horizon]['low']:.3f} |"
+        if adaptive is not None:
+            row += f" {adaptive[horizon]['high']:.3f} | {adaptive[horizon]['low']:.3f} |"
+        lines.append(row)
+    if adaptive is not None:
+        lines += [
+            "",
+            "Served live: the **adaptive** intervals (adaptive conformal inference, step "
+            f"{adaptive['rate']}): each resolved outcome moves the level of its column, so a run "
+            "of misses widens the interval. The adaptive columns replay the test folds in time "
+            "order, each outcome arriving its horizon's bars late, as live; the first two keep "
+            "the level fixed.",
+        ]
     lines += ["", f"![coverage]({plot_file(plot_prefix, 'coverage')})", ""]
-    if not coverage["within_tolerance"]:
+    served = adaptive if adaptive is not None else coverage
+    if not served["within_tolerance"]:
         lines.append(
-            "**Missed:** some horizon's coverage is outside the ±3-point band (table above)."
+            "**Missed:** some horizon's served coverage is outside the ±3-point band (table above)."
         )
     return lines
 
@@ -252,10 +265,12 @@ def _gate_section(card: dict[str, Any]) -> list[str]:
         "## What is served: the gate",
         "",
         "Fixed before training (export/gate.py): an output serves the model only when a one-sided "
-        f"Diebold–Mariano test (Newey–West variance, lags = the label's bars) rejects at "
-        f"{gate['alpha']} that its loss is not lower than the best baseline's on the nested "
+        f"Diebold–Mariano test (Newey–West variance, 2 lags per label bar) rejects at "
+        f"{gate['alpha']} that its loss is not lower than the reference baseline's on the nested "
         "out-of-sample rows (ranges: squared error, and mean QLIKE not higher; probabilities: "
-        "Brier against the base rate). Otherwise the baseline is served.",
+        "Brier against the base rate). Otherwise the baseline is served. The reference baseline "
+        "of a range output is HAR unless another baseline beats HAR by the same test at "
+        f"{gate['alpha']} / 4.",
         "",
         "| output | served | tested against | skill | p-value | rows |",
         "|---|---|---|---|---|---|",

@@ -27,12 +27,14 @@ from sklearn.metrics import log_loss, roc_auc_score
 from export.baselines import (
     INTERVAL_LEVEL,
     fit_calibration,
+    fit_interval_quantiles,
     fit_interval_ratios,
     fit_stack,
 )
 from export.gate import GateDecision, probability_gate, range_gate
 from orchestrator.features.head import (
     CHOSEN_SIDE,
+    INTERVAL_GRID,
     METAMODEL,
     MODEL,
     NETWORKS,
@@ -40,6 +42,7 @@ from orchestrator.features.head import (
     chosen_side_p,
     stack_ranges,
 )
+from orchestrator.inference.adaptive_intervals import MISCOVERAGE_BOUNDS
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -136,6 +139,9 @@ class NestedServed:
     confidence_base: F64 = dataclasses.field(default_factory=lambda: np.zeros(0))
     # What each fold >= 1 served per range column / probability (fold -> decisions).
     fold_gates: dict[int, dict[str, str]] = dataclasses.field(default_factory=dict)
+    # Per fold >= 1: the conformal quantile table (2H, grid) and the zero-floored columns, fitted
+    # on the folds before (what adaptive intervals read their level from).
+    interval_tables: dict[int, tuple[F64, list[bool]]] = dataclasses.field(default_factory=dict)
 
 
 def choose_confidence_source(candidates: dict[str, F64], won: F64) -> str:
@@ -225,13 +231,20 @@ def nested_served(oof: OutOfFold, lags: Lags) -> NestedServed:
             fit_stack(oof.stack_inputs(before), oof.ranges[before]), oof.stack_inputs(before)
         )
         baselines_before, baselines_now = oof.baselines(before), oof.baselines(now)
+        tables, floors = [], []
         for j, decision in enumerate(ranges):
             served = _served_source(decision, out.blend[now], baselines_now, j)
             in_sample = _served_source(decision, fitted_blend, baselines_before, j)
             ratios = fit_interval_ratios(in_sample[:, None], oof.ranges[before][:, j : j + 1])
+            table, floor = fit_interval_quantiles(
+                in_sample[:, None], oof.ranges[before][:, j : j + 1]
+            )
+            tables.append(table[0])
+            floors += floor
             out.ranges[now, j] = served
             out.lower[now, j] = served * ratios[0, 0]
             out.upper[now, j] = served * ratios[0, 1]
+        out.interval_tables[k] = (np.stack(tables), floors)
         targets = {"p_long": out.p_long, "p_short": out.p_short, "confidence": out.confidence}
         for name, (model, base, _) in probability_inputs(oof, out).items():
             use_model = probabilities[name].served == MODEL
@@ -329,6 +342,55 @@ def coverage_report(oof: OutOfFold, served: NestedServed, horizons: list[str]) -
             "low": float(inside[:, 2 * k + 1].mean()),
         }
     report["overall"] = float(inside.mean())
+    report["within_tolerance"] = bool(
+        all(
+            abs(report[h][side] - INTERVAL_LEVEL) <= COVERAGE_TOLERANCE
+            for h in horizons
+            for side in ("high", "low")
+        )
+    )
+    return report
+
+
+def adaptive_coverage(
+    oof: OutOfFold, served: NestedServed, lags: Lags, horizons: list[str], rate: float
+) -> dict[str, Any]:
+    """Coverage when the intervals adapt online (adaptive conformal, as served live): the test
+    folds replayed in time order, each outcome arriving its horizon's bars late, the level
+    carried from fold to fold and the quantile table of each fold fitted on the folds before."""
+    rows = np.flatnonzero(np.isfinite(served.ranges).all(axis=1))
+    times, time_index = np.unique(oof.ts[rows], return_inverse=True)
+    grid = np.asarray(INTERVAL_GRID)
+    inside = np.zeros((rows.size, oof.ranges.shape[1]), bool)
+    target_miss = 1.0 - INTERVAL_LEVEL
+    # Rows grouped by time: an outcome of time t arrives at t + its horizon's bars.
+    order = np.argsort(time_index, kind="stable")
+    starts = np.searchsorted(time_index[order], np.arange(times.size + 1))
+    for j in range(oof.ranges.shape[1]):
+        delay = max(1, lags.ranges[j])
+        arriving = np.zeros(times.size + delay)
+        running = 0.0
+        for t in range(times.size):
+            running += arriving[t]
+            alpha = float(np.clip(target_miss + rate * running, *MISCOVERAGE_BOUNDS))
+            for r_local in order[starts[t] : starts[t + 1]]:
+                r = rows[r_local]
+                table, floors = served.interval_tables[int(oof.fold[r])]
+                if floors[j]:
+                    low, high = 0.0, np.interp(1 - alpha, grid, table[j])
+                else:
+                    low = np.interp(alpha / 2, grid, table[j])
+                    high = np.interp(1 - alpha / 2, grid, table[j])
+                pred, y = served.ranges[r, j], oof.ranges[r, j]
+                hit = pred * low <= y <= pred * high
+                inside[r_local, j] = hit
+                arriving[t + delay] += float(hit) - INTERVAL_LEVEL
+    report: dict[str, Any] = {"level": INTERVAL_LEVEL, "rate": rate, "rows": int(rows.size)}
+    for k, horizon in enumerate(horizons):
+        report[horizon] = {
+            "high": float(inside[:, 2 * k].mean()),
+            "low": float(inside[:, 2 * k + 1].mean()),
+        }
     report["within_tolerance"] = bool(
         all(
             abs(report[h][side] - INTERVAL_LEVEL) <= COVERAGE_TOLERANCE

@@ -2,11 +2,12 @@
 
 Written down before any model is scored and never tuned on the test folds:
 
-- **ranges**, per output column (up/down per horizon): the networks' blend is served only when a
-  one-sided Diebold–Mariano test finds its squared-error loss below the best baseline's at
-  `GATE_ALPHA` = 0.05, *and* its mean QLIKE loss is not above the baseline's. Otherwise the best
-  baseline (lowest MSE on the same rows) is served. Losses are the out-of-sample ones of the
-  nested walk-forward folds.
+- **ranges**, per output column (up/down per horizon): first the reference baseline: HAR, unless
+  another baseline beats HAR by the test below at `GATE_ALPHA` / 4 (Bonferroni over the four
+  others; among those that do, the lowest MSE). Then the networks' blend is served only when a
+  one-sided Diebold–Mariano test finds its squared-error loss below that baseline's at
+  `GATE_ALPHA` = 0.05, *and* its mean QLIKE loss is not above the baseline's. Otherwise the
+  baseline is served. Losses are the out-of-sample ones of the nested walk-forward folds.
 - **probabilities** (P(long wins), P(short wins), the confidence): the calibrated model is
   served only when the same test finds its Brier loss below the base rate's; otherwise the base
   rate is served.
@@ -37,7 +38,8 @@ I64 = npt.NDArray[np.int64]
 
 GATE_ALPHA = 0.05
 HAC_LAGS_PER_LABEL_BAR = 2
-MIN_TEST_TIMES = 30  # fewer distinct times than this: no test, the baseline is served
+MIN_TEST_TIMES = 30
+REFERENCE_BASELINE = "har"  # fewer distinct times than this: no test, the baseline is served
 QLIKE_FLOOR_ATR = 0.01
 
 
@@ -76,32 +78,59 @@ def _qlike(pred: F64, y: F64) -> F64:
     return out
 
 
+def _beats(challenger: F64, incumbent: F64, y: F64, ts: I64, lags: int) -> tuple[bool, float]:
+    """(passes, p): the one-sided DM test of `challenger` against `incumbent` on squared error,
+    with QLIKE not higher; the p-value compared with the caller's level."""
+    diff = (challenger - y) ** 2 - (incumbent - y) ** 2
+    _, p_value = dm_test(diff, ts, lags)
+    qlike_worse = float((_qlike(challenger, y) - _qlike(incumbent, y)).mean())
+    return qlike_worse <= 0, p_value
+
+
+def reference_baseline(baselines: dict[str, F64], y: F64, ts: I64, lags: int) -> str:
+    """The baseline a column falls back to: REFERENCE_BASELINE (HAR) unless another baseline
+    beats it by the gate's test at GATE_ALPHA / (number of other baselines) (Bonferroni); among
+    those that do, the lowest MSE. Choosing "the lowest MSE on earlier folds" outright swung
+    between HAR and HAR on Garman-Klass fold after fold on the demo data and cost up to 12 % of
+    MSE against the best baseline afterwards; HAR is the bar the field holds forecasts to."""
+    if REFERENCE_BASELINE not in baselines or len(y) == 0:
+        return min(baselines, key=lambda name: float(((baselines[name] - y) ** 2).mean()))
+    others = [name for name in baselines if name != REFERENCE_BASELINE]
+    level = GATE_ALPHA / max(len(others), 1)
+    winners = []
+    for name in others:
+        incumbent = baselines[REFERENCE_BASELINE]
+        qlike_ok, p_value = _beats(baselines[name], incumbent, y, ts, lags)
+        if qlike_ok and p_value < level:
+            winners.append(name)
+    if not winners:
+        return REFERENCE_BASELINE
+    return min(winners, key=lambda name: float(((baselines[name] - y) ** 2).mean()))
+
+
 def range_gate(
     blend: F64, baselines: dict[str, F64], y: F64, ts: I64, lags: list[int]
 ) -> list[GateDecision]:
-    """Per column of the (n, 2H) predictions: serve NETWORKS or the best baseline.
+    """Per column of the (n, 2H) predictions: serve NETWORKS or the reference baseline.
 
-    The best baseline is the one with the lowest MSE on every row given; the test runs on the
-    rows where the blend is known (NaN rows: no nested blend yet)."""
+    The reference baseline (reference_baseline) is chosen on every row given; the blend is
+    tested against it on the rows where the blend is known (NaN rows: no nested blend yet)."""
     tested = np.isfinite(blend).all(axis=1)
     decisions = []
     for j in range(y.shape[1]):
-        errors = {name: (values[:, j] - y[:, j]) ** 2 for name, values in baselines.items()}
-        best = min(errors, key=lambda name: float(errors[name].mean()) if len(y) else 0.0)
+        columns = {name: values[:, j] for name, values in baselines.items()}
+        best = reference_baseline(columns, y[:, j], ts, lags[j])
         if not tested.any():
             decisions.append(GateDecision(best, best, math.nan, math.nan, 0))
             continue
-        blend_error = (blend[tested, j] - y[tested, j]) ** 2
-        base_error = errors[best][tested]
-        _, p_value = dm_test(blend_error - base_error, ts[tested], lags[j])
-        qlike_worse = float(
-            (
-                _qlike(blend[tested, j], y[tested, j])
-                - _qlike(baselines[best][tested, j], y[tested, j])
-            ).mean()
+        blend_j, base_j, y_j = blend[tested, j], columns[best][tested], y[tested, j]
+        qlike_ok, p_value = _beats(blend_j, base_j, y_j, ts[tested], lags[j])
+        passed = p_value < GATE_ALPHA and qlike_ok
+        blend_mse, base_mse = (
+            float(((blend_j - y_j) ** 2).mean()),
+            float(((base_j - y_j) ** 2).mean()),
         )
-        passed = p_value < GATE_ALPHA and qlike_worse <= 0
-        skill = 1 - float(blend_error.mean()) / max(float(base_error.mean()), 1e-12)
+        skill = 1 - blend_mse / max(base_mse, 1e-12)
         served = NETWORKS if passed else best
         decisions.append(GateDecision(served, best, p_value, skill, int(tested.sum())))
     return decisions

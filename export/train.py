@@ -31,6 +31,7 @@ from export.baselines import (
     BaselineFit,
     fit_calibration,
     fit_har_logistic,
+    fit_interval_quantiles,
     fit_interval_ratios,
     fit_stack,
     har_logistic_proba,
@@ -40,6 +41,7 @@ from export.evaluation import (
     Lags,
     NestedServed,
     OutOfFold,
+    adaptive_coverage,
     classifier_report,
     coverage_report,
     gate_decisions,
@@ -76,6 +78,7 @@ from orchestrator.features.spec import (
     pipeline_fingerprint,
 )
 from orchestrator.features.targets import range_targets, triple_barrier
+from orchestrator.inference.adaptive_intervals import ADAPTIVE_RATE
 from orchestrator.marketdata.timeframes import Timeframe
 
 I64 = npt.NDArray[np.int64]
@@ -461,7 +464,9 @@ def fit_head(
     )
     # Intervals around what each column serves: the stack applied to the out-of-fold inputs.
     oof_stack = _gated_stack(stack, range_gates, oof.train_mean.mean(axis=0))
-    ratios = fit_interval_ratios(stack_ranges(oof_stack, oof.stack_inputs()), oof.ranges)
+    oof_served = stack_ranges(oof_stack, oof.stack_inputs())
+    ratios = fit_interval_ratios(oof_served, oof.ranges)
+    quantiles, floors = fit_interval_quantiles(oof_served, oof.ranges)
     source = served.confidence_source
     confidence_raw = oof.confidence_inputs()[source]
     scored = np.isfinite(confidence_raw)
@@ -496,6 +501,9 @@ def fit_head(
         confidence=calibrations["confidence"],
         confidence_source=source,
         probability_served={name: d.served for name, d in probability_gates.items()},
+        interval_quantiles=_rounded(quantiles),
+        interval_floor=floors,
+        adaptive_rate=ADAPTIVE_RATE,
     )
     gate = {
         "alpha": GATE_ALPHA,
@@ -595,6 +603,7 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         "horizon_bars": {h.value: h.bars(cfg.timeframe) for h in HORIZONS},
         "ranges": range_report(oof, served, horizons),
         "coverage": coverage_report(oof, served, horizons),
+        "coverage_adaptive": adaptive_coverage(oof, served, lags, horizons, ADAPTIVE_RATE),
         "probabilities": classifier_report(oof, served),
         "config": config_dict(cfg),
     }

@@ -64,6 +64,7 @@ class Resources:
                 publish=self.publish,
             )
             self._engine.on_predictions(self.quality.record)
+            self._engine.miscoverage = self.quality.miscoverage  # adaptive intervals
         return self._engine
 
     @property

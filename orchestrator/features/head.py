@@ -13,7 +13,10 @@ backtests) applies the same arithmetic to the same inputs:
   baseline alone. `served` names the choice per column; the stack weights encode it (one-hot on
   the baseline, the intercept column for the training mean), so serving never branches;
 - **intervals**: split-conformal multipliers of the served range give an 80 % interval for the
-  high and for the low;
+  high and for the low. The head also ships the conformal quantiles of realised / served at a
+  grid of levels, so live serving can move each interval's level by adaptive conformal
+  inference (Gibbs & Candès 2021) as outcomes arrive (`interval_ratios`; the miscoverage per
+  column comes from live quality, orchestrator/inference/adaptive_intervals.py);
 - **probabilities**: isotonic maps for P(long wins), P(short wins) and the confidence. Where the
   gate found no Brier skill over the base rate, the map is the constant base rate
   (`probability_served` says which).
@@ -59,6 +62,7 @@ METAMODEL = "metamodel"
 CHOSEN_SIDE = "chosen_side"
 CONFIDENCE_SOURCES = (METAMODEL, CHOSEN_SIDE)
 LOG_HAR_OFFSET_ATR = 0.05  # log-HAR models log(range + offset): a range can be exactly 0
+INTERVAL_GRID: tuple[float, ...] = tuple(round(i / 200, 3) for i in range(201))  # quantile levels
 
 
 class Calibration(msgspec.Struct, frozen=True):
@@ -94,6 +98,11 @@ class ServingHead(msgspec.Struct, frozen=True):
     confidence: Calibration
     confidence_source: str = METAMODEL  # what `confidence` maps: METAMODEL or CHOSEN_SIDE
     probability_served: dict[str, str] = {}  # PROBABILITIES -> MODEL or BASE_RATE
+    # (2H, len(INTERVAL_GRID)): quantiles of realised / served per column, for adaptive levels;
+    # empty: the intervals stay at interval_ratio.
+    interval_quantiles: list[list[float]] = []
+    interval_floor: list[bool] = []  # (2H,): the interval starts at 0 (a no-move point mass)
+    adaptive_rate: float = 0.0  # ACI's step size gamma (0: intervals do not adapt)
 
     def check(self, n_ranges: int) -> None:
         """Refuses a head built for other baseline inputs or another number of outputs."""
@@ -114,6 +123,12 @@ class ServingHead(msgspec.Struct, frozen=True):
             "reference": ((len(self.reference),), (n_ranges,)),
             "interval_ratio": (np.shape(self.interval_ratio), (n_ranges, 2)),
         }
+        if self.interval_quantiles:
+            shapes["interval_quantiles"] = (
+                np.shape(self.interval_quantiles),
+                (n_ranges, len(INTERVAL_GRID)),
+            )
+            shapes["interval_floor"] = ((len(self.interval_floor),), (n_ranges,))
         if self.confidence_source not in CONFIDENCE_SOURCES:
             raise ValueError(
                 f"serving head's confidence_source {self.confidence_source!r} is none of "
@@ -228,6 +243,27 @@ def reference_ranges(
     return out
 
 
+def interval_ratios(head: ServingHead, miscoverage: npt.ArrayLike | None) -> F64:
+    """(2H, 2) multipliers of the served range for the given miscoverage per column (None, or a
+    head without quantiles: the fitted 80 % multipliers). Equal tails, or [0, upper] where the
+    column's interval starts at 0."""
+    fitted = np.asarray(head.interval_ratio, np.float64)
+    if miscoverage is None or not head.interval_quantiles:
+        return fitted
+    alpha = np.clip(np.asarray(miscoverage, np.float64), 0.0, 1.0)
+    grid = np.asarray(INTERVAL_GRID)
+    out = np.empty_like(fitted)
+    for j, table in enumerate(head.interval_quantiles):
+        if head.interval_floor[j]:
+            out[j] = (0.0, np.interp(1.0 - alpha[j], grid, table))
+        else:
+            out[j] = (
+                np.interp(alpha[j] / 2, grid, table),
+                np.interp(1 - alpha[j] / 2, grid, table),
+            )
+    return out
+
+
 def apply_head(
     head: ServingHead | None,
     gru: Floats,
@@ -237,8 +273,10 @@ def apply_head(
     p_long: Floats,
     p_short: Floats,
     confidence: Floats,
+    miscoverage: npt.ArrayLike | None = None,
 ) -> ServedOutput:
-    """The served numbers for N bars (see the module docstring)."""
+    """The served numbers for N bars (see the module docstring); `miscoverage` per column moves
+    the intervals' level (adaptive conformal), None keeps the fitted 80 %."""
     gru64, transformer64 = np.asarray(gru, np.float64), np.asarray(transformer, np.float64)
     if head is None:
         return ServedOutput(
@@ -249,7 +287,7 @@ def apply_head(
         )
     baselines = baseline_predictions(head, baseline, season)
     ranges = stack_ranges(head.stack, stack_inputs(gru64, transformer64, baselines))
-    ratio = np.asarray(head.interval_ratio)
+    ratio = interval_ratios(head, miscoverage)
     intervals = ranges[:, :, np.newaxis] * ratio[np.newaxis]
     raw_long, raw_short = np.asarray(p_long, np.float64), np.asarray(p_short, np.float64)
     raw_confidence = (

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 
 from orchestrator.features.head import apply_head
 from orchestrator.features.spec import FeatureSpec
@@ -42,6 +43,14 @@ from orchestrator.inference.shared import SharedPredictions
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
+
+F64 = npt.NDArray[np.float64]
+
+
+def _fixed_level(timeframe: str, version: str, spec: FeatureSpec) -> F64 | None:
+    """No live quality wired: the intervals keep the level they were fitted at."""
+    return None
+
 
 __all__ = ["BarCloseEngine", "BarCloseStats", "FeatureKey", "Prediction"]
 
@@ -80,6 +89,9 @@ class BarCloseEngine:
         self._sweeper: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[list[Prediction]], None]] = []
+        # The adaptive intervals' level per (timeframe, version, spec): live quality's
+        # QualityTracker.miscoverage, wired by the app; None keeps the fitted 80 %.
+        self.miscoverage: Callable[[str, str, FeatureSpec], F64 | None] = _fixed_level
         self.stats = BarCloseStats()
         self._states = FeatureStates(self.stats)
         candidates = tuple(Timeframe(tf) for tf in served_timeframes)
@@ -307,6 +319,7 @@ class BarCloseEngine:
                 results.update(dict.fromkeys(chunk_keys, outcome))
                 continue
             # The head for the whole chunk at once: per prediction it was ~15 % of a sweep.
+            miscoverage = self.miscoverage(timeframe.value, outcome.model_version, spec)
             served = apply_head(
                 spec.head,
                 outcome.gru_range,
@@ -316,6 +329,7 @@ class BarCloseEngine:
                 outcome.p_long,
                 outcome.p_short,
                 outcome.confidence,
+                miscoverage,
             )
             for row, (key, row_inputs) in enumerate(zip(chunk_keys, chunk_inputs, strict=True)):
                 prediction = Prediction(
@@ -327,6 +341,7 @@ class BarCloseEngine:
                     row_inputs,
                     outcome.row(row),
                     self._revision(key),
+                    miscoverage=miscoverage,
                     _served=served.row(row),
                 )
                 results[key] = prediction

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from orchestrator.features.head import ServedOutput, apply_head
 from orchestrator.features.online import ModelInputs
@@ -30,6 +32,8 @@ class Prediction:
     out: EnsembleOutput
     revision: int = 0  # of the stored series it was computed from (a corrected bar bumps it)
     encoded: dict[str, bytes] = field(default_factory=dict)
+    # The adaptive intervals' miscoverage per column when it was computed (None: the fitted 80 %).
+    miscoverage: npt.NDArray[np.float64] | None = None
     _served: ServedOutput | None = None
 
     @property
@@ -46,6 +50,7 @@ class Prediction:
                 out.p_long,
                 out.p_short,
                 out.confidence,
+                self.miscoverage,
             )
         return self._served
 

@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 from redis.asyncio import Redis
 
+from orchestrator.features.spec import FeatureSpec
+from orchestrator.inference.adaptive_intervals import F64, column_miscoverage
 from orchestrator.inference.prediction import FeatureKey, Prediction
 from orchestrator.inference.quality_store import CLAIM_TTL_S, SharedTotals
 from orchestrator.inference.quality_totals import (
@@ -287,6 +289,17 @@ class QualityTracker:
         if len(item.resolved) == len(item.horizon_bars):
             del series.pending[(item.bar_time, item.version)]
         return outcomes
+
+    # --- adaptive intervals ----------------------------------------------------------------
+    def miscoverage(self, timeframe: str, version: str, spec: FeatureSpec) -> F64 | None:
+        """The adaptive miscoverage per interval column of (timeframe, version), from the totals
+        of the last pass (shared by every replica); None where the head does not adapt."""
+        head = spec.head
+        if head is None or head.adaptive_rate <= 0 or not head.interval_quantiles:
+            return None
+        totals = self.shared.totals().get((timeframe, version))
+        sums = {} if totals is None else totals.sums
+        return column_miscoverage(1 - head.interval_level, head.adaptive_rate, spec.horizons, sums)
 
     # --- reporting ------------------------------------------------------------------------
     def report(self) -> list[VersionQuality]:

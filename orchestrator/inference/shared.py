@@ -59,6 +59,9 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
     revision: int
     har: list[float]  # the serving head's baseline inputs
     season: int
+    # The computing replica's adaptive interval level per column (every replica serves the
+    # same intervals for the bar); None: the fitted 80 %.
+    miscoverage: list[float] | None = None
 
     @classmethod
     def of(cls, prediction: Prediction) -> SharedPrediction:
@@ -79,6 +82,7 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
             prediction.revision,
             prediction.inputs.har[0].tolist(),
             int(prediction.inputs.season[0]),
+            None if prediction.miscoverage is None else prediction.miscoverage.tolist(),
         )
 
     @property
@@ -121,6 +125,7 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
             inputs,
             out,
             self.revision,
+            miscoverage=None if self.miscoverage is None else np.asarray(self.miscoverage),
         )
 
 

@@ -75,6 +75,6 @@ def test_missed_coverage_and_calibration_are_written_plainly() -> None:
     text = render_card(card, version=1, card_file="MODEL_CARD.md")
     assert "| scalping (6 bars) |" in text
     assert "same number of bars" not in text
-    assert "**Missed:** some horizon's coverage is outside the ±3-point band" in text
+    assert "**Missed:** some horizon's served coverage is outside the ±3-point band" in text
     assert "P(long wins) ECE 0.041 > 0.03" in text
     assert np.isfinite(card["ranges"]["intraday"]["served_skill"]["low"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from export.gate import GATE_ALPHA, dm_test, probability_gate, range_gate
+from export.gate import GATE_ALPHA, dm_test, probability_gate, range_gate, reference_baseline
 from orchestrator.features.head import BASE_RATE, MODEL, NETWORKS
 
 
@@ -73,3 +73,18 @@ def test_the_probability_gate_needs_brier_skill_over_the_base_rate() -> None:
     decision = probability_gate(noise, base, won, ts, 1)
     assert decision.served == BASE_RATE
     assert decision.skill < 0
+
+
+def test_har_stays_the_reference_unless_another_baseline_clearly_beats_it() -> None:
+    rng = np.random.default_rng(6)
+    n = 3000
+    y = rng.gamma(2.0, 1.0, n)
+    har = y * rng.lognormal(0, 0.4, n)
+    ts = np.arange(n)
+    # A baseline as good as HAR (lower MSE here by chance or not) does not replace it ...
+    equal = y * rng.lognormal(0, 0.4, n)
+    assert reference_baseline({"har": har, "har_gk": equal}, y, ts, 1) == "har"
+    # ... a clearly better one does, and the best of several that do is taken.
+    better, best = y * rng.lognormal(0, 0.2, n), y * rng.lognormal(0, 0.1, n)
+    choice = reference_baseline({"har": har, "log_har": better, "har_gk": best}, y, ts, 1)
+    assert choice == "har_gk"
