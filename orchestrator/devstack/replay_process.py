@@ -21,6 +21,8 @@ def up() -> int:
     interval_s = os.environ.get("REPLAY_INTERVAL_S", "5")
     source = os.environ.get("REPLAY_SOURCE", "demo")
     command = ["replay", "--source", source, "--interval-s", interval_s]
+    if os.environ.get("REPLAY_SYMBOLS"):
+        command += ["--symbols", os.environ["REPLAY_SYMBOLS"]]
     process.spawn(
         [sys.executable, "-u", "-m", "orchestrator", *command],
         env=dict(os.environ),

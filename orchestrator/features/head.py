@@ -245,23 +245,25 @@ def reference_ranges(
 
 def interval_ratios(head: ServingHead, miscoverage: npt.ArrayLike | None) -> F64:
     """(2H, 2) multipliers of the served range for the given miscoverage per column (None, or a
-    head without quantiles: the fitted 80 % multipliers). Equal tails, or [0, upper] where the
-    column's interval starts at 0."""
+    head without quantiles: the fitted 80 % multipliers). The fitted multipliers moved by the
+    quantile table's change from the nominal level to the asked one, so the nominal level gives
+    exactly the fitted interval. Equal tails, or [0, upper] where the column starts at 0."""
     fitted = np.asarray(head.interval_ratio, np.float64)
     if miscoverage is None or not head.interval_quantiles:
         return fitted
     alpha = np.clip(np.asarray(miscoverage, np.float64), 0.0, 1.0)
+    nominal = 1.0 - head.interval_level
     grid = np.asarray(INTERVAL_GRID)
-    out = np.empty_like(fitted)
+    out = fitted.copy()
     for j, table in enumerate(head.interval_quantiles):
         if head.interval_floor[j]:
-            out[j] = (0.0, np.interp(1.0 - alpha[j], grid, table))
+            out[j, 1] += np.interp(1 - alpha[j], grid, table) - np.interp(1 - nominal, grid, table)
         else:
-            out[j] = (
-                np.interp(alpha[j] / 2, grid, table),
-                np.interp(1 - alpha[j] / 2, grid, table),
+            out[j, 0] += np.interp(alpha[j] / 2, grid, table) - np.interp(nominal / 2, grid, table)
+            out[j, 1] += np.interp(1 - alpha[j] / 2, grid, table) - np.interp(
+                1 - nominal / 2, grid, table
             )
-    return out
+    return np.maximum(out, 0.0)
 
 
 def apply_head(

@@ -13,13 +13,18 @@ While Triton does not answer, a prediction already computed for the newest bar i
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import pandas as pd
 
 from orchestrator.errors import NotFoundError
 from orchestrator.features.online import NotEnoughHistoryError, required_bars
 from orchestrator.inference.barclose import BarCloseEngine, Prediction
 from orchestrator.inference.client import ModelServiceUnavailableError, SignalModels
 from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.sessions import TradingWeek, infer_week
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import newest_closed, parse_symbol, parse_timeframe
 from orchestrator.marketdata.watermarks import WatermarkReader
@@ -29,6 +34,10 @@ class UnservedTimeframeError(NotFoundError):
     """No model set is served for the asked timeframe (a 404 that names the fix)."""
 
     field = "timeframe"
+
+
+TRADING_WEEK_SPAN = timedelta(weeks=8)
+TRADING_WEEK_TTL_S = 6 * 3600.0
 
 
 class PredictionService:
@@ -45,6 +54,7 @@ class PredictionService:
         self.hits = 0  # answered from the engine's latest prediction
         self.joined = 0  # waited for a computation already pending or running
         self.misses = 0  # started a computation
+        self._weeks: dict[tuple[str, str], tuple[float, TradingWeek]] = {}
 
     async def served_models(self, timeframe: str) -> tuple[SignalModels, str]:
         """The timeframe's model set and its served version; UnservedTimeframeError when Triton
@@ -59,6 +69,23 @@ class PredictionService:
                 f"no {timeframe} models are served ({models.ensemble} is not loaded); train them "
                 f'with `make models TIMEFRAMES="{timeframe}"` and restart Triton'
             ) from None
+
+    async def trading_week(self, symbol: str, timeframe: str) -> TradingWeek:
+        """When the symbol trades at this timeframe, from its last TRADING_WEEK_SPAN of bars
+        (marketdata/sessions.py); derived once per TRADING_WEEK_TTL_S per key."""
+        key = (symbol, timeframe)
+        cached = self._weeks.get(key)
+        if cached is not None and time.monotonic() - cached[0] < TRADING_WEEK_TTL_S:
+            return cached[1]
+        tf = parse_timeframe(timeframe)
+        store = BarStore(await self._database())
+        newest = await store.last_bar_time(symbol, tf)
+        if newest is None:
+            return TradingWeek(tf.value, [])
+        bars = await store.bars_between(symbol, tf, newest - TRADING_WEEK_SPAN, None)
+        week = infer_week(pd.DatetimeIndex(bars.index), tf)
+        self._weeks[key] = (time.monotonic(), week)
+        return week
 
     async def asset_class(self, symbol: str) -> str:
         """The symbol's asset class (its trading costs); cached per pool by BarStore."""

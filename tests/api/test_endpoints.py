@@ -4,8 +4,10 @@ serving freshly trained models; predictions must equal a direct Triton call on t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 import tritonclient.grpc as grpcclient
 from litestar.testing import AsyncTestClient
@@ -15,6 +17,8 @@ from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.head import apply_head
 from orchestrator.features.online import ModelInputs, inputs_for_latest
 from orchestrator.inference.models import ENSEMBLE, served_name
+from orchestrator.marketdata.sessions import infer_week
+from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import DatabaseSettings
 from tests.api.conftest import api_settings
 from tests.conftest import TrainedRepository
@@ -87,6 +91,19 @@ async def test_predict_equals_a_direct_triton_call(
         assert low_interval[0] <= low_interval[1] <= inputs.close
     assert body["confidence"] == pytest.approx(float(served.confidence[0]), abs=1e-5)
     assert body["p_long"] == pytest.approx(float(served.p_long[0]), abs=1e-5)
+    head = loaded.models.spec.head
+    assert head is not None
+    week = infer_week(pd.DatetimeIndex(bars.index[-8 * 7 * 288 :]), Timeframe.M5)
+    assert week.always_open  # BTCUSD trades 24/7
+    bar_open = bars.index[-1].to_pydatetime()
+    for k, horizon in enumerate(body["horizons"]):
+        assert horizon["served_by"] == {"high": head.served[2 * k], "low": head.served[2 * k + 1]}
+        ends = datetime.fromisoformat(horizon["ends_at"].replace("Z", "+00:00"))
+        assert ends == week.bar_close(bar_open, horizon["bars"])
+        assert ends == bar_open + timedelta(minutes=5 * (horizon["bars"] + 1))
+    assert body["probability_served"] == {
+        name: head.probability_source(name) for name in ("p_long", "p_short", "confidence")
+    }
     one = (await client.get("/api/predict/BTCUSD", params={"horizon": "swing"})).json()
     assert [h["horizon"] for h in one["horizons"]] == ["swing"]
 

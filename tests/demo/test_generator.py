@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.demo.generator import generate_bars, generate_market
+from orchestrator.features.targets import range_targets
 from orchestrator.ingest.pipeline import IngestOptions, prepare
 from orchestrator.ingest.validate import validate_bars
 
@@ -50,3 +51,37 @@ def test_every_generated_row_passes_ingestion_validation() -> None:
     accepted, rejected = validate_bars(prepared)
     assert rejected.empty
     assert len(accepted) == len(frame)
+
+
+def test_a_session_market_trades_in_its_session_only_with_gaps_and_a_u_shaped_profile() -> None:
+    bars = generate_bars("ESDEMO", days=60, seed=2)
+    index = pd.DatetimeIndex(bars.index)
+    minutes = index.hour * 60 + index.minute
+    assert (index.dayofweek < 5).all()
+    assert minutes.min() == 14 * 60 + 30
+    assert minutes.max() == 20 * 60 + 55
+    assert (bars.groupby(index.date).size() == 78).all()  # 6.5 hours of 5-minute bars a day
+    # Each session opens away from the last close (an overnight gap), within a session it
+    # does not.
+    first = np.flatnonzero(np.diff(index.asi8, prepend=0) > 5 * 60 * 10**9)[1:]
+    jumps = np.abs(bars.open.to_numpy()[first] - bars.close.to_numpy()[first - 1])
+    inside = np.abs(bars.open.to_numpy()[1:] - bars.close.to_numpy()[:-1])
+    assert np.median(jumps) > 5 * np.median(inside)
+    # U-shaped: the first and last hours of the session range more than midday.
+    hour_range = ((bars.high - bars.low) / bars.close).groupby(index.hour).mean()
+    assert hour_range[14] > 1.5 * hour_range[17]
+    assert hour_range[20] > 1.3 * hour_range[17]
+
+
+def test_horizons_on_a_session_market_never_count_closed_hours() -> None:
+    """A range target over h bars reads the next h *trading* bars: the last bar of a session
+    looks at the first bars of the next session, not at the closed night."""
+    bars = generate_bars("ESDEMO", days=20, seed=4)
+    atr = np.ones(len(bars))
+    targets = range_targets(bars, atr, [6])
+    index = pd.DatetimeIndex(bars.index)
+    last = int(np.flatnonzero(index.date != np.roll(index.date, -1))[0])  # a session's last bar
+    next_session = bars.iloc[last + 1 : last + 7]
+    assert (pd.DatetimeIndex(next_session.index).date > index[last].date()).all()
+    expected = next_session.high.max() - bars.close.iloc[last]
+    assert targets[last, 0] == expected

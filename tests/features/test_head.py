@@ -9,6 +9,7 @@ import pytest
 from orchestrator.features.baseline import BASELINE_VERSION, SEASON_CELLS
 from orchestrator.features.head import (
     CHOSEN_SIDE,
+    INTERVAL_GRID,
     LOG_HAR_OFFSET_ATR,
     METAMODEL,
     NETWORKS,
@@ -16,6 +17,7 @@ from orchestrator.features.head import (
     Calibration,
     ServingHead,
     apply_head,
+    interval_ratios,
 )
 
 W = 2  # one horizon: up, down
@@ -103,3 +105,19 @@ def test_a_head_serving_an_unknown_source_is_refused() -> None:
     head = msgspec.structs.replace(_head(METAMODEL), served=["vibes", NETWORKS])
     with pytest.raises(ValueError, match="unknown range sources"):
         head.check(W)
+
+
+def test_adaptive_levels_move_the_fitted_interval_by_the_quantile_table() -> None:
+    grid = np.asarray(INTERVAL_GRID)
+    table = [list(0.2 + 1.6 * grid)] * W  # ratio quantiles: linear from 0.2 to 1.8
+    head = msgspec.structs.replace(
+        _head(METAMODEL),
+        interval_quantiles=table,
+        interval_floor=[False, True],
+        adaptive_rate=0.005,
+    )
+    head.check(W)
+    np.testing.assert_allclose(interval_ratios(head, [0.2, 0.2]), head.interval_ratio)
+    wider = interval_ratios(head, [0.1, 0.1])  # missed too often: a 90 % interval
+    np.testing.assert_allclose(wider[0], [0.5 - 1.6 * 0.05, 2.0 + 1.6 * 0.05])
+    np.testing.assert_allclose(wider[1], [0.5, 2.0 + 1.6 * 0.1])  # starts at 0: upper moves

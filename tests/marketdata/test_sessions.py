@@ -1,0 +1,47 @@
+"""Trading weeks derived from bars: horizons end after the h-th trading bar, closed hours
+skipped."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from orchestrator.demo.generator import generate_bars
+from orchestrator.marketdata.sessions import infer_week
+from orchestrator.marketdata.timeframes import Timeframe
+
+
+def test_a_24_7_market_is_open_in_every_slot() -> None:
+    bars = generate_bars("BTCUSD", days=21, seed=1)
+    week = infer_week(pd.DatetimeIndex(bars.index), Timeframe.M5)
+    assert week.always_open
+    assert week.bars_per_week == 7 * 288
+    start = datetime(2025, 6, 6, 23, 55, tzinfo=UTC)  # a Friday night: no closed hours
+    assert week.bar_close(start, 6) == datetime(2025, 6, 7, 0, 30, tzinfo=UTC)
+
+
+def test_an_exchange_session_skips_the_night_and_the_weekend() -> None:
+    bars = generate_bars("ESDEMO", days=35, seed=1)
+    week = infer_week(pd.DatetimeIndex(bars.index), Timeframe.M5)
+    assert week.bars_per_week == 5 * 78
+    last_friday_bar = datetime(2025, 6, 6, 20, 55, tzinfo=UTC)  # the session's last bar
+    # 6 bars on: the first 6 bars of Monday's session, 14:30 .. 14:55, closing at 15:00.
+    assert week.bar_close(last_friday_bar, 6) == datetime(2025, 6, 9, 15, 0, tzinfo=UTC)
+    # One session (78 bars) after Monday's open bar ends with Monday's close... of Tuesday.
+    monday_open = datetime(2025, 6, 9, 14, 30, tzinfo=UTC)
+    assert week.bar_close(monday_open, 78) == datetime(2025, 6, 10, 14, 35, tzinfo=UTC)
+
+
+def test_a_holiday_does_not_close_a_slot() -> None:
+    bars = generate_bars("ESDEMO", days=35, seed=1)
+    index = pd.DatetimeIndex(bars.index)
+    holiday = index[index.normalize() != pd.Timestamp("2025-06-12", tz="UTC")]
+    assert infer_week(holiday, Timeframe.M5).bars_per_week == 5 * 78
+
+
+def test_fx_closes_from_friday_22h_to_sunday_22h() -> None:
+    bars = generate_bars("EURUSD", days=28, seed=1)
+    week = infer_week(pd.DatetimeIndex(bars.index), Timeframe.M5)
+    friday_last = datetime(2025, 6, 6, 21, 55, tzinfo=UTC)
+    assert week.bar_close(friday_last, 1) == datetime(2025, 6, 8, 22, 5, tzinfo=UTC)
