@@ -114,6 +114,7 @@ class SymbolData:
     short_label: npt.NDArray[np.float64]
     har: npt.NDArray[np.float64]  # (T, 10) the baselines' inputs (BASELINE_INPUTS)
     season: I64  # (T,) (day of week, hour) cell
+    label_span: int = 0  # bars after a row that its longest label reads
 
 
 @dataclass
@@ -121,9 +122,10 @@ class Samples:
     symbol: I64  # index into the SymbolData list
     end: I64  # row of the window's last bar
     ts: I64  # that bar's open time, ns
+    label_ts: I64  # open time of the last bar any of its labels reads, ns (the purge's measure)
 
     def subset(self, mask: npt.NDArray[np.bool_]) -> Samples:
-        return Samples(self.symbol[mask], self.end[mask], self.ts[mask])
+        return Samples(self.symbol[mask], self.end[mask], self.ts[mask], self.label_ts[mask])
 
     def __len__(self) -> int:
         return int(self.end.size)
@@ -174,12 +176,13 @@ def prepare_symbol(symbol: str, bars: pd.DataFrame, cfg: TrainConfig) -> SymbolD
         triple_barrier(bars, atr, label_bars, cfg.tp_atr, cfg.sl_atr, -1),
         baseline_features(bars, atr, cfg.timeframe),
         season_cells(pd.DatetimeIndex(bars.index)),
+        max(*horizon_bars(cfg.timeframe), label_bars),
     )
 
 
 def collect_samples(data: list[SymbolData]) -> Samples:
     """Every bar whose full window of features and every target are known, in time order."""
-    symbols, ends, stamps = [], [], []
+    symbols, ends, stamps, label_stamps = [], [], [], []
     for index, item in enumerate(data):
         finite = np.isfinite(item.features[list(FEATURE_NAMES)].to_numpy()).all(axis=1)
         run = np.convolve(finite.astype(np.int64), np.ones(SEQUENCE_WINDOW, np.int64), "full")
@@ -192,12 +195,18 @@ def collect_samples(data: list[SymbolData]) -> Samples:
             & np.isfinite(item.har).all(axis=1)
         )
         rows = np.flatnonzero(ok)
+        times = pd.DatetimeIndex(item.bars.index).asi8
         symbols.append(np.full(rows.size, index, np.int64))
         ends.append(rows.astype(np.int64))
-        stamps.append(pd.DatetimeIndex(item.bars.index).asi8[rows])
+        stamps.append(times[rows])
+        # Every target of a kept row is known, so its longest label's last bar exists.
+        label_stamps.append(times[np.minimum(rows + item.label_span, times.size - 1)])
     order = np.argsort(np.concatenate(stamps), kind="stable")
     return Samples(
-        np.concatenate(symbols)[order], np.concatenate(ends)[order], np.concatenate(stamps)[order]
+        np.concatenate(symbols)[order],
+        np.concatenate(ends)[order],
+        np.concatenate(stamps)[order],
+        np.concatenate(label_stamps)[order],
     )
 
 
@@ -370,15 +379,17 @@ def fit_base_models(
 
 
 def walk_forward_folds(samples: Samples, cfg: TrainConfig) -> list[tuple[Samples, Samples]]:
-    """Expanding-window folds over the last half of the time span, purged by the label span."""
+    """Expanding-window folds over the last half of the time span, purged by the labels: a
+    training row's longest label must have read its last bar before the test block starts.
+    Measured on the bars themselves, so a weekend or a night inside a label counts as it falls
+    (a fixed 5-day purge let a 1,440-bar FX label that spans a weekend reach into the test)."""
     start, stop = samples.ts.min(), samples.ts.max() + 1
-    purge_ns = max(h.seconds for h in HORIZONS) * 10**9
     block = (stop - start) * 0.5 / cfg.folds
     folds = []
     for k in range(cfg.folds):
         test_start = start + (stop - start) * 0.5 + k * block
         test_stop = test_start + block
-        train = samples.subset(samples.ts + purge_ns < test_start)
+        train = samples.subset(samples.label_ts < test_start)
         test = samples.subset((samples.ts >= test_start) & (samples.ts < test_stop))
         if len(train) and len(test):
             folds.append((train, test))
@@ -591,8 +602,8 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
             [str(pd.Timestamp(test.ts.min(), tz="UTC")), str(pd.Timestamp(test.ts.max(), tz="UTC"))]
             for _, test in folds
         ],
-        "purge": f"{max(h.seconds for h in HORIZONS) // 3600} h (the longest horizon): a "
-        "training row's label window ends before its test block starts",
+        "purge": "by the labels: a training row's longest label (its last bar read) ends "
+        "before its test block starts, nights and weekends counted as they fall",
         "embargo": "none needed: every training row precedes its test block (expanding window)",
         "data_from": str(pd.Timestamp(samples.ts.min(), tz="UTC")),
         "data_to": str(pd.Timestamp(samples.ts.max(), tz="UTC")),

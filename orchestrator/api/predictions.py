@@ -29,6 +29,7 @@ from orchestrator.inference.barclose import Prediction
 from orchestrator.inference.models import SERVED_TIMEFRAMES
 from orchestrator.inference.service import PredictionService
 from orchestrator.marketdata.sessions import TradingWeek
+from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.signals.costs import cost_in_r, costs_for
 from orchestrator.signals.logic import Signal, build_signal
 from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
@@ -61,7 +62,7 @@ class ServedBy(msgspec.Struct):
 
 class HorizonPrediction(msgspec.Struct):
     horizon: str
-    bars: int
+    bars: int  # bars the market trades (nights, weekends and breaks are not counted)
     high: float  # price the market is expected to reach above the close
     low: float
     up_atr: float  # the served range in ATR units (the serving head's stack; see docs/models.md)
@@ -76,6 +77,7 @@ class HorizonPrediction(msgspec.Struct):
     # UTC close of the horizon's last bar, counting only the bars the market trades (the night,
     # the weekend and breaks skipped, as the symbol's own bars show them).
     ends_at: datetime | None = None
+    duration: str | None = None  # the horizon at this timeframe in words (1d and up: sessions)
 
 
 class PredictionResponse(msgspec.Struct):
@@ -158,6 +160,7 @@ def prediction_response(
                 low_interval,
                 served_by,
                 None if week is None else week.bar_close(bar_open, count),
+                Horizon(name).describe(Timeframe(spec.timeframe)),
             )
         )
     return PredictionResponse(
