@@ -400,6 +400,8 @@ export interface components {
         HorizonPrediction: {
             bars: number;
             down_atr: number;
+            duration?: string | null;
+            ends_at?: string | null;
             gru: components["schemas"]["RangeATR"];
             high: number;
             high_interval?: number[] | null;
