@@ -217,6 +217,11 @@ bench-gpu: ## gpu profile on an NVIDIA GPU: wheel tritonserver + perf_analyzer c
 	@bench/gpu/prepare_carry.sh >/dev/null
 	@GPU_BENCH_PYTHON=$(PY) bench/gpu/run_on_device.sh $(BENCH_GPU_ARGS)
 
+.PHONY: strategies-oos
+strategies-oos: real-data ## Out-of-sample expectancy per strategy over the real series' held-back days (Triton with DATA=real models) -> bench/results/strategies_oos.md
+	@$(MAKE) --no-print-directory triton DATA=real
+	@MYSQL_DATABASE=$(REAL_DATA_DATABASE) $(PY) -m bench.strategies_oos
+
 bench-backtest: setup db ## Backtest simulation speed (bars/s) and a whole 215,699-bar backtest through Triton
 	@$(PY) -m bench.backtest_sim_bench
 	@$(PY) bench/backtest_bench.py
