@@ -164,13 +164,17 @@ stop: ## Stop what make started (replay, job worker, API, Triton, private MariaD
 	else echo "nothing to stop (no environment yet)"; fi
 
 # --- quality --------------------------------------------------------------------------------
-.PHONY: test lint typecheck fmt types
+.PHONY: test test-unit lint typecheck fmt types
 types: env gateway-deps ## Regenerate types/openapi.json and the gateway's TypeScript types from the app
 	@$(PY) -m orchestrator schema --out types/openapi.json
 	@npm --prefix $(GATEWAY) run --silent types
 
 test: setup gateway-deps dashboard-assets ## The whole test suite against real MariaDB and real Triton (started by the tests)
 	@$(PY) -m pytest
+
+.PHONY: test-unit
+test-unit: env ## The tests that need no server, browser or trained models (seconds; the full suite is make test)
+	@$(PY) -m pytest -m "not servers" -q
 
 lint: env ## ruff
 	@$(VENV)/bin/ruff check orchestrator export tests bench

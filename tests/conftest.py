@@ -33,6 +33,26 @@ from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import PROJECT_ROOT, DatabaseSettings, TritonSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Fixtures that start or need a server, a browser, the gateway build or trained models: a test
+# that uses any of them (directly or through another fixture) is marked `servers`, and
+# `make test-unit` runs everything else.
+SERVER_FIXTURES = frozenset(
+    {
+        "db_settings",
+        "redis_url",
+        "triton_server",
+        "model_server",
+        "trained",
+        "chromium",
+        "gateway_build",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
 TEST_DATABASE = os.environ.get("MYSQL_TEST_DATABASE", "trading_test")
 
 
