@@ -336,20 +336,8 @@ def coverage_report(oof: OutOfFold, served: NestedServed, horizons: list[str]) -
     rows = np.isfinite(served.lower).all(axis=1)
     inside = (oof.ranges[rows] >= served.lower[rows]) & (oof.ranges[rows] <= served.upper[rows])
     report: dict[str, Any] = {"level": INTERVAL_LEVEL, "rows": int(rows.sum())}
-    for k, horizon in enumerate(horizons):
-        report[horizon] = {
-            "high": float(inside[:, 2 * k].mean()),
-            "low": float(inside[:, 2 * k + 1].mean()),
-        }
     report["overall"] = float(inside.mean())
-    report["within_tolerance"] = bool(
-        all(
-            abs(report[h][side] - INTERVAL_LEVEL) <= COVERAGE_TOLERANCE
-            for h in horizons
-            for side in ("high", "low")
-        )
-    )
-    return report
+    return _per_horizon(report, inside, horizons)
 
 
 def adaptive_coverage(
@@ -386,6 +374,12 @@ def adaptive_coverage(
                 inside[r_local, j] = hit
                 arriving[t + delay] += float(hit) - INTERVAL_LEVEL
     report: dict[str, Any] = {"level": INTERVAL_LEVEL, "rate": rate, "rows": int(rows.size)}
+    return _per_horizon(report, inside, horizons)
+
+
+def _per_horizon(report: dict[str, Any], inside: Bool, horizons: list[str]) -> dict[str, Any]:
+    """Coverage per horizon and side from (rows, 2H) inside flags, and whether every one is
+    within COVERAGE_TOLERANCE of the level."""
     for k, horizon in enumerate(horizons):
         report[horizon] = {
             "high": float(inside[:, 2 * k].mean()),
