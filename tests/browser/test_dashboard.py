@@ -34,6 +34,14 @@ async def _wait_text(board: Dashboard, selector: str, expected: str) -> None:
     )
 
 
+async def client_get(board: Dashboard, path: str) -> dict[str, object]:
+    """What the page's own API answers for `path` (the signal it shows came from there)."""
+    async with httpx.AsyncClient(base_url=board.base_url) as client:
+        response = await client.get(path, headers={"X-API-Key": API_KEY})
+    body: dict[str, object] = response.json()
+    return body
+
+
 async def _connected(board: Dashboard) -> None:
     """Bars, prediction and signal are on the page."""
     await _wait_text(board, "#bar-count", str(HISTORY_BARS))
@@ -60,6 +68,9 @@ async def test_the_chart_shows_the_stored_bars_and_the_prediction(
     assert float(await dashboard.page.get_attribute("#confidence", "data-value") or "nan") == (
         pytest.approx(prediction["confidence"])
     )
+    signal = (await client_get(dashboard, "/api/signals/BTCUSD"))["signal"]
+    shown_edge = await dashboard.page.get_attribute("#signal", "data-expected-r")
+    assert float(shown_edge or "nan") == pytest.approx(signal["expected_r"])
     rows = dashboard.page.locator("#horizons tbody tr")
     assert await rows.count() == len(prediction["horizons"]) == 4
     # The horizons shown by default draw their high and low, and the bounds of their intervals

@@ -316,10 +316,13 @@ function drawSignal(response) {
   state.signalMarkers = state.signalMarkers.filter((m) => m.time !== time && m.shape !== "circle");
   state.signalMarkers.push(marker);
   drawMarkers();
+  const edge = `expected ${fmt(signal.expected_r, 3)} R net of ${fmt(signal.cost_r, 3)} R costs`;
   $("signal").textContent = trade
     ? `${signal.action} @ ${fmt(signal.entry, digits)} · TP ${fmt(signal.take_profit, digits)} · ` +
-      `SL ${fmt(signal.stop_loss, digits)} · ${fmt(signal.risk_reward, 2)}:1 (${response.strategy.name})`
+      `SL ${fmt(signal.stop_loss, digits)} · ${fmt(signal.risk_reward, 2)}:1 · ${edge} ` +
+      `(${response.strategy.name})`
     : `no trade: ${signal.reason} (${response.strategy.name})`;
+  $("signal").dataset.expectedR = String(signal.expected_r);
 }
 
 function drawMarkers() {
