@@ -212,8 +212,8 @@ def _probability_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
     missed = []
     if "confidence" not in probabilities:
         missed.append("the calibrated confidence is not scored (it needs 3 or more folds)")
-    served_confidence = f"confidence_{probabilities.get('confidence_source')}"
-    for key in ("long", "short", *(f"confidence_{name}" for name in CONFIDENCE_LABELS)):
+    served_keys = ("long", "short", "confidence")
+    for key in (*served_keys, *(f"confidence_{name}" for name in CONFIDENCE_LABELS)):
         entry = probabilities.get(key)
         if entry is None:
             continue
@@ -225,8 +225,8 @@ def _probability_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
             f"| {entry['name']} | {entry['rows']} | {_f(entry['auc'])} | {_f(entry['log_loss'])} | "
             f"{_f(entry['brier_skill'])} | {_f(entry['ece'])} | {baselines} |"
         )
-        if key.startswith("confidence") and key != served_confidence:
-            continue  # shown for comparison; its misses are not the served numbers'
+        if key not in served_keys:
+            continue  # a candidate shown for comparison; its misses are not the served numbers'
         if entry["ece"] > ECE_TARGET:
             missed.append(f"{entry['name']} ECE {entry['ece']:.3f} > {ECE_TARGET}")
         for row in entry["reliability"]:
