@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
+from export.card import render_card
 from export.exporter import card_name, export_profiles
 from export.train import TrainConfig, prepare_symbol, train_all
 from orchestrator.errors import EXIT_OK, EngineError, NotEnoughDataError, report
@@ -107,15 +109,44 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="also write every fold's out-of-fold rows here (.npz) to study the head offline",
     )
+    cards = sub.add_parser(
+        "cards",
+        help="write every set's model card again from its newest version's model_card.json "
+        "(after the card's layout changed; no training)",
+    )
+    cards.add_argument(
+        "--repository",
+        default=str(PROJECT_ROOT / "model_repository"),
+        help="repository whose cpu/ and gpu/ cards are rewritten (default: ./model_repository)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return train(args)
+        return rewrite_cards(Path(args.repository)) if args.command == "cards" else train(args)
     except EngineError as exc:
         return report(exc)
+
+
+def rewrite_cards(repository: Path) -> int:
+    """Re-renders MODEL_CARD*.md beside each profile from the newest version of each set's
+    range_gru model (whose model_card.json holds the whole card)."""
+    written = 0
+    for profile in ("cpu", "gpu"):
+        for model in sorted((repository / profile).glob("range_gru*/")):
+            if model.name.endswith("_torchscript"):
+                continue
+            versions = sorted(int(p.name) for p in model.iterdir() if p.name.isdigit())
+            if not versions:
+                continue
+            card = json.loads((model / str(versions[-1]) / "model_card.json").read_text())
+            name = card_name(card["timeframe"])
+            (repository / profile / name).write_text(render_card(card, versions[-1], name))
+            written += 1
+    print(f"rewrote {written} model cards under {repository}")
+    return 0
 
 
 def train(args: argparse.Namespace) -> int:
