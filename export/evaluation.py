@@ -42,7 +42,7 @@ from orchestrator.features.head import (
     chosen_side_p,
     stack_ranges,
 )
-from orchestrator.inference.adaptive_intervals import MISCOVERAGE_BOUNDS
+from orchestrator.quality.adaptive import MISCOVERAGE_BOUNDS
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]

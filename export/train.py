@@ -78,8 +78,8 @@ from orchestrator.features.spec import (
     pipeline_fingerprint,
 )
 from orchestrator.features.targets import range_targets, triple_barrier
-from orchestrator.inference.adaptive_intervals import ADAPTIVE_RATE
 from orchestrator.marketdata.timeframes import Timeframe
+from orchestrator.quality.adaptive import ADAPTIVE_RATE
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]

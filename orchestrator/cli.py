@@ -525,7 +525,7 @@ def build_parser(prog: str = "python -m orchestrator") -> argparse.ArgumentParse
 def cmd_model_report(args: argparse.Namespace, settings: Settings) -> int:
     import httpx
 
-    from orchestrator.inference.quality_report import fetch_quality, render
+    from orchestrator.quality.report import fetch_quality, render
 
     url = args.url or f"http://127.0.0.1:{settings.api.port}"
     try:

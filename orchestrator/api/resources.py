@@ -15,10 +15,10 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from orchestrator.inference.barclose import BarCloseEngine
 from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE, SERVED_TIMEFRAMES, served_name
-from orchestrator.inference.quality import QualityTracker
 from orchestrator.inference.service import PredictionService
 from orchestrator.inference.shared import SharedPredictions
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
+from orchestrator.quality.tracker import QualityTracker
 from orchestrator.settings import Settings
 
 # gRPC's default reconnect backoff grows to minutes: after a Triton restart the first requests

@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 
 from orchestrator.api.errors import error_responses
 from orchestrator.api.stream import StreamSummary
-from orchestrator.inference.quality import VersionQuality
+from orchestrator.quality.tracker import VersionQuality
 
 WINDOW = 10_000
 
@@ -129,7 +129,7 @@ class StatsResponse(msgspec.Struct):
     bar_close: BarCloseSummary
     shared: SharedSummary
     triton_error: str | None = None
-    # Served vs realised once horizons elapsed, per model version (inference/quality.py).
+    # Served vs realised once horizons elapsed, per model version (quality/tracker.py).
     quality: list[VersionQuality] = msgspec.field(default_factory=list)
 
 

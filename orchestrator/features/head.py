@@ -16,7 +16,7 @@ backtests) applies the same arithmetic to the same inputs:
   high and for the low. The head also ships the conformal quantiles of realised / served at a
   grid of levels, so live serving can move each interval's level by adaptive conformal
   inference (Gibbs & Candès 2021) as outcomes arrive (`interval_ratios`; the miscoverage per
-  column comes from live quality, orchestrator/inference/adaptive_intervals.py);
+  column comes from live quality, orchestrator/quality/adaptive.py);
 - **probabilities**: isotonic maps for P(long wins), P(short wins) and the confidence. Where the
   gate found no Brier skill over the base rate, the map is the constant base rate
   (`probability_served` says which).

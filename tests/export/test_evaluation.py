@@ -14,7 +14,7 @@ from export.evaluation import (
     range_report,
 )
 from orchestrator.features.head import BASE_RATE, CHOSEN_SIDE, METAMODEL, MODEL, NETWORKS
-from orchestrator.inference.adaptive_intervals import ADAPTIVE_RATE
+from orchestrator.quality.adaptive import ADAPTIVE_RATE
 
 HORIZONS = ["scalping", "intraday"]
 LAGS = Lags([1, 1, 1, 1], 1)  # one-bar labels: no overlap between rows

@@ -5,7 +5,7 @@ alpha_t. Every resolved outcome moves it: alpha_{t+1} = alpha_t + gamma (alpha -
 run of misses widens the interval and a run of hits narrows it until the long-run miss rate is
 alpha. Summed from the start, alpha_t = alpha + gamma (inside - (1 - alpha) n) over the n outcomes
 resolved so far, of which `inside` were inside: a function of the live-quality totals that every
-replica already shares through Redis (orchestrator/inference/quality_store.py), so all replicas
+replica already shares through Redis (orchestrator/quality/store.py), so all replicas
 serve the same level without a state of their own. The head's conformal quantile table turns the
 level into multipliers (orchestrator/features/head.py: interval_ratios).
 

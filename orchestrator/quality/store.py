@@ -37,7 +37,7 @@ from typing import cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from orchestrator.inference.quality_totals import DRIFT_WINDOW, Group, Outcome, Source, Totals
+from orchestrator.quality.totals import DRIFT_WINDOW, Group, Outcome, Source, Totals
 
 log = logging.getLogger("orchestrator.quality")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from orchestrator.features.head import INTERVAL_GRID
-from orchestrator.inference.adaptive_intervals import (
+from orchestrator.quality.adaptive import (
     ADAPTIVE_RATE,
     MISCOVERAGE_BOUNDS,
     aci_miscoverage,

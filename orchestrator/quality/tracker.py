@@ -17,8 +17,8 @@ that bar. Deciding by the wall clock instead read every key on every pass when b
 historical (replays, benchmarks), and could take a resampled bucket still forming (15m, 1h from
 5m bars) for a closed one and freeze its high and low.
 
-Outcomes are counted once across replicas in Redis (quality_store.py) into totals that make the
-report, the gauges and the drift warnings (quality_totals.py).
+Outcomes are counted once across replicas in Redis (store.py) into totals that make the
+report, the gauges and the drift warnings (totals.py).
 
 **Gap:** pending predictions (not yet resolved) stay in each replica's memory. After a restart the
 engine delivers the newest bar of every key again, but older predictions whose horizons are still
@@ -42,10 +42,13 @@ import pandas as pd
 from redis.asyncio import Redis
 
 from orchestrator.features.spec import FeatureSpec
-from orchestrator.inference.adaptive_intervals import F64, column_miscoverage
 from orchestrator.inference.prediction import FeatureKey, Prediction
-from orchestrator.inference.quality_store import CLAIM_TTL_S, SharedTotals
-from orchestrator.inference.quality_totals import (
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import BarStore
+from orchestrator.marketdata.timeframes import Timeframe
+from orchestrator.quality.adaptive import F64, column_miscoverage
+from orchestrator.quality.store import CLAIM_TTL_S, SharedTotals
+from orchestrator.quality.totals import (
     Group,
     Outcome,
     Pending,
@@ -56,9 +59,6 @@ from orchestrator.inference.quality_totals import (
     score_trade,
     version_quality,
 )
-from orchestrator.marketdata.db import Database
-from orchestrator.marketdata.store import BarStore
-from orchestrator.marketdata.timeframes import Timeframe
 
 __all__ = ["QualityTracker", "VersionQuality"]
 

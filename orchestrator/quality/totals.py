@@ -1,7 +1,7 @@
 """Live quality totals: what each resolved outcome adds to them, the running sums, and the report
 built from them.
 
-The sums are named as the fields of a (timeframe, version)'s Redis hash (quality_store.py), so the
+The sums are named as the fields of a (timeframe, version)'s Redis hash (store.py), so the
 same `Totals` holds what every replica counted and what this replica counted in memory; scoring
 writes those names and the report reads them, here in one place.
 

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 import pandas as pd
 from redis.asyncio import Redis
 
-from orchestrator.inference.quality import QualityTracker
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
-from tests.inference.test_quality import (
+from orchestrator.quality.tracker import QualityTracker
+from tests.quality.test_tracker import (
     NAMESPACE,
     START,
     SYMBOL,

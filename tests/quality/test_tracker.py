@@ -25,12 +25,12 @@ from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import EnsembleOutput
 from orchestrator.inference.prediction import Prediction
-from orchestrator.inference.quality import QualityTracker, VersionQuality
-from orchestrator.inference.quality_report import render
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore, SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
+from orchestrator.quality.report import render
+from orchestrator.quality.tracker import QualityTracker, VersionQuality
 
 SYMBOL = "QLTYUSD"
 H = 4  # horizons

@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import msgspec
 
-from orchestrator.inference.quality_totals import Source, VersionQuality
+from orchestrator.quality.totals import Source, VersionQuality
 
 _SOURCES: dict[Source, str] = {
     "redis": "shared by every replica (Redis)",
