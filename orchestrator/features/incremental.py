@@ -548,11 +548,7 @@ class IncrementalFeatures:
         index = pd.DatetimeIndex(tail.index)
         features = cls(spec)
         window = features._baseline
-        for bar_open, bar_high, bar_low, bar_close in zip(
-            *(history[k].to_numpy(np.float64).tolist() for k in ("open", "high", "low", "close")),
-            strict=True,
-        ):
-            window.update(bar_open, bar_high, bar_low, bar_close)
+        window.extend(*(history[k].to_numpy(np.float64) for k in ("open", "high", "low", "close")))
         state = features._state
         stored_from = need - features._ring_size  # older rows never reach a window
         for i in range(need):

@@ -65,3 +65,24 @@ def test_season_cells_count_hours_from_monday_utc() -> None:
     stamps = pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-07 23:59"], tz="UTC")  # Mon, Sun
     np.testing.assert_array_equal(season_cells(stamps), [0, 167])
     assert season_cell(pd.Timestamp("2024-01-02 03:00", tz="Europe/Berlin")) == 24 + 2
+
+
+def test_a_window_seeded_at_once_equals_one_fed_bar_by_bar() -> None:
+    bars = generate_bars("BTCUSD", days=12, seed=5)
+    columns = [bars[k].to_numpy() for k in ("open", "high", "low", "close")]
+    atr = compute_features(bars)["atr"].to_numpy()
+    for split in (10, 2016, 2500):  # shorter than, exactly and longer than the week's ring
+        one_by_one, at_once = BaselineWindow(Timeframe.M5), BaselineWindow(Timeframe.M5)
+        for row in zip(*(c[:split] for c in columns), strict=True):
+            one_by_one.update(*row)
+        at_once.extend(*(c[:split] for c in columns))
+        for row in zip(*(c[split : split + 300] for c in columns), strict=True):
+            one_by_one.update(*row)
+            at_once.update(*row)
+        last = split + 299
+        np.testing.assert_allclose(
+            at_once.features(atr[last], columns[3][last]),
+            one_by_one.features(atr[last], columns[3][last]),
+            rtol=0,
+            atol=1e-12,
+        )
