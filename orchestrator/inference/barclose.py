@@ -41,6 +41,7 @@ from orchestrator.inference.poller import BarClosePoller
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
 from orchestrator.inference.shared import SharedPredictions
 from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.sessions import TradingWeek
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
 
@@ -120,6 +121,11 @@ class BarCloseEngine:
         self._states.forget(symbol)
         for key in [k for k in self.latest if k[0] == symbol]:
             del self.latest[key]
+
+    def trading_week(self, key: FeatureKey) -> TradingWeek | None:
+        """When the key's market trades, as its feature state's seed bars showed (None before
+        the key was seeded here)."""
+        return self._states.weeks.get(key)
 
     def on_predictions(self, listener: Callable[[list[Prediction]], None]) -> None:
         """`listener` runs after every sweep with the predictions it produced."""

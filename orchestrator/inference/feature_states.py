@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
+
 from orchestrator.features.incremental import IncrementalFeatures
 from orchestrator.features.online import seed_bars
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
 from orchestrator.marketdata.resample import resample_bars
+from orchestrator.marketdata.sessions import TradingWeek, infer_week
 from orchestrator.marketdata.store import SELECT_BAR_VALUES, BarStore, bars_frame
 from orchestrator.marketdata.timeframes import Timeframe
 
@@ -35,6 +38,9 @@ class _State:
 class FeatureStates:
     def __init__(self, stats: BarCloseStats) -> None:
         self._by_key: dict[FeatureKey, _State] = {}
+        # When each key's market trades, from the bars its state was seeded with (a week or
+        # more): /api/predict's horizon end times read it without a query of their own.
+        self.weeks: dict[FeatureKey, TradingWeek] = {}
         self.stats = stats
 
     def forget(self, symbol: str) -> None:
@@ -166,5 +172,6 @@ class FeatureStates:
         bars = await store.latest_bars(key[0], key[1], seed_bars(spec), closed_only=True)
         features = await asyncio.to_thread(IncrementalFeatures.seed, bars, spec)
         self._by_key[key] = _State(spec, features)
+        self.weeks[key] = infer_week(pd.DatetimeIndex(bars.index), key[1])
         self.stats.seeds += 1
         return features

@@ -71,8 +71,12 @@ class PredictionService:
             ) from None
 
     async def trading_week(self, symbol: str, timeframe: str) -> TradingWeek:
-        """When the symbol trades at this timeframe, from its last TRADING_WEEK_SPAN of bars
-        (marketdata/sessions.py); derived once per TRADING_WEEK_TTL_S per key."""
+        """When the symbol trades at this timeframe: from the bars the engine seeded its feature
+        state with (no query), else from its last TRADING_WEEK_SPAN of bars, derived once per
+        TRADING_WEEK_TTL_S per key (marketdata/sessions.py)."""
+        seeded = self.engine.trading_week((parse_symbol(symbol), parse_timeframe(timeframe)))
+        if seeded is not None:
+            return seeded
         key = (symbol, timeframe)
         cached = self._weeks.get(key)
         if cached is not None and time.monotonic() - cached[0] < TRADING_WEEK_TTL_S:
