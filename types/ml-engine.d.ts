@@ -520,6 +520,8 @@ export interface components {
             model_version: string;
             p_long: number;
             p_short: number;
+            /** @default model */
+            p_win_served: string;
             signal: components["schemas"]["Signal"];
             strategy: components["schemas"]["Strategy"];
             symbol: string;

@@ -108,6 +108,9 @@ class SignalResponse(msgspec.Struct):
     p_long: float
     p_short: float
     model_version: str
+    # Where the signal's P(win) came from: "model" (calibrated, with skill shown out of sample)
+    # or "base_rate" (the gate found none: the expected R is then about minus the costs).
+    p_win_served: str = "model"
 
 
 def _pair(ranges: npt.NDArray[Any], k: int) -> RangeATR:
@@ -216,7 +219,17 @@ def signal_response(run: Prediction, strategy: Strategy, asset_class: str) -> Si
         float(served.p_long[0]),
         float(served.p_short[0]),
         out.model_version,
+        _p_win_source(run, strategy, signal.direction),
     )
+
+
+def _p_win_source(run: Prediction, strategy: Strategy, direction: str) -> str:
+    """What the gate serves for the probability the signal's edge was computed from."""
+    head = run.spec.head
+    if head is None:
+        return "model"
+    name = "confidence" if strategy.use_metamodel else f"p_{direction}"
+    return head.probability_source(name)
 
 
 def checked_number(field: str, raw: str) -> float:

@@ -20,6 +20,7 @@ from orchestrator.inference.models import ENSEMBLE, served_name
 from orchestrator.marketdata.sessions import infer_week
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import DatabaseSettings
+from orchestrator.signals.costs import DEFAULT_COSTS
 from tests.api.conftest import api_settings
 from tests.conftest import TrainedRepository
 
@@ -190,6 +191,14 @@ async def test_signal_follows_the_models_and_the_strategy(
     assert signal["confidence"] == pytest.approx(prediction["confidence"])
     assert signal["horizon"] == "intraday"
     assert body["strategy"]["name"] == "balanced"
+    # Expected R from the served P(win), every non-win a full stop, BTCUSD's crypto costs in R.
+    costs = DEFAULT_COSTS["crypto"].round_trip * close / (spec.sl_atr * atr)
+    assert signal["cost_r"] == pytest.approx(costs, rel=1e-6)
+    p_win = signal["confidence"]
+    reward = spec.tp_atr / spec.sl_atr
+    assert signal["expected_r"] == pytest.approx(p_win * reward - (1 - p_win) - costs, abs=1e-9)
+    assert signal["edge"] == (signal["expected_r"] >= 0.05)
+    assert body["p_win_served"] == prediction["probability_served"]["confidence"]
     strict = (await client.get("/api/signals/BTCUSD", params={"min_confidence": "1"})).json()
     assert strict["signal"]["action"] == "none"
     assert "confidence" in strict["signal"]["reason"]
