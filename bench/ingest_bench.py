@@ -72,6 +72,7 @@ async def _run(path: Path, runs: int) -> list[dict[str, float]]:
                 )
         async with db.transaction() as conn, conn.cursor() as cur:
             await cur.execute("DELETE FROM bars WHERE symbol = %s", (SYMBOL,))
+            await cur.execute("DELETE FROM symbol_calendars WHERE symbol = %s", (SYMBOL,))
             await cur.execute("DELETE FROM symbols WHERE symbol = %s", (SYMBOL,))
     finally:
         await db.close()

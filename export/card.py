@@ -103,6 +103,13 @@ def _f(value: float, digits: int = 3) -> str:
     )
 
 
+def _bar_span(counts: int | list[int]) -> str:
+    """ "6 bars", or "276–288 bars" where the symbols' sessions differ."""
+    low, high = (counts, counts) if isinstance(counts, int) else (min(counts), max(counts))
+    text = str(low) if low == high else f"{low}–{high}"
+    return f"{text} bar{'s' if high > 1 else ''}"
+
+
 def _range_section(card: dict[str, Any]) -> list[str]:
     names = [*RANGE_MODELS, *RANGE_BASELINES]
     lines = [
@@ -119,9 +126,7 @@ def _range_section(card: dict[str, Any]) -> list[str]:
     for horizon, entry in card["ranges"].items():
         scores, skill = entry["scores"], entry["served_skill"]
         cells = [_f(scores[n]["mse"], 4) if n in scores else "—" for n in names]
-        span = (
-            f" ({bars[horizon]} bar{'s' if bars[horizon] > 1 else ''})" if horizon in bars else ""
-        )
+        span = f" ({_bar_span(bars[horizon])})" if horizon in bars else ""
         lines.append(
             f"| {horizon}{span} | "
             + " | ".join(cells)
@@ -146,11 +151,6 @@ def _range_section(card: dict[str, Any]) -> list[str]:
             + " |"
         )
     lines.append("")
-    if len(set(bars.values())) < len(bars):
-        lines.append(
-            f"At {card['timeframe']} bars some horizons span the same number of bars (a horizon "
-            "shorter than one bar is one bar), so they forecast the same ranges.\n"
-        )
     if missed:
         lines.append(
             f"**Missed** (target: served skill ≥ {SERVED_SKILL_TARGET} at every horizon, i.e. "

@@ -67,7 +67,7 @@ from orchestrator.features.head import (
     ServingHead,
     stack_ranges,
 )
-from orchestrator.features.horizons import HORIZONS, Horizon
+from orchestrator.features.horizons import HORIZONS, Horizon, horizon_bars
 from orchestrator.features.indicators import FEATURE_NAMES, PARAMS, compute_features
 from orchestrator.features.spec import (
     CLIP_Z,
@@ -78,6 +78,7 @@ from orchestrator.features.spec import (
     pipeline_fingerprint,
 )
 from orchestrator.features.targets import range_targets, triple_barrier
+from orchestrator.marketdata.sessions import infer_week
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.quality.adaptive import ADAPTIVE_RATE
 
@@ -115,6 +116,8 @@ class SymbolData:
     har: npt.NDArray[np.float64]  # (T, 10) the baselines' inputs (BASELINE_INPUTS)
     season: I64  # (T,) (day of week, hour) cell
     label_span: int = 0  # bars after a row that its longest label reads
+    # Bars of each horizon on this symbol's calendar (its sessions, derived from its bars).
+    horizon_bars: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -159,24 +162,25 @@ def config_dict(cfg: TrainConfig) -> dict[str, Any]:
     return {k: (v.value if hasattr(v, "value") else v) for k, v in cfg.__dict__.items()}
 
 
-def horizon_bars(timeframe: Timeframe) -> list[int]:
-    return [h.bars(timeframe) for h in HORIZONS]
-
-
 def prepare_symbol(symbol: str, bars: pd.DataFrame, cfg: TrainConfig) -> SymbolData:
+    """Features, labels and baseline inputs of one symbol; its horizons count its own sessions
+    (features/horizons.py), so "swing" is one trading day on every market."""
     features = compute_features(bars)
     atr = features["atr"].to_numpy(np.float64)
-    label_bars = cfg.label_horizon.bars(cfg.timeframe)
+    week = infer_week(pd.DatetimeIndex(bars.index), cfg.timeframe)
+    counts = horizon_bars(cfg.timeframe, week.session_bars)
+    label_bars = counts[HORIZONS.index(cfg.label_horizon)]
     return SymbolData(
         symbol,
         bars,
         features,
-        range_targets(bars, atr, horizon_bars(cfg.timeframe)).astype(np.float32),
+        range_targets(bars, atr, counts).astype(np.float32),
         triple_barrier(bars, atr, label_bars, cfg.tp_atr, cfg.sl_atr, +1),
         triple_barrier(bars, atr, label_bars, cfg.tp_atr, cfg.sl_atr, -1),
         baseline_features(bars, atr, cfg.timeframe),
         season_cells(pd.DatetimeIndex(bars.index)),
-        max(*horizon_bars(cfg.timeframe), label_bars),
+        max(counts),
+        counts,
     )
 
 
@@ -236,6 +240,7 @@ def spec_from_stats(mean: list[float], std: list[float], cfg: TrainConfig) -> Fe
         tp_atr=cfg.tp_atr,
         sl_atr=cfg.sl_atr,
         label_horizon=cfg.label_horizon.value,
+        horizons_in_sessions=True,
     )
 
 
@@ -591,8 +596,10 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         won=won.astype(np.float64),
         direction=direction.astype(np.float64),
     )
-    label_bars = cfg.label_horizon.bars(cfg.timeframe)
-    lags = Lags([b for b in horizon_bars(cfg.timeframe) for _ in ("high", "low")], label_bars)
+    longest = [max(column) for column in zip(*(d.horizon_bars for d in data), strict=True)]
+    lags = Lags(
+        [b for b in longest for _ in ("high", "low")], longest[HORIZONS.index(cfg.label_horizon)]
+    )
     served = nested_served(oof, lags)
     horizons = [h.value for h in HORIZONS]
     card: dict[str, object] = {
@@ -611,7 +618,9 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         "bars": {d.symbol: len(d.bars) for d in data},
         "source": cfg.data_source,
         "timeframe": cfg.timeframe.value,
-        "horizon_bars": {h.value: h.bars(cfg.timeframe) for h in HORIZONS},
+        "horizon_bars": {
+            h.value: sorted({d.horizon_bars[k] for d in data}) for k, h in enumerate(HORIZONS)
+        },
         "ranges": range_report(oof, served, horizons),
         "coverage": coverage_report(oof, served, horizons),
         "coverage_adaptive": adaptive_coverage(oof, served, lags, horizons, ADAPTIVE_RATE),

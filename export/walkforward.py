@@ -67,7 +67,13 @@ from orchestrator.backtest.request import (
     resolve_horizon,
     resolve_request,
 )
-from orchestrator.backtest.runner import PhaseProgress, Stage, load_history, simulate_and_report
+from orchestrator.backtest.runner import (
+    PhaseProgress,
+    Stage,
+    load_history,
+    simulate_and_report,
+    symbol_horizon_bars,
+)
 from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.indicators import FEATURE_NAMES
@@ -156,6 +162,7 @@ class _Trained:
     samples: int
     last_sample: int  # row (in the training frame) of the newest sample
     train_s: float
+    label_span: int  # bars after a sample that its longest label reads (its calendar's)
 
 
 def _train_window(
@@ -175,9 +182,9 @@ def _train_window(
             "ingest more history",
         ) from None
     last = int(samples.end.max())
-    if last + max(models.spec.horizon_bars) >= len(frame):
+    if last + data.label_span >= len(frame):
         raise RuntimeError(f"window {window}: a training label looks past the training bars")
-    return _Trained(models, len(samples), last, time.perf_counter() - started)
+    return _Trained(models, len(samples), last, time.perf_counter() - started, data.label_span)
 
 
 def _window_report(
@@ -190,7 +197,7 @@ def _window_report(
     export_s: float,
     load_s: float,
 ) -> WindowReport:
-    newest_label = trained.last_sample + max(trained.models.spec.horizon_bars)
+    newest_label = trained.last_sample + trained.label_span
     return WindowReport(
         index=number,
         start=tested[0].to_pydatetime(),
@@ -312,7 +319,8 @@ async def run_walk_forward(
 
     notify("simulation", 0.0)
     # Any window's spec will do: tp/sl/horizons come from cfg; statistics are in the predictions.
-    stage = Stage(resolved, last_spec, k, bars.iloc[first:], first, loading_s, started)
+    horizons = symbol_horizon_bars(last_spec, bars)
+    stage = Stage(resolved, last_spec, k, bars.iloc[first:], horizons, first, loading_s, started)
     report = WalkForwardReport(
         windows=reports,
         train_config=config_dict(cfg),

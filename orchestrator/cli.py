@@ -125,6 +125,8 @@ def _print_report(report: Any) -> None:
         print(f"  {count:>7} x {reason}")
     if report.rejects_path:
         print(f"  every rejected row, with its line number and reason: {report.rejects_path}")
+    for symbol, calendar in sorted(report.calendars.items()):
+        print(f"  {symbol} trades {calendar}")
 
 
 async def _ingest_files(args: argparse.Namespace, options: Any, settings: Settings) -> int:

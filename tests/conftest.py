@@ -119,6 +119,7 @@ async def db(db_settings: DatabaseSettings) -> AsyncIterator[Database]:
 async def clean_db(db: Database) -> Database:
     """The test database with no bars and no symbols."""
     async with db.transaction() as conn, conn.cursor() as cur:
+        await cur.execute("DELETE FROM symbol_calendars")
         await cur.execute("DELETE FROM bar_revisions")
         await cur.execute("DELETE FROM bars")
         await cur.execute("DELETE FROM symbols")

@@ -142,7 +142,7 @@ def prediction_response(
     inputs, out, spec, served = run.inputs, run.out, run.spec, run.served
     bar_open = inputs.bar_time.to_pydatetime()
     horizons = []
-    for k, (name, count) in enumerate(zip(spec.horizons, spec.horizon_bars, strict=True)):
+    for k, (name, count) in enumerate(zip(spec.horizons, run.horizon_bars, strict=True)):
         if horizon not in ("all", name):
             continue
         mean = _served_range(run, k)
@@ -163,7 +163,9 @@ def prediction_response(
                 low_interval,
                 served_by,
                 None if week is None else week.bar_close(bar_open, count),
-                Horizon(name).describe(Timeframe(spec.timeframe)),
+                Horizon(name).describe(
+                    Timeframe(spec.timeframe), count, None if week is None else week.session_bars
+                ),
             )
         )
     return PredictionResponse(
@@ -207,7 +209,7 @@ def signal_response(run: Prediction, strategy: Strategy, asset_class: str) -> Si
         sl_atr=spec.sl_atr,
         cost_r=cost_r,
         horizon=spec.label_horizon,
-        horizon_bars=spec.horizon_bars[k],
+        horizon_bars=run.horizon_bars[k],
         strategy=strategy,
     )
     return SignalResponse(

@@ -50,7 +50,9 @@ from orchestrator.backtest.request import (
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import SignalModels
 from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.sessions import infer_week
 from orchestrator.marketdata.store import BarStore, UnknownSymbolError, UnsupportedTimeframeError
+from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.signals.costs import cost_in_r
 from orchestrator.signals.logic import SignalArrays, evaluate_signals
 from orchestrator.signals.strategies import Strategy
@@ -126,6 +128,12 @@ async def load_history(
     return pd.concat([prior, in_range]), len(prior)
 
 
+def symbol_horizon_bars(spec: FeatureSpec, bars: pd.DataFrame) -> list[int]:
+    """Bars of each horizon on the calendar the symbol's `bars` trade in."""
+    week = infer_week(pd.DatetimeIndex(bars.index), Timeframe(spec.timeframe))
+    return spec.symbol_horizon_bars(week)
+
+
 # --- signals and simulation -------------------------------------------------------------------
 def bar_signals(
     predictions: BarPredictions,
@@ -162,8 +170,9 @@ def simulate_predictions(
     spec: FeatureSpec,
     horizon_index: int,
     config: BacktestConfig,
+    horizon_bars: int,
 ) -> Trades:
-    """TP/SL at spec.tp_atr/sl_atr x the signal bar's ATR, time stop at the horizon's bars."""
+    """TP/SL at spec.tp_atr/sl_atr x the signal bar's ATR, time stop after `horizon_bars`."""
     if len(bars) != len(predictions):
         raise ValueError(f"{len(bars)} bars but {len(predictions)} predictions")
     atr = np.where(predictions.valid, predictions.atr, np.nan)
@@ -175,7 +184,7 @@ def simulate_predictions(
         side=signals.trade_side,
         tp_dist=spec.tp_atr * atr,
         sl_dist=spec.sl_atr * atr,
-        horizon=spec.horizon_bars[horizon_index],
+        horizon=horizon_bars,
         horizon_code=horizon_index,
         config=config,
     )
@@ -189,6 +198,7 @@ class Stage:
     spec: FeatureSpec
     horizon_index: int
     bars: pd.DataFrame  # bars in [start, end) only
+    horizon_bars: list[int]  # on the symbol's calendar (symbol_horizon_bars)
     warmup: int
     loading_s: float
     started: float  # perf_counter at the start of the run
@@ -205,7 +215,9 @@ def simulate_and_report(
     began = time.perf_counter()
     spec, k = stage.spec, stage.horizon_index
     signals = bar_signals(predictions, spec, stage.resolved.strategy, k, stage.resolved.config)
-    trades = simulate_predictions(stage.bars, predictions, signals, spec, k, stage.resolved.config)
+    trades = simulate_predictions(
+        stage.bars, predictions, signals, spec, k, stage.resolved.config, stage.horizon_bars[k]
+    )
     metrics = compute_metrics(trades, {k: spec.horizons[k]})
     equity, drawdown = equity_curve(trades)
     index = pd.DatetimeIndex(stage.bars.index)
@@ -219,7 +231,7 @@ def simulate_and_report(
         feature_fingerprint=predictions.feature_fingerprint,
         timeframe=spec.timeframe,
         horizon=spec.horizons[k],
-        horizon_bars=spec.horizon_bars[k],
+        horizon_bars=stage.horizon_bars[k],
         tp_atr=spec.tp_atr,
         sl_atr=spec.sl_atr,
         first_bar=index[0].to_pydatetime(),
@@ -294,7 +306,16 @@ async def run_backtest(
         progress=_phase_adapter(progress),
     )
     notify("simulation", 0.0)
-    stage = Stage(resolved, spec, k, bars.iloc[first:], first, loading_s, started)
+    stage = Stage(
+        resolved,
+        spec,
+        k,
+        bars.iloc[first:],
+        symbol_horizon_bars(spec, bars),
+        first,
+        loading_s,
+        started,
+    )
     result = simulate_and_report(stage, predictions)
     notify("simulation", 1.0)
     return result

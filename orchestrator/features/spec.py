@@ -14,7 +14,9 @@ import msgspec
 
 from orchestrator.errors import ModelsUnavailableError
 from orchestrator.features.head import ServingHead
+from orchestrator.features.horizons import week_horizon_bars
 from orchestrator.features.indicators import FEATURE_NAMES, LOOKBACK_BARS, PARAMS, RETURN_LAGS
+from orchestrator.marketdata.sessions import TradingWeek
 
 # Bump when feature code changes meaning without changing names or parameters.
 PIPELINE_VERSION = 2  # 2: dmp_dmn is +DI - -DI (was +DM - -DM, in price units)
@@ -40,11 +42,14 @@ class FeatureSpec(msgspec.Struct, frozen=True):
     std: list[float]
     clip_z: float
     horizons: list[str]
-    horizon_bars: list[int]
+    horizon_bars: list[int]  # on a market trading around the clock (see symbol_horizon_bars)
     tp_atr: float
     sl_atr: float
     label_horizon: str
     head: ServingHead | None = None  # absent in models exported before the serving head
+    # True: each symbol's labels counted its own sessions (features/horizons.py); False (sets
+    # trained before): every symbol's labels read horizon_bars.
+    horizons_in_sessions: bool = False
 
     @property
     def n_features(self) -> int:
@@ -54,6 +59,12 @@ class FeatureSpec(msgspec.Struct, frozen=True):
     def n_ranges(self) -> int:
         """Range-model outputs: [up, down] per horizon."""
         return 2 * len(self.horizons)
+
+    def symbol_horizon_bars(self, week: TradingWeek | None) -> list[int]:
+        """Bars of each horizon for a symbol trading in `week`, as its labels counted them."""
+        if self.horizons_in_sessions:
+            return week_horizon_bars(week) or list(self.horizon_bars)
+        return list(self.horizon_bars)
 
     def dumps(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2)

@@ -348,6 +348,7 @@ class BarCloseEngine:
                     outcome.row(row),
                     self._revision(key),
                     miscoverage=miscoverage,
+                    horizon_bars=spec.symbol_horizon_bars(self._states.weeks.get(key)),
                     _served=served.row(row),
                 )
                 results[key] = prediction

@@ -19,6 +19,7 @@ from orchestrator.features.incremental import IncrementalFeatures
 from orchestrator.features.online import seed_bars
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
+from orchestrator.marketdata.calendars import CalendarStore
 from orchestrator.marketdata.resample import resample_bars
 from orchestrator.marketdata.sessions import TradingWeek, infer_week
 from orchestrator.marketdata.store import SELECT_BAR_VALUES, BarStore, bars_frame
@@ -38,8 +39,8 @@ class _State:
 class FeatureStates:
     def __init__(self, stats: BarCloseStats) -> None:
         self._by_key: dict[FeatureKey, _State] = {}
-        # When each key's market trades, from the bars its state was seeded with (a week or
-        # more): /api/predict's horizon end times read it without a query of their own.
+        # When each key's market trades: its stored calendar, else the bars its state was
+        # seeded with; horizons and /api/predict's end times read it without a query.
         self.weeks: dict[FeatureKey, TradingWeek] = {}
         self.stats = stats
 
@@ -91,9 +92,10 @@ class FeatureStates:
                     ready[key] = stepped[key]
                 else:
                     to_seed.append(key)
+        stored = await self._stored_weeks(store, timeframe, to_seed)
         for key in to_seed:
             try:
-                ready[key] = await self._seed(store, spec, key)
+                ready[key] = await self._seed(store, spec, key, stored.get(key[0]))
             except Exception as exc:
                 results[key] = exc
         return ready
@@ -166,12 +168,25 @@ class FeatureStates:
         steps = sum(len(bars) for bars in new_bars.values())
         return run() if steps < INLINE_UPDATES else await asyncio.to_thread(run)
 
+    @staticmethod
+    async def _stored_weeks(
+        store: BarStore, timeframe: Timeframe, keys: list[FeatureKey]
+    ) -> dict[str, TradingWeek]:
+        """The stored calendars of the keys about to be seeded, in one query (none when the
+        read fails: the seed bars tell instead)."""
+        if not keys:
+            return {}
+        try:
+            return await CalendarStore(store.db).weeks([key[0] for key in keys], timeframe)
+        except Exception:
+            return {}
+
     async def _seed(
-        self, store: BarStore, spec: FeatureSpec, key: FeatureKey
+        self, store: BarStore, spec: FeatureSpec, key: FeatureKey, week: TradingWeek | None
     ) -> IncrementalFeatures:
         bars = await store.latest_bars(key[0], key[1], seed_bars(spec), closed_only=True)
         features = await asyncio.to_thread(IncrementalFeatures.seed, bars, spec)
         self._by_key[key] = _State(spec, features)
-        self.weeks[key] = infer_week(pd.DatetimeIndex(bars.index), key[1])
+        self.weeks[key] = week or infer_week(pd.DatetimeIndex(bars.index), key[1])
         self.stats.seeds += 1
         return features

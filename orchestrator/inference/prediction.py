@@ -34,7 +34,14 @@ class Prediction:
     encoded: dict[str, bytes] = field(default_factory=dict)
     # The adaptive intervals' miscoverage per column when it was computed (None: the fitted 80 %).
     miscoverage: npt.NDArray[np.float64] | None = None
+    # Bars of each horizon on this symbol's calendar (FeatureSpec.symbol_horizon_bars); empty:
+    # the spec's.
+    horizon_bars: list[int] = field(default_factory=list)
     _served: ServedOutput | None = None
+
+    def __post_init__(self) -> None:
+        if not self.horizon_bars:
+            self.horizon_bars = list(self.spec.horizon_bars)
 
     @property
     def served(self) -> ServedOutput:

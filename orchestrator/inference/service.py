@@ -23,6 +23,7 @@ from orchestrator.errors import NotFoundError
 from orchestrator.features.online import NotEnoughHistoryError, required_bars
 from orchestrator.inference.barclose import BarCloseEngine, Prediction
 from orchestrator.inference.client import ModelServiceUnavailableError, SignalModels
+from orchestrator.marketdata.calendars import CalendarStore
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.sessions import TradingWeek, infer_week
 from orchestrator.marketdata.store import BarStore
@@ -71,9 +72,9 @@ class PredictionService:
             ) from None
 
     async def trading_week(self, symbol: str, timeframe: str) -> TradingWeek:
-        """When the symbol trades at this timeframe: from the bars the engine seeded its feature
-        state with (no query), else from its last TRADING_WEEK_SPAN of bars, derived once per
-        TRADING_WEEK_TTL_S per key (marketdata/sessions.py)."""
+        """When the symbol trades at this timeframe: as the engine's feature state knows it (no
+        query), else its stored calendar, else derived from its last TRADING_WEEK_SPAN of bars;
+        read once per TRADING_WEEK_TTL_S per key (marketdata/sessions.py, calendars.py)."""
         seeded = self.engine.trading_week((parse_symbol(symbol), parse_timeframe(timeframe)))
         if seeded is not None:
             return seeded
@@ -82,7 +83,12 @@ class PredictionService:
         if cached is not None and time.monotonic() - cached[0] < TRADING_WEEK_TTL_S:
             return cached[1]
         tf = parse_timeframe(timeframe)
-        store = BarStore(await self._database())
+        database = await self._database()
+        stored = await CalendarStore(database).weeks([symbol], tf)
+        if symbol in stored:
+            self._weeks[key] = (time.monotonic(), stored[symbol])
+            return stored[symbol]
+        store = BarStore(database)
         newest = await store.last_bar_time(symbol, tf)
         if newest is None:
             return TradingWeek(tf.value, [])

@@ -62,6 +62,7 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
     # The computing replica's adaptive interval level per column (every replica serves the
     # same intervals for the bar); None: the fitted 80 %.
     miscoverage: list[float] | None = None
+    horizon_bars: list[int] | None = None  # on the symbol's calendar; None: the spec's
 
     @classmethod
     def of(cls, prediction: Prediction) -> SharedPrediction:
@@ -83,6 +84,7 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
             prediction.inputs.har[0].tolist(),
             int(prediction.inputs.season[0]),
             None if prediction.miscoverage is None else prediction.miscoverage.tolist(),
+            prediction.horizon_bars,
         )
 
     @property
@@ -126,6 +128,7 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
             out,
             self.revision,
             miscoverage=None if self.miscoverage is None else np.asarray(self.miscoverage),
+            horizon_bars=list(self.horizon_bars or ()),
         )
 
 

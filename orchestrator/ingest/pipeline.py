@@ -16,6 +16,7 @@ from orchestrator.errors import BadParameterError
 from orchestrator.fileio import atomic_file
 from orchestrator.ingest.validate import validate_bars
 from orchestrator.ingest.writer import DEFAULT_BATCH_ROWS, write_bars
+from orchestrator.marketdata.calendars import CalendarStore
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import DAY_S, MONTH_SPACING_S, Timeframe, parse_symbol
@@ -51,6 +52,8 @@ class IngestReport(msgspec.Struct):
     reasons: dict[str, int] = {}
     symbols: list[str] = []
     timeframe_inferred: str | None = None
+    # When each written symbol trades, as derived from its stored bars after the write.
+    calendars: dict[str, str] = {}
 
     @property
     def ok(self) -> bool:
@@ -191,4 +194,7 @@ async def ingest_frame(
             f"{exc.reason}; the batches committed before are kept, and re-running the same "
             "command completes the job without duplicates",
         ) from exc
+    series = [(symbol, info.base_timeframe) for symbol, info in symbols.items()]
+    for calendar in await CalendarStore(db).refresh(series):
+        report.calendars[calendar.symbol] = calendar.describe()
     return report

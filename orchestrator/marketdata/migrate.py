@@ -7,6 +7,7 @@ lock keeps two migrators (e.g. `make db` and a starting service) from racing.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -46,7 +47,18 @@ def available_migrations() -> list[Migration]:
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
-    found.sort(key=lambda m: m.version)
+    return ordered(found)
+
+
+def ordered(found: list[Migration]) -> list[Migration]:
+    """`found` by version; two files with one version are refused (one would never run)."""
+    found = sorted(found, key=lambda m: m.version)
+    for before, after in itertools.pairwise(found):
+        if before.version == after.version:
+            raise MigrationError(
+                f"two migrations share version {after.version:04d} ({before.name}, {after.name});"
+                " number the newer one after the last"
+            )
     return found
 
 

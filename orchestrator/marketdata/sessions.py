@@ -5,6 +5,11 @@ exchange session with a lunch break, ...): a slot counts as open when bars opene
 least OPEN_SHARE of the weeks observed, so a holiday does not close a slot and a stray bar does not
 open one. Horizons in bars then end at the close of the h-th *trading* bar: the night, the weekend
 and the break are skipped, as the bar-count targets skip them.
+
+A *session* is a stretch of trading between closures of at least SESSION_CLOSURE_S (a lunch
+break or a one-hour maintenance halt stays inside it); a stretch that runs for days (24/7, 24/5,
+23/5 futures) counts one session per 24 hours it spans. `session_bars` is the week's bars over
+its sessions: 78 five-minute bars for a 6.5-hour exchange day, 288 around the clock.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from orchestrator.marketdata.timeframes import Timeframe
 
 WEEK_MINUTES = 7 * 24 * 60
 OPEN_SHARE = 0.25
+SESSION_CLOSURE_S = 3 * 3600  # shorter closures (lunch, a maintenance halt) stay in a session
+DAY_MINUTES = 24 * 60
 _MONDAY = datetime(1970, 1, 5, tzinfo=UTC)
 
 
@@ -37,6 +44,55 @@ class TradingWeek(msgspec.Struct, frozen=True):
     @property
     def always_open(self) -> bool:
         return self.bars_per_week * Timeframe(self.timeframe).seconds >= WEEK_MINUTES * 60
+
+    def at(self, timeframe: Timeframe) -> TradingWeek:
+        """This week at a coarser (or the same) timeframe: a coarse bar opens wherever one of
+        its finer bars traded (both grids start at Monday 00:00 UTC)."""
+        if timeframe.value == self.timeframe:
+            return self
+        step = timeframe.seconds // 60
+        return TradingWeek(timeframe.value, sorted({m - m % step for m in self.open_minutes}))
+
+    @property
+    def sessions_per_week(self) -> int:
+        """Trading sessions in the week (0 for an empty week)."""
+        return len(self._sessions())
+
+    @property
+    def session_bars(self) -> int:
+        """Bars of an average session (a day of bars for a market that never closes for long);
+        0 for an empty week."""
+        sessions = self.sessions_per_week
+        return round(self.bars_per_week / sessions) if sessions else 0
+
+    def _sessions(self) -> list[int]:
+        """Length in minutes of each session of the week (a multi-day stretch split in days)."""
+        slots = self.open_minutes
+        if not slots:
+            return []
+        step = Timeframe(self.timeframe).seconds // 60
+        following = [*slots[1:], slots[0] + WEEK_MINUTES]
+        closes = {
+            i
+            for i, (slot, nxt) in enumerate(zip(slots, following, strict=True))
+            if nxt - slot - step >= SESSION_CLOSURE_S // 60
+        }
+        if not closes:  # never closed for long: a session per day
+            return [DAY_MINUTES] * 7
+        # Walk the week from the first open after a closure; a stretch ends at each closure.
+        begin, count = min(closes) + 1, len(slots)
+        opens = [
+            slots[(begin + i) % count] + WEEK_MINUTES * ((begin + i) // count) for i in range(count)
+        ]
+        spans, start = [], opens[0]
+        for i, opened in enumerate(opens):
+            if (begin + i) % count in closes:
+                length = opened + step - start
+                days = max(1, round(length / DAY_MINUTES))
+                spans += [length // days] * days
+                if i + 1 < count:
+                    start = opens[i + 1]
+        return spans
 
     def bar_close(self, bar_open: datetime, bars: int) -> datetime:
         """Close time of the bar `bars` trading bars after the bar opening at `bar_open` (UTC)."""

@@ -91,7 +91,7 @@ def pending(prediction: Prediction) -> Pending:
         version=prediction.version,
         close=prediction.inputs.close,
         atr=prediction.inputs.atr,
-        horizon_bars=list(spec.horizon_bars),
+        horizon_bars=list(prediction.horizon_bars),
         ranges=served.ranges[0],
         intervals=None if served.intervals is None else served.intervals[0],
         baseline=None if served.baseline is None else served.baseline[0],

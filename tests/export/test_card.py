@@ -23,7 +23,7 @@ from tests.export.test_evaluation import HORIZONS, LAGS, _out_of_fold
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _card(oof: OutOfFold, horizon_bars: dict[str, int]) -> tuple[dict[str, Any], Any]:
+def _card(oof: OutOfFold, horizon_bars: dict[str, int | list[int]]) -> tuple[dict[str, Any], Any]:
     served = nested_served(oof, LAGS)
     card = {
         "samples": len(oof.fold),
@@ -46,13 +46,13 @@ def _card(oof: OutOfFold, horizon_bars: dict[str, int]) -> tuple[dict[str, Any],
 
 def test_the_card_shows_every_section_and_names_the_served_confidence() -> None:
     oof = _out_of_fold(meta_knows_nothing=True)
-    card, served = _card(oof, {"scalping": 1, "intraday": 1})
+    card, served = _card(oof, {"scalping": [1], "intraday": [23, 24]})
     text = render_card(card, version=3, card_file="MODEL_CARD_1d.md")
     assert text.startswith("# Model card — 1d version 3\n")
     assert "- Data: make real-data — SPX: S&P 500 index, daily (arch 8.0.0, NCSA); " in text
     assert "SPX 5031, IXIC 5031 bars" in text
     assert "| scalping (1 bar) |" in text
-    assert "some horizons span the same number of bars" in text
+    assert "| intraday (23–24 bars) |" in text  # the symbols' sessions differ
     assert "![coverage](MODEL_CARD_1d_coverage.png)" in text
     assert "![reliability](MODEL_CARD_1d_reliability.png)" in text
     assert "| confidence from the chosen side's classifier, calibrated — chosen |" in text

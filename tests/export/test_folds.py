@@ -29,5 +29,5 @@ def test_daily_bars_get_distinct_horizons() -> None:
     counts = [h.bars(Timeframe.D1) for h in HORIZONS]
     assert counts == [1, 2, 5, 20]
     assert len(set(counts)) == len(counts)
-    assert Horizon.SWING.describe(Timeframe.D1) == "5 trading bars (1d)"
+    assert Horizon.SWING.describe(Timeframe.D1, 5) == "5 trading bars (1d)"
     assert [h.bars(Timeframe.M5) for h in HORIZONS] == [6, 48, 288, 1440]

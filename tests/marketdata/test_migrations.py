@@ -9,6 +9,7 @@ from orchestrator.marketdata.migrate import (
     available_migrations,
     current_version,
     migrate,
+    ordered,
 )
 
 
@@ -74,3 +75,10 @@ def test_statements_split_without_comments() -> None:
         9, "x", "-- a comment; with a semicolon\nCREATE TABLE a (b INT);\n\nSELECT 1;"
     )
     assert migration.statements() == ["CREATE TABLE a (b INT)", "SELECT 1"]
+
+
+def test_two_migrations_with_one_version_are_refused() -> None:
+    first, second = Migration(5, "a", "SELECT 1"), Migration(5, "b", "SELECT 2")
+    with pytest.raises(MigrationError, match="share version 0005"):
+        ordered([second, first])
+    assert [m.version for m in ordered([Migration(2, "b", ""), Migration(1, "a", "")])] == [1, 2]

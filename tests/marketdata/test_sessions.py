@@ -11,6 +11,8 @@ from orchestrator.demo.generator import generate_bars
 from orchestrator.marketdata.sessions import infer_week
 from orchestrator.marketdata.timeframes import Timeframe
 
+M5 = Timeframe.M5
+
 
 def test_a_24_7_market_is_open_in_every_slot() -> None:
     bars = generate_bars("BTCUSD", days=21, seed=1)
@@ -45,3 +47,32 @@ def test_fx_closes_from_friday_22h_to_sunday_22h() -> None:
     week = infer_week(pd.DatetimeIndex(bars.index), Timeframe.M5)
     friday_last = datetime(2025, 6, 6, 21, 55, tzinfo=UTC)
     assert week.bar_close(friday_last, 1) == datetime(2025, 6, 8, 22, 5, tzinfo=UTC)
+
+
+def _weekday_hours(first_minute: int, last_minute: int, days: int = 28) -> pd.DatetimeIndex:
+    """5m bars opening between `first_minute` and `last_minute` (minutes of the UTC day,
+    last excluded) on weekdays."""
+    index = pd.date_range("2025-06-02", periods=days * 288, freq="5min", tz="UTC")
+    minute = index.hour * 60 + index.minute
+    return index[(minute >= first_minute) & (minute < last_minute) & (index.dayofweek < 5)]
+
+
+def test_sessions_are_trading_days_whatever_the_calendar() -> None:
+    # (symbol, sessions a week, bars a session) for the demo's four calendars.
+    expected = {"BTCUSD": (7, 288), "EURUSD": (5, 288), "XAUUSD": (5, 276), "ESDEMO": (5, 78)}
+    for symbol, (sessions, bars) in expected.items():
+        week = infer_week(pd.DatetimeIndex(generate_bars(symbol, days=35, seed=1).index), M5)
+        assert (week.sessions_per_week, week.session_bars) == (sessions, bars), symbol
+
+
+def test_a_lunch_break_stays_inside_the_session() -> None:
+    morning = _weekday_hours(0, 150)  # 00:00-02:30 UTC
+    afternoon = _weekday_hours(210, 360)  # 03:30-06:00 UTC: a one-hour lunch between
+    week = infer_week(morning.union(afternoon), M5)
+    assert week.sessions_per_week == 5
+    assert week.session_bars == (150 + 150) // 5
+
+
+def test_an_empty_week_has_no_sessions() -> None:
+    week = infer_week(pd.DatetimeIndex([], tz="UTC"), M5)
+    assert (week.sessions_per_week, week.session_bars) == (0, 0)
