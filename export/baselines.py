@@ -144,6 +144,15 @@ def fit_stack(inputs: list[F64], y: F64) -> F64:
     return np.stack(columns)
 
 
+def fit_baseline_stack(inputs: list[F64], y: F64) -> F64:
+    """(2H, 1 + models) weights of the baselines' blend: fit_stack over the baselines alone
+    (`inputs` in STACK_INPUTS order after the intercept: both networks first), zero on the
+    networks."""
+    weights = fit_stack(inputs[2:], y)
+    networks = np.zeros((weights.shape[0], 2))
+    return np.concatenate([weights[:, :1], networks, weights[:, 1:]], axis=1)
+
+
 def fit_interval_ratios(predicted: F64, y: F64, level: float = INTERVAL_LEVEL) -> F64:
     """(2H, 2) split-conformal multipliers: [ratio_lo x pred, ratio_hi x pred] covers `level`
     of realised / predicted, with the finite-sample correction.

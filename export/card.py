@@ -25,9 +25,10 @@ from export.evaluation import (
     OutOfFold,
     reliability,
 )
-from orchestrator.features.head import NETWORKS, RANGE_BASELINES
+from orchestrator.features.head import BASELINES, NETWORKS, RANGE_BASELINES
 
 PLOT_NAMES = ("reliability", "coverage")
+_SOURCE_WORDS = {NETWORKS: "networks' blend", BASELINES: "baselines' blend"}
 SERVED_SKILL_TARGET = -0.005  # issue 23: never worse than the best baseline, within noise
 
 
@@ -270,11 +271,11 @@ def _gate_section(card: dict[str, Any]) -> list[str]:
         "",
         "Fixed before training (export/gate.py): an output serves the model only when a one-sided "
         f"Diebold–Mariano test (Newey–West variance, 2 lags per label bar) rejects at "
-        f"{gate['alpha']} that its loss is not lower than the reference baseline's on the nested "
+        f"{gate['alpha']} that its loss is not lower than the reference's on the nested "
         "out-of-sample rows (ranges: squared error, and mean QLIKE not higher; probabilities: "
-        "Brier against the base rate). Otherwise the baseline is served. The reference baseline "
-        "of a range output is HAR unless another baseline beats HAR by the same test at "
-        f"{gate['alpha']} / 4.",
+        "Brier against the base rate). Otherwise the reference is served. The reference of a "
+        "range output is the baselines' blend: a convex blend of HAR, log-HAR, HAR on "
+        "Garman–Klass and the seasonal profile, fitted on the earlier folds.",
         "",
         "| output | served | tested against | skill | p-value | rows |",
         "|---|---|---|---|---|---|",
@@ -282,9 +283,10 @@ def _gate_section(card: dict[str, Any]) -> list[str]:
     horizons = list(card["ranges"])
     for j, decision in enumerate(gate["ranges"]):
         output = f"{horizons[j // 2]} {'high' if j % 2 == 0 else 'low'}"
-        served = "networks' blend" if decision["served"] == NETWORKS else decision["served"]
+        served = _SOURCE_WORDS.get(decision["served"], decision["served"])
+        against = _SOURCE_WORDS.get(decision["baseline"], decision["baseline"])
         lines.append(
-            f"| {output} | {served} | {decision['baseline']} | {_f(decision['skill'])} | "
+            f"| {output} | {served} | {against} | {_f(decision['skill'])} | "
             f"{_f(decision['p_value'])} | {decision['rows']} |"
         )
     for name, decision in gate["probabilities"].items():
@@ -297,7 +299,7 @@ def _gate_section(card: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"{served_networks} of {len(gate['ranges'])} range outputs serve the networks' blend; "
-        "the rest serve their best baseline. Skill is 1 − model loss / baseline loss on the "
+        "the rest serve the baselines' blend. Skill is 1 − model loss / reference loss on the "
         "tested rows.",
     ]
     return lines

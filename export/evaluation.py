@@ -26,6 +26,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from export.baselines import (
     INTERVAL_LEVEL,
+    fit_baseline_stack,
     fit_calibration,
     fit_interval_quantiles,
     fit_interval_ratios,
@@ -48,7 +49,7 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
 
-RANGE_MODELS = ("gru", "transformer", "networks_mean", "blend", "served")
+RANGE_MODELS = ("gru", "transformer", "networks_mean", "blend", "baselines", "served")
 QLIKE_FLOOR_ATR = 0.01
 MIN_DECILE_TRADES = 100
 RELIABILITY_TOLERANCE = 0.05
@@ -123,7 +124,8 @@ class NestedServed:
     """The served numbers for folds >= 1 (NaN on fold 0), each fitted on the folds before."""
 
     ranges: F64  # (n, 2H), after the gate
-    blend: F64  # (n, 2H), the blend before the gate (the gate of later folds tests it)
+    blend: F64  # (n, 2H), the networks' blend before the gate (the gate of later folds tests it)
+    baseline_blend: F64  # (n, 2H), the baselines' blend: the gate's reference
     lower: F64  # interval bounds, ATR units
     upper: F64
     p_long: F64  # after the gate
@@ -171,7 +173,11 @@ def gate_decisions(
 ) -> tuple[list[GateDecision], dict[str, GateDecision]]:
     """The gate on `rows` (nested losses): per range column, and per probability."""
     ranges = range_gate(
-        served.blend[rows], oof.baselines(rows), oof.ranges[rows], oof.ts[rows], lags.ranges
+        served.blend[rows],
+        served.baseline_blend[rows],
+        oof.ranges[rows],
+        oof.ts[rows],
+        lags.ranges,
     )
     probabilities = {}
     for name, (model, base, outcome) in probability_inputs(oof, served).items():
@@ -182,8 +188,8 @@ def gate_decisions(
     return ranges, probabilities
 
 
-def _served_source(decision: GateDecision, blend: F64, baselines: dict[str, F64], j: int) -> F64:
-    return blend[:, j] if decision.served == NETWORKS else baselines[decision.served][:, j]
+def _served_source(decision: GateDecision, blend: F64, baseline_blend: F64, j: int) -> F64:
+    return blend[:, j] if decision.served == NETWORKS else baseline_blend[:, j]
 
 
 def nested_served(oof: OutOfFold, lags: Lags) -> NestedServed:
@@ -196,6 +202,7 @@ def nested_served(oof: OutOfFold, lags: Lags) -> NestedServed:
     out = NestedServed(
         ranges=np.full((n, width), np.nan),
         blend=np.full((n, width), np.nan),
+        baseline_blend=np.full((n, width), np.nan),
         lower=np.full((n, width), np.nan),
         upper=np.full((n, width), np.nan),
         p_long=empty(),
@@ -210,6 +217,8 @@ def nested_served(oof: OutOfFold, lags: Lags) -> NestedServed:
         before, now = oof.fold < k, oof.fold == k
         weights = fit_stack(oof.stack_inputs(before), oof.ranges[before])
         out.blend[now] = stack_ranges(weights, oof.stack_inputs(now))
+        reference = fit_baseline_stack(oof.stack_inputs(before), oof.ranges[before])
+        out.baseline_blend[now] = stack_ranges(reference, oof.stack_inputs(now))
         out.confidence_base[now] = oof.won[before].mean()
         out.model["p_long"][now] = fit_calibration(oof.p_long[before], oof.long_won[before])(
             oof.p_long[now]
@@ -227,14 +236,15 @@ def nested_served(oof: OutOfFold, lags: Lags) -> NestedServed:
     for k in range(1, last + 1):
         before, now = oof.fold < k, oof.fold == k
         ranges, probabilities = gate_decisions(oof, out, lags, before)
-        fitted_blend = stack_ranges(
-            fit_stack(oof.stack_inputs(before), oof.ranges[before]), oof.stack_inputs(before)
+        inputs_before = oof.stack_inputs(before)
+        fitted_blend = stack_ranges(fit_stack(inputs_before, oof.ranges[before]), inputs_before)
+        fitted_reference = stack_ranges(
+            fit_baseline_stack(inputs_before, oof.ranges[before]), inputs_before
         )
-        baselines_before, baselines_now = oof.baselines(before), oof.baselines(now)
         tables, floors = [], []
         for j, decision in enumerate(ranges):
-            served = _served_source(decision, out.blend[now], baselines_now, j)
-            in_sample = _served_source(decision, fitted_blend, baselines_before, j)
+            served = _served_source(decision, out.blend[now], out.baseline_blend[now], j)
+            in_sample = _served_source(decision, fitted_blend, fitted_reference, j)
             ratios = fit_interval_ratios(in_sample[:, None], oof.ranges[before][:, j : j + 1])
             table, floor = fit_interval_quantiles(
                 in_sample[:, None], oof.ranges[before][:, j : j + 1]
@@ -296,6 +306,7 @@ def range_report(oof: OutOfFold, served: NestedServed, horizons: list[str]) -> d
         "transformer": oof.transformer,
         "networks_mean": (oof.gru + oof.transformer) / 2,
         "blend": served.blend,
+        "baselines": served.baseline_blend,
         "served": served.ranges,
         **oof.baselines(),
     }

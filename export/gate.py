@@ -2,12 +2,14 @@
 
 Written down before any model is scored and never tuned on the test folds:
 
-- **ranges**, per output column (up/down per horizon): first the reference baseline: HAR, unless
-  another baseline beats HAR by the test below at `GATE_ALPHA` / 4 (Bonferroni over the four
-  others; among those that do, the lowest MSE). Then the networks' blend is served only when a
-  one-sided Diebold–Mariano test finds its squared-error loss below that baseline's at
-  `GATE_ALPHA` = 0.05, *and* its mean QLIKE loss is not above the baseline's. Otherwise the
-  baseline is served. Losses are the out-of-sample ones of the nested walk-forward folds.
+- **ranges**, per output column (up/down per horizon): the reference is the **baselines' blend**,
+  a convex blend of HAR, log-HAR, HAR on Garman–Klass and the seasonal profile fitted by least
+  squares on the earlier folds (forecast combination: no single baseline wins every fold, and
+  picking one by its past MSE swung between them fold after fold). The networks' blend, the
+  same stack with the GRU and the Transformer added, is served only when a one-sided
+  Diebold–Mariano test finds its squared-error loss below the baselines' blend's at
+  `GATE_ALPHA` = 0.05, *and* its mean QLIKE loss is not above it. Otherwise the baselines' blend
+  is served. Losses are the out-of-sample ones of the nested walk-forward folds.
 - **probabilities** (P(long wins), P(short wins), the confidence): the calibrated model is
   served only when the same test finds its Brier loss below the base rate's; otherwise the base
   rate is served.
@@ -31,23 +33,22 @@ import numpy.typing as npt
 import statsmodels.api as sm  # type: ignore[import-untyped]
 from scipy import stats  # type: ignore[import-untyped]
 
-from orchestrator.features.head import BASE_RATE, MODEL, NETWORKS
+from orchestrator.features.head import BASE_RATE, BASELINES, MODEL, NETWORKS
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 GATE_ALPHA = 0.05
 HAC_LAGS_PER_LABEL_BAR = 2
-MIN_TEST_TIMES = 30
-REFERENCE_BASELINE = "har"  # fewer distinct times than this: no test, the baseline is served
+MIN_TEST_TIMES = 30  # fewer distinct times than this: no test, the baseline is served
 QLIKE_FLOOR_ATR = 0.01
 
 
 class GateDecision(msgspec.Struct, frozen=True):
     """What one output serves, and the numbers that decided it."""
 
-    served: str  # NETWORKS / MODEL, or the baseline's name / BASE_RATE
-    baseline: str  # the best baseline the model was tested against
+    served: str  # NETWORKS / MODEL, or BASELINES / BASE_RATE
+    baseline: str  # what the model was tested against (BASELINES / BASE_RATE)
     p_value: float  # one-sided DM: H1 = the model's loss is lower (NaN: too few rows to test)
     skill: float  # 1 - model loss / baseline loss on the tested rows (MSE or Brier)
     rows: int
@@ -87,43 +88,17 @@ def _beats(challenger: F64, incumbent: F64, y: F64, ts: I64, lags: int) -> tuple
     return qlike_worse <= 0, p_value
 
 
-def reference_baseline(baselines: dict[str, F64], y: F64, ts: I64, lags: int) -> str:
-    """The baseline a column falls back to: REFERENCE_BASELINE (HAR) unless another baseline
-    beats it by the gate's test at GATE_ALPHA / (number of other baselines) (Bonferroni); among
-    those that do, the lowest MSE. Choosing "the lowest MSE on earlier folds" outright swung
-    between HAR and HAR on Garman-Klass fold after fold on the demo data and cost up to 12 % of
-    MSE against the best baseline afterwards; HAR is the bar the field holds forecasts to."""
-    if REFERENCE_BASELINE not in baselines or len(y) == 0:
-        return min(baselines, key=lambda name: float(((baselines[name] - y) ** 2).mean()))
-    others = [name for name in baselines if name != REFERENCE_BASELINE]
-    level = GATE_ALPHA / max(len(others), 1)
-    winners = []
-    for name in others:
-        incumbent = baselines[REFERENCE_BASELINE]
-        qlike_ok, p_value = _beats(baselines[name], incumbent, y, ts, lags)
-        if qlike_ok and p_value < level:
-            winners.append(name)
-    if not winners:
-        return REFERENCE_BASELINE
-    return min(winners, key=lambda name: float(((baselines[name] - y) ** 2).mean()))
-
-
-def range_gate(
-    blend: F64, baselines: dict[str, F64], y: F64, ts: I64, lags: list[int]
-) -> list[GateDecision]:
-    """Per column of the (n, 2H) predictions: serve NETWORKS or the reference baseline.
-
-    The reference baseline (reference_baseline) is chosen on every row given; the blend is
-    tested against it on the rows where the blend is known (NaN rows: no nested blend yet)."""
-    tested = np.isfinite(blend).all(axis=1)
+def range_gate(blend: F64, reference: F64, y: F64, ts: I64, lags: list[int]) -> list[GateDecision]:
+    """Per column of the (n, 2H) predictions: serve NETWORKS (the networks' blend) or BASELINES
+    (the baselines' blend `reference`), tested on the rows where both are known (NaN rows: no
+    nested blend yet)."""
+    tested = np.isfinite(blend).all(axis=1) & np.isfinite(reference).all(axis=1)
     decisions = []
     for j in range(y.shape[1]):
-        columns = {name: values[:, j] for name, values in baselines.items()}
-        best = reference_baseline(columns, y[:, j], ts, lags[j])
         if not tested.any():
-            decisions.append(GateDecision(best, best, math.nan, math.nan, 0))
+            decisions.append(GateDecision(BASELINES, BASELINES, math.nan, math.nan, 0))
             continue
-        blend_j, base_j, y_j = blend[tested, j], columns[best][tested], y[tested, j]
+        blend_j, base_j, y_j = blend[tested, j], reference[tested, j], y[tested, j]
         qlike_ok, p_value = _beats(blend_j, base_j, y_j, ts[tested], lags[j])
         passed = p_value < GATE_ALPHA and qlike_ok
         blend_mse, base_mse = (
@@ -131,8 +106,8 @@ def range_gate(
             float(((base_j - y_j) ** 2).mean()),
         )
         skill = 1 - blend_mse / max(base_mse, 1e-12)
-        served = NETWORKS if passed else best
-        decisions.append(GateDecision(served, best, p_value, skill, int(tested.sum())))
+        served = NETWORKS if passed else BASELINES
+        decisions.append(GateDecision(served, BASELINES, p_value, skill, int(tested.sum())))
     return decisions
 
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from export.baselines import (
     INTERVAL_LEVEL,
     BaselineFit,
+    fit_baseline_stack,
     fit_calibration,
     fit_har_logistic,
     fit_interval_quantiles,
@@ -62,7 +63,6 @@ from orchestrator.features.dataset import (
 from orchestrator.features.head import (
     BASE_RATE,
     NETWORKS,
-    STACK_INPUTS,
     Calibration,
     ServingHead,
     stack_ranges,
@@ -448,19 +448,15 @@ def _rounded(table: npt.ArrayLike) -> list[list[float]]:
     return [[round(float(v), 6) for v in row] for row in np.asarray(table)]
 
 
-def _gated_stack(stack: F64, decisions: list[GateDecision], train_mean: F64) -> F64:
-    """The exported stack: the blend's weights where the gate serves NETWORKS, else one-hot on
-    the baseline (the intercept column carries the training mean)."""
-    out = stack.copy()
-    for j, decision in enumerate(decisions):
-        if decision.served == NETWORKS:
-            continue
-        out[j] = 0.0
-        if decision.served == "train_mean":
-            out[j, 0] = train_mean[j]
-        else:
-            out[j, STACK_INPUTS.index(decision.served)] = 1.0
-    return out
+def _gated_stack(blend: F64, baselines: F64, decisions: list[GateDecision]) -> F64:
+    """The exported stack: per column the networks' blend where the gate serves NETWORKS, else
+    the baselines' blend (zero weight on both networks)."""
+    return np.stack(
+        [
+            blend[j] if decision.served == NETWORKS else baselines[j]
+            for j, decision in enumerate(decisions)
+        ]
+    )
 
 
 def fit_head(
@@ -475,12 +471,10 @@ def fit_head(
     y = _gather(data, samples, "ranges").astype(np.float64)
     baselines = BaselineFit.fit(_gather(data, samples, "har"), _gather(data, samples, "season"), y)
     range_gates, probability_gates = gate_decisions(oof, served, lags, oof.fold >= 1)
-    stack = _gated_stack(
-        fit_stack(oof.stack_inputs(), oof.ranges), range_gates, baselines.train_mean
-    )
+    baseline_stack = fit_baseline_stack(oof.stack_inputs(), oof.ranges)
+    stack = _gated_stack(fit_stack(oof.stack_inputs(), oof.ranges), baseline_stack, range_gates)
     # Intervals around what each column serves: the stack applied to the out-of-fold inputs.
-    oof_stack = _gated_stack(stack, range_gates, oof.train_mean.mean(axis=0))
-    oof_served = stack_ranges(oof_stack, oof.stack_inputs())
+    oof_served = stack_ranges(stack, oof.stack_inputs())
     ratios = fit_interval_ratios(oof_served, oof.ranges)
     quantiles, floors = fit_interval_quantiles(oof_served, oof.ranges)
     source = served.confidence_source
@@ -508,6 +502,7 @@ def fit_head(
         seasonal=_rounded(baselines.seasonal),
         train_mean=[round(float(v), 6) for v in baselines.train_mean],
         stack=_rounded(stack),
+        baseline_stack=_rounded(baseline_stack),
         served=[d.served for d in range_gates],
         reference=[d.baseline for d in range_gates],
         interval_level=INTERVAL_LEVEL,

@@ -344,6 +344,7 @@ export interface components {
         /** BarCloseSummary */
         BarCloseSummary: {
             corrections: number;
+            database_failures: number;
             errors: number;
             feature_seeds: number;
             feature_steps: number;
@@ -352,9 +353,11 @@ export interface components {
             last_sweep_at: number;
             last_sweep_keys: number;
             last_sweep_ms: number;
+            not_enough_history: number;
             polls: number;
             predictions: number;
             sweeps: number;
+            triton_failures: number;
             triton_requests: number;
         };
         /** ConfidenceBin */

@@ -52,9 +52,10 @@ class RangeATR(msgspec.Struct):
 
 
 class ServedBy(msgspec.Struct):
-    """What answered each side: "networks" (the blend the gate let through) or the name of the
-    baseline served where the networks showed no edge (har, log_har, har_gk, seasonal,
-    train_mean; docs/models.md)."""
+    """What answered each side: "networks" (the blend the gate let through) or "baselines" (the
+    convex blend of HAR, log-HAR, HAR on Garman-Klass and the seasonal profile, served where the
+    networks showed no edge over it; sets exported before name a single baseline: har, log_har,
+    har_gk, seasonal, train_mean; docs/models.md)."""
 
     high: str
     low: str
@@ -62,7 +63,9 @@ class ServedBy(msgspec.Struct):
 
 class HorizonPrediction(msgspec.Struct):
     horizon: str
-    bars: int  # bars the market trades (nights, weekends and breaks are not counted)
+    # Bars the market trades (nights, weekends and breaks are not counted), on the symbol's own
+    # calendar: swing is one session (78 five-minute bars on a 6.5-hour exchange, 288 for 24/7).
+    bars: int
     high: float  # price the market is expected to reach above the close
     low: float
     up_atr: float  # the served range in ATR units (the serving head's stack; see docs/models.md)
@@ -77,7 +80,9 @@ class HorizonPrediction(msgspec.Struct):
     # UTC close of the horizon's last bar, counting only the bars the market trades (the night,
     # the weekend and breaks skipped, as the symbol's own bars show them).
     ends_at: datetime | None = None
-    duration: str | None = None  # the horizon at this timeframe in words (1d and up: sessions)
+    # The horizon in words: "30 minutes of trading", "one session (6.5 hours of trading)", at 1d
+    # and up "5 trading bars (1d)".
+    duration: str | None = None
 
 
 class PredictionResponse(msgspec.Struct):

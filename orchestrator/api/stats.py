@@ -93,7 +93,10 @@ class BarCloseSummary(msgspec.Struct):
     feature_steps: int  # bars folded into a feature state in O(1)
     feature_seeds: int  # full recomputes: restart, spec change, corrected bar
     corrections: int  # stored bars that no longer continued a state
-    errors: int
+    errors: int  # keys a sweep failed to answer (not counting not_enough_history)
+    not_enough_history: int  # keys too young to predict yet (expected; not an error)
+    triton_failures: int  # of the errors: the Triton request failed
+    database_failures: int  # of the errors: the bars could not be read
     polls: int
     last_sweep_keys: int
     last_sweep_at: float  # wall clock (epoch s) when it started
@@ -203,6 +206,9 @@ class StatsController(Controller):
                 feature_seeds=engine.seeds,
                 corrections=engine.corrections,
                 errors=engine.errors,
+                not_enough_history=engine.not_enough_history,
+                triton_failures=engine.triton_failures,
+                database_failures=engine.database_failures,
                 polls=engine.polls,
                 last_sweep_keys=engine.last_sweep_keys,
                 last_sweep_at=engine.last_sweep_at,

@@ -9,9 +9,10 @@ backtests) applies the same arithmetic to the same inputs:
   (day of week, hour) seasonal profile;
 - **ranges**: per output column (up/down per horizon) either a convex blend of the GRU, the
   Transformer and the baselines, or, where a test fixed before training (the **gate**,
-  export/gate.py) found no evidence that the blend beats the best baseline out of sample, that
-  baseline alone. `served` names the choice per column; the stack weights encode it (one-hot on
-  the baseline, the intercept column for the training mean), so serving never branches;
+  export/gate.py) found no evidence that the networks add to the baselines out of sample, a
+  convex blend of the baselines alone (BASELINES). `served` names the choice per column; the
+  stack weights encode it (zero on both networks for BASELINES; one-hot on a single baseline in
+  heads exported before the baselines' blend), so serving never branches;
 - **intervals**: split-conformal multipliers of the served range give an 80 % interval for the
   high and for the low. The head also ships the conformal quantiles of realised / served at a
   grid of levels, so live serving can move each interval's level by adaptive conformal
@@ -45,6 +46,7 @@ from orchestrator.features.baseline import (
 F64 = npt.NDArray[np.float64]
 Floats = npt.NDArray[np.floating[Any]]
 NETWORKS = "networks"  # what `served` says of a column served by the blend
+BASELINES = "baselines"  # ... served by the convex blend of the baselines, no network
 RANGE_BASELINES: tuple[str, ...] = ("train_mean", "seasonal", "har", "log_har", "har_gk")
 STACK_INPUTS: tuple[str, ...] = (
     "intercept",
@@ -90,7 +92,9 @@ class ServingHead(msgspec.Struct, frozen=True):
     train_mean: list[float]  # (2H,): the training mean, the simplest baseline
     stack: list[list[float]]  # (2H, 7): weights of STACK_INPUTS
     served: list[str]  # (2H,): NETWORKS or the RANGE_BASELINES name the column serves
-    reference: list[str]  # (2H,): the best baseline per column (live skill is measured on it)
+    # (2H,): what live skill is measured against per column: BASELINES (the baselines' blend),
+    # or in heads exported before it the best single baseline.
+    reference: list[str]
     interval_level: float
     interval_ratio: list[list[float]]  # (2H, 2): lower and upper multiplier of the served range
     p_long: Calibration
@@ -103,6 +107,9 @@ class ServingHead(msgspec.Struct, frozen=True):
     interval_quantiles: list[list[float]] = []
     interval_floor: list[bool] = []  # (2H,): the interval starts at 0 (a no-move point mass)
     adaptive_rate: float = 0.0  # ACI's step size gamma (0: intervals do not adapt)
+    # (2H, 7): the baselines' blend (zero on both networks): the reference the gate tested the
+    # networks against, served where they did not beat it, and live quality's skill reference.
+    baseline_stack: list[list[float]] = []
 
     def check(self, n_ranges: int) -> None:
         """Refuses a head built for other baseline inputs or another number of outputs."""
@@ -129,6 +136,11 @@ class ServingHead(msgspec.Struct, frozen=True):
                 (n_ranges, len(INTERVAL_GRID)),
             )
             shapes["interval_floor"] = ((len(self.interval_floor),), (n_ranges,))
+        if self.baseline_stack or BASELINES in self.reference:
+            shapes["baseline_stack"] = (
+                np.shape(self.baseline_stack),
+                (n_ranges, len(STACK_INPUTS)),
+            )
         if self.confidence_source not in CONFIDENCE_SOURCES:
             raise ValueError(
                 f"serving head's confidence_source {self.confidence_source!r} is none of "
@@ -137,8 +149,8 @@ class ServingHead(msgspec.Struct, frozen=True):
         wrong = {k: v for k, v in shapes.items() if v[0] != v[1]}
         if wrong:
             raise ValueError(f"serving head has wrong shapes (got, expected): {wrong}")
-        unknown = set(self.served) - {NETWORKS, *RANGE_BASELINES}
-        if unknown or not set(self.reference) <= set(RANGE_BASELINES):
+        unknown = set(self.served) - {NETWORKS, BASELINES, *RANGE_BASELINES}
+        if unknown or not set(self.reference) <= {BASELINES, *RANGE_BASELINES}:
             raise ValueError(f"serving head names unknown range sources: {sorted(unknown)}")
 
     def probability_source(self, name: str) -> str:
@@ -234,7 +246,8 @@ def stack_inputs(gru: F64, transformer: F64, baselines: dict[str, F64]) -> list[
 def reference_ranges(
     reference: list[str], baselines: dict[str, F64], intercept: npt.ArrayLike
 ) -> F64:
-    """(N, 2H): per column the named baseline's prediction (train_mean: the given level)."""
+    """(N, 2H): per column the named baseline's prediction (train_mean: the given level;
+    BASELINES: the baselines' blend)."""
     first = next(iter(baselines.values()))
     out = np.empty_like(first)
     level = np.asarray(intercept, np.float64)
@@ -288,7 +301,10 @@ def apply_head(
             *(np.asarray(p, np.float64) for p in (p_long, p_short, confidence)),
         )
     baselines = baseline_predictions(head, baseline, season)
-    ranges = stack_ranges(head.stack, stack_inputs(gru64, transformer64, baselines))
+    inputs = stack_inputs(gru64, transformer64, baselines)
+    ranges = stack_ranges(head.stack, inputs)
+    if head.baseline_stack:
+        baselines[BASELINES] = stack_ranges(head.baseline_stack, inputs)
     ratio = interval_ratios(head, miscoverage)
     intervals = ranges[:, :, np.newaxis] * ratio[np.newaxis]
     raw_long, raw_short = np.asarray(p_long, np.float64), np.asarray(p_short, np.float64)

@@ -270,9 +270,13 @@ class BarCloseEngine:
                 future.set_result(result)
         if elsewhere:
             self._await_remote(elsewhere)
-        produced = [r for r in results.values() if isinstance(r, Prediction)]
+        produced = []
+        for result in results.values():
+            if isinstance(result, Prediction):
+                produced.append(result)
+            else:
+                self.stats.count_failure(result)
         self.stats.predictions += len(computed)
-        self.stats.errors += len(results) - len(produced)
         if self._shared is not None and computed:
             event = await self._shared.share(computed)
             if event is not None and self._publish is not None:

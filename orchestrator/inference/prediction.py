@@ -10,10 +10,12 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from orchestrator.errors import ModelsUnavailableError, NotEnoughDataError
 from orchestrator.features.head import ServedOutput, apply_head
 from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import EnsembleOutput
+from orchestrator.marketdata.db import is_unavailable
 from orchestrator.marketdata.timeframes import Timeframe
 
 FeatureKey = tuple[str, Timeframe]  # (symbol, served timeframe)
@@ -78,7 +80,22 @@ class BarCloseStats:
     bars_stepped: int = 0  # incremental updates
     corrections: int = 0  # stored bars that no longer continued a state
     triton_requests: int = 0
-    errors: int = 0
+    errors: int = 0  # keys a sweep could not answer for a failure (the three below and others)
+    not_enough_history: int = 0  # keys too young to predict: expected, not counted in errors
+    triton_failures: int = 0  # keys whose Triton request failed
+    database_failures: int = 0  # keys whose bars could not be read
+
+    def count_failure(self, exc: BaseException) -> None:
+        """Counts one key a sweep could not answer, by cause."""
+        if isinstance(exc, NotEnoughDataError):
+            self.not_enough_history += 1
+            return
+        self.errors += 1
+        if isinstance(exc, ModelsUnavailableError):
+            self.triton_failures += 1
+        elif is_unavailable(exc):
+            self.database_failures += 1
+
     polls: int = 0
     last_sweep_keys: int = 0
     last_sweep_at: float = 0.0  # wall clock (epoch s) when the last sweep started

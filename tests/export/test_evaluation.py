@@ -13,7 +13,14 @@ from export.evaluation import (
     nested_served,
     range_report,
 )
-from orchestrator.features.head import BASE_RATE, CHOSEN_SIDE, METAMODEL, MODEL, NETWORKS
+from orchestrator.features.head import (
+    BASE_RATE,
+    BASELINES,
+    CHOSEN_SIDE,
+    METAMODEL,
+    MODEL,
+    NETWORKS,
+)
 from orchestrator.quality.adaptive import ADAPTIVE_RATE
 
 HORIZONS = ["scalping", "intraday"]
@@ -154,13 +161,18 @@ def test_the_confidence_source_is_the_candidate_with_the_lower_brier_score() -> 
 def test_the_gate_serves_the_baseline_when_the_networks_know_nothing() -> None:
     oof = _out_of_fold()
     served = nested_served(oof, LAGS)
-    gates = served.fold_gates[1]  # nothing shown yet: the best baseline of fold 0
-    assert [gates[f"column_{j}"] for j in range(4)] == ["har"] * 4
+    gates = served.fold_gates[1]  # nothing shown yet: the baselines' blend of fold 0
+    assert [gates[f"column_{j}"] for j in range(4)] == [BASELINES] * 4
     rows = oof.fold == 1
-    np.testing.assert_array_equal(served.ranges[rows], oof.har[rows])
+    np.testing.assert_array_equal(served.ranges[rows], served.baseline_blend[rows])
+    # HAR drives the ranges: the baselines' blend leans on it and is no worse than HAR alone.
+    scored = oof.fold >= 1
+    blend_mse = float(((served.baseline_blend[scored] - oof.ranges[scored]) ** 2).mean())
+    har_mse = float(((oof.har[scored] - oof.ranges[scored]) ** 2).mean())
+    assert blend_mse <= 1.01 * har_mse
     # Later folds: a blend that is HAR plus noise passes a 5 % test about one time in twenty.
     decisions = [served.fold_gates[k][f"column_{j}"] for k in (2, 3) for j in range(4)]
-    assert decisions.count("har") >= 6, decisions
+    assert decisions.count(BASELINES) >= 6, decisions
 
 
 def test_the_gate_serves_the_networks_once_they_have_shown_skill() -> None:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from export.gate import GATE_ALPHA, dm_test, probability_gate, range_gate, reference_baseline
-from orchestrator.features.head import BASE_RATE, MODEL, NETWORKS
+from export.baselines import fit_baseline_stack, fit_stack
+from export.gate import GATE_ALPHA, dm_test, probability_gate, range_gate
+from orchestrator.features.head import BASE_RATE, BASELINES, MODEL, NETWORKS, stack_ranges
 
 
 def test_without_lags_the_test_is_the_one_sided_t_test_of_the_mean() -> None:
@@ -47,18 +48,39 @@ def test_the_range_gate_serves_the_networks_only_with_evidence() -> None:
     rng = np.random.default_rng(4)
     n = 3000
     y = rng.gamma(2.0, 1.0, (n, 2))
-    baselines = {"train_mean": np.full((n, 2), 2.0), "har": y * rng.lognormal(0, 0.4, (n, 2))}
+    reference = y * rng.lognormal(0, 0.4, (n, 2))
     better = y * rng.lognormal(0, 0.2, (n, 2))
-    same = baselines["har"] + rng.normal(0, 1e-3, (n, 2))
+    same = reference + rng.normal(0, 1e-3, (n, 2))
     ts, lags = np.arange(n), [1, 1]
-    assert [d.served for d in range_gate(better, baselines, y, ts, lags)] == [NETWORKS] * 2
-    decisions = range_gate(same, baselines, y, ts, lags)
-    assert [d.served for d in decisions] == ["har", "har"]
-    assert all(d.baseline == "har" and d.rows == n for d in decisions)
-    # No nested blend yet (NaN): the best baseline is served, untested.
-    first = range_gate(np.full((n, 2), np.nan), baselines, y, ts, lags)
-    assert [d.served for d in first] == ["har", "har"]
+    assert [d.served for d in range_gate(better, reference, y, ts, lags)] == [NETWORKS] * 2
+    decisions = range_gate(same, reference, y, ts, lags)
+    assert [d.served for d in decisions] == [BASELINES] * 2
+    assert all(d.baseline == BASELINES and d.rows == n for d in decisions)
+    # No nested blend yet (NaN): the baselines' blend is served, untested.
+    first = range_gate(np.full((n, 2), np.nan), reference, y, ts, lags)
+    assert [d.served for d in first] == [BASELINES] * 2
     assert np.isnan(first[0].p_value)
+
+
+def test_the_baselines_blend_leaves_the_networks_out_and_beats_each_baseline() -> None:
+    """Two baselines that each see half of the signal: their blend beats both, and carries no
+    weight on the networks even when a network is the best input."""
+    rng = np.random.default_rng(6)
+    n = 4000
+    a, b = rng.gamma(2.0, 1.0, (n, 1)), rng.gamma(2.0, 1.0, (n, 1))
+    y = a + b
+    har, log_har = 2 * a + 2.0, 2 * b + 2.0
+    network = y + rng.normal(0, 0.1, (n, 1))
+    inputs = [network, network, har, np.full((n, 1), 4.0), log_har, np.full((n, 1), 4.0)]
+    weights = fit_baseline_stack(inputs, y)
+    assert weights.shape == (1, 7)
+    assert weights[0, 1] == weights[0, 2] == 0.0
+    assert weights[0, 1:].sum() == pytest.approx(1.0)
+    blend = stack_ranges(weights, inputs)
+    mse = {name: float(((x - y) ** 2).mean()) for name, x in (("har", har), ("log_har", log_har))}
+    assert float(((blend - y) ** 2).mean()) < 0.8 * min(mse.values())
+    with_networks = fit_stack(inputs, y)
+    assert with_networks[0, 1] + with_networks[0, 2] > 0.9
 
 
 def test_the_probability_gate_needs_brier_skill_over_the_base_rate() -> None:
@@ -73,18 +95,3 @@ def test_the_probability_gate_needs_brier_skill_over_the_base_rate() -> None:
     decision = probability_gate(noise, base, won, ts, 1)
     assert decision.served == BASE_RATE
     assert decision.skill < 0
-
-
-def test_har_stays_the_reference_unless_another_baseline_clearly_beats_it() -> None:
-    rng = np.random.default_rng(6)
-    n = 3000
-    y = rng.gamma(2.0, 1.0, n)
-    har = y * rng.lognormal(0, 0.4, n)
-    ts = np.arange(n)
-    # A baseline as good as HAR (lower MSE here by chance or not) does not replace it ...
-    equal = y * rng.lognormal(0, 0.4, n)
-    assert reference_baseline({"har": har, "har_gk": equal}, y, ts, 1) == "har"
-    # ... a clearly better one does, and the best of several that do is taken.
-    better, best = y * rng.lognormal(0, 0.2, n), y * rng.lognormal(0, 0.1, n)
-    choice = reference_baseline({"har": har, "log_har": better, "har_gk": best}, y, ts, 1)
-    assert choice == "har_gk"
