@@ -565,6 +565,7 @@ export interface components {
         StreamSummary: {
             clients: number;
             computations: number;
+            delivered: number;
             errors: number;
             feeds: number;
             messages_dropped: number;

@@ -1,12 +1,15 @@
 """Live predictions over WebSocket: one watcher per (symbol, timeframe, strategy), fanned out to
 clients.
 
-A watcher wakes when the bar-close engine finishes a sweep (or every poll interval) and reads the
-newest closed bar the engine knows; when it changes it takes that bar's prediction + signal and
-puts the encoded message on every subscriber's bounded queue with put_nowait. A client that does
-not read only loses its own oldest messages (counted); it never slows the watcher or the other
-clients. Each connection's own task writes to its socket and sends a heartbeat when nothing else
-was sent for `heartbeat_s`.
+The bar-close engine hands the hub the predictions of every sweep and the hub publishes them as
+they are: no query, no second look-up (`deliver`). A watcher per feed is the fallback for what
+no sweep of this replica handed over (the first message of a new feed, a bar another replica
+computed): it wakes after each sweep (or every poll interval), reads the newest closed bar the
+engine knows and, when no message for it went out yet, takes that bar's prediction + signal.
+Either way the encoded message goes on every subscriber's bounded queue with put_nowait. A
+client that does not read only loses its own oldest messages (counted); it never slows the
+watcher or the other clients. Each connection's own task writes to its socket and sends a
+heartbeat when nothing else was sent for `heartbeat_s`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from orchestrator.api.predictions import (
 )
 from orchestrator.api.resources import Resources
 from orchestrator.errors import ErrorBody, describe
+from orchestrator.inference.prediction import Prediction
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import parse_symbol, parse_timeframe
 from orchestrator.signals.strategies import DEFAULT_STRATEGY
@@ -43,6 +47,7 @@ log = logging.getLogger("orchestrator.stream")
 FeedKey = tuple[str, str, str]  # (symbol, timeframe, strategy)
 LastBar = Callable[[FeedKey], Awaitable[datetime | None]]
 Compute = Callable[[FeedKey], Awaitable[bytes]]
+Render = Callable[[FeedKey, Prediction], Awaitable[bytes]]
 CLOSE_GOING_AWAY = 1001
 
 
@@ -93,7 +98,8 @@ class Feed:
 class StreamSummary(msgspec.Struct):
     feeds: int  # (symbol, timeframe, strategy) feeds being watched
     clients: int
-    computations: int  # predictions computed for the stream (one per new bar per feed)
+    computations: int  # predictions looked up by a watcher (what no sweep handed over)
+    delivered: int  # messages published straight from a sweep's predictions
     messages_sent: int
     messages_dropped: int  # oldest messages discarded for clients that fell behind
     errors: int
@@ -102,6 +108,7 @@ class StreamSummary(msgspec.Struct):
 @dataclass
 class StreamStats:
     computations: int = 0
+    delivered: int = 0
     messages_sent: int = 0
     messages_dropped: int = 0
     errors: int = 0
@@ -113,11 +120,13 @@ class StreamHub:
         last_bar: LastBar,
         compute: Compute,
         *,
+        render: Render | None = None,
         poll_interval_s: float = 1.0,
         queue_size: int = 32,
     ) -> None:
         self._last_bar = last_bar
         self._compute = compute
+        self._render = render
         self.poll_interval_s = poll_interval_s
         self.queue_size = queue_size
         self.feeds: dict[FeedKey, Feed] = {}
@@ -164,16 +173,48 @@ class StreamHub:
         for subscriber in tuple(feed.subscribers):
             subscriber.offer(message)
 
+    def deliver(self, predictions: list[Prediction]) -> None:
+        """Publishes a sweep's predictions to the feeds that watch them (called by the engine
+        after each sweep; the messages are built in one task, off the sweep)."""
+        if self._render is None or not self.feeds:
+            return
+        by_series = {(p.symbol, p.timeframe): p for p in predictions}
+        due = [
+            (key, feed, by_series[key[:2]])
+            for key, feed in self.feeds.items()
+            if key[:2] in by_series and feed.last_bar != by_series[key[:2]].bar_time
+        ]
+        if due:
+            asyncio.get_running_loop().create_task(self._deliver(due), name="stream:deliver")
+
+    async def _deliver(self, due: list[tuple[FeedKey, Feed, Prediction]]) -> None:
+        assert self._render is not None
+        for key, feed, prediction in due:
+            try:
+                message = await self._render(key, prediction)
+            except Exception:  # the watcher retries this feed through the request path
+                log.exception("could not render the stream message for %s", key)
+                continue
+            if self.feeds.get(key) is feed and feed.last_bar != prediction.bar_time:
+                self.stats.delivered += 1
+                self.publish(feed, message)
+                feed.last_bar = prediction.bar_time
+
     async def _watch(self, key: FeedKey, feed: Feed) -> None:
         symbol, timeframe, _ = key
         last_error: bytes | None = None
         while True:
             try:
                 last_bar = await self._last_bar(key)
-                if last_bar is not None and last_bar != feed.last_bar:
+                sent = feed.last_bar
+                # Only newer bars: a sweep may have delivered one the engine's index is behind.
+                if last_bar is not None and (sent is None or last_bar > sent):
                     self.stats.computations += 1
-                    self.publish(feed, await self._compute(key))
-                    feed.last_bar, last_error = last_bar, None
+                    message = await self._compute(key)
+                    if feed.last_bar == sent:  # a sweep delivered nothing newer meanwhile
+                        self.publish(feed, message)
+                        feed.last_bar = last_bar
+                    last_error = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reported to the clients, retried on the next poll
@@ -203,6 +244,7 @@ class StreamHub:
             feeds=len(self.feeds),
             clients=sum(len(f.subscribers) for f in self.feeds.values()),
             computations=self.stats.computations,
+            delivered=self.stats.delivered,
             messages_sent=self.stats.messages_sent,
             messages_dropped=self.stats.messages_dropped + pending,
             errors=self.stats.errors,
@@ -210,9 +252,10 @@ class StreamHub:
 
 
 def hub_for_app(resources: Resources, *, poll_interval_s: float, queue_size: int) -> StreamHub:
-    """The hub fed by the bar-close engine: watchers wake when a sweep finishes and read the
-    newest closed bar the engine has seen (no query); the message comes from the same
-    prediction /api/predict serves, encoded once per (prediction, strategy)."""
+    """The hub fed by the bar-close engine: each sweep's predictions are published as handed
+    over; watchers wake when a sweep finishes and read the newest closed bar the engine has seen
+    (no query) for what was not. The message is built from the same prediction /api/predict
+    serves, encoded once per (prediction, strategy)."""
     engine = resources.engine
 
     async def last_bar(key: FeedKey) -> datetime | None:
@@ -224,9 +267,11 @@ def hub_for_app(resources: Resources, *, poll_interval_s: float, queue_size: int
         return await store.last_closed_bar_time(key[0], timeframe)
 
     async def compute(key: FeedKey) -> bytes:
-        symbol, timeframe, strategy = key
         # Feeds of one symbol with different strategies share the prediction.
-        run = await resources.predictions.latest(symbol, timeframe)
+        return await render(key, await resources.predictions.latest(key[0], key[1]))
+
+    async def render(key: FeedKey, run: Prediction) -> bytes:
+        symbol, timeframe, strategy = key
         asset_class = await resources.predictions.asset_class(symbol)
         week = await resources.predictions.trading_week(symbol, timeframe)
 
@@ -239,8 +284,15 @@ def hub_for_app(resources: Resources, *, poll_interval_s: float, queue_size: int
 
         return run.encoded_once(f"ws:{strategy}", message)
 
-    hub = StreamHub(last_bar, compute, poll_interval_s=poll_interval_s, queue_size=queue_size)
-    engine.on_predictions(lambda _: hub.wake())
+    hub = StreamHub(
+        last_bar, compute, render=render, poll_interval_s=poll_interval_s, queue_size=queue_size
+    )
+
+    def after_sweep(predictions: list[Prediction]) -> None:
+        hub.deliver(predictions)
+        hub.wake()
+
+    engine.on_predictions(after_sweep)
     return hub
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from types import SimpleNamespace
+from typing import cast
 
 import msgspec
 import pandas as pd
@@ -17,6 +19,7 @@ from orchestrator.api.app import create_app
 from orchestrator.api.stream import StreamHub
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.inference.models import ENSEMBLE
+from orchestrator.inference.prediction import Prediction
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
@@ -79,6 +82,49 @@ async def test_a_client_that_never_reads_loses_only_its_own_old_messages() -> No
     hub.unsubscribe(fast)
     assert hub.feeds == {}  # the watcher stops with its last subscriber
     assert hub.snapshot().messages_dropped == 7
+
+
+async def test_a_sweeps_predictions_are_published_as_handed_over() -> None:
+    """What a sweep hands the hub goes out without the watcher's look-up, once per bar: the
+    watcher, waking after it, finds the bar already sent."""
+    bars: list[datetime | None] = [datetime(2025, 1, 1)]
+    computed: list[str] = []
+    rendered: list[datetime] = []
+    polled = asyncio.Event()
+
+    async def last_bar(key: tuple[str, str, str]) -> datetime | None:
+        polled.set()
+        return bars[-1]
+
+    async def compute(key: tuple[str, str, str]) -> bytes:
+        computed.append(key[0])
+        return b'{"from": "watcher"}'
+
+    async def render(key: tuple[str, str, str], prediction: Prediction) -> bytes:
+        rendered.append(prediction.bar_time)
+        return f'{{"from": "sweep", "bar": "{prediction.bar_time:%H:%M}"}}'.encode()
+
+    hub = StreamHub(last_bar, compute, render=render, poll_interval_s=0.01)
+    sub = hub.subscribe(KEY)
+    assert await asyncio.wait_for(sub.queue.get(), 2) == b'{"from": "watcher"}'
+    swept = cast(Prediction, SimpleNamespace(symbol="BTCUSD", timeframe="5m", bar_time=None))
+    for minute in (5, 10):
+        swept.bar_time = datetime(2025, 1, 1, 0, minute)
+        hub.deliver([swept, cast(Prediction, SimpleNamespace(symbol="ETHUSD", timeframe="5m"))])
+        expected = f'{{"from": "sweep", "bar": "00:{minute:02d}"}}'.encode()
+        assert await asyncio.wait_for(sub.queue.get(), 2) == expected
+        bars.append(swept.bar_time)
+        hub.wake()
+    hub.deliver([swept])  # the same bar again: nothing new to send
+    for _ in range(3):  # the watcher looks a few more times and finds nothing new either
+        polled.clear()
+        hub.wake()
+        await asyncio.wait_for(polled.wait(), 2)
+    assert sub.queue.empty()
+    assert computed == ["BTCUSD"]
+    assert rendered == [datetime(2025, 1, 1, 0, 5), datetime(2025, 1, 1, 0, 10)]
+    assert hub.snapshot().delivered == 2
+    await hub.close()
 
 
 async def test_a_failing_computation_is_reported_once_and_retried() -> None:
