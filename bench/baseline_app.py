@@ -29,7 +29,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromPath, FromQuery
 
-from export.backends.fused_ensemble import FusedEnsemble
+from bench.runners import FusedEnsemble
 from orchestrator.devstack.triton import latest_version
 from orchestrator.features.online import NotEnoughHistoryError, inputs_for_latest, required_bars
 from orchestrator.features.spec import FeatureSpec, check_compatible

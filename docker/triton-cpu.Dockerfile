@@ -6,6 +6,9 @@
 FROM nvcr.io/nvidia/tritonserver:24.08-py3
 COPY requirements/triton-model-env.txt /tmp/triton-model-env.txt
 RUN python3 -m pip install --no-cache-dir -r /tmp/triton-model-env.txt && rm /tmp/triton-model-env.txt
+# The cpu profile's runners are Python-based backends, installed once beside backends/python
+# (a config names one with backend: "<runner>"; the versions hold only artifacts).
+COPY model_repository/backends/ /opt/tritonserver/backends/
 COPY --chown=1000:1000 model_repository/cpu /models
 USER 1000:1000
 EXPOSE 8000 8001 8002

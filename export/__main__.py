@@ -169,9 +169,11 @@ def train(args: argparse.Namespace) -> int:
         models = train_all(data, cfg)
     except ValueError as exc:  # export/train.py says "too little history" with ValueError
         raise NotEnoughDataError(str(exc)) from exc
-    versions = export_profiles(models, Path(args.repository), tensorrt=args.tensorrt)
-    if args.oof and models.oof is not None:
+    if (
+        args.oof and models.oof is not None
+    ):  # first: the rows are worth keeping even if export fails
         models.oof.save(args.oof)
+    versions = export_profiles(models, Path(args.repository), tensorrt=args.tensorrt)
     card = Path(args.repository) / "cpu" / card_name(cfg.timeframe.value)
     print(
         f"exported version {versions['cpu']} to {args.repository}/cpu and {args.repository}/gpu "

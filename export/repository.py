@@ -4,6 +4,11 @@
 onnxruntime_onnx / pytorch_libtorch / fil backends) share model names, tensor names, shapes and
 batching, and are built from the same artifacts. A new version is assembled in a staging
 directory on the same filesystem and renamed into place, so Triton never sees half a version.
+
+The cpu profile's code is not in the versions: its three runners are Triton Python-based
+backends installed once (model_repository/backends/<runner>/model.py, in Triton's backend
+directory), and a config names its runner with `backend: "<runner>"`. A version holds only
+artifacts.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from pathlib import Path
 
 from orchestrator.fileio import atomic_file
 
-BACKENDS_DIR = Path(__file__).parent / "backends"
 PROFILES = ("cpu", "gpu")
 KEEP_VERSIONS = 3
 QUEUE_DELAY_US = 2000
@@ -26,8 +30,8 @@ QUEUE_DELAY_US = 2000
 # other's responses around. The bar-close sweep sends whole 256-row batches anyway.
 FUSED_QUEUE_DELAY_US = 0
 FUSED_INSTANCES = 2
-# Versioned files of the fused cpu ensemble, keyed by the member whose artifact they are.
-FUSED_RUNNER = "fused_ensemble.py"
+# The Python-based backend (model_repository/backends/) that runs each kind on the cpu profile.
+CPU_RUNNERS = {"onnx": "onnx_runner", "xgboost": "xgboost_runner", "ensemble": "fused_ensemble"}
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ def render_config(
         ]
         return "\n".join(lines) + "\n"
     if not gpu:
-        lines.append('backend: "python"')
+        lines.append(f'backend: "{CPU_RUNNERS[model.kind]}"')
     elif model.kind == "onnx":
         lines += ['platform: "onnxruntime_onnx"', 'default_model_filename: "model.onnx"']
     elif model.kind == "torchscript":
@@ -145,7 +149,7 @@ def _fused_ensemble_config(model: ModelDef) -> list[str]:
     """cpu profile: the ensemble as one Python-backend model over the whole dynamic batch (same
     name and tensors as the gpu profile's native ensemble)."""
     return [
-        'backend: "python"',
+        f'backend: "{CPU_RUNNERS["ensemble"]}"',
         f"max_batch_size: {model.max_batch_size}",
         _tensors("input", model.inputs),
         _tensors("output", model.outputs),
@@ -181,17 +185,13 @@ def publish_version(
     keep: int = KEEP_VERSIONS,
     feature_spec: str | None = None,
 ) -> Path:
-    """Stages `files` (+ the Python-backend runner on cpu) as `version`, then renames it in."""
+    """Stages `files` as `version`, then renames it in."""
     model_dir = repository / model.name
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=repository, prefix=f".staging-{model.name}-"))
     try:
         for target, source in files.items():
             shutil.copy2(source, staging / target)
-        if profile == "cpu" and model.kind in ("onnx", "xgboost", "ensemble"):
-            runners = {"onnx": "onnx_runner.py", "xgboost": "xgboost_runner.py"}
-            runner = runners.get(model.kind, FUSED_RUNNER)
-            shutil.copy2(BACKENDS_DIR / runner, staging / "model.py")
         final = model_dir / str(version)
         os.rename(staging, final)
     except BaseException:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import tritonclient.http as triton_http
 
+from bench.runners import FusedEnsemble
 from bench.serving.common import (
     ENSEMBLE,
     F32,
@@ -30,7 +31,6 @@ from bench.serving.common import (
     Json,
     log,
 )
-from export.backends.fused_ensemble import FusedEnsemble
 from orchestrator.demo.generator import generate_bars
 from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer

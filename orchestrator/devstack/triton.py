@@ -3,6 +3,8 @@
 Recipe (see docs/architecture.md): LD_LIBRARY_PATH holds the wheel's bundled libraries and the
 directory of libpython3.12, the Python-backend stub for 3.12 sits in backends/python, and the
 model environment's bin/ leads PATH so the stub imports that environment's numpy<2 packages.
+The backend directory is the wheel's with the project's Python-based backends (the cpu profile's
+runners, model_repository/backends/) linked in beside python/.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from orchestrator.errors import ServiceUnavailableError
 from orchestrator.settings import PROJECT_ROOT, RUN_DIR
 
 DEFAULT_ENV_DIR = PROJECT_ROOT / ".venv-triton"
+RUNNERS_DIR = PROJECT_ROOT / "model_repository" / "backends"
 
 
 class TritonStartError(ServiceUnavailableError):
@@ -45,6 +48,27 @@ def latest_version(model_dir: Path) -> Path:
     return max(versions, key=lambda p: int(p.name))
 
 
+def link_backends(target: Path, *sources: Path) -> Path:
+    """`target` holds a symlink to every backend directory under `sources` (a later source wins
+    a name); links that point elsewhere are replaced atomically, stale ones removed."""
+    wanted = {
+        entry.name: entry for source in sources for entry in source.iterdir() if entry.is_dir()
+    }
+    target.mkdir(parents=True, exist_ok=True)
+    for stale in target.iterdir():
+        if stale.name not in wanted and stale.is_symlink():
+            stale.unlink()
+    for name, entry in wanted.items():
+        link = target / name
+        if link.is_symlink() and link.readlink() == entry:
+            continue
+        staged = target / f".{name}.link"
+        staged.unlink(missing_ok=True)
+        staged.symlink_to(entry, target_is_directory=True)
+        os.replace(staged, link)
+    return target
+
+
 def repository_models(repository: Path) -> list[str]:
     """Model directories (those with a config.pbtxt) in a Triton model repository."""
     if not repository.is_dir():
@@ -62,6 +86,7 @@ class TritonServer:
     run_dir: Path = RUN_DIR
     name: str = "triton"
     load_models: list[str] | None = None  # None: every model in the repository
+    runners_dir: Path = RUNNERS_DIR
     extra_args: list[str] = field(default_factory=list)
 
     @property
@@ -89,7 +114,7 @@ class TritonServer:
             f"--model-repository={self.model_repository}",
             "--model-control-mode=explicit",
             *(f"--load-model={m}" for m in models),
-            f"--backend-directory={server / 'backends'}",
+            f"--backend-directory={self.backend_directory(server / 'backends')}",
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
@@ -97,6 +122,10 @@ class TritonServer:
             "--log-verbose=0",
             *self.extra_args,
         ]
+
+    def backend_directory(self, shipped: Path) -> Path:
+        """The wheel's backends plus the project's runners, linked under the run directory."""
+        return link_backends(self.run_dir / f"{self.name}-backends", shipped, self.runners_dir)
 
     def environment(self) -> dict[str, str]:
         site = _site_packages(self.env_dir)

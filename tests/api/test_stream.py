@@ -223,7 +223,10 @@ async def test_new_bar_reaches_every_client_from_one_computation(
         stream = app.state.stream.snapshot()
         assert stream.clients == 5
         assert stream.feeds == 2
-        assert stream.computations == 4  # one message per bar per strategy feed
+        # One message per bar per strategy feed: the first bar looked up by the watchers, the new
+        # one handed over by the sweep or, when a watcher woke first, looked up as well.
+        assert stream.computations + stream.delivered == 4
+        assert stream.computations >= 2
         for ws in readers:
             await ws.close()
         # never_reads is still open: shutdown must close it rather than wait for it.

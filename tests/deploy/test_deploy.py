@@ -59,6 +59,8 @@ ORCHESTRATOR_IMAGE = "trading-ml-orchestrator"
 SECRET_KEYS = {"INTERNAL_API_KEY", "JWT_SECRET", "MYSQL_PASSWORD", "REDIS_URL"}
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 GPU_CONFIGS = sorted((ROOT / "model_repository" / "gpu").glob("*/config.pbtxt"))
+CPU_CONFIGS = sorted((ROOT / "model_repository").glob("**/cpu/*/config.pbtxt"))
+RUNNERS = ROOT / "model_repository" / "backends"
 
 
 @pytest.fixture(scope="module")
@@ -353,6 +355,23 @@ def test_gpu_config_uses_shipped_backends(path: Path) -> None:
     assert versions, "no version directory"
     if "default_model_filename" in config:
         assert (versions[0] / config["default_model_filename"][0]).is_file()
+
+
+# --- Triton cpu profile: Python-based backends installed once -------------------------------------
+
+
+@pytest.mark.parametrize("path", CPU_CONFIGS, ids=lambda p: str(p.parent.relative_to(ROOT)))
+def test_cpu_config_names_an_installed_runner_and_ships_no_code(path: Path) -> None:
+    config = parse_pbtxt(path.read_text())
+    (runner,) = config["backend"]
+    assert (RUNNERS / runner / "model.py").is_file(), f"{runner} is not a runner"
+    for version in (d for d in path.parent.iterdir() if d.is_dir() and d.name.isdigit()):
+        assert not list(version.glob("*.py")), f"{version} holds code; it belongs in a backend"
+
+
+def test_cpu_image_installs_the_runners_as_backends() -> None:
+    text = (DOCKER / "triton-cpu.Dockerfile").read_text()
+    assert "COPY model_repository/backends/ /opt/tritonserver/backends/" in text
 
 
 def test_pbtxt_parser() -> None:

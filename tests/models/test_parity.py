@@ -137,7 +137,7 @@ def test_fused_cpu_ensemble_equals_its_members_chained(
     for name, value in expected.items():
         np.testing.assert_allclose(fused.as_numpy(name), value, atol=1e-6, err_msg=name)
     config = client.get_model_config(ENSEMBLE, as_json=True)["config"]
-    assert config["backend"] == "python"  # one fused model, not Triton's five-step ensemble
+    assert config["backend"] == "fused_ensemble"  # one fused model, not Triton's five-step one
 
 
 async def test_fused_ensemble_refuses_only_the_request_with_nan(

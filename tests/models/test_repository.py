@@ -11,7 +11,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from export.catalog import ENSEMBLE
-from export.repository import KEEP_VERSIONS, next_version
+from export.repository import CPU_RUNNERS, KEEP_VERSIONS, next_version
+from orchestrator.devstack.triton import RUNNERS_DIR
 from tests.models.conftest import TrainedRepository
 
 _DTYPE = {onnx.TensorProto.FLOAT: model_config_pb2.TYPE_FP32}
@@ -73,8 +74,17 @@ def test_every_config_parses_and_matches_its_artifacts(
             )
             assert len(config.model_warmup) == 1
         else:
-            assert config.backend == "python"
-            assert (version / "model.py").exists()
+            # A Python-based backend installed once; the version holds only artifacts.
+            kind = (
+                "ensemble"  # the fused one: every member's artifact in one version
+                if (version / "range_gru.onnx").exists()
+                else "xgboost"
+                if (version / "xgboost.json").exists()
+                else "onnx"
+            )
+            assert config.backend == CPU_RUNNERS[kind]
+            assert (RUNNERS_DIR / config.backend / "model.py").is_file()
+            assert not list(version.glob("*.py"))
 
 
 def test_cpu_and_gpu_agree_on_names_tensors_and_batching(trained: TrainedRepository) -> None:
