@@ -27,10 +27,10 @@ from sklearn.metrics import log_loss, roc_auc_score
 from export.baselines import (
     INTERVAL_LEVEL,
     fit_baseline_stack,
+    fit_blend,
     fit_calibration,
     fit_interval_quantiles,
     fit_interval_ratios,
-    fit_stack,
 )
 from export.gate import GateDecision, probability_gate, range_gate
 from orchestrator.features.head import (
@@ -215,9 +215,9 @@ def nested_served(oof: OutOfFold, lags: Lags) -> NestedServed:
     last = int(oof.fold.max())
     for k in range(1, last + 1):
         before, now = oof.fold < k, oof.fold == k
-        weights = fit_stack(oof.stack_inputs(before), oof.ranges[before])
+        weights = fit_blend(oof.stack_inputs(before), oof.ranges[before], lags.ranges)
         out.blend[now] = stack_ranges(weights, oof.stack_inputs(now))
-        reference = fit_baseline_stack(oof.stack_inputs(before), oof.ranges[before])
+        reference = fit_baseline_stack(oof.stack_inputs(before), oof.ranges[before], lags.ranges)
         out.baseline_blend[now] = stack_ranges(reference, oof.stack_inputs(now))
         out.confidence_base[now] = oof.won[before].mean()
         out.model["p_long"][now] = fit_calibration(oof.p_long[before], oof.long_won[before])(
@@ -237,9 +237,11 @@ def nested_served(oof: OutOfFold, lags: Lags) -> NestedServed:
         before, now = oof.fold < k, oof.fold == k
         ranges, probabilities = gate_decisions(oof, out, lags, before)
         inputs_before = oof.stack_inputs(before)
-        fitted_blend = stack_ranges(fit_stack(inputs_before, oof.ranges[before]), inputs_before)
+        fitted_blend = stack_ranges(
+            fit_blend(inputs_before, oof.ranges[before], lags.ranges), inputs_before
+        )
         fitted_reference = stack_ranges(
-            fit_baseline_stack(inputs_before, oof.ranges[before]), inputs_before
+            fit_baseline_stack(inputs_before, oof.ranges[before], lags.ranges), inputs_before
         )
         tables, floors = [], []
         for j, decision in enumerate(ranges):

@@ -30,11 +30,11 @@ from export.baselines import (
     INTERVAL_LEVEL,
     BaselineFit,
     fit_baseline_stack,
+    fit_blend,
     fit_calibration,
     fit_har_logistic,
     fit_interval_quantiles,
     fit_interval_ratios,
-    fit_stack,
     har_logistic_proba,
 )
 from export.card import card_plots
@@ -471,8 +471,9 @@ def fit_head(
     y = _gather(data, samples, "ranges").astype(np.float64)
     baselines = BaselineFit.fit(_gather(data, samples, "har"), _gather(data, samples, "season"), y)
     range_gates, probability_gates = gate_decisions(oof, served, lags, oof.fold >= 1)
-    baseline_stack = fit_baseline_stack(oof.stack_inputs(), oof.ranges)
-    stack = _gated_stack(fit_stack(oof.stack_inputs(), oof.ranges), baseline_stack, range_gates)
+    baseline_stack = fit_baseline_stack(oof.stack_inputs(), oof.ranges, lags.ranges)
+    blend = fit_blend(oof.stack_inputs(), oof.ranges, lags.ranges)
+    stack = _gated_stack(blend, baseline_stack, range_gates)
     # Intervals around what each column serves: the stack applied to the out-of-fold inputs.
     oof_served = stack_ranges(stack, oof.stack_inputs())
     ratios = fit_interval_ratios(oof_served, oof.ranges)

@@ -72,7 +72,7 @@ def test_the_baselines_blend_leaves_the_networks_out_and_beats_each_baseline() -
     har, log_har = 2 * a + 2.0, 2 * b + 2.0
     network = y + rng.normal(0, 0.1, (n, 1))
     inputs = [network, network, har, np.full((n, 1), 4.0), log_har, np.full((n, 1), 4.0)]
-    weights = fit_baseline_stack(inputs, y)
+    weights = fit_baseline_stack(inputs, y, [1])
     assert weights.shape == (1, 7)
     assert weights[0, 1] == weights[0, 2] == 0.0
     assert weights[0, 1:].sum() == pytest.approx(1.0)
