@@ -6,6 +6,7 @@ wire training in — the job worker (walk-forward jobs), the backtest CLI's `--w
 from __future__ import annotations
 
 import ast
+import re
 
 from orchestrator.settings import PROJECT_ROOT
 
@@ -39,3 +40,15 @@ def test_serving_modules_never_import_training() -> None:
     importing = {m for m in modules if _imports_export(m)}
     assert importing <= ENTRY_POINTS, sorted(importing - ENTRY_POINTS)
     assert "orchestrator/jobs/worker.py" in importing  # the check sees real imports
+
+
+def test_the_bars_table_is_queried_only_by_the_market_data_stores() -> None:
+    """Every query over `bars` lives in orchestrator/marketdata/ (BarStore, and the calendar and
+    watermark stores beside it); the engine, the poller and the backtests ask those."""
+    pattern = re.compile(r"\b(FROM|INTO|UPDATE|JOIN)\s+bars\b", re.IGNORECASE)
+    outside = sorted(
+        str(p.relative_to(PROJECT_ROOT))
+        for p in (PROJECT_ROOT / "orchestrator").rglob("*.py")
+        if "marketdata" not in p.parts and pattern.search(p.read_text())
+    )
+    assert outside == []

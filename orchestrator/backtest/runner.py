@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +61,6 @@ PhaseProgress = Callable[[str, float], None]  # (phase, fraction of that phase d
 
 
 # --- bars -----------------------------------------------------------------------------------
-async def _first_bar_time(db: Database, symbol: str) -> datetime | None:
-    rows = await db.fetchall("SELECT MIN(ts) FROM bars WHERE symbol = %s", (symbol,))
-    first = rows[0][0] if rows else None
-    return first.replace(tzinfo=UTC) if first is not None else None
-
-
 async def load_history(
     db: Database, resolved: Resolved, *, before: int | None, need: int
 ) -> tuple[pd.DataFrame, int]:
@@ -86,7 +80,7 @@ async def load_history(
         raise UnknownBacktestSymbolError(str(exc)) from None
     except UnsupportedTimeframeError as exc:
         raise BacktestRequestError("timeframe", str(exc)) from None
-    earliest = await _first_bar_time(db, symbol)
+    earliest = await store.first_bar_time(symbol)
     if in_range.empty:
         first, last = earliest, await store.last_bar_time(symbol, timeframe)
         stored = (

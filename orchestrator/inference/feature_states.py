@@ -22,7 +22,7 @@ from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Predict
 from orchestrator.marketdata.calendars import CalendarStore
 from orchestrator.marketdata.resample import resample_bars
 from orchestrator.marketdata.sessions import TradingWeek, infer_week
-from orchestrator.marketdata.store import SELECT_BAR_VALUES, BarStore, bars_frame
+from orchestrator.marketdata.store import BarStore, bars_frame
 from orchestrator.marketdata.timeframes import Timeframe
 
 Bar = tuple[datetime, float, float, float, float, float]  # open time (UTC), o, h, l, c, v
@@ -111,13 +111,7 @@ class FeatureStates:
         """Closed `timeframe` bars from `since` (the state's last bar, to check it still holds)
         onward, for every key, in one query. Stored bars stay plain tuples (a DataFrame per
         symbol cost more than the feature updates); resampled ones go through resample_bars."""
-        symbols = [symbol for symbol, _ in keys]
-        marks = ",".join(["%s"] * len(symbols))
-        rows = await store.db.fetchall(
-            f"SELECT symbol, {SELECT_BAR_VALUES} FROM bars WHERE timeframe = %s"
-            f" AND symbol IN ({marks}) AND ts >= %s ORDER BY symbol, ts",
-            (source.value, *symbols, since.replace(tzinfo=None)),
-        )
+        rows = await store.bar_rows_since(source, [symbol for symbol, _ in keys], since)
         per_symbol: dict[str, list[tuple[Any, ...]]] = {}
         for row in rows:
             per_symbol.setdefault(row[0], []).append(row[1:])

