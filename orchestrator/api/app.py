@@ -49,6 +49,11 @@ from orchestrator.jobs.settings import JobSettings
 from orchestrator.settings import Settings
 
 
+def _resources(state: State) -> Resources:
+    resources: Resources = state.resources
+    return resources
+
+
 def _prediction_service(state: State) -> PredictionService:
     resources: Resources = state.resources
     return resources.predictions
@@ -149,6 +154,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         plugins=[channels, ClosedStructSchemaPlugin()],
         stores={"rate_limit": rate_limits},
         dependencies={
+            "resources": Provide(_resources, sync_to_thread=False),
             "predictions": Provide(_prediction_service, sync_to_thread=False),
             "backtest_jobs": Provide(_backtest_jobs, sync_to_thread=False),
         },

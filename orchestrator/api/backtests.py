@@ -12,7 +12,6 @@ from typing import Annotated, Literal, get_args
 
 import msgspec
 from litestar import Controller, Response, delete, get, post
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
@@ -201,12 +200,11 @@ class BacktestController(Controller):
     )
     async def create(
         self,
-        state: State,
+        resources: NamedDependency[Resources],
         predictions: NamedDependency[PredictionService],
         backtest_jobs: NamedDependency[BacktestJobService],
         data: JSONBody[BacktestBody],
     ) -> Response[BacktestJob]:
-        resources: Resources = state.resources
         # An unknown symbol is a 404 whatever else the body says (the range cannot matter).
         await BarStore(await resources.database()).get_symbol(data.symbol)
         request = to_request(data)

@@ -6,7 +6,7 @@ import asyncio
 
 import msgspec
 from litestar import Controller, Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from redis.exceptions import RedisError
@@ -112,8 +112,8 @@ class HealthController(Controller):
     tags = ["health"]  # noqa: RUF012
 
     @get("/health", summary="Liveness with dependency detail (always 200 while the process runs)")
-    async def health(self, state: State) -> HealthReport:
-        return await health_report(state.resources)
+    async def health(self, resources: NamedDependency[Resources]) -> HealthReport:
+        return await health_report(resources)
 
     @get(
         "/health/ready",
@@ -127,7 +127,7 @@ class HealthController(Controller):
             )
         },
     )
-    async def ready(self, state: State) -> Response[HealthReport]:
-        report = await health_report(state.resources)
+    async def ready(self, resources: NamedDependency[Resources]) -> Response[HealthReport]:
+        report = await health_report(resources)
         code = HTTP_200_OK if report.ready else HTTP_503_SERVICE_UNAVAILABLE
         return Response(report, status_code=code)

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from litestar import Controller, Request, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIType
 from litestar.params import Parameter
 
@@ -39,6 +39,7 @@ from orchestrator.api.market import (
     timeframe_query,
 )
 from orchestrator.api.predictions import checked_number
+from orchestrator.api.resources import Resources
 from orchestrator.errors import BadParameterError
 from orchestrator.features.indicators import FEATURE_NAMES, LOOKBACK_BARS, PARAMS, compute_features
 from orchestrator.marketdata.indicators import (
@@ -311,7 +312,7 @@ class IndicatorsController(Controller):
     async def indicators(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        resources: NamedDependency[Resources],
         symbol: SymbolPath,
         indicators: Annotated[
             str, declared(INDICATORS_DESCRIPTION, pattern=INDICATORS_PATTERN)
@@ -333,7 +334,7 @@ class IndicatorsController(Controller):
         sym, tf = checked_symbol(symbol), checked_timeframe(timeframe, STORED_TIMEFRAMES)
         options = {name: request.query_params.get(name) for name in OPTIONS}
         asked, count = checked_request(indicators, scale, options), checked_limit(limit)
-        store = BarStore(await state.resources.database())
+        store = BarStore(await resources.database())
         if asked.scale == "price":
             times, values = await _price_values(store, sym, tf, asked.calls, count)
         else:

@@ -16,11 +16,12 @@ from typing import Annotated, Any
 import msgspec
 import pandas as pd
 from litestar import Controller, Request, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi.spec import Example, OpenAPIType
 from litestar.params import Parameter
 
 from orchestrator.api.errors import MARKET_ERRORS
+from orchestrator.api.resources import Resources
 from orchestrator.dates import MOMENT_MAX_LENGTH, MOMENT_PATTERN, describe_moment, parse_moment
 from orchestrator.errors import BadParameterError
 from orchestrator.marketdata.store import BarStore
@@ -134,7 +135,7 @@ class MarketController(Controller):
     )
     async def history(
         self,
-        state: State,
+        resources: NamedDependency[Resources],
         symbol: SymbolPath,
         limit: Annotated[
             int, limit_query("bars (the newest; with `start`, the first from it)")
@@ -161,7 +162,7 @@ class MarketController(Controller):
                 f"end ({end}) must be after start ({start}); a date as the end includes that day",
                 field="end",
             )
-        store = BarStore(await state.resources.database())
+        store = BarStore(await resources.database())
         if since is not None:
             frame = await store.bars_between(sym, tf, since, until, limit=count)
         else:

@@ -16,6 +16,7 @@ import msgspec
 import numpy as np
 from litestar import Controller, MediaType, Response, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.plugins.prometheus import PrometheusController
@@ -25,6 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from tritonclient.utils import InferenceServerException
 
 from orchestrator.api.errors import error_responses
+from orchestrator.api.resources import Resources
 from orchestrator.api.stream import StreamSummary
 from orchestrator.quality.tracker import VersionQuality
 
@@ -136,9 +138,9 @@ class StatsResponse(msgspec.Struct):
     quality: list[VersionQuality] = msgspec.field(default_factory=list)
 
 
-async def _model_stats(state: State) -> tuple[list[ModelStats], str | None]:
-    client = state.resources.triton
-    timeout_s = state.resources.settings.triton.request_timeout_s
+async def _model_stats(resources: Resources) -> tuple[list[ModelStats], str | None]:
+    client = resources.triton
+    timeout_s = resources.settings.triton.request_timeout_s
     try:
         response = await client.get_inference_statistics(as_json=True, client_timeout=timeout_s)
     except InferenceServerException as exc:
@@ -171,17 +173,17 @@ class StatsController(Controller):
         summary="Requests, latency percentiles, cache, per-model Triton statistics",
         responses=error_responses(401, 429),
     )
-    async def stats(self, state: State) -> StatsResponse:
+    async def stats(self, state: State, resources: NamedDependency[Resources]) -> StatsResponse:
         log: RequestLog = state.request_log
-        cache = state.resources.predictions
+        cache = resources.predictions
         engine = cache.engine.stats
-        shared = state.resources.shared
+        shared = resources.shared
         freshness_queries, freshness_keys = cache.freshness_reads
         window = np.asarray(log.latencies_ms, dtype=np.float64)
         percentiles = [
             float(np.percentile(window, q)) if window.size else None for q in (50, 95, 99)
         ]
-        models, error = await _model_stats(state)
+        models, error = await _model_stats(resources)
         return StatsResponse(
             uptime_s=time.time() - log.started_at,
             requests=log.total,
@@ -227,7 +229,7 @@ class StatsController(Controller):
                 rate_limit_in_memory=state.rate_limit_store.using_fallback,
             ),
             triton_error=error,
-            quality=state.resources.quality.report(),
+            quality=resources.quality.report(),
         )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import msgspec
 from litestar import WebSocket, websocket
+from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath, FromQuery
 
@@ -320,6 +321,7 @@ async def _until_disconnect(socket: WebSocket[Any, Any, Any]) -> None:
 @websocket("/ws/{symbol:str}", summary="Live prediction + signal for every new bar")
 async def stream_socket(
     socket: WebSocket[Any, Any, Any],
+    resources: NamedDependency[Resources],
     symbol: FromPath[str],
     timeframe: FromQuery[str] = "5m",
     strategy: FromQuery[str] = DEFAULT_STRATEGY,
@@ -329,7 +331,7 @@ async def stream_socket(
     try:
         sym, tf = parse_symbol(symbol), parse_timeframe(timeframe).value
         resolve_strategy(strategy)
-        await BarStore(await state.resources.database()).get_symbol(sym)  # 404s before watching
+        await BarStore(await resources.database()).get_symbol(sym)  # 404s before watching
     except Exception as exc:
         status, body = describe(exc)
         await socket.send_data(
@@ -338,7 +340,7 @@ async def stream_socket(
         await socket.close(code=4000 + status, reason=body.message[:120])
         return
     hub: StreamHub = state.stream
-    settings = state.resources.settings.api
+    settings = resources.settings.api
     subscriber = hub.subscribe((sym, tf, strategy))
     sender = asyncio.create_task(_send_loop(socket, subscriber, hub, settings.ws_heartbeat_s))
     receiver = asyncio.create_task(_until_disconnect(socket))
