@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from export.baselines import fit_baseline_stack, fit_stack
+from export.baselines import fit_baseline_stack, fit_blend, fit_stack
 from export.gate import GATE_ALPHA, dm_test, probability_gate, range_gate
 from orchestrator.features.head import BASE_RATE, BASELINES, MODEL, NETWORKS, stack_ranges
 
@@ -95,3 +95,25 @@ def test_the_probability_gate_needs_brier_skill_over_the_base_rate() -> None:
     decision = probability_gate(noise, base, won, ts, 1)
     assert decision.served == BASE_RATE
     assert decision.skill < 0
+
+
+def test_the_blends_trust_their_fit_by_the_number_of_independent_outcomes() -> None:
+    """The same rows fit least-squares weights when each is its own outcome and fall back to
+    equal weights on the baselines when the labels span so many bars that few outcomes remain;
+    the networks' blend leans on the same prior, so a network earns weight only with outcomes."""
+    rng = np.random.default_rng(7)
+    n = 4000
+    signal = rng.gamma(2.0, 1.0, (n, 1))
+    y = signal * rng.lognormal(0, 0.2, (n, 1))
+    noise = [signal * rng.lognormal(0, s, (n, 1)) for s in (0.1, 0.8, 0.9, 1.0)]
+    network = y * rng.lognormal(0, 0.05, (n, 1))
+    inputs = [network, network, *noise]
+    fitted = fit_baseline_stack(inputs, y, [1])
+    assert fitted[0, 3] > 0.9  # the one good baseline carries the one-bar fit
+    sparse = fit_baseline_stack(inputs, y, [n])  # one outcome: nearly the equal blend
+    np.testing.assert_allclose(sparse[0, 3:], 0.25, atol=0.01)
+    assert sparse[0, :3].tolist() == [0.0, 0.0, 0.0]
+    assert fit_blend(inputs, y, [1])[0, 1:3].sum() > 0.85
+    prior = fit_blend(inputs, y, [n])
+    assert prior[0, 1:3].sum() < 0.01
+    np.testing.assert_allclose(prior[0, 3:], 0.25, atol=0.01)
