@@ -573,9 +573,8 @@ def run(
     if forwarded and not getattr(args, "forwards_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(forwarded)}")
     args.forwarded = forwarded
-    settings = Settings.from_env()
     try:
-        return commands[args.command](args, settings)
+        return commands[args.command](args, Settings.from_env())
     except EngineError as exc:
         return report(exc)
     except KeyboardInterrupt:

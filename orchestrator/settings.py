@@ -7,28 +7,45 @@ from pathlib import Path
 
 import msgspec
 
+from orchestrator.errors import SettingsError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = PROJECT_ROOT / ".run"
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SystemExit(f"error: environment variable {name}={raw!r} must be an integer") from None
+def env_text(name: str, default: str = "") -> str:
+    """The variable as set, or `default` when unset (every setting of the engine, the API's, the
+    jobs', Polygon's, the real data's, is read through these three functions)."""
+    return os.environ.get(name, default)
 
 
-def _env_float(name: str, default: float) -> float:
+def _number(name: str, default: float, kind: type[int] | type[float], positive: bool) -> float:
     raw = os.environ.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
+    what = "a whole number" if kind is int else "a number"
     try:
-        return float(raw)
+        value = kind(raw)
     except ValueError:
-        raise SystemExit(f"error: environment variable {name}={raw!r} must be a number") from None
+        raise SettingsError(
+            f"environment variable {name}={raw!r} must be {what} (e.g. {name}={default!r}); "
+            "unset it for that default"
+        ) from None
+    if positive and value <= 0:
+        raise SettingsError(
+            f"environment variable {name}={raw!r} must be above 0 (default {default!r})"
+        )
+    return value
+
+
+def env_int(name: str, default: int, *, positive: bool = False) -> int:
+    """An integer setting; a malformed value is a SettingsError naming it and the default."""
+    return int(_number(name, default, int, positive))
+
+
+def env_float(name: str, default: float, *, positive: bool = False) -> float:
+    """A number setting; a malformed value is a SettingsError naming it and the default."""
+    return float(_number(name, default, float, positive))
 
 
 class DatabaseSettings(msgspec.Struct, frozen=True):
@@ -54,15 +71,15 @@ class DatabaseSettings(msgspec.Struct, frozen=True):
         d = cls()
         return msgspec.structs.replace(
             d,
-            host=os.environ.get("MYSQL_HOST", d.host),
-            port=_env_int("MYSQL_PORT", d.port),
-            user=os.environ.get("MYSQL_USER", d.user),
-            password=os.environ.get("MYSQL_PASSWORD", d.password),
-            database=os.environ.get("MYSQL_DATABASE", d.database),
-            pool_max_size=_env_int("MYSQL_POOL_SIZE", d.pool_max_size),
-            acquire_timeout_s=_env_float("MYSQL_ACQUIRE_TIMEOUT_S", d.acquire_timeout_s),
-            query_timeout_s=_env_float("MYSQL_QUERY_TIMEOUT_S", d.query_timeout_s),
-            write_retry_s=_env_float("MYSQL_WRITE_RETRY_S", d.write_retry_s),
+            host=env_text("MYSQL_HOST", d.host),
+            port=env_int("MYSQL_PORT", d.port),
+            user=env_text("MYSQL_USER", d.user),
+            password=env_text("MYSQL_PASSWORD", d.password),
+            database=env_text("MYSQL_DATABASE", d.database),
+            pool_max_size=env_int("MYSQL_POOL_SIZE", d.pool_max_size),
+            acquire_timeout_s=env_float("MYSQL_ACQUIRE_TIMEOUT_S", d.acquire_timeout_s),
+            query_timeout_s=env_float("MYSQL_QUERY_TIMEOUT_S", d.query_timeout_s),
+            write_retry_s=env_float("MYSQL_WRITE_RETRY_S", d.write_retry_s),
         )
 
 
@@ -87,12 +104,12 @@ class TritonSettings(msgspec.Struct, frozen=True):
         d = cls()
         return msgspec.structs.replace(
             d,
-            host=os.environ.get("TRITON_HOST", d.host),
-            http_port=_env_int("TRITON_HTTP_PORT", d.http_port),
-            grpc_port=_env_int("TRITON_GRPC_PORT", d.grpc_port),
-            metrics_port=_env_int("TRITON_METRICS_PORT", d.metrics_port),
-            model_repository=os.environ.get("MODEL_REPOSITORY", d.model_repository),
-            request_timeout_s=_env_float("TRITON_TIMEOUT_S", d.request_timeout_s),
+            host=env_text("TRITON_HOST", d.host),
+            http_port=env_int("TRITON_HTTP_PORT", d.http_port),
+            grpc_port=env_int("TRITON_GRPC_PORT", d.grpc_port),
+            metrics_port=env_int("TRITON_METRICS_PORT", d.metrics_port),
+            model_repository=env_text("MODEL_REPOSITORY", d.model_repository),
+            request_timeout_s=env_float("TRITON_TIMEOUT_S", d.request_timeout_s),
         )
 
 
@@ -109,9 +126,9 @@ class RedisSettings(msgspec.Struct, frozen=True):
         d = cls()
         return msgspec.structs.replace(
             d,
-            url=os.environ.get("REDIS_URL", d.url),
-            key_prefix=os.environ.get("REDIS_KEY_PREFIX", d.key_prefix),
-            timeout_s=_env_float("REDIS_TIMEOUT_S", d.timeout_s),
+            url=env_text("REDIS_URL", d.url),
+            key_prefix=env_text("REDIS_KEY_PREFIX", d.key_prefix),
+            timeout_s=env_float("REDIS_TIMEOUT_S", d.timeout_s),
         )
 
 
@@ -143,18 +160,18 @@ class ApiSettings(msgspec.Struct, frozen=True):
 
         return msgspec.structs.replace(
             d,
-            host=os.environ.get("API_HOST", d.host),
-            port=_env_int("API_PORT", d.port),
-            internal_api_key=os.environ.get("INTERNAL_API_KEY", ""),
-            jwt_secret=os.environ.get("JWT_SECRET", ""),
+            host=env_text("API_HOST", d.host),
+            port=env_int("API_PORT", d.port),
+            internal_api_key=env_text("INTERNAL_API_KEY", ""),
+            jwt_secret=env_text("JWT_SECRET", ""),
             cors_origins=listed("CORS_ORIGINS", d.cors_origins),
-            rate_limit_per_minute=_env_int("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute),
+            rate_limit_per_minute=env_int("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute),
             trusted_proxies=listed("TRUSTED_PROXIES", d.trusted_proxies),
-            max_body_bytes=_env_int("MAX_BODY_BYTES", d.max_body_bytes),
-            bar_poll_interval_s=_env_float("BAR_POLL_INTERVAL_S", d.bar_poll_interval_s),
-            ws_poll_interval_s=_env_float("WS_POLL_INTERVAL_S", d.ws_poll_interval_s),
-            ws_heartbeat_s=_env_float("WS_HEARTBEAT_S", d.ws_heartbeat_s),
-            ws_queue_size=_env_int("WS_QUEUE_SIZE", d.ws_queue_size),
+            max_body_bytes=env_int("MAX_BODY_BYTES", d.max_body_bytes),
+            bar_poll_interval_s=env_float("BAR_POLL_INTERVAL_S", d.bar_poll_interval_s),
+            ws_poll_interval_s=env_float("WS_POLL_INTERVAL_S", d.ws_poll_interval_s),
+            ws_heartbeat_s=env_float("WS_HEARTBEAT_S", d.ws_heartbeat_s),
+            ws_queue_size=env_int("WS_QUEUE_SIZE", d.ws_queue_size),
         )
 
 

@@ -8,7 +8,6 @@ the `apiKey` query parameter, also on every `next_url` page.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from datetime import date
 from types import TracebackType
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from orchestrator.errors import BadParameterError, ServiceUnavailableError, SettingsError
 from orchestrator.ingest.pipeline import guess_asset_class
 from orchestrator.marketdata.timeframes import Timeframe
+from orchestrator.settings import env_text
 
 _TIMESPAN = {
     Timeframe.M1: (1, "minute"),
@@ -52,10 +52,10 @@ class PolygonSettings(msgspec.Struct, frozen=True):
 
     @classmethod
     def from_env(cls) -> PolygonSettings:
-        key = os.environ.get("POLYGON_API_KEY", "")
+        key = env_text("POLYGON_API_KEY")
         if not key:
             raise SettingsError("set POLYGON_API_KEY to your Polygon.io API key")
-        base = os.environ.get("POLYGON_BASE_URL", "https://api.polygon.io")
+        base = env_text("POLYGON_BASE_URL", "https://api.polygon.io")
         return cls(api_key=key, base_url=base.rstrip("/"))
 
 

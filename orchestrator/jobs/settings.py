@@ -5,22 +5,9 @@ it enqueues, the worker uses the timers and its concurrency."""
 
 from __future__ import annotations
 
-import os
-
 import msgspec
 
-
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"error: environment variable {name}={raw!r} must be a number") from None
-    if value <= 0:
-        raise SystemExit(f"error: environment variable {name}={raw!r} must be positive")
-    return value
+from orchestrator.settings import env_float, env_int
 
 
 class JobSettings(msgspec.Struct, frozen=True):
@@ -42,10 +29,12 @@ class JobSettings(msgspec.Struct, frozen=True):
     def from_env(cls) -> JobSettings:
         d = cls()
         return cls(
-            heartbeat_s=int(_env_number("JOB_HEARTBEAT_S", d.heartbeat_s)),
-            max_attempts=int(_env_number("JOB_MAX_ATTEMPTS", d.max_attempts)),
-            timeout_s=int(_env_number("JOB_TIMEOUT_S", d.timeout_s)),
-            sweep_s=int(_env_number("JOB_SWEEP_S", d.sweep_s)),
-            progress_interval_s=_env_number("JOB_PROGRESS_INTERVAL_S", d.progress_interval_s),
-            concurrency=int(_env_number("WORKER_CONCURRENCY", d.concurrency)),
+            heartbeat_s=env_int("JOB_HEARTBEAT_S", d.heartbeat_s, positive=True),
+            max_attempts=env_int("JOB_MAX_ATTEMPTS", d.max_attempts, positive=True),
+            timeout_s=env_int("JOB_TIMEOUT_S", d.timeout_s, positive=True),
+            sweep_s=env_int("JOB_SWEEP_S", d.sweep_s, positive=True),
+            progress_interval_s=env_float(
+                "JOB_PROGRESS_INTERVAL_S", d.progress_interval_s, positive=True
+            ),
+            concurrency=env_int("WORKER_CONCURRENCY", d.concurrency, positive=True),
         )

