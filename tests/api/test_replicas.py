@@ -86,6 +86,24 @@ async def _answers(client: httpx.AsyncClient, url: str) -> bool:
         return False
 
 
+async def _polls(client: httpx.AsyncClient, urls: tuple[str, ...]) -> list[int]:
+    stats = [(await client.get(f"{url}/api/stats")).json()["bar_close"] for url in urls]
+    return [int(s["polls"]) for s in stats]
+
+
+async def _polled(client: httpx.AsyncClient, urls: tuple[str, ...], times: int = 3) -> None:
+    """Until every replica's poller has looked at the bars `times` more times (each look
+    schedules what it found; a sweep of one key is over before the next look): waits on the
+    pollers' own progress, not on the clock."""
+    start = await _polls(client, urls)
+
+    async def advanced() -> bool:
+        now = await _polls(client, urls)
+        return all(n - s >= times for n, s in zip(now, start, strict=True))
+
+    await _until(advanced, 30)
+
+
 async def _until(
     condition: Callable[[], Any], timeout_s: float, process: subprocess.Popen[bytes] | None = None
 ) -> None:
@@ -126,7 +144,7 @@ async def test_each_bar_is_inferred_once_and_reaches_a_client_on_the_other_repli
         first = msgspec.json.decode(await asyncio.wait_for(socket.recv(), 30))
         assert first["type"] == "prediction"
         assert first["bar_time"] == bars.index[-1].strftime(stamp)
-        await asyncio.sleep(1.0)  # both pollers idle: nothing left to compute
+        await _polled(client, (a, b))  # both pollers idle: nothing left to compute
         before = _inferences(model_server)
 
         row = next_bar_row(bars)
@@ -139,7 +157,7 @@ async def test_each_bar_is_inferred_once_and_reaches_a_client_on_the_other_repli
         while not any(m.get("bar_time") == new.strftime(stamp) for m in messages):
             timeout_s = deadline - asyncio.get_running_loop().time()
             messages.append(msgspec.json.decode(await asyncio.wait_for(socket.recv(), timeout_s)))
-        await asyncio.sleep(1.5)  # a duplicate would arrive within a few polls
+        await _polled(client, (a, b))  # a duplicate would have been computed by now
         while True:
             try:
                 messages.append(msgspec.json.decode(await asyncio.wait_for(socket.recv(), 0.2)))
@@ -154,7 +172,8 @@ async def test_each_bar_is_inferred_once_and_reaches_a_client_on_the_other_repli
             newest_closed(new, Timeframe.M5, tf) != newest_closed(old, Timeframe.M5, tf)
             for tf in SERVED
         )
-        await asyncio.sleep(0.5)
+        await _until(lambda: _inferences(model_server) - before >= moved, 30)
+        await _polled(client, (a, b))
         assert _inferences(model_server) - before == moved
         answers = [(await client.get(f"{url}/api/predict/BTCUSD")).json() for url in (a, b)]
         assert answers[0] == answers[1]
