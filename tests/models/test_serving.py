@@ -26,6 +26,7 @@ from orchestrator.inference.models import (
     check_config_fingerprint,
     verify_served_models,
 )
+from tests.conftest import until
 from tests.models.conftest import TrainedRepository
 
 
@@ -124,6 +125,7 @@ async def test_new_version_loads_without_interrupting_serving(
     client = grpc_aio.InferenceServerClient(f"127.0.0.1:{model_server.grpc_port}")
     failures: list[str] = []
     served_versions: set[str] = set()
+    answered: list[str] = []  # the version of every answer, in order
     stop = asyncio.Event()
 
     async def traffic() -> None:
@@ -132,16 +134,18 @@ async def test_new_version_loads_without_interrupting_serving(
             tensor.set_data_from_numpy(seq)
             try:
                 result = await client.infer(GRU, [tensor])
-                served_versions.add(result.get_response().model_version)
+                answered.append(result.get_response().model_version)
+                served_versions.add(answered[-1])
             except InferenceServerException as exc:
                 failures.append(str(exc))
 
     workers = [asyncio.create_task(traffic()) for _ in range(4)]
     try:
-        await asyncio.sleep(0.3)
+        await until(lambda: len(answered) >= 20, what="traffic before the new version")
         versions = await asyncio.to_thread(export_profiles, trained.models, trained.root)
         await client.load_model(GRU)
-        await asyncio.sleep(0.5)
+        new = str(versions["cpu"])
+        await until(lambda: answered[-20:].count(new) == 20, what="traffic on the new version")
         stop.set()
         await asyncio.gather(*workers)
         index = await client.get_model_repository_index()
