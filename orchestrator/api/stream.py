@@ -92,8 +92,13 @@ class Subscriber:
 class Feed:
     subscribers: set[Subscriber] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
-    last_bar: datetime | None = None
+    last_bar: datetime | None = None  # the newest bar whose message went out
+    handed_bar: datetime | None = None  # a newer one a sweep handed over, message being built
     last_message: bytes | None = None
+
+    def has(self, bar: datetime) -> bool:
+        """Whether `bar` (or a newer one) was sent or is being sent from a sweep."""
+        return any(known is not None and known >= bar for known in (self.last_bar, self.handed_bar))
 
 
 class StreamSummary(msgspec.Struct):
@@ -183,23 +188,30 @@ class StreamHub:
         due = [
             (key, feed, by_series[key[:2]])
             for key, feed in self.feeds.items()
-            if key[:2] in by_series and feed.last_bar != by_series[key[:2]].bar_time
+            if key[:2] in by_series and not feed.has(by_series[key[:2]].bar_time)
         ]
+        for _, feed, prediction in due:  # the watchers, woken next, leave these bars alone
+            feed.handed_bar = prediction.bar_time
         if due:
             asyncio.get_running_loop().create_task(self._deliver(due), name="stream:deliver")
 
     async def _deliver(self, due: list[tuple[FeedKey, Feed, Prediction]]) -> None:
         assert self._render is not None
         for key, feed, prediction in due:
+            bar = prediction.bar_time
+            message: bytes | None = None
             try:
                 message = await self._render(key, prediction)
             except Exception:  # the watcher retries this feed through the request path
                 log.exception("could not render the stream message for %s", key)
+            if feed.handed_bar == bar:
+                feed.handed_bar = None
+            sent = feed.last_bar
+            if message is None or self.feeds.get(key) is not feed or (sent and sent >= bar):
                 continue
-            if self.feeds.get(key) is feed and feed.last_bar != prediction.bar_time:
-                self.stats.delivered += 1
-                self.publish(feed, message)
-                feed.last_bar = prediction.bar_time
+            self.stats.delivered += 1
+            self.publish(feed, message)
+            feed.last_bar = bar
 
     async def _watch(self, key: FeedKey, feed: Feed) -> None:
         symbol, timeframe, _ = key
@@ -208,8 +220,8 @@ class StreamHub:
             try:
                 last_bar = await self._last_bar(key)
                 sent = feed.last_bar
-                # Only newer bars: a sweep may have delivered one the engine's index is behind.
-                if last_bar is not None and (sent is None or last_bar > sent):
+                # Only bars no sweep sent or is sending (the engine's index may even be behind).
+                if last_bar is not None and not feed.has(last_bar):
                     self.stats.computations += 1
                     message = await self._compute(key)
                     if feed.last_bar == sent:  # a sweep delivered nothing newer meanwhile
