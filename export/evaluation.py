@@ -213,12 +213,14 @@ def nested_served(oof: OutOfFold, lags: Lags) -> NestedServed:
         confidence_base=empty(),
     )
     last = int(oof.fold.max())
+    stacks: dict[int, tuple[F64, F64]] = {}  # fold -> (blend, reference) fitted on the folds before
     for k in range(1, last + 1):
         before, now = oof.fold < k, oof.fold == k
         weights = fit_blend(oof.stack_inputs(before), oof.ranges[before], lags.ranges)
         out.blend[now] = stack_ranges(weights, oof.stack_inputs(now))
         reference = fit_baseline_stack(oof.stack_inputs(before), oof.ranges[before], lags.ranges)
         out.baseline_blend[now] = stack_ranges(reference, oof.stack_inputs(now))
+        stacks[k] = weights, reference
         out.confidence_base[now] = oof.won[before].mean()
         out.model["p_long"][now] = fit_calibration(oof.p_long[before], oof.long_won[before])(
             oof.p_long[now]
@@ -237,12 +239,8 @@ def nested_served(oof: OutOfFold, lags: Lags) -> NestedServed:
         before, now = oof.fold < k, oof.fold == k
         ranges, probabilities = gate_decisions(oof, out, lags, before)
         inputs_before = oof.stack_inputs(before)
-        fitted_blend = stack_ranges(
-            fit_blend(inputs_before, oof.ranges[before], lags.ranges), inputs_before
-        )
-        fitted_reference = stack_ranges(
-            fit_baseline_stack(inputs_before, oof.ranges[before], lags.ranges), inputs_before
-        )
+        fitted_blend = stack_ranges(stacks[k][0], inputs_before)
+        fitted_reference = stack_ranges(stacks[k][1], inputs_before)
         tables, floors = [], []
         for j, decision in enumerate(ranges):
             served = _served_source(decision, out.blend[now], out.baseline_blend[now], j)
