@@ -54,8 +54,7 @@ def _resources(state: State) -> Resources:
     return resources
 
 
-def _prediction_service(state: State) -> PredictionService:
-    resources: Resources = state.resources
+def _prediction_service(resources: Resources) -> PredictionService:
     return resources.predictions
 
 
