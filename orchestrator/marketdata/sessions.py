@@ -15,6 +15,7 @@ its sessions: 78 five-minute bars for a 6.5-hour exchange day, 288 around the cl
 from __future__ import annotations
 
 import bisect
+import functools
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -30,9 +31,10 @@ DAY_MINUTES = 24 * 60
 _MONDAY = datetime(1970, 1, 5, tzinfo=UTC)
 
 
-class TradingWeek(msgspec.Struct, frozen=True):
+class TradingWeek(msgspec.Struct, frozen=True, dict=True):
     """The bar-open times of a week a market trades at one timeframe, as minutes from Monday
-    00:00 UTC (sorted)."""
+    00:00 UTC (sorted). What is derived from them is computed once per week object (`dict=True`
+    lets functools.cached_property keep it): a week serves every bar and answer of its symbol."""
 
     timeframe: str
     open_minutes: list[int]
@@ -56,17 +58,19 @@ class TradingWeek(msgspec.Struct, frozen=True):
     @property
     def sessions_per_week(self) -> int:
         """Trading sessions in the week (0 for an empty week)."""
-        return len(self._sessions())
+        return len(self._sessions)
 
-    @property
+    @functools.cached_property
     def session_bars(self) -> int:
         """Bars of an average session (a day of bars for a market that never closes for long);
         0 for an empty week."""
         sessions = self.sessions_per_week
         return round(self.bars_per_week / sessions) if sessions else 0
 
+    @functools.cached_property
     def _sessions(self) -> list[int]:
-        """Length in minutes of each session of the week (a multi-day stretch split in days)."""
+        """Length in minutes of each session of the week (a multi-day stretch split in days);
+        a walk over every slot of the week (0.16 ms for 24/7 5m bars), so computed once."""
         slots = self.open_minutes
         if not slots:
             return []
