@@ -482,8 +482,9 @@ class IncrementalFeatures:
 
     `seed()` is the way in; `IncrementalFeatures(spec)` starts empty and warms up from its first
     bar like compute_features on a whole series. Holds the normalised rows of the last
-    max(window, TABULAR_SUMMARY_BARS) bars in a ring of twice that many rows, each row written at
-    i and i + size, so the newest rows are always one contiguous slice (no roll, no copy per bar).
+    max(window, TABULAR_SUMMARY_BARS) bars in a ring of that many float32 rows; `inputs()` copies
+    them out oldest first (it copies the window anyway). A 5m state is about 40 KB, most of it the
+    baselines' week of bar measures (tests/features/test_state_size.py).
     """
 
     __slots__ = (
@@ -522,7 +523,7 @@ class IncrementalFeatures:
         )
         self._ring_size = max(spec.window, TABULAR_SUMMARY_BARS)
         self._ring: F32 = np.full(
-            (2 * self._ring_size, len(spec.feature_names)), np.nan, dtype=np.float32
+            (self._ring_size, len(spec.feature_names)), np.nan, dtype=np.float32
         )
         self._slot = -1
         self._count = 0
@@ -588,7 +589,7 @@ class IncrementalFeatures:
         self._last_bar = (o, h, lo, c, v)
 
     def _store(self, ts: pd.Timestamp, row: list[float]) -> None:
-        """Raw row (+ time features) -> normalised float32 row, written twice into the ring."""
+        """Raw row (+ time features) -> normalised float32 row, into the ring."""
         atr = row.pop()
         row += _time_features(ts)
         row.append(atr)
@@ -603,7 +604,6 @@ class IncrementalFeatures:
         size = self._ring_size
         slot = self._slot + 1 if self._slot + 1 < size else 0
         self._ring[slot] = normalised
-        self._ring[slot + size] = normalised
         self._slot = slot
 
     @property
@@ -625,18 +625,19 @@ class IncrementalFeatures:
     def inputs(self) -> ModelInputs:
         """What inputs_for_latest(all bars so far, spec) answers, from the ring."""
         need = required_bars(self._spec)
-        end = self._slot + self._ring_size + 1  # one past the newest row's second copy
-        seq = self._ring[end - self._spec.window : end]
+        ring, newest = self._ring, self._slot + 1
+        rows = np.concatenate((ring[newest:], ring[:newest]))  # oldest first, one copy
+        seq = rows[len(rows) - self._spec.window :]
         # Fewer bars than the batch tail: the seeds' memory has not decayed yet; refuse as it does.
         if self._count < need or not np.isfinite(seq).all():
             raise NotEnoughHistoryError(self._count, need)
-        latest = self._ring[end - 1]
-        summary = self._ring[end - TABULAR_SUMMARY_BARS : end].astype(np.float64)
+        latest = rows[-1]
+        summary = rows[len(rows) - TABULAR_SUMMARY_BARS :].astype(np.float64)
         means = summary.sum(axis=0) / TABULAR_SUMMARY_BARS
         tab = np.concatenate([latest, means]).astype(np.float32)
         atr, close = float(self._raw[-1]), self._last_bar[3]
         return ModelInputs(
-            seq[np.newaxis].copy(),
+            seq[np.newaxis],
             tab[np.newaxis],
             latest[self._ctx_columns][np.newaxis],
             atr,

@@ -9,7 +9,7 @@ benchmark baseline.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,14 @@ class ModelInputs:
     # The baselines' inputs (features/baseline.py), read by the serving head: (1, 4) and (1,).
     har: npt.NDArray[np.float64] = field(default_factory=lambda: np.full((1, 4), np.nan))
     season: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, np.int64))
+
+    def without_tensors(self) -> ModelInputs:
+        """These inputs less the network tensors (about 8 KB a key): what a kept prediction
+        needs once Triton has answered (close, ATR, the baselines' inputs)."""
+        return replace(self, seq=NO_TENSOR, tab=NO_TENSOR, ctx=NO_TENSOR)
+
+
+NO_TENSOR = np.empty((1, 0), dtype=np.float32)  # a tensor that was not kept
 
 
 def required_bars(spec: FeatureSpec) -> int:

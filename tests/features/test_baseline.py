@@ -37,7 +37,8 @@ def test_the_serving_window_equals_the_batch_definition_bar_by_bar() -> None:
     for i, (open_, high, low, close) in enumerate(rows):
         window.update(open_, high, low, close)
         if np.isfinite(batch[i]).all():
-            np.testing.assert_allclose(window.features(atr[i], close), batch[i], atol=1e-9)
+            # float32 ring (10,000 symbols on one machine): measured within 1.2e-7 here.
+            np.testing.assert_allclose(window.features(atr[i], close), batch[i], atol=1e-6)
             compared += 1
     assert compared > len(bars) - 100  # every bar once ATR is known
     assert np.isnan(window.features(float("nan"), 1.0)).all()

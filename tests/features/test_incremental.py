@@ -87,7 +87,8 @@ def assert_inputs_equal(got: ModelInputs, want: ModelInputs) -> None:
     assert got.close == want.close
     assert got.bar_time == want.bar_time
     # The baselines' inputs, read by the serving head.
-    np.testing.assert_allclose(got.har, want.har, rtol=1e-9, atol=1e-9, err_msg="har")
+    # The week of bar measures is kept in float32 (compact states): ~1e-8 from the batch.
+    np.testing.assert_allclose(got.har, want.har, rtol=1e-6, atol=1e-6, err_msg="har")
     assert np.isfinite(got.har).all()
     np.testing.assert_array_equal(got.season, want.season)
 
