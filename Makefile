@@ -27,6 +27,7 @@ PERF_ANALYZER := $(VENV)/bin/perf_analyzer
 # in model_repository/session/{cpu,gpu}.
 DATA ?= demo
 SESSION_DATABASE ?= trading_session
+SCALE_DATABASE ?= trading_scale
 SESSION_DAYS ?= 365
 REAL_LIVE_DATABASE ?= trading_real_live
 REPLAY_HOLD_BACK_DAYS ?= 30
@@ -204,6 +205,11 @@ SERVING_ARGS ?=
 bench-serving: db redis triton-env perf-analyzer ## Engine vs naive seed-style baseline: warm/cold/bar-close sweep, perf_analyzer, batching, backtest
 	@scripts/install-wrk.sh
 	@$(PY) -m bench.serving $(SERVING_ARGS)
+
+.PHONY: bench-scale
+bench-scale: db redis triton-env ## 1k/3k/10k symbols: warm bar-close sweep, cold start, RSS per state, log-log plot (SCALE_ARGS=--profile, --replicas 2) -> bench/results/scale*
+	@MYSQL_DATABASE=$(SCALE_DATABASE) $(PY) -m orchestrator db up
+	@MYSQL_DATABASE=$(SCALE_DATABASE) $(PY) -m bench.scale $(SCALE_ARGS)
 
 .PHONY: bench-triton-tuning
 bench-triton-tuning: triton-env perf-analyzer ## The fused cpu signal_ensemble under perf_analyzer: queue delay x instance count

@@ -11,6 +11,7 @@ from orchestrator.errors import SettingsError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = PROJECT_ROOT / ".run"
+DEFAULT_SNAPSHOT_DIR = RUN_DIR / "feature-states"
 
 
 def env_text(name: str, default: str = "") -> str:
@@ -147,6 +148,11 @@ class ApiSettings(msgspec.Struct, frozen=True):
     ws_queue_size: int = (
         32  # messages a slow WebSocket client may fall behind before losing old ones
     )
+    # Where the bar-close engine keeps its feature-state snapshot (one file per API port), so a
+    # restart resumes instead of re-seeding; "" (a Settings built in code) turns snapshots off,
+    # STATE_SNAPSHOT_DIR defaults to DEFAULT_SNAPSHOT_DIR.
+    state_snapshot_dir: str = ""
+    state_snapshot_interval_s: float = 600.0  # also written on shutdown
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -172,6 +178,10 @@ class ApiSettings(msgspec.Struct, frozen=True):
             ws_poll_interval_s=env_float("WS_POLL_INTERVAL_S", d.ws_poll_interval_s),
             ws_heartbeat_s=env_float("WS_HEARTBEAT_S", d.ws_heartbeat_s),
             ws_queue_size=env_int("WS_QUEUE_SIZE", d.ws_queue_size),
+            state_snapshot_dir=env_text("STATE_SNAPSHOT_DIR", str(DEFAULT_SNAPSHOT_DIR)),
+            state_snapshot_interval_s=env_float(
+                "STATE_SNAPSHOT_INTERVAL_S", d.state_snapshot_interval_s
+            ),
         )
 
 

@@ -350,12 +350,19 @@ export interface components {
             feature_steps: number;
             freshness_keys: number;
             freshness_queries: number;
+            last_snapshot_ms: number;
             last_sweep_at: number;
             last_sweep_keys: number;
             last_sweep_ms: number;
             not_enough_history: number;
+            phase_ms: {
+                [key: string]: number;
+            };
             polls: number;
             predictions: number;
+            snapshot_refused: number;
+            snapshots_saved: number;
+            states_resumed: number;
             sweeps: number;
             triton_failures: number;
             triton_requests: number;

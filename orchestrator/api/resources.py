@@ -7,6 +7,7 @@ import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import tritonclient.grpc.aio as grpcclient
 from redis.asyncio import Redis
@@ -62,6 +63,8 @@ class Resources:
                 poll_interval_s=self.settings.api.bar_poll_interval_s,
                 shared=self.shared,
                 publish=self.publish,
+                snapshot_path=self._snapshot_path(),
+                snapshot_interval_s=self.settings.api.state_snapshot_interval_s,
             )
             self._engine.on_predictions(self.quality.record)
             self._engine.miscoverage = self.quality.miscoverage  # adaptive intervals
@@ -115,6 +118,10 @@ class Resources:
             if self._db is None:
                 self._db = await Database.connect(self.settings.db)
             return self._db
+
+    def _snapshot_path(self) -> Path | None:
+        folder = self.settings.api.state_snapshot_dir
+        return Path(folder) / f"states-{self.settings.api.port}.pickle" if folder else None
 
     async def close(self) -> None:
         if self._engine is not None:

@@ -94,6 +94,13 @@ class BarCloseSummary(msgspec.Struct):
     triton_requests: int
     feature_steps: int  # bars folded into a feature state in O(1)
     feature_seeds: int  # full recomputes: restart, spec change, corrected bar
+    # Wall time per phase of the sweeps since start (claims, features, inputs, triton, head,
+    # share, listeners), ms: where a sweep's time goes.
+    phase_ms: dict[str, float]
+    states_resumed: int  # taken from the feature-state snapshot after a restart (not seeded)
+    snapshot_refused: int  # snapshot states of another spec or an older series revision
+    snapshots_saved: int
+    last_snapshot_ms: float  # writing the last snapshot
     corrections: int  # stored bars that no longer continued a state
     errors: int  # keys a sweep failed to answer (not counting not_enough_history)
     not_enough_history: int  # keys too young to predict yet (expected; not an error)
@@ -206,6 +213,11 @@ class StatsController(Controller):
                 triton_requests=engine.triton_requests,
                 feature_steps=engine.bars_stepped,
                 feature_seeds=engine.seeds,
+                phase_ms={name: round(ms, 1) for name, ms in engine.phase_ms.items()},
+                states_resumed=engine.states_resumed,
+                snapshot_refused=engine.snapshot_refused,
+                snapshots_saved=engine.snapshots_saved,
+                last_snapshot_ms=engine.last_snapshot_ms,
                 corrections=engine.corrections,
                 errors=engine.errors,
                 not_enough_history=engine.not_enough_history,

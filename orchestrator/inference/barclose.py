@@ -29,17 +29,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from orchestrator.features.head import apply_head
+from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec
-from orchestrator.inference.client import SignalModels
+from orchestrator.inference.client import EnsembleOutput, SignalModels
 from orchestrator.inference.feature_states import FeatureStates
 from orchestrator.inference.poller import BarClosePoller
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
-from orchestrator.inference.shared import SharedPredictions
+from orchestrator.inference.shared import SharedPredictions, Token
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.sessions import TradingWeek
 from orchestrator.marketdata.store import BarStore
@@ -73,6 +75,8 @@ class BarCloseEngine:
         max_batch: int = 256,
         shared: SharedPredictions | None = None,
         publish: Callable[[bytes], None] | None = None,
+        snapshot_path: Path | None = None,
+        snapshot_interval_s: float = 600.0,
     ) -> None:
         self._database = database
         self._models_for = models_for
@@ -94,7 +98,9 @@ class BarCloseEngine:
         # QualityTracker.miscoverage, wired by the app; None keeps the fitted 80 %.
         self.miscoverage: Callable[[str, str, FeatureSpec], F64 | None] = _fixed_level
         self.stats = BarCloseStats()
-        self._states = FeatureStates(self.stats)
+        self._states = FeatureStates(self.stats, self._revision, snapshot_path)
+        self.snapshot_interval_s = snapshot_interval_s
+        self._snapshot_at = time.monotonic()
         candidates = tuple(Timeframe(tf) for tf in served_timeframes)
         self.poller = BarClosePoller(self, database, models_for, candidates, poll_interval_s)
 
@@ -110,6 +116,7 @@ class BarCloseEngine:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._save_snapshot()
         for pending in (self._urgent, self._background, self._running, self._remote):
             for future in pending.values():
                 if not future.done():
@@ -126,6 +133,12 @@ class BarCloseEngine:
         """When the key's market trades, as its feature state's seed bars showed (None before
         the key was seeded here)."""
         return self._states.weeks.get(key)
+
+    def feature_inputs(self, key: FeatureKey) -> ModelInputs | None:
+        """The network inputs of `key`'s newest bar from its feature state (None before it was
+        seeded here): kept predictions drop their tensors, this recomputes them."""
+        features = self._states.features(key)
+        return None if features is None else features.inputs()
 
     def on_predictions(self, listener: Callable[[list[Prediction]], None]) -> None:
         """`listener` runs after every sweep with the predictions it produced."""
@@ -209,6 +222,18 @@ class BarCloseEngine:
 
         asyncio.get_running_loop().call_later(REMOTE_RECHECK_S, recheck)
 
+    async def _save_snapshot(self) -> None:
+        """The feature states to disk, between sweeps (a failure is logged: serving goes on)."""
+        self._snapshot_at = time.monotonic()
+        try:
+            took_s = await self._states.save()
+        except Exception as exc:
+            log.warning("feature-state snapshot not written: %s", exc)
+            return
+        if took_s is not None:
+            self.stats.snapshots_saved += 1
+            self.stats.last_snapshot_ms = took_s * 1e3
+
     # --- sweeping -------------------------------------------------------------------------
     async def _sweep_forever(self) -> None:
         try:
@@ -232,6 +257,8 @@ class BarCloseEngine:
                 self.stats.sweeps += 1
                 self.stats.last_sweep_keys = len(batch)
                 self.stats.last_sweep_ms = (time.perf_counter() - started) * 1e3
+                if time.monotonic() - self._snapshot_at >= self.snapshot_interval_s:
+                    await self._save_snapshot()
                 if self.stats.seeds - seeds_before >= FREEZE_AFTER_SEEDS:
                     # Thousands of long-lived feature states: a full garbage collection that
                     # walks them stalls the loop for 50-200 ms (seen as p99 spikes). They hold
@@ -278,11 +305,13 @@ class BarCloseEngine:
                 self.stats.count_failure(result)
         self.stats.predictions += len(computed)
         if self._shared is not None and computed:
-            event = await self._shared.share(computed)
-            if event is not None and self._publish is not None:
-                self._publish(event)
-        for listener in self._listeners:
-            listener(produced)
+            with self.stats.timed("share"):
+                event = await self._shared.share(computed)
+                if event is not None and self._publish is not None:
+                    self._publish(event)
+        with self.stats.timed("listeners"):
+            for listener in self._listeners:
+                listener(produced)
 
     async def _sweep_timeframe(
         self,
@@ -296,33 +325,73 @@ class BarCloseEngine:
         """Predictions of `keys` into `results`; with replicas, only of those claimed here (the
         others get no entry and wait for the claiming replica's event)."""
         models = self._models_for(timeframe.value)
+        claimed: dict[FeatureKey, Token] = {}
         try:
             spec = await models.spec()
             if self._shared is not None:
-                keys = await self._shared_or_claimed(models, spec, keys, targets, results)
+                with self.stats.timed("claims"):
+                    claimed = await self._shared_or_claimed(models, spec, keys, targets, results)
+                keys = list(claimed)
         except Exception as exc:
             results.update(dict.fromkeys(keys, exc))
             return
+        try:
+            await self._compute(store, timeframe, models, spec, keys, targets, results, computed)
+        finally:
+            failed = [t for k, t in claimed.items() if not isinstance(results.get(k), Prediction)]
+            if failed and self._shared is not None:
+                # Nothing to wait for: another replica (or this one after a restart) may try at
+                # once instead of after the claim's lifetime.
+                await self._shared.release(failed)
+
+    async def _compute(
+        self,
+        store: BarStore,
+        timeframe: Timeframe,
+        models: SignalModels,
+        spec: FeatureSpec,
+        keys: list[FeatureKey],
+        targets: dict[FeatureKey, datetime],
+        results: dict[FeatureKey, Prediction | BaseException],
+        computed: list[Prediction],
+    ) -> None:
+        """Features, one Triton request per chunk (all in flight together), the head."""
         if not keys:
             return
-        ready = await self._states.advance(
-            store, spec, timeframe, keys, targets, results, self.sources
-        )
+        with self.stats.timed("features"):
+            ready = await self._states.advance(
+                store, spec, timeframe, keys, targets, results, self.sources
+            )
         keys_ready, inputs = [], []
-        for key, state in ready.items():
-            try:
-                inputs.append(state.inputs())
-            except Exception as exc:  # a non-finite window: not enough clean history yet
-                results[key] = exc
-                continue
-            keys_ready.append(key)
+        with self.stats.timed("inputs"):
+            for key, state in ready.items():
+                try:
+                    inputs.append(state.inputs())
+                except Exception as exc:  # a non-finite window: not enough clean history yet
+                    results[key] = exc
+                    continue
+                keys_ready.append(key)
         chunks = [
             (keys_ready[i : i + self.max_batch], inputs[i : i + self.max_batch])
             for i in range(0, len(inputs), self.max_batch)
         ]
-        outcomes = await asyncio.gather(
-            *(models.infer(chunk) for _, chunk in chunks), return_exceptions=True
-        )
+        with self.stats.timed("triton"):
+            outcomes = await asyncio.gather(
+                *(models.infer(chunk) for _, chunk in chunks), return_exceptions=True
+            )
+        with self.stats.timed("head"):
+            self._predictions(timeframe, spec, chunks, outcomes, results, computed)
+
+    def _predictions(
+        self,
+        timeframe: Timeframe,
+        spec: FeatureSpec,
+        chunks: list[tuple[list[FeatureKey], list[ModelInputs]]],
+        outcomes: list[EnsembleOutput | BaseException],
+        results: dict[FeatureKey, Prediction | BaseException],
+        computed: list[Prediction],
+    ) -> None:
+        """The served predictions of Triton's answers (the head applied per chunk)."""
         self.stats.triton_requests += len(chunks)
         for (chunk_keys, chunk_inputs), outcome in zip(chunks, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -348,7 +417,7 @@ class BarCloseEngine:
                     row_inputs.bar_time.to_pydatetime(),
                     outcome.model_version,
                     spec,
-                    row_inputs,
+                    row_inputs.without_tensors(),
                     outcome.row(row),
                     self._revision(key),
                     miscoverage=miscoverage,
@@ -366,9 +435,9 @@ class BarCloseEngine:
         keys: list[FeatureKey],
         targets: dict[FeatureKey, datetime],
         results: dict[FeatureKey, Prediction | BaseException],
-    ) -> list[FeatureKey]:
+    ) -> dict[FeatureKey, Token]:
         """Takes the keys' predictions another replica already shared; returns the keys this
-        replica claimed and must compute."""
+        replica claimed and must compute, with their claims."""
         assert self._shared is not None
         version = await models.served_version()
         tokens = {(key, targets[key], version, self._revision(key)): key for key in keys}
@@ -377,4 +446,4 @@ class BarCloseEngine:
             results[key] = prediction = record.prediction(spec)
             self._keep_latest(key, prediction)
         claimed = await self._shared.claim(list(tokens))
-        return [tokens[token] for token in claimed]
+        return {tokens[token]: token for token in claimed}

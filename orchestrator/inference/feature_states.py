@@ -9,16 +9,21 @@ after a restart, a new feature spec or a long gap, the state is recomputed from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from orchestrator.features.incremental import IncrementalFeatures
-from orchestrator.features.online import seed_bars
+from orchestrator.features.online import NotEnoughHistoryError, required_bars, seed_bars
 from orchestrator.features.spec import FeatureSpec
+from orchestrator.inference import snapshots
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
+from orchestrator.inference.snapshots import SavedState, spec_digest
 from orchestrator.marketdata.calendars import CalendarStore
 from orchestrator.marketdata.resample import resample_bars
 from orchestrator.marketdata.sessions import TradingWeek, infer_week
@@ -37,8 +42,18 @@ class _State:
 
 
 class FeatureStates:
-    def __init__(self, stats: BarCloseStats) -> None:
+    def __init__(
+        self,
+        stats: BarCloseStats,
+        revision: Callable[[FeatureKey], int],
+        snapshot_path: Path | None = None,
+    ) -> None:
         self._by_key: dict[FeatureKey, _State] = {}
+        self._revision = revision  # of the stored series behind a key (poller's bar_revisions)
+        self.snapshot_path = snapshot_path
+        self._saved: dict[FeatureKey, SavedState] | None = None  # the snapshot, until adopted
+        self._digests: dict[int, tuple[FeatureSpec, str]] = {}
+        self._stepping: asyncio.Future[dict[FeatureKey, IncrementalFeatures]] | None = None
         # When each key's market trades: its stored calendar, else the bars its state was
         # seeded with; horizons and /api/predict's end times read it without a query.
         self.weeks: dict[FeatureKey, TradingWeek] = {}
@@ -48,6 +63,59 @@ class FeatureStates:
         """Drops every state of `symbol` (its stored history was rewritten)."""
         for key in [k for k in self._by_key if k[0] == symbol]:
             del self._by_key[key]
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def features(self, key: FeatureKey) -> IncrementalFeatures | None:
+        state = self._by_key.get(key)
+        return None if state is None else state.features
+
+    def _digest(self, spec: FeatureSpec) -> str:
+        known = self._digests.get(id(spec))
+        if known is None or known[0] is not spec:
+            known = self._digests[id(spec)] = (spec, spec_digest(spec))
+        return known[1]
+
+    def snapshot(self) -> dict[FeatureKey, SavedState]:
+        """Every state with what it was computed from (taken between sweeps: nothing steps
+        them while it is written)."""
+        return {
+            key: SavedState(
+                self._digest(state.spec), self._revision(key), state.features, self.weeks.get(key)
+            )
+            for key, state in self._by_key.items()
+        }
+
+    async def save(self) -> float | None:
+        """Writes the snapshot (seconds it took); None without a snapshot path or states."""
+        if self.snapshot_path is None or not self._by_key:
+            return None
+        if self._stepping is not None:
+            with contextlib.suppress(Exception):
+                await self._stepping
+        return await asyncio.to_thread(snapshots.save, self.snapshot_path, self.snapshot())
+
+    def _resume(self, key: FeatureKey, spec: FeatureSpec, target: datetime) -> bool:
+        """Adopts the snapshot's state of `key` when it was computed with this spec from the
+        series as it is stored now, up to a bar not after `target`; the sweep then checks its
+        last bar against the store and steps it over the newer bars."""
+        assert self._saved is not None
+        saved = self._saved.pop(key, None)
+        if saved is None:
+            return False
+        if (
+            saved.digest != self._digest(spec)
+            or saved.revision != self._revision(key)
+            or saved.features.last_time.to_pydatetime() > target  # the store lost bars
+        ):
+            self.stats.snapshot_refused += 1
+            return False
+        self._by_key[key] = _State(spec, saved.features)
+        if saved.week is not None:
+            self.weeks[key] = saved.week
+        self.stats.states_resumed += 1
+        return True
 
     async def advance(
         self,
@@ -64,11 +132,17 @@ class FeatureStates:
         ready: dict[FeatureKey, IncrementalFeatures] = {}
         to_seed: list[FeatureKey] = []
         to_step: dict[tuple[Timeframe, datetime], list[FeatureKey]] = {}
+        if self._saved is None:
+            path = self.snapshot_path
+            self._saved = {} if path is None else await asyncio.to_thread(snapshots.load, path)
         for key in keys:
             state = self._by_key.get(key)
+            resumed = False
+            if state is None and self._saved and self._resume(key, spec, targets[key]):
+                state, resumed = self._by_key[key], True
             if state is None or state.spec is not spec:
                 to_seed.append(key)
-            elif state.features.last_time.to_pydatetime() >= targets[key]:
+            elif not resumed and state.features.last_time.to_pydatetime() >= targets[key]:
                 ready[key] = state.features
             else:
                 source = sources.get(key)
@@ -92,6 +166,9 @@ class FeatureStates:
                     ready[key] = stepped[key]
                 else:
                     to_seed.append(key)
+        to_seed = await self._with_enough_history(
+            store, spec, timeframe, to_seed, targets, results, sources
+        )
         stored = await self._stored_weeks(store, timeframe, to_seed)
         for key in to_seed:
             try:
@@ -160,7 +237,53 @@ class FeatureStates:
             return done
 
         steps = sum(len(bars) for bars in new_bars.values())
-        return run() if steps < INLINE_UPDATES else await asyncio.to_thread(run)
+        if steps < INLINE_UPDATES:
+            return run()
+        # Shielded and remembered: a cancelled sweep (shutdown) leaves the thread running, and
+        # the snapshot written next must wait for it rather than read half-stepped states.
+        self._stepping = asyncio.ensure_future(asyncio.to_thread(run))
+        return await asyncio.shield(self._stepping)
+
+    @staticmethod
+    async def _with_enough_history(
+        store: BarStore,
+        spec: FeatureSpec,
+        timeframe: Timeframe,
+        keys: list[FeatureKey],
+        targets: dict[FeatureKey, datetime],
+        results: dict[FeatureKey, Prediction | BaseException],
+        sources: dict[FeatureKey, Timeframe],
+    ) -> list[FeatureKey]:
+        """The keys whose stored series can hold enough bars to seed; the others are refused
+        from their first bar's time alone (one query for all), without reading their bars: a
+        young symbol at a coarse timeframe (a few days of 5m bars served at 1h) is refused at
+        every restart, and reading and resampling its bars cost as much as seeding."""
+        if timeframe.calendar_aligned or not keys:  # weeks and months: no fixed bar length
+            return keys
+        need = required_bars(spec)
+        by_source: dict[Timeframe, list[FeatureKey]] = {}
+        for key in keys:
+            by_source.setdefault(sources.get(key, timeframe), []).append(key)
+        kept: list[FeatureKey] = []
+        for source, group in by_source.items():
+            try:
+                first = await store.first_bar_times(source, [key[0] for key in group])
+            except Exception:  # the seed reads tell instead
+                kept += group
+                continue
+            for key in group:
+                start = first.get(key[0])
+                if start is None:
+                    kept.append(key)
+                    continue
+                # At most one bar per `timeframe` step from the first stored bar to the target.
+                span = targets[key] - timeframe.floor(start)
+                most = int(span.total_seconds() // timeframe.seconds) + 1
+                if most < need:
+                    results[key] = NotEnoughHistoryError(most, need)
+                else:
+                    kept.append(key)
+        return kept
 
     @staticmethod
     async def _stored_weeks(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -84,6 +86,22 @@ class BarCloseStats:
     not_enough_history: int = 0  # keys too young to predict: expected, not counted in errors
     triton_failures: int = 0  # keys whose Triton request failed
     database_failures: int = 0  # keys whose bars could not be read
+    # Wall time spent per phase of the sweeps since start (ms): where a sweep's time goes.
+    phase_ms: dict[str, float] = field(default_factory=dict)
+    states_resumed: int = 0  # feature states taken from the snapshot instead of seeded
+    snapshot_refused: int = 0  # snapshot states of another spec or an older series revision
+    snapshots_saved: int = 0
+    last_snapshot_ms: float = 0.0
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Adds the block's wall time to `phase_ms[phase]`."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            took_ms = (time.perf_counter() - started) * 1e3
+            self.phase_ms[phase] = self.phase_ms.get(phase, 0.0) + took_ms
 
     def count_failure(self, exc: BaseException) -> None:
         """Counts one key a sweep could not answer, by cause."""

@@ -172,6 +172,21 @@ class BarStore:
         count, first, last = rows[0] if rows else (0, None, None)
         return int(count), first, last
 
+    async def first_bar_times(
+        self, timeframe: Timeframe, symbols: Sequence[str]
+    ) -> dict[str, datetime]:
+        """Oldest stored `timeframe` bar of each of many symbols, in one query (a loose index
+        scan of the primary key); symbols without bars are left out."""
+        if not symbols:
+            return {}
+        marks = ",".join(["%s"] * len(symbols))
+        rows = await self.db.fetchall(
+            f"SELECT symbol, MIN(ts) FROM bars WHERE timeframe = %s AND symbol IN ({marks})"
+            " GROUP BY symbol",
+            (timeframe.value, *symbols),
+        )
+        return {str(r[0]): r[1].replace(tzinfo=UTC) for r in rows if r[1] is not None}
+
     async def first_bar_time(self, symbol: str) -> datetime | None:
         """Oldest stored bar of a symbol at any timeframe (None: no bars)."""
         rows = await self.db.fetchall(

@@ -141,7 +141,8 @@ async def test_a_bar_closing_on_many_symbols_is_scored_in_one_triton_request(
             assert body["bar_time"].startswith(moved.strftime("%Y-%m-%dT%H:%M:%S"))
             assert body["close"] == pytest.approx(expected.close)
             assert body["atr"] == pytest.approx(expected.atr, rel=1e-6)
-            served = engine.latest[(symbol, M5)].inputs
+            served = engine.feature_inputs((symbol, M5))
+            assert served is not None
             np.testing.assert_allclose(served.seq, expected.seq, rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(served.tab, expected.tab, rtol=1e-5, atol=1e-5)
         # Those answers came from the sweep's predictions: no Triton call of their own.
@@ -193,7 +194,8 @@ async def test_a_corrected_bar_is_recomputed_from_the_store(
         # predictions and recomputes them: wait for that, then compare what it holds.
         key, newest = (symbol, M5), new.index[0].to_pydatetime()
         await _until(lambda: key in engine.latest and engine.latest[key].bar_time == newest)
-        served = engine.latest[key].inputs
+        served = engine.feature_inputs(key)
+        assert served is not None
         np.testing.assert_allclose(served.seq, expected.seq, rtol=1e-5, atol=1e-5)
         assert body["atr"] == pytest.approx(expected.atr, rel=1e-6)
 
@@ -209,14 +211,18 @@ async def test_an_old_bar_corrected_without_a_new_one_is_recomputed(
         symbol = SYMBOLS[7]
         await _until(lambda: engine.latest.get((symbol, M5)) is not None)
         before = engine.latest[(symbol, M5)]
+        inputs_before = engine.feature_inputs((symbol, M5))
+        assert inputs_before is not None
         corrected = _raised(market[symbol], -20, 1.01)
         await _write(clean_db, {symbol: corrected.iloc[[-20]]})  # a revision, no new bar
         expected = inputs_for_latest(corrected, loaded.models.spec)
         await _until(lambda: engine.latest.get((symbol, M5), before) is not before, 30)
         served = engine.latest[(symbol, M5)]
         assert served.bar_time == before.bar_time
-        np.testing.assert_allclose(served.inputs.seq, expected.seq, rtol=1e-5, atol=1e-5)
-        assert np.abs(served.inputs.seq - before.inputs.seq).max() > 1e-3
+        inputs = engine.feature_inputs((symbol, M5))
+        assert inputs is not None
+        np.testing.assert_allclose(inputs.seq, expected.seq, rtol=1e-5, atol=1e-5)
+        assert np.abs(inputs.seq - inputs_before.seq).max() > 1e-3
         body = (await client.get(f"/api/predict/{symbol}")).json()
         assert body["atr"] == pytest.approx(expected.atr, rel=1e-6)
 
