@@ -61,7 +61,7 @@ log = logging.getLogger("orchestrator.barclose")
 
 MAX_KEYS_PER_SWEEP = 1024  # bounds a request's wait behind background work (startup seeding)
 REMOTE_RECHECK_S = 1.0  # a key claimed elsewhere is looked up again after this long
-FREEZE_AFTER_SEEDS = 64  # a sweep that built this many feature states moves them out of GC's way
+FREEZE_AFTER_STATES = 64  # a sweep that built or resumed this many states moves them out of GC
 
 
 class BarCloseEngine:
@@ -222,6 +222,10 @@ class BarCloseEngine:
 
         asyncio.get_running_loop().call_later(REMOTE_RECHECK_S, recheck)
 
+    def _new_states(self) -> int:
+        """Feature states built so far (seeded, or resumed from the snapshot)."""
+        return self.stats.seeds + self.stats.states_resumed
+
     async def _save_snapshot(self) -> None:
         """The feature states to disk, between sweeps (a failure is logged: serving goes on)."""
         self._snapshot_at = time.monotonic()
@@ -243,7 +247,7 @@ class BarCloseEngine:
                 for token in list(self._background)[: max(0, MAX_KEYS_PER_SWEEP - len(batch))]:
                     batch[token] = self._background.pop(token)
                 self._running = batch
-                started, seeds_before = time.perf_counter(), self.stats.seeds
+                started, states_before = time.perf_counter(), self._new_states()
                 self.stats.last_sweep_at = time.time()
                 try:
                     await self._sweep(batch)
@@ -259,7 +263,7 @@ class BarCloseEngine:
                 self.stats.last_sweep_ms = (time.perf_counter() - started) * 1e3
                 if time.monotonic() - self._snapshot_at >= self.snapshot_interval_s:
                     await self._save_snapshot()
-                if self.stats.seeds - seeds_before >= FREEZE_AFTER_SEEDS:
+                if self._new_states() - states_before >= FREEZE_AFTER_STATES:
                     # Thousands of long-lived feature states: a full garbage collection that
                     # walks them stalls the loop for 50-200 ms (seen as p99 spikes). They hold
                     # no reference cycles, so the collector can leave them alone for good.

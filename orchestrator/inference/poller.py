@@ -36,6 +36,7 @@ log = logging.getLogger("orchestrator.barclose")
 
 SERVED_REFRESH_S = 10.0
 FULL_SCAN_S = 5.0  # the newest-bar scan runs at least this often, whatever UPDATE_TIME says
+DISCOVER_S = 60.0  # how often to look for series stored at a timeframe other than the base one
 CLOCK_MARGIN_S = 0.25  # allowed difference between the database's clock and ours
 RETRY_S = 5.0  # a key whose dependency failed is retried after this long
 
@@ -91,9 +92,22 @@ class BarClosePoller:
         self._scanned_wall = 0.0
         self._woken = asyncio.Event()
         self._bars_updated: datetime | None = None
+        # Every stored series, for those at another timeframe than their symbol's base (the
+        # scan's dives cover the base ones), refreshed every DISCOVER_S by a task of its own:
+        # its index scan can take seconds and must not hold up a poll.
+        self._stored: set[tuple[str, Timeframe]] = set()
+        self._discovery: asyncio.Task[None] | None = None
+        self._discovered_at = -DISCOVER_S
 
     async def run(self) -> None:
         """Polls until cancelled; its own failures (database away) back off and retry."""
+        try:
+            await self._poll_forever()
+        finally:
+            if self._discovery is not None:
+                self._discovery.cancel()
+
+    async def _poll_forever(self) -> None:
         failures = 0
         while True:
             try:
@@ -128,7 +142,8 @@ class BarClosePoller:
             return
         self._scanned_at, self._scanned_wall = now, time.time()
         revised = self._forget_revised(await store.revisions())
-        marks = await store.last_bar_times()
+        self._discover(store, now)
+        marks = await store.last_bar_times(self._stored)
         if everything:
             changed = set(marks)
         else:  # only what moved, what was rewritten, and what failed and is due again
@@ -174,6 +189,21 @@ class BarClosePoller:
                 self._failed[key] = _Failure.of(outcome, key, target)
             else:
                 self._failed.pop(key, None)
+
+    def _discover(self, store: BarStore, now: float) -> None:
+        if now - self._discovered_at < DISCOVER_S or self._discovery is not None:
+            return
+        self._discovered_at = now
+
+        async def discover() -> None:
+            try:
+                self._stored = await store.stored_series()
+            except Exception as exc:  # the database away: the next poll's scan says so
+                log.debug("series discovery failed: %s", exc)
+            finally:
+                self._discovery = None
+
+        self._discovery = asyncio.create_task(discover(), name="barclose-series-discovery")
 
     async def _bars_may_have_changed(self, store: BarStore) -> bool:
         """InnoDB keeps each table's last commit time (UPDATE_TIME, whole seconds, in memory): an
