@@ -114,8 +114,24 @@ def plot(results: Json, path: Path) -> None:
     plt.close(fig)
 
 
+# Frames every sample shares (the process's entry, the loop, idle threads): left out of the summary.
+_PLUMBING = (
+    "threading.py",
+    "runpy",
+    "runners.py",
+    "orchestrator/cli.py",
+    "__main__.py",
+    "api/server.py",
+    "uvicorn/server.py",
+    "concurrent/futures/thread.py",
+    "queue.py",
+    "logging/handlers.py",
+)
+
+
 def profile_summary(path: Path, top: int = 25) -> list[tuple[str, float]]:
-    """Share of samples per function (inclusive) in a py-spy raw (folded) profile."""
+    """Share of samples per function (inclusive) in a py-spy raw (folded) profile, without the
+    frames every sample shares."""
     counts: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
@@ -124,6 +140,8 @@ def profile_summary(path: Path, top: int = 25) -> list[tuple[str, float]]:
             continue
         total += int(n)
         for frame in set(stack.split(";")):
+            if any(part in frame for part in _PLUMBING):
+                continue
             function, _, where = frame.partition(" (")
             counts[f"{function} ({where.rsplit('/', 1)[-1].split(':')[0]})"] += int(n)
     return [(name, count / max(1, total)) for name, count in counts.most_common(top)]
