@@ -129,6 +129,9 @@ def test_missing_symbol_is_a_usage_error(db_settings: DatabaseSettings) -> None:
     assert "no symbol/ticker column; pass --symbol" in result.stderr
 
 
+ROWS = 120_000
+
+
 async def test_interrupted_run_keeps_whole_batches_and_rerun_completes(
     clean_db: Database, db_settings: DatabaseSettings, tmp_path: Path
 ) -> None:
@@ -138,13 +141,16 @@ async def test_interrupted_run_keeps_whole_batches_and_rerun_completes(
         "--symbols",
         "BTCUSD",
         "--bars",
-        "60000",
+        str(ROWS),
         "--out",
         str(path),
         env=cli_env(db_settings),
     )
     assert generated.returncode == 0, generated.stderr
-    batch = 200
+    # Small batches over many rows: the write phase lasts seconds (thousands of commits), so the
+    # interrupt below lands mid-way even on a busy machine (with 300 batches of 200 rows the
+    # whole file was once written before the signal arrived).
+    batch = 50
     args = [
         sys.executable,
         "-m",
@@ -177,7 +183,7 @@ async def test_interrupted_run_keeps_whole_batches_and_rerun_completes(
     assert "interrupted" in stderr
     assert "Traceback" not in stderr
     assert count % batch == 0  # only whole, committed batches
-    assert 0 < count < 60000
+    assert 0 < count < ROWS
     rerun = run_cli("ingest", str(path), "--symbol", "INTUSD", "--quiet", env=cli_env(db_settings))
     assert rerun.returncode == 0
-    assert (await clean_db.fetchall("SELECT COUNT(*) FROM bars", ()))[0][0] == 60000
+    assert (await clean_db.fetchall("SELECT COUNT(*) FROM bars", ()))[0][0] == ROWS
