@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import itertools
 import shutil
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from orchestrator.marketdata.db import Database
@@ -129,7 +131,8 @@ def test_missing_symbol_is_a_usage_error(db_settings: DatabaseSettings) -> None:
     assert "no symbol/ticker column; pass --symbol" in result.stderr
 
 
-ROWS = 120_000
+ROWS = 60_000
+BLOCKED = 1_000  # the bar whose row the test holds locked
 
 
 async def test_interrupted_run_keeps_whole_batches_and_rerun_completes(
@@ -147,10 +150,18 @@ async def test_interrupted_run_keeps_whole_batches_and_rerun_completes(
         env=cli_env(db_settings),
     )
     assert generated.returncode == 0, generated.stderr
-    # Small batches over many rows: the write phase lasts seconds (thousands of commits), so the
-    # interrupt below lands mid-way even on a busy machine (with 300 batches of 200 rows the
-    # whole file was once written before the signal arrived).
-    batch = 50
+    batch = 200
+    # Deterministic, not a race against the clock: a transaction of the test's holds the row of
+    # bar BLOCKED, so the ingest commits the batches before it and then waits on that row's lock;
+    # the interrupt lands there. (Racing it, the whole file was once written before SIGINT came.)
+    with path.open() as source:
+        blocked_ts = next(itertools.islice(csv.DictReader(source), BLOCKED, None))["ts"]
+    blocked = datetime.fromisoformat(blocked_ts.replace("Z", "+00:00")).replace(tzinfo=None)
+    async with clean_db.transaction() as conn, conn.cursor() as cur:
+        await cur.execute(
+            "INSERT INTO symbols (symbol, asset_class, tick_size, base_timeframe)"
+            " VALUES ('INTUSD', 'crypto', 0.01, '5m')"
+        )
     args = [
         sys.executable,
         "-m",
@@ -163,20 +174,28 @@ async def test_interrupted_run_keeps_whole_batches_and_rerun_completes(
         str(batch),
         "--quiet",
     ]
-    proc = await asyncio.create_subprocess_exec(
-        *args,
-        env=cli_env(db_settings),
-        cwd=PROJECT_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    for _ in range(600):  # wait (bounded) until some batches are committed, then interrupt
-        count = (await clean_db.fetchall("SELECT COUNT(*) FROM bars", ()))[0][0]
-        if count > 0 or proc.returncode is not None:
-            break
-        await asyncio.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, stderr_bytes = await asyncio.wait_for(proc.communicate(), timeout=120)
+    async with clean_db.connection() as holder, holder.cursor() as cur:
+        await holder.begin()
+        await cur.execute(
+            "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume)"
+            " VALUES ('INTUSD', '5m', %s, 1, 1, 1, 1, 0)",
+            (blocked,),
+        )
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            env=cli_env(db_settings),
+            cwd=PROJECT_ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(1200):  # bounded: until the batches before the held row are committed
+            count = (await clean_db.fetchall("SELECT COUNT(*) FROM bars", ()))[0][0]
+            if count >= BLOCKED - BLOCKED % batch or proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, stderr_bytes = await asyncio.wait_for(proc.communicate(), timeout=120)
+        await holder.rollback()
     stderr = stderr_bytes.decode()
     count = (await clean_db.fetchall("SELECT COUNT(*) FROM bars", ()))[0][0]
     assert proc.returncode == 130, stderr  # interrupted mid-way
