@@ -3,8 +3,8 @@ wrote it, and hands those keys to the engine as background work.
 
 Every `poll_interval_s` it reads the bars table's last commit time (InnoDB's UPDATE_TIME, one
 row of information_schema, ≈0.15 ms); only when that moved (or may hide a same-second commit) does
-it scan the newest bar of every (symbol, timeframe) — a loose index scan of the primary key,
-≈10 ms for 1,000 symbols — and the tiny `bar_revisions` table. Only the series whose newest bar
+it read the newest bar of every series — one primary-key dive per symbol, ≈40 ms for 10,000
+(BarStore.last_bar_times) — and the tiny `bar_revisions` table. Only the series whose newest bar
 moved, whose history was rewritten, or whose last attempt failed and is due, are looked at; the
 stored timeframe behind each key is handed to the engine, so sweeps need no per-symbol metadata
 queries.
