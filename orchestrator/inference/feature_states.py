@@ -64,9 +64,6 @@ class FeatureStates:
         for key in [k for k in self._by_key if k[0] == symbol]:
             del self._by_key[key]
 
-    def __len__(self) -> int:
-        return len(self._by_key)
-
     def features(self, key: FeatureKey) -> IncrementalFeatures | None:
         state = self._by_key.get(key)
         return None if state is None else state.features

@@ -21,13 +21,12 @@ from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.online import inputs_for_latest
 from orchestrator.inference.models import ENSEMBLE
 from orchestrator.inference.shared import PredictionStore, token_name
-from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
-from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import ApiSettings, DatabaseSettings
 from tests.api.conftest import api_settings
 from tests.conftest import TrainedRepository
+from tests.inference.markets import scaled_market, write_5m
 
 SYMBOLS = [f"BC{k:02d}USD" for k in range(12)]
 M5, M15 = Timeframe.M5, Timeframe.M15
@@ -40,15 +39,6 @@ def _ensemble_counts(server: TritonServer) -> tuple[int, int]:
     requests = sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
     rows = sum(int(s.get("inference_count", 0)) for s in stats)
     return requests, rows
-
-
-async def _write(db: Database, frames: dict[str, pd.DataFrame]) -> None:
-    rows = pd.concat(
-        [f.reset_index().assign(symbol=s, timeframe="5m") for s, f in frames.items()],
-        ignore_index=True,
-    )
-    info = {s: SymbolInfo(s, "crypto", 0.01, M5) for s in frames}
-    await write_bars(db, rows, info, show_progress=False)
 
 
 def _next_bar(bars: pd.DataFrame, move: float) -> pd.DataFrame:
@@ -83,12 +73,7 @@ async def _until(condition: Callable[[], bool], timeout_s: float = 120.0) -> Non
 @pytest.fixture
 async def market(loaded: TrainedRepository, clean_db: Database) -> dict[str, pd.DataFrame]:
     """Twelve symbols with the training history at different price scales."""
-    base = loaded.data[0].bars
-    frames = {s: base * (1 + k / 10) for k, s in enumerate(SYMBOLS)}
-    for frame in frames.values():
-        frame["volume"] = base["volume"]
-    await _write(clean_db, frames)
-    return frames
+    return await scaled_market(clean_db, loaded.data[0].bars, SYMBOLS)
 
 
 @pytest.fixture
@@ -125,7 +110,7 @@ async def test_a_bar_closing_on_many_symbols_is_scored_in_one_triton_request(
         seeds, requests_before = engine.stats.seeds, _ensemble_counts(model_server)
 
         new = {s: _next_bar(f, 0.001 * (k + 1)) for k, (s, f) in enumerate(market.items())}
-        await _write(clean_db, new)  # one transaction: the bar closes on every symbol at once
+        await write_5m(clean_db, new)  # one transaction: the bar closes on every symbol at once
         moved = new[SYMBOLS[0]].index[0]
         await _until(lambda: all(engine.latest[(s, M5)].bar_time == moved for s in SYMBOLS))
 
@@ -158,7 +143,7 @@ async def test_requests_for_a_new_bar_wait_for_its_one_computation(
         before = _ensemble_counts(model_server)
         symbol = SYMBOLS[3]
         bar = _next_bar(market[symbol], -0.002)
-        await _write(clean_db, {symbol: bar})
+        await write_5m(clean_db, {symbol: bar})
         # Asked right after the commit, before the poller's next look: every answer is fresh.
         responses = await asyncio.gather(*(client.get(f"/api/predict/{symbol}") for _ in range(10)))
         stamp = bar.index[0].strftime("%Y-%m-%dT%H:%M:%S")
@@ -185,7 +170,7 @@ async def test_a_corrected_bar_is_recomputed_from_the_store(
         corrected = _raised(market[symbol], -1, 1.003)
         new = _next_bar(corrected, 0.001)
         # The last bar is rewritten and a new one lands: the state no longer continues the store.
-        await _write(clean_db, {symbol: pd.concat([corrected.iloc[-1:], new])})
+        await write_5m(clean_db, {symbol: pd.concat([corrected.iloc[-1:], new])})
         body = (await client.get(f"/api/predict/{symbol}")).json()
         expected = inputs_for_latest(pd.concat([corrected, new]), loaded.models.spec)
         assert body["bar_time"].startswith(new.index[0].strftime("%Y-%m-%dT%H:%M:%S"))
@@ -214,7 +199,7 @@ async def test_an_old_bar_corrected_without_a_new_one_is_recomputed(
         inputs_before = engine.feature_inputs((symbol, M5))
         assert inputs_before is not None
         corrected = _raised(market[symbol], -20, 1.01)
-        await _write(clean_db, {symbol: corrected.iloc[[-20]]})  # a revision, no new bar
+        await write_5m(clean_db, {symbol: corrected.iloc[[-20]]})  # a revision, no new bar
         expected = inputs_for_latest(corrected, loaded.models.spec)
         await _until(lambda: engine.latest.get((symbol, M5), before) is not before, 30)
         served = engine.latest[(symbol, M5)]
@@ -244,7 +229,7 @@ async def test_a_bar_claimed_by_a_replica_that_died_is_computed_once_its_claim_e
         # Another replica claims the coming bar and dies before computing it.
         token = ((symbol, M5), bar_time, version, 0)
         assert await other_replica.claim_many([token_name(token)], 1.5) == [True]
-        await _write(clean_db, {symbol: bar})
+        await write_5m(clean_db, {symbol: bar})
         started = asyncio.get_running_loop().time()
         response = await client.get(f"/api/predict/{symbol}")
         waited_s = asyncio.get_running_loop().time() - started

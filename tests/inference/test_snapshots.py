@@ -15,27 +15,14 @@ from orchestrator.features.online import NotEnoughHistoryError, inputs_for_lates
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.feature_states import FeatureStates
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
-from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
-from orchestrator.marketdata.store import BarStore, SymbolInfo
+from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
 from tests.conftest import TrainedRepository
+from tests.inference.markets import scaled_market, write_5m
 
 M5, H1 = Timeframe.M5, Timeframe.H1
 SYMBOLS = ("SNAPAUSD", "SNAPBUSD")
-
-
-async def _write(db: Database, frames: dict[str, pd.DataFrame]) -> None:
-    rows = pd.concat(
-        [f.reset_index().assign(symbol=s, timeframe="5m") for s, f in frames.items()],
-        ignore_index=True,
-    )
-    info = {s: SymbolInfo(s, "crypto", 0.01, M5) for s in frames}
-    await write_bars(db, rows, info, show_progress=False)
-
-
-async def _revisions(store: BarStore) -> dict[tuple[str, Timeframe], int]:
-    return await store.revisions()
 
 
 class Engine:
@@ -68,19 +55,14 @@ def _last(frame: pd.DataFrame) -> datetime:
 
 @pytest.fixture
 async def market(loaded: TrainedRepository, clean_db: Database) -> dict[str, pd.DataFrame]:
-    base = loaded.data[0].bars
-    frames = {s: base * (1 + k / 10) for k, s in enumerate(SYMBOLS)}
-    for frame in frames.values():
-        frame["volume"] = base["volume"]
-    await _write(clean_db, frames)
-    return frames
+    return await scaled_market(clean_db, loaded.data[0].bars, SYMBOLS)
 
 
 async def test_a_restart_resumes_the_saved_states_and_steps_them_over_new_bars(
     market: dict[str, pd.DataFrame], clean_db: Database, loaded: TrainedRepository, tmp_path: Path
 ) -> None:
     spec, path = loaded.models.spec, tmp_path / "states.pickle"
-    first = Engine(clean_db, path, await _revisions(BarStore(clean_db)))
+    first = Engine(clean_db, path, await BarStore(clean_db).revisions())
     await first.advance(spec, M5, {s: _last(f) for s, f in market.items()})
     assert first.stats.seeds == len(SYMBOLS)
     assert await first.states.save() is not None
@@ -91,8 +73,8 @@ async def test_a_restart_resumes_the_saved_states_and_steps_them_over_new_bars(
         s: f.iloc[-1:].set_axis([f.index[-1] + step]).rename_axis(f.index.name)
         for s, f in market.items()
     }
-    await _write(clean_db, new)
-    second = Engine(clean_db, path, await _revisions(BarStore(clean_db)))
+    await write_5m(clean_db, new)
+    second = Engine(clean_db, path, await BarStore(clean_db).revisions())
     results = await second.advance(spec, M5, {s: _last(f) for s, f in new.items()})
     assert results == {}
     assert (second.stats.states_resumed, second.stats.seeds) == (len(SYMBOLS), 0)
@@ -109,21 +91,21 @@ async def test_a_snapshot_is_refused_after_a_spec_change_or_a_corrected_bar(
 ) -> None:
     spec, path = loaded.models.spec, tmp_path / "states.pickle"
     targets = {s: _last(f) for s, f in market.items()}
-    first = Engine(clean_db, path, await _revisions(BarStore(clean_db)))
+    first = Engine(clean_db, path, await BarStore(clean_db).revisions())
     await first.advance(spec, M5, targets)
     await first.states.save()
 
     # Another model version: other normalisation statistics, so every saved state is refused.
     retrained = msgspec.structs.replace(spec, mean=[m + 0.5 for m in spec.mean])
-    other = Engine(clean_db, path, await _revisions(BarStore(clean_db)))
+    other = Engine(clean_db, path, await BarStore(clean_db).revisions())
     await other.advance(retrained, M5, targets)
     assert (other.stats.states_resumed, other.stats.snapshot_refused) == (0, len(SYMBOLS))
     assert other.stats.seeds == len(SYMBOLS)
 
     # An old bar of one symbol corrected (its series revision moves): that one is re-seeded.
     corrected = market[SYMBOLS[0]].iloc[[-30]] * 1.01
-    await _write(clean_db, {SYMBOLS[0]: corrected})
-    revisions = await _revisions(BarStore(clean_db))
+    await write_5m(clean_db, {SYMBOLS[0]: corrected})
+    revisions = await BarStore(clean_db).revisions()
     assert revisions.get((SYMBOLS[0], M5), 0) > 0
     third = Engine(clean_db, path, revisions)
     await third.advance(spec, M5, targets)
@@ -148,7 +130,7 @@ async def test_a_symbol_too_young_for_a_timeframe_is_refused_without_reading_its
     targets = {s: H1.floor(_last(f)) - pd.Timedelta(hours=1) for s, f in young.items()}
     async with clean_db.transaction() as conn, conn.cursor() as cur:
         await cur.execute("DELETE FROM bars WHERE symbol IN (%s, %s)", SYMBOLS)
-    await _write(clean_db, young)
+    await write_5m(clean_db, young)
     results = await engine.advance(spec, H1, targets)
     assert set(results) == {(s, H1) for s in SYMBOLS}
     assert all(isinstance(r, NotEnoughHistoryError) for r in results.values())
