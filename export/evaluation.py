@@ -83,6 +83,11 @@ class OutOfFold:
     meta: F64  # metamodel P(the chosen trade wins) from a metamodel fitted on earlier folds
     won: F64  # the chosen trade's outcome
     direction: F64
+    # (n, sides, H, tp, sl) barrier outcomes on the grid (features/targets.barrier_outcomes);
+    # empty in folds saved before the barrier model.
+    barriers: npt.NDArray[np.int8] = dataclasses.field(
+        default_factory=lambda: np.zeros((0,), np.int8)
+    )
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, **dataclasses.asdict(self))
@@ -90,7 +95,8 @@ class OutOfFold:
     @classmethod
     def load(cls, path: Path) -> OutOfFold:
         with np.load(path) as arrays:
-            return cls(**{f.name: arrays[f.name] for f in dataclasses.fields(cls)})
+            names = [f.name for f in dataclasses.fields(cls) if f.name in arrays]
+            return cls(**{name: arrays[name] for name in names})
 
     def confidence_inputs(self) -> dict[str, F64]:
         """The raw scores a served confidence can map (see ServingHead.confidence_source)."""

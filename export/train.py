@@ -26,6 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 from tqdm import tqdm
 
+from export.barriers import fit_barrier_head
 from export.baselines import (
     INTERVAL_LEVEL,
     BaselineFit,
@@ -51,6 +52,7 @@ from export.evaluation import (
 )
 from export.gate import GATE_ALPHA, GateDecision
 from export.networks import GRURange, MetaModel, TransformerRange
+from orchestrator.features.barriers import SL_GRID_ATR, TP_GRID_ATR
 from orchestrator.features.baseline import BASELINE_VERSION, baseline_features, season_cells
 from orchestrator.features.dataset import (
     F32,
@@ -77,7 +79,7 @@ from orchestrator.features.spec import (
     FeatureSpec,
     pipeline_fingerprint,
 )
-from orchestrator.features.targets import range_targets, triple_barrier
+from orchestrator.features.targets import barrier_outcomes, range_targets, triple_barrier
 from orchestrator.marketdata.sessions import infer_week
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.quality.adaptive import ADAPTIVE_RATE
@@ -118,6 +120,8 @@ class SymbolData:
     label_span: int = 0  # bars after a row that its longest label reads
     # Bars of each horizon on this symbol's calendar (its sessions, derived from its bars).
     horizon_bars: list[int] = field(default_factory=list)
+    # (T, sides, H, tp, sl) barrier outcome codes on the grid (features/targets.py).
+    barriers: npt.NDArray[np.int8] = field(default_factory=lambda: np.zeros((0,), np.int8))
 
 
 @dataclass
@@ -181,6 +185,7 @@ def prepare_symbol(symbol: str, bars: pd.DataFrame, cfg: TrainConfig) -> SymbolD
         season_cells(pd.DatetimeIndex(bars.index)),
         max(counts),
         counts,
+        barrier_outcomes(bars, atr, counts, TP_GRID_ATR, SL_GRID_ATR),
     )
 
 
@@ -561,6 +566,7 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         keep("ys", inputs.short_label)
         keep("fold", np.full(len(test), k, np.int64))
         keep("ts", test.ts)
+        keep("barriers", _gather(data, test, "barriers"))
         for name, values in _fold_baselines(data, train, test).items():
             keep(name, values)
     cat = {key: np.concatenate(values) for key, values in parts.items()}
@@ -591,6 +597,7 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         meta=_nested_meta(x_meta, won, cat["fold"], n_range, n_ctx),
         won=won.astype(np.float64),
         direction=direction.astype(np.float64),
+        barriers=cat["barriers"],
     )
     longest = [max(column) for column in zip(*(d.horizon_bars for d in data), strict=True)]
     lags = Lags(
@@ -624,6 +631,17 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         "config": config_dict(cfg),
     }
     head, card["gate"] = fit_head(oof, served, lags, data, samples)
+    barrier_head, card["barriers"] = fit_barrier_head(
+        oof.fold,
+        oof.ts,
+        served.ranges,
+        served.p_long,
+        served.p_short,
+        oof.barriers,
+        longest,
+        horizons,
+    )
+    head = msgspec.structs.replace(head, barriers=barrier_head)
     card["fold_gates"] = {str(k): v for k, v in served.fold_gates.items()}
     final_meta = fit_metamodel(x_meta, won, n_range, n_ctx)
     spec, gru, transformer, xl, xs = fit_base_models(data, samples, cfg)

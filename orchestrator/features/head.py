@@ -35,6 +35,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from orchestrator.features.barriers import BarrierHead
 from orchestrator.features.baseline import (
     BASELINE_VERSION,
     GK_COLUMNS,
@@ -110,6 +111,9 @@ class ServingHead(msgspec.Struct, frozen=True):
     # (2H, 7): the baselines' blend (zero on both networks): the reference the gate tested the
     # networks against, served where they did not beat it, and live quality's skill reference.
     baseline_stack: list[list[float]] = []
+    # The path model for any take-profit and stop, and per barrier cell what its gate serves
+    # (features/barriers.py); None in heads exported before it: the fallback answers.
+    barriers: BarrierHead | None = None
 
     def check(self, n_ranges: int) -> None:
         """Refuses a head built for other baseline inputs or another number of outputs."""
@@ -149,6 +153,8 @@ class ServingHead(msgspec.Struct, frozen=True):
         wrong = {k: v for k, v in shapes.items() if v[0] != v[1]}
         if wrong:
             raise ValueError(f"serving head has wrong shapes (got, expected): {wrong}")
+        if self.barriers is not None:
+            self.barriers.check(n_ranges // 2)
         unknown = set(self.served) - {NETWORKS, BASELINES, *RANGE_BASELINES}
         if unknown or not set(self.reference) <= {BASELINES, *RANGE_BASELINES}:
             raise ValueError(f"serving head names unknown range sources: {sorted(unknown)}")

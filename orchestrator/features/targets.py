@@ -67,3 +67,63 @@ def triple_barrier(
     timed_out = undecided & (np.arange(n) + horizon < n)
     outcome[timed_out] = 0.0
     return outcome
+
+
+NEITHER, TAKE_PROFIT, STOP = 0, 1, 2  # barrier outcome codes; -1: the future is too short
+
+
+def first_touch(
+    bars: pd.DataFrame, atr: FloatArray, levels: tuple[float, ...], direction: int, max_bars: int
+) -> npt.NDArray[np.int32]:
+    """(T, levels): the first bar after t (1..max_bars) whose high reaches close + level x ATR
+    (direction +1) or whose low reaches close - level x ATR (-1); max_bars + 1 when none does.
+    Only the rows still waiting are checked at each step, so the cost is the bars waited."""
+    close = bars["close"].to_numpy(np.float64)
+    extreme = bars["high" if direction > 0 else "low"].to_numpy(np.float64) * direction
+    n = close.size
+    out = np.full((n, len(levels)), max_bars + 1, np.int32)
+    for column, level in enumerate(levels):
+        target = (close + direction * level * atr) * direction
+        waiting = np.flatnonzero(np.isfinite(target))
+        for step in range(1, max_bars + 1):
+            waiting = waiting[waiting + step < n]
+            if waiting.size == 0:
+                break
+            reached = extreme[waiting + step] >= target[waiting]
+            out[waiting[reached], column] = step
+            waiting = waiting[~reached]
+    return out
+
+
+def barrier_outcomes(
+    bars: pd.DataFrame,
+    atr: FloatArray,
+    horizon_bars: list[int],
+    tp_grid: tuple[float, ...],
+    sl_grid: tuple[float, ...],
+) -> npt.NDArray[np.int8]:
+    """(T, 2, H, tp, sl) outcome codes on a grid of barriers, long then short, per horizon:
+    TAKE_PROFIT or STOP by whichever level a bar reaches first (a bar reaching both: STOP, as
+    triple_barrier and the backtester), NEITHER when none is reached within the horizon, -1
+    where fewer than h bars follow."""
+    levels = tuple(sorted(set(tp_grid) | set(sl_grid)))
+    longest = max(horizon_bars)
+    up = first_touch(bars, atr, levels, +1, longest)
+    down = first_touch(bars, atr, levels, -1, longest)
+    n = len(bars)
+    out = np.full((n, 2, len(horizon_bars), len(tp_grid), len(sl_grid)), -1, np.int8)
+    tp_up = up[:, [levels.index(v) for v in tp_grid]][:, :, None]
+    tp_down = down[:, [levels.index(v) for v in tp_grid]][:, :, None]
+    sl_down = down[:, [levels.index(v) for v in sl_grid]][:, None, :]
+    sl_up = up[:, [levels.index(v) for v in sl_grid]][:, None, :]
+    known_rows = np.arange(n)
+    for k, h in enumerate(horizon_bars):
+        known = (known_rows + h < n)[:, None, None]
+        for side, (take, stop) in enumerate(((tp_up, sl_down), (tp_down, sl_up))):
+            code = np.where(
+                (stop <= h) & (stop <= take),
+                STOP,
+                np.where((take <= h) & (take < stop), TAKE_PROFIT, NEITHER),
+            )
+            out[:, side, k] = np.where(known, code, -1)
+    return out

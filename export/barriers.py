@@ -1,0 +1,293 @@
+"""The barrier model's fit, its nested scoring and its gate (serving: features/barriers.py).
+
+Per horizon the path model has four numbers: three drift coefficients on what the bar close
+already served (drift_inputs) and the log of a multiplier of the fallback's volatility. They
+are fitted by minimising the multiclass Brier score over every barrier cell of the grid, both
+sides, on rows spaced evenly in time (neighbouring rows share most of their path, so more rows
+add little but cost). Scored nested like the head: fold k's model is fitted on folds 1..k-1
+(fold 0 has no served ranges to read), so the first scored fold is 2. The gate per cell (side,
+horizon, take-profit, stop) is the head's: a one-sided Diebold-Mariano test with HAC variance
+that the model's Brier loss is below the fallback's, at GATE_ALPHA.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import minimize  # type: ignore[import-untyped]
+
+from export.gate import GATE_ALPHA, GateDecision, dm_test
+from orchestrator.features.barriers import (
+    BARRIER_VERSION,
+    FALLBACK,
+    MODEL,
+    SIDES,
+    SL_GRID_ATR,
+    TP_GRID_ATR,
+    BarrierHead,
+    barrier_odds,
+    drift_inputs,
+    fallback_scale,
+)
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+I8 = npt.NDArray[np.int8]
+
+FIT_ROWS = 600  # rows per horizon the fit reads, evenly spaced in time
+MIN_FIT_ROWS = 50
+ECE_BINS = 10
+
+
+@dataclass(frozen=True, eq=False)
+class PathFit:
+    """One horizon's path model: drift coefficients (units of s) and log volatility scale."""
+
+    coef: F64
+    log_scale: float
+
+    @classmethod
+    def none(cls) -> PathFit:
+        """The fallback itself: no drift, the served volatility."""
+        return cls(np.zeros(3), 0.0)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, PathFit)
+            and np.array_equal(self.coef, other.coef)
+            and self.log_scale == other.log_scale
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def cell_probabilities(scale: F64, drift_sd: F64) -> F64:
+    """(n, sides, tp, sl, 3): [P(tp first), P(stop first), P(neither)] on the grid, for paths of
+    sd `scale` drifting `drift_sd` x scale (the long side's way)."""
+    tp = np.asarray(TP_GRID_ATR)[None, :, None]
+    sl = np.asarray(SL_GRID_ATR)[None, None, :]
+    s = scale[:, None, None]
+    m = (np.clip(drift_sd, -2.0, 2.0) * scale)[:, None, None]
+    sides = []
+    for sign in (1.0, -1.0):
+        odds = barrier_odds(tp, sl, sign * m, s, 1.0, exit_times=False)
+        sides.append(np.stack([odds.p_tp, odds.p_sl, odds.p_neither], axis=-1))
+    return np.stack(sides, axis=1)
+
+
+def brier_losses(probabilities: F64, outcomes: I8) -> F64:
+    """(n, sides, tp, sl) multiclass Brier loss per row and cell; NaN where the outcome is
+    unknown (-1)."""
+    truth = np.stack([outcomes == code for code in (1, 2, 0)], axis=-1)
+    loss = ((probabilities - truth) ** 2).sum(axis=-1)
+    return np.where(outcomes >= 0, loss, np.nan)
+
+
+def _model_probabilities(fit: PathFit, scale: F64, inputs: F64) -> F64:
+    return cell_probabilities(scale * math.exp(fit.log_scale), inputs @ fit.coef)
+
+
+def fit_path(scale: F64, inputs: F64, outcomes: I8) -> PathFit:
+    """Minimise the mean Brier loss over the grid on at most FIT_ROWS rows spaced in time."""
+    usable = np.flatnonzero(
+        np.isfinite(scale) & np.isfinite(inputs).all(axis=1) & (outcomes >= 0).all(axis=(1, 2, 3))
+    )
+    if usable.size < MIN_FIT_ROWS:
+        return PathFit.none()
+    rows = usable[np.linspace(0, usable.size - 1, min(FIT_ROWS, usable.size)).astype(np.int64)]
+    s, x, y = scale[rows], inputs[rows], outcomes[rows]
+
+    def loss(theta: F64) -> float:
+        fit = PathFit(theta[:3], float(theta[3]))
+        return float(brier_losses(_model_probabilities(fit, s, x), y).mean())
+
+    result = minimize(
+        loss,
+        np.zeros(4),
+        method="L-BFGS-B",
+        bounds=[(-2.0, 2.0), (-4.0, 4.0), (-10.0, 10.0), (-1.0, 1.0)],
+        options={"maxiter": 40, "eps": 1e-4},
+    )
+    return PathFit(np.asarray(result.x[:3]), float(result.x[3]))
+
+
+@dataclass
+class NestedBarriers:
+    """Per horizon: model and fallback probabilities on the grid for folds >= 2 (NaN before),
+    and the served ones after the nested gate (fold k's gate read folds 2..k-1)."""
+
+    model: list[F64] = field(default_factory=list)  # (n, sides, tp, sl, 3) per horizon
+    fallback: list[F64] = field(default_factory=list)
+    served: list[F64] = field(default_factory=list)
+    fits: dict[int, list[PathFit]] = field(default_factory=dict)  # fold -> fit per horizon
+
+
+def horizon_inputs(ranges: F64, p_long: F64, p_short: F64, k: int) -> tuple[F64, F64]:
+    """(fallback sd (n,), drift inputs (n, 3)) of horizon k from the served numbers."""
+    up, down = ranges[:, 2 * k], ranges[:, 2 * k + 1]
+    return fallback_scale(up, down), drift_inputs(up, down, p_long, p_short)
+
+
+def cell_gate(
+    model_loss: F64, fallback_loss: F64, ts: I64, label_bars: int
+) -> list[list[list[GateDecision]]]:
+    """[side][tp][sl]: MODEL where the one-sided DM test finds its Brier loss lower."""
+    out = []
+    for side in range(len(SIDES)):
+        table = []
+        for i in range(len(TP_GRID_ATR)):
+            row = []
+            for j in range(len(SL_GRID_ATR)):
+                m, f = model_loss[:, side, i, j], fallback_loss[:, side, i, j]
+                known = np.isfinite(m) & np.isfinite(f)
+                if known.sum() == 0:
+                    row.append(GateDecision(FALLBACK, FALLBACK, math.nan, math.nan, 0))
+                    continue
+                _, p_value = dm_test(m[known] - f[known], ts[known], label_bars)
+                skill = 1 - float(m[known].mean()) / max(float(f[known].mean()), 1e-12)
+                passed = bool(p_value < GATE_ALPHA)
+                row.append(
+                    GateDecision(
+                        MODEL if passed else FALLBACK, FALLBACK, p_value, skill, int(known.sum())
+                    )
+                )
+            table.append(row)
+        out.append(table)
+    return out
+
+
+def nested_barriers(
+    fold: I64,
+    ts: I64,
+    ranges: F64,
+    p_long: F64,
+    p_short: F64,
+    outcomes: I8,
+    label_bars: list[int],
+) -> NestedBarriers:
+    """Fit fold k's path model on folds 1..k-1, score it and the fallback on fold k (k >= 2),
+    and serve per cell what the gate on folds 2..k-1 chose (fold 2: the fallback)."""
+    n, horizons = len(fold), outcomes.shape[2]
+    last = int(fold.max())
+    out = NestedBarriers()
+    shape = (n, len(SIDES), len(TP_GRID_ATR), len(SL_GRID_ATR), 3)
+    for k in range(horizons):
+        scale, inputs = horizon_inputs(ranges, p_long, p_short, k)
+        model, fallback = np.full(shape, np.nan), np.full(shape, np.nan)
+        served = np.full(shape, np.nan)
+        for f in range(2, last + 1):
+            before, now = (fold >= 1) & (fold < f), fold == f
+            fit = fit_path(scale[before], inputs[before], outcomes[before, :, k])
+            out.fits.setdefault(f, []).append(fit)
+            model[now] = _model_probabilities(fit, scale[now], inputs[now])
+            fallback[now] = _model_probabilities(PathFit.none(), scale[now], inputs[now])
+            served[now] = fallback[now]
+            earlier = (fold >= 2) & (fold < f)
+            if earlier.any():
+                gates = cell_gate(
+                    brier_losses(model[earlier], outcomes[earlier, :, k]),
+                    brier_losses(fallback[earlier], outcomes[earlier, :, k]),
+                    ts[earlier],
+                    label_bars[k],
+                )
+                for side, table in enumerate(gates):
+                    for i, row in enumerate(table):
+                        for j, decision in enumerate(row):
+                            if decision.served == MODEL:
+                                served[now, side, i, j] = model[now, side, i, j]
+        out.model.append(model)
+        out.fallback.append(fallback)
+        out.served.append(served)
+    return out
+
+
+def _fallback(decision: GateDecision) -> GateDecision:
+    return msgspec.structs.replace(decision, served=FALLBACK)
+
+
+def _ece(p: F64, hit: F64) -> float:
+    edges = np.linspace(0, 1, ECE_BINS + 1)
+    bins = np.clip(np.digitize(p, edges[1:-1]), 0, ECE_BINS - 1)
+    total = 0.0
+    for b in range(ECE_BINS):
+        mask = bins == b
+        if mask.any():
+            total += mask.sum() / p.size * abs(float(hit[mask].mean() - p[mask].mean()))
+    return total
+
+
+def fit_barrier_head(
+    fold: I64,
+    ts: I64,
+    ranges: F64,
+    p_long: F64,
+    p_short: F64,
+    outcomes: I8,
+    label_bars: list[int],
+    horizons: list[str],
+) -> tuple[BarrierHead, dict[str, Any]]:
+    """The exported head (path fits on every row of folds >= 1, the gate on the nested losses of
+    folds >= 2) and its card section: per cell the model's and the fallback's Brier, the served
+    Brier skill over the fallback (nested gate), the test's p-value and the served ECE."""
+    nested = nested_barriers(fold, ts, ranges, p_long, p_short, outcomes, label_bars)
+    scored = fold >= 2
+    coefs, log_scales, served_names = [], [], []
+    cells: list[dict[str, Any]] = []
+    for k, name in enumerate(horizons):
+        scale, inputs = horizon_inputs(ranges, p_long, p_short, k)
+        fit = fit_path(scale[fold >= 1], inputs[fold >= 1], outcomes[fold >= 1, :, k])
+        coefs.append([round(float(v), 6) for v in fit.coef])
+        log_scales.append(round(fit.log_scale, 6))
+        y = outcomes[scored, :, k]
+        model_loss = brier_losses(nested.model[k][scored], y)
+        fallback_loss = brier_losses(nested.fallback[k][scored], y)
+        served_loss = brier_losses(nested.served[k][scored], y)
+        gates = cell_gate(model_loss, fallback_loss, ts[scored], label_bars[k])
+        if fit == PathFit.none():  # too few rows to fit: the exported model is the fallback
+            gates = [[[_fallback(d) for d in row] for row in table] for table in gates]
+        served_names.append([[[d.served for d in row] for row in table] for table in gates])
+        for side, side_name in enumerate(SIDES):
+            for i, tp in enumerate(TP_GRID_ATR):
+                for j, sl in enumerate(SL_GRID_ATR):
+                    known = y[:, side, i, j] >= 0
+                    p_served = nested.served[k][scored][known, side, i, j]
+                    truth = y[known, side, i, j]
+                    fallback_mean = float(np.nanmean(fallback_loss[:, side, i, j]))
+                    served_mean = float(np.nanmean(served_loss[:, side, i, j]))
+                    decision = gates[side][i][j]
+                    cells.append(
+                        {
+                            "side": side_name,
+                            "horizon": name,
+                            "tp_atr": tp,
+                            "sl_atr": sl,
+                            "served": decision.served,
+                            "p_value": decision.p_value,
+                            "model_brier": float(np.nanmean(model_loss[:, side, i, j])),
+                            "fallback_brier": fallback_mean,
+                            "served_skill": 1 - served_mean / max(fallback_mean, 1e-12),
+                            "model_skill": decision.skill,
+                            "ece_tp": _ece(p_served[:, 0], (truth == 1).astype(np.float64)),
+                            "ece_sl": _ece(p_served[:, 1], (truth == 2).astype(np.float64)),
+                            "rate_tp": float((truth == 1).mean()),
+                            "rate_sl": float((truth == 2).mean()),
+                            "rows": int(known.sum()),
+                        }
+                    )
+    head = BarrierHead(
+        version=BARRIER_VERSION,
+        tp_grid=list(TP_GRID_ATR),
+        sl_grid=list(SL_GRID_ATR),
+        drift_coef=coefs,
+        log_scale=log_scales,
+        served=[
+            [served_names[k][side] for k in range(len(horizons))] for side in range(len(SIDES))
+        ],
+    )
+    card = {"alpha": GATE_ALPHA, "cells": cells, "head": msgspec.to_builtins(head)}
+    return head, card

@@ -1,0 +1,248 @@
+"""Any take-profit and stop: P(take-profit first), P(stop first), P(neither), expected bars and R.
+
+One model serves every barrier: over a horizon the price path from the entry close, in ATR
+units, is a Brownian motion with drift, X_t = m·t + s·W_t for t in [0, 1] of the horizon. The
+three outcomes are the first-passage probabilities of that path between the take-profit +a and
+the stop -b (short: the mirrored path), in closed form by the method of images (the killed
+density is a sum of Gaussians; the drift enters by Girsanov's factor; its integrals against
+exponentials are differences of normal CDFs). Because every barrier reads the same path, the
+probabilities sum to 1 and P(take-profit first) falls as the take-profit moves away and rises
+as the stop does, for any m and s: consistency and monotonicity by construction, not by
+constraint.
+
+- The **fallback** (no skill): driftless, m = 0, with the served volatility, s from the served
+  high and low ranges of the horizon (for a Brownian motion E[max] = s·sqrt(2/pi)). Its
+  expected R before costs is exactly 0 (optional stopping): it says there is no edge.
+- The **model**: the same path with a drift and a volatility scale fitted on out-of-fold
+  barrier outcomes (export/barriers.py) from what the bar close already served: the asymmetry
+  of the served ranges and P(long wins) - P(short wins). The gate serves it for a barrier cell
+  only where it beat the fallback's Brier score on the nested folds.
+
+Checks bar by bar on a path sampled at n points cross a level later than the continuous path
+does; Broadie, Glasserman & Kou (1997) correct this by moving each level out by
+0.5826·s/sqrt(n). The served ranges are measured on the bars' highs and lows, which see the
+path within a bar, so serving monitors continuously (n = 0); the correction is there for
+paths sampled coarsely (tests/features/test_barriers.py samples a few points per bar).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from scipy.special import log_ndtr  # type: ignore[import-untyped]
+
+F64 = npt.NDArray[np.float64]
+
+BARRIER_VERSION = 1
+BGK_BETA = 0.5826  # -zeta(1/2) / sqrt(2 pi): the discrete-monitoring shift per step's sd
+MODEL = "model"
+FALLBACK = "fallback"
+SIDES: tuple[str, ...] = ("long", "short")
+TP_GRID_ATR: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)
+SL_GRID_ATR: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
+MAX_DRIFT_SD = 2.0  # |m| <= 2 s: a drift beyond two standard deviations is not believed
+SERIES_SWITCH = 0.6  # s / (a + b): images below, the sine series above
+IMAGE_TERMS = 3  # images -3..3: the next is 2·3/0.6 = 10 sd away
+EIGEN_TERMS = 6  # the 7th decays as e^(-(7 pi 0.6)^2 / 2) = e^-87
+TIME_NODES = 12  # Gauss-Legendre nodes for the expected exit time
+HALF_PI_SQRT = math.sqrt(math.pi / 2)
+
+
+class BarrierOdds(NamedTuple):
+    """Per row: the three outcomes (summing to 1) and the expected bars to exit."""
+
+    p_tp: F64
+    p_sl: F64
+    p_neither: F64
+    expected_bars: F64
+    expected_r: F64  # before costs, in R (multiples of the stop distance)
+
+
+def _log_cdf_difference(lo: F64, hi: F64) -> F64:
+    """log(Phi(hi) - Phi(lo)) for lo <= hi, accurate in both tails."""
+    upper = lo > 0  # both in the upper tail: Phi(hi) - Phi(lo) = Phi(-lo) - Phi(-hi)
+    top = np.where(upper, -lo, hi)
+    bottom = np.where(upper, -hi, lo)
+    log_top, log_bottom = log_ndtr(top), log_ndtr(bottom)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: F64 = log_top + np.log1p(-np.exp(np.minimum(log_bottom - log_top, 0.0)))
+    return np.where(hi > lo, out, -np.inf)
+
+
+def _weighted_mass(c: F64, centre: F64, shift: F64, a: F64, b: F64, s: F64) -> F64:
+    """e^(c·centre) · P(lo < centre + shift + s·Z < hi) over the corridor (-b, a)."""
+    log_mass = _log_cdf_difference((-b - centre - shift) / s, (a - centre - shift) / s)
+    out: F64 = np.exp(np.minimum(c * centre + log_mass, 700.0))
+    return out
+
+
+def _image_sums(a: F64, b: F64, m: F64, s: F64) -> tuple[F64, F64]:
+    """(S, J) by the method of images: fast where the horizon is short against the corridor."""
+    width, nu = a + b, m / (s * s)
+    survival, weighted = np.zeros_like(a), np.zeros_like(a)
+    for k in range(-IMAGE_TERMS, IMAGE_TERMS + 1):
+        for centre, sign in ((2 * k * width, 1.0), (2 * k * width - 2 * b, -1.0)):
+            survival += sign * _weighted_mass(nu, centre, m, a, b, s)
+            weighted += sign * _weighted_mass(-nu, centre, -m, a, b, s)
+    return survival, weighted
+
+
+def _eigen_sums(a: F64, b: F64, m: F64, s: F64) -> tuple[F64, F64]:
+    """(S, J) by the sine series of the killed density: fast where the horizon is long."""
+    width, nu = a + b, m / (s * s)
+    girsanov = np.exp(-0.5 * (m / s) ** 2)
+    survival, weighted = np.zeros_like(a), np.zeros_like(a)
+    for n in range(1, EIGEN_TERMS + 1):
+        omega = n * math.pi / width
+        common = (
+            (2 / width)
+            * np.sin(omega * b)
+            * np.exp(-0.5 * (omega * s) ** 2)
+            * omega
+            / (nu * nu + omega * omega)
+        )
+        parity = -1.0 if n % 2 else 1.0  # (-1)^n
+        survival += common * (1 - parity * np.exp(nu * width))
+        weighted += common * (1 - parity * np.exp(-nu * width))
+    return survival * np.exp(-nu * b) * girsanov, weighted * np.exp(nu * b) * girsanov
+
+
+def _survival(a: F64, b: F64, m: F64, s: F64) -> tuple[F64, F64]:
+    """(S, J): S = P(the path stays in (-b, a) until the end), J = E[e^(-2 nu X_1); stayed],
+    nu = m / s^2, for 0 <= m <= MAX_DRIFT_SD·s. Images where s is under SERIES_SWITCH of the
+    corridor's width, the sine series above it: either needs only a few terms there."""
+    short = s < SERIES_SWITCH * (a + b)
+    survival, weighted = np.empty_like(a), np.empty_like(a)
+    for rows, sums in ((short, _image_sums), (~short, _eigen_sums)):
+        if rows.any():
+            survival[rows], weighted[rows] = sums(a[rows], b[rows], m[rows], s[rows])
+    return np.clip(survival, 0.0, 1.0), np.maximum(weighted, 0.0)
+
+
+def _hit_probabilities(a: F64, b: F64, m: F64, s: F64) -> tuple[F64, F64, F64]:
+    """(p_tp, p_sl, p_neither) for drift m >= 0 (the caller mirrors negative drifts). A drift
+    too small to divide by is raised to 1e-9 / width: the answer moves by ~1e-9 and the
+    division's cancellation costs ~1e-7."""
+    width = a + b
+    nu = np.maximum(m / (s * s), 1e-9 / width)
+    m = nu * s * s
+    survival, weighted = _survival(a, b, m, s)
+    down_b, down_l = np.exp(-2 * nu * b), -np.expm1(-2 * nu * width)
+    p_tp = ((1 - survival) - down_b * (1 - weighted)) / down_l
+    p_tp = np.clip(p_tp, 0.0, 1.0 - survival)
+    return p_tp, 1.0 - survival - p_tp, survival
+
+
+def barrier_odds(
+    tp_atr: npt.ArrayLike,
+    sl_atr: npt.ArrayLike,
+    drift_atr: npt.ArrayLike,
+    scale_atr: npt.ArrayLike,
+    horizon_bars: npt.ArrayLike,
+    checks: int = 0,
+    exit_times: bool = True,
+) -> BarrierOdds:
+    """Outcomes of a long trade with take-profit `tp_atr` above and stop `sl_atr` below the
+    entry, when the path drifts `drift_atr` and has sd `scale_atr` over `horizon_bars` bars (a
+    short trade: pass -drift). `checks` > 0: the levels are checked at that many points over the
+    horizon (the discrete-monitoring shift); 0: continuously. Inputs broadcast together.
+    `exit_times` False skips the expected bars and R (NaN; they cost 12 survival evaluations)."""
+    arrays = np.broadcast_arrays(
+        *(np.asarray(v, np.float64) for v in (tp_atr, sl_atr, drift_atr, scale_atr, horizon_bars))
+    )
+    flat: list[F64] = [np.array(v, np.float64).reshape(-1) for v in arrays]
+    tp, sl, drift, scale, bars = flat
+    shape = arrays[0].shape
+    scale = np.maximum(scale, 1e-9)
+    drift = np.clip(drift, -MAX_DRIFT_SD * scale, MAX_DRIFT_SD * scale)
+    if checks > 0:
+        shift = BGK_BETA * scale / math.sqrt(checks)
+        tp, sl = tp + shift, sl + shift
+    up = drift >= 0  # a falling path is the mirror of a rising one with the levels swapped
+    a, b = np.where(up, tp, sl), np.where(up, sl, tp)
+    first, second, neither = _hit_probabilities(a, b, np.abs(drift), scale)
+    p_tp, p_sl = np.where(up, first, second), np.where(up, second, first)
+    exit_fraction = np.full_like(tp, np.nan)
+    if exit_times:  # E[min(exit, end)] = integral of the survival over the horizon
+        nodes, weights = np.polynomial.legendre.leggauss(TIME_NODES)
+        exit_fraction[:] = 0.0
+        for t, w in zip((nodes + 1) / 2, weights / 2, strict=True):
+            exit_fraction += w * _survival(a, b, np.abs(drift) * t, scale * math.sqrt(t))[0]
+    expected_r = drift * exit_fraction / np.maximum(sl, 1e-9)
+    out = (p_tp, p_sl, neither, exit_fraction * bars, expected_r)
+    return BarrierOdds(*(v.reshape(shape) for v in out))
+
+
+def fallback_scale(up_atr: npt.ArrayLike, down_atr: npt.ArrayLike) -> F64:
+    """The path's sd over the horizon from the served mean high and low ranges (ATR units):
+    for a Brownian motion E[max] = E[-min] = s·sqrt(2/pi)."""
+    mean = (np.asarray(up_atr, np.float64) + np.asarray(down_atr, np.float64)) / 2
+    out: F64 = HALF_PI_SQRT * np.maximum(mean, 1e-6)
+    return out
+
+
+def drift_inputs(up_atr: F64, down_atr: F64, p_long: F64, p_short: F64) -> F64:
+    """(..., 3) what the drift reads: 1, the served ranges' asymmetry, P(long) - P(short)."""
+    up, down = np.asarray(up_atr, np.float64), np.asarray(down_atr, np.float64)
+    asymmetry = (up - down) / np.maximum(up + down, 1e-6)
+    edge = np.asarray(p_long, np.float64) - np.asarray(p_short, np.float64)
+    ones = np.ones(np.broadcast_shapes(asymmetry.shape, edge.shape))
+    return np.stack(np.broadcast_arrays(ones, asymmetry, edge), axis=-1)
+
+
+class PathParams(NamedTuple):
+    drift_atr: F64  # over the horizon, ATR units, for the long side
+    scale_atr: F64
+
+
+class BarrierHead(msgspec.Struct, frozen=True):
+    """The fitted path model per horizon and, per barrier cell, what the gate serves."""
+
+    version: int
+    tp_grid: list[float]
+    sl_grid: list[float]
+    drift_coef: list[list[float]]  # (H, 3): drift in units of s, on drift_inputs
+    log_scale: list[float]  # (H,): log of the model's multiplier of the fallback's s
+    served: list[list[list[list[str]]]]  # [side][horizon][tp][sl]: MODEL or FALLBACK
+
+    def check(self, horizons: int) -> None:
+        if self.version != BARRIER_VERSION:
+            raise ValueError(
+                f"barrier head v{self.version}, this server reads v{BARRIER_VERSION}; "
+                "retrain with `make models`"
+            )
+        shape = (len(SIDES), horizons, len(self.tp_grid), len(self.sl_grid))
+        if np.shape(self.drift_coef) != (horizons, 3) or np.shape(self.served) != shape:
+            raise ValueError("barrier head has the wrong shape for this spec's horizons")
+
+    def source(self, side: str, horizon: int, tp_atr: float, sl_atr: float) -> str:
+        """What answers a barrier: the nearest grid cell's decision (in log distance)."""
+        i = int(np.argmin(np.abs(np.log(np.asarray(self.tp_grid) / tp_atr))))
+        j = int(np.argmin(np.abs(np.log(np.asarray(self.sl_grid) / sl_atr))))
+        return self.served[SIDES.index(side)][horizon][i][j]
+
+    def path(self, horizon: int, scale: F64, inputs: F64) -> PathParams:
+        """The model's drift and sd for horizon k from the fallback's sd and drift_inputs."""
+        coef = np.asarray(self.drift_coef[horizon], np.float64)
+        model_scale = scale * math.exp(self.log_scale[horizon])
+        drift = np.clip(inputs @ coef, -MAX_DRIFT_SD, MAX_DRIFT_SD) * model_scale
+        return PathParams(drift, model_scale)
+
+
+def side_drift(side: str, drift: F64) -> F64:
+    """The drift of the path in the trade's favour (a short trade profits from a fall)."""
+    out: F64 = drift if side == "long" else -drift
+    return out
+
+
+def odds_record(odds: BarrierOdds, index: int = 0) -> dict[str, Any]:
+    return {
+        "p_tp_first": float(odds.p_tp.ravel()[index]),
+        "p_sl_first": float(odds.p_sl.ravel()[index]),
+        "p_neither": float(odds.p_neither.ravel()[index]),
+        "expected_bars": float(odds.expected_bars.ravel()[index]),
+    }
