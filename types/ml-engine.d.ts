@@ -294,6 +294,7 @@ export interface components {
             min_confidence?: number | null;
             min_expected_r?: number | null;
             min_range_tp_ratio?: number | null;
+            sl_atr?: number | null;
             /** @default 0 */
             slippage: number;
             /** Format: date-time */
@@ -303,6 +304,7 @@ export interface components {
             symbol: string;
             /** @default 5m */
             timeframe: string;
+            tp_atr?: number | null;
             use_metamodel?: boolean | null;
         };
         /** BacktestResult */
@@ -366,6 +368,24 @@ export interface components {
             sweeps: number;
             triton_failures: number;
             triton_requests: number;
+        };
+        /** BarrierOutcome */
+        BarrierOutcome: {
+            answered_by: string;
+            cost_r: number;
+            expected_bars: number;
+            expected_r: number;
+            horizon: string;
+            horizon_bars: number;
+            p_neither: number;
+            p_sl_first: number;
+            p_tp_first: number;
+            reason: string;
+            side: string;
+            sl_atr: number;
+            stop_loss: number;
+            take_profit: number;
+            tp_atr: number;
         };
         /** ConfidenceBin */
         ConfidenceBin: {
@@ -527,6 +547,7 @@ export interface components {
         SignalResponse: {
             /** Format: date-time */
             bar_time: string;
+            barrier?: components["schemas"]["BarrierOutcome"] | null;
             model_version: string;
             p_long: number;
             p_short: number;
@@ -1262,6 +1283,18 @@ export interface operations {
                 strategy?: "aggressive_filter" | "balanced" | "conservative" | "baseline";
                 /** @description Overrides the strategy's minimum confidence, 0 to 1 */
                 min_confidence?: number;
+                /** @description Take-profit in ATR multiples */
+                tp?: number;
+                /** @description Stop in ATR multiples */
+                sl?: number;
+                /** @description Take-profit as a price (instead of tp) */
+                tp_price?: number;
+                /** @description Stop as a price (instead of sl) */
+                sl_price?: number;
+                /** @description The barrier's horizon (default: the models' label horizon) */
+                horizon?: "scalping" | "intraday" | "swing" | "position";
+                /** @description The barrier's side (default: the signal's direction) */
+                side?: "long" | "short";
             };
             header?: never;
             path: {

@@ -23,6 +23,7 @@ from orchestrator.api.market import (
     timeframe_query,
 )
 from orchestrator.errors import BadParameterError
+from orchestrator.features.barriers import SIDES
 from orchestrator.features.head import PROBABILITIES
 from orchestrator.features.horizons import Horizon
 from orchestrator.inference.barclose import Prediction
@@ -30,8 +31,17 @@ from orchestrator.inference.models import SERVED_TIMEFRAMES
 from orchestrator.inference.service import PredictionService
 from orchestrator.marketdata.sessions import TradingWeek
 from orchestrator.marketdata.timeframes import Timeframe
-from orchestrator.signals.costs import cost_in_r, costs_for
-from orchestrator.signals.logic import Signal, build_signal
+from orchestrator.signals.barriers import (
+    MAX_BARRIER_ATR,
+    MIN_BARRIER_ATR,
+    Barrier,
+    BarrierOutcome,
+    barrier_outcome,
+    checked_distance,
+    level_in_atr,
+)
+from orchestrator.signals.costs import costs_for
+from orchestrator.signals.logic import BarrierEdge, Signal, build_signal
 from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
 
 HORIZON_CHOICES = ("all", *(h.value for h in Horizon))
@@ -116,6 +126,9 @@ class SignalResponse(msgspec.Struct):
     # Where the signal's P(win) came from: "model" (calibrated, with skill shown out of sample)
     # or "base_rate" (the gate found none: the expected R is then about minus the costs).
     p_win_served: str = "model"
+    # The three outcomes of the signal's side for the asked barrier (tp/sl/horizon/side query
+    # parameters), by default the models' own (the spec's TP/SL at the label horizon).
+    barrier: BarrierOutcome | None = None
 
 
 def _pair(ranges: npt.NDArray[Any], k: int) -> RangeATR:
@@ -193,29 +206,53 @@ def prediction_response(
     )
 
 
-def signal_response(run: Prediction, strategy: Strategy, asset_class: str) -> SignalResponse:
+def signal_response(
+    run: Prediction, strategy: Strategy, asset_class: str, barrier: Barrier | None = None
+) -> SignalResponse:
     """The live signal; the backtester applies the same rules to batches of predictions. Its
-    expected R counts the asset class's trading costs (orchestrator/signals/costs.py)."""
+    expected R counts the asset class's trading costs (orchestrator/signals/costs.py).
+    `barrier`: the caller's levels, side and horizon; the signal is then taken on them and
+    decided by the barrier model's P(take-profit first) and expected R (None: the models' own
+    levels, decided by the calibrated P(win); the barrier block describes them)."""
     spec, out, inputs = run.spec, run.out, run.inputs
     round_trip = costs_for(asset_class).round_trip
-    cost_r = float(cost_in_r(round_trip, inputs.close, inputs.atr, spec.sl_atr))
-    k = spec.horizons.index(spec.label_horizon)
-    mean, served = _served_range(run, k), run.served
+    served = run.served
+    model_side = "long" if out.direction[0] > 0 else "short"
+    chosen = barrier or Barrier(
+        model_side, spec.horizons.index(spec.label_horizon), spec.tp_atr, spec.sl_atr
+    )
+    k = chosen.horizon
+    outcome = barrier_outcome(
+        spec,
+        served.ranges[0],
+        float(served.p_long[0]),
+        float(served.p_short[0]),
+        inputs.close,
+        inputs.atr,
+        run.horizon_bars,
+        chosen,
+        round_trip,
+    )
+    mean = _served_range(run, k)
     signal = build_signal(
         close=inputs.close,
         atr=inputs.atr,
-        direction=float(out.direction[0]),
+        direction=1.0 if chosen.side == "long" else -1.0,
         confidence=float(served.confidence[0]),
         p_long=float(served.p_long[0]),
         p_short=float(served.p_short[0]),
         up_atr=mean.up,
         down_atr=mean.down,
-        tp_atr=spec.tp_atr,
-        sl_atr=spec.sl_atr,
-        cost_r=cost_r,
-        horizon=spec.label_horizon,
+        tp_atr=chosen.tp_atr,
+        sl_atr=chosen.sl_atr,
+        cost_r=outcome.cost_r,
+        horizon=spec.horizons[k],
         horizon_bars=run.horizon_bars[k],
         strategy=strategy,
+        barrier=None if barrier is None else BarrierEdge(outcome.p_tp_first, outcome.expected_r),
+    )
+    p_win_source = (
+        _p_win_source(run, strategy, signal.direction) if barrier is None else outcome.answered_by
     )
     return SignalResponse(
         run.symbol,
@@ -226,8 +263,57 @@ def signal_response(run: Prediction, strategy: Strategy, asset_class: str) -> Si
         float(served.p_long[0]),
         float(served.p_short[0]),
         out.model_version,
-        _p_win_source(run, strategy, signal.direction),
+        p_win_source,
+        outcome,
     )
+
+
+class BarrierQuery(msgspec.Struct, frozen=True):
+    """The /api/signals barrier parameters as given (strings: checked against the bar)."""
+
+    tp: str | None = None
+    sl: str | None = None
+    tp_price: str | None = None
+    sl_price: str | None = None
+    horizon: str | None = None
+    side: str | None = None
+
+    def given(self) -> bool:
+        return any(v is not None for v in msgspec.structs.astuple(self))
+
+
+def resolve_barrier(query: BarrierQuery, run: Prediction) -> Barrier:
+    """The caller's barrier in ATR multiples, checked; 400 naming the parameter otherwise."""
+    spec, inputs = run.spec, run.inputs
+    horizon = query.horizon or spec.label_horizon
+    if horizon not in spec.horizons:
+        raise BadParameterError(
+            f"horizon must be one of {', '.join(spec.horizons)}, got {horizon!r}", field="horizon"
+        )
+    if query.side is not None and query.side not in SIDES:
+        raise BadParameterError(f"side must be long or short, got {query.side!r}", field="side")
+    side = query.side or ("long" if run.out.direction[0] > 0 else "short")
+    levels = {}
+    for name, default in (("tp", spec.tp_atr), ("sl", spec.sl_atr)):
+        multiple, price = getattr(query, name), getattr(query, f"{name}_price")
+        if multiple is not None and price is not None:
+            raise BadParameterError(
+                f"give {name} (ATR multiples) or {name}_price, not both", field=f"{name}_price"
+            )
+        if price is not None:
+            value = level_in_atr(
+                f"{name}_price",
+                checked_number(f"{name}_price", price),
+                inputs.close,
+                inputs.atr,
+                side,
+            )
+            levels[name] = checked_distance(f"{name}_price", value)
+        elif multiple is not None:
+            levels[name] = checked_distance(name, checked_number(name, multiple))
+        else:
+            levels[name] = default
+    return Barrier(side, spec.horizons.index(horizon), levels["tp"], levels["sl"])
 
 
 def _p_win_source(run: Prediction, strategy: Strategy, direction: str) -> str:
@@ -237,6 +323,11 @@ def _p_win_source(run: Prediction, strategy: Strategy, direction: str) -> str:
         return "model"
     name = "confidence" if strategy.use_metamodel else f"p_{direction}"
     return head.probability_source(name)
+
+
+def _barrier_number(description: str, *, atr: bool = True) -> Any:
+    bounds = {"minimum": MIN_BARRIER_ATR, "maximum": MAX_BARRIER_ATR} if atr else {}
+    return declared(description, one_of=None, type=OpenAPIType.NUMBER, **bounds)
 
 
 def checked_number(field: str, raw: str) -> float:
@@ -330,6 +421,25 @@ class PredictionController(Controller):
                 maximum=1,
             ),
         ] = None,
+        tp: Annotated[str | None, _barrier_number("Take-profit in ATR multiples")] = None,
+        sl: Annotated[str | None, _barrier_number("Stop in ATR multiples")] = None,
+        tp_price: Annotated[
+            str | None, _barrier_number("Take-profit as a price (instead of tp)", atr=False)
+        ] = None,
+        sl_price: Annotated[
+            str | None, _barrier_number("Stop as a price (instead of sl)", atr=False)
+        ] = None,
+        horizon: Annotated[
+            str | None,
+            declared(
+                "The barrier's horizon (default: the models' label horizon)",
+                enum=[h.value for h in Horizon],
+            ),
+        ] = None,
+        side: Annotated[
+            str | None,
+            declared("The barrier's side (default: the signal's direction)", enum=list(SIDES)),
+        ] = None,
     ) -> Response[SignalResponse]:
         sym = checked_symbol(symbol)
         tf = checked_timeframe(timeframe, SERVED_TIMEFRAMES)
@@ -337,6 +447,10 @@ class PredictionController(Controller):
             strategy,
             None if min_confidence is None else checked_number("min_confidence", min_confidence),
         )
+        query = BarrierQuery(tp, sl, tp_price, sl_price, horizon, side)
         run = await predictions.latest(sym, tf.value)
         asset_class = await predictions.asset_class(sym)
+        if query.given():  # the caller's levels: computed for this request, not kept
+            body = signal_response(run, chosen, asset_class, resolve_barrier(query, run))
+            return Response(body, media_type=MediaType.JSON)
         return Response(encoded_signal(run, chosen, asset_class), media_type=MediaType.JSON)  # type: ignore[arg-type]

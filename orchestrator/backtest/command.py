@@ -52,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     signal.add_argument(
         "--horizon", help="time-stop horizon (scalping/intraday/swing/position); default: label"
     )
+    signal.add_argument(
+        "--tp",
+        type=float,
+        help="your take-profit in ATR multiples (signals then decided by the barrier model)",
+    )
+    signal.add_argument("--sl", type=float, help="your stop in ATR multiples (with --tp)")
     signal.add_argument("--fee-rate", type=float, default=0.0, help="per side, 0.0002 = 2 bps")
     signal.add_argument("--slippage", type=float, default=0.0, help="per fill, fraction of price")
     signal.add_argument(
@@ -92,6 +98,8 @@ def build_request(args: argparse.Namespace) -> BacktestRequest:
         min_range_tp_ratio=args.min_range_tp_ratio,
         use_metamodel=False if args.no_metamodel else None,
         horizon=args.horizon,
+        tp_atr=args.tp,
+        sl_atr=args.sl,
         fee_rate=args.fee_rate,
         slippage=args.slippage,
         allow_overlap=args.allow_overlap,

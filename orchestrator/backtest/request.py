@@ -20,6 +20,7 @@ from orchestrator.marketdata.timeframes import (
     parse_symbol,
     parse_timeframe,
 )
+from orchestrator.signals.barriers import MAX_BARRIER_ATR, MIN_BARRIER_ATR
 from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
 
 
@@ -37,6 +38,11 @@ class BacktestRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     min_range_tp_ratio: float | None = None
     use_metamodel: bool | None = None
     horizon: str | None = None  # time stop and range filter horizon; default: the label horizon
+    # The caller's take-profit and stop in ATR multiples; the signals are then decided by the
+    # barrier model's P(take-profit first) and expected R at these levels. Default: the
+    # models' own levels and their calibrated P(win).
+    tp_atr: float | None = None
+    sl_atr: float | None = None
     fee_rate: float = 0.0  # per side, fraction of notional
     slippage: float = 0.0  # per fill, fraction of price
     allow_overlap: bool = False
@@ -149,6 +155,16 @@ def resolve_request(request: BacktestRequest) -> Resolved:
     start, end = _utc(request.start), _utc(request.end)
     if end <= start:
         raise BacktestRequestError("end", f"end ({end:%Y-%m-%d %H:%M}) must be after start")
+    for name in ("tp_atr", "sl_atr"):
+        level = getattr(request, name)
+        if level is not None and not (
+            math.isfinite(level) and MIN_BARRIER_ATR <= level <= MAX_BARRIER_ATR
+        ):
+            raise BacktestRequestError(
+                name,
+                f"{name} must be between {MIN_BARRIER_ATR:g} and {MAX_BARRIER_ATR:g} ATR from "
+                f"the entry, got {level:g}",
+            )
     strategy = _strategy(request)
     config = _engine_config(request)
     echo = msgspec.structs.replace(

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -53,8 +54,9 @@ from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.sessions import infer_week
 from orchestrator.marketdata.store import BarStore, UnknownSymbolError, UnsupportedTimeframeError
 from orchestrator.marketdata.timeframes import Timeframe
+from orchestrator.signals.barriers import barrier_signal_inputs
 from orchestrator.signals.costs import cost_in_r
-from orchestrator.signals.logic import SignalArrays, evaluate_signals
+from orchestrator.signals.logic import BarrierEdge, SignalArrays, evaluate_signals
 from orchestrator.signals.strategies import Strategy
 
 PhaseProgress = Callable[[str, float], None]  # (phase, fraction of that phase done)
@@ -129,17 +131,54 @@ def symbol_horizon_bars(spec: FeatureSpec, bars: pd.DataFrame) -> list[int]:
 
 
 # --- signals and simulation -------------------------------------------------------------------
+class Levels(NamedTuple):
+    """The trades' take-profit and stop in ATR multiples; `custom`: the caller's, decided by
+    the barrier model (signals/barriers.py), else the models' own, decided by P(win)."""
+
+    tp_atr: float
+    sl_atr: float
+    custom: bool
+
+    @classmethod
+    def of(cls, request: BacktestRequest, spec: FeatureSpec) -> Levels:
+        custom = request.tp_atr is not None or request.sl_atr is not None
+        return cls(request.tp_atr or spec.tp_atr, request.sl_atr or spec.sl_atr, custom)
+
+
 def bar_signals(
     predictions: BarPredictions,
     spec: FeatureSpec,
     strategy: Strategy,
     horizon_index: int,
     config: BacktestConfig,
+    levels: Levels | None = None,
+    horizon_bars: int = 0,
 ) -> SignalArrays:
     """build_signal's decision for every bar (the range filter at `horizon_index`); bars that
-    were not scored never pass. The edge counts the costs the simulation charges (`config`)."""
+    were not scored never pass. The edge counts the costs the simulation charges (`config`).
+    Custom `levels` (over `horizon_bars`): the barrier model's P(take-profit first) and
+    expected R on the side the models take decide, as /api/signals with tp and sl."""
     k = horizon_index
+    levels = levels or Levels(spec.tp_atr, spec.sl_atr, False)
     round_trip = 2 * (config.fee_rate + config.slippage)
+    cost_r = cost_in_r(round_trip, predictions.close, predictions.atr, levels.sl_atr)
+    barrier = None
+    if levels.custom:
+        side = np.where(predictions.direction > 0, 1, -1)
+        barrier = BarrierEdge(
+            *barrier_signal_inputs(
+                spec,
+                k,
+                levels.tp_atr,
+                levels.sl_atr,
+                side,
+                np.nan_to_num(predictions.served_range, nan=1.0),
+                predictions.p_long,
+                predictions.p_short,
+                horizon_bars,
+                cost_r,
+            )
+        )
     signals = evaluate_signals(
         predictions.direction,
         predictions.confidence,
@@ -147,10 +186,11 @@ def bar_signals(
         predictions.p_short,
         predictions.up_atr[:, k],
         predictions.down_atr[:, k],
-        tp_atr=spec.tp_atr,
-        sl_atr=spec.sl_atr,
-        cost_r=cost_in_r(round_trip, predictions.close, predictions.atr, spec.sl_atr),
+        tp_atr=levels.tp_atr,
+        sl_atr=levels.sl_atr,
+        cost_r=cost_r,
         strategy=strategy,
+        barrier=barrier,
     )
     return SignalArrays(
         signals.side, signals.score, signals.passed & predictions.valid, signals.expected_r
@@ -165,8 +205,11 @@ def simulate_predictions(
     horizon_index: int,
     config: BacktestConfig,
     horizon_bars: int,
+    levels: Levels | None = None,
 ) -> Trades:
-    """TP/SL at spec.tp_atr/sl_atr x the signal bar's ATR, time stop after `horizon_bars`."""
+    """TP/SL at `levels` (default the spec's) x the signal bar's ATR, time stop after
+    `horizon_bars`."""
+    levels = levels or Levels(spec.tp_atr, spec.sl_atr, False)
     if len(bars) != len(predictions):
         raise ValueError(f"{len(bars)} bars but {len(predictions)} predictions")
     atr = np.where(predictions.valid, predictions.atr, np.nan)
@@ -176,8 +219,8 @@ def simulate_predictions(
         bars["low"].to_numpy(np.float64),
         bars["close"].to_numpy(np.float64),
         side=signals.trade_side,
-        tp_dist=spec.tp_atr * atr,
-        sl_dist=spec.sl_atr * atr,
+        tp_dist=levels.tp_atr * atr,
+        sl_dist=levels.sl_atr * atr,
         horizon=horizon_bars,
         horizon_code=horizon_index,
         config=config,
@@ -208,9 +251,13 @@ def simulate_and_report(
     """Signals -> trades -> metrics, equity and the result."""
     began = time.perf_counter()
     spec, k = stage.spec, stage.horizon_index
-    signals = bar_signals(predictions, spec, stage.resolved.strategy, k, stage.resolved.config)
+    levels = Levels.of(stage.resolved.request, spec)
+    config = stage.resolved.config
+    signals = bar_signals(
+        predictions, spec, stage.resolved.strategy, k, config, levels, stage.horizon_bars[k]
+    )
     trades = simulate_predictions(
-        stage.bars, predictions, signals, spec, k, stage.resolved.config, stage.horizon_bars[k]
+        stage.bars, predictions, signals, spec, k, config, stage.horizon_bars[k], levels
     )
     metrics = compute_metrics(trades, {k: spec.horizons[k]})
     equity, drawdown = equity_curve(trades)
@@ -226,8 +273,8 @@ def simulate_and_report(
         timeframe=spec.timeframe,
         horizon=spec.horizons[k],
         horizon_bars=stage.horizon_bars[k],
-        tp_atr=spec.tp_atr,
-        sl_atr=spec.sl_atr,
+        tp_atr=levels.tp_atr,
+        sl_atr=levels.sl_atr,
         first_bar=index[0].to_pydatetime(),
         last_bar=index[-1].to_pydatetime(),
         bars=len(index),

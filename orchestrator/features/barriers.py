@@ -185,7 +185,9 @@ def fallback_scale(up_atr: npt.ArrayLike, down_atr: npt.ArrayLike) -> F64:
     return out
 
 
-def drift_inputs(up_atr: F64, down_atr: F64, p_long: F64, p_short: F64) -> F64:
+def drift_inputs(
+    up_atr: npt.ArrayLike, down_atr: npt.ArrayLike, p_long: npt.ArrayLike, p_short: npt.ArrayLike
+) -> F64:
     """(..., 3) what the drift reads: 1, the served ranges' asymmetry, P(long) - P(short)."""
     up, down = np.asarray(up_atr, np.float64), np.asarray(down_atr, np.float64)
     asymmetry = (up - down) / np.maximum(up + down, 1e-6)

@@ -23,8 +23,11 @@ class Signal(msgspec.Struct):
     take_profit: float
     stop_loss: float
     risk_reward: float
-    confidence: float  # the P(win) the edge is computed from
-    expected_r: float  # P(win) x TP/SL - (1 - P(win)) - costs, in R (a lower bound)
+    # The P(win) the edge is computed from; on the caller's levels, P(take-profit first).
+    confidence: float
+    # P(win) x TP/SL - (1 - P(win)) - costs, in R (a lower bound); on the caller's levels the
+    # barrier model's expected R net of costs (neither level reached counts at its value).
+    expected_r: float
     cost_r: float  # the round trip's fees and slippage in R
     edge: bool  # expected_r reaches the strategy's minimum: False is "no edge"
     horizon: str
@@ -43,6 +46,15 @@ class SignalArrays(NamedTuple):
     def trade_side(self) -> npt.NDArray[np.int8]:
         """side where the filter passed, else 0: the backtester's input."""
         return np.where(self.passed, self.side, 0).astype(np.int8)
+
+
+class BarrierEdge(NamedTuple):
+    """A signal on the caller's levels: P(take-profit first) is the score and the barrier
+    model's expected R (net of costs) the edge, instead of the classifiers' P(win) for the
+    models' own levels and its lower-bound R (signals/barriers.py)."""
+
+    p_tp: npt.ArrayLike
+    expected_r: npt.ArrayLike
 
 
 class _Checks(NamedTuple):
@@ -67,6 +79,7 @@ def _check(
     sl_atr: float,
     cost_r: npt.ArrayLike,
     strategy: Strategy,
+    barrier: BarrierEdge | None = None,
 ) -> _Checks:
     """The filter rule itself. Checks are written as `>=`, so NaN inputs never pass."""
     values = (direction, confidence, p_long, p_short, up_atr, down_atr, cost_r)
@@ -78,6 +91,9 @@ def _check(
     toward_tp = np.where(long, up, down)
     range_ratio = toward_tp / tp_atr if tp_atr > 0 else np.zeros_like(toward_tp)
     edge_r = expected_r(score, tp_atr, sl_atr, cost) if sl_atr > 0 else np.full_like(score, np.nan)
+    if barrier is not None:  # the caller's levels: the barrier model's numbers decide
+        score = np.broadcast_to(np.asarray(barrier.p_tp, np.float64), score.shape).copy()
+        edge_r = np.broadcast_to(np.asarray(barrier.expected_r, np.float64), score.shape).copy()
     return _Checks(
         long=long,
         score=score,
@@ -102,10 +118,21 @@ def evaluate_signals(
     sl_atr: float,
     cost_r: npt.ArrayLike,
     strategy: Strategy,
+    barrier: BarrierEdge | None = None,
 ) -> SignalArrays:
     """build_signal's decision for many bars at once (inputs broadcast together)."""
     checks = _check(
-        direction, confidence, p_long, p_short, up_atr, down_atr, tp_atr, sl_atr, cost_r, strategy
+        direction,
+        confidence,
+        p_long,
+        p_short,
+        up_atr,
+        down_atr,
+        tp_atr,
+        sl_atr,
+        cost_r,
+        strategy,
+        barrier,
     )
     side = np.where(checks.long, 1, -1).astype(np.int8)
     passed = checks.edge & checks.confident & checks.reaches
@@ -128,9 +155,20 @@ def build_signal(
     horizon: str,
     horizon_bars: int,
     strategy: Strategy,
+    barrier: BarrierEdge | None = None,
 ) -> Signal:
     checks = _check(
-        direction, confidence, p_long, p_short, up_atr, down_atr, tp_atr, sl_atr, cost_r, strategy
+        direction,
+        confidence,
+        p_long,
+        p_short,
+        up_atr,
+        down_atr,
+        tp_atr,
+        sl_atr,
+        cost_r,
+        strategy,
+        barrier,
     )
     long = bool(checks.long)
     score, toward_tp = float(checks.score), float(checks.toward_tp)
@@ -140,9 +178,10 @@ def build_signal(
     stop_loss = close - sign * sl_atr * atr
     reasons = []
     if not checks.edge:
+        p_name = "P(win)" if barrier is None else "P(take-profit first)"
         reasons.append(
             f"no edge: expected R {edge_r:+.3f} < {strategy.min_expected_r:+.2f} "
-            f"(P(win) {score:.3f} at {tp_atr / sl_atr:.2f}:1, costs {cost_r:.3f} R)"
+            f"({p_name} {score:.3f} at {tp_atr / sl_atr:.2f}:1, costs {cost_r:.3f} R)"
         )
     if not checks.confident:
         reasons.append(f"confidence {score:.3f} < {strategy.min_confidence:.2f}")

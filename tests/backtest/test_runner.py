@@ -34,7 +34,7 @@ from orchestrator.backtest.request import (
     InsufficientHistoryError,
     UnknownBacktestSymbolError,
 )
-from orchestrator.backtest.runner import bar_signals, run_backtest
+from orchestrator.backtest.runner import Levels, bar_signals, run_backtest
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.errors import EngineError
 from orchestrator.features.head import apply_head
@@ -45,6 +45,7 @@ from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
+from orchestrator.signals.barriers import Barrier, barrier_outcome
 from orchestrator.signals.logic import build_signal
 from orchestrator.signals.strategies import STRATEGIES
 from tests.conftest import TrainedRepository
@@ -402,3 +403,48 @@ def test_the_cache_keeps_the_most_recently_used_files(tmp_path: Path) -> None:
     os.utime(tmp_path / "f0.npz")  # just used
     prune_cache(tmp_path, keep=2)
     assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["f0.npz", "f4.npz"]
+
+
+async def test_a_backtest_on_the_callers_levels_trades_them_as_the_live_barrier_says(
+    bars: pd.DataFrame, models: SignalModels, clean_db: Database, tmp_path: Path
+) -> None:
+    spec = await models.spec()
+    request = _request(bars, tp_atr=2.0, sl_atr=0.5, min_confidence=0.0, min_expected_r=-1.0)
+    result = await run_backtest(request, db=clean_db, models=models, cache_dir=tmp_path)
+    assert (result.tp_atr, result.sl_atr) == (2.0, 0.5)
+    assert result.trades
+    first = min(2000, history_bars_wanted(spec))
+    frame = bars.iloc[2000 - first :]
+    predictions = await predict_bars(models, frame, symbol=SYMBOL, first=first, cache_dir=tmp_path)
+    times = pd.DatetimeIndex(frame.index[first:])
+    for trade in result.trades[:10]:
+        row = times.get_loc(pd.Timestamp(trade.signal_time))
+        assert isinstance(row, int)
+        sign = 1.0 if trade.side == "long" else -1.0
+        atr = predictions.atr[row]
+        assert sign * (trade.entry - trade.stop) == pytest.approx(0.5 * atr, rel=1e-9)
+        assert sign * (trade.target - trade.entry) == pytest.approx(2.0 * atr, rel=1e-9)
+    # The score each bar was decided on is the live answer for the same levels and side.
+    k = spec.horizons.index(spec.label_horizon)
+    levels = Levels(2.0, 0.5, True)
+    signals = bar_signals(
+        predictions, spec, STRATEGIES["baseline"], k, BacktestConfig(), levels, 48
+    )
+    for row in np.flatnonzero(predictions.valid)[::400][:4]:
+        side = "long" if predictions.direction[row] > 0 else "short"
+        live = barrier_outcome(
+            spec,
+            predictions.served_range[row],
+            float(predictions.p_long[row]),
+            float(predictions.p_short[row]),
+            float(predictions.close[row]),
+            float(predictions.atr[row]),
+            [48] * len(spec.horizons),
+            Barrier(side, k, 2.0, 0.5),
+            0.0,
+        )
+        assert float(signals.score[row]) == pytest.approx(live.p_tp_first, abs=1e-12)
+        assert float(signals.expected_r[row]) == pytest.approx(live.expected_r, abs=1e-9)
+    with pytest.raises(BacktestRequestError, match=r"between 0\.1 and 20 ATR") as bad:
+        await run_backtest(_request(bars, tp_atr=0.0), db=clean_db, models=models)
+    assert bad.value.field == "tp_atr"
