@@ -21,15 +21,18 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize  # type: ignore[import-untyped]
 
+from export.evaluation import ECE_TARGET
 from export.gate import GATE_ALPHA, GateDecision, dm_test
 from orchestrator.features.barriers import (
     BARRIER_VERSION,
+    BROWNIAN,
     FALLBACK,
     MODEL,
     SIDES,
     SL_GRID_ATR,
     TP_GRID_ATR,
     BarrierHead,
+    PathShape,
     barrier_odds,
     drift_inputs,
     fallback_scale,
@@ -39,43 +42,53 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
 
-FIT_ROWS = 600  # rows per horizon the fit reads, evenly spaced in time
+FIT_ROWS = 500  # rows per horizon the fit reads, evenly spaced in time
+FIT_ITERATIONS = 20
+# A drift must pay for its spread: the fit's loss adds this x the variance of the fitted drift
+# (in units of s^2) across rows. Without it the slopes swung from -1.8 to +3.6 between fits of
+# the same real 1h rows; a planted drift of 0.5 s per unit of signal is still found.
+DRIFT_PENALTY = 0.01
 MIN_FIT_ROWS = 50
 ECE_BINS = 10
 
 
 @dataclass(frozen=True, eq=False)
 class PathFit:
-    """One horizon's path model: drift coefficients (units of s) and log volatility scale."""
+    """One horizon's path model: drift coefficients (units of s), log volatility scale, and its
+    departures from one Brownian motion (PathShape)."""
 
     coef: F64
     log_scale: float
+    shape: PathShape = BROWNIAN
 
     @classmethod
     def none(cls) -> PathFit:
-        """The fallback itself: no drift, the served volatility."""
+        """The fallback itself: no drift, the served volatility, one Brownian motion."""
         return cls(np.zeros(3), 0.0)
 
+    @classmethod
+    def of(cls, theta: F64) -> PathFit:
+        return cls(np.asarray(theta[:3]), float(theta[3]), PathShape(float(theta[4])))
+
+    def vector(self) -> F64:
+        return np.array([*self.coef, self.log_scale, self.shape.dispersion])
+
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, PathFit)
-            and np.array_equal(self.coef, other.coef)
-            and self.log_scale == other.log_scale
-        )
+        return isinstance(other, PathFit) and np.array_equal(self.vector(), other.vector())
 
     __hash__ = None  # type: ignore[assignment]
 
 
-def cell_probabilities(scale: F64, drift_sd: F64) -> F64:
+def cell_probabilities(scale: F64, drift_sd: F64, bars: F64, shape: PathShape = BROWNIAN) -> F64:
     """(n, sides, tp, sl, 3): [P(tp first), P(stop first), P(neither)] on the grid, for paths of
-    sd `scale` drifting `drift_sd` x scale (the long side's way)."""
+    sd `scale` over `bars` bars drifting `drift_sd` x scale (the long side's way)."""
     tp = np.asarray(TP_GRID_ATR)[None, :, None]
     sl = np.asarray(SL_GRID_ATR)[None, None, :]
-    s = scale[:, None, None]
+    s, h = scale[:, None, None], bars[:, None, None]
     m = (np.clip(drift_sd, -2.0, 2.0) * scale)[:, None, None]
     sides = []
     for sign in (1.0, -1.0):
-        odds = barrier_odds(tp, sl, sign * m, s, 1.0, exit_times=False)
+        odds = barrier_odds(tp, sl, sign * m, s, h, exit_times=False, shape=shape)
         sides.append(np.stack([odds.p_tp, odds.p_sl, odds.p_neither], axis=-1))
     return np.stack(sides, axis=1)
 
@@ -88,32 +101,59 @@ def brier_losses(probabilities: F64, outcomes: I8) -> F64:
     return np.where(outcomes >= 0, loss, np.nan)
 
 
-def _model_probabilities(fit: PathFit, scale: F64, inputs: F64) -> F64:
-    return cell_probabilities(scale * math.exp(fit.log_scale), inputs @ fit.coef)
+def _model_probabilities(fit: PathFit, scale: F64, inputs: F64, bars: F64) -> F64:
+    return cell_probabilities(scale * math.exp(fit.log_scale), inputs @ fit.coef, bars, fit.shape)
 
 
-def fit_path(scale: F64, inputs: F64, outcomes: I8) -> PathFit:
-    """Minimise the mean Brier loss over the grid on at most FIT_ROWS rows spaced in time."""
+BOUNDS = [
+    (-2.0, 2.0),
+    (-4.0, 4.0),
+    (-10.0, 10.0),
+    (-1.0, 1.0),
+    (0.0, 0.75),
+]
+
+
+def fit_path(
+    scale: F64, inputs: F64, outcomes: I8, bars: F64, start: PathFit | None = None
+) -> PathFit:
+    """Minimise the mean Brier loss over the grid on at most FIT_ROWS rows spaced in time, from
+    the fallback and from `start` (the previous fold's fit), keeping the better: a start fitted
+    on fewer rows can hold the search in a worse basin."""
     usable = np.flatnonzero(
         np.isfinite(scale) & np.isfinite(inputs).all(axis=1) & (outcomes >= 0).all(axis=(1, 2, 3))
     )
     if usable.size < MIN_FIT_ROWS:
         return PathFit.none()
     rows = usable[np.linspace(0, usable.size - 1, min(FIT_ROWS, usable.size)).astype(np.int64)]
-    s, x, y = scale[rows], inputs[rows], outcomes[rows]
+    s, x, y, h = scale[rows], inputs[rows], outcomes[rows], bars[rows]
 
     def loss(theta: F64) -> float:
-        fit = PathFit(theta[:3], float(theta[3]))
-        return float(brier_losses(_model_probabilities(fit, s, x), y).mean())
+        brier = float(brier_losses(_model_probabilities(PathFit.of(theta), s, x, h), y).mean())
+        return brier + DRIFT_PENALTY * float(np.var(x[:, 1:] @ theta[1:3]))
 
-    result = minimize(
-        loss,
-        np.zeros(4),
-        method="L-BFGS-B",
-        bounds=[(-2.0, 2.0), (-4.0, 4.0), (-10.0, 10.0), (-1.0, 1.0)],
-        options={"maxiter": 40, "eps": 1e-4},
-    )
-    return PathFit(np.asarray(result.x[:3]), float(result.x[3]))
+    def search(begin: F64, free: int) -> tuple[float, F64]:
+        """L-BFGS-B over the first `free` parameters, the rest held at `begin`'s."""
+
+        def partial(head: F64) -> float:
+            return loss(np.concatenate([head, begin[free:]]))
+
+        result = minimize(
+            partial,
+            begin[:free],
+            method="L-BFGS-B",
+            bounds=BOUNDS[:free],
+            options={"maxiter": FIT_ITERATIONS, "eps": 1e-4},
+        )
+        return float(result.fun), np.concatenate([result.x, begin[free:]])
+
+    # The drift and the volatility level first, then every parameter from there: fitted
+    # together from the start, a vol mixture stood in for a drift that varies across rows.
+    _, drift_first = search(PathFit.none().vector(), 4)
+    results = [search(drift_first, 5)]
+    if start is not None:
+        results.append(search(start.vector(), 5))
+    return PathFit.of(min(results, key=lambda r: r[0])[1])
 
 
 @dataclass
@@ -134,9 +174,12 @@ def horizon_inputs(ranges: F64, p_long: F64, p_short: F64, k: int) -> tuple[F64,
 
 
 def cell_gate(
-    model_loss: F64, fallback_loss: F64, ts: I64, label_bars: int
+    model: F64, fallback: F64, outcomes: I8, ts: I64, label_bars: int
 ) -> list[list[list[GateDecision]]]:
-    """[side][tp][sl]: MODEL where the one-sided DM test finds its Brier loss lower."""
+    """[side][tp][sl] from the (n, sides, tp, sl, 3) probabilities: MODEL where the one-sided
+    DM test finds its Brier loss lower *and* its P(take-profit first) and P(stop first) are
+    calibrated on the same rows (ECE <= ECE_TARGET); otherwise FALLBACK."""
+    model_loss, fallback_loss = brier_losses(model, outcomes), brier_losses(fallback, outcomes)
     out = []
     for side in range(len(SIDES)):
         table = []
@@ -150,7 +193,13 @@ def cell_gate(
                     continue
                 _, p_value = dm_test(m[known] - f[known], ts[known], label_bars)
                 skill = 1 - float(m[known].mean()) / max(float(f[known].mean()), 1e-12)
-                passed = bool(p_value < GATE_ALPHA)
+                truth = outcomes[known, side, i, j]
+                calibrated = all(
+                    _ece(model[known, side, i, j, column], (truth == code).astype(np.float64))
+                    <= ECE_TARGET
+                    for column, code in ((0, 1), (1, 2))
+                )
+                passed = bool(p_value < GATE_ALPHA) and calibrated
                 row.append(
                     GateDecision(
                         MODEL if passed else FALLBACK, FALLBACK, p_value, skill, int(known.sum())
@@ -169,9 +218,11 @@ def nested_barriers(
     p_short: F64,
     outcomes: I8,
     label_bars: list[int],
+    bars: F64,
 ) -> NestedBarriers:
     """Fit fold k's path model on folds 1..k-1, score it and the fallback on fold k (k >= 2),
-    and serve per cell what the gate on folds 2..k-1 chose (fold 2: the fallback)."""
+    and serve per cell what the gate on folds 2..k-1 chose (fold 2: the fallback). `bars`
+    (n, H): each row's horizons in bars on its symbol's calendar."""
     n, horizons = len(fold), outcomes.shape[2]
     last = int(fold.max())
     out = NestedBarriers()
@@ -180,18 +231,21 @@ def nested_barriers(
         scale, inputs = horizon_inputs(ranges, p_long, p_short, k)
         model, fallback = np.full(shape, np.nan), np.full(shape, np.nan)
         served = np.full(shape, np.nan)
+        h = bars[:, k].astype(np.float64)
+        fit = None
         for f in range(2, last + 1):
             before, now = (fold >= 1) & (fold < f), fold == f
-            fit = fit_path(scale[before], inputs[before], outcomes[before, :, k])
+            fit = fit_path(scale[before], inputs[before], outcomes[before, :, k], h[before], fit)
             out.fits.setdefault(f, []).append(fit)
-            model[now] = _model_probabilities(fit, scale[now], inputs[now])
-            fallback[now] = _model_probabilities(PathFit.none(), scale[now], inputs[now])
+            model[now] = _model_probabilities(fit, scale[now], inputs[now], h[now])
+            fallback[now] = _model_probabilities(PathFit.none(), scale[now], inputs[now], h[now])
             served[now] = fallback[now]
             earlier = (fold >= 2) & (fold < f)
             if earlier.any():
                 gates = cell_gate(
-                    brier_losses(model[earlier], outcomes[earlier, :, k]),
-                    brier_losses(fallback[earlier], outcomes[earlier, :, k]),
+                    model[earlier],
+                    fallback[earlier],
+                    outcomes[earlier, :, k],
                     ts[earlier],
                     label_bars[k],
                 )
@@ -230,24 +284,29 @@ def fit_barrier_head(
     outcomes: I8,
     label_bars: list[int],
     horizons: list[str],
+    bars: F64,
 ) -> tuple[BarrierHead, dict[str, Any]]:
     """The exported head (path fits on every row of folds >= 1, the gate on the nested losses of
     folds >= 2) and its card section: per cell the model's and the fallback's Brier, the served
     Brier skill over the fallback (nested gate), the test's p-value and the served ECE."""
-    nested = nested_barriers(fold, ts, ranges, p_long, p_short, outcomes, label_bars)
+    nested = nested_barriers(fold, ts, ranges, p_long, p_short, outcomes, label_bars, bars)
     scored = fold >= 2
-    coefs, log_scales, served_names = [], [], []
+    fits: list[PathFit] = []
+    served_names = []
     cells: list[dict[str, Any]] = []
     for k, name in enumerate(horizons):
         scale, inputs = horizon_inputs(ranges, p_long, p_short, k)
-        fit = fit_path(scale[fold >= 1], inputs[fold >= 1], outcomes[fold >= 1, :, k])
-        coefs.append([round(float(v), 6) for v in fit.coef])
-        log_scales.append(round(fit.log_scale, 6))
+        used = fold >= 1
+        last_nested = nested.fits[max(nested.fits)][k] if nested.fits else None
+        fit = fit_path(scale[used], inputs[used], outcomes[used, :, k], bars[used, k], last_nested)
+        fits.append(fit)
         y = outcomes[scored, :, k]
         model_loss = brier_losses(nested.model[k][scored], y)
         fallback_loss = brier_losses(nested.fallback[k][scored], y)
         served_loss = brier_losses(nested.served[k][scored], y)
-        gates = cell_gate(model_loss, fallback_loss, ts[scored], label_bars[k])
+        gates = cell_gate(
+            nested.model[k][scored], nested.fallback[k][scored], y, ts[scored], label_bars[k]
+        )
         if fit == PathFit.none():  # too few rows to fit: the exported model is the fallback
             gates = [[[_fallback(d) for d in row] for row in table] for table in gates]
         served_names.append([[[d.served for d in row] for row in table] for table in gates])
@@ -255,11 +314,14 @@ def fit_barrier_head(
             for i, tp in enumerate(TP_GRID_ATR):
                 for j, sl in enumerate(SL_GRID_ATR):
                     known = y[:, side, i, j] >= 0
-                    p_served = nested.served[k][scored][known, side, i, j]
+                    decision = gates[side][i][j]
+                    # Calibration of what the exported head serves in this cell, on the
+                    # nested rows (the model fitted on earlier folds, or the fallback).
+                    chosen = nested.model if decision.served == MODEL else nested.fallback
+                    p_served = chosen[k][scored][known, side, i, j]
                     truth = y[known, side, i, j]
                     fallback_mean = float(np.nanmean(fallback_loss[:, side, i, j]))
                     served_mean = float(np.nanmean(served_loss[:, side, i, j]))
-                    decision = gates[side][i][j]
                     cells.append(
                         {
                             "side": side_name,
@@ -283,8 +345,11 @@ def fit_barrier_head(
         version=BARRIER_VERSION,
         tp_grid=list(TP_GRID_ATR),
         sl_grid=list(SL_GRID_ATR),
-        drift_coef=coefs,
-        log_scale=log_scales,
+        drift_coef=[[round(float(v), 6) for v in f.coef] for f in fits],
+        log_scale=[round(f.log_scale, 6) for f in fits],
+        dispersion=[round(f.shape.dispersion, 6) for f in fits],
+        tp_shift=[round(f.shape.tp_shift, 6) for f in fits],
+        sl_shift=[round(f.shape.sl_shift, 6) for f in fits],
         served=[
             [served_names[k][side] for k in range(len(horizons))] for side in range(len(SIDES))
         ],

@@ -88,6 +88,9 @@ class OutOfFold:
     barriers: npt.NDArray[np.int8] = dataclasses.field(
         default_factory=lambda: np.zeros((0,), np.int8)
     )
+    horizon_bars: I64 = dataclasses.field(  # (n, H) on each row's symbol's calendar
+        default_factory=lambda: np.zeros((0, 0), np.int64)
+    )
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, **dataclasses.asdict(self))

@@ -421,6 +421,13 @@ def _gather(data: list[SymbolData], samples: Samples, name: str) -> npt.NDArray[
     return out
 
 
+def _row_horizon_bars(data: list[SymbolData], samples: Samples) -> I64:
+    """(n, H): each sample's horizons in bars on its own symbol's calendar."""
+    table = np.asarray([d.horizon_bars for d in data], np.int64)
+    out: I64 = table[samples.symbol]
+    return out
+
+
 def _fold_baselines(
     data: list[SymbolData], train: Samples, test: Samples
 ) -> dict[str, npt.NDArray[Any]]:
@@ -567,6 +574,7 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         keep("fold", np.full(len(test), k, np.int64))
         keep("ts", test.ts)
         keep("barriers", _gather(data, test, "barriers"))
+        keep("horizon_bars", _row_horizon_bars(data, test))
         for name, values in _fold_baselines(data, train, test).items():
             keep(name, values)
     cat = {key: np.concatenate(values) for key, values in parts.items()}
@@ -598,6 +606,7 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         won=won.astype(np.float64),
         direction=direction.astype(np.float64),
         barriers=cat["barriers"],
+        horizon_bars=cat["horizon_bars"],
     )
     longest = [max(column) for column in zip(*(d.horizon_bars for d in data), strict=True)]
     lags = Lags(
@@ -640,6 +649,7 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         oof.barriers,
         longest,
         horizons,
+        oof.horizon_bars.astype(np.float64),
     )
     head = msgspec.structs.replace(head, barriers=barrier_head)
     card["fold_gates"] = {str(k): v for k, v in served.fold_gates.items()}

@@ -46,7 +46,7 @@ TP_GRID_ATR: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)
 SL_GRID_ATR: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
 MAX_DRIFT_SD = 2.0  # |m| <= 2 s: a drift beyond two standard deviations is not believed
 SERIES_SWITCH = 0.6  # s / (a + b): images below, the sine series above
-IMAGE_TERMS = 3  # images -3..3: the next is 2·3/0.6 = 10 sd away
+IMAGE_TERMS = 2  # images -2..2: the next is 2·3/0.6 = 10 sd away
 EIGEN_TERMS = 6  # the 7th decays as e^(-(7 pi 0.6)^2 / 2) = e^-87
 TIME_NODES = 12  # Gauss-Legendre nodes for the expected exit time
 HALF_PI_SQRT = math.sqrt(math.pi / 2)
@@ -137,6 +137,38 @@ def _hit_probabilities(a: F64, b: F64, m: F64, s: F64) -> tuple[F64, F64, F64]:
     return p_tp, 1.0 - survival - p_tp, survival
 
 
+class PathShape(NamedTuple):
+    """How the model's path departs from one Brownian motion (all 0: the fallback's).
+
+    - `dispersion`: the horizon's volatility is uncertain, log-normal around the served one with
+      this sd (a mixture of Brownian motions: fatter tails, so far levels are reached more
+      often and near ones less than one volatility says);
+    - `tp_shift`, `sl_shift`: where the bars reach each level compared with the path, in the sd
+      of one bar: a bar reaching both levels counts as the stop (the labels' rule, which moves
+      the stop nearer), and a price checked bar by bar reaches a level later than a continuous
+      path (Broadie-Glasserman-Kou: +0.5826)."""
+
+    dispersion: float = 0.0
+    tp_shift: float = 0.0
+    sl_shift: float = 0.0
+
+
+BROWNIAN = PathShape()  # one Brownian motion: the fallback's path
+DISPERSION_NODES = 3  # Gauss-Hermite nodes of the volatility mixture
+
+
+def _mixture(dispersion: float) -> list[tuple[float, float]]:
+    """(multiplier of s, weight) pairs with mean multiplier 1 (one pair without dispersion)."""
+    if dispersion <= 0:
+        return [(1.0, 1.0)]
+    nodes, weights = np.polynomial.hermite_e.hermegauss(DISPERSION_NODES)
+    weights = weights / weights.sum()
+    return [
+        (math.exp(dispersion * z - dispersion**2 / 2), float(w))
+        for z, w in zip(nodes, weights, strict=True)
+    ]
+
+
 def barrier_odds(
     tp_atr: npt.ArrayLike,
     sl_atr: npt.ArrayLike,
@@ -145,36 +177,52 @@ def barrier_odds(
     horizon_bars: npt.ArrayLike,
     checks: int = 0,
     exit_times: bool = True,
+    shape: PathShape = BROWNIAN,
 ) -> BarrierOdds:
     """Outcomes of a long trade with take-profit `tp_atr` above and stop `sl_atr` below the
     entry, when the path drifts `drift_atr` and has sd `scale_atr` over `horizon_bars` bars (a
     short trade: pass -drift). `checks` > 0: the levels are checked at that many points over the
-    horizon (the discrete-monitoring shift); 0: continuously. Inputs broadcast together.
-    `exit_times` False skips the expected bars and R (NaN; they cost 12 survival evaluations)."""
+    horizon (the discrete-monitoring shift); 0: continuously. `shape`: the model's departures
+    from one Brownian motion. Inputs broadcast together. `exit_times` False skips the expected
+    bars and R (NaN; they cost 12 survival evaluations)."""
     arrays = np.broadcast_arrays(
         *(np.asarray(v, np.float64) for v in (tp_atr, sl_atr, drift_atr, scale_atr, horizon_bars))
     )
     flat: list[F64] = [np.array(v, np.float64).reshape(-1) for v in arrays]
     tp, sl, drift, scale, bars = flat
-    shape = arrays[0].shape
+    out_shape = arrays[0].shape
     scale = np.maximum(scale, 1e-9)
     drift = np.clip(drift, -MAX_DRIFT_SD * scale, MAX_DRIFT_SD * scale)
+    bar_sd = scale / np.sqrt(np.maximum(bars, 1.0))
+    floor = 0.01 * bar_sd  # a level shifted onto the entry is reached at once, not before
+    shift_tp = np.maximum(tp + shape.tp_shift * bar_sd, floor) - tp
+    shift_sl = np.maximum(sl + shape.sl_shift * bar_sd, floor) - sl
+    level_tp, level_sl = tp + shift_tp, sl + shift_sl
     if checks > 0:
-        shift = BGK_BETA * scale / math.sqrt(checks)
-        tp, sl = tp + shift, sl + shift
+        monitoring = BGK_BETA * scale / math.sqrt(checks)
+        level_tp, level_sl = level_tp + monitoring, level_sl + monitoring
+        shift_tp, shift_sl = shift_tp + monitoring, shift_sl + monitoring
     up = drift >= 0  # a falling path is the mirror of a rising one with the levels swapped
-    a, b = np.where(up, tp, sl), np.where(up, sl, tp)
-    first, second, neither = _hit_probabilities(a, b, np.abs(drift), scale)
-    p_tp, p_sl = np.where(up, first, second), np.where(up, second, first)
-    exit_fraction = np.full_like(tp, np.nan)
-    if exit_times:  # E[min(exit, end)] = integral of the survival over the horizon
-        nodes, weights = np.polynomial.legendre.leggauss(TIME_NODES)
-        exit_fraction[:] = 0.0
-        for t, w in zip((nodes + 1) / 2, weights / 2, strict=True):
-            exit_fraction += w * _survival(a, b, np.abs(drift) * t, scale * math.sqrt(t))[0]
-    expected_r = drift * exit_fraction / np.maximum(sl, 1e-9)
+    a, b = np.where(up, level_tp, level_sl), np.where(up, level_sl, level_tp)
+    p_tp, p_sl, neither = np.zeros_like(tp), np.zeros_like(tp), np.zeros_like(tp)
+    exit_fraction = np.zeros_like(tp) if exit_times else np.full_like(tp, np.nan)
+    nodes, weights = np.polynomial.legendre.leggauss(TIME_NODES)
+    for multiplier, weight in _mixture(shape.dispersion):
+        s = scale * multiplier
+        first, second, stays = _hit_probabilities(a, b, np.abs(drift), s)
+        p_tp += weight * np.where(up, first, second)
+        p_sl += weight * np.where(up, second, first)
+        neither += weight * stays
+        if exit_times:  # E[min(exit, end)] = integral of the survival over the horizon
+            for t, w in zip((nodes + 1) / 2, weights / 2, strict=True):
+                survival = _survival(a, b, np.abs(drift) * t, s * math.sqrt(t))[0]
+                exit_fraction += weight * w * survival
+    # Optional stopping on the model's levels: E[X at exit] = drift x E[exit fraction]; a fill
+    # at the trade's own level differs from the model's level by the shift.
+    gain = drift * exit_fraction - p_tp * shift_tp + p_sl * shift_sl
+    expected_r = gain / np.maximum(sl, 1e-9)
     out = (p_tp, p_sl, neither, exit_fraction * bars, expected_r)
-    return BarrierOdds(*(v.reshape(shape) for v in out))
+    return BarrierOdds(*(v.reshape(out_shape) for v in out))
 
 
 def fallback_scale(up_atr: npt.ArrayLike, down_atr: npt.ArrayLike) -> F64:
@@ -210,6 +258,14 @@ class BarrierHead(msgspec.Struct, frozen=True):
     drift_coef: list[list[float]]  # (H, 3): drift in units of s, on drift_inputs
     log_scale: list[float]  # (H,): log of the model's multiplier of the fallback's s
     served: list[list[list[list[str]]]]  # [side][horizon][tp][sl]: MODEL or FALLBACK
+    dispersion: list[float] = []  # (H,): PathShape per horizon (empty: one Brownian motion)
+    tp_shift: list[float] = []
+    sl_shift: list[float] = []
+
+    def shape(self, horizon: int) -> PathShape:
+        if not self.dispersion:
+            return BROWNIAN
+        return PathShape(self.dispersion[horizon], self.tp_shift[horizon], self.sl_shift[horizon])
 
     def check(self, horizons: int) -> None:
         if self.version != BARRIER_VERSION:

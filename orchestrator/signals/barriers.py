@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from orchestrator.errors import BadParameterError
 from orchestrator.features.barriers import (
+    BROWNIAN,
     FALLBACK,
     MODEL,
     SIDES,
@@ -125,13 +126,19 @@ def served_barrier(
     k = barrier.horizon
     up, down = ranges[:, 2 * k], ranges[:, 2 * k + 1]
     scale = fallback_scale(up, down)
-    drift = np.zeros_like(scale)
+    drift, shape = np.zeros_like(scale), BROWNIAN
     answered_by, reason = _source(spec, barrier)
     if answered_by == MODEL and spec.head is not None and spec.head.barriers is not None:
         inputs = drift_inputs(up, down, p_long, p_short)
         drift, scale = spec.head.barriers.path(k, scale, inputs)
+        shape = spec.head.barriers.shape(k)
     odds = barrier_odds(
-        barrier.tp_atr, barrier.sl_atr, side_drift(barrier.side, drift), scale, horizon_bars
+        barrier.tp_atr,
+        barrier.sl_atr,
+        side_drift(barrier.side, drift),
+        scale,
+        horizon_bars,
+        shape=shape,
     )
     net: F64 = odds.expected_r - np.asarray(cost_r, np.float64)
     return ServedBarrier(odds, net, answered_by, reason)

@@ -13,7 +13,12 @@ from litestar.testing import AsyncTestClient
 
 from orchestrator.api.app import create_app
 from orchestrator.devstack.triton import TritonServer
-from orchestrator.features.barriers import barrier_odds, drift_inputs, fallback_scale
+from orchestrator.features.barriers import (
+    BROWNIAN,
+    barrier_odds,
+    drift_inputs,
+    fallback_scale,
+)
 from orchestrator.inference.models import ENSEMBLE
 from orchestrator.settings import DatabaseSettings
 from orchestrator.signals.costs import DEFAULT_COSTS
@@ -61,7 +66,7 @@ async def test_the_default_barrier_is_the_models_own_on_the_signals_side(
     k = spec.horizons.index(spec.label_horizon)
     horizon = prediction["horizons"][k]
     scale = fallback_scale(horizon["up_atr"], horizon["down_atr"])
-    drift = np.zeros(1)
+    drift, shape = np.zeros(1), BROWNIAN
     if barrier["answered_by"] == "model":
         assert spec.head is not None
         assert spec.head.barriers is not None
@@ -69,8 +74,9 @@ async def test_the_default_barrier_is_the_models_own_on_the_signals_side(
             horizon["up_atr"], horizon["down_atr"], prediction["p_long"], prediction["p_short"]
         )
         drift, scale = spec.head.barriers.path(k, scale, inputs)
+        shape = spec.head.barriers.shape(k)
     sign = 1 if barrier["side"] == "long" else -1
-    odds = barrier_odds(spec.tp_atr, spec.sl_atr, sign * drift, scale, horizon["bars"])
+    odds = barrier_odds(spec.tp_atr, spec.sl_atr, sign * drift, scale, horizon["bars"], shape=shape)
     assert barrier["p_tp_first"] == pytest.approx(float(odds.p_tp[0]), abs=1e-9)
     atr = prediction["atr"]
     costs = DEFAULT_COSTS["crypto"].round_trip * prediction["close"] / (spec.sl_atr * atr)
