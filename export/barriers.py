@@ -260,6 +260,32 @@ def nested_barriers(
     return out
 
 
+def _pooled_reliability(
+    probabilities: F64, outcomes: I8, gates: list[list[list[GateDecision]]], source: str
+) -> list[dict[str, float]]:
+    """P(take-profit first) and P(stop first) of every cell that serves `source`, pooled, in
+    ECE_BINS bins: mean predicted and observed per bin (the card's reliability diagram)."""
+    served = np.array([[[d.served == source for d in row] for row in t] for t in gates])
+    predicted, observed = [], []
+    for column, code in ((0, 1), (1, 2)):
+        p = probabilities[..., column][:, served]
+        hit = (outcomes[:, served] == code).astype(np.float64)
+        known = outcomes[:, served] >= 0
+        predicted.append(p[known])
+        observed.append(hit[known])
+    p, hit = np.concatenate(predicted), np.concatenate(observed)
+    bins = np.clip(np.digitize(p, np.linspace(0, 1, ECE_BINS + 1)[1:-1]), 0, ECE_BINS - 1)
+    return [
+        {
+            "mean_p": float(p[bins == b].mean()),
+            "observed": float(hit[bins == b].mean()),
+            "count": int((bins == b).sum()),
+        }
+        for b in range(ECE_BINS)
+        if (bins == b).any()
+    ]
+
+
 def _fallback(decision: GateDecision) -> GateDecision:
     return msgspec.structs.replace(decision, served=FALLBACK)
 
@@ -293,6 +319,7 @@ def fit_barrier_head(
     scored = fold >= 2
     fits: list[PathFit] = []
     served_names = []
+    reliability_tables: dict[str, dict[str, list[dict[str, float]]]] = {}
     cells: list[dict[str, Any]] = []
     for k, name in enumerate(horizons):
         scale, inputs = horizon_inputs(ranges, p_long, p_short, k)
@@ -309,6 +336,10 @@ def fit_barrier_head(
         )
         if fit == PathFit.none():  # too few rows to fit: the exported model is the fallback
             gates = [[[_fallback(d) for d in row] for row in table] for table in gates]
+        reliability_tables[name] = {
+            source: _pooled_reliability(probabilities[k][scored], y, gates, source)
+            for source, probabilities in ((MODEL, nested.model), (FALLBACK, nested.fallback))
+        }
         served_names.append([[[d.served for d in row] for row in table] for table in gates])
         for side, side_name in enumerate(SIDES):
             for i, tp in enumerate(TP_GRID_ATR):
@@ -348,11 +379,15 @@ def fit_barrier_head(
         drift_coef=[[round(float(v), 6) for v in f.coef] for f in fits],
         log_scale=[round(f.log_scale, 6) for f in fits],
         dispersion=[round(f.shape.dispersion, 6) for f in fits],
-        tp_shift=[round(f.shape.tp_shift, 6) for f in fits],
-        sl_shift=[round(f.shape.sl_shift, 6) for f in fits],
         served=[
             [served_names[k][side] for k in range(len(horizons))] for side in range(len(SIDES))
         ],
     )
-    card = {"alpha": GATE_ALPHA, "cells": cells, "head": msgspec.to_builtins(head)}
+    card = {
+        "alpha": GATE_ALPHA,
+        "ece_target": ECE_TARGET,
+        "cells": cells,
+        "reliability": reliability_tables,
+        "head": msgspec.to_builtins(head),
+    }
     return head, card

@@ -93,7 +93,38 @@ def card_plots(oof: OutOfFold, served: NestedServed, card: dict[str, Any]) -> di
     )
     axis.legend(loc="lower right")
     plots["coverage"] = _png(figure)
+    if "barriers" in card:
+        plots["barriers"] = barrier_plot(card)
     return plots
+
+
+def barrier_plot(card: dict[str, Any]) -> bytes:
+    """Reliability of P(take-profit first) and P(stop first), pooled over the cells each source
+    serves, per horizon, on the nested rows."""
+    tables = card["barriers"]["reliability"]
+    figure = Figure(figsize=(9, 4.5), dpi=100)
+    axes = figure.subplots(1, 2, sharey=True)
+    for axis, source in zip(axes, ("model", "fallback"), strict=True):
+        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
+        for horizon, by_source in tables.items():
+            table = [r for r in by_source[source] if r["count"] >= 50]
+            if table:
+                axis.plot(
+                    [r["mean_p"] for r in table],
+                    [r["observed"] for r in table],
+                    marker="o",
+                    label=horizon,
+                )
+        axis.set(
+            xlabel="predicted P(tp first) / P(stop first)",
+            xlim=(0, 1),
+            ylim=(0, 1),
+            title=f"cells served by the {source}",
+        )
+        axis.legend(loc="upper left")
+    axes[0].set_ylabel("observed frequency")
+    figure.suptitle(f"Barrier outcomes, out of sample — {card['timeframe']}")
+    return _png(figure)
 
 
 def _f(value: float, digits: int = 3) -> str:
@@ -305,6 +336,81 @@ def _gate_section(card: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _worst_ece(cells: list[dict[str, Any]]) -> float:
+    return max((max(c["ece_tp"], c["ece_sl"]) for c in cells), default=math.nan)
+
+
+def _barrier_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
+    barriers = card.get("barriers")
+    if barriers is None:
+        return []
+    head = barriers["head"]
+    lines = [
+        "",
+        "## Your own take-profit and stop: the barrier model",
+        "",
+        "P(take-profit first), P(stop first) and P(neither) for any levels come from one path "
+        "model (orchestrator/features/barriers.py): the fallback is a driftless Brownian motion "
+        "with the served volatility; the model adds a drift read from the served numbers, a "
+        "volatility scale and a volatility mixture, fitted on the earlier folds. A cell (side, "
+        "horizon, take-profit, stop in ATR) serves the model only where a one-sided "
+        f"Diebold–Mariano test finds its Brier loss below the fallback's at {barriers['alpha']} "
+        f"*and* its P(take-profit first) and P(stop first) have ECE <= {barriers['ece_target']} "
+        "on the nested rows; elsewhere the fallback answers. Skill is 1 − Brier / fallback "
+        "Brier (three outcomes); nested: each fold served what the gate on the folds before "
+        "chose.",
+        "",
+        "| horizon | drift slopes (asymmetry, P(long)−P(short)) | vol scale | vol dispersion "
+        "| cells served by the model | model skill range | ECE of served model cells (max) "
+        "| ECE of the fallback (max) | nested served skill (min) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    horizons = list(dict.fromkeys(c["horizon"] for c in barriers["cells"]))
+    for k, name in enumerate(horizons):
+        cells = [c for c in barriers["cells"] if c["horizon"] == name]
+        model = [c for c in cells if c["served"] == "model"]
+        fallback = [c for c in cells if c["served"] != "model"]
+        slopes = head["drift_coef"][k]
+        lines.append(
+            f"| {name} | {slopes[1]:+.2f}, {slopes[2]:+.2f} | "
+            f"{math.exp(head['log_scale'][k]):.2f} | {head['dispersion'][k]:.2f} | "
+            f"{len(model)} of {len(cells)} | {min(c['model_skill'] for c in cells):+.3f} … "
+            f"{max(c['model_skill'] for c in cells):+.3f} | {_f(_worst_ece(model))} | "
+            f"{_f(_worst_ece(fallback))} | {min(c['served_skill'] for c in cells):+.3f} |"
+        )
+    lines += [
+        "",
+        "Per cell, the long side (rows: take-profit, columns: stop, in ATR; M: the model "
+        "answers, with its skill; f: the fallback):",
+        "",
+    ]
+    tp_grid, sl_grid = head["tp_grid"], head["sl_grid"]
+    for name in horizons:
+        lines += [
+            f"{name}:",
+            "",
+            "| TP \\ SL | " + " | ".join(f"{v:g}" for v in sl_grid) + " |",
+            "|---|" + "---|" * len(sl_grid),
+        ]
+        for tp in tp_grid:
+            row = []
+            for sl in sl_grid:
+                cell = next(
+                    c
+                    for c in barriers["cells"]
+                    if c["horizon"] == name
+                    and c["side"] == "long"
+                    and c["tp_atr"] == tp
+                    and c["sl_atr"] == sl
+                )
+                mark = "M" if cell["served"] == "model" else "f"
+                row.append(f"{mark} {cell['model_skill']:+.3f}")
+            lines.append(f"| {tp:g} | " + " | ".join(row) + " |")
+        lines.append("")
+    lines.append(f"![barrier reliability]({plot_file(plot_prefix, 'barriers')})")
+    return lines
+
+
 def render_card(card: dict[str, Any], version: int, card_file: str) -> str:
     bars = ", ".join(f"{s} {n}" for s, n in card["bars"].items())
     lines = [
@@ -321,5 +427,6 @@ def render_card(card: dict[str, Any], version: int, card_file: str) -> str:
         *_gate_section(card),
         *_coverage_section(card, card_file),
         *_probability_section(card, card_file),
+        *_barrier_section(card, card_file),
     ]
     return "\n".join(lines) + "\n"
