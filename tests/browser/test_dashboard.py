@@ -176,3 +176,63 @@ async def test_a_wrong_key_is_answered_with_a_clear_message(
     await _connected(dashboard)
     assert await message.is_hidden()
     assert dashboard.errors == []
+
+
+async def _shown_p_tp(board: Dashboard) -> float:
+    return float(await board.page.get_attribute("#barrier", "data-p-tp") or "nan")
+
+
+async def test_dragging_the_take_profit_line_asks_for_its_odds(
+    loaded: TrainedRepository, dashboard: Dashboard
+) -> None:
+    """The signal's own levels first; typed levels and a dragged line are answered by the API
+    (the page shows what /api/signals answers for the same levels)."""
+    page = dashboard.page
+    await dashboard.open(API_KEY)
+    await _connected(dashboard)
+    await page.wait_for_function("window.dashboard.state.barrier !== null", timeout=WAIT_MS)
+    default = (await client_get(dashboard, "/api/signals/BTCUSD"))["barrier"]
+    assert isinstance(default, dict)
+    assert await _shown_p_tp(dashboard) == pytest.approx(default["p_tp_first"])
+
+    await page.select_option("#barrier-side", "long")
+    await page.fill("#barrier-tp", "3")
+    await page.fill("#barrier-sl", "1")
+    await page.press("#barrier-sl", "Enter")
+    await page.wait_for_function(
+        "(b => b.tp_atr === 3 && b.side === 'long')(window.dashboard.state.barrier)",
+        timeout=WAIT_MS,
+    )
+    horizon = await page.input_value("#barrier-horizon")
+    asked = await client_get(
+        dashboard, f"/api/signals/BTCUSD?tp=3&sl=1&side=long&horizon={horizon}"
+    )
+    typed = asked["barrier"]
+    assert isinstance(typed, dict)
+    assert await _shown_p_tp(dashboard) == pytest.approx(typed["p_tp_first"])
+    assert await dashboard.text("#barrier-source") == typed["answered_by"]
+
+    # Drag the TP line down to 2 ATR above the entry: a nearer take-profit is reached more often.
+    ys = await page.evaluate(
+        """() => {
+          const { charts, state } = window.dashboard;
+          const to = state.prediction.close + 2 * state.prediction.atr;
+          const from = state.barrierLines.tp.options().price;
+          return [charts.candles.priceToCoordinate(from), charts.candles.priceToCoordinate(to)];
+        }"""
+    )
+    box = await page.locator("#chart").bounding_box()
+    assert box is not None
+    assert None not in ys, "both levels are inside the chart's price range"
+    x = box["x"] + box["width"] / 3
+    await page.mouse.move(x, box["y"] + ys[0])
+    await page.mouse.down()
+    await page.mouse.move(x, box["y"] + ys[1], steps=8)
+    await page.mouse.up()
+    await page.wait_for_function(
+        "Math.abs(window.dashboard.state.barrier.tp_atr - 2) < 0.3", timeout=WAIT_MS
+    )
+    dragged = await page.evaluate("window.dashboard.state.barrier")
+    assert dragged["p_tp_first"] > typed["p_tp_first"]
+    assert dragged["sl_atr"] == pytest.approx(1.0)
+    assert dashboard.errors == []

@@ -36,6 +36,9 @@ const state = {
   shown: new Set(SHOWN_BY_DEFAULT),
   bands: [], // line series of the drawn horizons
   priceLines: [],
+  barrier: null, // the last /api/signals barrier block: the caller's levels and their odds
+  barrierLines: {}, // "tp" / "sl" -> the draggable price line
+  barrierAsked: 0, // sequence number of the newest barrier request (older answers are dropped)
 };
 
 // --- messages ---------------------------------------------------------------------------------
@@ -292,16 +295,13 @@ function drawSignal(response) {
   for (const line of state.priceLines) charts.candles.removePriceLine(line);
   state.priceLines = [];
   const { LineStyle } = charts.LC;
-  const line = (price, color, title, style) =>
-    charts.candles.createPriceLine({ price, color, title, lineStyle: style, lineWidth: 1, axisLabelVisible: true });
   const trade = signal.action !== "none";
-  if (trade) {
-    state.priceLines.push(
-      line(signal.entry, COLORS.entry, "entry", LineStyle.Solid),
-      line(signal.take_profit, COLORS.up, "TP", LineStyle.Dashed),
-      line(signal.stop_loss, COLORS.down, "SL", LineStyle.Dashed),
-    );
-  }
+  state.priceLines.push(
+    charts.candles.createPriceLine({
+      price: signal.entry, color: COLORS.entry, title: "entry", lineStyle: LineStyle.Solid, lineWidth: 1, axisLabelVisible: true,
+    }),
+  );
+  if (!state.barrier && response.barrier) drawBarrier(response.barrier);
   const time = seconds(response.bar_time);
   const marker = trade
     ? {
@@ -323,6 +323,105 @@ function drawSignal(response) {
       `(${response.strategy.name})`
     : `no trade: ${signal.reason} (${response.strategy.name})`;
   $("signal").dataset.expectedR = String(signal.expected_r);
+}
+
+// --- the caller's own levels: P(take-profit first), P(stop first), P(neither), expected R ----------
+
+function drawBarrier(barrier) {
+  state.barrier = barrier;
+  const digits = precisionFor(barrier.take_profit);
+  const { LineStyle } = charts.LC;
+  for (const [name, price, color] of [["tp", barrier.take_profit, COLORS.up], ["sl", barrier.stop_loss, COLORS.down]]) {
+    const title = `${name.toUpperCase()} ${fmt(name === "tp" ? barrier.tp_atr : barrier.sl_atr, 2)} ATR`;
+    const existing = state.barrierLines[name];
+    if (existing) existing.applyOptions({ price, title });
+    else {
+      state.barrierLines[name] = charts.candles.createPriceLine({
+        price, color, title, lineStyle: LineStyle.Dashed, lineWidth: 2, axisLabelVisible: true,
+      });
+    }
+  }
+  $("barrier-side").value = barrier.side;
+  $("barrier-horizon").value = barrier.horizon;
+  if (document.activeElement !== $("barrier-tp")) $("barrier-tp").value = fmt(barrier.tp_atr, 2);
+  if (document.activeElement !== $("barrier-sl")) $("barrier-sl").value = fmt(barrier.sl_atr, 2);
+  const pct = (p) => `${fmt(p * 100, 1)}%`;
+  $("barrier-p-tp").textContent = `${pct(barrier.p_tp_first)} · TP ${fmt(barrier.take_profit, digits)}`;
+  $("barrier-p-sl").textContent = `${pct(barrier.p_sl_first)} · SL ${fmt(barrier.stop_loss, digits)}`;
+  $("barrier-p-neither").textContent = pct(barrier.p_neither);
+  $("barrier-bars").textContent = `${fmt(barrier.expected_bars, 1)} of ${barrier.horizon_bars}`;
+  $("barrier-r").textContent = `${fmt(barrier.expected_r, 3)} R (costs ${fmt(barrier.cost_r, 3)} R)`;
+  $("barrier-source").textContent = barrier.answered_by;
+  $("barrier-source").title = barrier.reason;
+  $("barrier").dataset.pTp = String(barrier.p_tp_first);
+}
+
+// Asks for the odds of the levels in the form; the newest answer wins.
+async function askBarrier(levels = {}) {
+  if (!state.prediction) return;
+  const asked = ++state.barrierAsked;
+  const query = new URLSearchParams({
+    timeframe: state.timeframe,
+    strategy: state.strategy,
+    side: $("barrier-side").value,
+    horizon: $("barrier-horizon").value,
+  });
+  if (levels.tp_price !== undefined) query.set("tp_price", String(levels.tp_price));
+  else query.set("tp", $("barrier-tp").value);
+  if (levels.sl_price !== undefined) query.set("sl_price", String(levels.sl_price));
+  else query.set("sl", $("barrier-sl").value);
+  try {
+    const response = await api(`/api/signals/${encodeURIComponent(state.symbol)}?${query}`);
+    if (asked === state.barrierAsked) drawBarrier(response.body.barrier);
+  } catch (error) {
+    if (asked === state.barrierAsked && error.status !== 401) showMessage(`Your levels: ${describe(error)}`);
+  }
+}
+
+// Dragging a TP or SL line moves that level and asks again (at most every 120 ms while moving).
+function setupLevelDragging() {
+  const element = $("chart");
+  let dragging = null;
+  let pending = null;
+  const near = (y) => {
+    for (const [name, line] of Object.entries(state.barrierLines)) {
+      const at = charts.candles.priceToCoordinate(line.options().price);
+      if (at !== null && Math.abs(at - y) <= 6) return name;
+    }
+    return null;
+  };
+  const localY = (event) => event.clientY - element.getBoundingClientRect().top;
+  element.addEventListener("mousedown", (event) => {
+    dragging = near(localY(event));
+    if (!dragging) return;
+    event.preventDefault();
+    event.stopPropagation();
+    charts.chart.applyOptions({ handleScroll: false, handleScale: false });
+    element.classList.add("dragging");
+  }, true);
+  window.addEventListener("mousemove", (event) => {
+    const y = localY(event);
+    if (!dragging) {
+      element.classList.toggle("dragging", near(y) !== null);
+      return;
+    }
+    const dragged = charts.candles.coordinateToPrice(y);
+    if (dragged === null || !state.barrier) return;
+    // A level stays on its own side of the entry, at least 0.1 ATR away.
+    const { close, atr } = state.prediction;
+    const away = (dragging === "tp") === (state.barrier.side === "long") ? 1 : -1;
+    const price = away > 0 ? Math.max(dragged, close + 0.1 * atr) : Math.min(dragged, close - 0.1 * atr);
+    state.barrierLines[dragging].applyOptions({ price });
+    if (pending !== null) clearTimeout(pending);
+    const level = dragging === "tp" ? { tp_price: price } : { sl_price: price };
+    pending = setTimeout(() => askBarrier(level), 120);
+  });
+  window.addEventListener("mouseup", () => {
+    if (!dragging) return;
+    dragging = null;
+    element.classList.remove("dragging");
+    charts.chart.applyOptions({ handleScroll: true, handleScale: true });
+  });
 }
 
 function drawMarkers() {
@@ -396,6 +495,7 @@ async function onStreamMessage(session, message) {
     state.prediction = message.prediction;
     drawPrediction();
     drawSignal(message.signal);
+    if (state.barrier) askBarrier(); // the same levels in ATR from the new close
     setLive(`live · ${utc(seconds(message.bar_time))}`, "live");
   } else if (message.type === "error") {
     $("prediction-note").textContent = `Stream: ${message.status} ${message.error.error}: ${message.error.message}`;
@@ -509,6 +609,7 @@ async function connect(event) {
   state.signalMarkers = [];
   state.tradeMarkers = [];
   state.prediction = null;
+  state.barrier = null;
   const params = new URLSearchParams({ symbol: state.symbol, timeframe: state.timeframe, strategy: state.strategy });
   history.replaceState(null, "", `${location.pathname}?${params}`);
   closeSocket();
@@ -543,6 +644,14 @@ function start() {
   if (params.get("strategy")) $("strategy").value = params.get("strategy");
   $("connection").addEventListener("submit", connect);
   $("backtest-form").addEventListener("submit", runBacktest);
+  $("barrier-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    askBarrier();
+  });
+  for (const id of ["barrier-side", "barrier-horizon", "barrier-tp", "barrier-sl"]) {
+    $(id).addEventListener("change", () => askBarrier());
+  }
+  setupLevelDragging();
   window.dashboard = { state, charts }; // for the browser tests and the console
   connect();
 }
