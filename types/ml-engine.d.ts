@@ -277,8 +277,10 @@ export interface components {
             min_range_tp_ratio?: number | null;
             /** @default false */
             run_as_job: boolean;
+            sl_atr?: number | null;
             /** @default 0 */
             slippage: number;
+            tp_atr?: number | null;
             use_metamodel?: boolean | null;
             walk_forward?: number | null;
         };

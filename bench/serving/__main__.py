@@ -6,6 +6,7 @@ the baseline on free ports, seeds benchmark symbols BSV0000.. with generated 5m 
 - warm:     closed-loop GET /api/predict/{symbol} at concurrency 1/16/64 (req/s, p50, p99);
 - cold:     one new bar committed with SQL, then GET until the answer is for that bar;
 - sweep:    a new bar for N symbols in one transaction, then every symbol until all are fresh;
+- barrier:  warm /api/signals with the models' own levels against the caller's (tp, sl, horizon);
 - perf:     perf_analyzer on signal_ensemble (gRPC) against FusedEnsemble in-process (ceiling);
 - batching: the same perf_analyzer sweep on a second Triton without dynamic batching;
 - backtest: the backtest's batched Triton path against FusedEnsemble in-process, rows/s.
@@ -15,7 +16,7 @@ While one service is measured the other one is paused (SIGSTOP), and every timed
 our processes are idle, so background work of one never bills the other.
 
 Usage: make bench-serving   (or .venv/bin/python -m bench.serving [--symbols N]
-       [--seconds S] [--repeats R] [--only warm,cold,sweep,perf,batching,backtest])
+       [--seconds S] [--repeats R] [--only warm,cold,sweep,barrier,perf,batching,backtest])
 Writes bench/results/serving.json, serving_throughput_latency.png and serving_sweep.png (a run
 with --only writes bench/results/serving_partial.json instead).
 

@@ -107,7 +107,7 @@ local n = #symbols
 local i = 0
 request = function()
   i = i + 1
-  return wrk.format("GET", "/api/predict/" .. symbols[(i %% n) + 1])
+  return wrk.format("GET", "%s" .. symbols[(i %% n) + 1] .. "%s")
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -120,11 +120,19 @@ end
 """
 
 
-def wrk_loop(base_url: str, symbols: list[str], concurrency: int, seconds: float) -> Json:
+def wrk_loop(
+    base_url: str,
+    symbols: list[str],
+    concurrency: int,
+    seconds: float,
+    path: str = "/api/predict/",
+    query: str = "",
+) -> Json:
     """The same closed loop driven by wrk (C, one thread): the Python client costs about as much
-    CPU per request as the engine itself, so on 2 cores it would cap what is measured."""
+    CPU per request as the engine itself, so on 2 cores it would cap what is measured. Each
+    request asks for `path` + symbol + `query`."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % ", ".join(f'"{s}"' for s in symbols))
+        script.write(WRK_SCRIPT % (", ".join(f'"{s}"' for s in symbols), path, query))
     try:
         output = subprocess.run(
             [

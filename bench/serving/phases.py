@@ -93,6 +93,61 @@ async def warm_phase(
     return results
 
 
+# --- custom barriers --------------------------------------------------------------------------
+SIGNAL_PATH = "/api/signals/"
+CUSTOM_BARRIER = "?tp=2&sl=1&horizon=swing&side=long"
+
+
+async def barrier_phase(
+    services: list[Service],
+    clients: dict[str, Http],
+    roots: list[int],
+    symbols: list[str],
+    seconds: float,
+) -> Json:
+    """The engine alone (the baseline has no barriers): warm GET /api/signals/{symbol} with the
+    models' own levels (encoded once per bar) against the same request with the caller's
+    levels (the path model's closed form per request, no Triton call), at concurrency 1 and 16."""
+    engine = next(s for s in services if s.name == "engine")
+    client = clients["engine"]
+    results: Json = {}
+    with paused([s for s in services if s is not engine]):
+        for name, query in (("default", ""), ("custom", CUSTOM_BARRIER)):
+            await wait_idle(roots)
+            for symbol in symbols:  # every body encoded / every prediction cached first
+                await client.get(f"{SIGNAL_PATH}{symbol}{query}")
+            results[name] = {}
+            for c in (1, 16):
+                await wait_idle(roots)
+                chosen = symbols[:1] if c == 1 else symbols
+                if shutil.which("wrk"):
+                    url = str(client.base_url)
+                    summary = await asyncio.to_thread(
+                        wrk_loop, url, chosen, c, seconds, SIGNAL_PATH, query
+                    )
+                else:
+
+                    async def call(
+                        k: int, i: int, c: int = c, query: str = query, chosen: list[str] = chosen
+                    ) -> bool:
+                        symbol = chosen[(k + i * c) % len(chosen)]
+                        try:
+                            response = await client.get(f"{SIGNAL_PATH}{symbol}{query}")
+                        except TransportError:
+                            return False
+                        return response.status_code == 200
+
+                    summary = await closed_loop(call, c, seconds)
+                results[name][str(c)] = summary
+                log(
+                    f"signals {name:8s} c={c:2d}  {summary['throughput_per_s']:8.1f} req/s  "
+                    f"p50 {summary.get('p50_ms', float('nan')):8.2f} ms  "
+                    f"p99 {summary.get('p99_ms', float('nan')):8.2f} ms  "
+                    f"errors {summary['errors']}"
+                )
+    return results
+
+
 # --- cold -----------------------------------------------------------------------------------
 async def until_fresh(
     client: Http, symbol: str, expected: datetime, sent: float, timeout_s: float

@@ -82,6 +82,14 @@ def ratios(results: Json) -> Json:
         for c in (32, 64):
             if off_rate.get(c):
                 out[f"batching_on_over_off_one_instance_c{c}"] = on_rate[c] / off_rate[c]
+    barrier = results.get("barrier")
+    if barrier:
+        for c in ("1", "16"):
+            default, custom = barrier["default"][c], barrier["custom"][c]
+            out[f"barrier_c{c}_p50_custom_over_default"] = custom["p50_ms"] / default["p50_ms"]
+            out[f"barrier_c{c}_throughput_default_over_custom"] = (
+                default["throughput_per_s"] / custom["throughput_per_s"]
+            )
     backtest = results.get("backtest")
     if backtest:
         out["backtest_triton_over_in_process"] = backtest["triton_over_in_process_threads1"]
@@ -211,6 +219,12 @@ def summary(results: Json) -> str:
             lines.append(
                 f"sweep N={n:<5s} {name:8s} median {r['median_s']:7.2f} s "
                 f"(min {r['min_s']:.2f}, max {r['max_s']:.2f})  retries {r['retries']}"
+            )
+    for name, points in (results.get("barrier") or {}).items():
+        for c, p in points.items():
+            lines.append(
+                f"signals {name:8s} c={c:<3s} {p['throughput_per_s']:9.1f} req/s  p50 "
+                f"{p['p50_ms']:7.2f} ms  p99 {p['p99_ms']:7.2f} ms"
             )
     ceil = results.get("ceiling")
     if ceil:

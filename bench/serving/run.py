@@ -28,7 +28,7 @@ from bench.serving.common import (
     log,
 )
 from bench.serving.market import BarWriter, delete_symbols, seed, symbol_names
-from bench.serving.phases import agreement, cold_phase, sweep_phase, warm_phase
+from bench.serving.phases import agreement, barrier_phase, cold_phase, sweep_phase, warm_phase
 from bench.serving.services import Service, paused, spawn_service, wait_idle, wait_serving
 from bench.serving.triton import (
     Tensors,
@@ -128,6 +128,10 @@ async def run(args: argparse.Namespace, parts: list[str]) -> Json:
             if "sweep" in parts:
                 results["sweep"] = await sweep_phase(
                     services, clients, roots, writer, book, symbols, args.repeats
+                )
+            if "barrier" in parts:
+                results["barrier"] = await barrier_phase(
+                    services, clients, roots, symbols, args.seconds
                 )
 
         if MODEL_PARTS & set(parts):

@@ -31,6 +31,7 @@ from orchestrator.jobs.runs import Run, RunKind, RunParameters, RunStatus
 from orchestrator.jobs.service import BacktestJobService
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe, parse_timeframe
+from orchestrator.signals.barriers import MAX_BARRIER_ATR, MIN_BARRIER_ATR
 from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 INLINE_MAX_BARS = 30_000  # ~100 days of 5m bars answer in the request (a few seconds)
@@ -57,6 +58,7 @@ def _moment(*, end: bool) -> msgspec.Meta:
 
 Symbol = Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN, description=SYMBOL_RULE)]
 Rate = Annotated[float, msgspec.Meta(ge=0.0, lt=MAX_RATE)]
+BarrierATR = Annotated[float, msgspec.Meta(ge=MIN_BARRIER_ATR, le=MAX_BARRIER_ATR)]
 
 
 # Litestar drops a bound of 0 from the schema of an optional number (it tests the bound for
@@ -77,6 +79,10 @@ class BacktestParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ) = None
     use_metamodel: bool | None = None
     horizon: HorizonName | None = None  # time stop; default: the models' label horizon
+    # Your take-profit and stop in ATR multiples: signals are then decided by the barrier
+    # model's P(take-profit first) and expected R at these levels (as /api/signals?tp=&sl=).
+    tp_atr: BarrierATR | None = None
+    sl_atr: BarrierATR | None = None
     fee_rate: Rate = 0.0  # per side, fraction of notional (0.0002 = 2 bps)
     slippage: Rate = 0.0  # per fill, fraction of price
     allow_overlap: bool = False  # several open trades per symbol
@@ -142,6 +148,8 @@ def to_request(body: BacktestBody) -> BacktestRequest:
         min_range_tp_ratio=params.min_range_tp_ratio,
         use_metamodel=params.use_metamodel,
         horizon=params.horizon,
+        tp_atr=params.tp_atr,
+        sl_atr=params.sl_atr,
         fee_rate=params.fee_rate,
         slippage=params.slippage,
         allow_overlap=params.allow_overlap,

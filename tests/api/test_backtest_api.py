@@ -84,6 +84,17 @@ async def test_inline_answer_equals_the_runner(
     assert direct.metrics.overall.total_r == pytest.approx(result["metrics"]["overall"]["total_r"])
 
 
+async def test_the_callers_levels_are_traded(
+    client: AsyncTestClient,  # type: ignore[type-arg]
+) -> None:
+    body = {**BODY, "params": {**BODY["params"], "tp_atr": 2.0, "sl_atr": 0.5}}
+    response = await client.post("/api/backtest", json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert (result["tp_atr"], result["sl_atr"]) == (2.0, 0.5)
+    assert result["request"]["tp_atr"] == 2.0
+
+
 @pytest.mark.parametrize(
     ("change", "status", "field"),
     [
@@ -93,6 +104,7 @@ async def test_inline_answer_equals_the_runner(
         ({"timeframe": "7m"}, 400, "timeframe"),
         ({"params": {"min_confidence": 3}}, 400, "params.min_confidence"),
         ({"params": {"walk_forward": 1}}, 400, "params.walk_forward"),
+        ({"params": {"tp_atr": 0}}, 400, "params.tp_atr"),
         ({"params": {"leverage": 10}}, 400, None),
         ({"start_date": "2019-01-01", "end_date": "2019-02-01"}, 422, "start"),
         ({"symbol": "NOPEUSD"}, 404, "symbol"),
