@@ -65,6 +65,7 @@ async def test_rest_through_the_gateway_equals_the_engine(
         for path in (
             "predict/BTCUSD?horizon=all",
             "signals/BTCUSD?timeframe=5m&strategy=aggressive_filter",
+            "signals/BTCUSD?tp=2&sl=1&horizon=swing&side=short",
             "indicators/BTCUSD?indicators=rsi,macd,atr&limit=50",
             "history/BTCUSD?limit=500&timeframe=5m",
         ):
