@@ -286,6 +286,17 @@ def _pooled_reliability(
     ]
 
 
+def card_cells(section: dict[str, Any]) -> list[dict[str, Any]]:
+    """The card's barrier cells as one dict per cell."""
+    table = section["cells"]
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["rows"]]
+
+
+def _rounded_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Floats to 5 decimals: the card's 160 cells are read by people, not refitted."""
+    return {k: round(float(v), 5) if isinstance(v, float) else v for k, v in record.items()}
+
+
 def _fallback(decision: GateDecision) -> GateDecision:
     return msgspec.structs.replace(decision, served=FALLBACK)
 
@@ -354,23 +365,25 @@ def fit_barrier_head(
                     fallback_mean = float(np.nanmean(fallback_loss[:, side, i, j]))
                     served_mean = float(np.nanmean(served_loss[:, side, i, j]))
                     cells.append(
-                        {
-                            "side": side_name,
-                            "horizon": name,
-                            "tp_atr": tp,
-                            "sl_atr": sl,
-                            "served": decision.served,
-                            "p_value": decision.p_value,
-                            "model_brier": float(np.nanmean(model_loss[:, side, i, j])),
-                            "fallback_brier": fallback_mean,
-                            "served_skill": 1 - served_mean / max(fallback_mean, 1e-12),
-                            "model_skill": decision.skill,
-                            "ece_tp": _ece(p_served[:, 0], (truth == 1).astype(np.float64)),
-                            "ece_sl": _ece(p_served[:, 1], (truth == 2).astype(np.float64)),
-                            "rate_tp": float((truth == 1).mean()),
-                            "rate_sl": float((truth == 2).mean()),
-                            "rows": int(known.sum()),
-                        }
+                        _rounded_record(
+                            {
+                                "side": side_name,
+                                "horizon": name,
+                                "tp_atr": tp,
+                                "sl_atr": sl,
+                                "served": decision.served,
+                                "p_value": decision.p_value,
+                                "model_brier": float(np.nanmean(model_loss[:, side, i, j])),
+                                "fallback_brier": fallback_mean,
+                                "served_skill": 1 - served_mean / max(fallback_mean, 1e-12),
+                                "model_skill": decision.skill,
+                                "ece_tp": _ece(p_served[:, 0], (truth == 1).astype(np.float64)),
+                                "ece_sl": _ece(p_served[:, 1], (truth == 2).astype(np.float64)),
+                                "rate_tp": float((truth == 1).mean()),
+                                "rate_sl": float((truth == 2).mean()),
+                                "rows": int(known.sum()),
+                            }
+                        )
                     )
     head = BarrierHead(
         version=BARRIER_VERSION,
@@ -386,7 +399,11 @@ def fit_barrier_head(
     card = {
         "alpha": GATE_ALPHA,
         "ece_target": ECE_TARGET,
-        "cells": cells,
+        # One row per cell under its column names: 160 cells as dicts made each card 5x larger.
+        "cells": {
+            "columns": list(cells[0]) if cells else [],
+            "rows": [list(cell.values()) for cell in cells],
+        },
         "reliability": reliability_tables,
         "head": msgspec.to_builtins(head),
     }

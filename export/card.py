@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from export.barriers import card_cells
 from export.evaluation import (
     CONFIDENCE_LABELS,
     COVERAGE_TOLERANCE,
@@ -365,9 +366,10 @@ def _barrier_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
         "| ECE of the fallback (max) | nested served skill (min) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    horizons = list(dict.fromkeys(c["horizon"] for c in barriers["cells"]))
+    all_cells = card_cells(barriers)
+    horizons = list(dict.fromkeys(c["horizon"] for c in all_cells))
     for k, name in enumerate(horizons):
-        cells = [c for c in barriers["cells"] if c["horizon"] == name]
+        cells = [c for c in all_cells if c["horizon"] == name]
         model = [c for c in cells if c["served"] == "model"]
         fallback = [c for c in cells if c["served"] != "model"]
         slopes = head["drift_coef"][k]
@@ -397,7 +399,7 @@ def _barrier_section(card: dict[str, Any], plot_prefix: str) -> list[str]:
             for sl in sl_grid:
                 cell = next(
                     c
-                    for c in barriers["cells"]
+                    for c in all_cells
                     if c["horizon"] == name
                     and c["side"] == "long"
                     and c["tp_atr"] == tp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,16 @@ from orchestrator.inference.models import BASE_TIMEFRAME, served_name
 
 ONNX_OPSET = 17
 VERSION_DOCUMENTS = ("feature_spec.json", "model_card.json")  # in every version of every model
+
+
+_SCALAR_LIST = re.compile(r"\[\s+([^\[\]{}]*?)\s+\]")
+
+
+def card_json(card: dict[str, object]) -> str:
+    """The card, indented, with every list of plain values on one line (the barrier cells and
+    the quantile tables made one value per line most of the file)."""
+    text = json.dumps(card, indent=2, default=str)
+    return _SCALAR_LIST.sub(lambda m: "[" + re.sub(r",\s*\n\s*", ", ", m.group(1)) + "]", text)
 
 
 def export_onnx_range(model: torch.nn.Module, path: Path, window: int, n_features: int) -> None:
@@ -104,7 +115,7 @@ def write_artifacts(
         f"{META}.onnx": files[meta]["model.onnx"],
     }
     (out / "feature_spec.json").write_bytes(spec.dumps())
-    (out / "model_card.json").write_text(json.dumps(models.card, indent=2, default=str))
+    (out / "model_card.json").write_text(card_json(models.card))
     for entry in files.values():
         for document in VERSION_DOCUMENTS:
             entry[document] = out / document

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from export.barriers import fit_barrier_head
+from export.barriers import card_cells, fit_barrier_head
 from orchestrator.features.barriers import (
     FALLBACK,
     MODEL,
@@ -63,7 +63,7 @@ def _study(planted: float, seed: int, steps: int = 1000) -> dict:
         ["intraday"],
         np.full((n, 1), 48.0),
     )
-    return {"head": head, "cells": card["cells"], "scale": scale}
+    return {"head": head, "cells": card_cells(card), "scale": scale}
 
 
 def test_a_planted_drift_is_found_and_beats_the_fallback() -> None:
