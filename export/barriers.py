@@ -132,8 +132,16 @@ def fit_path(
         brier = float(brier_losses(_model_probabilities(PathFit.of(theta), s, x, h), y).mean())
         return brier + DRIFT_PENALTY * float(np.var(x[:, 1:] @ theta[1:3]))
 
+    # A drift input that is constant on these rows (P(long) and P(short) both served as base
+    # rates) would only duplicate the intercept, unpenalised: its slope is held at 0.
+    bounds = [
+        (0.0, 0.0) if 1 <= j <= 2 and np.ptp(x[:, j]) < 1e-9 else bound
+        for j, bound in enumerate(BOUNDS)
+    ]
+
     def search(begin: F64, free: int) -> tuple[float, F64]:
         """L-BFGS-B over the first `free` parameters, the rest held at `begin`'s."""
+        begin = np.clip(begin, [b[0] for b in bounds], [b[1] for b in bounds])
 
         def partial(head: F64) -> float:
             return loss(np.concatenate([head, begin[free:]]))
@@ -142,7 +150,7 @@ def fit_path(
             partial,
             begin[:free],
             method="L-BFGS-B",
-            bounds=BOUNDS[:free],
+            bounds=bounds[:free],
             options={"maxiter": FIT_ITERATIONS, "eps": 1e-4},
         )
         return float(result.fun), np.concatenate([result.x, begin[free:]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from export.barriers import card_cells, fit_barrier_head
+from export.barriers import card_cells, fit_barrier_head, fit_path
 from orchestrator.features.barriers import (
     FALLBACK,
     MODEL,
@@ -107,3 +107,17 @@ def test_without_a_drift_the_served_odds_are_the_first_passage_odds() -> None:
                 odds = served[head.served[0][0][i][j]]
                 assert abs(odds.p_tp[i, j] - exact.p_tp[i, j]) < 0.02
                 assert abs(odds.p_sl[i, j] - exact.p_sl[i, j]) < 0.02
+
+
+def test_a_constant_drift_input_gets_no_slope() -> None:
+    """P(long) and P(short) served as base rates: their difference is one number, which the
+    intercept already is."""
+    rng = np.random.default_rng(4)
+    n = 600
+    served_range = rng.uniform(1, 3, n)
+    scale = np.sqrt(np.pi / 2) * served_range
+    outcomes = _outcomes(0.3 * scale, scale, 300, seed=4)
+    inputs = np.stack([np.ones(n), rng.normal(0, 0.1, n), np.full(n, 0.04)], axis=1)
+    fit = fit_path(scale, inputs, outcomes, np.full(n, 48.0))
+    assert fit.coef[2] == 0.0
+    assert fit.coef[0] > 0.1  # the planted drift lands in the intercept
