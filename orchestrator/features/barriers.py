@@ -80,34 +80,35 @@ def _weighted_mass(c: F64, centre: F64, shift: F64, a: F64, b: F64, s: F64) -> F
     return out
 
 
+_IMAGES = np.arange(-IMAGE_TERMS, IMAGE_TERMS + 1, dtype=np.float64)[:, None]
+
+
 def _image_sums(a: F64, b: F64, m: F64, s: F64) -> tuple[F64, F64]:
-    """(S, J) by the method of images: fast where the horizon is short against the corridor."""
+    """(S, J) by the method of images: fast where the horizon is short against the corridor.
+    Every image at once: rows (k, family) x columns (the inputs)."""
     width, nu = a + b, m / (s * s)
-    survival, weighted = np.zeros_like(a), np.zeros_like(a)
-    for k in range(-IMAGE_TERMS, IMAGE_TERMS + 1):
-        for centre, sign in ((2 * k * width, 1.0), (2 * k * width - 2 * b, -1.0)):
-            survival += sign * _weighted_mass(nu, centre, m, a, b, s)
-            weighted += sign * _weighted_mass(-nu, centre, -m, a, b, s)
+    centres = np.concatenate([2 * _IMAGES * width, 2 * _IMAGES * width - 2 * b])
+    signs = np.repeat([1.0, -1.0], len(_IMAGES))[:, None]
+    survival = (signs * _weighted_mass(nu, centres, m, a, b, s)).sum(axis=0)
+    weighted = (signs * _weighted_mass(-nu, centres, -m, a, b, s)).sum(axis=0)
     return survival, weighted
 
 
+_TERMS = np.arange(1, EIGEN_TERMS + 1, dtype=np.float64)[:, None]
+_PARITY = np.where(_TERMS % 2 == 1, -1.0, 1.0)  # (-1)^n
+
+
 def _eigen_sums(a: F64, b: F64, m: F64, s: F64) -> tuple[F64, F64]:
-    """(S, J) by the sine series of the killed density: fast where the horizon is long."""
+    """(S, J) by the sine series of the killed density: fast where the horizon is long.
+    Every term at once: rows (n) x columns (the inputs)."""
     width, nu = a + b, m / (s * s)
     girsanov = np.exp(-0.5 * (m / s) ** 2)
-    survival, weighted = np.zeros_like(a), np.zeros_like(a)
-    for n in range(1, EIGEN_TERMS + 1):
-        omega = n * math.pi / width
-        common = (
-            (2 / width)
-            * np.sin(omega * b)
-            * np.exp(-0.5 * (omega * s) ** 2)
-            * omega
-            / (nu * nu + omega * omega)
-        )
-        parity = -1.0 if n % 2 else 1.0  # (-1)^n
-        survival += common * (1 - parity * np.exp(nu * width))
-        weighted += common * (1 - parity * np.exp(-nu * width))
+    omega = _TERMS * math.pi / width
+    common = ((2 / width) * np.sin(omega * b) * np.exp(-0.5 * (omega * s) ** 2) * omega) / (
+        nu * nu + omega * omega
+    )
+    survival = (common * (1 - _PARITY * np.exp(nu * width))).sum(axis=0)
+    weighted = (common * (1 - _PARITY * np.exp(-nu * width))).sum(axis=0)
     return survival * np.exp(-nu * b) * girsanov, weighted * np.exp(nu * b) * girsanov
 
 
@@ -149,13 +150,15 @@ class PathShape(NamedTuple):
 
 BROWNIAN = PathShape()  # one Brownian motion: the fallback's path
 DISPERSION_NODES = 3  # Gauss-Hermite nodes of the volatility mixture
+_HERMITE = np.polynomial.hermite_e.hermegauss(DISPERSION_NODES)
+_LEGENDRE = np.polynomial.legendre.leggauss(TIME_NODES)
 
 
 def _mixture(dispersion: float) -> list[tuple[float, float]]:
     """(multiplier of s, weight) pairs with mean multiplier 1 (one pair without dispersion)."""
     if dispersion <= 0:
         return [(1.0, 1.0)]
-    nodes, weights = np.polynomial.hermite_e.hermegauss(DISPERSION_NODES)
+    nodes, weights = _HERMITE
     weights = weights / weights.sum()
     return [
         (math.exp(dispersion * z - dispersion**2 / 2), float(w))
@@ -191,19 +194,34 @@ def barrier_odds(
     level_tp, level_sl = tp + shift, sl + shift
     up = drift >= 0  # a falling path is the mirror of a rising one with the levels swapped
     a, b = np.where(up, level_tp, level_sl), np.where(up, level_sl, level_tp)
-    p_tp, p_sl, neither = np.zeros_like(tp), np.zeros_like(tp), np.zeros_like(tp)
-    exit_fraction = np.zeros_like(tp) if exit_times else np.full_like(tp, np.nan)
-    nodes, weights = np.polynomial.legendre.leggauss(TIME_NODES)
-    for multiplier, weight in _mixture(shape.dispersion):
-        s = scale * multiplier
-        first, second, stays = _hit_probabilities(a, b, np.abs(drift), s)
-        p_tp += weight * np.where(up, first, second)
-        p_sl += weight * np.where(up, second, first)
-        neither += weight * stays
-        if exit_times:  # E[min(exit, end)] = integral of the survival over the horizon
-            for t, w in zip((nodes + 1) / 2, weights / 2, strict=True):
-                survival = _survival(a, b, np.abs(drift) * t, s * math.sqrt(t))[0]
-                exit_fraction += weight * w * survival
+    # Every volatility of the mixture (and every time node of the exit integral) in one batch:
+    # one custom barrier is a handful of rows, where numpy's per-call cost dominates.
+    mixture = _mixture(shape.dispersion)
+    multipliers = np.array([m for m, _ in mixture])[:, None]
+    mix_weights = np.array([w for _, w in mixture])[:, None]
+    n = tp.size
+
+    def tiled(values: npt.NDArray[Any], copies: int) -> npt.NDArray[Any]:
+        return np.tile(values, copies)
+
+    s_mix = (scale[None, :] * multipliers).reshape(-1)
+    first, second, stays = _hit_probabilities(
+        tiled(a, len(mixture)), tiled(b, len(mixture)), tiled(np.abs(drift), len(mixture)), s_mix
+    )
+    up_mix = tiled(up, len(mixture))
+    p_tp = (mix_weights * np.where(up_mix, first, second).reshape(-1, n)).sum(axis=0)
+    p_sl = (mix_weights * np.where(up_mix, second, first).reshape(-1, n)).sum(axis=0)
+    neither = (mix_weights * stays.reshape(-1, n)).sum(axis=0)
+    exit_fraction = np.full_like(tp, np.nan)
+    if exit_times:  # E[min(exit, end)] = integral of the survival over the horizon
+        nodes, weights = _LEGENDRE
+        times = ((nodes + 1) / 2)[:, None]
+        copies = TIME_NODES * len(mixture)
+        s_t = (np.sqrt(times)[:, None, :] * s_mix.reshape(len(mixture), n)[None]).reshape(-1)
+        m_t = (times[:, None, :] * np.abs(drift)[None, None, :]).repeat(len(mixture), axis=1)
+        survival = _survival(tiled(a, copies), tiled(b, copies), m_t.reshape(-1), s_t)[0]
+        per_node = survival.reshape(TIME_NODES, len(mixture), n)
+        exit_fraction = np.einsum("t,m,tmn->n", weights / 2, mix_weights[:, 0], per_node)
     # Optional stopping on the model's levels: E[X at exit] = drift x E[exit fraction]; a fill
     # at the trade's own level differs from the monitored level by the shift.
     gain = drift * exit_fraction - (p_tp - p_sl) * shift
