@@ -124,18 +124,23 @@ def _survival(a: F64, b: F64, m: F64, s: F64) -> tuple[F64, F64]:
     return np.clip(survival, 0.0, 1.0), np.maximum(weighted, 0.0)
 
 
-def _hit_probabilities(a: F64, b: F64, m: F64, s: F64) -> tuple[F64, F64, F64]:
-    """(p_tp, p_sl, p_neither) for drift m >= 0 (the caller mirrors negative drifts). A drift
-    too small to divide by is raised to 1e-9 / width: the answer moves by ~1e-9 and the
-    division's cancellation costs ~1e-7."""
-    width = a + b
-    nu = np.maximum(m / (s * s), 1e-9 / width)
-    m = nu * s * s
-    survival, weighted = _survival(a, b, m, s)
+def _hit_probabilities(
+    a: F64, b: F64, m: F64, s: F64, survival: F64, weighted: F64
+) -> tuple[F64, F64, F64]:
+    """(p_tp, p_sl, p_neither) for drift m > 0 (the caller mirrors negative drifts and raises
+    one too small to divide by, see _least_drift) from _survival's sums at the horizon's end."""
+    width, nu = a + b, m / (s * s)
     down_b, down_l = np.exp(-2 * nu * b), -np.expm1(-2 * nu * width)
     p_tp = ((1 - survival) - down_b * (1 - weighted)) / down_l
     p_tp = np.clip(p_tp, 0.0, 1.0 - survival)
     return p_tp, 1.0 - survival - p_tp, survival
+
+
+def _least_drift(m: F64, s: F64, width: F64) -> F64:
+    """|drift| raised to at least 1e-9 x s^2 / width: the first-passage formula divides by the
+    drift, and this moves the answer by ~1e-9 while the division's cancellation costs ~1e-7."""
+    out: F64 = np.maximum(m, 1e-9 * s * s / width)
+    return out
 
 
 class PathShape(NamedTuple):
@@ -205,8 +210,21 @@ def barrier_odds(
         return np.tile(values, copies)
 
     s_mix = (scale[None, :] * multipliers).reshape(-1)
+    a_mix, b_mix = tiled(a, len(mixture)), tiled(b, len(mixture))
+    m_mix = _least_drift(tiled(np.abs(drift), len(mixture)), s_mix, a_mix + b_mix)
+    # Time 1 (the horizon's end: the three outcomes) and the exit integral's nodes, one batch.
+    nodes, weights = _LEGENDRE
+    times = np.concatenate([[1.0], (nodes + 1) / 2]) if exit_times else np.ones(1)
+    copies = len(times)
+    survival, weighted = _survival(
+        np.tile(a_mix, copies),
+        np.tile(b_mix, copies),
+        (times[:, None] * m_mix[None, :]).reshape(-1),
+        (np.sqrt(times)[:, None] * s_mix[None, :]).reshape(-1),
+    )
+    at_end = slice(0, s_mix.size)
     first, second, stays = _hit_probabilities(
-        tiled(a, len(mixture)), tiled(b, len(mixture)), tiled(np.abs(drift), len(mixture)), s_mix
+        a_mix, b_mix, m_mix, s_mix, survival[at_end], weighted[at_end]
     )
     up_mix = tiled(up, len(mixture))
     p_tp = (mix_weights * np.where(up_mix, first, second).reshape(-1, n)).sum(axis=0)
@@ -214,13 +232,7 @@ def barrier_odds(
     neither = (mix_weights * stays.reshape(-1, n)).sum(axis=0)
     exit_fraction = np.full_like(tp, np.nan)
     if exit_times:  # E[min(exit, end)] = integral of the survival over the horizon
-        nodes, weights = _LEGENDRE
-        times = ((nodes + 1) / 2)[:, None]
-        copies = TIME_NODES * len(mixture)
-        s_t = (np.sqrt(times)[:, None, :] * s_mix.reshape(len(mixture), n)[None]).reshape(-1)
-        m_t = (times[:, None, :] * np.abs(drift)[None, None, :]).repeat(len(mixture), axis=1)
-        survival = _survival(tiled(a, copies), tiled(b, copies), m_t.reshape(-1), s_t)[0]
-        per_node = survival.reshape(TIME_NODES, len(mixture), n)
+        per_node = survival[s_mix.size :].reshape(TIME_NODES, len(mixture), n)
         exit_fraction = np.einsum("t,m,tmn->n", weights / 2, mix_weights[:, 0], per_node)
     # Optional stopping on the model's levels: E[X at exit] = drift x E[exit fraction]; a fill
     # at the trade's own level differs from the monitored level by the shift.
