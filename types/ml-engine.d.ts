@@ -1289,9 +1289,9 @@ export interface operations {
                 tp?: number;
                 /** @description Stop in ATR multiples */
                 sl?: number;
-                /** @description Take-profit as a price (instead of tp) */
+                /** @description Take-profit as a price instead of tp: above the newest close for a long trade, below it for a short one */
                 tp_price?: number;
-                /** @description Stop as a price (instead of sl) */
+                /** @description Stop as a price instead of sl: below the newest close for a long trade, above it for a short one */
                 sl_price?: number;
                 /** @description The barrier's horizon (default: the models' label horizon) */
                 horizon?: "scalping" | "intraday" | "swing" | "position";

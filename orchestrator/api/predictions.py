@@ -424,10 +424,20 @@ class PredictionController(Controller):
         tp: Annotated[str | None, _barrier_number("Take-profit in ATR multiples")] = None,
         sl: Annotated[str | None, _barrier_number("Stop in ATR multiples")] = None,
         tp_price: Annotated[
-            str | None, _barrier_number("Take-profit as a price (instead of tp)", atr=False)
+            str | None,
+            _barrier_number(
+                "Take-profit as a price instead of tp: above the newest close for a long trade, "
+                "below it for a short one",
+                atr=False,
+            ),
         ] = None,
         sl_price: Annotated[
-            str | None, _barrier_number("Stop as a price (instead of sl)", atr=False)
+            str | None,
+            _barrier_number(
+                "Stop as a price instead of sl: below the newest close for a long trade, above "
+                "it for a short one",
+                atr=False,
+            ),
         ] = None,
         horizon: Annotated[
             str | None,
@@ -452,5 +462,5 @@ class PredictionController(Controller):
         asset_class = await predictions.asset_class(sym)
         if query.given():  # the caller's levels: computed for this request, not kept
             body = signal_response(run, chosen, asset_class, resolve_barrier(query, run))
-            return Response(body, media_type=MediaType.JSON)
+            return Response(msgspec.json.encode(body), media_type=MediaType.JSON)  # type: ignore[arg-type]
         return Response(encoded_signal(run, chosen, asset_class), media_type=MediaType.JSON)  # type: ignore[arg-type]
