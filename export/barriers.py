@@ -1,13 +1,15 @@
 """The barrier model's fit, its nested scoring and its gate (serving: features/barriers.py).
 
-Per horizon the path model has four numbers: three drift coefficients on what the bar close
-already served (drift_inputs) and the log of a multiplier of the fallback's volatility. They
-are fitted by minimising the multiclass Brier score over every barrier cell of the grid, both
-sides, on rows spaced evenly in time (neighbouring rows share most of their path, so more rows
-add little but cost). Scored nested like the head: fold k's model is fitted on folds 1..k-1
-(fold 0 has no served ranges to read), so the first scored fold is 2. The gate per cell (side,
-horizon, take-profit, stop) is the head's: a one-sided Diebold-Mariano test with HAC variance
-that the model's Brier loss is below the fallback's, at GATE_ALPHA.
+Per horizon the path model has five numbers: three drift coefficients on what the bar close
+already served (drift_inputs), the log of a multiplier of the fallback's volatility, and the
+dispersion of a log-normal volatility mixture. They are fitted by minimising the three-outcome
+Brier score over every barrier cell of the grid, both sides, on rows spaced evenly in time
+(neighbouring rows share most of their path, so more rows add little but cost): the drift and
+the level first, then all five. Scored nested like the head: fold k's model is fitted on folds
+1..k-1 (fold 0 has no served ranges to read), so the first scored fold is 2. The gate per cell
+(side, horizon, take-profit, stop) is the head's one-sided Diebold-Mariano test with HAC
+variance that the model's Brier loss is below the fallback's, at GATE_ALPHA, and in addition
+the model's P(take-profit first) and P(stop first) must be calibrated there (ECE_TARGET).
 """
 
 from __future__ import annotations
