@@ -3,20 +3,23 @@
 One model serves every barrier: over a horizon the price path from the entry close, in ATR
 units, is a Brownian motion with drift, X_t = m·t + s·W_t for t in [0, 1] of the horizon. The
 three outcomes are the first-passage probabilities of that path between the take-profit +a and
-the stop -b (short: the mirrored path), in closed form by the method of images (the killed
-density is a sum of Gaussians; the drift enters by Girsanov's factor; its integrals against
-exponentials are differences of normal CDFs). Because every barrier reads the same path, the
-probabilities sum to 1 and P(take-profit first) falls as the take-profit moves away and rises
-as the stop does, for any m and s: consistency and monotonicity by construction, not by
-constraint.
+the stop -b (short: the mirrored path), in closed form: by the method of images where the
+horizon is short against the corridor (the killed density is a sum of Gaussians, the drift
+enters by Girsanov's factor, its integrals against exponentials are differences of normal
+CDFs), by the sine series of the same density where it is long. Because every barrier reads
+the same path, the probabilities sum to 1 and P(take-profit first) falls as the take-profit
+moves away and rises as the stop does, for any m and s: consistency and monotonicity by
+construction, not by constraint.
 
 - The **fallback** (no skill): driftless, m = 0, with the served volatility, s from the served
   high and low ranges of the horizon (for a Brownian motion E[max] = s·sqrt(2/pi)). Its
   expected R before costs is exactly 0 (optional stopping): it says there is no edge.
-- The **model**: the same path with a drift and a volatility scale fitted on out-of-fold
-  barrier outcomes (export/barriers.py) from what the bar close already served: the asymmetry
-  of the served ranges and P(long wins) - P(short wins). The gate serves it for a barrier cell
-  only where it beat the fallback's Brier score on the nested folds.
+- The **model**: the same path with a drift read from what the bar close already served (the
+  asymmetry of the served ranges and P(long wins) - P(short wins)), a volatility scale and a
+  log-normal mixture of volatilities (PathShape), fitted on out-of-fold barrier outcomes
+  (export/barriers.py). A mixture of such paths keeps both guarantees. The gate serves it for a
+  barrier cell only where it beat the fallback's Brier score on the nested folds and was
+  calibrated there.
 
 Checks bar by bar on a path sampled at n points cross a level later than the continuous path
 does; Broadie, Glasserman & Kou (1997) correct this by moving each level out by
