@@ -49,6 +49,43 @@ async def agreement(clients: dict[str, Http], symbols: list[str]) -> Json:
 
 
 # --- warm -----------------------------------------------------------------------------------
+async def closed_loop_point(
+    client: Http,
+    symbols: list[str],
+    c: int,
+    seconds: float,
+    path: str = "/api/predict/",
+    query: str = "",
+) -> Json:
+    """One closed loop on `path` + symbol + `query`: c=1 asks for the first symbol, higher c
+    cycles over every symbol (worker k, request i asks for symbol (k + i*c) mod n). wrk when
+    installed (a Python client costs as much CPU per request as the engine), else aiohttp."""
+    chosen = symbols[:1] if c == 1 else symbols
+    if shutil.which("wrk"):
+        return await asyncio.to_thread(
+            wrk_loop, str(client.base_url), chosen, c, seconds, path, query
+        )
+
+    async def call(k: int, i: int) -> bool:
+        symbol = chosen[(k + i * c) % len(chosen)]
+        try:
+            response = await client.get(f"{path}{symbol}{query}")
+        except TransportError:
+            return False
+        return response.status_code == 200
+
+    return await closed_loop(call, c, seconds)
+
+
+def log_point(label: str, c: int, summary: Json) -> None:
+    log(
+        f"{label} c={c:2d}  {summary['throughput_per_s']:8.1f} req/s  "
+        f"p50 {summary.get('p50_ms', float('nan')):8.2f} ms  "
+        f"p99 {summary.get('p99_ms', float('nan')):8.2f} ms  "
+        f"errors {summary['errors']}"
+    )
+
+
 async def warm_phase(
     services: list[Service],
     clients: dict[str, Http],
@@ -56,8 +93,8 @@ async def warm_phase(
     symbols: list[str],
     seconds: float,
 ) -> Json:
-    """c=1 asks for one symbol; c=16/64 spread over every symbol (worker k, request i asks for
-    symbol (k + i*c) mod n) after one warm-up pass, so the engine's per-symbol caches are full."""
+    """Closed loops on /api/predict at every concurrency (closed_loop_point) after one warm-up
+    pass, so the engine's per-symbol caches are full."""
     results: Json = {}
     for service in services:
         client = clients[service.name]
@@ -68,28 +105,9 @@ async def warm_phase(
             results[service.name] = {"warmup_failed": failed}
             for c in CONCURRENCY:
                 await wait_idle(roots)
-
-                async def call(k: int, i: int, c: int = c, client: Http = client) -> bool:
-                    symbol = symbols[0] if c == 1 else symbols[(k + i * c) % len(symbols)]
-                    try:
-                        response = await client.get(f"/api/predict/{symbol}")
-                    except TransportError:
-                        return False
-                    return response.status_code == 200
-
-                if shutil.which("wrk"):
-                    chosen = symbols[:1] if c == 1 else symbols
-                    url = str(client.base_url)
-                    summary = await asyncio.to_thread(wrk_loop, url, chosen, c, seconds)
-                else:
-                    summary = await closed_loop(call, c, seconds)
+                summary = await closed_loop_point(client, symbols, c, seconds)
                 results[service.name][str(c)] = summary
-                log(
-                    f"warm {service.name:8s} c={c:2d}  {summary['throughput_per_s']:8.1f} req/s  "
-                    f"p50 {summary.get('p50_ms', float('nan')):8.2f} ms  "
-                    f"p99 {summary.get('p99_ms', float('nan')):8.2f} ms  "
-                    f"errors {summary['errors']}"
-                )
+                log_point(f"warm {service.name:8s}", c, summary)
     return results
 
 
@@ -119,32 +137,9 @@ async def barrier_phase(
             results[name] = {}
             for c in (1, 16):
                 await wait_idle(roots)
-                chosen = symbols[:1] if c == 1 else symbols
-                if shutil.which("wrk"):
-                    url = str(client.base_url)
-                    summary = await asyncio.to_thread(
-                        wrk_loop, url, chosen, c, seconds, SIGNAL_PATH, query
-                    )
-                else:
-
-                    async def call(
-                        k: int, i: int, c: int = c, query: str = query, chosen: list[str] = chosen
-                    ) -> bool:
-                        symbol = chosen[(k + i * c) % len(chosen)]
-                        try:
-                            response = await client.get(f"{SIGNAL_PATH}{symbol}{query}")
-                        except TransportError:
-                            return False
-                        return response.status_code == 200
-
-                    summary = await closed_loop(call, c, seconds)
+                summary = await closed_loop_point(client, symbols, c, seconds, SIGNAL_PATH, query)
                 results[name][str(c)] = summary
-                log(
-                    f"signals {name:8s} c={c:2d}  {summary['throughput_per_s']:8.1f} req/s  "
-                    f"p50 {summary.get('p50_ms', float('nan')):8.2f} ms  "
-                    f"p99 {summary.get('p99_ms', float('nan')):8.2f} ms  "
-                    f"errors {summary['errors']}"
-                )
+                log_point(f"signals {name:8s}", c, summary)
     return results
 
 

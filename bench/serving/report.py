@@ -84,10 +84,10 @@ def ratios(results: Json) -> Json:
                 out[f"batching_on_over_off_one_instance_c{c}"] = on_rate[c] / off_rate[c]
     barrier = results.get("barrier")
     if barrier:
-        for c in ("1", "16"):
-            default, custom = barrier["default"][c], barrier["custom"][c]
-            out[f"barrier_c{c}_p50_custom_over_default"] = custom["p50_ms"] / default["p50_ms"]
-            out[f"barrier_c{c}_throughput_default_over_custom"] = (
+        for point in ("1", "16"):
+            default, custom = barrier["default"][point], barrier["custom"][point]
+            out[f"barrier_c{point}_p50_custom_over_default"] = custom["p50_ms"] / default["p50_ms"]
+            out[f"barrier_c{point}_throughput_default_over_custom"] = (
                 default["throughput_per_s"] / custom["throughput_per_s"]
             )
     backtest = results.get("backtest")
