@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize  # type: ignore[import-untyped]
 
-from export.evaluation import ECE_TARGET
+from export.evaluation import ECE_TARGET, expected_calibration_error, reliability
 from export.gate import GATE_ALPHA, GateDecision, dm_test
 from orchestrator.features.barriers import (
     BARRIER_VERSION,
@@ -39,6 +39,7 @@ from orchestrator.features.barriers import (
     drift_inputs,
     fallback_scale,
 )
+from orchestrator.features.targets import STOP, TAKE_PROFIT
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -51,7 +52,6 @@ FIT_ITERATIONS = 20
 # the same real 1h rows; a planted drift of 0.5 s per unit of signal is still found.
 DRIFT_PENALTY = 0.01
 MIN_FIT_ROWS = 50
-ECE_BINS = 10
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,30 +166,54 @@ def fit_path(
     return PathFit.of(min(results, key=lambda r: r[0])[1])
 
 
+@dataclass(frozen=True)
+class BarrierRows:
+    """The out-of-fold rows the barrier model is fitted and judged on, in time order."""
+
+    fold: I64
+    ts: I64
+    ranges: F64  # (n, 2H) served ranges, after the head's gate (NaN on fold 0)
+    p_long: F64  # served P(long wins), P(short wins)
+    p_short: F64
+    outcomes: I8  # (n, sides, H, tp, sl) outcome codes on the grid
+    label_bars: list[int]  # per horizon, the longest over the symbols: the gate's HAC lags
+    bars: F64  # (n, H) each row's horizons in bars on its symbol's calendar
+
+    def horizon_inputs(self, k: int) -> tuple[F64, F64]:
+        """(fallback sd (n,), drift inputs (n, 3)) of horizon k from the served numbers."""
+        up, down = self.ranges[:, 2 * k], self.ranges[:, 2 * k + 1]
+        return fallback_scale(up, down), drift_inputs(up, down, self.p_long, self.p_short)
+
+
 @dataclass
 class NestedBarriers:
     """Per horizon: model and fallback probabilities on the grid for folds >= 2 (NaN before),
-    and the served ones after the nested gate (fold k's gate read folds 2..k-1)."""
+    their Brier losses, and the served probabilities after the nested gate (fold k's gate read
+    folds 2..k-1)."""
 
     model: list[F64] = field(default_factory=list)  # (n, sides, tp, sl, 3) per horizon
     fallback: list[F64] = field(default_factory=list)
     served: list[F64] = field(default_factory=list)
+    model_loss: list[F64] = field(default_factory=list)  # (n, sides, tp, sl) per horizon
+    fallback_loss: list[F64] = field(default_factory=list)
     fits: dict[int, list[PathFit]] = field(default_factory=dict)  # fold -> fit per horizon
 
 
-def horizon_inputs(ranges: F64, p_long: F64, p_short: F64, k: int) -> tuple[F64, F64]:
-    """(fallback sd (n,), drift inputs (n, 3)) of horizon k from the served numbers."""
-    up, down = ranges[:, 2 * k], ranges[:, 2 * k + 1]
-    return fallback_scale(up, down), drift_inputs(up, down, p_long, p_short)
+def _calibrated(p: F64, outcomes: I8) -> bool:
+    """P(take-profit first) and P(stop first) within ECE_TARGET of what happened."""
+    return all(
+        expected_calibration_error(p[:, column], (outcomes == code).astype(np.float64))
+        <= ECE_TARGET
+        for column, code in ((0, TAKE_PROFIT), (1, STOP))
+    )
 
 
 def cell_gate(
-    model: F64, fallback: F64, outcomes: I8, ts: I64, label_bars: int
+    model: F64, model_loss: F64, fallback_loss: F64, outcomes: I8, ts: I64, label_bars: int
 ) -> list[list[list[GateDecision]]]:
-    """[side][tp][sl] from the (n, sides, tp, sl, 3) probabilities: MODEL where the one-sided
-    DM test finds its Brier loss lower *and* its P(take-profit first) and P(stop first) are
-    calibrated on the same rows (ECE <= ECE_TARGET); otherwise FALLBACK."""
-    model_loss, fallback_loss = brier_losses(model, outcomes), brier_losses(fallback, outcomes)
+    """[side][tp][sl]: MODEL where the one-sided DM test finds the model's Brier loss lower
+    *and* its probabilities (n, sides, tp, sl, 3) are calibrated on the same rows; otherwise
+    FALLBACK."""
     out = []
     for side in range(len(SIDES)):
         table = []
@@ -203,96 +227,73 @@ def cell_gate(
                     continue
                 _, p_value = dm_test(m[known] - f[known], ts[known], label_bars)
                 skill = 1 - float(m[known].mean()) / max(float(f[known].mean()), 1e-12)
-                truth = outcomes[known, side, i, j]
-                calibrated = all(
-                    _ece(model[known, side, i, j, column], (truth == code).astype(np.float64))
-                    <= ECE_TARGET
-                    for column, code in ((0, 1), (1, 2))
+                passed = bool(p_value < GATE_ALPHA) and _calibrated(
+                    model[known, side, i, j], outcomes[known, side, i, j]
                 )
-                passed = bool(p_value < GATE_ALPHA) and calibrated
-                row.append(
-                    GateDecision(
-                        MODEL if passed else FALLBACK, FALLBACK, p_value, skill, int(known.sum())
-                    )
-                )
+                served = MODEL if passed else FALLBACK
+                row.append(GateDecision(served, FALLBACK, p_value, skill, int(known.sum())))
             table.append(row)
         out.append(table)
     return out
 
 
-def nested_barriers(
-    fold: I64,
-    ts: I64,
-    ranges: F64,
-    p_long: F64,
-    p_short: F64,
-    outcomes: I8,
-    label_bars: list[int],
-    bars: F64,
-) -> NestedBarriers:
+def nested_barriers(rows: BarrierRows) -> NestedBarriers:
     """Fit fold k's path model on folds 1..k-1, score it and the fallback on fold k (k >= 2),
-    and serve per cell what the gate on folds 2..k-1 chose (fold 2: the fallback). `bars`
-    (n, H): each row's horizons in bars on its symbol's calendar."""
+    and serve per cell what the gate on folds 2..k-1 chose (fold 2: the fallback)."""
+    fold, outcomes = rows.fold, rows.outcomes
     n, horizons = len(fold), outcomes.shape[2]
-    last = int(fold.max())
     out = NestedBarriers()
-    shape = (n, len(SIDES), len(TP_GRID_ATR), len(SL_GRID_ATR), 3)
+    shape = (n, len(SIDES), len(TP_GRID_ATR), len(SL_GRID_ATR))
     for k in range(horizons):
-        scale, inputs = horizon_inputs(ranges, p_long, p_short, k)
-        model, fallback = np.full(shape, np.nan), np.full(shape, np.nan)
-        served = np.full(shape, np.nan)
-        h = bars[:, k].astype(np.float64)
+        scale, inputs = rows.horizon_inputs(k)
+        y, h = outcomes[:, :, k], rows.bars[:, k].astype(np.float64)
+        model, fallback = np.full((*shape, 3), np.nan), np.full((*shape, 3), np.nan)
+        model_loss, fallback_loss = np.full(shape, np.nan), np.full(shape, np.nan)
+        served = np.full((*shape, 3), np.nan)
         fit = None
-        for f in range(2, last + 1):
+        for f in range(2, int(fold.max()) + 1):
             before, now = (fold >= 1) & (fold < f), fold == f
-            fit = fit_path(scale[before], inputs[before], outcomes[before, :, k], h[before], fit)
+            fit = fit_path(scale[before], inputs[before], y[before], h[before], fit)
             out.fits.setdefault(f, []).append(fit)
             model[now] = _model_probabilities(fit, scale[now], inputs[now], h[now])
             fallback[now] = _model_probabilities(PathFit.none(), scale[now], inputs[now], h[now])
-            served[now] = fallback[now]
+            model_loss[now] = brier_losses(model[now], y[now])
+            fallback_loss[now] = brier_losses(fallback[now], y[now])
+            served[now] = fallback[now]  # fold 2: nothing shown yet
             earlier = (fold >= 2) & (fold < f)
             if earlier.any():
                 gates = cell_gate(
                     model[earlier],
-                    fallback[earlier],
-                    outcomes[earlier, :, k],
-                    ts[earlier],
-                    label_bars[k],
+                    model_loss[earlier],
+                    fallback_loss[earlier],
+                    y[earlier],
+                    rows.ts[earlier],
+                    rows.label_bars[k],
                 )
-                for side, table in enumerate(gates):
-                    for i, row in enumerate(table):
-                        for j, decision in enumerate(row):
-                            if decision.served == MODEL:
-                                served[now, side, i, j] = model[now, side, i, j]
+                use_model = np.array([[[d.served == MODEL for d in r] for r in t] for t in gates])
+                served[now] = np.where(use_model[None, ..., None], model[now], fallback[now])
         out.model.append(model)
         out.fallback.append(fallback)
         out.served.append(served)
+        out.model_loss.append(model_loss)
+        out.fallback_loss.append(fallback_loss)
     return out
 
 
 def _pooled_reliability(
     probabilities: F64, outcomes: I8, gates: list[list[list[GateDecision]]], source: str
 ) -> list[dict[str, float]]:
-    """P(take-profit first) and P(stop first) of every cell that serves `source`, pooled, in
-    ECE_BINS bins: mean predicted and observed per bin (the card's reliability diagram)."""
+    """P(take-profit first) and P(stop first) of every cell that serves `source`, pooled, per
+    probability decile (the card's reliability diagram)."""
     served = np.array([[[d.served == source for d in row] for row in t] for t in gates])
-    predicted, observed = [], []
-    for column, code in ((0, 1), (1, 2)):
-        p = probabilities[..., column][:, served]
-        hit = (outcomes[:, served] == code).astype(np.float64)
-        known = outcomes[:, served] >= 0
-        predicted.append(p[known])
-        observed.append(hit[known])
-    p, hit = np.concatenate(predicted), np.concatenate(observed)
-    bins = np.clip(np.digitize(p, np.linspace(0, 1, ECE_BINS + 1)[1:-1]), 0, ECE_BINS - 1)
+    known = outcomes[:, served] >= 0
+    p = np.concatenate([probabilities[..., column][:, served][known] for column in (0, 1)])
+    hit = np.concatenate(
+        [(outcomes[:, served] == code)[known].astype(np.float64) for code in (TAKE_PROFIT, STOP)]
+    )
     return [
-        {
-            "mean_p": float(p[bins == b].mean()),
-            "observed": float(hit[bins == b].mean()),
-            "count": int((bins == b).sum()),
-        }
-        for b in range(ECE_BINS)
-        if (bins == b).any()
+        {"mean_p": r["mean_p"], "observed": r["observed"], "count": r["count"]}
+        for r in reliability(p, hit)
     ]
 
 
@@ -311,55 +312,32 @@ def _fallback(decision: GateDecision) -> GateDecision:
     return msgspec.structs.replace(decision, served=FALLBACK)
 
 
-def _ece(p: F64, hit: F64) -> float:
-    edges = np.linspace(0, 1, ECE_BINS + 1)
-    bins = np.clip(np.digitize(p, edges[1:-1]), 0, ECE_BINS - 1)
-    total = 0.0
-    for b in range(ECE_BINS):
-        mask = bins == b
-        if mask.any():
-            total += mask.sum() / p.size * abs(float(hit[mask].mean() - p[mask].mean()))
-    return total
-
-
-def fit_barrier_head(
-    fold: I64,
-    ts: I64,
-    ranges: F64,
-    p_long: F64,
-    p_short: F64,
-    outcomes: I8,
-    label_bars: list[int],
-    horizons: list[str],
-    bars: F64,
-) -> tuple[BarrierHead, dict[str, Any]]:
+def fit_barrier_head(rows: BarrierRows, horizons: list[str]) -> tuple[BarrierHead, dict[str, Any]]:
     """The exported head (path fits on every row of folds >= 1, the gate on the nested losses of
     folds >= 2) and its card section: per cell the model's and the fallback's Brier, the served
     Brier skill over the fallback (nested gate), the test's p-value and the served ECE."""
-    nested = nested_barriers(fold, ts, ranges, p_long, p_short, outcomes, label_bars, bars)
-    scored = fold >= 2
+    nested = nested_barriers(rows)
+    scored, used = rows.fold >= 2, rows.fold >= 1
     fits: list[PathFit] = []
     served_names = []
     reliability_tables: dict[str, dict[str, list[dict[str, float]]]] = {}
     cells: list[dict[str, Any]] = []
     for k, name in enumerate(horizons):
-        scale, inputs = horizon_inputs(ranges, p_long, p_short, k)
-        used = fold >= 1
+        scale, inputs = rows.horizon_inputs(k)
         last_nested = nested.fits[max(nested.fits)][k] if nested.fits else None
-        fit = fit_path(scale[used], inputs[used], outcomes[used, :, k], bars[used, k], last_nested)
+        y_used, bars_used = rows.outcomes[used, :, k], rows.bars[used, k]
+        fit = fit_path(scale[used], inputs[used], y_used, bars_used, last_nested)
         fits.append(fit)
-        y = outcomes[scored, :, k]
-        model_loss = brier_losses(nested.model[k][scored], y)
-        fallback_loss = brier_losses(nested.fallback[k][scored], y)
+        y = rows.outcomes[scored, :, k]
+        model, fallback = nested.model[k][scored], nested.fallback[k][scored]
+        model_loss, fallback_loss = nested.model_loss[k][scored], nested.fallback_loss[k][scored]
         served_loss = brier_losses(nested.served[k][scored], y)
-        gates = cell_gate(
-            nested.model[k][scored], nested.fallback[k][scored], y, ts[scored], label_bars[k]
-        )
+        gates = cell_gate(model, model_loss, fallback_loss, y, rows.ts[scored], rows.label_bars[k])
         if fit == PathFit.none():  # too few rows to fit: the exported model is the fallback
             gates = [[[_fallback(d) for d in row] for row in table] for table in gates]
         reliability_tables[name] = {
-            source: _pooled_reliability(probabilities[k][scored], y, gates, source)
-            for source, probabilities in ((MODEL, nested.model), (FALLBACK, nested.fallback))
+            source: _pooled_reliability(probabilities, y, gates, source)
+            for source, probabilities in ((MODEL, model), (FALLBACK, fallback))
         }
         served_names.append([[[d.served for d in row] for row in table] for table in gates])
         for side, side_name in enumerate(SIDES):
@@ -369,11 +347,13 @@ def fit_barrier_head(
                     decision = gates[side][i][j]
                     # Calibration of what the exported head serves in this cell, on the
                     # nested rows (the model fitted on earlier folds, or the fallback).
-                    chosen = nested.model if decision.served == MODEL else nested.fallback
-                    p_served = chosen[k][scored][known, side, i, j]
+                    chosen = model if decision.served == MODEL else fallback
+                    p_served = chosen[known, side, i, j]
                     truth = y[known, side, i, j]
                     fallback_mean = float(np.nanmean(fallback_loss[:, side, i, j]))
                     served_mean = float(np.nanmean(served_loss[:, side, i, j]))
+                    hit_tp = (truth == TAKE_PROFIT).astype(np.float64)
+                    hit_sl = (truth == STOP).astype(np.float64)
                     cells.append(
                         _rounded_record(
                             {
@@ -387,10 +367,10 @@ def fit_barrier_head(
                                 "fallback_brier": fallback_mean,
                                 "served_skill": 1 - served_mean / max(fallback_mean, 1e-12),
                                 "model_skill": decision.skill,
-                                "ece_tp": _ece(p_served[:, 0], (truth == 1).astype(np.float64)),
-                                "ece_sl": _ece(p_served[:, 1], (truth == 2).astype(np.float64)),
-                                "rate_tp": float((truth == 1).mean()),
-                                "rate_sl": float((truth == 2).mean()),
+                                "ece_tp": expected_calibration_error(p_served[:, 0], hit_tp),
+                                "ece_sl": expected_calibration_error(p_served[:, 1], hit_sl),
+                                "rate_tp": float(hit_tp.mean()),
+                                "rate_sl": float(hit_sl.mean()),
                                 "rows": int(known.sum()),
                             }
                         )

@@ -26,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 from tqdm import tqdm
 
-from export.barriers import fit_barrier_head
+from export.barriers import BarrierRows, fit_barrier_head
 from export.baselines import (
     INTERVAL_LEVEL,
     BaselineFit,
@@ -640,17 +640,17 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         "config": config_dict(cfg),
     }
     head, card["gate"] = fit_head(oof, served, lags, data, samples)
-    barrier_head, card["barriers"] = fit_barrier_head(
-        oof.fold,
-        oof.ts,
-        served.ranges,
-        served.p_long,
-        served.p_short,
-        oof.barriers,
-        longest,
-        horizons,
-        oof.horizon_bars.astype(np.float64),
+    rows = BarrierRows(
+        fold=oof.fold,
+        ts=oof.ts,
+        ranges=served.ranges,
+        p_long=served.p_long,
+        p_short=served.p_short,
+        outcomes=oof.barriers,
+        label_bars=longest,
+        bars=oof.horizon_bars.astype(np.float64),
     )
+    barrier_head, card["barriers"] = fit_barrier_head(rows, horizons)
     head = msgspec.structs.replace(head, barriers=barrier_head)
     card["fold_gates"] = {str(k): v for k, v in served.fold_gates.items()}
     final_meta = fit_metamodel(x_meta, won, n_range, n_ctx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from export.barriers import card_cells, fit_barrier_head, fit_path
+from export.barriers import BarrierRows, card_cells, fit_barrier_head, fit_path
 from orchestrator.features.barriers import (
     FALLBACK,
     MODEL,
@@ -52,17 +52,17 @@ def _study(planted: float, seed: int, steps: int = 1000) -> dict:
     outcomes = _outcomes(planted * signal * scale, scale, steps, seed)[:, :, None]
     fold = np.repeat(np.arange(5), n // 5)
     ts = np.arange(n, dtype=np.int64) * 300 * 10**9
-    head, card = fit_barrier_head(
-        fold,
-        ts,
-        np.stack([served_range, served_range], axis=1),
-        0.5 + 0.05 * signal,  # P(long wins) - P(short wins) carries the drift
-        0.5 - 0.05 * signal,
-        outcomes,
-        [1],
-        ["intraday"],
-        np.full((n, 1), 48.0),
+    rows = BarrierRows(
+        fold=fold,
+        ts=ts,
+        ranges=np.stack([served_range, served_range], axis=1),
+        p_long=0.5 + 0.05 * signal,  # P(long wins) - P(short wins) carries the drift
+        p_short=0.5 - 0.05 * signal,
+        outcomes=outcomes,
+        label_bars=[1],
+        bars=np.full((n, 1), 48.0),
     )
+    head, card = fit_barrier_head(rows, ["intraday"])
     return {"head": head, "cells": card_cells(card), "scale": scale}
 
 
