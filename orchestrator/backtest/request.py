@@ -20,7 +20,7 @@ from orchestrator.marketdata.timeframes import (
     parse_symbol,
     parse_timeframe,
 )
-from orchestrator.signals.barriers import MAX_BARRIER_ATR, MIN_BARRIER_ATR
+from orchestrator.signals.barriers import checked_distance
 from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
 
 
@@ -157,14 +157,11 @@ def resolve_request(request: BacktestRequest) -> Resolved:
         raise BacktestRequestError("end", f"end ({end:%Y-%m-%d %H:%M}) must be after start")
     for name in ("tp_atr", "sl_atr"):
         level = getattr(request, name)
-        if level is not None and not (
-            math.isfinite(level) and MIN_BARRIER_ATR <= level <= MAX_BARRIER_ATR
-        ):
-            raise BacktestRequestError(
-                name,
-                f"{name} must be between {MIN_BARRIER_ATR:g} and {MAX_BARRIER_ATR:g} ATR from "
-                f"the entry, got {level:g}",
-            )
+        if level is not None:
+            try:
+                checked_distance(name, level)  # the rule /api/signals applies to tp and sl
+            except BadParameterError as exc:
+                raise BacktestRequestError(name, str(exc)) from None
     strategy = _strategy(request)
     config = _engine_config(request)
     echo = msgspec.structs.replace(

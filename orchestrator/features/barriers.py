@@ -31,7 +31,7 @@ paths sampled coarsely (tests/features/test_barriers.py samples a few points per
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -209,12 +209,9 @@ def barrier_odds(
     mix_weights = np.array([w for _, w in mixture])[:, None]
     n = tp.size
 
-    def tiled(values: npt.NDArray[Any], copies: int) -> npt.NDArray[Any]:
-        return np.tile(values, copies)
-
     s_mix = (scale[None, :] * multipliers).reshape(-1)
-    a_mix, b_mix = tiled(a, len(mixture)), tiled(b, len(mixture))
-    m_mix = _least_drift(tiled(np.abs(drift), len(mixture)), s_mix, a_mix + b_mix)
+    a_mix, b_mix = np.tile(a, len(mixture)), np.tile(b, len(mixture))
+    m_mix = _least_drift(np.tile(np.abs(drift), len(mixture)), s_mix, a_mix + b_mix)
     # Time 1 (the horizon's end: the three outcomes) and the exit integral's nodes, one batch.
     nodes, weights = _LEGENDRE
     times = np.concatenate([[1.0], (nodes + 1) / 2]) if exit_times else np.ones(1)
@@ -229,7 +226,7 @@ def barrier_odds(
     first, second, stays = _hit_probabilities(
         a_mix, b_mix, m_mix, s_mix, survival[at_end], weighted[at_end]
     )
-    up_mix = tiled(up, len(mixture))
+    up_mix = np.tile(up, len(mixture))
     p_tp = (mix_weights * np.where(up_mix, first, second).reshape(-1, n)).sum(axis=0)
     p_sl = (mix_weights * np.where(up_mix, second, first).reshape(-1, n)).sum(axis=0)
     neither = (mix_weights * stays.reshape(-1, n)).sum(axis=0)
@@ -311,12 +308,3 @@ def side_drift(side: str, drift: F64) -> F64:
     """The drift of the path in the trade's favour (a short trade profits from a fall)."""
     out: F64 = drift if side == "long" else -drift
     return out
-
-
-def odds_record(odds: BarrierOdds, index: int = 0) -> dict[str, Any]:
-    return {
-        "p_tp_first": float(odds.p_tp.ravel()[index]),
-        "p_sl_first": float(odds.p_sl.ravel()[index]),
-        "p_neither": float(odds.p_neither.ravel()[index]),
-        "expected_bars": float(odds.expected_bars.ravel()[index]),
-    }

@@ -1,5 +1,6 @@
-"""Fixtures shared by the API tests: settings for the suite's servers, a loaded store, and the
-app served by a real uvicorn (WebSockets need a real server and client)."""
+"""Fixtures shared by the API tests: settings for the suite's servers, a test client of the app
+over them (modules that need another app override `client`), and the app served by a real
+uvicorn (WebSockets need a real server and client)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 from litestar import Litestar
+from litestar.testing import AsyncTestClient
 
+from orchestrator.api.app import create_app
 from orchestrator.api.server import GracefulServer
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.settings import (
@@ -37,6 +41,17 @@ def api_settings(
     return Settings(
         db=db, triton=triton, api=api or ApiSettings(), redis=RedisSettings(url=redis_url)
     )
+
+
+@pytest.fixture
+async def client(
+    db_settings: DatabaseSettings, model_server: TritonServer, redis_flushed: str
+) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+    """The app over the suite's MariaDB, Triton and Redis."""
+    async with AsyncTestClient(
+        create_app(api_settings(db_settings, model_server, redis_flushed))
+    ) as test_client:
+        yield test_client
 
 
 @asynccontextmanager

@@ -4,14 +4,12 @@ request, and a 400 that names the parameter for every bad value."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import numpy as np
+import numpy.typing as npt
 import pytest
 import tritonclient.grpc as grpcclient
 from litestar.testing import AsyncTestClient
 
-from orchestrator.api.app import create_app
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.barriers import (
     BROWNIAN,
@@ -20,20 +18,8 @@ from orchestrator.features.barriers import (
     fallback_scale,
 )
 from orchestrator.inference.models import ENSEMBLE
-from orchestrator.settings import DatabaseSettings
 from orchestrator.signals.costs import DEFAULT_COSTS
-from tests.api.conftest import api_settings
 from tests.conftest import TrainedRepository
-
-
-@pytest.fixture
-async def client(
-    db_settings: DatabaseSettings, model_server: TritonServer, redis_flushed: str
-) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
-    async with AsyncTestClient(
-        create_app(api_settings(db_settings, model_server, redis_flushed))
-    ) as test_client:
-        yield test_client
 
 
 def _inferences(server: TritonServer) -> int:
@@ -66,14 +52,15 @@ async def test_the_default_barrier_is_the_models_own_on_the_signals_side(
     k = spec.horizons.index(spec.label_horizon)
     horizon = prediction["horizons"][k]
     scale = fallback_scale(horizon["up_atr"], horizon["down_atr"])
-    drift, shape = np.zeros(1), BROWNIAN
+    drift: npt.NDArray[np.float64] = np.zeros(1)
+    shape = BROWNIAN
     if barrier["answered_by"] == "model":
         assert spec.head is not None
         assert spec.head.barriers is not None
         inputs = drift_inputs(
             horizon["up_atr"], horizon["down_atr"], prediction["p_long"], prediction["p_short"]
         )
-        drift, scale = spec.head.barriers.path(k, scale, inputs)
+        drift, scale = spec.head.barriers.path(k, np.asarray(scale), inputs)
         shape = spec.head.barriers.shape(k)
     sign = 1 if barrier["side"] == "long" else -1
     odds = barrier_odds(spec.tp_atr, spec.sl_atr, sign * drift, scale, horizon["bars"], shape=shape)

@@ -3,7 +3,6 @@ serving freshly trained models; predictions must equal a direct Triton call on t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -36,16 +35,6 @@ def _direct_infer(
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
     return direct.infer(ensemble, tensors)
-
-
-@pytest.fixture
-async def client(
-    db_settings: DatabaseSettings, model_server: TritonServer, redis_flushed: str
-) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
-    async with AsyncTestClient(
-        create_app(api_settings(db_settings, model_server, redis_flushed))
-    ) as test_client:
-        yield test_client
 
 
 async def test_predict_equals_a_direct_triton_call(
