@@ -164,7 +164,8 @@ def bar_signals(
     cost_r = cost_in_r(round_trip, predictions.close, predictions.atr, levels.sl_atr)
     barrier = None
     if levels.custom:
-        side = np.where(predictions.direction > 0, 1, -1)
+        # Bars that were not scored get side 0: no barrier is computed for them.
+        side = np.where(predictions.valid, np.where(predictions.direction > 0, 1, -1), 0)
         barrier = BarrierEdge(
             *barrier_signal_inputs(
                 spec,
@@ -172,7 +173,7 @@ def bar_signals(
                 levels.tp_atr,
                 levels.sl_atr,
                 side,
-                np.nan_to_num(predictions.served_range, nan=1.0),
+                predictions.served_range,
                 predictions.p_long,
                 predictions.p_short,
                 horizon_bars,
