@@ -195,7 +195,8 @@ def barrier_signal_inputs(
     cost_r: F64,
 ) -> tuple[F64, F64]:
     """(P(take-profit first), expected R net of costs) per bar for the side each bar trades
-    (+1 long, -1 short): what a signal on the caller's levels is decided on."""
+    (+1 long, -1 short; 0: not computed, NaN): what a signal on the caller's levels is decided
+    on."""
     sides = np.asarray(side)
     p_tp, edge = np.full(len(ranges), np.nan), np.full(len(ranges), np.nan)
     for name, sign in (("long", 1), ("short", -1)):
