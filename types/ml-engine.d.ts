@@ -371,6 +371,11 @@ export interface components {
             triton_failures: number;
             triton_requests: number;
         };
+        /** BarrierBatchSummary */
+        BarrierBatchSummary: {
+            batches: number;
+            questions: number;
+        };
         /** BarrierOutcome */
         BarrierOutcome: {
             answered_by: string;
@@ -563,6 +568,7 @@ export interface components {
         /** StatsResponse */
         StatsResponse: {
             bar_close: components["schemas"]["BarCloseSummary"];
+            barrier_batches: components["schemas"]["BarrierBatchSummary"];
             cache_coalesced: number;
             cache_hit_rate: number;
             cache_hits: number;

@@ -83,6 +83,7 @@ def log_point(label: str, c: int, summary: Json) -> None:
         f"p50 {summary.get('p50_ms', float('nan')):8.2f} ms  "
         f"p99 {summary.get('p99_ms', float('nan')):8.2f} ms  "
         f"errors {summary['errors']}"
+        + (f"  mean batch {summary['mean_batch']:.2f}" if summary.get("mean_batch") else "")
     )
 
 
@@ -125,7 +126,8 @@ async def barrier_phase(
 ) -> Json:
     """The engine alone (the baseline has no barriers): warm GET /api/signals/{symbol} with the
     models' own levels (encoded once per bar) against the same request with the caller's
-    levels (the path model's closed form per request, no Triton call), at concurrency 1 and 16."""
+    levels (the path model's closed form per request, no Triton call; the requests of one
+    event-loop turn share one evaluation), at concurrency 1 and 16, with the mean batch."""
     engine = next(s for s in services if s.name == "engine")
     client = clients["engine"]
     results: Json = {}
@@ -137,10 +139,22 @@ async def barrier_phase(
             results[name] = {}
             for c in (1, 16):
                 await wait_idle(roots)
+                before = await barrier_batches(client)
                 summary = await closed_loop_point(client, symbols, c, seconds, SIGNAL_PATH, query)
+                after = await barrier_batches(client)
+                if name == "custom":  # questions per closed-form evaluation (batched per turn)
+                    batches = after["batches"] - before["batches"]
+                    questions = after["questions"] - before["questions"]
+                    summary["mean_batch"] = questions / batches if batches else None
                 results[name][str(c)] = summary
                 log_point(f"signals {name:8s}", c, summary)
     return results
+
+
+async def barrier_batches(client: Http) -> Json:
+    """The engine's custom-barrier counters (questions asked, batches evaluated)."""
+    counters: Json = (await client.get("/api/stats")).json()["barrier_batches"]
+    return counters
 
 
 # --- cold -----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from litestar import Litestar
 from litestar.channels import ChannelsPlugin
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.stores.redis import RedisStore
@@ -47,6 +47,7 @@ from orchestrator.inference.shared import BAR_CLOSE_CHANNEL
 from orchestrator.jobs.service import BacktestJobService
 from orchestrator.jobs.settings import JobSettings
 from orchestrator.settings import Settings
+from orchestrator.signals.barrier_batch import BarrierBatcher
 
 
 def _resources(state: State) -> Resources:
@@ -54,8 +55,12 @@ def _resources(state: State) -> Resources:
     return resources
 
 
-def _prediction_service(resources: Resources) -> PredictionService:
+def _prediction_service(resources: NamedDependency[Resources]) -> PredictionService:
     return resources.predictions
+
+
+def _barrier_batcher(resources: NamedDependency[Resources]) -> BarrierBatcher:
+    return resources.barriers
 
 
 def _backtest_jobs(state: State) -> BacktestJobService:
@@ -155,6 +160,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "resources": Provide(_resources, sync_to_thread=False),
             "predictions": Provide(_prediction_service, sync_to_thread=False),
+            "barriers": Provide(_barrier_batcher, sync_to_thread=False),
             "backtest_jobs": Provide(_backtest_jobs, sync_to_thread=False),
         },
         openapi_config=OpenAPIConfig(title="Trading ML engine", version="0.1.0", path="/schema"),

@@ -31,13 +31,16 @@ from orchestrator.inference.models import SERVED_TIMEFRAMES
 from orchestrator.inference.service import PredictionService
 from orchestrator.marketdata.sessions import TradingWeek
 from orchestrator.marketdata.timeframes import Timeframe
+from orchestrator.signals.barrier_batch import BarrierBatcher
 from orchestrator.signals.barriers import (
     MAX_BARRIER_ATR,
     MIN_BARRIER_ATR,
     Barrier,
     BarrierOutcome,
-    barrier_outcome,
+    BarrierQuestion,
+    barrier_question,
     checked_distance,
+    evaluate,
     level_in_atr,
 )
 from orchestrator.signals.costs import costs_for
@@ -206,33 +209,44 @@ def prediction_response(
     )
 
 
-def signal_response(
-    run: Prediction, strategy: Strategy, asset_class: str, barrier: Barrier | None = None
-) -> SignalResponse:
-    """The live signal; the backtester applies the same rules to batches of predictions. Its
-    expected R counts the asset class's trading costs (orchestrator/signals/costs.py).
-    `barrier`: the caller's levels, side and horizon; the signal is then taken on them and
-    decided by the barrier model's P(take-profit first) and expected R (None: the models' own
-    levels, decided by the calibrated P(win); the barrier block describes them)."""
-    spec, out, inputs = run.spec, run.out, run.inputs
-    round_trip = costs_for(asset_class).round_trip
+def question_for(run: Prediction, barrier: Barrier, asset_class: str) -> BarrierQuestion:
+    """The barrier asked of this prediction, with the asset class's round-trip costs."""
     served = run.served
-    model_side = "long" if out.direction[0] > 0 else "short"
-    chosen = barrier or Barrier(
-        model_side, spec.horizons.index(spec.label_horizon), spec.tp_atr, spec.sl_atr
-    )
-    k = chosen.horizon
-    outcome = barrier_outcome(
-        spec,
+    return barrier_question(
+        run.spec,
         served.ranges[0],
         float(served.p_long[0]),
         float(served.p_short[0]),
-        inputs.close,
-        inputs.atr,
+        run.inputs.close,
+        run.inputs.atr,
         run.horizon_bars,
-        chosen,
-        round_trip,
+        barrier,
+        costs_for(asset_class).round_trip,
     )
+
+
+def signal_response(
+    run: Prediction, strategy: Strategy, asset_class: str, custom: BarrierOutcome | None = None
+) -> SignalResponse:
+    """The live signal; the backtester applies the same rules to batches of predictions. Its
+    expected R counts the asset class's trading costs (orchestrator/signals/costs.py).
+    `custom`: the outcome of the caller's levels, side and horizon; the signal is then taken on
+    them and decided by the barrier model's P(take-profit first) and expected R (None: the
+    models' own levels, decided by the calibrated P(win); the barrier block describes them)."""
+    spec, out, inputs = run.spec, run.out, run.inputs
+    served = run.served
+    if custom is None:
+        model_side = "long" if out.direction[0] > 0 else "short"
+        default = Barrier(
+            model_side, spec.horizons.index(spec.label_horizon), spec.tp_atr, spec.sl_atr
+        )
+        outcome = evaluate(question_for(run, default, asset_class))
+    else:
+        outcome = custom
+    chosen = Barrier(
+        outcome.side, spec.horizons.index(outcome.horizon), outcome.tp_atr, outcome.sl_atr
+    )
+    k = chosen.horizon
     mean = _served_range(run, k)
     signal = build_signal(
         close=inputs.close,
@@ -249,10 +263,10 @@ def signal_response(
         horizon=spec.horizons[k],
         horizon_bars=run.horizon_bars[k],
         strategy=strategy,
-        barrier=None if barrier is None else BarrierEdge(outcome.p_tp_first, outcome.expected_r),
+        barrier=None if custom is None else BarrierEdge(outcome.p_tp_first, outcome.expected_r),
     )
     p_win_source = (
-        _p_win_source(run, strategy, signal.direction) if barrier is None else outcome.answered_by
+        _p_win_source(run, strategy, signal.direction) if custom is None else outcome.answered_by
     )
     return SignalResponse(
         run.symbol,
@@ -401,6 +415,7 @@ class PredictionController(Controller):
     async def signals(
         self,
         predictions: NamedDependency[PredictionService],
+        barriers: NamedDependency[BarrierBatcher],
         symbol: SymbolPath,
         timeframe: ServedTimeframe = "5m",
         strategy: Annotated[
@@ -461,6 +476,8 @@ class PredictionController(Controller):
         run = await predictions.latest(sym, tf.value)
         asset_class = await predictions.asset_class(sym)
         if query.given():  # the caller's levels: computed for this request, not kept
-            body = signal_response(run, chosen, asset_class, resolve_barrier(query, run))
+            barrier = resolve_barrier(query, run)
+            outcome = await barriers.outcome(question_for(run, barrier, asset_class))
+            body = signal_response(run, chosen, asset_class, outcome)
             return Response(msgspec.json.encode(body), media_type=MediaType.JSON)  # type: ignore[arg-type]
         return Response(encoded_signal(run, chosen, asset_class), media_type=MediaType.JSON)  # type: ignore[arg-type]

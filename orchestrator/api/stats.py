@@ -127,6 +127,13 @@ class SharedSummary(msgspec.Struct):
     rate_limit_in_memory: bool  # rate limits counted per replica while Redis is away
 
 
+class BarrierBatchSummary(msgspec.Struct):
+    """Custom-barrier questions and the batches they were evaluated in (signals/barrier_batch)."""
+
+    questions: int
+    batches: int
+
+
 class StatsResponse(msgspec.Struct):
     uptime_s: float
     requests: int
@@ -140,6 +147,7 @@ class StatsResponse(msgspec.Struct):
     stream: StreamSummary
     bar_close: BarCloseSummary
     shared: SharedSummary
+    barrier_batches: BarrierBatchSummary
     triton_error: str | None = None
     # Served vs realised once horizons elapsed, per model version (quality/tracker.py).
     quality: list[VersionQuality] = msgspec.field(default_factory=list)
@@ -239,6 +247,9 @@ class StatsController(Controller):
                 predictions_received=shared.received,
                 redis_errors=shared.redis_errors,
                 rate_limit_in_memory=state.rate_limit_store.using_fallback,
+            ),
+            barrier_batches=BarrierBatchSummary(
+                resources.barriers.questions, resources.barriers.batches
             ),
             triton_error=error,
             quality=resources.quality.report(),

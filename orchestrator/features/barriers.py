@@ -30,6 +30,7 @@ paths sampled coarsely (tests/features/test_barriers.py samples a few points per
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -66,14 +67,12 @@ class BarrierOdds(NamedTuple):
 
 
 def _log_cdf_difference(lo: F64, hi: F64) -> F64:
-    """log(Phi(hi) - Phi(lo)) for lo <= hi, accurate in both tails."""
+    """log(Phi(hi) - Phi(lo)) for lo < hi, accurate in both tails (-inf where they meet)."""
     upper = lo > 0  # both in the upper tail: Phi(hi) - Phi(lo) = Phi(-lo) - Phi(-hi)
-    top = np.where(upper, -lo, hi)
-    bottom = np.where(upper, -hi, lo)
-    log_top, log_bottom = log_ndtr(top), log_ndtr(bottom)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out: F64 = log_top + np.log1p(-np.exp(np.minimum(log_bottom - log_top, 0.0)))
-    return np.where(hi > lo, out, -np.inf)
+    log_top = log_ndtr(np.where(upper, -lo, hi))
+    log_bottom = log_ndtr(np.where(upper, -hi, lo))
+    out: F64 = log_top + np.log1p(-np.exp(np.minimum(log_bottom - log_top, 0.0)))
+    return out
 
 
 def _weighted_mass(c: F64, centre: F64, shift: F64, a: F64, b: F64, s: F64) -> F64:
@@ -84,17 +83,19 @@ def _weighted_mass(c: F64, centre: F64, shift: F64, a: F64, b: F64, s: F64) -> F
 
 
 _IMAGES = np.arange(-IMAGE_TERMS, IMAGE_TERMS + 1, dtype=np.float64)[:, None]
+_IMAGE_SIGNS = np.repeat([1.0, -1.0], len(_IMAGES))[:, None]  # the two families of images
+_MIRROR = np.array([1.0, -1.0])[:, None, None]  # S and J: the drift and its mirror
 
 
 def _image_sums(a: F64, b: F64, m: F64, s: F64) -> tuple[F64, F64]:
     """(S, J) by the method of images: fast where the horizon is short against the corridor.
-    Every image at once: rows (k, family) x columns (the inputs)."""
+    Every image of both sums at once: (sum, k and family, the inputs); J is S's mirror
+    (drift -m, Girsanov weight -nu)."""
     width, nu = a + b, m / (s * s)
     centres = np.concatenate([2 * _IMAGES * width, 2 * _IMAGES * width - 2 * b])
-    signs = np.repeat([1.0, -1.0], len(_IMAGES))[:, None]
-    survival = (signs * _weighted_mass(nu, centres, m, a, b, s)).sum(axis=0)
-    weighted = (signs * _weighted_mass(-nu, centres, -m, a, b, s)).sum(axis=0)
-    return survival, weighted
+    masses = _weighted_mass(_MIRROR * nu, centres, _MIRROR * m, a, b, s)
+    sums = (_IMAGE_SIGNS * masses).sum(axis=1)
+    return sums[0], sums[1]
 
 
 _TERMS = np.arange(1, EIGEN_TERMS + 1, dtype=np.float64)[:, None]
@@ -120,9 +121,11 @@ def _survival(a: F64, b: F64, m: F64, s: F64) -> tuple[F64, F64]:
     nu = m / s^2, for 0 <= m <= MAX_DRIFT_SD·s. Images where s is under SERIES_SWITCH of the
     corridor's width, the sine series above it: either needs only a few terms there."""
     short = s < SERIES_SWITCH * (a + b)
-    survival, weighted = np.empty_like(a), np.empty_like(a)
-    for rows, sums in ((short, _image_sums), (~short, _eigen_sums)):
-        if rows.any():
+    if short.all() or not short.any():  # one method for every row: no gathering
+        survival, weighted = (_image_sums if short.all() else _eigen_sums)(a, b, m, s)
+    else:
+        survival, weighted = np.empty_like(a), np.empty_like(a)
+        for rows, sums in ((short, _image_sums), (~short, _eigen_sums)):
             survival[rows], weighted[rows] = sums(a[rows], b[rows], m[rows], s[rows])
     return np.clip(survival, 0.0, 1.0), np.maximum(weighted, 0.0)
 
@@ -160,8 +163,10 @@ BROWNIAN = PathShape()  # one Brownian motion: the fallback's path
 DISPERSION_NODES = 3  # Gauss-Hermite nodes of the volatility mixture
 _HERMITE = np.polynomial.hermite_e.hermegauss(DISPERSION_NODES)
 _LEGENDRE = np.polynomial.legendre.leggauss(TIME_NODES)
+_TIMES = np.concatenate([[1.0], (_LEGENDRE[0] + 1) / 2])  # the horizon's end, then the nodes
 
 
+@functools.lru_cache(maxsize=256)
 def _mixture(dispersion: float) -> list[tuple[float, float]]:
     """(multiplier of s, weight) pairs with mean multiplier 1 (one pair without dispersion)."""
     if dispersion <= 0:
@@ -190,14 +195,16 @@ def barrier_odds(
     horizon (the discrete-monitoring shift); 0: continuously. `shape`: the model's departures
     from one Brownian motion. Inputs broadcast together. `exit_times` False skips the expected
     bars and R (NaN; they cost TIME_NODES more survival evaluations)."""
-    arrays = np.broadcast_arrays(
-        *(np.asarray(v, np.float64) for v in (tp_atr, sl_atr, drift_atr, scale_atr, horizon_bars))
-    )
-    flat: list[F64] = [np.array(v, np.float64).reshape(-1) for v in arrays]
+    given = [
+        np.asarray(v, np.float64) for v in (tp_atr, sl_atr, drift_atr, scale_atr, horizon_bars)
+    ]
+    out_shape = np.broadcast(*given).shape
+    flat: list[F64] = [
+        (v if v.shape == out_shape else np.broadcast_to(v, out_shape)).ravel() for v in given
+    ]
     tp, sl, drift, scale, bars = flat
-    out_shape = arrays[0].shape
     scale = np.maximum(scale, 1e-9)
-    drift = np.clip(drift, -MAX_DRIFT_SD * scale, MAX_DRIFT_SD * scale)
+    drift = np.minimum(np.maximum(drift, -MAX_DRIFT_SD * scale), MAX_DRIFT_SD * scale)
     shift = BGK_BETA * scale / math.sqrt(checks) if checks > 0 else np.zeros_like(scale)
     level_tp, level_sl = tp + shift, sl + shift
     up = drift >= 0  # a falling path is the mirror of a rising one with the levels swapped
@@ -207,33 +214,32 @@ def barrier_odds(
     mixture = _mixture(shape.dispersion)
     multipliers = np.array([m for m, _ in mixture])[:, None]
     mix_weights = np.array([w for _, w in mixture])[:, None]
-    n = tp.size
+    n, copies = tp.size, len(mixture)
 
-    s_mix = (scale[None, :] * multipliers).reshape(-1)
-    a_mix, b_mix = np.tile(a, len(mixture)), np.tile(b, len(mixture))
-    m_mix = _least_drift(np.tile(np.abs(drift), len(mixture)), s_mix, a_mix + b_mix)
+    s_mix = (scale * multipliers).ravel()
+    a_mix, b_mix = np.concatenate([a] * copies), np.concatenate([b] * copies)
+    m_mix = _least_drift(np.concatenate([np.abs(drift)] * copies), s_mix, a_mix + b_mix)
     # Time 1 (the horizon's end: the three outcomes) and the exit integral's nodes, one batch.
-    nodes, weights = _LEGENDRE
-    times = np.concatenate([[1.0], (nodes + 1) / 2]) if exit_times else np.ones(1)
-    copies = len(times)
-    survival, weighted = _survival(
-        np.tile(a_mix, copies),
-        np.tile(b_mix, copies),
-        (times[:, None] * m_mix[None, :]).reshape(-1),
-        (np.sqrt(times)[:, None] * s_mix[None, :]).reshape(-1),
-    )
+    times = _TIMES if exit_times else _TIMES[:1]
+    with np.errstate(divide="ignore", invalid="ignore"):  # log(0) where a mass vanishes
+        survival, weighted = _survival(
+            np.concatenate([a_mix] * len(times)),
+            np.concatenate([b_mix] * len(times)),
+            (times[:, None] * m_mix).ravel(),
+            (np.sqrt(times)[:, None] * s_mix).ravel(),
+        )
     at_end = slice(0, s_mix.size)
     first, second, stays = _hit_probabilities(
         a_mix, b_mix, m_mix, s_mix, survival[at_end], weighted[at_end]
     )
-    up_mix = np.tile(up, len(mixture))
+    up_mix = np.concatenate([up] * copies)
     p_tp = (mix_weights * np.where(up_mix, first, second).reshape(-1, n)).sum(axis=0)
     p_sl = (mix_weights * np.where(up_mix, second, first).reshape(-1, n)).sum(axis=0)
     neither = (mix_weights * stays.reshape(-1, n)).sum(axis=0)
     exit_fraction = np.full_like(tp, np.nan)
     if exit_times:  # E[min(exit, end)] = integral of the survival over the horizon
-        per_node = survival[s_mix.size :].reshape(TIME_NODES, len(mixture), n)
-        exit_fraction = np.einsum("t,m,tmn->n", weights / 2, mix_weights[:, 0], per_node)
+        per_node = survival[s_mix.size :].reshape(TIME_NODES, copies, n)
+        exit_fraction = np.einsum("t,m,tmn->n", _LEGENDRE[1] / 2, mix_weights[:, 0], per_node)
     # Optional stopping on the model's levels: E[X at exit] = drift x E[exit fraction]; a fill
     # at the trade's own level differs from the monitored level by the shift.
     gain = drift * exit_fraction - (p_tp - p_sl) * shift

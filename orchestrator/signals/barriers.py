@@ -21,6 +21,7 @@ from orchestrator.features.barriers import (
     MODEL,
     SIDES,
     BarrierOdds,
+    PathShape,
     barrier_odds,
     drift_inputs,
     fallback_scale,
@@ -102,6 +103,35 @@ def _source(spec: FeatureSpec, barrier: Barrier) -> tuple[str, str]:
     return FALLBACK, "no evidence out of sample that the path model beats a driftless walk here"
 
 
+class BarrierPath(NamedTuple):
+    """Per row, what the path model reads for one barrier: the drift in the trade's favour, the
+    sd over the horizon, the path's shape, and who answers (model or fallback) and why."""
+
+    drift: F64
+    scale: F64
+    shape: PathShape
+    answered_by: str
+    reason: str
+
+
+def barrier_path(
+    spec: FeatureSpec, barrier: Barrier, ranges: F64, p_long: npt.ArrayLike, p_short: npt.ArrayLike
+) -> BarrierPath:
+    """The path for rows of served numbers: `ranges` (n, 2H) in ATR units, the served P(long)
+    and P(short); the path model where its gate let it through, else the driftless fallback
+    with the served volatility."""
+    k = barrier.horizon
+    up, down = ranges[:, 2 * k], ranges[:, 2 * k + 1]
+    scale = fallback_scale(up, down)
+    drift, shape = np.zeros_like(scale), BROWNIAN
+    answered_by, reason = _source(spec, barrier)
+    if answered_by == MODEL and spec.head is not None and spec.head.barriers is not None:
+        inputs = drift_inputs(up, down, p_long, p_short)
+        drift, scale = spec.head.barriers.path(k, scale, inputs)
+        shape = spec.head.barriers.shape(k)
+    return BarrierPath(side_drift(barrier.side, drift), scale, shape, answered_by, reason)
+
+
 class ServedBarrier(NamedTuple):
     """Per row, for one barrier: the outcomes, the expected R net of costs, and who answered."""
 
@@ -120,31 +150,28 @@ def served_barrier(
     horizon_bars: npt.ArrayLike,
     cost_r: npt.ArrayLike,
 ) -> ServedBarrier:
-    """The barrier's outcomes for rows of served numbers: `ranges` (n, 2H) in ATR units, the
-    served P(long) and P(short); the path model where its gate let it through, else the
-    driftless fallback with the served volatility."""
-    k = barrier.horizon
-    up, down = ranges[:, 2 * k], ranges[:, 2 * k + 1]
-    scale = fallback_scale(up, down)
-    drift, shape = np.zeros_like(scale), BROWNIAN
-    answered_by, reason = _source(spec, barrier)
-    if answered_by == MODEL and spec.head is not None and spec.head.barriers is not None:
-        inputs = drift_inputs(up, down, p_long, p_short)
-        drift, scale = spec.head.barriers.path(k, scale, inputs)
-        shape = spec.head.barriers.shape(k)
+    """The barrier's outcomes for rows of served numbers (see barrier_path)."""
+    path = barrier_path(spec, barrier, ranges, p_long, p_short)
     odds = barrier_odds(
-        barrier.tp_atr,
-        barrier.sl_atr,
-        side_drift(barrier.side, drift),
-        scale,
-        horizon_bars,
-        shape=shape,
+        barrier.tp_atr, barrier.sl_atr, path.drift, path.scale, horizon_bars, shape=path.shape
     )
     net: F64 = odds.expected_r - np.asarray(cost_r, np.float64)
-    return ServedBarrier(odds, net, answered_by, reason)
+    return ServedBarrier(odds, net, path.answered_by, path.reason)
 
 
-def barrier_outcome(
+class BarrierQuestion(NamedTuple):
+    """One served row's barrier, ready to evaluate: its path, the horizon's bars and the cost."""
+
+    barrier: Barrier
+    path: BarrierPath  # of one row
+    horizon: str
+    horizon_bars: int
+    close: float
+    atr: float
+    cost_r: float
+
+
+def barrier_question(
     spec: FeatureSpec,
     ranges: F64,
     p_long: float,
@@ -154,32 +181,56 @@ def barrier_outcome(
     horizon_bars: list[int],
     barrier: Barrier,
     round_trip: float,
-) -> BarrierOutcome:
-    """The outcomes for one served row: `ranges` is its (2H,) served range in ATR units."""
+) -> BarrierQuestion:
+    """The barrier for one served row: `ranges` is its (2H,) served range in ATR units."""
     k = barrier.horizon
-    cost_r = float(cost_in_r(round_trip, close, atr, barrier.sl_atr))
-    served = served_barrier(
-        spec, barrier, ranges[np.newaxis], p_long, p_short, horizon_bars[k], cost_r
+    return BarrierQuestion(
+        barrier,
+        barrier_path(spec, barrier, ranges[np.newaxis], p_long, p_short),
+        spec.horizons[k],
+        horizon_bars[k],
+        close,
+        atr,
+        float(cost_in_r(round_trip, close, atr, barrier.sl_atr)),
     )
-    odds = served.odds
+
+
+def answer(question: BarrierQuestion, odds: BarrierOdds, row: int = 0) -> BarrierOutcome:
+    """The outcome of `question` from row `row` of odds evaluated for it (barrier_odds, or a
+    batch of questions in barrier_batch)."""
+    barrier, path = question.barrier, question.path
     sign = 1.0 if barrier.side == SIDES[0] else -1.0
     return BarrierOutcome(
         side=barrier.side,
-        horizon=spec.horizons[k],
-        horizon_bars=horizon_bars[k],
+        horizon=question.horizon,
+        horizon_bars=question.horizon_bars,
         tp_atr=barrier.tp_atr,
         sl_atr=barrier.sl_atr,
-        take_profit=close + sign * barrier.tp_atr * atr,
-        stop_loss=close - sign * barrier.sl_atr * atr,
-        p_tp_first=float(odds.p_tp[0]),
-        p_sl_first=float(odds.p_sl[0]),
-        p_neither=float(odds.p_neither[0]),
-        expected_bars=float(odds.expected_bars[0]),
-        expected_r=float(served.expected_r[0]),
-        cost_r=cost_r,
-        answered_by=served.answered_by,
-        reason=served.reason,
+        take_profit=question.close + sign * barrier.tp_atr * question.atr,
+        stop_loss=question.close - sign * barrier.sl_atr * question.atr,
+        p_tp_first=float(odds.p_tp[row]),
+        p_sl_first=float(odds.p_sl[row]),
+        p_neither=float(odds.p_neither[row]),
+        expected_bars=float(odds.expected_bars[row]),
+        expected_r=float(odds.expected_r[row]) - question.cost_r,
+        cost_r=question.cost_r,
+        answered_by=path.answered_by,
+        reason=path.reason,
     )
+
+
+def evaluate(question: BarrierQuestion) -> BarrierOutcome:
+    """One question on its own (a batch of them: signals/barrier_batch.py)."""
+    barrier, path = question.barrier, question.path
+    odds = barrier_odds(
+        barrier.tp_atr,
+        barrier.sl_atr,
+        path.drift,
+        path.scale,
+        question.horizon_bars,
+        shape=path.shape,
+    )
+    return answer(question, odds)
 
 
 def barrier_signal_inputs(

@@ -45,7 +45,7 @@ from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
-from orchestrator.signals.barriers import Barrier, barrier_outcome
+from orchestrator.signals.barriers import Barrier, barrier_question, evaluate
 from orchestrator.signals.logic import build_signal
 from orchestrator.signals.strategies import STRATEGIES
 from tests.conftest import TrainedRepository
@@ -432,16 +432,18 @@ async def test_a_backtest_on_the_callers_levels_trades_them_as_the_live_barrier_
     )
     for row in np.flatnonzero(predictions.valid)[::400][:4]:
         side = "long" if predictions.direction[row] > 0 else "short"
-        live = barrier_outcome(
-            spec,
-            predictions.served_range[row],
-            float(predictions.p_long[row]),
-            float(predictions.p_short[row]),
-            float(predictions.close[row]),
-            float(predictions.atr[row]),
-            [48] * len(spec.horizons),
-            Barrier(side, k, 2.0, 0.5),
-            0.0,
+        live = evaluate(
+            barrier_question(
+                spec,
+                predictions.served_range[row],
+                float(predictions.p_long[row]),
+                float(predictions.p_short[row]),
+                float(predictions.close[row]),
+                float(predictions.atr[row]),
+                [48] * len(spec.horizons),
+                Barrier(side, k, 2.0, 0.5),
+                0.0,
+            )
         )
         assert float(signals.score[row]) == pytest.approx(live.p_tp_first, abs=1e-12)
         assert float(signals.expected_r[row]) == pytest.approx(live.expected_r, abs=1e-9)
