@@ -47,7 +47,6 @@ from orchestrator.inference.shared import BAR_CLOSE_CHANNEL
 from orchestrator.jobs.service import BacktestJobService
 from orchestrator.jobs.settings import JobSettings
 from orchestrator.settings import Settings
-from orchestrator.signals.barrier_batch import BarrierBatcher
 
 
 def _resources(state: State) -> Resources:
@@ -57,10 +56,6 @@ def _resources(state: State) -> Resources:
 
 def _prediction_service(resources: NamedDependency[Resources]) -> PredictionService:
     return resources.predictions
-
-
-def _barrier_batcher(resources: NamedDependency[Resources]) -> BarrierBatcher:
-    return resources.barriers
 
 
 def _backtest_jobs(state: State) -> BacktestJobService:
@@ -160,7 +155,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={
             "resources": Provide(_resources, sync_to_thread=False),
             "predictions": Provide(_prediction_service, sync_to_thread=False),
-            "barriers": Provide(_barrier_batcher, sync_to_thread=False),
             "backtest_jobs": Provide(_backtest_jobs, sync_to_thread=False),
         },
         openapi_config=OpenAPIConfig(title="Trading ML engine", version="0.1.0", path="/schema"),

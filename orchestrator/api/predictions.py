@@ -31,7 +31,6 @@ from orchestrator.inference.models import SERVED_TIMEFRAMES
 from orchestrator.inference.service import PredictionService
 from orchestrator.marketdata.sessions import TradingWeek
 from orchestrator.marketdata.timeframes import Timeframe
-from orchestrator.signals.barrier_batch import BarrierBatcher
 from orchestrator.signals.barriers import (
     MAX_BARRIER_ATR,
     MIN_BARRIER_ATR,
@@ -415,7 +414,6 @@ class PredictionController(Controller):
     async def signals(
         self,
         predictions: NamedDependency[PredictionService],
-        barriers: NamedDependency[BarrierBatcher],
         symbol: SymbolPath,
         timeframe: ServedTimeframe = "5m",
         strategy: Annotated[
@@ -477,7 +475,7 @@ class PredictionController(Controller):
         asset_class = await predictions.asset_class(sym)
         if query.given():  # the caller's levels: computed for this request, not kept
             barrier = resolve_barrier(query, run)
-            outcome = await barriers.outcome(question_for(run, barrier, asset_class))
+            outcome = await predictions.barriers.outcome(question_for(run, barrier, asset_class))
             body = signal_response(run, chosen, asset_class, outcome)
             return Response(msgspec.json.encode(body), media_type=MediaType.JSON)  # type: ignore[arg-type]
         return Response(encoded_signal(run, chosen, asset_class), media_type=MediaType.JSON)  # type: ignore[arg-type]

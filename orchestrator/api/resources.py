@@ -21,7 +21,6 @@ from orchestrator.inference.shared import SharedPredictions
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.quality.tracker import QualityTracker
 from orchestrator.settings import Settings
-from orchestrator.signals.barrier_batch import BarrierBatcher
 
 # gRPC's default reconnect backoff grows to minutes: after a Triton restart the first requests
 # would wait for it (seen as ~11 s of 503s). Keep retrying at most every second instead.
@@ -51,7 +50,6 @@ class Resources:
     _db_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _engine: BarCloseEngine | None = None
     quality: QualityTracker = field(default_factory=QualityTracker)
-    barriers: BarrierBatcher = field(default_factory=BarrierBatcher)  # the callers' own levels
     _predictions: PredictionService | None = None
 
     @property

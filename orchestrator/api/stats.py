@@ -248,9 +248,7 @@ class StatsController(Controller):
                 redis_errors=shared.redis_errors,
                 rate_limit_in_memory=state.rate_limit_store.using_fallback,
             ),
-            barrier_batches=BarrierBatchSummary(
-                resources.barriers.questions, resources.barriers.batches
-            ),
+            barrier_batches=BarrierBatchSummary(cache.barriers.questions, cache.barriers.batches),
             triton_error=error,
             quality=resources.quality.report(),
         )

@@ -29,6 +29,7 @@ from orchestrator.marketdata.sessions import TradingWeek, infer_week
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import newest_closed, parse_symbol, parse_timeframe
 from orchestrator.marketdata.watermarks import WatermarkReader
+from orchestrator.signals.barrier_batch import BarrierBatcher
 
 
 class UnservedTimeframeError(NotFoundError):
@@ -56,6 +57,9 @@ class PredictionService:
         self.joined = 0  # waited for a computation already pending or running
         self.misses = 0  # started a computation
         self._weeks: dict[tuple[str, str], tuple[float, TradingWeek]] = {}
+        # The callers' own take-profit and stop, evaluated together per event-loop turn (one
+        # per service: its futures belong to the app's loop).
+        self.barriers = BarrierBatcher()
 
     async def served_models(self, timeframe: str) -> tuple[SignalModels, str]:
         """The timeframe's model set and its served version; UnservedTimeframeError when Triton
