@@ -1,0 +1,1 @@
+"""Model sets over time: the registry, champion and challenger, promotion and rollback."""
