@@ -511,6 +511,20 @@ def add_commands(sub: SubParsers, prog: str) -> None:
         "skill over the HAR baseline, and the confidence's calibration on resolved trades.",
     )
     report.add_argument("--url", help="the API (default: http://127.0.0.1:$API_PORT)")
+    models = add_command(
+        sub,
+        prog,
+        "models",
+        "the model registry: every version, champion and challenger, and why",
+        ["list", "sync --model-repository model_repository/real/cpu", "list --json"],
+        description="list: every registered model set with its versions, their status "
+        "(candidate, challenger, champion, retired, rejected), the reason and the card's "
+        "served skill. sync: registers the versions a model repository holds (a set with no "
+        "champion gets its newest version, the one Triton serves).",
+    )
+    from orchestrator.lifecycle.command import add_arguments as add_models_arguments
+
+    add_models_arguments(models)
     serve = add_command(
         sub, prog, "serve", "run the Litestar API (uvicorn)", ["", "--host 0.0.0.0 --port 8000"]
     )
@@ -540,8 +554,15 @@ def cmd_model_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.lifecycle.command import cmd_models as run_models
+
+    return run_models(args, settings)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "model-report": cmd_model_report,
+    "models": cmd_models,
     "db": cmd_db,
     "redis": cmd_redis,
     "triton": cmd_triton,

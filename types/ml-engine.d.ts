@@ -83,6 +83,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Model sets: champion, challenger, every version's card and live quality
+         * @description One entry per model set (the ensemble serving a timeframe). Each version carries its status (candidate, challenger, champion, retired, rejected) and why, the numbers of its model card, the promotion test's numbers when one ran, and its live quality (interval coverage, skill, calibration) since it was served.
+         */
+        get: operations["ApiModelsListModels"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/predict/{symbol}": {
         parameters: {
             query?: never;
@@ -483,6 +503,16 @@ export interface components {
             p99_ms: number | null;
             window: number;
         };
+        /** ModelSetView */
+        ModelSetView: {
+            challenger: number | null;
+            champion: number | null;
+            events: components["schemas"]["StatusEvent"][];
+            model_set: string;
+            symbols: string[];
+            timeframe: string;
+            versions: components["schemas"]["VersionView"][];
+        };
         /** ModelStats */
         ModelStats: {
             avg_batch_size: number | null;
@@ -491,6 +521,10 @@ export interface components {
             inferences: number;
             name: string;
             versions: string[];
+        };
+        /** ModelsResponse */
+        ModelsResponse: {
+            sets: components["schemas"]["ModelSetView"][];
         };
         /** PredictionResponse */
         PredictionResponse: {
@@ -584,6 +618,19 @@ export interface components {
             stream: components["schemas"]["StreamSummary"];
             triton_error?: string | null;
             uptime_s: number;
+        };
+        /** StatusEvent */
+        StatusEvent: {
+            actor: string;
+            /** Format: date-time */
+            at: string;
+            /** @enum {null|string} */
+            from_status: "candidate" | "challenger" | "champion" | "retired" | "rejected" | null;
+            model_set: string;
+            reason: string;
+            /** @enum {string} */
+            to_status: "candidate" | "challenger" | "champion" | "retired" | "rejected";
+            version: number;
         };
         /** Strategy */
         Strategy: {
@@ -679,6 +726,25 @@ export interface components {
             trades: number;
             warnings: string[];
             win_rate: number | null;
+        };
+        /** VersionView */
+        VersionView: {
+            card: {
+                [key: string]: unknown;
+            };
+            /** Format: date-time */
+            created_at: string;
+            decision: {
+                [key: string]: unknown;
+            } | null;
+            feature_fingerprint: string;
+            live: components["schemas"]["VersionQuality"] | null;
+            status: string;
+            /** Format: date-time */
+            status_changed_at: string;
+            status_reason: string;
+            trained_through: string | null;
+            version: number;
         };
         /** WalkForwardReport */
         WalkForwardReport: {
@@ -1173,6 +1239,53 @@ export interface operations {
             };
             /** @description Unknown symbol, or no bars or models for the asked timeframe (`field` says which) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Triton ("ML service unavailable", also while models are reloaded: retry), the database or the job queue is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    ApiModelsListModels: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelsResponse"];
+                };
+            };
+            /** @description Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>) */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -25,6 +25,7 @@ from orchestrator.api.dashboard import dashboard_router
 from orchestrator.api.health import HealthController
 from orchestrator.api.indicators import IndicatorsController
 from orchestrator.api.market import MarketController
+from orchestrator.api.models import ModelsController
 from orchestrator.api.options import complete_allow_header
 from orchestrator.api.predictions import PredictionController
 from orchestrator.api.ratelimit import rate_limit_config
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MarketController,
             IndicatorsController,
             StatsController,
+            ModelsController,
             BacktestController,
             MetricsController,
             stream_socket,

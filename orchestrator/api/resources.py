@@ -18,6 +18,8 @@ from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE, SERVED_TIMEFRAMES, served_name
 from orchestrator.inference.service import PredictionService
 from orchestrator.inference.shared import SharedPredictions
+from orchestrator.lifecycle.exported import sync_registry
+from orchestrator.lifecycle.registry import ModelRegistry
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.quality.tracker import QualityTracker
 from orchestrator.settings import Settings
@@ -51,6 +53,7 @@ class Resources:
     _engine: BarCloseEngine | None = None
     quality: QualityTracker = field(default_factory=QualityTracker)
     _predictions: PredictionService | None = None
+    _registry_synced: bool = False
 
     @property
     def engine(self) -> BarCloseEngine:
@@ -118,6 +121,15 @@ class Resources:
             if self._db is None:
                 self._db = await Database.connect(self.settings.db)
             return self._db
+
+    async def registry(self) -> ModelRegistry:
+        """The model registry; the first call registers what the local model repository holds
+        (a repository Triton reads from elsewhere is registered with `ml-engine models sync`)."""
+        registry = ModelRegistry(await self.database())
+        if not self._registry_synced:
+            await sync_registry(registry, Path(self.settings.triton.model_repository), "api")
+            self._registry_synced = True
+        return registry
 
     def _snapshot_path(self) -> Path | None:
         folder = self.settings.api.state_snapshot_dir

@@ -8,6 +8,8 @@ ones without reading files.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +18,12 @@ from typing import Any
 import msgspec
 
 from orchestrator.inference.models import ENSEMBLE
-from orchestrator.lifecycle.registry import ModelRegistry, ModelVersion, NewVersion
+from orchestrator.lifecycle.registry import (
+    ModelRegistry,
+    ModelVersion,
+    NewVersion,
+    StatusMoveError,
+)
 
 
 def card_metrics(card: dict[str, Any]) -> dict[str, Any]:
@@ -38,8 +45,11 @@ def _moment(value: str | None) -> datetime | None:
 
 
 def exported_versions(repository: Path) -> list[NewVersion]:
-    """Every version with a card and a spec, per ensemble, oldest first."""
-    found = []
+    """Every version with a card and a spec, per ensemble, oldest first (none when the
+    repository is not a local directory)."""
+    found: list[NewVersion] = []
+    if not repository.is_dir():
+        return found
     for model_dir in sorted(repository.glob(f"{ENSEMBLE}*")):
         numbered = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
         for version_dir in sorted(numbered, key=lambda p: int(p.name)):
@@ -74,7 +84,8 @@ async def sync_registry(
     """Registers the versions the repository holds that the registry lacks. A set without a
     champion gets its newest version as champion: the one Triton serves under the repository's
     latest-version policy."""
-    exported = exported_versions(repository)
+    await registry.check()
+    exported = await asyncio.to_thread(exported_versions, repository)
     for new in exported:
         await registry.register(new, actor, f"found in {repository.name}/{new.model_set}")
     by_set: dict[str, list[ModelVersion]] = {}
@@ -89,11 +100,13 @@ async def sync_registry(
             default=None,
         )
         if newest is not None:
-            await registry.move(
-                model_set,
-                newest.version,
-                "champion",
-                actor,
-                "the set had no champion: its newest version is the one Triton serves",
-            )
+            # Another replica syncing at the same moment may have chosen it first.
+            with contextlib.suppress(StatusMoveError):
+                await registry.move(
+                    model_set,
+                    newest.version,
+                    "champion",
+                    actor,
+                    "the set had no champion: its newest version is the one Triton serves",
+                )
     return await registry.versions()

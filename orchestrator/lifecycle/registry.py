@@ -20,10 +20,12 @@ from typing import Any, Literal, get_args
 
 import msgspec
 from asyncmy.cursors import Cursor
+from asyncmy.errors import Error as MySQLError
 
-from orchestrator.errors import ConflictError, NotFoundError
+from orchestrator.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from orchestrator.marketdata.db import Database
 
+NO_SUCH_TABLE = 1146  # MariaDB's error number for a missing table
 Status = Literal["candidate", "challenger", "champion", "retired", "rejected"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 # The moves allowed from each status (a rollback is retired -> champion).
@@ -122,19 +124,34 @@ class StatusMoveError(ConflictError):
     """The move is not allowed from the version's current status (409)."""
 
 
+class RegistryMissingError(ServiceUnavailableError):
+    """The registry's tables are not in the database yet (503; exit 3)."""
+
+
 class ModelRegistry:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    async def check(self) -> None:
+        """RegistryMissingError naming the fix when the migration has not run."""
+        try:
+            await self.db.fetchall("SELECT 1 FROM model_versions LIMIT 0", ())
+        except MySQLError as exc:
+            if exc.args and exc.args[0] == NO_SUCH_TABLE:
+                raise RegistryMissingError(
+                    f"the model registry is not in database {self.db.settings.database} yet: "
+                    "run `make db` (python -m orchestrator db migrate)"
+                ) from None
+            raise
+
     async def register(self, new: NewVersion, actor: str, reason: str) -> ModelVersion:
         """Adds a version as a candidate; a version already registered is returned as it is."""
         async with self.db.transaction() as conn, conn.cursor() as cur:
-            found = await self._select(cur, new.model_set, new.version, lock=True)
-            if found is not None:
-                return found
-            await cur.execute(
-                "INSERT INTO model_versions (model_set, version, timeframe, symbols, status, "
-                "trained_through, data_from, data_to, feature_fingerprint, metrics, "
+            # INSERT IGNORE: two replicas registering the same version at once both succeed,
+            # and only the one that inserted it records the event.
+            inserted = await cur.execute(
+                "INSERT IGNORE INTO model_versions (model_set, version, timeframe, symbols, "
+                "status, trained_through, data_from, data_to, feature_fingerprint, metrics, "
                 "status_reason) VALUES (%s, %s, %s, %s, 'candidate', %s, %s, %s, %s, %s, %s)",
                 (
                     new.model_set,
@@ -149,7 +166,8 @@ class ModelRegistry:
                     reason,
                 ),
             )
-            await self._event(cur, new.model_set, new.version, None, "candidate", actor, reason)
+            if inserted:
+                await self._event(cur, new.model_set, new.version, None, "candidate", actor, reason)
             created = await self._select(cur, new.model_set, new.version, lock=False)
         assert created is not None
         return created
