@@ -116,3 +116,21 @@ async def test_racing_promotions_leave_exactly_one_champion(
     statuses = await _statuses(registry)
     assert list(statuses.values()).count("champion") == 1
     assert list(statuses.values()).count("retired") == 3
+
+
+async def test_replicas_syncing_at_once_register_each_version_once(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    repository = _repository(tmp_path, [1, 2, 3])
+    replicas = [ModelRegistry(registry.db) for _ in range(3)]
+    await asyncio.gather(
+        *(sync_registry(r, repository, f"replica {i}") for i, r in enumerate(replicas))
+    )
+    assert await _statuses(registry) == {1: "candidate", 2: "candidate", 3: "champion"}
+    events = await registry.events(SET)
+    assert sorted((e.version, e.to_status) for e in events) == [
+        (1, "candidate"),
+        (2, "candidate"),
+        (3, "candidate"),
+        (3, "champion"),
+    ]
