@@ -32,7 +32,7 @@ from export.baselines import (
     fit_interval_quantiles,
     fit_interval_ratios,
 )
-from export.gate import GateDecision, probability_gate, range_gate
+from export.gate import GateDecision, probability_gate, qlike, range_gate
 from orchestrator.features.head import (
     CHOSEN_SIDE,
     INTERVAL_GRID,
@@ -50,7 +50,6 @@ I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
 
 RANGE_MODELS = ("gru", "transformer", "networks_mean", "blend", "baselines", "served")
-QLIKE_FLOOR_ATR = 0.01
 MIN_DECILE_TRADES = 100
 RELIABILITY_TOLERANCE = 0.05
 ECE_TARGET = 0.03
@@ -284,10 +283,7 @@ def _mse(pred: F64, y: F64) -> float:
 def _qlike(pred: F64, y: F64) -> float:
     """QLIKE of the total range (up + down): y/p - log(y/p) - 1, the loss volatility forecasts
     are ranked by (robust to noise in the realised proxy); 0 is a perfect forecast."""
-    total_y = np.maximum(y.sum(axis=1), QLIKE_FLOOR_ATR)
-    total_p = np.maximum(pred.sum(axis=1), QLIKE_FLOOR_ATR)
-    ratio = total_y / total_p
-    return float((ratio - np.log(ratio) - 1).mean())
+    return float(qlike(pred.sum(axis=1), y.sum(axis=1)).mean())
 
 
 def _r2(pred: F64, y: F64) -> float:

@@ -73,7 +73,8 @@ def dm_test(loss_diff: F64, ts: I64, label_bars: int) -> tuple[float, float]:
     return statistic, float(stats.t.cdf(statistic, df=times.size - 1))
 
 
-def _qlike(pred: F64, y: F64) -> F64:
+def qlike(pred: F64, y: F64) -> F64:
+    """QLIKE per element, y/p - log(y/p) - 1 (both floored): 0 for a perfect forecast."""
     ratio = np.maximum(y, QLIKE_FLOOR_ATR) / np.maximum(pred, QLIKE_FLOOR_ATR)
     out: F64 = ratio - np.log(ratio) - 1
     return out
@@ -84,7 +85,7 @@ def _beats(challenger: F64, incumbent: F64, y: F64, ts: I64, lags: int) -> tuple
     with QLIKE not higher; the p-value compared with the caller's level."""
     diff = (challenger - y) ** 2 - (incumbent - y) ** 2
     _, p_value = dm_test(diff, ts, lags)
-    qlike_worse = float((_qlike(challenger, y) - _qlike(incumbent, y)).mean())
+    qlike_worse = float((qlike(challenger, y) - qlike(incumbent, y)).mean())
     return qlike_worse <= 0, p_value
 
 

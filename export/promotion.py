@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from export.evaluation import expected_calibration_error
-from export.gate import HAC_LAGS_PER_LABEL_BAR, QLIKE_FLOOR_ATR, dm_test
+from export.gate import HAC_LAGS_PER_LABEL_BAR, dm_test, qlike
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -106,18 +106,12 @@ class PromotionDecision(msgspec.Struct, frozen=True):
     ece_limit: float = ECE_LIMIT
 
 
-def _qlike(pred: F64, y: F64) -> F64:
-    ratio = np.maximum(y, QLIKE_FLOOR_ATR) / np.maximum(pred, QLIKE_FLOOR_ATR)
-    out: F64 = ratio - np.log(ratio) - 1
-    return out
-
-
 def _compare(evidence: Evidence, incumbent: F64, against: str) -> Comparison:
     """The challenger against `incumbent`, losses pooled over the columns of each row."""
     y, challenger = evidence.y, evidence.challenger
     lags = HAC_LAGS_PER_LABEL_BAR * max(evidence.label_bars)
     mse_new, mse_old = ((challenger - y) ** 2).mean(axis=1), ((incumbent - y) ** 2).mean(axis=1)
-    ql_new, ql_old = _qlike(challenger, y).mean(axis=1), _qlike(incumbent, y).mean(axis=1)
+    ql_new, ql_old = qlike(challenger, y).mean(axis=1), qlike(incumbent, y).mean(axis=1)
     _, p_mse = dm_test(mse_new - mse_old, evidence.ts, lags)
     _, p_qlike = dm_test(ql_new - ql_old, evidence.ts, lags)
     return Comparison(

@@ -234,30 +234,26 @@ def signal_response(
     models' own levels, decided by the calibrated P(win); the barrier block describes them)."""
     spec, out, inputs = run.spec, run.out, run.inputs
     served = run.served
-    if custom is None:
+    outcome = custom
+    if outcome is None:
         model_side = "long" if out.direction[0] > 0 else "short"
         default = Barrier(
             model_side, spec.horizons.index(spec.label_horizon), spec.tp_atr, spec.sl_atr
         )
         outcome = evaluate(question_for(run, default, asset_class))
-    else:
-        outcome = custom
-    chosen = Barrier(
-        outcome.side, spec.horizons.index(outcome.horizon), outcome.tp_atr, outcome.sl_atr
-    )
-    k = chosen.horizon
+    k = spec.horizons.index(outcome.horizon)
     mean = _served_range(run, k)
     signal = build_signal(
         close=inputs.close,
         atr=inputs.atr,
-        direction=1.0 if chosen.side == "long" else -1.0,
+        direction=1.0 if outcome.side == "long" else -1.0,
         confidence=float(served.confidence[0]),
         p_long=float(served.p_long[0]),
         p_short=float(served.p_short[0]),
         up_atr=mean.up,
         down_atr=mean.down,
-        tp_atr=chosen.tp_atr,
-        sl_atr=chosen.sl_atr,
+        tp_atr=outcome.tp_atr,
+        sl_atr=outcome.sl_atr,
         cost_r=outcome.cost_r,
         horizon=spec.horizons[k],
         horizon_bars=run.horizon_bars[k],

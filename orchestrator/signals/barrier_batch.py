@@ -5,7 +5,8 @@ closed form's cost (about 100 small array operations, the same for 1 row as for 
 many requests reach their barrier in the same turn of the event loop; like Triton's dynamic
 batching, this evaluates them together: each request adds its question and awaits, the first
 one schedules a flush for the loop's next turn, and the flush answers every question in one
-barrier_odds call per path shape. A lone request waits one loop turn (microseconds).
+barrier_odds call per path shape (signals/barriers.evaluate_together). A lone request waits one
+loop turn (microseconds).
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-import numpy as np
-
-from orchestrator.features.barriers import PathShape, barrier_odds
-from orchestrator.signals.barriers import BarrierOutcome, BarrierQuestion, answer
+from orchestrator.features.barriers import PathShape
+from orchestrator.signals.barriers import BarrierOutcome, BarrierQuestion, evaluate_together
 
 Waiter = tuple[BarrierQuestion, "asyncio.Future[BarrierOutcome]"]
 
@@ -42,20 +41,11 @@ class BarrierBatcher:
         by_shape: defaultdict[PathShape, list[Waiter]] = defaultdict(list)
         for item in pending:
             by_shape[item[0].path.shape].append(item)
-        for shape, group in by_shape.items():
+        for group in by_shape.values():
             self.batches += 1
             self.questions += len(group)
             try:
-                questions = [q for q, _ in group]
-                odds = barrier_odds(
-                    [q.barrier.tp_atr for q in questions],
-                    [q.barrier.sl_atr for q in questions],
-                    np.concatenate([q.path.drift for q in questions]),
-                    np.concatenate([q.path.scale for q in questions]),
-                    [q.horizon_bars for q in questions],
-                    shape=shape,
-                )
-                results = [answer(q, odds, row) for row, (q, _) in enumerate(group)]
+                results = evaluate_together([q for q, _ in group])
             except Exception as exc:  # every waiter hears of it, none hangs
                 for _, done in group:
                     if not done.done():

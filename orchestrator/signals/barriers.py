@@ -195,9 +195,8 @@ def barrier_question(
     )
 
 
-def answer(question: BarrierQuestion, odds: BarrierOdds, row: int = 0) -> BarrierOutcome:
-    """The outcome of `question` from row `row` of odds evaluated for it (barrier_odds, or a
-    batch of questions in barrier_batch)."""
+def _answer(question: BarrierQuestion, odds: BarrierOdds, row: int) -> BarrierOutcome:
+    """The outcome of `question` from row `row` of the odds evaluated for it."""
     barrier, path = question.barrier, question.path
     sign = 1.0 if barrier.side == SIDES[0] else -1.0
     return BarrierOutcome(
@@ -219,18 +218,23 @@ def answer(question: BarrierQuestion, odds: BarrierOdds, row: int = 0) -> Barrie
     )
 
 
-def evaluate(question: BarrierQuestion) -> BarrierOutcome:
-    """One question on its own (a batch of them: signals/barrier_batch.py)."""
-    barrier, path = question.barrier, question.path
+def evaluate_together(questions: list[BarrierQuestion]) -> list[BarrierOutcome]:
+    """Questions of one path shape in one barrier_odds call (signals/barrier_batch.py groups
+    the questions of one event-loop turn by shape)."""
     odds = barrier_odds(
-        barrier.tp_atr,
-        barrier.sl_atr,
-        path.drift,
-        path.scale,
-        question.horizon_bars,
-        shape=path.shape,
+        [q.barrier.tp_atr for q in questions],
+        [q.barrier.sl_atr for q in questions],
+        np.concatenate([q.path.drift for q in questions]),
+        np.concatenate([q.path.scale for q in questions]),
+        [q.horizon_bars for q in questions],
+        shape=questions[0].path.shape,
     )
-    return answer(question, odds)
+    return [_answer(q, odds, row) for row, q in enumerate(questions)]
+
+
+def evaluate(question: BarrierQuestion) -> BarrierOutcome:
+    """One question on its own."""
+    return evaluate_together([question])[0]
 
 
 def barrier_signal_inputs(
