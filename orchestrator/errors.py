@@ -62,6 +62,22 @@ class BadParameterError(EngineError):
     title = "Bad request"
 
 
+class UnauthorizedError(EngineError):
+    """No credentials where the action needs them (401)."""
+
+    status = 401
+    exit_code = EXIT_USAGE
+    title = "Unauthorized"
+
+
+class ForbiddenError(EngineError):
+    """Valid credentials without the scope the action needs (403)."""
+
+    status = 403
+    exit_code = EXIT_USAGE
+    title = "Forbidden"
+
+
 class NotFoundError(EngineError):
     """An unknown symbol, job, or no bars or models for the asked timeframe (404)."""
 

@@ -138,6 +138,9 @@ class ApiSettings(msgspec.Struct, frozen=True):
     port: int = 8080
     internal_api_key: str = ""  # when set, /api/* and /ws need it (X-API-Key or Bearer)
     jwt_secret: str = ""  # when set, HS256 JWTs signed with it are accepted too
+    # Model promotion and rollback need it (or a JWT whose `scope` includes "admin"); with no
+    # key, JWT secret or admin key set at all, the API is open (development).
+    admin_api_key: str = ""
     cors_origins: tuple[str, ...] = ("http://localhost:5173",)
     rate_limit_per_minute: int = 1200
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
@@ -170,6 +173,7 @@ class ApiSettings(msgspec.Struct, frozen=True):
             port=env_int("API_PORT", d.port),
             internal_api_key=env_text("INTERNAL_API_KEY", ""),
             jwt_secret=env_text("JWT_SECRET", ""),
+            admin_api_key=env_text("ADMIN_API_KEY", ""),
             cors_origins=listed("CORS_ORIGINS", d.cors_origins),
             rate_limit_per_minute=env_int("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute),
             trusted_proxies=listed("TRUSTED_PROXIES", d.trusted_proxies),

@@ -58,7 +58,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 TEST_DATABASE = os.environ.get("MYSQL_TEST_DATABASE", "trading_test")
 
 
-def _serve(
+def serve_triton(
     repository: Path, tmp_path_factory: pytest.TempPathFactory, name: str
 ) -> Iterator[TritonServer]:
     """A real tritonserver on free ports for the session; stopped afterwards."""
@@ -76,7 +76,15 @@ async def _reset_schema(settings: DatabaseSettings) -> None:
     try:
         async with db.connection() as conn, conn.cursor() as cur:
             await cur.execute("SET FOREIGN_KEY_CHECKS = 0")
-            for table in ("backtest_runs", "bar_revisions", "bars", "symbols", "schema_migrations"):
+            for table in (
+                "model_version_events",
+                "model_versions",
+                "backtest_runs",
+                "bar_revisions",
+                "bars",
+                "symbols",
+                "schema_migrations",
+            ):
                 await cur.execute(f"DROP TABLE IF EXISTS {table}")
             await cur.execute("SET FOREIGN_KEY_CHECKS = 1")
             await conn.commit()
@@ -157,7 +165,7 @@ def redis_flushed(redis_url: str) -> str:
 
 @pytest.fixture(scope="session")
 def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    yield from _serve(FIXTURES / "model_repository", tmp_path_factory, "triton-test")
+    yield from serve_triton(FIXTURES / "model_repository", tmp_path_factory, "triton-test")
 
 
 @pytest.fixture(scope="session")
@@ -240,7 +248,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedRepository:
 def model_server(
     trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
-    yield from _serve(trained.cpu, tmp_path_factory, "triton-models")
+    yield from serve_triton(trained.cpu, tmp_path_factory, "triton-models")
 
 
 @pytest.fixture

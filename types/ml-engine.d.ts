@@ -103,6 +103,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/models/{name}/promote": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Admin: a version serves from now on, without the promotion test
+         * @description Forces a promotion (the reason is recorded; the test's verdict is not asked). The current champion is retired. 409 when the version is rejected or cannot be loaded.
+         */
+        post: operations["ApiModelsNamePromotePromote"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/models/{name}/rollback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Admin: the previous champion serves again
+         * @description Triton loads the previous champion (the current one serves until it is ready), then the registry records the move with the reason. 409 when there is no earlier champion or its files are gone from the repository.
+         */
+        post: operations["ApiModelsNameRollbackRollback"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/predict/{symbol}": {
         parameters: {
             query?: never;
@@ -546,10 +586,19 @@ export interface components {
             symbol: string;
             timeframe: string;
         };
+        /** PromoteRequest */
+        PromoteRequest: {
+            reason: string;
+            version: number;
+        };
         /** RangeATR */
         RangeATR: {
             down: number;
             up: number;
+        };
+        /** RollbackRequest */
+        RollbackRequest: {
+            reason: string;
         };
         /** ServedBy */
         ServedBy: {
@@ -1057,7 +1106,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Conflict: the job already finished (the message says with which status) */
+            /** @description Conflict: the job already finished, or a model version cannot move to that status (the message says why) */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1286,6 +1335,184 @@ export interface operations {
             };
             /** @description Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>) */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Triton ("ML service unavailable", also while models are reloaded: retry), the database or the job queue is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    ApiModelsNamePromotePromote: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PromoteRequest"];
+            };
+        };
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelSetView"];
+                };
+            };
+            /** @description Bad request: `field` names the parameter and `message` says how to fix it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Valid credentials without the admin scope (ADMIN_API_KEY, or a JWT whose scope includes admin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unknown symbol, or no bars or models for the asked timeframe (`field` says which) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict: the job already finished, or a model version cannot move to that status (the message says why) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Triton ("ML service unavailable", also while models are reloaded: retry), the database or the job queue is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    ApiModelsNameRollbackRollback: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RollbackRequest"];
+            };
+        };
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelSetView"];
+                };
+            };
+            /** @description Bad request: `field` names the parameter and `message` says how to fix it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Valid credentials without the admin scope (ADMIN_API_KEY, or a JWT whose scope includes admin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unknown symbol, or no bars or models for the asked timeframe (`field` says which) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict: the job already finished, or a model version cannot move to that status (the message says why) */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

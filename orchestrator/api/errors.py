@@ -21,8 +21,11 @@ from orchestrator.errors import EngineError, ErrorBody, describe
 _MEANINGS = {
     400: "Bad request: `field` names the parameter and `message` says how to fix it",
     401: "Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>)",
+    403: "Valid credentials without the admin scope (ADMIN_API_KEY, or a JWT whose scope "
+    "includes admin)",
     404: "Unknown symbol, or no bars or models for the asked timeframe (`field` says which)",
-    409: "Conflict: the job already finished (the message says with which status)",
+    409: "Conflict: the job already finished, or a model version cannot move to that status "
+    "(the message says why)",
     422: "Not enough history for the models (the message says how many bars are needed)",
     429: "Rate limit exceeded",
     503: 'Triton ("ML service unavailable", also while models are reloaded: retry), the '

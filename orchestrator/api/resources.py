@@ -20,6 +20,7 @@ from orchestrator.inference.service import PredictionService
 from orchestrator.inference.shared import SharedPredictions
 from orchestrator.lifecycle.exported import sync_registry
 from orchestrator.lifecycle.registry import ModelRegistry
+from orchestrator.lifecycle.service import Lifecycle
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.quality.tracker import QualityTracker
 from orchestrator.settings import Settings
@@ -130,6 +131,15 @@ class Resources:
             await sync_registry(registry, Path(self.settings.triton.model_repository), "api")
             self._registry_synced = True
         return registry
+
+    async def lifecycle(self) -> Lifecycle:
+        """Promotion and rollback over the registry and this API's Triton."""
+        return Lifecycle(
+            await self.registry(),
+            self.triton,
+            Path(self.settings.triton.model_repository),
+            self.settings.triton.request_timeout_s,
+        )
 
     def _snapshot_path(self) -> Path | None:
         folder = self.settings.api.state_snapshot_dir

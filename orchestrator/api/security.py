@@ -26,6 +26,7 @@ from litestar.types import (
     Send,
 )
 
+from orchestrator.errors import ForbiddenError, UnauthorizedError
 from orchestrator.settings import ApiSettings
 
 PROTECTED_PREFIXES = ("/api", "/ws")
@@ -45,27 +46,57 @@ def _presented_token(headers: dict[str, str], query: str) -> str | None:
     return None
 
 
+def _same(token: str, key: str) -> bool:
+    return bool(key) and hmac.compare_digest(token.encode(), key.encode())
+
+
+def _jwt_claims(settings: ApiSettings, token: str) -> dict[str, Any] | str:
+    """The claims of a valid JWT, or why it is not one."""
+    if not settings.jwt_secret:
+        return "invalid credentials"
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, settings.jwt_secret, algorithms=["HS256"], options={"require": ["exp"]}
+        )
+    except jwt.ExpiredSignatureError:
+        return "token expired"
+    except jwt.InvalidTokenError:
+        return "invalid credentials"
+    return claims
+
+
 def check_credentials(settings: ApiSettings, token: str | None) -> str | None:
-    """None when allowed; otherwise why not. Keys are compared in constant time."""
+    """None when allowed; otherwise why not. Keys are compared in constant time; the admin key
+    is a valid key too."""
     if not settings.internal_api_key and not settings.jwt_secret:
         return None
     if not token:
         return "missing credentials: send X-API-Key (or Authorization: Bearer <key or JWT>)"
-    if settings.internal_api_key and hmac.compare_digest(
-        token.encode(), settings.internal_api_key.encode()
-    ):
+    if _same(token, settings.internal_api_key) or _same(token, settings.admin_api_key):
         return None
-    if settings.jwt_secret:
-        try:
-            jwt.decode(
-                token, settings.jwt_secret, algorithms=["HS256"], options={"require": ["exp"]}
-            )
-            return None
-        except jwt.ExpiredSignatureError:
-            return "token expired"
-        except jwt.InvalidTokenError:
-            pass
-    return "invalid credentials"
+    claims = _jwt_claims(settings, token)
+    return claims if isinstance(claims, str) else None
+
+
+def require_admin(settings: ApiSettings, request: Request[Any, Any, Any]) -> None:
+    """Admin actions (model promotion, rollback): the ADMIN_API_KEY, or a JWT whose `scope`
+    (space-separated, or a list) includes "admin". UnauthorizedError (401) without
+    credentials, ForbiddenError (403) with credentials that lack the scope. An API with no
+    credentials configured at all is open (development)."""
+    if not (settings.internal_api_key or settings.jwt_secret or settings.admin_api_key):
+        return
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    token = _presented_token(headers, request.scope.get("query_string", b"").decode())
+    how = "send ADMIN_API_KEY as X-API-Key, or a JWT whose scope includes admin"
+    if not token:
+        raise UnauthorizedError(f"this action needs admin credentials: {how}")
+    if _same(token, settings.admin_api_key):
+        return
+    claims = _jwt_claims(settings, token)
+    scope = [] if isinstance(claims, str) else claims.get("scope", [])
+    scopes = scope.split() if isinstance(scope, str) else list(scope)
+    if "admin" not in scopes:
+        raise ForbiddenError(f"this action needs the admin scope: {how}")
 
 
 class AuthMiddleware(ASGIMiddleware):

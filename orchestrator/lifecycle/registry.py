@@ -124,6 +124,25 @@ class StatusMoveError(ConflictError):
     """The move is not allowed from the version's current status (409)."""
 
 
+def checked_move(versions: list[ModelVersion], version: int, to: Status) -> ModelVersion:
+    """The version of `versions` (one set's) that may move to `to`; ModelVersionNotFoundError
+    or StatusMoveError saying why not."""
+    model_set = versions[0].model_set
+    current = next((v for v in versions if v.version == version), None)
+    if current is None:
+        raise ModelVersionNotFoundError(
+            f"{model_set} has no version {version} in the registry; "
+            "`ml-engine models list` shows the registered ones",
+            field="version",
+        )
+    if to not in MOVES[current.status]:
+        allowed = ", ".join(sorted(MOVES[current.status])) or "nothing"
+        raise StatusMoveError(
+            f"{model_set} v{version} is {current.status}: it can move to {allowed}, not to {to}"
+        )
+    return current
+
+
 class RegistryMissingError(ServiceUnavailableError):
     """The registry's tables are not in the database yet (503; exit 3)."""
 
@@ -192,19 +211,19 @@ class ModelRegistry:
         """The champion before the current one serves again; the current one is retired."""
         async with self.db.transaction() as conn, conn.cursor() as cur:
             versions = await self._lock_set(cur, model_set)
-            await cur.execute(
-                "SELECT version FROM model_version_events WHERE model_set = %s AND "
-                "from_status = 'champion' AND to_status = 'retired' ORDER BY id DESC LIMIT 1",
-                (model_set,),
-            )
-            row = await cur.fetchone()
-            if row is None:
-                raise StatusMoveError(
-                    f"{model_set} has no earlier champion to go back to (none was retired yet)"
-                )
-            return await self._move(
-                cur, versions, int(row[0]), "champion", actor, f"rollback: {reason}"
-            )
+            target = await self._previous_champion(cur, model_set)
+            return await self._move(cur, versions, target, "champion", actor, f"rollback: {reason}")
+
+    async def versions_of(self, model_set: str) -> list[ModelVersion]:
+        """One set's versions; ModelVersionNotFoundError naming the fix for an unknown set."""
+        async with self.db.connection() as conn, conn.cursor() as cur:
+            return await self._lock_set(cur, model_set, lock=False)
+
+    async def rollback_target(self, model_set: str) -> int:
+        """The version a rollback would serve (StatusMoveError when there is none)."""
+        async with self.db.connection() as conn, conn.cursor() as cur:
+            await self._lock_set(cur, model_set, lock=False)
+            return await self._previous_champion(cur, model_set)
 
     async def versions(self, model_set: str | None = None) -> list[ModelVersion]:
         """Every registered version (of one set), newest first per set."""
@@ -255,19 +274,7 @@ class ModelRegistry:
         reason: str,
         decision: dict[str, Any] | None = None,
     ) -> ModelVersion:
-        current = next((v for v in versions if v.version == version), None)
-        model_set = versions[0].model_set
-        if current is None:
-            raise ModelVersionNotFoundError(
-                f"{model_set} has no version {version} in the registry; "
-                "`ml-engine models list` shows the registered ones",
-                field="version",
-            )
-        if to not in MOVES[current.status]:
-            allowed = ", ".join(sorted(MOVES[current.status])) or "nothing"
-            raise StatusMoveError(
-                f"{model_set} v{version} is {current.status}: it can move to {allowed}, not to {to}"
-            )
+        current = checked_move(versions, version, to)
         displaced = _DISPLACED.get(to)
         for other in versions:
             if displaced is not None and other.status == to and other.version != version:
@@ -275,14 +282,31 @@ class ModelRegistry:
                     cur, other, displaced, actor, f"replaced by v{version}: {reason}"
                 )
         await self._set_status(cur, current, to, actor, reason, decision)
-        moved = await self._select(cur, model_set, version, lock=False)
+        moved = await self._select(cur, current.model_set, version, lock=False)
         assert moved is not None
         return moved
 
     @staticmethod
-    async def _lock_set(cur: Cursor, model_set: str) -> list[ModelVersion]:
+    async def _previous_champion(cur: Cursor, model_set: str) -> int:
         await cur.execute(
-            f"SELECT {_COLUMNS} FROM model_versions WHERE model_set = %s FOR UPDATE", (model_set,)
+            "SELECT version FROM model_version_events WHERE model_set = %s AND "
+            "from_status = 'champion' AND to_status = 'retired' ORDER BY id DESC LIMIT 1",
+            (model_set,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise StatusMoveError(
+                f"{model_set} has no earlier champion to go back to (none was retired yet)"
+            )
+        return int(row[0])
+
+    @staticmethod
+    async def _lock_set(cur: Cursor, model_set: str, lock: bool = True) -> list[ModelVersion]:
+        suffix = " FOR UPDATE" if lock else ""
+        await cur.execute(
+            f"SELECT {_COLUMNS} FROM model_versions WHERE model_set = %s "
+            f"ORDER BY version DESC{suffix}",
+            (model_set,),
         )
         versions = [_version(r) for r in await cur.fetchall()]
         if not versions:

@@ -54,31 +54,48 @@ def _view(version: ModelVersion, live: dict[tuple[str, str], VersionQuality]) ->
     )
 
 
+def _set_view(
+    versions: list[ModelVersion],
+    live: dict[tuple[str, str], VersionQuality],
+    events: list[StatusEvent],
+) -> ModelSetView:
+    by_status = {v.status: v.version for v in versions if v.status in ("champion", "challenger")}
+    return ModelSetView(
+        model_set=versions[0].model_set,
+        timeframe=versions[0].timeframe,
+        symbols=versions[0].symbols,
+        champion=by_status.get("champion"),
+        challenger=by_status.get("challenger"),
+        versions=[_view(v, live) for v in versions],
+        events=events,
+    )
+
+
+def _live(quality: list[VersionQuality]) -> dict[tuple[str, str], VersionQuality]:
+    return {(q.timeframe, q.model_version): q for q in quality}
+
+
 async def model_sets(
     registry: ModelRegistry, quality: list[VersionQuality], events: int = 10
 ) -> ModelsResponse:
     """Every registered set, with each version's live quality where the tracker has some."""
-    live = {(q.timeframe, q.model_version): q for q in quality}
     by_set: dict[str, list[ModelVersion]] = {}
     for version in await registry.versions():
         by_set.setdefault(version.model_set, []).append(version)
-    sets = []
-    for name, versions in by_set.items():
-        by_status = {
-            v.status: v.version for v in versions if v.status in ("champion", "challenger")
-        }
-        sets.append(
-            ModelSetView(
-                model_set=name,
-                timeframe=versions[0].timeframe,
-                symbols=versions[0].symbols,
-                champion=by_status.get("champion"),
-                challenger=by_status.get("challenger"),
-                versions=[_view(v, live) for v in versions],
-                events=await registry.events(name, events),
-            )
-        )
-    return ModelsResponse(sets)
+    return ModelsResponse(
+        [
+            _set_view(versions, _live(quality), await registry.events(name, events))
+            for name, versions in by_set.items()
+        ]
+    )
+
+
+async def model_set(
+    registry: ModelRegistry, quality: list[VersionQuality], name: str, events: int = 10
+) -> ModelSetView:
+    """One set (ModelVersionNotFoundError for an unknown one)."""
+    versions = await registry.versions_of(name)
+    return _set_view(versions, _live(quality), await registry.events(name, events))
 
 
 def render(response: ModelsResponse) -> str:

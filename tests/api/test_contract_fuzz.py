@@ -114,8 +114,10 @@ def live_api(
     model_server: TritonServer,
     redis_flushed: str,
 ) -> Iterator[str]:
-    """No API key (auth is checked in test_security.py); a rate limit fuzzing cannot reach."""
-    api = ApiSettings(rate_limit_per_minute=1_000_000)
+    """No API key (auth is checked in test_security.py); a rate limit fuzzing cannot reach; an
+    admin key the fuzzer never sends, so it cannot switch the suite's served models (the admin
+    routes answer it 401; tests/api/test_model_switch.py moves models)."""
+    api = ApiSettings(rate_limit_per_minute=1_000_000, admin_api_key="never-sent")
     with served_in_thread(
         create_app(api_settings(db_settings, model_server, redis_flushed, api=api))
     ) as base_url:

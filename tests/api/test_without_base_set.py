@@ -15,7 +15,7 @@ from orchestrator.api.app import create_app
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.settings import DatabaseSettings
 from tests.api.conftest import api_settings
-from tests.conftest import TrainedRepository, _serve
+from tests.conftest import TrainedRepository, serve_triton
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def server_15m_only(
     repository = Path(tmp_path_factory.mktemp("repository_15m_only"))
     for model in trained.cpu.glob("*_15m"):
         shutil.copytree(model, repository / model.name)
-    yield from _serve(repository, tmp_path_factory, "triton-15m-only")
+    yield from serve_triton(repository, tmp_path_factory, "triton-15m-only")
 
 
 async def test_only_the_served_timeframe_answers_and_the_missing_base_set_is_a_404(

@@ -19,7 +19,7 @@ from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import DatabaseSettings
-from tests.conftest import TrainedRepository, _serve, append_bar
+from tests.conftest import TrainedRepository, append_bar, serve_triton
 from tests.gateway.conftest import API_KEY, EngineProcess, start_engine, start_gateway
 
 HEADERS = {"X-API-Key": API_KEY}
@@ -133,7 +133,7 @@ async def test_triton_stopped_or_engine_down_is_503_at_the_gateway(
     tmp_path_factory: pytest.TempPathFactory,
     tmp_path: Path,
 ) -> None:
-    servers = _serve(loaded.cpu, tmp_path_factory, "triton-stopped")
+    servers = serve_triton(loaded.cpu, tmp_path_factory, "triton-stopped")
     triton = next(servers)
     engines = start_engine(db_settings, triton, redis_flushed, tmp_path)
     engine = next(engines)

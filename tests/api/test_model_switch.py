@@ -1,0 +1,151 @@
+"""Rollback and forced promotion against a real Triton holding two versions of the model set:
+admin only, every answer 200 and from one version while the switch happens, Triton, the
+registry and config.pbtxt agreeing afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+import tritonclient.grpc as grpcclient
+
+from export.exporter import export_profiles
+from orchestrator.api.app import create_app
+from orchestrator.devstack.triton import TritonServer
+from orchestrator.inference.models import ENSEMBLE
+from orchestrator.marketdata.db import Database
+from orchestrator.settings import ApiSettings, DatabaseSettings
+from tests.api.conftest import api_settings, served
+from tests.conftest import TrainedRepository, serve_triton, until
+
+USER = {"X-API-Key": "user-key"}
+ADMIN = {"X-API-Key": "admin-key"}
+CLIENTS = 8
+
+
+@pytest.fixture(scope="module")
+def two_versions(
+    trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
+    """A Triton over a copy of the suite's repository with one more version exported into it."""
+    root = tmp_path_factory.mktemp("switch-repository")
+    shutil.copytree(trained.cpu, root / "cpu", symlinks=True)
+    export_profiles(trained.models, root, profiles=("cpu",))
+    yield from serve_triton(root / "cpu", tmp_path_factory, "triton-switch")
+
+
+def _versions(repository: Path) -> list[int]:
+    return sorted(int(p.name) for p in (repository / ENSEMBLE).iterdir() if p.name.isdigit())
+
+
+def _ready(server: TritonServer) -> list[int]:
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    index = client.get_model_repository_index(as_json=True)["models"]
+    return sorted(
+        int(m["version"]) for m in index if m["name"] == ENSEMBLE and m.get("state") == "READY"
+    )
+
+
+@pytest.fixture
+async def client(
+    db: Database,
+    db_settings: DatabaseSettings,
+    two_versions: TritonServer,
+    redis_flushed: str,
+    loaded: TrainedRepository,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app served by uvicorn (concurrent clients need a real server) over the two-version
+    Triton, on an empty registry, with a user key and an admin key."""
+    async with db.transaction() as conn, conn.cursor() as cur:
+        await cur.execute("DELETE FROM model_version_events")
+        await cur.execute("DELETE FROM model_versions")
+    keys = ApiSettings(
+        internal_api_key="user-key", admin_api_key="admin-key", rate_limit_per_minute=1_000_000
+    )
+    settings = api_settings(db_settings, two_versions, redis_flushed, api=keys)
+    triton = msgspec.structs.replace(
+        settings.triton, model_repository=str(two_versions.model_repository)
+    )
+    app = create_app(msgspec.structs.replace(settings, triton=triton))
+    async with (
+        served(app) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http,
+    ):
+        yield http
+
+
+async def test_rollback_under_load_then_promotion_back(
+    client: httpx.AsyncClient,
+    two_versions: TritonServer,
+) -> None:
+    repository = two_versions.model_repository
+    previous, newest = _versions(repository)[-2:]
+    listed = (await client.get("/api/models", headers=USER)).json()["sets"]
+    assert next(s for s in listed if s["model_set"] == ENSEMBLE)["champion"] == newest
+    path = f"/api/models/{ENSEMBLE}"
+    # The newest was never champion before, so promote the previous one first, then the
+    # newest again: the newest's rollback target is then `previous`.
+    promoted = await client.post(
+        f"{path}/promote", json={"version": previous, "reason": "set up"}, headers=ADMIN
+    )
+    assert promoted.status_code == 200, promoted.text
+    back = await client.post(
+        f"{path}/promote", json={"version": newest, "reason": "set up"}, headers=ADMIN
+    )
+    assert back.json()["champion"] == newest
+
+    answers: list[tuple[int, str]] = []
+    stop = asyncio.Event()
+
+    async def traffic() -> None:
+        while not stop.is_set():
+            response = await client.get("/api/predict/BTCUSD", headers=USER)
+            version = response.json().get("model_version", "") if response.is_success else ""
+            answers.append((response.status_code, version))
+
+    workers = [asyncio.create_task(traffic()) for _ in range(CLIENTS)]
+    try:
+        await until(lambda: len(answers) >= 40, what="traffic on the champion")
+        refused = await client.post(f"{path}/rollback", json={"reason": "x" * 5}, headers=USER)
+        assert refused.status_code == 403
+        assert "admin scope" in refused.json()["message"]
+        anonymous = await client.post(f"{path}/rollback", json={"reason": "no key"})
+        assert anonymous.status_code == 401
+        rolled = await client.post(
+            f"{path}/rollback", json={"reason": "live skill fell"}, headers=ADMIN
+        )
+        assert rolled.status_code == 200, rolled.text
+        assert rolled.json()["champion"] == previous
+        await until(
+            lambda: [v for _, v in answers[-CLIENTS * 3 :]] == [str(previous)] * (CLIENTS * 3),
+            what="every client answered by the previous champion",
+        )
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+    assert {status for status, _ in answers} == {200}
+    assert {version for _, version in answers} == {str(previous), str(newest)}
+    assert _ready(two_versions) == [previous]
+    config = (repository / ENSEMBLE / "config.pbtxt").read_text()
+    assert f"version_policy {{ specific {{ versions: [ {previous} ] }} }}" in config
+    entry = rolled.json()
+    assert entry["events"][0]["reason"] == "rollback: live skill fell"
+    assert entry["events"][0]["actor"].startswith("api admin")
+
+    # Forced promotion back to the newest; a version that does not exist is a 404.
+    forward = await client.post(
+        f"{path}/promote", json={"version": newest, "reason": "fixed upstream"}, headers=ADMIN
+    )
+    assert forward.json()["champion"] == newest
+    assert _ready(two_versions) == [newest]
+    missing = await client.post(
+        f"{path}/promote", json={"version": 999, "reason": "typo"}, headers=ADMIN
+    )
+    assert missing.status_code == 404
+    assert "no version 999" in missing.json()["message"]
+    assert _ready(two_versions) == [newest]
