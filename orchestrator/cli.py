@@ -516,11 +516,19 @@ def add_commands(sub: SubParsers, prog: str) -> None:
         prog,
         "models",
         "the model registry: every version, champion and challenger, and why",
-        ["list", "sync --model-repository model_repository/real/cpu", "list --json"],
+        [
+            "list",
+            "sync --model-repository model_repository/real/cpu",
+            "list --json",
+            'rollback --set signal_ensemble_1h --reason "live skill fell"',
+            'promote --set signal_ensemble_1h --version 7 --reason "checked by hand"',
+        ],
         description="list: every registered model set with its versions, their status "
         "(candidate, challenger, champion, retired, rejected), the reason and the card's "
         "served skill. sync: registers the versions a model repository holds (a set with no "
-        "champion gets its newest version, the one Triton serves).",
+        "champion gets its newest version, the one Triton serves). rollback / promote: the "
+        "previous champion / the given version serves from now on (Triton switched, then the "
+        "registry), as the API's admin routes do.",
     )
     from orchestrator.lifecycle.command import add_arguments as add_models_arguments
 

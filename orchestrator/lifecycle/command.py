@@ -1,37 +1,58 @@
-"""`ml-engine models list|sync`: the model registry from a terminal."""
+"""`ml-engine models list|sync|promote|rollback`: the model registry from a terminal (promote and
+rollback switch the configured Triton like the API's admin routes, docs/lifecycle.md)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 from pathlib import Path
 
 import msgspec
+import tritonclient.grpc.aio as grpcclient
 
+from orchestrator.errors import BadParameterError
 from orchestrator.lifecycle.exported import sync_registry
 from orchestrator.lifecycle.registry import ModelRegistry
+from orchestrator.lifecycle.service import Lifecycle
 from orchestrator.lifecycle.views import model_sets, render
 from orchestrator.marketdata.db import Database
 from orchestrator.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["list", "sync"])
+    parser.add_argument("action", choices=["list", "sync", "promote", "rollback"])
+    parser.add_argument("--set", dest="model_set", help="promote/rollback: e.g. signal_ensemble_1h")
+    parser.add_argument("--version", type=int, help="promote: the version to serve")
+    parser.add_argument("--reason", help="promote/rollback: recorded in the registry")
     parser.add_argument(
         "--model-repository",
-        help="sync: the repository to register (default: $MODEL_REPOSITORY)",
+        help="the repository to register, and to pin on promote/rollback "
+        "(default: $MODEL_REPOSITORY)",
     )
     parser.add_argument("--json", action="store_true", help="list: the API's JSON instead")
 
 
+def _check(args: argparse.Namespace) -> None:
+    promote = args.action == "promote"
+    if args.action in ("promote", "rollback") and not (
+        args.model_set and args.reason and (args.version or not promote)
+    ):
+        needed = "--set, --version and --reason" if promote else "--set and --reason"
+        raise BadParameterError(f"models {args.action} needs {needed}")
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    _check(args)
     db = await Database.connect(settings.db)
     try:
         registry = ModelRegistry(db)
+        repository = Path(args.model_repository or settings.triton.model_repository)
         if args.action == "sync":
-            repository = Path(args.model_repository or settings.triton.model_repository)
             versions = await sync_registry(registry, repository, "cli")
             print(f"{len(versions)} versions registered (from {repository})")
+        elif args.action in ("promote", "rollback"):
+            await _switch(args, settings, registry, repository)
         # Live quality lives in the API (GET /api/models); the terminal shows the registry.
         response = await model_sets(registry, [])
     finally:
@@ -39,6 +60,27 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     encoded = msgspec.json.format(msgspec.json.encode(response)).decode()
     print(encoded if args.json else render(response))
     return 0
+
+
+async def _switch(
+    args: argparse.Namespace, settings: Settings, registry: ModelRegistry, repository: Path
+) -> None:
+    if not args.model_set or not args.reason or (args.action == "promote" and not args.version):
+        needed = (
+            "--set, --version and --reason" if args.action == "promote" else "--set and --reason"
+        )
+        raise BadParameterError(f"models {args.action} needs {needed}")
+    triton = grpcclient.InferenceServerClient(settings.triton.grpc_url)
+    try:
+        lifecycle = Lifecycle(registry, triton, repository, settings.triton.request_timeout_s)
+        actor = f"cli ({getpass.getuser()})"
+        if args.action == "promote":
+            moved = await lifecycle.promote(args.model_set, args.version, actor, args.reason)
+        else:
+            moved = await lifecycle.rollback(args.model_set, actor, args.reason)
+    finally:
+        await triton.close()
+    print(f"{moved.model_set} v{moved.version} serves now ({moved.status_reason})")
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:

@@ -16,10 +16,12 @@ import tritonclient.grpc as grpcclient
 
 from export.exporter import export_profiles
 from orchestrator.api.app import create_app
+from orchestrator.cli import build_parser, cmd_models
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.inference.models import ENSEMBLE
+from orchestrator.lifecycle.registry import ModelRegistry
 from orchestrator.marketdata.db import Database
-from orchestrator.settings import ApiSettings, DatabaseSettings
+from orchestrator.settings import ApiSettings, DatabaseSettings, Settings, TritonSettings
 from tests.api.conftest import api_settings, served
 from tests.conftest import TrainedRepository, serve_triton, until
 
@@ -149,3 +151,40 @@ async def test_rollback_under_load_then_promotion_back(
     assert missing.status_code == 404
     assert "no version 999" in missing.json()["message"]
     assert _ready(two_versions) == [newest]
+
+
+def _cli(settings: Settings, *argv: str) -> None:
+    args = build_parser().parse_args(["models", *argv])
+    assert cmd_models(args, settings) == 0
+
+
+async def test_the_command_line_switches_like_the_api(
+    db: Database,
+    db_settings: DatabaseSettings,
+    two_versions: TritonServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with db.transaction() as conn, conn.cursor() as cur:
+        await cur.execute("DELETE FROM model_version_events")
+        await cur.execute("DELETE FROM model_versions")
+    repository = two_versions.model_repository
+    settings = Settings(
+        db=db_settings,
+        triton=TritonSettings(
+            grpc_port=two_versions.grpc_port,
+            http_port=two_versions.http_port,
+            model_repository=str(repository),
+        ),
+        api=ApiSettings(),
+    )
+    previous, newest = _versions(repository)[-2:]
+    await asyncio.to_thread(_cli, settings, "sync")
+    for version in (previous, newest):
+        await asyncio.to_thread(
+            _cli, settings, "promote", "--set", ENSEMBLE, "--version", str(version), "--reason", "x"
+        )
+    await asyncio.to_thread(_cli, settings, "rollback", "--set", ENSEMBLE, "--reason", "by hand")
+    assert f"{ENSEMBLE} v{previous} serves now (rollback: by hand)" in capsys.readouterr().out
+    assert _ready(two_versions) == [previous]
+    champion = [v for v in await ModelRegistry(db).versions(ENSEMBLE) if v.status == "champion"]
+    assert [v.version for v in champion] == [previous]
