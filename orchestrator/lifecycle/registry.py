@@ -207,11 +207,20 @@ class ModelRegistry:
             versions = await self._lock_set(cur, model_set)
             return await self._move(cur, versions, version, to, actor, reason, decision)
 
-    async def rollback(self, model_set: str, actor: str, reason: str) -> ModelVersion:
-        """The champion before the current one serves again; the current one is retired."""
+    async def rollback(
+        self, model_set: str, actor: str, reason: str, expected: int | None = None
+    ) -> ModelVersion:
+        """The champion before the current one serves again; the current one is retired.
+        `expected`: the target the caller switched Triton to (StatusMoveError when another
+        move changed it meanwhile)."""
         async with self.db.transaction() as conn, conn.cursor() as cur:
             versions = await self._lock_set(cur, model_set)
             target = await self._previous_champion(cur, model_set)
+            if expected is not None and target != expected:
+                raise StatusMoveError(
+                    f"{model_set} changed meanwhile: the rollback target is now v{target}, not "
+                    f"v{expected}; ask again"
+                )
             return await self._move(cur, versions, target, "champion", actor, f"rollback: {reason}")
 
     async def versions_of(self, model_set: str) -> list[ModelVersion]:

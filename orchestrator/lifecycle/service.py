@@ -44,7 +44,7 @@ class Lifecycle:
         """The previous champion serves again."""
         target = await self.registry.rollback_target(model_set)
         return await self._switch(
-            model_set, target, lambda: self.registry.rollback(model_set, actor, reason)
+            model_set, target, lambda: self.registry.rollback(model_set, actor, reason, target)
         )
 
     async def _switch(
