@@ -26,7 +26,9 @@ from orchestrator.realdata.command import DEFAULT_DATABASE as REAL_DATABASE
 from orchestrator.settings import PROJECT_ROOT, Settings
 
 
-async def load_bars(symbols: list[str] | None, timeframe: str) -> dict[str, pd.DataFrame]:
+async def load_bars(
+    symbols: list[str] | None, timeframe: str, since: datetime | None = None
+) -> dict[str, pd.DataFrame]:
     settings = Settings.from_env()
     db = await Database.connect(settings.db)
     try:
@@ -34,7 +36,10 @@ async def load_bars(symbols: list[str] | None, timeframe: str) -> dict[str, pd.D
         chosen = symbols or [s.symbol for s in await store.list_symbols()]
         tf = parse_timeframe(timeframe)
         frames = {}
-        everything = (datetime(1970, 1, 1, tzinfo=UTC), datetime.now(UTC) + timedelta(days=1))
+        everything = (
+            since or datetime(1970, 1, 1, tzinfo=UTC),
+            datetime.now(UTC) + timedelta(days=1),
+        )
         for symbol in chosen:
             # Stored at `tf`, or resampled from the symbol's base timeframe (5m -> 15m, 1h, ...).
             frames[symbol] = await store.bars_between(symbol, tf, *everything)
@@ -50,6 +55,16 @@ def _source(symbols: list[str], database: str) -> str:
         if described:
             return f"{described} (database {database})"
     return f"bars of database {database}"
+
+
+def _utc_date(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date; give YYYY-MM-DD or an RFC 3339 time"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the bars came from, for the model card (default: the database's name)",
     )
     train.add_argument(
+        "--since",
+        type=_utc_date,
+        help="train on bars from this date or time on (RFC 3339 or YYYY-MM-DD, UTC; default: "
+        "all history). Retraining uses it for a rolling window",
+    )
+    train.add_argument(
+        "--evidence",
+        type=Path,
+        help="also write the rows the nested walk-forward served (.npz), which the promotion "
+        "test compares with the champion",
+    )
+    train.add_argument(
         "--oof",
         type=Path,
         help="also write every fold's out-of-fold rows here (.npz) to study the head offline",
@@ -151,7 +178,7 @@ def rewrite_cards(repository: Path) -> int:
 
 def train(args: argparse.Namespace) -> int:
     symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None
-    frames = asyncio.run(load_bars(symbols, args.timeframe))
+    frames = asyncio.run(load_bars(symbols, args.timeframe, args.since))
     if not frames:
         raise NotEnoughDataError("no bars in the store; run `make demo-data` or ingest some")
     cfg = TrainConfig(
@@ -173,6 +200,8 @@ def train(args: argparse.Namespace) -> int:
         args.oof and models.oof is not None
     ):  # first: the rows are worth keeping even if export fails
         models.oof.save(args.oof)
+    if args.evidence and models.evidence is not None:
+        models.evidence.save(args.evidence)
     versions = export_profiles(models, Path(args.repository), tensorrt=args.tensorrt)
     card = Path(args.repository) / "cpu" / card_name(cfg.timeframe.value)
     print(

@@ -90,6 +90,8 @@ class OutOfFold:
     horizon_bars: I64 = dataclasses.field(  # (n, H) on each row's symbol's calendar
         default_factory=lambda: np.zeros((0, 0), np.int64)
     )
+    # Each row's symbol, an index into the card's `symbols` (empty in folds saved before).
+    symbol: I64 = dataclasses.field(default_factory=lambda: np.zeros((0,), np.int64))
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, **dataclasses.asdict(self))

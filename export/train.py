@@ -50,6 +50,7 @@ from export.evaluation import (
     nested_served,
     range_report,
 )
+from export.evidence import ChallengerRows, challenger_rows
 from export.gate import GATE_ALPHA, GateDecision
 from export.networks import GRURange, MetaModel, TransformerRange
 from orchestrator.features.barriers import SL_GRID_ATR, TP_GRID_ATR
@@ -159,6 +160,7 @@ class TrainedModels:
     card: dict[str, object] = field(default_factory=dict)
     plots: dict[str, bytes] = field(default_factory=dict)  # PNG per name, beside the card
     oof: OutOfFold | None = None  # every fold's test rows, to re-fit or study the head offline
+    evidence: ChallengerRows | None = None  # what the nested folds served: the promotion test's
 
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -573,6 +575,7 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         keep("ys", inputs.short_label)
         keep("fold", np.full(len(test), k, np.int64))
         keep("ts", test.ts)
+        keep("symbol", test.symbol)
         keep("barriers", _gather(data, test, "barriers"))
         keep("horizon_bars", _row_horizon_bars(data, test))
         for name, values in _fold_baselines(data, train, test).items():
@@ -607,6 +610,7 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         direction=direction.astype(np.float64),
         barriers=cat["barriers"],
         horizon_bars=cat["horizon_bars"],
+        symbol=cat["symbol"],
     )
     longest = [max(column) for column in zip(*(d.horizon_bars for d in data), strict=True)]
     lags = Lags(
@@ -657,4 +661,5 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
     spec, gru, transformer, xl, xs = fit_base_models(data, samples, cfg)
     spec = msgspec.structs.replace(spec, head=head)
     plots = card_plots(oof, served, card)
-    return TrainedModels(spec, gru, transformer, xl, xs, final_meta, card, plots, oof)
+    evidence = challenger_rows(oof, served, [d.symbol for d in data], longest)
+    return TrainedModels(spec, gru, transformer, xl, xs, final_meta, card, plots, oof, evidence)

@@ -27,7 +27,7 @@ from orchestrator.dates import MOMENT_MAX_LENGTH, MOMENT_PATTERN, describe_momen
 from orchestrator.errors import ErrorBody
 from orchestrator.features.horizons import Horizon
 from orchestrator.inference.service import PredictionService
-from orchestrator.jobs.runs import Run, RunKind, RunParameters, RunStatus
+from orchestrator.jobs.runs import Run, RunParameters, RunStatus
 from orchestrator.jobs.service import BacktestJobService
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe, parse_timeframe
@@ -36,7 +36,7 @@ from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 INLINE_MAX_BARS = 30_000  # ~100 days of 5m bars answer in the request (a few seconds)
 JobStatus = RunStatus  # queued, running, done, failed, cancelled
-JobKind = RunKind  # backtest, walk_forward
+JobKind = Literal["backtest", "walk_forward"]
 StrategyName = Literal["aggressive_filter", "balanced", "conservative", "baseline"]
 TimeframeName = Literal["1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w", "1mo"]
 HorizonName = Literal["scalping", "intraday", "swing", "position"]
@@ -177,12 +177,12 @@ def job_view(run: Run) -> BacktestJob:
         result=result,
         error=run.error,
         error_status=run.error_status,
-        kind=run.kind,
+        kind="walk_forward" if run.kind == "walk_forward" else "backtest",
         attempts=run.attempts,
         max_attempts=run.max_attempts,
         cancel_requested=run.cancel_requested,
         updated_at=run.updated_at,
-        request=run.parameters.request,
+        request=run.parameters.backtest,
         walk_forward=run.parameters.walk_forward,
     )
 

@@ -1,5 +1,6 @@
-"""GET /api/models (every model set's versions, champion and challenger, card beside live) and
-the admin moves: POST /api/models/{set}/promote and /rollback (docs/lifecycle.md)."""
+"""GET /api/models (every model set's versions, champion and challenger, card beside live, the
+last retrain) and the admin actions: POST /api/models/{set}/retrain, /promote and /rollback
+(docs/lifecycle.md)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,57 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
+from litestar.params import JSONBody, PathParameter
 
 from orchestrator.api.errors import error_responses
 from orchestrator.api.resources import Resources
 from orchestrator.api.security import require_admin
-from orchestrator.lifecycle.views import ModelSetView, ModelsResponse, model_set, model_sets
+from orchestrator.errors import ConflictError
+from orchestrator.jobs.runs import Run, RunStore
+from orchestrator.jobs.service import BacktestJobService
+from orchestrator.lifecycle.retraining import RetrainRequest
+from orchestrator.lifecycle.views import (
+    ModelSetView,
+    ModelsResponse,
+    RetrainView,
+    model_set,
+    model_sets,
+    retrain_view,
+)
 
 Reason = Annotated[str, msgspec.Meta(min_length=3, max_length=500)]
+SetName = Annotated[
+    str,
+    PathParameter(
+        pattern=r"^[a-z][a-z0-9_]{0,63}$",
+        description="a model set: the ensemble one timeframe is served by (signal_ensemble, "
+        "signal_ensemble_1h, ...; GET /api/models lists them)",
+    ),
+]
+RunId = Annotated[str, PathParameter(pattern=r"^[0-9a-f]{16}$", description="a run id")]
 ADMIN_ERRORS = error_responses(400, 401, 403, 404, 409, 429, 503)
 
 
 class RollbackRequest(msgspec.Struct, forbid_unknown_fields=True):
     reason: Reason  # recorded in the registry beside who asked
+
+
+class RetrainBody(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Reason  # recorded with the run and the version it makes
+    # Training options; omitted: RETRAIN_EPOCHS, RETRAIN_FOLDS, RETRAIN_WINDOW_DAYS.
+    epochs: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
+    folds: Annotated[int, msgspec.Meta(ge=2, le=20)] | None = None
+    window_days: Annotated[int, msgspec.Meta(ge=0, le=36500)] | None = None
+
+
+class RetrainInFlightError(ConflictError):
+    """A retrain of the set is queued or running already (409): one at a time per set."""
+
+    def __init__(self, model_set: str, run: Run) -> None:
+        super().__init__(
+            f"{model_set} is already retraining (run {run.id}, {run.status}, {run.phase}); follow "
+            f"it at /api/models/retrains/{run.id} or cancel it before asking again"
+        )
 
 
 class PromoteRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -47,7 +87,56 @@ class ModelsController(Controller):
     )
     async def list_models(self, resources: NamedDependency[Resources]) -> ModelsResponse:
         registry = await resources.registry()
-        return await model_sets(registry, resources.quality.report())
+        runs = RunStore(await resources.database())
+        return await model_sets(registry, runs, resources.quality.report())
+
+    @post(
+        "/{name:str}/retrain",
+        status_code=202,
+        summary="Admin: retrain a model set now (a job on the workers)",
+        description="Queues a retrain: the workers train a new version on the newest bars, "
+        "install it beside the champion and judge it with the promotion test (docs/"
+        "lifecycle.md). Answers 202 with the run; poll its `status_url`. 409 when the set is "
+        "retraining already, 404 for an unknown set, 503 when the job queue is down.",
+        responses=ADMIN_ERRORS,
+    )
+    async def retrain(
+        self,
+        request: Request[Any, Any, Any],
+        resources: NamedDependency[Resources],
+        backtest_jobs: NamedDependency[BacktestJobService],
+        name: SetName,
+        data: JSONBody[RetrainBody],
+    ) -> RetrainView:
+        require_admin(resources.settings.api, request)
+        registry = await resources.registry()
+        await registry.versions_of(name)  # 404 for an unknown set, before anything is queued
+        retrain = RetrainRequest(
+            model_set=name,
+            trigger="manual",
+            reason=data.reason,
+            actor=_actor(request),
+            epochs=data.epochs,
+            folds=data.folds,
+            window_days=data.window_days,
+        )
+        run = await backtest_jobs.submit_retrain(retrain)
+        if run is None:
+            running = await RunStore(await resources.database()).in_flight_retrain(name)
+            if running is None:  # it finished between the two reads: ask the caller to retry
+                raise ConflictError(f"{name} was retraining a moment ago; ask again")
+            raise RetrainInFlightError(name, running)
+        return retrain_view(run)
+
+    @get(
+        "/retrains/{run_id:str}",
+        summary="A retrain run: progress, then the version it made and the promotion verdict",
+        responses=error_responses(401, 404, 429, 503),
+    )
+    async def retrain_status(
+        self, backtest_jobs: NamedDependency[BacktestJobService], run_id: RunId
+    ) -> RetrainView:
+        return retrain_view(await backtest_jobs.get(run_id, kinds=("retrain",)))
 
     @post(
         "/{name:str}/rollback",
@@ -62,13 +151,14 @@ class ModelsController(Controller):
         self,
         request: Request[Any, Any, Any],
         resources: NamedDependency[Resources],
-        name: str,
-        data: RollbackRequest,
+        name: SetName,
+        data: JSONBody[RollbackRequest],
     ) -> ModelSetView:
         require_admin(resources.settings.api, request)
         lifecycle = await resources.lifecycle()
         await lifecycle.rollback(name, _actor(request), data.reason)
-        return await model_set(lifecycle.registry, resources.quality.report(), name)
+        runs = RunStore(await resources.database())
+        return await model_set(lifecycle.registry, runs, resources.quality.report(), name)
 
     @post(
         "/{name:str}/promote",
@@ -83,10 +173,11 @@ class ModelsController(Controller):
         self,
         request: Request[Any, Any, Any],
         resources: NamedDependency[Resources],
-        name: str,
-        data: PromoteRequest,
+        name: SetName,
+        data: JSONBody[PromoteRequest],
     ) -> ModelSetView:
         require_admin(resources.settings.api, request)
         lifecycle = await resources.lifecycle()
         await lifecycle.promote(name, data.version, _actor(request), data.reason)
-        return await model_set(lifecycle.registry, resources.quality.report(), name)
+        runs = RunStore(await resources.database())
+        return await model_set(lifecycle.registry, runs, resources.quality.report(), name)

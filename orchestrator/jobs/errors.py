@@ -25,9 +25,9 @@ class RunNotFoundError(NotFoundError):
 
     field = "job_id"
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, kind: str = "backtest") -> None:
         self.run_id = run_id
-        super().__init__(f"no backtest job {run_id!r}")
+        super().__init__(f"no {kind} job {run_id!r}")
 
 
 class RunFinishedError(ConflictError):

@@ -18,19 +18,29 @@ from asyncmy.cursors import Cursor
 from orchestrator.backtest.request import BacktestRequest
 from orchestrator.errors import ErrorBody
 from orchestrator.jobs.errors import RunFinishedError, RunNotFoundError
+from orchestrator.lifecycle.retraining import RetrainRequest
 from orchestrator.marketdata.db import Database
 
-RunKind = Literal["backtest", "walk_forward"]
+RunKind = Literal["backtest", "walk_forward", "retrain"]
+BACKTEST_KINDS: tuple[RunKind, ...] = ("backtest", "walk_forward")
 RunStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 RUN_STATUSES: tuple[RunStatus, ...] = get_args(RunStatus)
 FINISHED: frozenset[RunStatus] = frozenset({"done", "failed", "cancelled"})
 
 
 class RunParameters(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """What the worker runs: the validated request, and K windows for a walk-forward."""
+    """What the worker runs: a backtest's validated request (and K windows for a walk-forward),
+    or a retrain's."""
 
-    request: BacktestRequest
+    request: BacktestRequest | None = None
     walk_forward: int | None = None
+    retrain: RetrainRequest | None = None
+
+    @property
+    def backtest(self) -> BacktestRequest:
+        if self.request is None:
+            raise ValueError("this run is a retrain, not a backtest")
+        return self.request
 
 
 class Run(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,11 +140,59 @@ class RunStore:
         async with self.db.connection() as conn, conn.cursor() as cur:
             return await _select(cur, run_id, lock=False, with_result=with_result)
 
+    async def create_retrain(self, request: RetrainRequest, max_attempts: int) -> Run | None:
+        """A retrain run of `request.model_set`, unless one is queued or running already (None).
+        A named lock per set makes check and insert one step across replicas and workers."""
+        lock = f"retrain:{request.model_set}"
+        async with self.db.connection() as conn, conn.cursor() as cur:
+            await cur.execute("SELECT GET_LOCK(%s, 10)", (lock,))
+            try:
+                if await self.in_flight_retrain(request.model_set) is not None:
+                    return None
+                return await self.create("retrain", RunParameters(retrain=request), max_attempts)
+            finally:
+                await cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
+
+    async def retrains(self, model_set: str | None = None, limit: int = 50) -> list[Run]:
+        """The newest retrain runs (of one set), newest first, with their results."""
+        rows = await self.db.fetchall(
+            f"SELECT {_COLUMNS}, result FROM backtest_runs WHERE kind = 'retrain' "
+            "ORDER BY created_at DESC, id DESC LIMIT %s",
+            (limit if model_set is None else 10 * limit,),
+        )
+        runs = [_row(row, with_result=True) for row in rows]
+        chosen = [
+            run
+            for run in runs
+            if model_set is None
+            or (
+                run.parameters.retrain is not None and run.parameters.retrain.model_set == model_set
+            )
+        ]
+        return chosen[:limit]
+
+    async def in_flight_retrain(self, model_set: str) -> Run | None:
+        rows = await self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM backtest_runs WHERE kind = 'retrain' AND {_UNFINISHED}", ()
+        )
+        for row in rows:
+            run = _row(row, with_result=False)
+            if run.parameters.retrain is not None and run.parameters.retrain.model_set == model_set:
+                return run
+        return None
+
     async def page(
-        self, status: RunStatus | None, limit: int, offset: int
+        self,
+        status: RunStatus | None,
+        limit: int,
+        offset: int,
+        kinds: tuple[RunKind, ...] = BACKTEST_KINDS,
     ) -> tuple[list[Run], int]:
         """Newest first, without results (they can be megabytes each)."""
-        where, params = ("WHERE status = %s", [status]) if status else ("", [])
+        marks = ", ".join(["%s"] * len(kinds))
+        where, params = f"WHERE kind IN ({marks})", list[Any](kinds)
+        if status:
+            where, params = f"{where} AND status = %s", [*params, status]
         rows = await self.db.fetchall(
             f"SELECT {_COLUMNS} FROM backtest_runs {where} "
             "ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s",

@@ -8,8 +8,16 @@ from collections.abc import Awaitable, Callable
 
 from orchestrator.jobs.errors import JobQueueUnavailableError, RunNotFoundError
 from orchestrator.jobs.queue import JobQueue
-from orchestrator.jobs.runs import Run, RunKind, RunParameters, RunStatus, RunStore
+from orchestrator.jobs.runs import (
+    BACKTEST_KINDS,
+    Run,
+    RunKind,
+    RunParameters,
+    RunStatus,
+    RunStore,
+)
 from orchestrator.jobs.settings import JobSettings
+from orchestrator.lifecycle.retraining import RetrainRequest
 from orchestrator.marketdata.db import Database
 from orchestrator.settings import RedisSettings
 
@@ -41,10 +49,23 @@ class BacktestJobService:
             raise
         return run
 
-    async def get(self, run_id: str) -> Run:
-        run = await (await self._runs()).get(run_id)
+    async def submit_retrain(self, request: RetrainRequest) -> Run | None:
+        """Records and queues a retrain of the set, unless one is queued or running (None)."""
+        runs = await self._runs()
+        run = await runs.create_retrain(request, self.settings.max_attempts)
         if run is None:
-            raise RunNotFoundError(run_id)
+            return None
+        try:
+            await self.queue.enqueue("retrain", run.id)
+        except JobQueueUnavailableError:
+            await runs.discard(run.id)
+            raise
+        return run
+
+    async def get(self, run_id: str, kinds: tuple[RunKind, ...] = BACKTEST_KINDS) -> Run:
+        run = await (await self._runs()).get(run_id)
+        if run is None or run.kind not in kinds:
+            raise RunNotFoundError(run_id, "retrain" if kinds == ("retrain",) else "backtest")
         return run
 
     async def page(
@@ -55,6 +76,7 @@ class BacktestJobService:
     async def cancel(self, run_id: str) -> Run:
         """Queued: cancelled now. Running: flagged, and SAQ's abort reaches the worker within a
         second; without Redis the worker still sees the flag at its next progress write."""
+        await self.get(run_id)  # a backtest's id, not a retrain's
         run = await (await self._runs()).request_cancel(run_id)
         try:
             await self.queue.abort(run_id, f"cancelled by DELETE /api/backtest/{run_id}")

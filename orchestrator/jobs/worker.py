@@ -1,4 +1,5 @@
-"""`python -m orchestrator worker`: runs backtest and walk-forward jobs from the SAQ queue.
+"""`python -m orchestrator worker`: runs backtest, walk-forward and retrain jobs from the SAQ
+queue, and queues the scheduled retrains (RETRAIN_CRON).
 
 Start one per machine (any number, all pointing at one Redis and one MySQL). Each attempt claims
 its run in MySQL, writes progress there (throttled) as its heartbeat, and heartbeats SAQ. A
@@ -24,11 +25,12 @@ import msgspec
 import tritonclient.grpc.aio as grpc_aio
 from asyncmy.errors import Error as MySQLError
 from redis.exceptions import RedisError
-from saq import Worker
+from saq import CronJob, Worker
 from saq.job import Job, Status
 from saq.types import Context, PartialTimersDict
 from saq.utils import now
 
+from export.retrain import retrain
 from export.walkforward import WalkForwardConfig, run_walk_forward
 from orchestrator.backtest.predictions import PREDICTION_CACHE_DIR
 from orchestrator.backtest.report import BacktestResult
@@ -40,13 +42,16 @@ from orchestrator.jobs.errors import JobQueueUnavailableError
 from orchestrator.jobs.queue import IN_FLIGHT, WORKER_DIED, JobQueue
 from orchestrator.jobs.runs import Run, RunStatus, RunStore
 from orchestrator.jobs.settings import JobSettings
+from orchestrator.lifecycle.exported import sync_registry
+from orchestrator.lifecycle.registry import ModelRegistry
+from orchestrator.lifecycle.retraining import RetrainRequest, RetrainResult, RetrainSettings
 from orchestrator.marketdata.db import Database, DatabaseUnavailableError
 from orchestrator.marketdata.timeframes import parse_timeframe
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.worker")
 
-TASKS = ("backtest", "walk_forward")  # SAQ task names, one per run kind
+TASKS = ("backtest", "walk_forward", "retrain")  # SAQ task names, one per run kind
 _TRANSIENT = (DatabaseUnavailableError, MySQLError, JobQueueUnavailableError, RedisError, OSError)
 
 
@@ -128,12 +133,44 @@ class BacktestWorker:
         self.cache_dir = cache_dir
         self.id = f"{socket.gethostname()}:{os.getpid()}"
         self.triton = grpc_aio.InferenceServerClient(settings.triton.grpc_url)
+        self.retraining = RetrainSettings.from_env()
+
+    def cron_jobs(self) -> list[CronJob[Context]]:
+        """The retrain schedule (one SAQ cron job: SAQ enqueues it once per tick whatever the
+        number of workers)."""
+        if not self.retraining.cron:
+            return []
+        return [CronJob(self.scheduled_retrain, cron=self.retraining.cron, timeout=300)]
+
+    async def scheduled_retrain(self, ctx: Context) -> dict[str, list[str]]:
+        """Queues a retrain of every set with a champion (a set already retraining is skipped)."""
+        registry = ModelRegistry(self.db)
+        await sync_registry(registry, Path(self.settings.triton.model_repository), "schedule")
+        queued, skipped = [], []
+        for version in await registry.versions():
+            if version.status != "champion":
+                continue
+            request = RetrainRequest(
+                model_set=version.model_set,
+                trigger="schedule",
+                reason=f"scheduled retrain (RETRAIN_CRON={self.retraining.cron})",
+                actor="schedule",
+            )
+            run = await self.runs.create_retrain(request, self.jobs.max_attempts)
+            if run is None:
+                skipped.append(version.model_set)
+                continue
+            await self.queue.enqueue("retrain", run.id)
+            queued.append(version.model_set)
+        log.info("scheduled retrain: queued %s; already retraining %s", queued, skipped)
+        return {"queued": queued, "skipped": skipped}
 
     async def serve(self) -> None:
         """Until SIGTERM/SIGINT; an attempt still running then is queued again."""
         worker: Worker[Context] = Worker(
             self.queue.saq,
             functions=[(name, self.run) for name in TASKS],
+            cron_jobs=self.cron_jobs(),
             id=self.id,
             concurrency=self.jobs.concurrency,
             timers=PartialTimersDict(schedule=1, worker_info=10, sweep=self.jobs.sweep_s, abort=1),
@@ -185,8 +222,19 @@ class BacktestWorker:
         await _cancel(watch)
         return {"run_id": run_id, "status": await self._settle(run, body, attempt)}
 
-    async def _execute(self, run: Run, progress: PhaseProgress) -> BacktestResult:
-        request = run.parameters.request
+    async def _execute(self, run: Run, progress: PhaseProgress) -> BacktestResult | RetrainResult:
+        if run.parameters.retrain is not None:
+            return await retrain(
+                run.parameters.retrain,
+                run_id=run.id,
+                db=self.db,
+                triton=self.triton,
+                triton_timeout_s=self.settings.triton.request_timeout_s,
+                repository=Path(self.settings.triton.model_repository),
+                settings=self.retraining,
+                progress=progress,
+            )
+        request = run.parameters.backtest
         if run.kind == "walk_forward":
             windows = run.parameters.walk_forward or WalkForwardConfig().windows
             config = WalkForwardConfig(windows=windows)
@@ -198,7 +246,9 @@ class BacktestWorker:
             request, db=self.db, models=models, cache_dir=self.cache_dir, progress=progress
         )
 
-    async def _settle(self, run: Run, body: asyncio.Task[BacktestResult], attempt: Attempt) -> str:
+    async def _settle(
+        self, run: Run, body: asyncio.Task[BacktestResult | RetrainResult], attempt: Attempt
+    ) -> str:
         exc = body.exception()
         if exc is None:
             status = await self.runs.finish(

@@ -1,5 +1,6 @@
-"""`ml-engine models list|sync|promote|rollback`: the model registry from a terminal (promote and
-rollback switch the configured Triton like the API's admin routes, docs/lifecycle.md)."""
+"""`ml-engine models list|sync|retrain|promote|rollback`: the model registry from a terminal
+(retrain queues a job for the workers; promote and rollback switch the configured Triton like
+the API's admin routes, docs/lifecycle.md)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,34 @@ from pathlib import Path
 import msgspec
 import tritonclient.grpc.aio as grpcclient
 
-from orchestrator.errors import BadParameterError
+from orchestrator.errors import BadParameterError, ConflictError
+from orchestrator.jobs.runs import RunStore
+from orchestrator.jobs.service import BacktestJobService
+from orchestrator.jobs.settings import JobSettings
 from orchestrator.lifecycle.exported import sync_registry
 from orchestrator.lifecycle.registry import ModelRegistry
+from orchestrator.lifecycle.retraining import RetrainRequest
 from orchestrator.lifecycle.service import Lifecycle
-from orchestrator.lifecycle.views import model_sets, render
+from orchestrator.lifecycle.views import model_sets, render, retrain_view
 from orchestrator.marketdata.db import Database
 from orchestrator.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["list", "sync", "promote", "rollback"])
-    parser.add_argument("--set", dest="model_set", help="promote/rollback: e.g. signal_ensemble_1h")
+    parser.add_argument("action", choices=["list", "sync", "retrain", "promote", "rollback"])
+    parser.add_argument(
+        "--set", dest="model_set", help="retrain/promote/rollback: e.g. signal_ensemble_1h"
+    )
     parser.add_argument("--version", type=int, help="promote: the version to serve")
-    parser.add_argument("--reason", help="promote/rollback: recorded in the registry")
+    parser.add_argument("--reason", help="retrain/promote/rollback: recorded in the registry")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="retrain: follow the run's progress until it ends (a worker must be running: "
+        "`make worker`)",
+    )
+    parser.add_argument("--epochs", type=int, help="retrain: default $RETRAIN_EPOCHS")
+    parser.add_argument("--folds", type=int, help="retrain: default $RETRAIN_FOLDS")
     parser.add_argument(
         "--model-repository",
         help="the repository to register, and to pin on promote/rollback "
@@ -35,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     promote = args.action == "promote"
+    if args.action == "retrain" and not (args.model_set and args.reason):
+        raise BadParameterError("models retrain needs --set and --reason")
     if args.action in ("promote", "rollback") and not (
         args.model_set and args.reason and (args.version or not promote)
     ):
@@ -53,8 +70,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{len(versions)} versions registered (from {repository})")
         elif args.action in ("promote", "rollback"):
             await _switch(args, settings, registry, repository)
+        elif args.action == "retrain":
+            return await _retrain(args, settings, db, registry)
         # Live quality lives in the API (GET /api/models); the terminal shows the registry.
-        response = await model_sets(registry, [])
+        response = await model_sets(registry, RunStore(db), [])
     finally:
         await db.close()
     encoded = msgspec.json.format(msgspec.json.encode(response)).decode()
@@ -81,6 +100,55 @@ async def _switch(
     finally:
         await triton.close()
     print(f"{moved.model_set} v{moved.version} serves now ({moved.status_reason})")
+
+
+async def _retrain(
+    args: argparse.Namespace, settings: Settings, db: Database, registry: ModelRegistry
+) -> int:
+    await registry.versions_of(args.model_set)  # an unknown set: its error, nothing queued
+
+    async def database() -> Database:
+        return db
+
+    jobs = BacktestJobService(database, settings.redis, JobSettings.from_env())
+    try:
+        request = RetrainRequest(
+            model_set=args.model_set,
+            trigger="manual",
+            reason=args.reason,
+            actor=f"cli ({getpass.getuser()})",
+            epochs=args.epochs,
+            folds=args.folds,
+        )
+        run = await jobs.submit_retrain(request)
+    finally:
+        await jobs.close()
+    runs = RunStore(db)
+    if run is None:
+        running = await runs.in_flight_retrain(args.model_set)
+        where = f" (run {running.id}, {running.status})" if running else ""
+        raise ConflictError(f"{args.model_set} is already retraining{where}")
+    print(f"queued retrain {run.id} of {args.model_set}")
+    if not args.wait:
+        return 0
+    shown = ""
+    while not run.finished:
+        await asyncio.sleep(1.0)
+        latest = await runs.get(run.id)
+        assert latest is not None
+        run = latest
+        line = f"{run.status}: {run.phase} {run.progress:.0%}"
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+    view = retrain_view(run)
+    if view.outcome is not None:
+        o = view.outcome
+        print(f"v{o.version} ({o.verdict}) against champion v{o.champion}: {o.reason}")
+        return 0
+    if view.error is not None:
+        print(f"retrain {run.status}: {view.error.message}")
+    return 1
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:

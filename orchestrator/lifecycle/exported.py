@@ -44,6 +44,28 @@ def _moment(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def exported_version(model_set: str, version_dir: Path) -> NewVersion | None:
+    """The registry entry of one ensemble version directory (None without a card and a spec:
+    not an export's, or not complete)."""
+    card_path, spec_path = version_dir / "model_card.json", version_dir / "feature_spec.json"
+    if not (card_path.is_file() and spec_path.is_file()):
+        return None
+    # The card is Python's JSON (NaN where a score is undefined); msgspec refuses NaN.
+    card = json.loads(card_path.read_text())
+    spec = msgspec.json.decode(spec_path.read_bytes())
+    return NewVersion(
+        model_set=model_set,
+        version=int(version_dir.name),
+        timeframe=card["timeframe"],
+        symbols=list(card.get("symbols", [])),
+        feature_fingerprint=spec["fingerprint"],
+        trained_through=_moment(card.get("data_to")),
+        data_from=_moment(card.get("data_from")),
+        data_to=_moment(card.get("data_to")),
+        metrics=card_metrics(card),
+    )
+
+
 def exported_versions(repository: Path) -> list[NewVersion]:
     """Every version with a card and a spec, per ensemble, oldest first (none when the
     repository is not a local directory)."""
@@ -53,28 +75,9 @@ def exported_versions(repository: Path) -> list[NewVersion]:
     for model_dir in sorted(repository.glob(f"{ENSEMBLE}*")):
         numbered = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
         for version_dir in sorted(numbered, key=lambda p: int(p.name)):
-            card_path, spec_path = (
-                version_dir / "model_card.json",
-                version_dir / "feature_spec.json",
-            )
-            if not (card_path.is_file() and spec_path.is_file()):
-                continue
-            # The card is Python's JSON (NaN where a score is undefined); msgspec refuses NaN.
-            card = json.loads(card_path.read_text())
-            spec = msgspec.json.decode(spec_path.read_bytes())
-            found.append(
-                NewVersion(
-                    model_set=model_dir.name,
-                    version=int(version_dir.name),
-                    timeframe=card["timeframe"],
-                    symbols=list(card.get("symbols", [])),
-                    feature_fingerprint=spec["fingerprint"],
-                    trained_through=_moment(card.get("data_to")),
-                    data_from=_moment(card.get("data_from")),
-                    data_to=_moment(card.get("data_to")),
-                    metrics=card_metrics(card),
-                )
-            )
+            entry = exported_version(model_dir.name, version_dir)
+            if entry is not None:
+                found.append(entry)
     return found
 
 

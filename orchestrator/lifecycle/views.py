@@ -8,7 +8,10 @@ from typing import Any
 
 import msgspec
 
+from orchestrator.errors import ErrorBody
+from orchestrator.jobs.runs import Run, RunStore
 from orchestrator.lifecycle.registry import ModelRegistry, ModelVersion, StatusEvent
+from orchestrator.lifecycle.retraining import RetrainResult
 from orchestrator.quality.totals import VersionQuality
 
 
@@ -25,6 +28,25 @@ class VersionView(msgspec.Struct):
     live: VersionQuality | None  # served vs realised since it was loaded (None: no outcomes yet)
 
 
+class RetrainView(msgspec.Struct):
+    """A retrain run: its progress while it runs, then the version it made and the verdict."""
+
+    run_id: str
+    model_set: str
+    trigger: str  # manual, schedule, drift
+    reason: str
+    status: str  # queued, running, done, failed, cancelled
+    phase: str
+    progress: float
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    status_url: str
+    outcome: RetrainResult | None  # when done
+    error: ErrorBody | None  # when failed
+
+
 class ModelSetView(msgspec.Struct):
     model_set: str
     timeframe: str
@@ -33,6 +55,39 @@ class ModelSetView(msgspec.Struct):
     challenger: int | None
     versions: list[VersionView]  # newest first
     events: list[StatusEvent]  # newest first
+    last_retrain: RetrainView | None = None
+
+
+def retrain_view(run: Run) -> RetrainView:
+    request = run.parameters.retrain
+    if request is None:
+        raise ValueError(f"run {run.id} is a {run.kind}, not a retrain")
+    outcome = msgspec.json.decode(run.result, type=RetrainResult) if run.result else None
+    return RetrainView(
+        run_id=run.id,
+        model_set=request.model_set,
+        trigger=request.trigger,
+        reason=request.reason,
+        status=run.status,
+        phase=run.phase,
+        progress=run.progress,
+        attempts=run.attempts,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        status_url=f"/api/models/retrains/{run.id}",
+        outcome=outcome,
+        error=run.error,
+    )
+
+
+def _latest(retrains: list[Run]) -> dict[str, RetrainView]:
+    """The newest retrain of each set (`retrains` newest first)."""
+    latest: dict[str, RetrainView] = {}
+    for run in retrains:
+        view = retrain_view(run)
+        latest.setdefault(view.model_set, view)
+    return latest
 
 
 class ModelsResponse(msgspec.Struct):
@@ -58,6 +113,7 @@ def _set_view(
     versions: list[ModelVersion],
     live: dict[tuple[str, str], VersionQuality],
     events: list[StatusEvent],
+    retrain: RetrainView | None,
 ) -> ModelSetView:
     by_status = {v.status: v.version for v in versions if v.status in ("champion", "challenger")}
     return ModelSetView(
@@ -68,6 +124,7 @@ def _set_view(
         challenger=by_status.get("challenger"),
         versions=[_view(v, live) for v in versions],
         events=events,
+        last_retrain=retrain,
     )
 
 
@@ -76,26 +133,36 @@ def _live(quality: list[VersionQuality]) -> dict[tuple[str, str], VersionQuality
 
 
 async def model_sets(
-    registry: ModelRegistry, quality: list[VersionQuality], events: int = 10
+    registry: ModelRegistry, runs: RunStore, quality: list[VersionQuality], events: int = 10
 ) -> ModelsResponse:
     """Every registered set, with each version's live quality where the tracker has some."""
     by_set: dict[str, list[ModelVersion]] = {}
     for version in await registry.versions():
         by_set.setdefault(version.model_set, []).append(version)
+    latest = _latest(await runs.retrains())
     return ModelsResponse(
         [
-            _set_view(versions, _live(quality), await registry.events(name, events))
+            _set_view(
+                versions, _live(quality), await registry.events(name, events), latest.get(name)
+            )
             for name, versions in by_set.items()
         ]
     )
 
 
 async def model_set(
-    registry: ModelRegistry, quality: list[VersionQuality], name: str, events: int = 10
+    registry: ModelRegistry,
+    runs: RunStore,
+    quality: list[VersionQuality],
+    name: str,
+    events: int = 10,
 ) -> ModelSetView:
     """One set (ModelVersionNotFoundError for an unknown one)."""
     versions = await registry.versions_of(name)
-    return _set_view(versions, _live(quality), await registry.events(name, events))
+    latest = _latest(await runs.retrains(name, limit=1))
+    return _set_view(
+        versions, _live(quality), await registry.events(name, events), latest.get(name)
+    )
 
 
 def render(response: ModelsResponse) -> str:
@@ -113,5 +180,12 @@ def render(response: ModelsResponse) -> str:
             lines.append(
                 f"  v{v.version:<4} {v.status:<10} trained through {through}  skill {skills}"
                 f"  ({v.status_reason})"
+            )
+        if entry.last_retrain is not None:
+            r = entry.last_retrain
+            outcome = f": v{r.outcome.version} {r.outcome.verdict}" if r.outcome else ""
+            lines.append(
+                f"  last retrain {r.run_id} ({r.trigger}) {r.status} {r.phase} "
+                f"{r.progress:.0%}{outcome}"
             )
     return "\n".join(lines) if lines else "no model versions registered"

@@ -1,0 +1,356 @@
+"""One retrain run on a worker: train a new version of a served set, install it, judge it.
+
+1. **Train** in a child process (`python -m export train`, the same command a person runs) into
+   a staging repository beside the live one, on the champion's symbols and timeframe. A child
+   process because training is minutes of CPU, gigabytes of memory and native threads: the
+   worker's event loop keeps heartbeating, a cancel kills it at once, and it dies with the
+   worker (PR_SET_PDEATHSIG), so a killed worker leaves no training behind.
+2. **Install** the version into the live repository by renaming its directories in, the cpu
+   ensemble last: that directory holds every artifact the cpu profile serves, so a version
+   exists for the registry and for Triton only once it is whole. Directories a killed attempt
+   left (a staging repository, a version without its cpu ensemble) are removed first. The
+   champion is pinned in config.pbtxt before anything is installed, so a restarted Triton serves
+   the champion and never the newest directory.
+3. **Judge** it with the promotion test written down in advance (export/promotion.py) on the
+   rows since the champion's training ended: the challenger's side is what its nested
+   walk-forward served, the champion's what Triton serves now (the backtest's scoring path).
+   Offline evidence alone never promotes: the version becomes the challenger ("wait": shadow
+   outcomes next) or is rejected with the numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import tritonclient.grpc.aio as grpc_aio
+
+from export.catalog import model_defs
+from export.evidence import ChallengerRows
+from export.promotion import REJECT, PromotionDecision, decide
+from orchestrator.backtest.predictions import history_bars_wanted, predict_bars
+from orchestrator.errors import (
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    EngineError,
+    NotEnoughDataError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
+from orchestrator.inference.client import SignalModels
+from orchestrator.lifecycle.exported import exported_version, sync_registry
+from orchestrator.lifecycle.registry import ModelRegistry, ModelVersion
+from orchestrator.lifecycle.retraining import RetrainRequest, RetrainResult, RetrainSettings
+from orchestrator.lifecycle.switch import pin_in_repository
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import BarStore
+from orchestrator.marketdata.timeframes import parse_timeframe
+
+log = logging.getLogger("export.retrain")
+
+STAGING_PREFIX = ".retrain-"
+EVIDENCE_FILE = "evidence.npz"
+_PR_SET_PDEATHSIG = 1
+# tqdm's walk-forward bar ("walk-forward:  40%|####  | 2/5 [...]"): the fold count.
+_FOLDS_DONE = re.compile(r"walk-forward:.*?\|\s*(\d+)/(\d+)")
+Progress = Callable[[str, float], None]
+
+
+class TrainingFailedError(EngineError):
+    """The training process failed for a reason other than data or a service (a bug)."""
+
+    title = "Training failed"
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def train_command(
+    request: RetrainRequest, champion: ModelVersion, staging: Path, settings: RetrainSettings
+) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "export",
+        "train",
+        "--symbols",
+        ",".join(champion.symbols),
+        "--timeframe",
+        champion.timeframe,
+        "--repository",
+        str(staging),
+        "--epochs",
+        str(request.epochs or settings.epochs),
+        "--folds",
+        str(request.folds or settings.folds),
+        "--evidence",
+        str(staging / EVIDENCE_FILE),
+    ]
+    window_days = request.window_days if request.window_days is not None else settings.window_days
+    if window_days > 0:
+        since = datetime.now(UTC) - timedelta(days=window_days)
+        command += ["--since", since.isoformat()]
+    return command
+
+
+async def train_in_child(command: list[str], progress: Progress) -> None:
+    """Runs the training command; its folds become progress 0.05 -> 0.80."""
+    child = await asyncio.create_subprocess_exec(
+        *command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
+    )
+    assert child.stdout is not None
+    tail: deque[str] = deque(maxlen=30)
+    try:
+        pending = b""
+        while chunk := await child.stdout.read(4096):
+            *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+            for raw in lines:
+                line = raw.decode(errors="replace").strip()
+                if not line:
+                    continue
+                tail.append(line)
+                if match := _FOLDS_DONE.search(line):
+                    done, total = int(match[1]), max(int(match[2]), 1)
+                    progress(
+                        f"training fold {min(done + 1, total)} of {total}",
+                        0.05 + 0.75 * done / total,
+                    )
+        code = await child.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
+        raise
+    if code != 0:
+        last = next((line for line in reversed(tail) if "warning" not in line.lower()), "")
+        message = f"training exited with {code}: {last or 'no output'}"
+        if code == EXIT_USAGE:
+            raise NotEnoughDataError(message)
+        if code == EXIT_UNAVAILABLE:
+            raise ServiceUnavailableError(message)
+        raise TrainingFailedError(message)
+
+
+def _numbered(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _profiles(staging: Path, repository: Path) -> list[tuple[Path, Path]]:
+    """(staged profile, live profile) pairs: the configured repository, and its gpu sibling
+    when the configured one is a `cpu` directory beside one."""
+    pairs = [(staging / "cpu", repository)]
+    sibling = repository.parent / "gpu"
+    if repository.name == "cpu" and sibling.is_dir() and (staging / "gpu").is_dir():
+        pairs.append((staging / "gpu", sibling))
+    return pairs
+
+
+def set_models(timeframe: str) -> list[str]:
+    """The names of every model of one timeframe's set (the shapes do not matter here)."""
+    return [model.name for model in model_defs(1, 1, 1, 1, timeframe)]
+
+
+def remove_leftovers(repository: Path, model_set: str, timeframe: str) -> list[Path]:
+    """Staging repositories of dead attempts, and version directories above the set's newest
+    whole version (no cpu ensemble: an install was cut short)."""
+    staged = repository.parent.glob(f"{STAGING_PREFIX}{model_set}-*")
+    removed = [p for p in staged if p.is_dir()]
+    whole = max(_numbered(repository / model_set), default=0)
+    for live in (repository, repository.parent / "gpu"):
+        for name in set_models(timeframe):
+            removed += [live / name / str(v) for v in _numbered(live / name) if v > whole]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+def install(staging: Path, repository: Path, model_set: str, champion: int) -> int:
+    """Renames the staged version into the live repository as its next version; returns it."""
+    pairs = _profiles(staging, repository)
+    for _, live in pairs:
+        if (live / model_set / "config.pbtxt").is_file():
+            pin_in_repository(live, model_set, champion)
+    staged = {
+        src: [d for d in sorted(src.iterdir()) if d.is_dir() and _numbered(d)] for src, _ in pairs
+    }
+    version = 1 + max(
+        (max(_numbered(live / d.name), default=0) for src, live in pairs for d in staged[src]),
+        default=0,
+    )
+    moves: list[tuple[Path, Path]] = []
+    for src, live in reversed(pairs):  # gpu first, the cpu ensemble last
+        models = sorted(staged[src], key=lambda d: src.name == "cpu" and d.name == model_set)
+        for model_dir in models:
+            target_dir = live / model_dir.name
+            if not target_dir.is_dir():
+                target_dir.mkdir(parents=True)
+                shutil.copy2(model_dir / "config.pbtxt", target_dir / "config.pbtxt")
+            moves.append((model_dir / str(_numbered(model_dir)[-1]), target_dir / str(version)))
+    for source, target in moves:
+        os.rename(source, target)
+    return version
+
+
+async def champion_served(
+    rows: ChallengerRows,
+    models: SignalModels,
+    store: BarStore,
+    timeframe: str,
+) -> tuple[ChallengerRows, npt.NDArray[np.float64]]:
+    """The rows the champion also scored, and its served ranges on them (through Triton)."""
+    spec = await models.spec()
+    tf = parse_timeframe(timeframe)
+    kept, served = [], []
+    for index, symbol in enumerate(rows.symbols):
+        mine = np.flatnonzero(rows.symbol == index)
+        if not mine.size:
+            continue
+        bars = await store.bars_between(
+            symbol,
+            tf,
+            datetime(1970, 1, 1, tzinfo=UTC),
+            datetime.now(UTC) + timedelta(days=1),
+        )
+        times = pd.DatetimeIndex(bars.index).asi8
+        first = int(np.searchsorted(times, rows.ts[mine].min()))
+        start = max(0, first - history_bars_wanted(spec))
+        if first >= len(bars):
+            continue
+        predictions = await predict_bars(
+            models, bars.iloc[start:], symbol=symbol, first=first - start, cache_dir=None
+        )
+        at = np.searchsorted(predictions.times, rows.ts[mine])
+        at = np.minimum(at, len(predictions.times) - 1)
+        found = (predictions.times[at] == rows.ts[mine]) & predictions.valid[at]
+        found &= np.isfinite(predictions.served_range[at]).all(axis=1)
+        kept.append(mine[found])
+        served.append(predictions.served_range[at[found]])
+    if not kept:
+        return rows.take(np.zeros(0, np.int64)), np.zeros((0, rows.y.shape[1]))
+    order = np.concatenate(kept)
+    return rows.take(order), np.concatenate(served)
+
+
+async def judge(
+    rows: ChallengerRows,
+    champion: ModelVersion,
+    models: SignalModels,
+    store: BarStore,
+) -> tuple[PromotionDecision | None, str, int]:
+    """The promotion test on the rows since the champion's training: (decision, reason, rows)."""
+    since = rows
+    if champion.trained_through is not None:
+        since = rows.since(int(champion.trained_through.timestamp() * 1e9))
+    through = champion.trained_through.isoformat() if champion.trained_through else "?"
+    if not len(since):
+        return (
+            None,
+            (
+                f"no bars since the champion v{champion.version}'s training (through {through}) to "
+                "compare the two on; retrain once new bars have arrived"
+            ),
+            0,
+        )
+    scored, served = await champion_served(since, models, store, champion.timeframe)
+    if len(scored) < 2:
+        return (
+            None,
+            (
+                f"the champion v{champion.version} scored {len(scored)} of the {len(since)} rows "
+                f"since its training (through {through}); too few to compare on"
+            ),
+            len(scored),
+        )
+    decision = decide(scored.against(served), None)
+    return decision, decision.reason, len(scored)
+
+
+async def retrain(
+    request: RetrainRequest,
+    *,
+    run_id: str,
+    db: Database,
+    triton: grpc_aio.InferenceServerClient,
+    triton_timeout_s: float,
+    repository: Path,
+    settings: RetrainSettings,
+    progress: Progress,
+) -> RetrainResult:
+    started = time.perf_counter()
+    actor = f"retrain {run_id} ({request.trigger})"
+    registry = ModelRegistry(db)
+    await sync_registry(registry, repository, actor)
+    versions = await registry.versions_of(request.model_set)
+    champion = next((v for v in versions if v.status == "champion"), None)
+    if champion is None:
+        raise NotFoundError(
+            f"model set {request.model_set!r} has no champion to retrain; GET /api/models lists "
+            "the sets and their versions"
+        )
+    progress("preparing", 0.01)
+    await asyncio.to_thread(remove_leftovers, repository, request.model_set, champion.timeframe)
+    staging = repository.parent / f"{STAGING_PREFIX}{request.model_set}-{run_id}"
+    staging.mkdir(parents=True)
+    try:
+        command = train_command(request, champion, staging, settings)
+        log.info("retrain %s: %s", run_id, " ".join(command[1:]))
+        await train_in_child(command, progress)
+        progress("installing", 0.82)
+        version = await asyncio.to_thread(
+            install, staging, repository, request.model_set, champion.version
+        )
+        entry = exported_version(request.model_set, repository / request.model_set / str(version))
+        if entry is None:
+            raise TrainingFailedError(f"the export wrote no model card for {request.model_set}")
+        await registry.register(entry, actor, request.reason)
+        progress("judging against the champion", 0.85)
+        rows = await asyncio.to_thread(ChallengerRows.load, staging / EVIDENCE_FILE)
+        models = SignalModels(triton, triton_timeout_s, request.model_set)
+        decision, reason, compared = await judge(rows, champion, models, BarStore(db))
+    finally:
+        await asyncio.to_thread(shutil.rmtree, staging, True)
+    verdict = decision.verdict if decision is not None else REJECT
+    numbers = msgspec.to_builtins(decision) if decision is not None else {"reason": reason}
+    await registry.move(
+        request.model_set,
+        version,
+        "rejected" if verdict == REJECT else "challenger",
+        actor,
+        reason,
+        decision=numbers,
+    )
+    progress("done", 1.0)
+    return RetrainResult(
+        model_set=request.model_set,
+        version=version,
+        champion=champion.version,
+        verdict=verdict,
+        reason=reason,
+        trained_from=entry.data_from,
+        trained_through=entry.trained_through,
+        offline_rows=compared,
+        seconds=round(time.perf_counter() - started, 1),
+    )
