@@ -84,7 +84,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 def train_command(
-    request: RetrainRequest, champion: ModelVersion, staging: Path, settings: RetrainSettings
+    request: RetrainRequest,
+    champion: ModelVersion,
+    symbols: list[str],
+    staging: Path,
+    settings: RetrainSettings,
 ) -> list[str]:
     command = [
         sys.executable,
@@ -92,7 +96,7 @@ def train_command(
         "export",
         "train",
         "--symbols",
-        ",".join(champion.symbols),
+        ",".join(symbols),
         "--timeframe",
         champion.timeframe,
         "--repository",
@@ -315,7 +319,21 @@ async def retrain(
     staging = repository.parent / f"{STAGING_PREFIX}{request.model_set}-{run_id}"
     staging.mkdir(parents=True)
     try:
-        command = train_command(request, champion, staging, settings)
+        stored = {s.symbol for s in await BarStore(db).list_symbols()}
+        symbols = [s for s in champion.symbols if s in stored]
+        if not symbols:
+            raise NotEnoughDataError(
+                f"none of {request.model_set}'s symbols ({', '.join(champion.symbols)}) has bars "
+                "in the store any more; ingest them, or train a new set with python -m export"
+            )
+        if len(symbols) < len(champion.symbols):
+            log.warning(
+                "retrain %s: %s not in the store; training on %s",
+                run_id,
+                ", ".join(sorted(set(champion.symbols) - stored)),
+                ", ".join(symbols),
+            )
+        command = train_command(request, champion, symbols, staging, settings)
         log.info("retrain %s: %s", run_id, " ".join(command[1:]))
         await train_in_child(command, progress)
         progress("installing", 0.82)

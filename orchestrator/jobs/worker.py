@@ -150,6 +150,8 @@ class BacktestWorker:
         for version in await registry.versions():
             if version.status != "champion":
                 continue
+            if self.retraining.sets and version.model_set not in self.retraining.sets:
+                continue
             request = RetrainRequest(
                 model_set=version.model_set,
                 trigger="schedule",

@@ -56,6 +56,8 @@ class RetrainSettings(msgspec.Struct, frozen=True):
     folds: int = 5
     # A drift warning of live quality retrains its set at most this often.
     drift_cooldown_h: int = 24
+    # The sets the schedule retrains (empty: every set with a champion).
+    sets: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> RetrainSettings:
@@ -72,4 +74,5 @@ class RetrainSettings(msgspec.Struct, frozen=True):
             epochs=env_int("RETRAIN_EPOCHS", d.epochs, positive=True),
             folds=env_int("RETRAIN_FOLDS", d.folds, positive=True),
             drift_cooldown_h=env_int("RETRAIN_DRIFT_COOLDOWN_H", d.drift_cooldown_h),
+            sets=tuple(s.strip() for s in env_text("RETRAIN_SETS").split(",") if s.strip()),
         )

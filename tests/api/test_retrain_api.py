@@ -105,4 +105,3 @@ async def test_bad_retrain_requests_say_what_to_fix(
     missing = await client.get("/api/models/retrains/0123456789abcdef", headers=USER)
     assert missing.status_code == 404
     assert "no retrain job" in missing.json()["message"]
-
