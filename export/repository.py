@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.fileio import atomic_file
+from orchestrator.inference.models import FEATURE_SPEC_PARAMETER, config_parameter
 
 PROFILES = ("cpu", "gpu")
 KEEP_VERSIONS = 3
@@ -60,8 +61,7 @@ def _tensors(label: str, tensors: tuple[Tensor, ...]) -> str:
     return f"{label} [\n" + ",\n".join(t.pbtxt() for t in tensors) + "\n]"
 
 
-def _param(key: str, value: str) -> str:
-    return f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
+_param = config_parameter
 
 
 def _warmup(model: ModelDef) -> str:
@@ -91,8 +91,7 @@ def render_config(
     if feature_spec is not None:
         # The spec (normalisation statistics included) travels with the served model, so the
         # orchestrator reads it through Triton's API wherever the repository lives.
-        escaped = feature_spec.replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(_param("feature_spec", escaped))
+        lines.append(_param(FEATURE_SPEC_PARAMETER, feature_spec))
     gpu = profile == "gpu"
     if model.kind == "ensemble" and not gpu:
         return "\n".join([*lines, *_fused_ensemble_config(model)]) + "\n"

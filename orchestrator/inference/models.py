@@ -26,6 +26,15 @@ BASE_TIMEFRAME = "5m"
 SERVED_TIMEFRAMES = ("5m", "15m", "1h", "1d")
 
 
+FEATURE_SPEC_PARAMETER = "feature_spec"
+
+
+def config_parameter(key: str, value: str) -> str:
+    """One `parameters` line of a config.pbtxt (the value escaped as a protobuf string)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'parameters {{ key: "{key}" value: {{ string_value: "{escaped}" }} }}'
+
+
 def served_name(model: str, timeframe: str) -> str:
     return model if timeframe == BASE_TIMEFRAME else f"{model}_{timeframe}"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import tritonclient.grpc.aio as grpcclient
 
 from orchestrator.lifecycle.registry import ModelRegistry, ModelVersion, checked_move
-from orchestrator.lifecycle.switch import pin_in_repository, serve_version
+from orchestrator.lifecycle.switch import pin_in_repository, serve_version, version_spec
 
 
 class Lifecycle:
@@ -53,13 +53,17 @@ class Lifecycle:
         versions = await self.registry.versions_of(model_set)
         checked_move(versions, version, "champion")  # refused before Triton is touched
         serving = next((v.version for v in versions if v.status == "champion"), None)
-        await serve_version(self.triton, model_set, version, self.timeout_s)
+        await self._serve(model_set, version)
         try:
             moved = await record()
         except BaseException:
             if serving is not None:
                 with contextlib.suppress(Exception):  # the record's error is the one to report
-                    await serve_version(self.triton, model_set, serving, self.timeout_s)
+                    await self._serve(model_set, serving)
             raise
         await asyncio.to_thread(pin_in_repository, self.repository, model_set, version)
         return moved
+
+    async def _serve(self, model_set: str, version: int) -> None:
+        spec = await asyncio.to_thread(version_spec, self.repository, model_set, version)
+        await serve_version(self.triton, model_set, version, self.timeout_s, spec)

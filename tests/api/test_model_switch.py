@@ -5,6 +5,7 @@ registry and config.pbtxt agreeing afterwards."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,8 +19,9 @@ from export.exporter import export_profiles
 from orchestrator.api.app import create_app
 from orchestrator.cli import build_parser, cmd_models
 from orchestrator.devstack.triton import TritonServer
-from orchestrator.inference.models import ENSEMBLE
+from orchestrator.inference.models import ENSEMBLE, config_parameter
 from orchestrator.lifecycle.registry import ModelRegistry
+from orchestrator.lifecycle.switch import version_spec
 from orchestrator.marketdata.db import Database
 from orchestrator.settings import ApiSettings, DatabaseSettings, Settings, TritonSettings
 from tests.api.conftest import api_settings, served
@@ -34,15 +36,25 @@ CLIENTS = 8
 def two_versions(
     trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
-    """A Triton over a copy of the suite's repository with one more version exported into it."""
+    """A Triton over a copy of the suite's repository with one more version exported into it,
+    whose feature spec differs (as a retrain's does: its own statistics and head)."""
     root = tmp_path_factory.mktemp("switch-repository")
     shutil.copytree(trained.cpu, root / "cpu", symlinks=True)
-    export_profiles(trained.models, root, profiles=("cpu",))
+    spec = trained.models.spec
+    head = msgspec.structs.replace(spec.head, train_mean=[m * 1.5 for m in spec.head.train_mean])
+    newer = dataclasses.replace(trained.models, spec=msgspec.structs.replace(spec, head=head))
+    export_profiles(newer, root, profiles=("cpu",))
     yield from serve_triton(root / "cpu", tmp_path_factory, "triton-switch")
 
 
 def _versions(repository: Path) -> list[int]:
     return sorted(int(p.name) for p in (repository / ENSEMBLE).iterdir() if p.name.isdigit())
+
+
+def _served_spec(server: TritonServer) -> str:
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    config = client.get_model_config(ENSEMBLE, as_json=True)["config"]
+    return str(config["parameters"]["feature_spec"]["string_value"])
 
 
 def _ready(server: TritonServer) -> list[int]:
@@ -135,6 +147,11 @@ async def test_rollback_under_load_then_promotion_back(
     assert _ready(two_versions) == [previous]
     config = (repository / ENSEMBLE / "config.pbtxt").read_text()
     assert f"version_policy {{ specific {{ versions: [ {previous} ] }} }}" in config
+    # The version's own feature spec came along, into Triton and into config.pbtxt.
+    previous_spec = version_spec(repository, ENSEMBLE, previous)
+    assert previous_spec is not None and previous_spec != version_spec(repository, ENSEMBLE, newest)
+    assert _served_spec(two_versions) == previous_spec
+    assert config_parameter("feature_spec", previous_spec) in config
     entry = rolled.json()
     assert entry["events"][0]["reason"] == "rollback: live skill fell"
     assert entry["events"][0]["actor"].startswith("api admin")
@@ -145,6 +162,7 @@ async def test_rollback_under_load_then_promotion_back(
     )
     assert forward.json()["champion"] == newest
     assert _ready(two_versions) == [newest]
+    assert _served_spec(two_versions) == version_spec(repository, ENSEMBLE, newest)
     missing = await client.post(
         f"{path}/promote", json={"version": 999, "reason": "typo"}, headers=ADMIN
     )
