@@ -47,6 +47,8 @@ from orchestrator.inference.service import PredictionService
 from orchestrator.inference.shared import BAR_CLOSE_CHANNEL
 from orchestrator.jobs.service import BacktestJobService
 from orchestrator.jobs.settings import JobSettings
+from orchestrator.lifecycle.drift import DriftRetrainer
+from orchestrator.lifecycle.retraining import RetrainSettings
 from orchestrator.settings import Settings
 
 
@@ -67,6 +69,7 @@ def _backtest_jobs(state: State) -> BacktestJobService:
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     job_settings = JobSettings.from_env()
+    retrain_settings = RetrainSettings.from_env()
     prometheus = PrometheusConfig(
         app_name="trading_ml_engine", prefix="orchestrator", group_path=True, exclude=["/metrics"]
     )
@@ -104,6 +107,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         app.state.backtest_jobs = BacktestJobService(
             resources.database, settings.redis, job_settings
+        )
+        resources.quality.on_drift = DriftRetrainer(
+            app.state.backtest_jobs, resources.database, retrain_settings
         )
         resources.engine.start()
         events = asyncio.create_task(receive_bar_close_events(resources), name="bar-close-events")

@@ -86,9 +86,7 @@ async def serve_version(
     config = response["config"]
     config["version_policy"] = {"specific": {"versions": [version]}}
     if feature_spec is not None:
-        config.setdefault("parameters", {})[FEATURE_SPEC_PARAMETER] = {
-            "string_value": feature_spec
-        }
+        config.setdefault("parameters", {})[FEATURE_SPEC_PARAMETER] = {"string_value": feature_spec}
     try:
         await triton.load_model(
             model, config=json.dumps(config), client_timeout=max(timeout_s, LOAD_TIMEOUT_S)

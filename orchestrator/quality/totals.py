@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -233,8 +233,18 @@ class VersionQuality(msgspec.Struct):
     source: Source = "memory"
 
 
-def publish(report: list[VersionQuality], warned: set[str]) -> None:
-    """Prometheus gauges, and a log line per drift warning not in `warned` (added to it)."""
+class Drift(NamedTuple):
+    """A drift warning, with the served set it is about."""
+
+    timeframe: str
+    model_version: str
+    warning: str
+
+
+def publish(report: list[VersionQuality], warned: set[str]) -> list[Drift]:
+    """Prometheus gauges, and a log line per drift warning not in `warned` (added to it);
+    returns the new warnings."""
+    new = []
     for entry in report:
         labels = (entry.timeframe, entry.model_version)
         for h in entry.horizons:
@@ -250,6 +260,8 @@ def publish(report: list[VersionQuality], warned: set[str]) -> None:
             if warning not in warned:
                 warned.add(warning)
                 log.warning("model drift: %s", warning)
+                new.append(Drift(entry.timeframe, entry.model_version, warning))
+    return new
 
 
 def _ratio(num: float, den: int) -> float | None:

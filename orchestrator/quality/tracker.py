@@ -49,6 +49,7 @@ from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.quality.adaptive import F64, column_miscoverage
 from orchestrator.quality.store import CLAIM_TTL_S, SharedTotals
 from orchestrator.quality.totals import (
+    Drift,
     Group,
     Outcome,
     Pending,
@@ -171,6 +172,8 @@ class QualityTracker:
         self._horizons: dict[Group, list[str]] = {}
         self._warned: set[str] = set()
         self.fetches = 0  # bar reads from the store
+        # Called with each pass's new drift warnings (the API queues retrains with it).
+        self.on_drift: Callable[[list[Drift]], Awaitable[object]] | None = None
 
     # --- intake ---------------------------------------------------------------------------
     def record(self, predictions: list[Prediction]) -> None:
@@ -224,7 +227,12 @@ class QualityTracker:
             series.trim()
         await self.shared.count(outcomes, moment)
         await self.shared.refresh()
-        publish(self.report(), self._warned)
+        drifts = publish(self.report(), self._warned)
+        if drifts and self.on_drift is not None:
+            try:
+                await self.on_drift(drifts)
+            except Exception:  # a retrain not queued must not stop quality tracking
+                log.exception("drift warnings not acted on")
         if failure is not None:
             raise failure
         return len(outcomes)

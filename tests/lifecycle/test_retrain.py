@@ -184,7 +184,8 @@ async def test_scheduled_retrain_survives_a_killed_worker_and_keeps_the_champion
     offline = judged.decision["offline"]
     assert offline["rows"] == outcome["offline_rows"]
     assert 0.0 <= offline["versus_champion"]["p_mse"] <= 1.0
-    assert judged.trained_through is not None and registry[champion].trained_through is not None
+    assert judged.trained_through is not None
+    assert registry[champion].trained_through is not None
     # Trained on the newer bars (its last labelled row ends a position horizon before them).
     assert judged.trained_through > registry[champion].trained_through
 
