@@ -149,7 +149,8 @@ async def test_rollback_under_load_then_promotion_back(
     assert f"version_policy {{ specific {{ versions: [ {previous} ] }} }}" in config
     # The version's own feature spec came along, into Triton and into config.pbtxt.
     previous_spec = version_spec(repository, ENSEMBLE, previous)
-    assert previous_spec is not None and previous_spec != version_spec(repository, ENSEMBLE, newest)
+    assert previous_spec is not None
+    assert previous_spec != version_spec(repository, ENSEMBLE, newest)
     assert _served_spec(two_versions) == previous_spec
     assert config_parameter("feature_spec", previous_spec) in config
     entry = rolled.json()
