@@ -7,6 +7,8 @@ own statistics give each model's average dynamic batch size and the loaded versi
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import time
 from collections import deque
@@ -14,6 +16,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+from asyncmy.errors import Error as MySQLError
 from litestar import Controller, MediaType, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -28,9 +31,14 @@ from tritonclient.utils import InferenceServerException
 from orchestrator.api.errors import error_responses
 from orchestrator.api.resources import Resources
 from orchestrator.api.stream import StreamSummary
+from orchestrator.errors import EngineError
+from orchestrator.jobs.runs import RunStore
+from orchestrator.lifecycle.metrics import refresh_gauges
 from orchestrator.quality.tracker import VersionQuality
 
 WINDOW = 10_000
+LIFECYCLE_GAUGES_TIMEOUT_S = 1.0  # a slow registry read leaves the gauges as they were
+log = logging.getLogger("orchestrator.api")
 
 
 class RequestLog:
@@ -262,7 +270,13 @@ class MetricsController(PrometheusController):
         summary="Prometheus metrics (text exposition format)",
         tags=["health"],
     )
-    async def get(self) -> Response[str]:
+    async def get(self, resources: NamedDependency[Resources]) -> Response[str]:
+        try:  # the lifecycle gauges, read from the registry now; the rest serve without them
+            async with asyncio.timeout(LIFECYCLE_GAUGES_TIMEOUT_S):
+                registry_db = await resources.registry()
+                await refresh_gauges(registry_db, RunStore(registry_db.db))
+        except (TimeoutError, EngineError, MySQLError, OSError) as exc:
+            log.info("lifecycle gauges not refreshed: %s", exc)
         registry = REGISTRY
         if "prometheus_multiproc_dir" in os.environ or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             registry = CollectorRegistry()

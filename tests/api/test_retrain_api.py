@@ -4,6 +4,7 @@ The run itself (training, install, verdict) is tested in tests/lifecycle/test_re
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import msgspec
@@ -13,6 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from orchestrator.api.app import create_app
 from orchestrator.devstack.triton import TritonServer
+from orchestrator.jobs.runs import RunStore
 from orchestrator.marketdata.db import Database
 from orchestrator.settings import ApiSettings, DatabaseSettings
 from tests.api.conftest import api_settings
@@ -44,6 +46,7 @@ async def client(
 async def test_an_admin_queues_one_retrain_per_set(
     client: AsyncTestClient,  # type: ignore[type-arg]
     redis_flushed: str,
+    db: Database,
 ) -> None:
     body = {"reason": "weekly refresh", "epochs": 2}
     assert (await client.post("/api/models/signal_ensemble/retrain", json=body)).status_code == 401
@@ -85,6 +88,19 @@ async def test_an_admin_queues_one_retrain_per_set(
     assert (await client.get(f"/api/backtest/{run['run_id']}", headers=USER)).status_code == 404
     backtests = (await client.get("/api/backtest", headers=USER)).json()
     assert backtests["total"] == 0
+
+    # Prometheus: the champion per set, no challenger, hours since the last finished retrain.
+    await RunStore(db).request_cancel(run["run_id"])
+    metrics = (await client.get("/metrics", headers=USER)).text
+    champion = next(s for s in listed if s["model_set"] == "signal_ensemble")["champion"]
+    assert f'ml_engine_champion_version{{model_set="signal_ensemble"}} {champion:.1f}' in metrics
+    assert 'ml_engine_challenger_version{model_set="signal_ensemble"} 0.0' in metrics
+    hours = re.search(
+        r'ml_engine_hours_since_retrain\{model_set="signal_ensemble"\} (\S+)', metrics
+    )
+    assert hours is not None
+    assert 0.0 <= float(hours[1]) < 0.1
+    assert 'ml_engine_last_retrain_failed{model_set="signal_ensemble"} 0.0' in metrics
 
 
 async def test_bad_retrain_requests_say_what_to_fix(
