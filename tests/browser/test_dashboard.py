@@ -81,6 +81,16 @@ async def test_the_chart_shows_the_stored_bars_and_the_prediction(
         for h in shown
     )
     assert await dashboard.page.evaluate("window.dashboard.state.bands.length") == lines
+    # The models panel: each set's champion as GET /api/models says.
+    sets = (await client_get(dashboard, "/api/models"))["sets"]
+    assert isinstance(sets, list)
+    base = next(entry for entry in sets if entry["model_set"] == "signal_ensemble")
+    row = dashboard.page.locator('#model-sets tbody tr[data-model-set="signal_ensemble"]')
+    await row.wait_for(timeout=WAIT_MS)
+    cells = await row.locator("td").all_text_contents()
+    assert cells[0] == "signal_ensemble (5m)"
+    assert cells[1] == f"v{base['champion']}"
+    assert "scalping" in cells[3]
     assert dashboard.errors == []
 
 

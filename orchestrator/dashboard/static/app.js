@@ -1,5 +1,6 @@
 // The engine's live dashboard: candles from /api/history, predicted ranges from /api/predict,
-// the signal from /api/signals, live updates from /ws/{symbol}, backtest jobs from /api/backtest.
+// the signal from /api/signals, live updates from /ws/{symbol}, backtest jobs from /api/backtest,
+// the model sets (champion, challenger, last retrain) from /api/models.
 // Every call carries the key typed in the page (kept in localStorage), as any API client would.
 "use strict";
 
@@ -7,6 +8,8 @@ const KEY_STORAGE = "ml-engine.apiKey";
 const HISTORY_BARS = 500;
 const POLL_MS = 500;
 const RECONNECT_MS = 2000;
+const MODELS_POLL_MS = 30000; // a retrain takes minutes; its progress shows within 5 s
+const RETRAIN_POLL_MS = 5000;
 const TIMEFRAME_S = { "1m": 60, "5m": 300, "15m": 900, "30m": 1800, "1h": 3600, "4h": 14400, "1d": 86400 };
 const HORIZON_COLORS = ["#f5a623", "#b07cff", "#4cc9f0", "#9ccc65", "#ff7aa2"];
 const SHOWN_BY_DEFAULT = new Set(["scalping", "intraday"]);
@@ -39,6 +42,7 @@ const state = {
   barrier: null, // the last /api/signals barrier block: the caller's levels and their odds
   barrierLines: {}, // "tp" / "sl" -> the draggable price line
   barrierAsked: 0, // sequence number of the newest barrier request (older answers are dropped)
+  modelsTimer: 0, // the next /api/models refresh
 };
 
 // --- messages ---------------------------------------------------------------------------------
@@ -595,6 +599,70 @@ function showBacktestResult(result, session) {
   drawMarkers();
 }
 
+// --- models -----------------------------------------------------------------------------------
+
+function skillText(card) {
+  const skill = (card && card.served_skill) || {};
+  return Object.entries(skill)
+    .map(([h, v]) => `${h} ${v === null ? "n/a" : (v >= 0 ? "+" : "") + Number(v).toFixed(3)}`)
+    .join(" · ");
+}
+
+function liveCoverage(version) {
+  const horizons = (version && version.live && version.live.horizons) || [];
+  const sides = horizons.flatMap((h) => [h.coverage_high, h.coverage_low]).filter((c) => c !== null);
+  if (!sides.length) return "no outcomes yet";
+  return `${fmt(Math.min(...sides), 3)}–${fmt(Math.max(...sides), 3)}`;
+}
+
+function retrainText(run) {
+  if (!run) return "never";
+  if (run.outcome) return `v${run.outcome.version} ${run.outcome.verdict} (${run.trigger})`;
+  if (run.error) return `${run.status}: ${run.error.message}`;
+  return `${run.status} · ${run.phase} ${Math.round(run.progress * 100)}% (${run.trigger})`;
+}
+
+function modelSetRow(entry) {
+  const row = document.createElement("tr");
+  row.dataset.modelSet = entry.model_set;
+  const champion = entry.versions.find((v) => v.version === entry.champion);
+  const challenger = entry.versions.find((v) => v.version === entry.challenger);
+  const cells = [
+    `${entry.model_set} (${entry.timeframe})`,
+    champion ? `v${champion.version}` : "none",
+    champion && champion.trained_through ? champion.trained_through.slice(0, 10) : "–",
+    champion ? skillText(champion.card) : "–",
+    champion ? liveCoverage(champion) : "–",
+    challenger ? `v${challenger.version}: ${challenger.status_reason}` : "none",
+    retrainText(entry.last_retrain),
+  ];
+  for (const text of cells) {
+    const cell = document.createElement("td");
+    cell.textContent = text;
+    row.append(cell);
+  }
+  return row;
+}
+
+async function loadModels() {
+  let running = false;
+  try {
+    const { body } = await api("/api/models");
+    const rows = body.sets.map(modelSetRow);
+    $("model-sets").querySelector("tbody").replaceChildren(...rows);
+    running = body.sets.some((s) => s.last_retrain && !s.last_retrain.finished_at);
+  } catch (error) {
+    const row = document.createElement("tr");
+    const cell = document.createElement("td");
+    cell.colSpan = 7;
+    cell.textContent = `Model sets unavailable: ${describe(error)}`;
+    row.append(cell);
+    $("model-sets").querySelector("tbody").replaceChildren(row);
+  }
+  clearTimeout(state.modelsTimer);
+  state.modelsTimer = setTimeout(loadModels, running ? RETRAIN_POLL_MS : MODELS_POLL_MS);
+}
+
 // --- wiring -----------------------------------------------------------------------------------
 
 async function connect(event) {
@@ -625,6 +693,7 @@ async function connect(event) {
   }
   await loadPrediction(session);
   if (session === state.session) openSocket(session);
+  loadModels();
 }
 
 function start() {
