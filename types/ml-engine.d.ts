@@ -103,6 +103,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/models/retrains/{run_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A retrain run: progress, then the version it made and the promotion verdict */
+        get: operations["ApiModelsRetrainsRunIdRetrainStatus"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/models/{name}/promote": {
         parameters: {
             query?: never;
@@ -117,6 +134,26 @@ export interface paths {
          * @description Forces a promotion (the reason is recorded; the test's verdict is not asked). The current champion is retired. 409 when the version is rejected or cannot be loaded.
          */
         post: operations["ApiModelsNamePromotePromote"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/models/{name}/retrain": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Admin: retrain a model set now (a job on the workers)
+         * @description Queues a retrain: the workers train a new version on the newest bars, install it beside the champion and judge it with the promotion test (docs/lifecycle.md). Answers 202 with the run; poll its `status_url`. 409 when the set is retraining already, 404 for an unknown set, 503 when the job queue is down.
+         */
+        post: operations["ApiModelsNameRetrainRetrain"];
         delete?: never;
         options?: never;
         head?: never;
@@ -548,6 +585,7 @@ export interface components {
             challenger: number | null;
             champion: number | null;
             events: components["schemas"]["StatusEvent"][];
+            last_retrain?: components["schemas"]["RetrainView"] | null;
             model_set: string;
             symbols: string[];
             timeframe: string;
@@ -595,6 +633,43 @@ export interface components {
         RangeATR: {
             down: number;
             up: number;
+        };
+        /** RetrainBody */
+        RetrainBody: {
+            epochs?: number | null;
+            folds?: number | null;
+            reason: string;
+            window_days?: number | null;
+        };
+        /** RetrainResult */
+        RetrainResult: {
+            champion: number;
+            model_set: string;
+            offline_rows: number;
+            reason: string;
+            seconds: number;
+            trained_from: string | null;
+            trained_through: string | null;
+            verdict: string;
+            version: number;
+        };
+        /** RetrainView */
+        RetrainView: {
+            attempts: number;
+            /** Format: date-time */
+            created_at: string;
+            error: components["schemas"]["ErrorBody"] | null;
+            finished_at: string | null;
+            model_set: string;
+            outcome: components["schemas"]["RetrainResult"] | null;
+            phase: string;
+            progress: number;
+            reason: string;
+            run_id: string;
+            started_at: string | null;
+            status: string;
+            status_url: string;
+            trigger: string;
         };
         /** RollbackRequest */
         RollbackRequest: {
@@ -1362,11 +1437,86 @@ export interface operations {
             };
         };
     };
+    ApiModelsRetrainsRunIdRetrainStatus: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a run id */
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Request fulfilled, document follows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RetrainView"];
+                };
+            };
+            /** @description Bad request syntax or unsupported method */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail: string;
+                        extra?: null | {
+                            [key: string]: unknown;
+                        } | unknown[];
+                        status_code: number;
+                    };
+                };
+            };
+            /** @description Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unknown symbol, or no bars or models for the asked timeframe (`field` says which) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Triton ("ML service unavailable", also while models are reloaded: retry), the database or the job queue is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     ApiModelsNamePromotePromote: {
         parameters: {
             query?: never;
             header?: never;
             path: {
+                /** @description a model set: the ensemble one timeframe is served by (signal_ensemble, signal_ensemble_1h, ...; GET /api/models lists them) */
                 name: string;
             };
             cookie?: never;
@@ -1451,11 +1601,102 @@ export interface operations {
             };
         };
     };
+    ApiModelsNameRetrainRetrain: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description a model set: the ensemble one timeframe is served by (signal_ensemble, signal_ensemble_1h, ...; GET /api/models lists them) */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RetrainBody"];
+            };
+        };
+        responses: {
+            /** @description Request accepted, processing continues off-line */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RetrainView"];
+                };
+            };
+            /** @description Bad request: `field` names the parameter and `message` says how to fix it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Valid credentials without the admin scope (ADMIN_API_KEY, or a JWT whose scope includes admin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unknown symbol, or no bars or models for the asked timeframe (`field` says which) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflict: the job already finished, or a model version cannot move to that status (the message says why) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Triton ("ML service unavailable", also while models are reloaded: retry), the database or the job queue is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     ApiModelsNameRollbackRollback: {
         parameters: {
             query?: never;
             header?: never;
             path: {
+                /** @description a model set: the ensemble one timeframe is served by (signal_ensemble, signal_ensemble_1h, ...; GET /api/models lists them) */
                 name: string;
             };
             cookie?: never;
