@@ -35,7 +35,6 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from export.evaluation import expected_calibration_error
 from export.gate import HAC_LAGS_PER_LABEL_BAR, dm_test, qlike
 
 F64 = npt.NDArray[np.float64]
@@ -46,6 +45,7 @@ PROMOTION_ALPHA = 0.05
 COVERAGE_TOLERANCE = 0.03  # |coverage - level|, as a fraction
 ECE_LIMIT = 0.03
 MIN_SHADOW_OUTCOMES = 200  # live outcomes of the challenger in shadow before it may be promoted
+ECE_BINS = 10
 
 PROMOTE = "promote"
 REJECT = "reject"
@@ -65,6 +65,51 @@ class Evidence(NamedTuple):
     interval_level: float  # nominal coverage of that interval
     p_win: F64  # (m,) the challenger's served P(win) for each probability outcome
     won: F64  # (m,) 1 when it won
+
+
+class CalibrationSums(msgspec.Struct, frozen=True):
+    """What rules 3 and 4 read, as sums: offline and live rows pool by adding them, so the
+    registry keeps a few numbers instead of the offline rows."""
+
+    inside: int  # realised ranges inside the interval
+    intervals: int
+    bins: list[list[float]]  # per probability decile: [count, sum of P(win), wins]
+
+    @classmethod
+    def of(cls, evidence: Evidence) -> CalibrationSums:
+        edges = np.linspace(0, 1, ECE_BINS + 1)  # the deciles of export/evaluation.reliability
+        index = np.clip(np.searchsorted(edges, evidence.p_win, side="right") - 1, 0, ECE_BINS - 1)
+        bins = [
+            [
+                float((index == b).sum()),
+                float(evidence.p_win[index == b].sum()),
+                float(evidence.won[index == b].sum()),
+            ]
+            for b in range(ECE_BINS)
+        ]
+        return cls(int(evidence.inside.sum()), int(evidence.inside.size), bins)
+
+    def __add__(self, other: CalibrationSums) -> CalibrationSums:
+        bins = [
+            [a + b for a, b in zip(x, y, strict=True)]
+            for x, y in zip(self.bins, other.bins, strict=True)
+        ]
+        return CalibrationSums(self.inside + other.inside, self.intervals + other.intervals, bins)
+
+    @property
+    def coverage(self) -> float:
+        return self.inside / self.intervals if self.intervals else math.nan
+
+    @property
+    def ece(self) -> float:
+        total = sum(count for count, _, _ in self.bins)
+        if not total:
+            return math.nan
+        return sum(
+            count / total * abs(wins / count - p_sum / count)
+            for count, p_sum, wins in self.bins
+            if count
+        )
 
 
 class Comparison(msgspec.Struct, frozen=True):
@@ -90,6 +135,7 @@ class TestResult(msgspec.Struct, frozen=True):
     coverage: float
     ece: float
     failures: list[str]
+    calibration: CalibrationSums | None = None  # these rows' own sums (pooled later)
 
 
 class PromotionDecision(msgspec.Struct, frozen=True):
@@ -123,18 +169,9 @@ def _compare(evidence: Evidence, incumbent: F64, against: str) -> Comparison:
     )
 
 
-def _pooled(first: Evidence, second: Evidence) -> Evidence:
-    """The calibration rows of both (interval hits and probability outcomes)."""
-    return first._replace(
-        inside=np.concatenate([first.inside, second.inside]),
-        p_win=np.concatenate([first.p_win, second.p_win]),
-        won=np.concatenate([first.won, second.won]),
-    )
-
-
-def run_test(evidence: Evidence, calibration: Evidence | None = None) -> TestResult:
+def run_test(evidence: Evidence, calibration: CalibrationSums | None = None) -> TestResult:
     """The four rules on one set of rows; `failures` names each rule that failed, in words.
-    Coverage and ECE are read on `calibration` (default: the same rows)."""
+    Coverage and ECE are read on these rows' sums plus `calibration` (rows read before)."""
     if not evidence.baselines:
         raise ValueError("the promotion test needs at least one baseline to compare with")
     best_name = min(
@@ -143,9 +180,9 @@ def run_test(evidence: Evidence, calibration: Evidence | None = None) -> TestRes
     )
     champion = _compare(evidence, evidence.champion, "champion")
     baseline = _compare(evidence, evidence.baselines[best_name], best_name)
-    rows = calibration or evidence
-    coverage = float(rows.inside.mean()) if rows.inside.size else math.nan
-    ece = expected_calibration_error(rows.p_win, rows.won) if rows.won.size else math.nan
+    own = CalibrationSums.of(evidence)
+    pooled = own if calibration is None else calibration + own
+    coverage, ece = pooled.coverage, pooled.ece
     failures = [
         f"does not beat the {c.against} (one-sided DM p = {c.p_mse:.3f} on squared error, "
         f"{c.p_qlike:.3f} on QLIKE; both must be < {PROMOTION_ALPHA})"
@@ -159,7 +196,7 @@ def run_test(evidence: Evidence, calibration: Evidence | None = None) -> TestRes
         )
     if not ece <= ECE_LIMIT:
         failures.append(f"probability ECE {ece:.3f} is above {ECE_LIMIT}")
-    return TestResult(len(evidence.y), champion, baseline, coverage, ece, failures)
+    return TestResult(len(evidence.y), champion, baseline, coverage, ece, failures, own)
 
 
 def decide(
@@ -169,7 +206,16 @@ def decide(
 ) -> PromotionDecision:
     """PROMOTE when both the offline rows and at least `min_shadow_outcomes` live shadow
     outcomes pass every rule; REJECT as soon as either fails; WAIT for more live outcomes."""
-    first = run_test(offline)
+    return decide_live(run_test(offline), shadow, min_shadow_outcomes)
+
+
+def decide_live(
+    first: TestResult,
+    shadow: Evidence | None,
+    min_shadow_outcomes: int = MIN_SHADOW_OUTCOMES,
+) -> PromotionDecision:
+    """The same decision from the offline result as the registry keeps it (its numbers and its
+    calibration sums) and the live shadow rows so far."""
     outcomes = 0 if shadow is None else len(shadow.y)
 
     def decision(verdict: str, reason: str, live: TestResult | None = None) -> PromotionDecision:
@@ -183,7 +229,7 @@ def decide(
         )
     # A few hundred outcomes measure ECE to about +-0.05 (ten bins): the live calibration rules
     # read the live outcomes together with the offline rows, the DM tests the live ones alone.
-    live = run_test(shadow, calibration=_pooled(offline, shadow))
+    live = run_test(shadow, calibration=first.calibration)
     if live.failures:
         return decision(REJECT, "live shadow: " + "; ".join(live.failures), live)
     return decision(

@@ -57,7 +57,8 @@ from orchestrator.inference.client import SignalModels
 from orchestrator.lifecycle.exported import exported_version, sync_registry
 from orchestrator.lifecycle.registry import ModelRegistry, ModelVersion
 from orchestrator.lifecycle.retraining import RetrainRequest, RetrainResult, RetrainSettings
-from orchestrator.lifecycle.switch import pin_in_repository
+from orchestrator.lifecycle.service import Lifecycle
+from orchestrator.lifecycle.switch import Loaded, VersionLoadError, pin_in_repository
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import parse_timeframe
@@ -196,7 +197,7 @@ def install(staging: Path, repository: Path, model_set: str, champion: int) -> i
     pairs = _profiles(staging, repository)
     for _, live in pairs:
         if (live / model_set / "config.pbtxt").is_file():
-            pin_in_repository(live, model_set, champion)
+            pin_in_repository(live, model_set, Loaded(champion))
     staged = {
         src: [d for d in sorted(src.iterdir()) if d.is_dir() and _numbered(d)] for src, _ in pairs
     }
@@ -360,6 +361,14 @@ async def retrain(
         reason,
         decision=numbers,
     )
+    if verdict != REJECT:
+        progress("loading the challenger beside the champion", 0.95)
+        lifecycle = Lifecycle(registry, triton, repository, triton_timeout_s)
+        try:
+            await lifecycle.load_challenger(request.model_set, version)
+        except VersionLoadError as exc:
+            verdict, reason = REJECT, f"Triton could not load it beside the champion: {exc}"
+            await registry.move(request.model_set, version, "rejected", actor, reason)
     progress("done", 1.0)
     return RetrainResult(
         model_set=request.model_set,

@@ -2,12 +2,19 @@
 
 The feature spec (normalisation statistics included) is read from the ensemble's config through
 Triton's API and checked against the running pipeline, once per served version.
+
+Triton may hold several versions of an ensemble ready (the champion, and a challenger scored in
+shadow). The one served is named by the config's `serving_version` parameter (the lifecycle
+sets it when it loads more than one), else the newest ready; every request names it, so a
+request never reaches a version that is not served. Each version's spec is the config's
+`feature_spec_<version>` parameter, else `feature_spec`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -18,7 +25,12 @@ from orchestrator.errors import ModelsUnavailableError
 from orchestrator.features.dataset import F32
 from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec, check_compatible
-from orchestrator.inference.models import ENSEMBLE, check_config_fingerprint
+from orchestrator.inference.models import (
+    ENSEMBLE,
+    FEATURE_SPEC_PARAMETER,
+    SERVING_VERSION_PARAMETER,
+    check_config_fingerprint,
+)
 
 
 class ModelServiceUnavailableError(ModelsUnavailableError):
@@ -57,30 +69,43 @@ class SignalModels:
         client: grpc_aio.InferenceServerClient,
         timeout_s: float,
         ensemble: str = ENSEMBLE,
+        version: str | None = None,
     ) -> None:
+        """`version`: always this version (a challenger scored in shadow); None: the served
+        one."""
         self.client = client
         self.timeout_s = timeout_s
         self.ensemble = ensemble
+        self.pinned = version
         self._spec: FeatureSpec | None = None
         self._lock = asyncio.Lock()
         self._version_lock = asyncio.Lock()
         self._version: str | None = None
         self._version_at = 0.0
+        self._ready: tuple[str, ...] = ()
+
+    async def _config(self) -> dict[str, Any]:
+        try:
+            response = await self.client.get_model_config(
+                self.ensemble, as_json=True, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise ModelServiceUnavailableError(_describe(exc)) from exc
+        config: dict[str, Any] = response["config"]
+        return config
 
     async def spec(self) -> FeatureSpec:
         if self._spec is not None:
             return self._spec
         async with self._lock:
             if self._spec is None:
-                try:
-                    response = await self.client.get_model_config(
-                        self.ensemble, as_json=True, client_timeout=self.timeout_s
-                    )
-                except InferenceServerException as exc:
-                    raise ModelServiceUnavailableError(_describe(exc)) from exc
-                config = response["config"]
+                config = await self._config()
                 check_config_fingerprint(config, self.ensemble)
-                raw = config.get("parameters", {}).get("feature_spec", {}).get("string_value")
+                parameters = config.get("parameters", {})
+                own = parameters.get(f"{FEATURE_SPEC_PARAMETER}_{self._version}", {})
+                raw = own.get("string_value") or parameters.get(FEATURE_SPEC_PARAMETER, {}).get(
+                    "string_value"
+                )
                 if not raw:
                     raise ModelServiceUnavailableError(
                         f"{self.ensemble} carries no feature spec; re-export it with `make models`"
@@ -91,8 +116,9 @@ class SignalModels:
             return self._spec
 
     async def served_version(self) -> str:
-        """Newest ready version of the ensemble, re-read at most once a second; concurrent
-        requests that find it stale share one metadata call."""
+        """The version served (or the pinned one), re-read at most once a second; concurrent
+        requests that find it stale share one metadata call. The config is read again only
+        when the set of ready versions changed (every switch changes it)."""
         if self._version is not None and self._loop_time() - self._version_at < 1.0:
             return self._version
         async with self._version_lock:
@@ -105,11 +131,29 @@ class SignalModels:
                 )
             except InferenceServerException as exc:
                 raise ModelServiceUnavailableError(_describe(exc)) from exc
-            version = str(max(metadata.get("versions", ["0"]), key=int))
+            ready = tuple(sorted(metadata.get("versions", ["0"]), key=int))
+            version = self._version
+            if ready != self._ready or version is None:
+                version = await self._choose(ready)
             if self._version is not None and version != self._version:
-                self._spec = None  # a reloaded ensemble may carry another spec
-            self._version, self._version_at = version, now
+                self._spec = None  # another version carries another spec
+            self._version, self._version_at, self._ready = version, now, ready
             return version
+
+    async def _choose(self, ready: tuple[str, ...]) -> str:
+        if self.pinned is not None:
+            if self.pinned not in ready:
+                raise ModelServiceUnavailableError(
+                    f"{self.ensemble} v{self.pinned} is not loaded in Triton (ready: "
+                    f"{', '.join(ready) or 'none'})"
+                )
+            return self.pinned
+        if len(ready) > 1:
+            parameters = (await self._config()).get("parameters", {})
+            named = parameters.get(SERVING_VERSION_PARAMETER, {}).get("string_value")
+            if named in ready:
+                return str(named)
+        return max(ready, key=int)
 
     async def server_live(self) -> bool:
         """Whether Triton answers at all (a timeframe's set may be missing while it does)."""
@@ -122,6 +166,14 @@ class SignalModels:
     def _loop_time() -> float:
         return asyncio.get_running_loop().time()
 
+    async def _infer(self, tensors: list[grpc_aio.InferInput]) -> Any:
+        return await self.client.infer(
+            self.ensemble,
+            tensors,
+            model_version=self._version or "",
+            client_timeout=self.timeout_s,
+        )
+
     async def infer(self, inputs: list[ModelInputs]) -> EnsembleOutput:
         seq = np.concatenate([i.seq for i in inputs])
         tab = np.concatenate([i.tab for i in inputs])
@@ -132,9 +184,21 @@ class SignalModels:
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
         try:
-            result = await self.client.infer(self.ensemble, tensors, client_timeout=self.timeout_s)
+            result = await self._infer(tensors)
         except InferenceServerException as exc:
-            raise ModelServiceUnavailableError(_describe(exc)) from exc
+            if self.pinned is not None or self._version is None:
+                raise ModelServiceUnavailableError(_describe(exc)) from exc
+            # The version asked for may have been switched out in the last second: ask Triton
+            # which serves now and try once more (the answer names the version that computed
+            # it, so a caller holding inputs for the old one computes again).
+            asked = self._version
+            self._version_at = float("-inf")
+            if await self.served_version() == asked:
+                raise ModelServiceUnavailableError(_describe(exc)) from exc
+            try:
+                result = await self._infer(tensors)
+            except InferenceServerException as again:
+                raise ModelServiceUnavailableError(_describe(again)) from again
         return EnsembleOutput(
             gru_range=result.as_numpy("GRU_RANGE"),
             transformer_range=result.as_numpy("TF_RANGE"),

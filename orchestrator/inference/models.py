@@ -26,7 +26,8 @@ BASE_TIMEFRAME = "5m"
 SERVED_TIMEFRAMES = ("5m", "15m", "1h", "1d")
 
 
-FEATURE_SPEC_PARAMETER = "feature_spec"
+FEATURE_SPEC_PARAMETER = "feature_spec"  # and feature_spec_<version> beside it (client.py)
+SERVING_VERSION_PARAMETER = "serving_version"  # which ready version serves (client.py)
 
 
 def config_parameter(key: str, value: str) -> str:

@@ -19,10 +19,11 @@ load.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import tritonclient.grpc.aio as grpcclient
@@ -30,12 +31,23 @@ from tritonclient.utils import InferenceServerException
 
 from orchestrator.errors import ConflictError, ModelsUnavailableError
 from orchestrator.fileio import atomic_file
-from orchestrator.inference.models import FEATURE_SPEC_PARAMETER, config_parameter
+from orchestrator.inference.models import (
+    FEATURE_SPEC_PARAMETER,
+    SERVING_VERSION_PARAMETER,
+    config_parameter,
+)
 
 LOAD_TIMEOUT_S = 120.0  # loading a version builds its sessions: seconds, not milliseconds
 _VERSION_POLICY = re.compile(r"^version_policy \{.*\}$", re.MULTILINE)
 _SPEC_PARAMETER = re.compile(
     rf'^parameters \{{ key: "{FEATURE_SPEC_PARAMETER}" value: .*$', re.MULTILINE
+)
+# The parameters that exist only while a set holds more than one version.
+_PER_VERSION = re.compile(rf"^(?:{FEATURE_SPEC_PARAMETER}_\d+|{SERVING_VERSION_PARAMETER})$")
+_PER_VERSION_LINE = re.compile(
+    rf'^parameters \{{ key: "(?:{FEATURE_SPEC_PARAMETER}_\d+|{SERVING_VERSION_PARAMETER})" '
+    r"value: .*\n?",
+    re.MULTILINE,
 )
 
 
@@ -68,15 +80,32 @@ def version_spec(repository: Path, model: str, version: int) -> str | None:
     return msgspec.json.encode(msgspec.json.decode(path.read_bytes())).decode()
 
 
+class Loaded(NamedTuple):
+    """What Triton holds of a set: the version served, and those scored beside it in shadow."""
+
+    serving: int
+    shadow: tuple[int, ...] = ()
+
+    @property
+    def versions(self) -> list[int]:
+        return sorted({self.serving, *self.shadow})
+
+
+def _specs(repository: Path, model: str, loaded: Loaded) -> dict[int, str]:
+    found = {v: version_spec(repository, model, v) for v in loaded.versions}
+    return {v: spec for v, spec in found.items() if spec is not None}
+
+
 async def serve_version(
     triton: grpcclient.InferenceServerClient,
     model: str,
-    version: int,
+    loaded: Loaded,
     timeout_s: float,
-    feature_spec: str | None = None,
+    repository: Path,
 ) -> None:
-    """Makes `version` the only ready version of `model`, with `feature_spec` when given;
-    VersionLoadError when Triton cannot load it (the previous version keeps serving)."""
+    """Makes `loaded.versions` the ready versions of `model`, `loaded.serving` the one served,
+    each with its feature spec where the repository is local; VersionLoadError when Triton
+    cannot load them (what it served before keeps serving)."""
     try:
         response: dict[str, Any] = await triton.get_model_config(
             model, as_json=True, client_timeout=timeout_s
@@ -84,37 +113,58 @@ async def serve_version(
     except InferenceServerException as exc:
         raise ModelsUnavailableError(f"Triton did not answer {model}'s config: {exc}") from None
     config = response["config"]
-    config["version_policy"] = {"specific": {"versions": [version]}}
-    if feature_spec is not None:
-        config.setdefault("parameters", {})[FEATURE_SPEC_PARAMETER] = {"string_value": feature_spec}
+    config["version_policy"] = {"specific": {"versions": loaded.versions}}
+    parameters = {
+        key: value
+        for key, value in config.get("parameters", {}).items()
+        if not _PER_VERSION.match(key)
+    }
+    specs = await asyncio.to_thread(_specs, repository, model, loaded)
+    if loaded.serving in specs:
+        parameters[FEATURE_SPEC_PARAMETER] = {"string_value": specs[loaded.serving]}
+    if loaded.shadow:
+        parameters[SERVING_VERSION_PARAMETER] = {"string_value": str(loaded.serving)}
+        for version, spec in specs.items():
+            parameters[f"{FEATURE_SPEC_PARAMETER}_{version}"] = {"string_value": spec}
+    config["parameters"] = parameters
+    names = ", ".join(f"v{v}" for v in loaded.versions)
     try:
         await triton.load_model(
             model, config=json.dumps(config), client_timeout=max(timeout_s, LOAD_TIMEOUT_S)
         )
     except InferenceServerException as exc:
         raise VersionLoadError(
-            f"Triton could not load {model} v{version} ({exc.message() or exc}); the version it "
-            "served before still serves"
+            f"Triton could not load {model} {names} ({exc.message() or exc}); what it served "
+            "before still serves"
         ) from None
-    if version not in await served_versions(triton, model, timeout_s):
-        raise VersionLoadError(f"Triton reports {model} v{version} is not ready after its load")
+    ready = await served_versions(triton, model, timeout_s)
+    if not set(loaded.versions) <= set(ready):
+        raise VersionLoadError(f"Triton reports {model} {names} not all ready after the load")
 
 
-def pin_in_repository(repository: Path, model: str, version: int) -> bool:
-    """config.pbtxt of `model` serves `version` only, with that version's feature spec; False
-    when the repository or the model is not on this machine (Triton reads it elsewhere)."""
+def pin_in_repository(repository: Path, model: str, loaded: Loaded) -> bool:
+    """config.pbtxt of `model` holds what serve_version loaded (policy, served version, specs);
+    False when the repository or the model is not on this machine (Triton reads it elsewhere)."""
     path = repository / model / "config.pbtxt"
     if not path.is_file():
         return False
     text = path.read_text()
-    pinned = f"version_policy {{ specific {{ versions: [ {version} ] }} }}"
+    versions = ", ".join(str(v) for v in loaded.versions)
+    pinned = f"version_policy {{ specific {{ versions: [ {versions} ] }} }}"
     updated, count = _VERSION_POLICY.subn(pinned, text)
     if not count:
-        updated = f"{text.rstrip()}\n{pinned}\n"
-    spec = version_spec(repository, model, version)
-    if spec is not None:
-        line = config_parameter(FEATURE_SPEC_PARAMETER, spec)
+        updated = f"{updated.rstrip()}\n{pinned}\n"
+    updated = _PER_VERSION_LINE.sub("", updated)
+    specs = _specs(repository, model, loaded)
+    if loaded.serving in specs:
+        line = config_parameter(FEATURE_SPEC_PARAMETER, specs[loaded.serving])
         updated = _SPEC_PARAMETER.sub(lambda _: line, updated)
+    if loaded.shadow:
+        extra = [config_parameter(SERVING_VERSION_PARAMETER, str(loaded.serving))]
+        extra += [
+            config_parameter(f"{FEATURE_SPEC_PARAMETER}_{v}", spec) for v, spec in specs.items()
+        ]
+        updated = updated.rstrip() + "\n" + "\n".join(extra) + "\n"
     with atomic_file(path, text=True) as handle:
         handle.write(updated)
     return True

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from export.promotion import PROMOTE, REJECT, WAIT, Evidence, decide
+from export.evaluation import expected_calibration_error
+from export.promotion import (
+    PROMOTE,
+    REJECT,
+    WAIT,
+    CalibrationSums,
+    Evidence,
+    decide,
+    decide_live,
+    run_test,
+)
 
 LABEL_BARS = [6, 48]  # two horizons: four range columns
 
@@ -88,3 +99,21 @@ def test_a_challenger_that_fails_live_is_rejected_with_the_live_numbers() -> Non
     assert decision.reason.startswith("live shadow:")
     assert decision.shadow is not None
     assert decision.shadow.failures
+
+
+def test_calibration_sums_pool_like_the_rows_they_replace() -> None:
+    """The registry keeps the offline rows' sums, not the rows: pooled sums read the same
+    coverage and ECE as the rows concatenated (export/evaluation's deciles, edges included)."""
+    offline, live = _evidence(1, 1500, "new_regime"), _evidence(2, 400, "new_regime")
+    edges = np.array([0.0, 0.1, 0.3, 0.30000000000000004, 0.9, 1.0])  # decile edges and ties
+    live = live._replace(p_win=np.concatenate([live.p_win[: -edges.size], edges]))
+    pooled = CalibrationSums.of(offline) + CalibrationSums.of(live)
+    p = np.concatenate([offline.p_win, live.p_win])
+    won = np.concatenate([offline.won, live.won])
+    assert pooled.ece == pytest.approx(expected_calibration_error(p, won), abs=1e-12)
+    inside = np.concatenate([offline.inside.ravel(), live.inside.ravel()])
+    assert pooled.coverage == pytest.approx(inside.mean(), abs=1e-12)
+    # decide() from the evidence and decide_live() from the stored offline result agree.
+    first = decide(offline, live, min_shadow_outcomes=100)
+    again = decide_live(run_test(offline), live, min_shadow_outcomes=100)
+    assert again == first
