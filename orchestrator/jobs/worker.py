@@ -31,6 +31,7 @@ from saq.types import Context, PartialTimersDict
 from saq.utils import now
 
 from export.retrain import retrain
+from export.shadow import judge_challenger
 from export.walkforward import WalkForwardConfig, run_walk_forward
 from orchestrator.backtest.predictions import PREDICTION_CACHE_DIR
 from orchestrator.backtest.report import BacktestResult
@@ -138,9 +139,36 @@ class BacktestWorker:
     def cron_jobs(self) -> list[CronJob[Context]]:
         """The retrain schedule (one SAQ cron job: SAQ enqueues it once per tick whatever the
         number of workers)."""
-        if not self.retraining.cron:
-            return []
-        return [CronJob(self.scheduled_retrain, cron=self.retraining.cron, timeout=300)]
+        jobs: list[CronJob[Context]] = []
+        if self.retraining.cron:
+            jobs.append(CronJob(self.scheduled_retrain, cron=self.retraining.cron, timeout=300))
+        if self.retraining.judge_cron:
+            jobs.append(
+                CronJob(self.judge_challengers, cron=self.retraining.judge_cron, timeout=3600)
+            )
+        return jobs
+
+    async def judge_challengers(self, ctx: Context) -> dict[str, str]:
+        """The promotion test's live half for every set with a challenger (export/shadow.py)."""
+        verdicts = {}
+        for version in await ModelRegistry(self.db).versions():
+            if version.status != "challenger":
+                continue
+            try:
+                decision = await judge_challenger(
+                    version.model_set,
+                    db=self.db,
+                    triton=self.triton,
+                    timeout_s=self.settings.triton.request_timeout_s,
+                    repository=Path(self.settings.triton.model_repository),
+                    min_shadow_outcomes=self.retraining.min_shadow_outcomes,
+                )
+            except Exception:  # one set's failure must not keep the others from being judged
+                log.exception("judging %s v%d failed", version.model_set, version.version)
+                verdicts[version.model_set] = "error"
+                continue
+            verdicts[version.model_set] = decision.verdict if decision else "not judged"
+        return verdicts
 
     async def scheduled_retrain(self, ctx: Context) -> dict[str, list[str]]:
         """Queues a retrain of every set with a champion (a set already retraining is skipped)."""

@@ -234,6 +234,19 @@ class ModelRegistry:
             await self._lock_set(cur, model_set, lock=False)
             return await self._previous_champion(cur, model_set)
 
+    async def record_decision(
+        self, model_set: str, version: int, decision: dict[str, Any], reason: str
+    ) -> bool:
+        """Keeps the promotion test's latest numbers on a challenger still waiting (no move,
+        no event); False when the version is no longer the challenger."""
+        async with self.db.transaction() as conn, conn.cursor() as cur:
+            changed = await cur.execute(
+                "UPDATE model_versions SET decision = %s, status_reason = %s "
+                "WHERE model_set = %s AND version = %s AND status = 'challenger'",
+                (msgspec.json.encode(decision).decode(), reason[:2000], model_set, version),
+            )
+        return bool(changed)
+
     async def versions(self, model_set: str | None = None) -> list[ModelVersion]:
         """Every registered version (of one set), newest first per set."""
         where, params = ("WHERE model_set = %s", (model_set,)) if model_set else ("", ())

@@ -58,21 +58,34 @@ class RetrainSettings(msgspec.Struct, frozen=True):
     drift_cooldown_h: int = 24
     # The sets the schedule retrains (empty: every set with a champion).
     sets: tuple[str, ...] = ()
+    # When the workers score each challenger in shadow on the bars since its training and
+    # apply the promotion test's live half ("" : never, challengers then wait for an admin).
+    judge_cron: str = "*/15 * * * *"
+    # Settled shadow bars a challenger needs before the live half may promote it.
+    min_shadow_outcomes: int = 200
 
     @classmethod
     def from_env(cls) -> RetrainSettings:
         d = cls()
-        cron = env_text("RETRAIN_CRON", d.cron).strip()
-        if cron and not croniter.is_valid(cron):
-            raise SettingsError(
-                f"environment variable RETRAIN_CRON={cron!r} is not a cron expression; give five "
-                f"fields such as {d.cron!r} (daily at 02:00 UTC), or an empty value for no schedule"
-            )
         return cls(
-            cron=cron,
+            cron=_cron("RETRAIN_CRON", d.cron),
+            judge_cron=_cron("RETRAIN_JUDGE_CRON", d.judge_cron),
+            min_shadow_outcomes=env_int(
+                "RETRAIN_MIN_SHADOW_OUTCOMES", d.min_shadow_outcomes, positive=True
+            ),
             window_days=env_int("RETRAIN_WINDOW_DAYS", d.window_days),
             epochs=env_int("RETRAIN_EPOCHS", d.epochs, positive=True),
             folds=env_int("RETRAIN_FOLDS", d.folds, positive=True),
             drift_cooldown_h=env_int("RETRAIN_DRIFT_COOLDOWN_H", d.drift_cooldown_h),
             sets=tuple(s.strip() for s in env_text("RETRAIN_SETS").split(",") if s.strip()),
         )
+
+
+def _cron(name: str, default: str) -> str:
+    cron = env_text(name, default).strip()
+    if cron and not croniter.is_valid(cron):
+        raise SettingsError(
+            f"environment variable {name}={cron!r} is not a cron expression; give five fields "
+            f"such as {default!r}, or an empty value to switch it off"
+        )
+    return cron

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import tritonclient.grpc.aio as grpcclient
 
@@ -44,12 +45,20 @@ class Lifecycle:
         self.repository = repository
         self.timeout_s = timeout_s
 
-    async def promote(self, model_set: str, version: int, actor: str, reason: str) -> ModelVersion:
-        """`version` serves from now on (forced: no promotion test; the reason is recorded)."""
+    async def promote(
+        self,
+        model_set: str,
+        version: int,
+        actor: str,
+        reason: str,
+        decision: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """`version` serves from now on: forced by an admin (the reason recorded), or by the
+        promotion test (its numbers in `decision`)."""
         return await self._switch(
             model_set,
             version,
-            lambda: self.registry.move(model_set, version, "champion", actor, reason),
+            lambda: self.registry.move(model_set, version, "champion", actor, reason, decision),
         )
 
     async def rollback(self, model_set: str, actor: str, reason: str) -> ModelVersion:

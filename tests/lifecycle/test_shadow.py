@@ -1,0 +1,130 @@
+"""The promotion test's live half against the real MariaDB and Triton: a challenger loaded beside
+the champion (never served), scored in shadow on the bars after its training, waits while it has
+too few settled outcomes and is rejected, unloaded, when it does not beat the champion (here it
+is the champion's own models exported again: it cannot beat itself)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpc_aio
+
+from export.exporter import export_profiles
+from export.promotion import REJECT, WAIT, Comparison
+from export.promotion import TestResult as RulesResult
+from export.shadow import judge_challenger
+from orchestrator.demo.generator import generate_bars
+from orchestrator.devstack.triton import TritonServer
+from orchestrator.inference.client import SignalModels
+from orchestrator.inference.models import ENSEMBLE
+from orchestrator.ingest.writer import write_bars
+from orchestrator.lifecycle.exported import exported_versions
+from orchestrator.lifecycle.registry import ModelRegistry
+from orchestrator.lifecycle.service import Lifecycle
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import SymbolInfo
+from orchestrator.marketdata.timeframes import Timeframe
+from tests.conftest import TrainedRepository, serve_triton
+
+TIMEOUT_S = 30.0
+# What a challenger that passed offline carries into its shadow period.
+PASSED_OFFLINE = RulesResult(
+    rows=500,
+    versus_champion=Comparison("champion", 0.01, 0.02, 0.05, 0.04),
+    versus_baseline=Comparison("har", 0.01, 0.03, 0.04, 0.03),
+    coverage=0.80,
+    ece=0.01,
+    failures=[],
+)
+
+
+@pytest.fixture(scope="module")
+def side_by_side(
+    trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
+    """A Triton over a copy of the suite's repository plus the same models exported again."""
+    root = tmp_path_factory.mktemp("shadow-repository")
+    shutil.copytree(trained.cpu, root / "cpu", symlinks=True)
+    export_profiles(trained.models, root, profiles=("cpu",))
+    yield from serve_triton(root / "cpu", tmp_path_factory, "triton-shadow")
+
+
+def _ready(server: TritonServer) -> list[int]:
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    index = client.get_model_repository_index(as_json=True)["models"]
+    return sorted(
+        int(m["version"]) for m in index if m["name"] == ENSEMBLE and m.get("state") == "READY"
+    )
+
+
+async def test_a_challenger_in_shadow_waits_then_is_rejected_and_unloaded(
+    clean_db: Database, side_by_side: TritonServer
+) -> None:
+    db = clean_db
+    async with db.transaction() as conn, conn.cursor() as cur:
+        await cur.execute("DELETE FROM model_version_events")
+        await cur.execute("DELETE FROM model_versions")
+    # 20 days of bars after the models' training data (which ends 2025-06-30).
+    bars = generate_bars("BTCUSD", days=60, end="2025-07-20", seed=11)
+    frame = bars.reset_index().assign(symbol="BTCUSD", timeframe="5m")
+    info = {"BTCUSD": SymbolInfo("BTCUSD", "crypto", 0.01, Timeframe.M5)}
+    await write_bars(db, frame, info, show_progress=False)
+
+    repository = side_by_side.model_repository
+    registry = ModelRegistry(db)
+    entries = [e for e in exported_versions(repository) if e.model_set == ENSEMBLE]
+    champion, challenger = (e.version for e in entries[-2:])
+    for entry in entries[-2:]:
+        await registry.register(entry, "test", "exported")
+    await registry.move(ENSEMBLE, champion, "champion", "test", "serves")
+    offline = {"offline": msgspec.to_builtins(PASSED_OFFLINE)}
+    await registry.move(ENSEMBLE, challenger, "challenger", "test", "passed", decision=offline)
+
+    triton = grpc_aio.InferenceServerClient(f"127.0.0.1:{side_by_side.grpc_port}")
+    try:
+        lifecycle = Lifecycle(registry, triton, repository, TIMEOUT_S)
+        await lifecycle.load_challenger(ENSEMBLE, challenger)
+        assert _ready(side_by_side) == [champion, challenger]
+        # The engine serves the champion although the challenger's number is higher.
+        served = SignalModels(triton, TIMEOUT_S, ENSEMBLE)
+        assert await served.served_version() == str(champion)
+
+        async def judge(min_outcomes: int) -> str:
+            decision = await judge_challenger(
+                ENSEMBLE,
+                db=db,
+                triton=triton,
+                timeout_s=TIMEOUT_S,
+                repository=repository,
+                min_shadow_outcomes=min_outcomes,
+            )
+            assert decision is not None
+            return decision.verdict
+
+        # Too few settled outcomes asked for: it waits, its numbers so far recorded.
+        assert await judge(1_000_000) == WAIT
+        waiting = {v.version: v for v in await registry.versions(ENSEMBLE)}[challenger]
+        assert waiting.status == "challenger"
+        assert waiting.decision is not None
+        outcomes = waiting.decision["shadow_outcomes"]
+        assert outcomes > 1000  # settled bars of the 20 days after its training
+        assert f"{outcomes} of 1000000 live shadow outcomes" in waiting.status_reason
+        assert _ready(side_by_side) == [champion, challenger]
+
+        # Enough outcomes: the live test runs, and a copy of the champion cannot beat it.
+        assert await judge(200) == REJECT
+        rejected = {v.version: v for v in await registry.versions(ENSEMBLE)}[challenger]
+        assert rejected.status == "rejected"
+        assert rejected.status_reason.startswith("live shadow: does not beat the champion")
+        assert rejected.decision is not None
+        assert rejected.decision["shadow"]["rows"] == outcomes
+        assert _ready(side_by_side) == [champion]  # unloaded; the champion serves alone
+        config = (repository / ENSEMBLE / "config.pbtxt").read_text()
+        assert f"specific {{ versions: [ {champion} ] }}" in config
+        assert "serving_version" not in config
+    finally:
+        await triton.close()
