@@ -25,6 +25,7 @@ from orchestrator.ingest.writer import write_bars
 from orchestrator.lifecycle.exported import exported_versions
 from orchestrator.lifecycle.registry import ModelRegistry
 from orchestrator.lifecycle.service import Lifecycle
+from orchestrator.lifecycle.switch import Loaded, VersionLoadError
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
@@ -127,4 +128,34 @@ async def test_a_challenger_in_shadow_waits_then_is_rejected_and_unloaded(
         assert f"specific {{ versions: [ {champion} ] }}" in config
         assert "serving_version" not in config
     finally:
+        await triton.close()
+
+
+async def test_a_challenger_triton_cannot_load_leaves_the_champion_serving(
+    db: Database, side_by_side: TritonServer
+) -> None:
+    async with db.transaction() as conn, conn.cursor() as cur:
+        await cur.execute("DELETE FROM model_version_events")
+        await cur.execute("DELETE FROM model_versions")
+    repository = side_by_side.model_repository
+    registry = ModelRegistry(db)
+    entries = [e for e in exported_versions(repository) if e.model_set == ENSEMBLE]
+    champion, challenger = (e.version for e in entries[-2:])
+    for entry in entries[-2:]:
+        await registry.register(entry, "test", "exported")
+    await registry.move(ENSEMBLE, champion, "champion", "test", "serves")
+    artifact = repository / ENSEMBLE / str(challenger) / "range_gru.onnx"
+    broken = artifact.with_suffix(".moved")
+    artifact.rename(broken)  # the challenger's files are incomplete
+    triton = grpc_aio.InferenceServerClient(f"127.0.0.1:{side_by_side.grpc_port}")
+    try:
+        lifecycle = Lifecycle(registry, triton, repository, TIMEOUT_S)
+        await lifecycle.serve(ENSEMBLE, Loaded(champion))
+        with pytest.raises(VersionLoadError, match=f"v{champion}, v{challenger}"):
+            await lifecycle.load_challenger(ENSEMBLE, challenger)
+        assert _ready(side_by_side) == [champion]
+        served = SignalModels(triton, TIMEOUT_S, ENSEMBLE)
+        assert await served.served_version() == str(champion)
+    finally:
+        broken.rename(artifact)
         await triton.close()
