@@ -196,7 +196,10 @@ def install(staging: Path, repository: Path, model_set: str, champion: int) -> i
     """Renames the staged version into the live repository as its next version; returns it."""
     pairs = _profiles(staging, repository)
     for _, live in pairs:
-        if (live / model_set / "config.pbtxt").is_file():
+        config = live / model_set / "config.pbtxt"
+        # A config an export wrote serves the newest version: pin the champion first (a config
+        # a switch wrote names its versions already, and stays).
+        if config.is_file() and "version_policy { latest" in config.read_text():
             pin_in_repository(live, model_set, Loaded(champion))
     staged = {
         src: [d for d in sorted(src.iterdir()) if d.is_dir() and _numbered(d)] for src, _ in pairs

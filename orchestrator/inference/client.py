@@ -3,10 +3,12 @@
 The feature spec (normalisation statistics included) is read from the ensemble's config through
 Triton's API and checked against the running pipeline, once per served version.
 
-Triton may hold several versions of an ensemble ready (the champion, and a challenger scored in
-shadow). The one served is named by the config's `serving_version` parameter (the lifecycle
-sets it when it loads more than one), else the newest ready; every request names it, so a
-request never reaches a version that is not served. Each version's spec is the config's
+Triton may hold several versions of an ensemble ready (the champion, the previous champion on
+standby for a rollback, a challenger scored in shadow). The one served is named by the config's
+`serving_version` parameter (the lifecycle sets it when it loads more than one); when that
+version is not ready (a rollback dropped it), the newest ready version that is not the
+`challenger_version`; with one version, that one. Every request names it, so a request never
+reaches a version that is not served. Each version's spec is the config's
 `feature_spec_<version>` parameter, else `feature_spec`.
 """
 
@@ -26,6 +28,7 @@ from orchestrator.features.dataset import F32
 from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec, check_compatible
 from orchestrator.inference.models import (
+    CHALLENGER_VERSION_PARAMETER,
     ENSEMBLE,
     FEATURE_SPEC_PARAMETER,
     SERVING_VERSION_PARAMETER,
@@ -153,6 +156,12 @@ class SignalModels:
             named = parameters.get(SERVING_VERSION_PARAMETER, {}).get("string_value")
             if named in ready:
                 return str(named)
+            # The served version was dropped (a rollback that only narrowed the version policy):
+            # the newest version kept that is not in shadow.
+            shadow = parameters.get(CHALLENGER_VERSION_PARAMETER, {}).get("string_value")
+            kept = [v for v in ready if v != shadow]
+            if kept:
+                return max(kept, key=int)
         return max(ready, key=int)
 
     async def server_live(self) -> bool:

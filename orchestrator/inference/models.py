@@ -28,6 +28,7 @@ SERVED_TIMEFRAMES = ("5m", "15m", "1h", "1d")
 
 FEATURE_SPEC_PARAMETER = "feature_spec"  # and feature_spec_<version> beside it (client.py)
 SERVING_VERSION_PARAMETER = "serving_version"  # which ready version serves (client.py)
+CHALLENGER_VERSION_PARAMETER = "challenger_version"  # the one scored in shadow, never served
 
 
 def config_parameter(key: str, value: str) -> str:

@@ -6,8 +6,10 @@ new versions are ready, and when their load fails), then record the move in one 
 When recording fails (the database went away, another admin moved the set meanwhile), Triton is
 switched back to what it held before, so what serves is what the registry says.
 
-Triton holds the champion, and the challenger beside it while one is judged (scored in shadow,
-never served: the engine asks for the served version by number).
+Triton holds the champion, the challenger beside it while one is judged (scored in shadow,
+never served: the engine asks for the served version by number), and the previous champion on
+standby: a rollback to it only narrows the version policy, which Triton applies without
+loading anything (measured: milliseconds, against seconds for a load).
 """
 
 from __future__ import annotations
@@ -20,16 +22,29 @@ from typing import Any
 
 import tritonclient.grpc.aio as grpcclient
 
-from orchestrator.lifecycle.registry import ModelRegistry, ModelVersion, checked_move
-from orchestrator.lifecycle.switch import Loaded, pin_in_repository, serve_version
+from orchestrator.lifecycle.registry import (
+    ModelRegistry,
+    ModelVersion,
+    StatusMoveError,
+    checked_move,
+)
+from orchestrator.lifecycle.switch import (
+    Loaded,
+    narrow_to,
+    pin_in_repository,
+    serve_version,
+    served_versions,
+)
 
 
-def loaded_for(versions: list[ModelVersion], champion: int) -> Loaded:
-    """What Triton should hold when `champion` serves: it, and the set's challenger if any."""
+def loaded_for(versions: list[ModelVersion], champion: int, standby: int | None = None) -> Loaded:
+    """What Triton should hold when `champion` serves: it, the set's challenger if any, and
+    `standby` (the version a rollback would return to)."""
     challenger = next(
         (v.version for v in versions if v.status == "challenger" and v.version != champion), None
     )
-    return Loaded(champion, () if challenger is None else (challenger,))
+    spare = () if standby is None or standby in (champion, challenger) else (standby,)
+    return Loaded(champion, challenger, spare)
 
 
 class Lifecycle:
@@ -62,20 +77,47 @@ class Lifecycle:
         )
 
     async def rollback(self, model_set: str, actor: str, reason: str) -> ModelVersion:
-        """The previous champion serves again."""
+        """The previous champion serves again: at once when it is on standby in Triton (the
+        version policy narrowed to it and the challenger), else once Triton has loaded it."""
         target = await self.registry.rollback_target(model_set)
-        return await self._switch(
-            model_set, target, lambda: self.registry.rollback(model_set, actor, reason, target)
-        )
+        versions = await self.registry.versions_of(model_set)
+        checked_move(versions, target, "champion")
+        ready = await served_versions(self.triton, model_set, self.timeout_s)
+        serving = next((v.version for v in versions if v.status == "champion"), None)
+        if target not in ready or serving is None:
+            return await self._switch(
+                model_set, target, lambda: self.registry.rollback(model_set, actor, reason, target)
+            )
+        after = loaded_for(versions, target)
+        await narrow_to(self.triton, model_set, after.versions, self.timeout_s)
+        try:
+            moved = await self.registry.rollback(model_set, actor, reason, target)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the record's error is the one to report
+                await self.serve(model_set, loaded_for(versions, serving, target))
+            raise
+        await asyncio.to_thread(pin_in_repository, self.repository, model_set, after)
+        return moved
 
     async def load_challenger(self, model_set: str, version: int) -> None:
         """Triton loads `version` beside the champion, which keeps serving (VersionLoadError
         when it cannot: the champion is untouched)."""
         versions = await self.registry.versions_of(model_set)
         champion = next(v.version for v in versions if v.status == "champion")
-        loaded = Loaded(champion, (version,))
+        loaded = Loaded(champion, version, (await self._standby(model_set, champion),))
+        loaded = loaded._replace(standby=tuple(v for v in loaded.standby if v > 0))
         await self.serve(model_set, loaded)
         await asyncio.to_thread(pin_in_repository, self.repository, model_set, loaded)
+
+    async def _standby(self, model_set: str, champion: int) -> int:
+        """The version a rollback from `champion` would serve, when its files are at hand
+        (0: none)."""
+        try:
+            target = await self.registry.rollback_target(model_set)
+        except StatusMoveError:
+            return 0
+        folder = self.repository / model_set / str(target)
+        return target if target != champion and folder.is_dir() else 0
 
     async def serve(self, model_set: str, loaded: Loaded) -> None:
         await serve_version(self.triton, model_set, loaded, self.timeout_s, self.repository)
@@ -86,7 +128,11 @@ class Lifecycle:
         versions = await self.registry.versions_of(model_set)
         checked_move(versions, version, "champion")  # refused before Triton is touched
         serving = next((v.version for v in versions if v.status == "champion"), None)
-        target = loaded_for(versions, version)
+        # The champion it replaces stays loaded on standby: the next rollback is immediate.
+        standby = serving if serving is not None and serving != version else None
+        if standby is not None and not (self.repository / model_set / str(standby)).is_dir():
+            standby = None
+        target = loaded_for(versions, version, standby)
         await self.serve(model_set, target)
         try:
             moved = await record()

@@ -32,6 +32,7 @@ from tritonclient.utils import InferenceServerException
 from orchestrator.errors import ConflictError, ModelsUnavailableError
 from orchestrator.fileio import atomic_file
 from orchestrator.inference.models import (
+    CHALLENGER_VERSION_PARAMETER,
     FEATURE_SPEC_PARAMETER,
     SERVING_VERSION_PARAMETER,
     config_parameter,
@@ -43,11 +44,12 @@ _SPEC_PARAMETER = re.compile(
     rf'^parameters \{{ key: "{FEATURE_SPEC_PARAMETER}" value: .*$', re.MULTILINE
 )
 # The parameters that exist only while a set holds more than one version.
-_PER_VERSION = re.compile(rf"^(?:{FEATURE_SPEC_PARAMETER}_\d+|{SERVING_VERSION_PARAMETER})$")
+_PER_VERSION_KEYS = (
+    rf"{FEATURE_SPEC_PARAMETER}_\d+|{SERVING_VERSION_PARAMETER}|{CHALLENGER_VERSION_PARAMETER}"
+)
+_PER_VERSION = re.compile(rf"^(?:{_PER_VERSION_KEYS})$")
 _PER_VERSION_LINE = re.compile(
-    rf'^parameters \{{ key: "(?:{FEATURE_SPEC_PARAMETER}_\d+|{SERVING_VERSION_PARAMETER})" '
-    r"value: .*\n?",
-    re.MULTILINE,
+    rf'^parameters \{{ key: "(?:{_PER_VERSION_KEYS})" value: .*\n?', re.MULTILINE
 )
 
 
@@ -81,14 +83,18 @@ def version_spec(repository: Path, model: str, version: int) -> str | None:
 
 
 class Loaded(NamedTuple):
-    """What Triton holds of a set: the version served, and those scored beside it in shadow."""
+    """What Triton holds of a set: the version served, the challenger scored beside it in
+    shadow, and the previous champion on standby (a rollback to it drops the served version
+    from the version policy and nothing else: Triton loads nothing, in milliseconds)."""
 
     serving: int
-    shadow: tuple[int, ...] = ()
+    challenger: int | None = None
+    standby: tuple[int, ...] = ()
 
     @property
     def versions(self) -> list[int]:
-        return sorted({self.serving, *self.shadow})
+        extra = () if self.challenger is None else (self.challenger,)
+        return sorted({self.serving, *extra, *self.standby})
 
 
 def _specs(repository: Path, model: str, loaded: Loaded) -> dict[int, str]:
@@ -120,14 +126,38 @@ async def serve_version(
         if not _PER_VERSION.match(key)
     }
     specs = await asyncio.to_thread(_specs, repository, model, loaded)
-    if loaded.serving in specs:
-        parameters[FEATURE_SPEC_PARAMETER] = {"string_value": specs[loaded.serving]}
-    if loaded.shadow:
-        parameters[SERVING_VERSION_PARAMETER] = {"string_value": str(loaded.serving)}
-        for version, spec in specs.items():
-            parameters[f"{FEATURE_SPEC_PARAMETER}_{version}"] = {"string_value": spec}
+    for key, value in _parameters(loaded, specs).items():
+        parameters[key] = {"string_value": value}
     config["parameters"] = parameters
-    names = ", ".join(f"v{v}" for v in loaded.versions)
+    await _load(triton, model, config, loaded.versions, timeout_s)
+
+
+async def narrow_to(
+    triton: grpcclient.InferenceServerClient, model: str, keep: list[int], timeout_s: float
+) -> None:
+    """Drops every ready version of `model` but `keep` (already loaded), changing nothing but
+    the version policy: Triton unloads and loads nothing else (milliseconds), and the engine,
+    finding the served version gone, serves the newest kept version that is not the challenger
+    (orchestrator/inference/client.py)."""
+    try:
+        response: dict[str, Any] = await triton.get_model_config(
+            model, as_json=True, client_timeout=timeout_s
+        )
+    except InferenceServerException as exc:
+        raise ModelsUnavailableError(f"Triton did not answer {model}'s config: {exc}") from None
+    config = response["config"]
+    config["version_policy"] = {"specific": {"versions": sorted(keep)}}
+    await _load(triton, model, config, sorted(keep), timeout_s)
+
+
+async def _load(
+    triton: grpcclient.InferenceServerClient,
+    model: str,
+    config: dict[str, Any],
+    versions: list[int],
+    timeout_s: float,
+) -> None:
+    names = ", ".join(f"v{v}" for v in versions)
     try:
         await triton.load_model(
             model, config=json.dumps(config), client_timeout=max(timeout_s, LOAD_TIMEOUT_S)
@@ -138,8 +168,22 @@ async def serve_version(
             "before still serves"
         ) from None
     ready = await served_versions(triton, model, timeout_s)
-    if not set(loaded.versions) <= set(ready):
+    if not set(versions) <= set(ready):
         raise VersionLoadError(f"Triton reports {model} {names} not all ready after the load")
+
+
+def _parameters(loaded: Loaded, specs: dict[int, str]) -> dict[str, str]:
+    """The config parameters that say which version serves and each version's spec."""
+    parameters = {}
+    if loaded.serving in specs:
+        parameters[FEATURE_SPEC_PARAMETER] = specs[loaded.serving]
+    if len(loaded.versions) > 1:
+        parameters[SERVING_VERSION_PARAMETER] = str(loaded.serving)
+        if loaded.challenger is not None:
+            parameters[CHALLENGER_VERSION_PARAMETER] = str(loaded.challenger)
+        for version, spec in specs.items():
+            parameters[f"{FEATURE_SPEC_PARAMETER}_{version}"] = spec
+    return parameters
 
 
 def pin_in_repository(repository: Path, model: str, loaded: Loaded) -> bool:
@@ -155,15 +199,13 @@ def pin_in_repository(repository: Path, model: str, loaded: Loaded) -> bool:
     if not count:
         updated = f"{updated.rstrip()}\n{pinned}\n"
     updated = _PER_VERSION_LINE.sub("", updated)
-    specs = _specs(repository, model, loaded)
-    if loaded.serving in specs:
-        line = config_parameter(FEATURE_SPEC_PARAMETER, specs[loaded.serving])
+    parameters = _parameters(loaded, _specs(repository, model, loaded))
+    spec = parameters.pop(FEATURE_SPEC_PARAMETER, None)
+    if spec is not None:
+        line = config_parameter(FEATURE_SPEC_PARAMETER, spec)
         updated = _SPEC_PARAMETER.sub(lambda _: line, updated)
-    if loaded.shadow:
-        extra = [config_parameter(SERVING_VERSION_PARAMETER, str(loaded.serving))]
-        extra += [
-            config_parameter(f"{FEATURE_SPEC_PARAMETER}_{v}", spec) for v, spec in specs.items()
-        ]
+    if parameters:
+        extra = [config_parameter(key, value) for key, value in parameters.items()]
         updated = updated.rstrip() + "\n" + "\n".join(extra) + "\n"
     with atomic_file(path, text=True) as handle:
         handle.write(updated)

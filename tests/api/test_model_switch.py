@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -52,9 +53,14 @@ def _versions(repository: Path) -> list[int]:
 
 
 def _served_spec(server: TritonServer) -> str:
+    """The spec the engine normalises with: the served version's own, as SignalModels reads it."""
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
-    config = client.get_model_config(ENSEMBLE, as_json=True)["config"]
-    return str(config["parameters"]["feature_spec"]["string_value"])
+    parameters = client.get_model_config(ENSEMBLE, as_json=True)["config"]["parameters"]
+    ready = _ready(server)
+    named = parameters.get("serving_version", {}).get("string_value")
+    served = named if named and int(named) in ready else str(max(ready))
+    own = parameters.get(f"feature_spec_{served}", parameters["feature_spec"])
+    return str(own["string_value"])
 
 
 def _ready(server: TritonServer) -> list[int]:
@@ -130,9 +136,13 @@ async def test_rollback_under_load_then_promotion_back(
         assert "admin scope" in refused.json()["message"]
         anonymous = await client.post(f"{path}/rollback", json={"reason": "no key"})
         assert anonymous.status_code == 401
+        # The previous champion is on standby in Triton: the rollback only narrows the policy.
+        assert _ready(two_versions) == [previous, newest]
+        started = time.perf_counter()
         rolled = await client.post(
             f"{path}/rollback", json={"reason": "live skill fell"}, headers=ADMIN
         )
+        print(f"rollback under {CLIENTS} clients: {time.perf_counter() - started:.3f} s")
         assert rolled.status_code == 200, rolled.text
         assert rolled.json()["champion"] == previous
         await until(
@@ -162,14 +172,27 @@ async def test_rollback_under_load_then_promotion_back(
         f"{path}/promote", json={"version": newest, "reason": "fixed upstream"}, headers=ADMIN
     )
     assert forward.json()["champion"] == newest
-    assert _ready(two_versions) == [newest]
+    # The champion it replaced stays on standby; the engine serves the one promoted.
+    assert _ready(two_versions) == [previous, newest]
     assert _served_spec(two_versions) == version_spec(repository, ENSEMBLE, newest)
+    served: list[str] = []
+
+    async def ask() -> None:
+        served.append(
+            (await client.get("/api/predict/BTCUSD", headers=USER)).json()["model_version"]
+        )
+
+    await ask()
+    while served[-1] != str(newest) and len(served) < 200:  # the engine re-reads within a second
+        await asyncio.sleep(0.05)
+        await ask()
+    assert served[-1] == str(newest)
     missing = await client.post(
         f"{path}/promote", json={"version": 999, "reason": "typo"}, headers=ADMIN
     )
     assert missing.status_code == 404
     assert "no version 999" in missing.json()["message"]
-    assert _ready(two_versions) == [newest]
+    assert _ready(two_versions) == [previous, newest]
 
 
 def _cli(settings: Settings, *argv: str) -> None:
