@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
