@@ -1458,19 +1458,13 @@ export interface operations {
                     "application/json": components["schemas"]["RetrainView"];
                 };
             };
-            /** @description Bad request syntax or unsupported method */
+            /** @description Bad request: `field` names the parameter and `message` says how to fix it */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        detail: string;
-                        extra?: null | {
-                            [key: string]: unknown;
-                        } | unknown[];
-                        status_code: number;
-                    };
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing or invalid credentials (X-API-Key, or Authorization: Bearer <key or JWT>) */

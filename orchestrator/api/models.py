@@ -44,12 +44,19 @@ class RollbackRequest(msgspec.Struct, forbid_unknown_fields=True):
     reason: Reason  # recorded in the registry beside who asked
 
 
+# Litestar drops a bound of 0 from the schema of an optional number (it tests the bound for
+# truth); stating it again as extra schema keeps it in the document (as api/backtests.py does).
+_NOT_NEGATIVE = {"extra": {"minimum": 0}}
+
+
 class RetrainBody(msgspec.Struct, forbid_unknown_fields=True):
     reason: Reason  # recorded with the run and the version it makes
     # Training options; omitted: RETRAIN_EPOCHS, RETRAIN_FOLDS, RETRAIN_WINDOW_DAYS.
     epochs: Annotated[int, msgspec.Meta(ge=1, le=200)] | None = None
     folds: Annotated[int, msgspec.Meta(ge=2, le=20)] | None = None
-    window_days: Annotated[int, msgspec.Meta(ge=0, le=36500)] | None = None
+    window_days: (
+        Annotated[int, msgspec.Meta(ge=0, le=36500, extra_json_schema=_NOT_NEGATIVE)] | None
+    ) = None
 
 
 class RetrainInFlightError(ConflictError):
@@ -131,7 +138,7 @@ class ModelsController(Controller):
     @get(
         "/retrains/{run_id:str}",
         summary="A retrain run: progress, then the version it made and the promotion verdict",
-        responses=error_responses(401, 404, 429, 503),
+        responses=error_responses(400, 401, 404, 429, 503),
     )
     async def retrain_status(
         self, backtest_jobs: NamedDependency[BacktestJobService], run_id: RunId
