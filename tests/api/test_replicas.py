@@ -5,6 +5,7 @@ limit is one budget for both."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -14,9 +15,11 @@ from typing import Any
 
 import httpx
 import msgspec
+import pytest
 import tritonclient.grpc as grpcclient
 import websockets
 
+from export.exporter import export_profiles
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.inference.models import ENSEMBLE
 from orchestrator.ingest.writer import write_bars
@@ -24,7 +27,7 @@ from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe, newest_closed
 from orchestrator.settings import PROJECT_ROOT, DatabaseSettings
-from tests.conftest import TrainedRepository, cli_env, free_ports, next_bar_row
+from tests.conftest import TrainedRepository, cli_env, free_ports, next_bar_row, serve_triton
 
 SERVED = (Timeframe.M5, Timeframe.M15)  # the model sets the suite's Triton serves
 
@@ -263,3 +266,86 @@ def _spawn_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+async def test_both_replicas_serve_each_bar_from_one_version_across_a_promotion_and_rollback(
+    loaded: TrainedRepository,
+    clean_db: Database,
+    db: Database,
+    db_settings: DatabaseSettings,
+    trained: TrainedRepository,
+    redis_flushed: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A promotion asked of replica A and a rollback asked of replica B: after each, the next
+    bar is scored once, and both replicas answer it with the same prediction of the same
+    version; the switch reaches both without a restart."""
+    root = tmp_path_factory.mktemp("replica-switch-repository")
+    shutil.copytree(trained.cpu, root / "cpu", symlinks=True)
+    export_profiles(trained.models, root, profiles=("cpu",))
+    previous, newest = sorted(
+        int(p.name) for p in (root / "cpu" / ENSEMBLE).iterdir() if p.name.isdigit()
+    )[-2:]
+    async with db.transaction() as conn, conn.cursor() as cur:
+        await cur.execute("DELETE FROM model_version_events")
+        await cur.execute("DELETE FROM model_versions")
+    admin = {"X-API-Key": "admin-key"}
+    servers = serve_triton(root / "cpu", tmp_path_factory, "triton-replica-switch")
+    triton = next(servers)
+    bars = loaded.data[0].bars
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    try:
+        async with (
+            _replicas(
+                db_settings,
+                triton,
+                redis_flushed,
+                MODEL_REPOSITORY=str(root / "cpu"),
+                ADMIN_API_KEY="admin-key",
+            ) as (a, b),
+            httpx.AsyncClient(timeout=60) as client,
+        ):
+
+            async def answers() -> list[dict[str, Any]]:
+                return [
+                    (await client.get(f"{url}/api/predict/BTCUSD", headers=admin)).json()
+                    for url in (a, b)
+                ]
+
+            async def both_serve(version: int) -> bool:
+                return all(x.get("model_version") == str(version) for x in await answers())
+
+            await _until(lambda: both_serve(newest), 30)
+            path = f"/api/models/{ENSEMBLE}"
+            moved = await client.post(
+                f"{a}{path}/promote",
+                json={"version": previous, "reason": "asked of A"},
+                headers=admin,
+            )
+            assert moved.status_code == 200, moved.text
+            await _until(lambda: both_serve(previous), 30)
+            for version, url, move in ((previous, None, None), (newest, b, "rollback")):
+                if move is not None:
+                    rolled = await client.post(
+                        f"{url}{path}/{move}", json={"reason": "asked of B"}, headers=admin
+                    )
+                    assert rolled.status_code == 200, rolled.text
+                    await _until(lambda v=version: both_serve(v), 30)  # type: ignore[misc]
+                await _polled(client, (a, b))
+                before = _inferences(triton)
+                row = next_bar_row(bars, minutes=5 * (1 + (version == newest)))
+                info = {"BTCUSD": SymbolInfo("BTCUSD", "crypto", 0.01, Timeframe.M5)}
+                await write_bars(clean_db, row, info, show_progress=False)
+                bar = row["ts"].iloc[0].strftime(stamp)
+
+                async def both_have_the_bar(bar: str = bar) -> bool:
+                    return all(x.get("bar_time") == bar for x in await answers())
+
+                await _until(both_have_the_bar, 30)
+                await _polled(client, (a, b))
+                first, second = await answers()
+                assert first == second  # one prediction, shared
+                assert first["model_version"] == str(version)
+                assert _inferences(triton) - before >= 1
+    finally:
+        next(servers, None)
