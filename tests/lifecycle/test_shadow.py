@@ -5,6 +5,7 @@ is the champion's own models exported again: it cannot beat itself)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Iterator
 
@@ -23,7 +24,7 @@ from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE
 from orchestrator.ingest.writer import write_bars
 from orchestrator.lifecycle.exported import exported_versions
-from orchestrator.lifecycle.registry import ModelRegistry
+from orchestrator.lifecycle.registry import ModelRegistry, StatusMoveError
 from orchestrator.lifecycle.service import Lifecycle
 from orchestrator.lifecycle.switch import Loaded, VersionLoadError
 from orchestrator.marketdata.db import Database
@@ -158,4 +159,53 @@ async def test_a_challenger_triton_cannot_load_leaves_the_champion_serving(
         assert await served.served_version() == str(champion)
     finally:
         broken.rename(artifact)
+        await triton.close()
+
+
+async def test_a_rollback_the_registry_refuses_switches_triton_back(
+    db: Database, side_by_side: TritonServer
+) -> None:
+    """The rollback narrows Triton to the previous champion at once; when the registry then
+    refuses the move (here another move changed the rollback target while the rollback waited
+    for the set's lock), Triton is switched back and the champion serves again."""
+    async with db.transaction() as conn, conn.cursor() as cur:
+        await cur.execute("DELETE FROM model_version_events")
+        await cur.execute("DELETE FROM model_versions")
+    repository = side_by_side.model_repository
+    registry = ModelRegistry(db)
+    entries = [e for e in exported_versions(repository) if e.model_set == ENSEMBLE]
+    previous, champion = (e.version for e in entries[-2:])
+    for entry in entries[-2:]:
+        await registry.register(entry, "test", "exported")
+    triton = grpc_aio.InferenceServerClient(f"127.0.0.1:{side_by_side.grpc_port}")
+    try:
+        lifecycle = Lifecycle(registry, triton, repository, TIMEOUT_S)
+        await lifecycle.promote(ENSEMBLE, previous, "test", "first")
+        await lifecycle.promote(ENSEMBLE, champion, "test", "second")
+        assert _ready(side_by_side) == [previous, champion]  # the previous one on standby
+        async with db.transaction() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT version FROM model_versions WHERE model_set = %s FOR UPDATE", (ENSEMBLE,)
+            )
+            rollback = asyncio.create_task(lifecycle.rollback(ENSEMBLE, "test", "bad skill"))
+            for _ in range(600):  # Triton narrowed; the registry's move waits for the lock
+                if _ready(side_by_side) == [previous] or rollback.done():
+                    break
+                await asyncio.sleep(0.05)
+            assert _ready(side_by_side) == [previous]
+            # Meanwhile another move retires the champion: the rollback target is no longer
+            # the version Triton was narrowed to.
+            await cur.execute(
+                "INSERT INTO model_version_events (model_set, version, from_status, to_status, "
+                "actor, reason) VALUES (%s, %s, 'champion', 'retired', 'other admin', 'race')",
+                (ENSEMBLE, champion),
+            )
+        with pytest.raises(StatusMoveError, match="changed meanwhile"):
+            await rollback
+        assert _ready(side_by_side) == [previous, champion]
+        served = SignalModels(triton, TIMEOUT_S, ENSEMBLE)
+        assert await served.served_version() == str(champion)
+        statuses = {v.version: v.status for v in await registry.versions(ENSEMBLE)}
+        assert statuses[champion] == "champion"
+    finally:
         await triton.close()
