@@ -139,7 +139,7 @@ replay: db ## Append bars in the background (one per symbol every $REPLAY_INTERV
 	@$(PY) -m orchestrator.devstack.replay_process up
 
 .PHONY: worker
-worker: db redis ## Start a job worker in the background (backtest and walk-forward jobs from Redis/SAQ)
+worker: db redis ## Start a job worker in the background (backtest, walk-forward and retrain jobs from Redis/SAQ; the retrain schedule and the live promotion test)
 	@$(PY) -m orchestrator.devstack.worker_process up
 
 run: $(RUN_DATA) redis triton orchestrator replay worker ## Everything: DB + data + Triton + API + market replay + job worker (DATA=real: the real series)
@@ -151,7 +151,7 @@ run: $(RUN_DATA) redis triton orchestrator replay worker ## Everything: DB + dat
 	@echo "  data         DATA=$(DATA): database $${MYSQL_DATABASE:-trading}, models $(MODELS_DIR)/cpu"
 	@echo "  live stream  ws://127.0.0.1:$(API_PORT)/ws/BTCUSD   (the replay appends a bar every $${REPLAY_INTERVAL_S:-5} s)"
 	@echo "  dashboard    http://127.0.0.1:$(API_PORT)/dashboard/$(DASHBOARD_QUERY)   (asks for INTERNAL_API_KEY when one is set)"
-	@echo "  job worker   backtest/walk-forward jobs from Redis   (more, on any machine: python -m orchestrator worker)"
+	@echo "  job worker   backtest/walk-forward/retrain jobs, RETRAIN_CRON(more, on any machine: python -m orchestrator worker)"
 	@echo "  logs         $(RUN)/*.log    stop with: make stop"
 
 stop: ## Stop what make started (replay, job worker, API, Triton, private MariaDB and Redis), by pid
