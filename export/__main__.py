@@ -16,6 +16,7 @@ import pandas as pd
 
 from export.card import render_card
 from export.exporter import card_name, export_profiles
+from export.lifeline import die_with_parent
 from export.train import TrainConfig, prepare_symbol, train_all
 from orchestrator.errors import EXIT_OK, EngineError, NotEnoughDataError, report
 from orchestrator.marketdata.db import Database
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()  # when a worker started it (export/retrain.py)
     args = build_parser().parse_args(argv)
     try:
         return rewrite_cards(Path(args.repository)) if args.command == "cards" else train(args)

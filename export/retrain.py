@@ -4,7 +4,7 @@
    a staging repository beside the live one, on the champion's symbols and timeframe. A child
    process because training is minutes of CPU, gigabytes of memory and native threads: the
    worker's event loop keeps heartbeating, a cancel kills it at once, and it dies with the
-   worker (PR_SET_PDEATHSIG), so a killed worker leaves no training behind.
+   worker (export/lifeline.py), so a killed worker leaves no training behind.
 2. **Install** the version into the live repository by renaming its directories in, the cpu
    ensemble last: that directory holds every artifact the cpu profile serves, so a version
    exists for the registry and for Triton only once it is whole. Directories a killed attempt
@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import re
 import shutil
-import signal
 import sys
 import time
 from collections import deque
@@ -43,6 +41,7 @@ import tritonclient.grpc.aio as grpc_aio
 
 from export.catalog import model_defs
 from export.evidence import ChallengerRows
+from export.lifeline import PARENT_VARIABLE
 from export.promotion import REJECT, PromotionDecision, decide
 from orchestrator.backtest.predictions import history_bars_wanted, predict_bars
 from orchestrator.errors import (
@@ -67,7 +66,6 @@ log = logging.getLogger("export.retrain")
 
 STAGING_PREFIX = ".retrain-"
 EVIDENCE_FILE = "evidence.npz"
-_PR_SET_PDEATHSIG = 1
 # tqdm's walk-forward bar ("walk-forward:  40%|####  | 2/5 [...]"): the fold count.
 _FOLDS_DONE = re.compile(r"walk-forward:.*?\|\s*(\d+)/(\d+)")
 Progress = Callable[[str, float], None]
@@ -77,11 +75,6 @@ class TrainingFailedError(EngineError):
     """The training process failed for a reason other than data or a service (a bug)."""
 
     title = "Training failed"
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def train_command(
@@ -122,7 +115,7 @@ async def train_in_child(command: list[str], progress: Progress) -> None:
         *command,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
+        env={**os.environ, PARENT_VARIABLE: str(os.getpid())},  # it dies with this worker
     )
     assert child.stdout is not None
     tail: deque[str] = deque(maxlen=30)
