@@ -220,10 +220,14 @@ async def champion_served(
     models: SignalModels,
     store: BarStore,
     timeframe: str,
+    trained_through: datetime | None,
 ) -> tuple[ChallengerRows, npt.NDArray[np.float64]]:
-    """The rows the champion also scored, and its served ranges on them (through Triton)."""
+    """The rows the champion never saw, and its served ranges on them (through Triton). Its
+    training read each row's labels up to the longest horizon past its last row, so the rows
+    start that many of the symbol's bars after `trained_through` (the purge of training)."""
     spec = await models.spec()
     tf = parse_timeframe(timeframe)
+    span = max(rows.label_bars, default=0)
     kept, served = [], []
     for index, symbol in enumerate(rows.symbols):
         mine = np.flatnonzero(rows.symbol == index)
@@ -236,6 +240,13 @@ async def champion_served(
             datetime.now(UTC) + timedelta(days=1),
         )
         times = pd.DatetimeIndex(bars.index).asi8
+        if trained_through is not None:
+            last = int(np.searchsorted(times, int(trained_through.timestamp() * 1e9), "right"))
+            if last + span >= len(times):
+                continue
+            mine = mine[rows.ts[mine] >= times[last + span]]
+            if not mine.size:
+                continue
         first = int(np.searchsorted(times, rows.ts[mine].min()))
         start = max(0, first - history_bars_wanted(spec))
         if first >= len(bars):
@@ -275,7 +286,9 @@ async def judge(
             ),
             0,
         )
-    scored, served = await champion_served(since, models, store, champion.timeframe)
+    scored, served = await champion_served(
+        since, models, store, champion.timeframe, champion.trained_through
+    )
     if len(scored) < 2:
         return (
             None,

@@ -113,10 +113,14 @@ async def shadow_evidence(
             await predict_bars(m, window, symbol=symbol, first=first - start, cache_dir=None)
             for m in (new, old)
         ]
-        at = slice(first - start, None)
+        # The challenger's training read labels up to its longest horizon past its last row:
+        # bars that near are not unseen yet (the purge of training).
+        skip = data.label_span
+        at = slice(first - start + skip, None)
         y = data.ranges[at].astype(np.float64)
         long_won, short_won = data.long_label[at], data.short_label[at]
         ok = np.isfinite(y).all(axis=1)
+        scored = [p.tail(skip) for p in scored]
         for p in scored:
             ok &= p.valid & np.isfinite(p.served_range).all(axis=1)
         if not ok.any():

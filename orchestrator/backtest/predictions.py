@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import time
@@ -113,6 +114,11 @@ class BarPredictions:
 
     def arrays(self) -> dict[str, npt.NDArray[Any]]:
         return {name: getattr(self, name) for name in _ARRAYS}
+
+    def tail(self, skip: int) -> BarPredictions:
+        """The same predictions without the first `skip` bars."""
+        arrays: dict[str, Any] = {name: values[skip:] for name, values in self.arrays().items()}
+        return dataclasses.replace(self, **arrays)
 
     @classmethod
     def concat(cls, parts: list[BarPredictions]) -> BarPredictions:
