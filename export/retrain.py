@@ -39,8 +39,13 @@ import numpy.typing as npt
 import pandas as pd
 import tritonclient.grpc.aio as grpc_aio
 
-from export.catalog import model_defs
 from export.evidence import ChallengerRows
+from export.install import (
+    STAGING_PREFIX,
+    install,
+    prune_versions,
+    remove_leftovers,
+)
 from export.lifeline import PARENT_VARIABLE
 from export.promotion import REJECT, PromotionDecision, decide
 from orchestrator.backtest.predictions import history_bars_wanted, predict_bars
@@ -54,17 +59,16 @@ from orchestrator.errors import (
 )
 from orchestrator.inference.client import SignalModels
 from orchestrator.lifecycle.exported import exported_version, sync_registry
-from orchestrator.lifecycle.registry import ModelRegistry, ModelVersion
+from orchestrator.lifecycle.registry import ModelRegistry, ModelVersion, StatusMoveError
 from orchestrator.lifecycle.retraining import RetrainRequest, RetrainResult, RetrainSettings
 from orchestrator.lifecycle.service import Lifecycle
-from orchestrator.lifecycle.switch import Loaded, VersionLoadError, pin_in_repository
+from orchestrator.lifecycle.switch import VersionLoadError
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import parse_timeframe
 
 log = logging.getLogger("export.retrain")
 
-STAGING_PREFIX = ".retrain-"
 EVIDENCE_FILE = "evidence.npz"
 # tqdm's walk-forward bar ("walk-forward:  40%|####  | 2/5 [...]"): the fold count.
 _FOLDS_DONE = re.compile(r"walk-forward:.*?\|\s*(\d+)/(\d+)")
@@ -148,71 +152,6 @@ async def train_in_child(command: list[str], progress: Progress) -> None:
         if code == EXIT_UNAVAILABLE:
             raise ServiceUnavailableError(message)
         raise TrainingFailedError(message)
-
-
-def _numbered(model_dir: Path) -> list[int]:
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def _profiles(staging: Path, repository: Path) -> list[tuple[Path, Path]]:
-    """(staged profile, live profile) pairs: the configured repository, and its gpu sibling
-    when the configured one is a `cpu` directory beside one."""
-    pairs = [(staging / "cpu", repository)]
-    sibling = repository.parent / "gpu"
-    if repository.name == "cpu" and sibling.is_dir() and (staging / "gpu").is_dir():
-        pairs.append((staging / "gpu", sibling))
-    return pairs
-
-
-def set_models(timeframe: str) -> list[str]:
-    """The names of every model of one timeframe's set (the shapes do not matter here)."""
-    return [model.name for model in model_defs(1, 1, 1, 1, timeframe)]
-
-
-def remove_leftovers(repository: Path, model_set: str, timeframe: str) -> list[Path]:
-    """Staging repositories of dead attempts, and version directories above the set's newest
-    whole version (no cpu ensemble: an install was cut short)."""
-    staged = repository.parent.glob(f"{STAGING_PREFIX}{model_set}-*")
-    removed = [p for p in staged if p.is_dir()]
-    whole = max(_numbered(repository / model_set), default=0)
-    for live in (repository, repository.parent / "gpu"):
-        for name in set_models(timeframe):
-            removed += [live / name / str(v) for v in _numbered(live / name) if v > whole]
-    for path in removed:
-        shutil.rmtree(path, ignore_errors=True)
-    return removed
-
-
-def install(staging: Path, repository: Path, model_set: str, champion: int) -> int:
-    """Renames the staged version into the live repository as its next version; returns it."""
-    pairs = _profiles(staging, repository)
-    for _, live in pairs:
-        config = live / model_set / "config.pbtxt"
-        # A config an export wrote serves the newest version: pin the champion first (a config
-        # a switch wrote names its versions already, and stays).
-        if config.is_file() and "version_policy { latest" in config.read_text():
-            pin_in_repository(live, model_set, Loaded(champion))
-    staged = {
-        src: [d for d in sorted(src.iterdir()) if d.is_dir() and _numbered(d)] for src, _ in pairs
-    }
-    version = 1 + max(
-        (max(_numbered(live / d.name), default=0) for src, live in pairs for d in staged[src]),
-        default=0,
-    )
-    moves: list[tuple[Path, Path]] = []
-    for src, live in reversed(pairs):  # gpu first, the cpu ensemble last
-        models = sorted(staged[src], key=lambda d: src.name == "cpu" and d.name == model_set)
-        for model_dir in models:
-            target_dir = live / model_dir.name
-            if not target_dir.is_dir():
-                target_dir.mkdir(parents=True)
-                shutil.copy2(model_dir / "config.pbtxt", target_dir / "config.pbtxt")
-            moves.append((model_dir / str(_numbered(model_dir)[-1]), target_dir / str(version)))
-    for source, target in moves:
-        os.rename(source, target)
-    return version
 
 
 async def champion_served(
@@ -378,6 +317,21 @@ async def retrain(
         except VersionLoadError as exc:
             verdict, reason = REJECT, f"Triton could not load it beside the champion: {exc}"
             await registry.move(request.model_set, version, "rejected", actor, reason)
+    try:
+        target: int | None = await registry.rollback_target(request.model_set)
+    except StatusMoveError:
+        target = None
+    pruned = await asyncio.to_thread(
+        prune_versions,
+        repository,
+        request.model_set,
+        champion.timeframe,
+        await registry.versions_of(request.model_set),
+        target,
+        settings.keep_versions,
+    )
+    if pruned:
+        log.info("retrain %s: removed the files of versions %s", run_id, pruned)
     progress("done", 1.0)
     return RetrainResult(
         model_set=request.model_set,

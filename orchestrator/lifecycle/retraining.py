@@ -63,6 +63,9 @@ class RetrainSettings(msgspec.Struct, frozen=True):
     judge_cron: str = "*/15 * * * *"
     # Settled shadow bars a challenger needs before the live half may promote it.
     min_shadow_outcomes: int = 200
+    # Rejected and retired versions whose files a retrain keeps (the newest; the champion, the
+    # challenger and the rollback target are always kept).
+    keep_versions: int = 5
 
     @classmethod
     def from_env(cls) -> RetrainSettings:
@@ -77,6 +80,7 @@ class RetrainSettings(msgspec.Struct, frozen=True):
             epochs=env_int("RETRAIN_EPOCHS", d.epochs, positive=True),
             folds=env_int("RETRAIN_FOLDS", d.folds, positive=True),
             drift_cooldown_h=env_int("RETRAIN_DRIFT_COOLDOWN_H", d.drift_cooldown_h),
+            keep_versions=env_int("RETRAIN_KEEP_VERSIONS", d.keep_versions),
             sets=tuple(s.strip() for s in env_text("RETRAIN_SETS").split(",") if s.strip()),
         )
 

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 import tritonclient.grpc as grpcclient
 
-from export.retrain import set_models
+from export.install import set_models
 from orchestrator.demo.generator import generate_bars
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.inference.models import ENSEMBLE
