@@ -5,7 +5,6 @@ promotion test's verdict is in the registry and in GET /api/models."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import DatabaseSettings
 from tests.api.conftest import api_settings
-from tests.conftest import TrainedRepository, cli_env, serve_triton
+from tests.conftest import TrainedRepository, cli_env, serve_triton, until
 from tests.jobs.conftest import JOB_ENV, Workers, replica, wait_until
 
 # The suite's models were trained on 40 days of bars ending 2025-06-30; the store holds 60 days
@@ -130,11 +129,9 @@ async def test_scheduled_retrain_survives_a_killed_worker_and_keeps_the_champion
         assert _training_children(marker), "the training runs in a child process"
         Workers.kill(first)  # SIGKILL, mid-training
         # The child dies with its worker (PR_SET_PDEATHSIG): nothing trains on, unowned.
-        for _ in range(200):
-            if not _training_children(marker):
-                break
-            await asyncio.sleep(0.05)
-        assert not _training_children(marker)
+        await until(
+            lambda: not _training_children(marker), what="the training child to die", timeout_s=10
+        )
         assert _ready(repository_copy) == [champion]  # the champion serves throughout
         assert _numbered(live / ENSEMBLE)[-1] == champion  # nothing installed yet
     finally:

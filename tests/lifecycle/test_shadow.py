@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -30,7 +31,7 @@ from orchestrator.lifecycle.switch import Loaded, VersionLoadError
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
-from tests.conftest import TrainedRepository, serve_triton
+from tests.conftest import TrainedRepository, serve_triton, until
 
 TIMEOUT_S = 30.0
 # What a challenger that passed offline carries into its shadow period.
@@ -55,6 +56,18 @@ def side_by_side(
     yield from serve_triton(root / "cpu", tmp_path_factory, "triton-shadow")
 
 
+async def _registered(db: Database, repository: Path) -> tuple[ModelRegistry, tuple[int, int]]:
+    """An empty registry holding the repository's two newest ensemble versions as candidates."""
+    async with db.transaction() as conn, conn.cursor() as cur:
+        await cur.execute("DELETE FROM model_version_events")
+        await cur.execute("DELETE FROM model_versions")
+    registry = ModelRegistry(db)
+    entries = [e for e in exported_versions(repository) if e.model_set == ENSEMBLE][-2:]
+    for entry in entries:
+        await registry.register(entry, "test", "exported")
+    return registry, (entries[0].version, entries[1].version)
+
+
 def _ready(server: TritonServer) -> list[int]:
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     index = client.get_model_repository_index(as_json=True)["models"]
@@ -67,9 +80,6 @@ async def test_a_challenger_in_shadow_waits_then_is_rejected_and_unloaded(
     clean_db: Database, side_by_side: TritonServer
 ) -> None:
     db = clean_db
-    async with db.transaction() as conn, conn.cursor() as cur:
-        await cur.execute("DELETE FROM model_version_events")
-        await cur.execute("DELETE FROM model_versions")
     # 20 days of bars after the models' training data (which ends 2025-06-30).
     bars = generate_bars("BTCUSD", days=60, end="2025-07-20", seed=11)
     frame = bars.reset_index().assign(symbol="BTCUSD", timeframe="5m")
@@ -77,11 +87,7 @@ async def test_a_challenger_in_shadow_waits_then_is_rejected_and_unloaded(
     await write_bars(db, frame, info, show_progress=False)
 
     repository = side_by_side.model_repository
-    registry = ModelRegistry(db)
-    entries = [e for e in exported_versions(repository) if e.model_set == ENSEMBLE]
-    champion, challenger = (e.version for e in entries[-2:])
-    for entry in entries[-2:]:
-        await registry.register(entry, "test", "exported")
+    registry, (champion, challenger) = await _registered(db, repository)
     await registry.move(ENSEMBLE, champion, "champion", "test", "serves")
     offline = {"offline": msgspec.to_builtins(PASSED_OFFLINE)}
     await registry.move(ENSEMBLE, challenger, "challenger", "test", "passed", decision=offline)
@@ -135,15 +141,8 @@ async def test_a_challenger_in_shadow_waits_then_is_rejected_and_unloaded(
 async def test_a_challenger_triton_cannot_load_leaves_the_champion_serving(
     db: Database, side_by_side: TritonServer
 ) -> None:
-    async with db.transaction() as conn, conn.cursor() as cur:
-        await cur.execute("DELETE FROM model_version_events")
-        await cur.execute("DELETE FROM model_versions")
     repository = side_by_side.model_repository
-    registry = ModelRegistry(db)
-    entries = [e for e in exported_versions(repository) if e.model_set == ENSEMBLE]
-    champion, challenger = (e.version for e in entries[-2:])
-    for entry in entries[-2:]:
-        await registry.register(entry, "test", "exported")
+    registry, (champion, challenger) = await _registered(db, repository)
     await registry.move(ENSEMBLE, champion, "champion", "test", "serves")
     artifact = repository / ENSEMBLE / str(challenger) / "range_gru.onnx"
     broken = artifact.with_suffix(".moved")
@@ -168,15 +167,8 @@ async def test_a_rollback_the_registry_refuses_switches_triton_back(
     """The rollback narrows Triton to the previous champion at once; when the registry then
     refuses the move (here another move changed the rollback target while the rollback waited
     for the set's lock), Triton is switched back and the champion serves again."""
-    async with db.transaction() as conn, conn.cursor() as cur:
-        await cur.execute("DELETE FROM model_version_events")
-        await cur.execute("DELETE FROM model_versions")
     repository = side_by_side.model_repository
-    registry = ModelRegistry(db)
-    entries = [e for e in exported_versions(repository) if e.model_set == ENSEMBLE]
-    previous, champion = (e.version for e in entries[-2:])
-    for entry in entries[-2:]:
-        await registry.register(entry, "test", "exported")
+    registry, (previous, champion) = await _registered(db, repository)
     triton = grpc_aio.InferenceServerClient(f"127.0.0.1:{side_by_side.grpc_port}")
     try:
         lifecycle = Lifecycle(registry, triton, repository, TIMEOUT_S)
@@ -188,10 +180,11 @@ async def test_a_rollback_the_registry_refuses_switches_triton_back(
                 "SELECT version FROM model_versions WHERE model_set = %s FOR UPDATE", (ENSEMBLE,)
             )
             rollback = asyncio.create_task(lifecycle.rollback(ENSEMBLE, "test", "bad skill"))
-            for _ in range(600):  # Triton narrowed; the registry's move waits for the lock
-                if _ready(side_by_side) == [previous] or rollback.done():
-                    break
-                await asyncio.sleep(0.05)
+            # Triton narrowed; the registry's move waits for the lock.
+            await until(
+                lambda: _ready(side_by_side) == [previous] or rollback.done(),
+                what="Triton narrowed to the previous champion",
+            )
             assert _ready(side_by_side) == [previous]
             # Meanwhile another move retires the champion: the rollback target is no longer
             # the version Triton was narrowed to.
