@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 import msgspec
+from asyncmy.connection import Connection
 from asyncmy.cursors import Cursor
 from asyncmy.errors import Error as MySQLError
 
@@ -165,29 +166,35 @@ class ModelRegistry:
 
     async def register(self, new: NewVersion, actor: str, reason: str) -> ModelVersion:
         """Adds a version as a candidate; a version already registered is returned as it is."""
-        async with self.db.transaction() as conn, conn.cursor() as cur:
-            # INSERT IGNORE: two replicas registering the same version at once both succeed,
-            # and only the one that inserted it records the event.
-            inserted = await cur.execute(
-                "INSERT IGNORE INTO model_versions (model_set, version, timeframe, symbols, "
-                "status, trained_through, data_from, data_to, feature_fingerprint, metrics, "
-                "status_reason) VALUES (%s, %s, %s, %s, 'candidate', %s, %s, %s, %s, %s, %s)",
-                (
-                    new.model_set,
-                    new.version,
-                    new.timeframe,
-                    msgspec.json.encode(new.symbols).decode(),
-                    _naive(new.trained_through),
-                    _naive(new.data_from),
-                    _naive(new.data_to),
-                    new.feature_fingerprint,
-                    msgspec.json.encode(new.metrics).decode(),
-                    reason,
-                ),
-            )
-            if inserted:
-                await self._event(cur, new.model_set, new.version, None, "candidate", actor, reason)
-            created = await self._select(cur, new.model_set, new.version, lock=False)
+
+        async def insert(conn: Connection) -> ModelVersion | None:
+            async with conn.cursor() as cur:
+                # INSERT IGNORE: two replicas registering the same version at once both succeed,
+                # and only the one that inserted it records the event.
+                inserted = await cur.execute(
+                    "INSERT IGNORE INTO model_versions (model_set, version, timeframe, symbols, "
+                    "status, trained_through, data_from, data_to, feature_fingerprint, metrics, "
+                    "status_reason) VALUES (%s, %s, %s, %s, 'candidate', %s, %s, %s, %s, %s, %s)",
+                    (
+                        new.model_set,
+                        new.version,
+                        new.timeframe,
+                        msgspec.json.encode(new.symbols).decode(),
+                        _naive(new.trained_through),
+                        _naive(new.data_from),
+                        _naive(new.data_to),
+                        new.feature_fingerprint,
+                        msgspec.json.encode(new.metrics).decode(),
+                        reason,
+                    ),
+                )
+                if inserted:
+                    await self._event(
+                        cur, new.model_set, new.version, None, "candidate", actor, reason
+                    )
+                return await self._select(cur, new.model_set, new.version, lock=False)
+
+        created = await self.db.atomic(insert)
         assert created is not None
         return created
 
@@ -203,9 +210,13 @@ class ModelRegistry:
         """Moves one version to `to`. Becoming champion retires the current champion, becoming
         challenger rejects a challenger still waiting (one test at a time); both in the same
         transaction. StatusMoveError when `to` is not allowed from the version's status."""
-        async with self.db.transaction() as conn, conn.cursor() as cur:
-            versions = await self._lock_set(cur, model_set)
-            return await self._move(cur, versions, version, to, actor, reason, decision)
+
+        async def locked_move(conn: Connection) -> ModelVersion:
+            async with conn.cursor() as cur:
+                versions = await self._lock_set(cur, model_set)
+                return await self._move(cur, versions, version, to, actor, reason, decision)
+
+        return await self.db.atomic(locked_move)
 
     async def rollback(
         self, model_set: str, actor: str, reason: str, expected: int | None = None
@@ -213,15 +224,21 @@ class ModelRegistry:
         """The champion before the current one serves again; the current one is retired.
         `expected`: the target the caller switched Triton to (StatusMoveError when another
         move changed it meanwhile)."""
-        async with self.db.transaction() as conn, conn.cursor() as cur:
-            versions = await self._lock_set(cur, model_set)
-            target = await self._previous_champion(cur, model_set)
-            if expected is not None and target != expected:
-                raise StatusMoveError(
-                    f"{model_set} changed meanwhile: the rollback target is now v{target}, not "
-                    f"v{expected}; ask again"
+
+        async def locked_rollback(conn: Connection) -> ModelVersion:
+            async with conn.cursor() as cur:
+                versions = await self._lock_set(cur, model_set)
+                target = await self._previous_champion(cur, model_set)
+                if expected is not None and target != expected:
+                    raise StatusMoveError(
+                        f"{model_set} changed meanwhile: the rollback target is now v{target}, "
+                        f"not v{expected}; ask again"
+                    )
+                return await self._move(
+                    cur, versions, target, "champion", actor, f"rollback: {reason}"
                 )
-            return await self._move(cur, versions, target, "champion", actor, f"rollback: {reason}")
+
+        return await self.db.atomic(locked_rollback)
 
     async def versions_of(self, model_set: str) -> list[ModelVersion]:
         """One set's versions; ModelVersionNotFoundError naming the fix for an unknown set."""
@@ -239,13 +256,17 @@ class ModelRegistry:
     ) -> bool:
         """Keeps the promotion test's latest numbers on a challenger still waiting (no move,
         no event); False when the version is no longer the challenger."""
-        async with self.db.transaction() as conn, conn.cursor() as cur:
-            changed = await cur.execute(
-                "UPDATE model_versions SET decision = %s, status_reason = %s "
-                "WHERE model_set = %s AND version = %s AND status = 'challenger'",
-                (msgspec.json.encode(decision).decode(), reason[:2000], model_set, version),
-            )
-        return bool(changed)
+
+        async def update(conn: Connection) -> int:
+            async with conn.cursor() as cur:
+                changed: int = await cur.execute(
+                    "UPDATE model_versions SET decision = %s, status_reason = %s "
+                    "WHERE model_set = %s AND version = %s AND status = 'challenger'",
+                    (msgspec.json.encode(decision).decode(), reason[:2000], model_set, version),
+                )
+            return changed
+
+        return bool(await self.db.atomic(update))
 
     async def versions(self, model_set: str | None = None) -> list[ModelVersion]:
         """Every registered version (of one set), newest first per set."""

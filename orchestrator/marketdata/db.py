@@ -32,6 +32,7 @@ from orchestrator.settings import DatabaseSettings
 
 # asyncmy logs server notes (e.g. INSERT IGNORE duplicates) as warnings; they are expected.
 logging.getLogger("asyncmy").setLevel(logging.ERROR)
+log = logging.getLogger(__name__)
 
 # Every session works in UTC so DATETIME values mean the same thing everywhere.
 _INIT_COMMAND = "SET time_zone = '+00:00'"
@@ -63,6 +64,11 @@ UNAVAILABLE_CODES = frozenset(
         2048, 2055,
     }
 )  # fmt: skip
+
+
+# InnoDB chose this transaction as a deadlock victim or gave up waiting for a lock: the whole
+# transaction can run again at once (Database.atomic does, a few times).
+CONFLICT_CODES = frozenset({1205, 1213})
 
 
 def error_code(exc: BaseException) -> int:
@@ -102,6 +108,11 @@ class DatabaseUnavailableError(ServiceUnavailableError):
             "`make db`, or point MYSQL_HOST/MYSQL_PORT/MYSQL_USER/MYSQL_PASSWORD/MYSQL_DATABASE "
             "at a running server."
         )
+
+
+class TransactionConflictError(DatabaseUnavailableError):
+    """InnoDB rolled our transaction back to break a deadlock or a lock wait (a 503 when it
+    persists after Database.atomic's retries)."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -154,6 +165,8 @@ class Database:
             return exc
         if isinstance(exc, TimeoutError):
             return DatabaseUnavailableError(self.settings, "the server did not answer in time")
+        if error_code(exc) in CONFLICT_CODES:
+            return TransactionConflictError(self.settings, _describe(exc))
         return DatabaseUnavailableError(self.settings, _describe(exc))
 
     async def close(self, timeout_s: float = 5.0) -> None:
@@ -222,6 +235,23 @@ class Database:
             await conn.begin()
             yield conn
             await conn.commit()
+
+    async def atomic[T](
+        self, work: Callable[[Connection], Awaitable[T]], *, attempts: int = 4
+    ) -> T:
+        """Runs `work` in one transaction, again from the start when InnoDB rolls it back as a
+        deadlock victim (writers locking the same rows in another order, e.g. replicas
+        registering a version at once); `work` must hold no state outside the transaction."""
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.transaction() as conn:
+                    return await work(conn)
+            except TransactionConflictError as exc:
+                if attempt == attempts:
+                    raise
+                log.info("transaction rolled back (%s); running it again", exc.reason)
+                await asyncio.sleep(0.005 * attempt * (1 + random.random()))
+        raise AssertionError("unreachable")
 
     async def fetchall(
         self, sql: str, params: Sequence[Any], timeout_s: float | None = None

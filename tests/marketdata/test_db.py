@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import msgspec
 import pytest
+from asyncmy.connection import Connection
 from asyncmy.errors import IntegrityError, InterfaceError, OperationalError, ProgrammingError
 
 from orchestrator.marketdata.db import (
     Database,
     DatabaseUnavailableError,
     Retry,
+    TransactionConflictError,
     is_unavailable,
 )
 from orchestrator.marketdata.store import BarStore, SymbolInfo
@@ -139,6 +141,44 @@ async def test_a_lock_wait_timeout_is_unavailable_and_rolls_the_write_back(
         with pytest.raises(DatabaseUnavailableError, match=r"\(1205\) Lock wait timeout"):
             await update_the_locked_row()
     assert (await store.get_symbol("LOCKUSD")).description == ""
+
+
+async def test_a_deadlock_victim_runs_its_transaction_again(clean_db: Database) -> None:
+    """Two writers lock two rows in opposite orders: InnoDB rolls one back (1213) and `atomic`
+    runs that one again from the start, so both writes land and neither caller sees an error."""
+    store = BarStore(clean_db)
+    for symbol in ("AAAUSD", "BBBUSD"):
+        await store.upsert_symbol(SymbolInfo(symbol, "crypto", 0.01))
+    locked = {"AAAUSD": asyncio.Event(), "BBBUSD": asyncio.Event()}
+    attempts: dict[str, int] = {"AAAUSD": 0, "BBBUSD": 0}
+
+    def writer(first: str, second: str) -> Callable[[Connection], Awaitable[None]]:
+        async def work(conn: Connection) -> None:
+            attempts[first] += 1
+            async with conn.cursor() as cur:
+                sql = "UPDATE symbols SET description = %s WHERE symbol = %s"
+                await cur.execute(sql, (f"by {first}", first))
+                locked[first].set()
+                await locked[second].wait()
+                await cur.execute(sql, (f"by {first}", second))
+
+        return work
+
+    await asyncio.gather(
+        clean_db.atomic(writer("AAAUSD", "BBBUSD")), clean_db.atomic(writer("BBBUSD", "AAAUSD"))
+    )
+    assert sorted(attempts.values()) == [1, 2]  # one victim, run once more
+    descriptions = {(await store.get_symbol(s)).description for s in ("AAAUSD", "BBBUSD")}
+    assert len(descriptions) == 1  # both rows by the writer that committed last
+
+
+async def test_a_deadlock_that_persists_is_a_503(clean_db: Database) -> None:
+    async def always_a_victim(conn: Connection) -> None:
+        raise clean_db.unavailable(OperationalError(1213, "Deadlock found"))
+
+    with pytest.raises(TransactionConflictError, match=r"\(1213\) Deadlock") as caught:
+        await clean_db.atomic(always_a_victim, attempts=2)
+    assert isinstance(caught.value, DatabaseUnavailableError)
 
 
 async def test_a_statement_time_limit_is_unavailable(one_connection: Database) -> None:
