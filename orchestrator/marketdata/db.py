@@ -66,9 +66,10 @@ UNAVAILABLE_CODES = frozenset(
 )  # fmt: skip
 
 
-# InnoDB chose this transaction as a deadlock victim or gave up waiting for a lock: the whole
-# transaction can run again at once (Database.atomic does, a few times).
-CONFLICT_CODES = frozenset({1205, 1213})
+# InnoDB chose this transaction as a deadlock victim and rolled it back: the whole transaction
+# can run again at once (Database.atomic does, a few times). A lock wait timeout (1205) is not
+# retried: it has already waited innodb_lock_wait_timeout, and another wait helps no one.
+CONFLICT_CODES = frozenset({1213})
 
 
 def error_code(exc: BaseException) -> int:
@@ -111,8 +112,8 @@ class DatabaseUnavailableError(ServiceUnavailableError):
 
 
 class TransactionConflictError(DatabaseUnavailableError):
-    """InnoDB rolled our transaction back to break a deadlock or a lock wait (a 503 when it
-    persists after Database.atomic's retries)."""
+    """InnoDB rolled our transaction back to break a deadlock (a 503 when it persists after
+    Database.atomic's retries)."""
 
 
 def _describe(exc: BaseException) -> str:
