@@ -261,6 +261,7 @@ def start_apis(stack: Stack, ports: list[int]) -> list[str]:
             TRITON_GRPC_PORT=str(t.grpc_port),
             TRITON_METRICS_PORT=str(t.metrics_port),
             RATE_LIMIT_PER_MINUTE="1000000000",  # one client machine is every user here
+            RETRAIN_DRIFT_COOLDOWN_H="0",  # generated bars drift by design: no retrain jobs
             INTERNAL_API_KEY="",
             JWT_SECRET="",
         )

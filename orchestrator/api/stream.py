@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,7 +39,7 @@ from orchestrator.api.predictions import (
 )
 from orchestrator.api.resources import Resources
 from orchestrator.errors import ErrorBody, describe
-from orchestrator.inference.prediction import Prediction
+from orchestrator.inference.prediction import FeatureKey, Prediction
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import parse_symbol, parse_timeframe
 from orchestrator.signals.strategies import DEFAULT_STRATEGY
@@ -104,7 +105,7 @@ class Feed:
 class StreamSummary(msgspec.Struct):
     feeds: int  # (symbol, timeframe, strategy) feeds being watched
     clients: int
-    computations: int  # predictions looked up by a watcher (what no sweep handed over)
+    computations: int  # messages a watcher looked up and sent (what no sweep handed over)
     delivered: int  # messages published straight from a sweep's predictions
     messages_sent: int
     messages_dropped: int  # oldest messages discarded for clients that fell behind
@@ -136,6 +137,7 @@ class StreamHub:
         self.poll_interval_s = poll_interval_s
         self.queue_size = queue_size
         self.feeds: dict[FeedKey, Feed] = {}
+        self._series: Counter[tuple[str, str]] = Counter()  # feeds per (symbol, timeframe)
         self.stats = StreamStats()
         self._tick: asyncio.Future[None] | None = None
 
@@ -158,8 +160,13 @@ class StreamHub:
         if feed.last_message is not None:
             subscriber.offer(feed.last_message)  # newcomers see the current prediction at once
         if feed.task is None:
+            self._series[key[:2]] += 1
             feed.task = asyncio.create_task(self._watch(key, feed), name=f"stream:{key}")
         return subscriber
+
+    def watches(self, key: FeatureKey) -> bool:
+        """Whether a client watches this series (the engine sweeps it first)."""
+        return (key[0], key[1].value) in self._series
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.stats.messages_dropped += subscriber.dropped
@@ -172,6 +179,9 @@ class StreamHub:
             if feed.task is not None:
                 feed.task.cancel()
             del self.feeds[subscriber.key]
+            self._series[subscriber.key[:2]] -= 1
+            if not self._series[subscriber.key[:2]]:
+                del self._series[subscriber.key[:2]]
 
     def publish(self, feed: Feed, message: bytes, *, remember: bool = True) -> None:
         """To every subscriber; `remember` keeps it for newcomers (errors are not kept)."""
@@ -222,9 +232,9 @@ class StreamHub:
                 sent = feed.last_bar
                 # Only bars no sweep sent or is sending (the engine's index may even be behind).
                 if last_bar is not None and not feed.has(last_bar):
-                    self.stats.computations += 1
                     message = await self._compute(key)
                     if feed.last_bar == sent:  # a sweep delivered nothing newer meanwhile
+                        self.stats.computations += 1
                         self.publish(feed, message)
                         feed.last_bar = last_bar
                     last_error = None
@@ -306,6 +316,7 @@ def hub_for_app(resources: Resources, *, poll_interval_s: float, queue_size: int
         hub.wake()
 
     engine.on_predictions(after_sweep)
+    engine.prioritise(hub.watches)
     return hub
 
 

@@ -40,7 +40,12 @@ from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import EnsembleOutput, SignalModels
 from orchestrator.inference.feature_states import FeatureStates
 from orchestrator.inference.poller import BarClosePoller
-from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
+from orchestrator.inference.prediction import (
+    BarCloseStats,
+    FeatureKey,
+    Prediction,
+    serve_together,
+)
 from orchestrator.inference.shared import SharedPredictions, Token
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.sessions import TradingWeek
@@ -64,6 +69,10 @@ REMOTE_RECHECK_S = 1.0  # a key claimed elsewhere is looked up again after this 
 FREEZE_AFTER_STATES = 64  # a sweep that built or resumed this many states moves them out of GC
 
 
+def _nobody_watches(key: FeatureKey) -> bool:
+    return False
+
+
 class BarCloseEngine:
     def __init__(
         self,
@@ -71,7 +80,7 @@ class BarCloseEngine:
         models_for: Callable[[str], SignalModels],
         served_timeframes: Iterable[str],
         *,
-        poll_interval_s: float = 0.1,
+        poll_interval_s: float = 0.05,
         max_batch: int = 256,
         shared: SharedPredictions | None = None,
         publish: Callable[[bytes], None] | None = None,
@@ -92,6 +101,7 @@ class BarCloseEngine:
         self._shared = shared
         self._publish = publish
         self._sweeper: asyncio.Task[None] | None = None
+        self.is_watched: Callable[[FeatureKey], bool] = _nobody_watches
         self._poller: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[list[Prediction]], None]] = []
         # The adaptive intervals' level per (timeframe, version, spec): live quality's
@@ -139,6 +149,11 @@ class BarCloseEngine:
         seeded here): kept predictions drop their tensors, this recomputes them."""
         features = self._states.features(key)
         return None if features is None else features.inputs()
+
+    def prioritise(self, watched: Callable[[FeatureKey], bool]) -> None:
+        """Keys for which `watched` is true (a WebSocket feed is open) are swept ahead of the
+        rest of their bar's keys, in a sweep of their own, like a request that waits."""
+        self.is_watched = watched
 
     def on_predictions(self, listener: Callable[[list[Prediction]], None]) -> None:
         """`listener` runs after every sweep with the predictions it produced."""
@@ -190,6 +205,7 @@ class BarCloseEngine:
                 future = self._remote.pop(token)
                 if not future.done():
                     future.set_result(prediction)
+        serve_together(received.values())
         if received:
             produced = list(received.values())
             for listener in self._listeners:
@@ -240,12 +256,18 @@ class BarCloseEngine:
 
     # --- sweeping -------------------------------------------------------------------------
     async def _sweep_forever(self) -> None:
+        went_alone = False
         try:
             while self._urgent or self._background:
+                # What somebody waits for goes alone: its answer does not wait for the features
+                # and inference of hundreds of background keys. Only once in a row, so a steady
+                # trickle of requests cannot hold the background back.
                 batch = dict(self._urgent)
                 self._urgent.clear()
-                for token in list(self._background)[: max(0, MAX_KEYS_PER_SWEEP - len(batch))]:
-                    batch[token] = self._background.pop(token)
+                went_alone = bool(batch) and bool(self._background) and not went_alone
+                if not went_alone:
+                    for token in list(self._background)[: max(0, MAX_KEYS_PER_SWEEP - len(batch))]:
+                        batch[token] = self._background.pop(token)
                 self._running = batch
                 started, states_before = time.perf_counter(), self._new_states()
                 self.stats.last_sweep_at = time.time()
@@ -308,14 +330,13 @@ class BarCloseEngine:
             else:
                 self.stats.count_failure(result)
         self.stats.predictions += len(computed)
-        if self._shared is not None and computed:
-            with self.stats.timed("share"):
-                event = await self._shared.share(computed)
-                if event is not None and self._publish is not None:
-                    self._publish(event)
+        # The listeners first: the stream's messages are rendered while the share awaits Redis.
         with self.stats.timed("listeners"):
             for listener in self._listeners:
                 listener(produced)
+        if self._shared is not None and computed:
+            with self.stats.timed("share"):
+                await self._shared.share(computed, self._publish)
 
     async def _sweep_timeframe(
         self,
@@ -445,9 +466,12 @@ class BarCloseEngine:
         assert self._shared is not None
         version = await models.served_version()
         tokens = {(key, targets[key], version, self._revision(key)): key for key in keys}
+        shared = []
         for token, record in (await self._shared.fetch(list(tokens))).items():
             key = tokens.pop(token)
             results[key] = prediction = record.prediction(spec)
+            shared.append(prediction)
             self._keep_latest(key, prediction)
+        serve_together(shared)
         claimed = await self._shared.claim(list(tokens))
         return {tokens[token]: token for token in claimed}

@@ -181,7 +181,8 @@ class BarClosePoller:
                 failed = self._failed.get(key)
                 if failed is not None and failed.skips(target, now):
                     continue
-                wanted.append((key, target, self._engine.request(key, target, urgent=False)[0]))
+                urgent = self._engine.is_watched(key)
+                wanted.append((key, target, self._engine.request(key, target, urgent=urgent)[0]))
         outcomes = await asyncio.gather(*(f for _, _, f in wanted), return_exceptions=True)
         for (key, target, _), outcome in zip(wanted, outcomes, strict=True):
             # Failures are the requests' and the stream's to report; the poll only schedules.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -72,6 +73,37 @@ class Prediction:
         if body is None:
             body = self.encoded[key] = msgspec.json.encode(build())
         return body
+
+
+def serve_together(predictions: Iterable[Prediction]) -> None:
+    """Applies the serving head to every prediction that has not had it, one batch per (spec,
+    version, interval level): predictions another replica shared arrive without it, and the
+    head row by row costs ~0.6 ms each, 120 ms for a sweep of 200 received from the event."""
+    groups: dict[tuple[int, str, bytes | None], list[Prediction]] = {}
+    for prediction in predictions:
+        if prediction._served is None:
+            level = None if prediction.miscoverage is None else prediction.miscoverage.tobytes()
+            group = (id(prediction.spec), prediction.version, level)
+            groups.setdefault(group, []).append(prediction)
+    for members in groups.values():
+
+        def joined(part: str, members: list[Prediction] = members) -> npt.NDArray[Any]:
+            source = "inputs" if part in ("har", "season") else "out"
+            return np.concatenate([getattr(getattr(p, source), part) for p in members])
+
+        served = apply_head(
+            members[0].spec.head,
+            joined("gru_range"),
+            joined("transformer_range"),
+            joined("har"),
+            joined("season"),
+            joined("p_long"),
+            joined("p_short"),
+            joined("confidence"),
+            members[0].miscoverage,
+        )
+        for row, prediction in enumerate(members):
+            prediction._served = served.row(row)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import msgspec
@@ -274,12 +275,17 @@ class SharedPredictions:
         except (RedisError, OSError) as exc:
             self._failed("release", exc)
 
-    async def share(self, predictions: list[Prediction]) -> bytes | None:
-        """Writes `predictions` to the cache; returns the encoded bar-close event to publish
-        (None when there is nothing to say or Redis is away)."""
+    async def share(
+        self, predictions: list[Prediction], announce: Callable[[bytes], None] | None = None
+    ) -> None:
+        """Announces `predictions` as one bar-close event, then writes them to the cache: the
+        other replicas' WebSocket clients wait for the event, requests that miss it find the
+        cache. Nothing is said when Redis is known to be away."""
         if not predictions or not self.available:
-            return None
+            return
         shared = [SharedPrediction.of(p) for p in predictions]
+        if announce is not None:
+            announce(msgspec.msgpack.encode(BarCloseEvent(self.replica_id, shared)))
         items = [
             (token_name(record.token), msgspec.msgpack.encode(record), record.expires_in_s)
             for record in shared
@@ -288,8 +294,6 @@ class SharedPredictions:
             await self.store.set_many(items)
         except (RedisError, OSError) as exc:
             self._failed("write", exc)
-            return None
-        return msgspec.msgpack.encode(BarCloseEvent(self.replica_id, shared))
 
     def decode_event(self, payload: bytes) -> list[SharedPrediction]:
         """The predictions of another replica's event ([] for our own)."""

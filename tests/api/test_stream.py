@@ -223,10 +223,9 @@ async def test_new_bar_reaches_every_client_from_one_computation(
         stream = app.state.stream.snapshot()
         assert stream.clients == 5
         assert stream.feeds == 2
-        # One message per bar per strategy feed: the first bar looked up by the watchers, the new
-        # one handed over by the sweep or, when a watcher woke first, looked up as well.
+        # One message per bar per strategy feed, each either handed over by a sweep or looked up
+        # by a watcher that woke first (which one wins is a race, the count is not).
         assert stream.computations + stream.delivered == 4
-        assert stream.computations >= 2
         for ws in readers:
             await ws.close()
         # never_reads is still open: shutdown must close it rather than wait for it.

@@ -134,6 +134,37 @@ async def test_a_bar_closing_on_many_symbols_is_scored_in_one_triton_request(
         assert _ensemble_counts(model_server)[0] - requests_before[0] == 1
 
 
+async def test_a_watched_series_is_swept_ahead_of_the_rest_of_its_bar(
+    app: Litestar, market: dict[str, pd.DataFrame], clean_db: Database, model_server: TritonServer
+) -> None:
+    """A WebSocket feed's series goes in a sweep of its own, before the bar's other symbols, so
+    its message does not wait for their features and inference."""
+    async with AsyncTestClient(app):
+        engine = _engine(app).engine
+        await _until(lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)))
+        watched = SYMBOLS[5]
+        subscriber = app.state.stream.subscribe((watched, "5m", "balanced"))
+        assert engine.is_watched((watched, M5))
+        assert not engine.is_watched((SYMBOLS[4], M5))
+        sweeps: list[list[str]] = []
+        engine.on_predictions(lambda produced: sweeps.append([p.symbol for p in produced]))
+        before = _ensemble_counts(model_server)
+
+        new = {s: _next_bar(f, 0.001) for s, f in market.items()}
+        await write_5m(clean_db, new)
+        moved = new[watched].index[0]
+        await _until(lambda: all(engine.latest[(s, M5)].bar_time == moved for s in SYMBOLS))
+        assert sweeps[0] == [watched]
+        assert sorted(sweeps[1]) == sorted(set(SYMBOLS) - {watched})
+        requests, rows = np.subtract(_ensemble_counts(model_server), before)
+        assert (requests, rows) == (2, len(SYMBOLS))
+        message = b""
+        while b'"prediction"' not in message or moved.strftime("%H:%M").encode() not in message:
+            message = await asyncio.wait_for(subscriber.queue.get(), 30) or b""
+        app.state.stream.unsubscribe(subscriber)
+        assert not engine.is_watched((watched, M5))
+
+
 async def test_requests_for_a_new_bar_wait_for_its_one_computation(
     app: Litestar, market: dict[str, pd.DataFrame], clean_db: Database, model_server: TritonServer
 ) -> None:

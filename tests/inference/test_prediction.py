@@ -1,12 +1,21 @@
-"""The bar-close counters say why a key went unanswered: too young, Triton, the database."""
+"""The bar-close counters say why a key went unanswered (too young, Triton, the database), and
+the serving head applied to many predictions at once equals it applied to each."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import numpy as np
 from asyncmy.errors import OperationalError
 
 from orchestrator.features.online import NotEnoughHistoryError
+from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import ModelServiceUnavailableError
-from orchestrator.inference.prediction import BarCloseStats
+from orchestrator.inference.prediction import BarCloseStats, serve_together
+from orchestrator.inference.shared import SharedPrediction
+from orchestrator.settings import PROJECT_ROOT
+
+SPEC = PROJECT_ROOT / "model_repository" / "cpu" / "signal_ensemble" / "8" / "feature_spec.json"
 
 
 def test_failures_are_counted_by_cause() -> None:
@@ -24,3 +33,31 @@ def test_failures_are_counted_by_cause() -> None:
     assert stats.errors == 4  # young symbols are not errors
     assert stats.triton_failures == 1
     assert stats.database_failures == 2
+
+
+def test_predictions_served_together_equal_those_served_one_by_one() -> None:
+    """A replica applies the serving head to the predictions another replica shared in one batch
+    per spec, version and interval level; each row equals the head applied to it alone."""
+    spec = FeatureSpec.load(SPEC)
+    assert spec.head is not None
+    width = 2 * len(spec.horizons)
+    rng = np.random.default_rng(7)
+    levels = [None, [0.25] * width]
+
+    def shared(k: int) -> SharedPrediction:
+        return SharedPrediction(
+            f"S{k:02d}USD", "5m", datetime(2026, 1, 2, 10, 5, tzinfo=UTC), "8", 100.0, 1.5,
+            (rng.random(width) * 3).tolist(), (rng.random(width) * 3).tolist(),
+            *rng.random(3).tolist(), 1.0, 0,
+            (rng.normal(size=10) * 0.3).tolist(), int(rng.integers(0, 288)),
+            levels[k % 2],
+        )  # fmt: skip
+
+    records = [shared(k) for k in range(9)]
+    together = [r.prediction(spec) for r in records]
+    serve_together(together)
+    for record, prediction in zip(records, together, strict=True):
+        alone = record.prediction(spec).served
+        served = prediction.served
+        for name in ("ranges", "intervals", "baseline", "p_long", "p_short", "confidence"):
+            np.testing.assert_allclose(getattr(served, name), getattr(alone, name), rtol=1e-12)
