@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import os
 import subprocess
 import sys
@@ -294,12 +295,28 @@ async def append_bar(
     return ts
 
 
-async def until(condition: Callable[[], bool], *, what: str, timeout_s: float = 60.0) -> None:
-    """Waits for `condition` to hold. The timeout guards against a hang; it asserts nothing about
-    how long the wait took."""
+async def until(
+    condition: Callable[[], object],
+    *,
+    what: str,
+    timeout_s: float = 60.0,
+    every_s: float = 0.02,
+    abort: Callable[[], str | None] | None = None,
+) -> None:
+    """Waits for `condition` (a value, or an awaitable of one) to be true. The timeout guards
+    against a hang; it asserts nothing about how long the wait took. `abort` returns a reason to
+    stop waiting at once (a process that exited), or None."""
     try:
         async with asyncio.timeout(timeout_s):
-            while not condition():  # noqa: ASYNC110 (a plain attribute: no event to wait on)
-                await asyncio.sleep(0.02)
+            while True:
+                result = condition()
+                if inspect.isawaitable(result):
+                    result = await result
+                if result:
+                    return
+                reason = abort() if abort is not None else None
+                if reason is not None:
+                    raise AssertionError(f"gave up waiting for {what}: {reason}")
+                await asyncio.sleep(every_s)
     except TimeoutError:
         raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None

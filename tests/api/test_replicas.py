@@ -8,7 +8,7 @@ import asyncio
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,14 @@ from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe, newest_closed
 from orchestrator.settings import PROJECT_ROOT, DatabaseSettings
-from tests.conftest import TrainedRepository, cli_env, free_ports, next_bar_row, serve_triton
+from tests.conftest import (
+    TrainedRepository,
+    cli_env,
+    free_ports,
+    next_bar_row,
+    serve_triton,
+    until,
+)
 
 SERVED = (Timeframe.M5, Timeframe.M15)  # the model sets the suite's Triton serves
 
@@ -70,7 +77,13 @@ async def _replicas(
     try:
         async with httpx.AsyncClient(timeout=5) as client:
             for url, process in zip(urls, processes, strict=True):
-                await _until(lambda u=url: _answers(client, u), 60, process)  # type: ignore[misc]
+                await until(
+                    lambda u=url: _answers(client, u),  # type: ignore[misc]
+                    what=f"the replica at {url} to answer",
+                    timeout_s=60,
+                    every_s=0.1,
+                    abort=lambda p=process: _exited(p),  # type: ignore[misc]
+                )
         yield urls[0], urls[1]
     finally:
         for process in processes:
@@ -94,6 +107,14 @@ async def _polls(client: httpx.AsyncClient, urls: tuple[str, ...]) -> list[int]:
     return [int(s["polls"]) for s in stats]
 
 
+def _exited(process: subprocess.Popen[bytes]) -> str | None:
+    """Why waiting on a replica is pointless: it exited (with the tail of its stderr)."""
+    if process.poll() is None:
+        return None
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    return f"replica exited with {process.returncode}:\n{stderr[-3000:]}"
+
+
 async def _polled(client: httpx.AsyncClient, urls: tuple[str, ...], times: int = 3) -> None:
     """Until every replica's poller has looked at the bars `times` more times (each look
     schedules what it found; a sweep of one key is over before the next look): waits on the
@@ -104,25 +125,7 @@ async def _polled(client: httpx.AsyncClient, urls: tuple[str, ...], times: int =
         now = await _polls(client, urls)
         return all(n - s >= times for n, s in zip(now, start, strict=True))
 
-    await _until(advanced, 30)
-
-
-async def _until(
-    condition: Callable[[], Any], timeout_s: float, process: subprocess.Popen[bytes] | None = None
-) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if process is not None and process.poll() is not None:
-            stderr = process.stderr.read().decode() if process.stderr else ""
-            raise AssertionError(f"replica exited with {process.returncode}:\n{stderr[-3000:]}")
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
+    await until(advanced, what="every poller to look again", timeout_s=30, every_s=0.1)
 
 
 async def test_each_bar_is_inferred_once_and_reaches_a_client_on_the_other_replica_once(
@@ -175,7 +178,11 @@ async def test_each_bar_is_inferred_once_and_reaches_a_client_on_the_other_repli
             newest_closed(new, Timeframe.M5, tf) != newest_closed(old, Timeframe.M5, tf)
             for tf in SERVED
         )
-        await _until(lambda: _inferences(model_server) - before >= moved, 30)
+        await until(
+            lambda: _inferences(model_server) - before >= moved,
+            what="each moved timeframe inferred",
+            timeout_s=30,
+        )
         await _polled(client, (a, b))
         assert _inferences(model_server) - before == moved
         answers = [(await client.get(f"{url}/api/predict/BTCUSD")).json() for url in (a, b)]
@@ -247,7 +254,7 @@ async def test_a_job_submitted_on_one_replica_is_polled_to_completion_on_the_oth
                 state = (await client.get(status_url)).json()
                 return state["status"] not in ("queued", "running")
 
-            await _until(finished, 120)
+            await until(finished, what="the backtest to end", timeout_s=120, every_s=0.1)
             assert state["status"] == "done", state
             assert state["result"]["metrics"]["n_bars"] > 2000  # ten days of 5m bars
             listed = (await client.get(f"{b}/api/backtest", params={"status": "done"})).json()
@@ -315,7 +322,7 @@ async def test_both_replicas_serve_each_bar_from_one_version_across_a_promotion_
             async def both_serve(version: int) -> bool:
                 return all(x.get("model_version") == str(version) for x in await answers())
 
-            await _until(lambda: both_serve(newest), 30)
+            await until(lambda: both_serve(newest), what="both serving the newest", timeout_s=30)
             path = f"/api/models/{ENSEMBLE}"
             moved = await client.post(
                 f"{a}{path}/promote",
@@ -323,14 +330,20 @@ async def test_both_replicas_serve_each_bar_from_one_version_across_a_promotion_
                 headers=admin,
             )
             assert moved.status_code == 200, moved.text
-            await _until(lambda: both_serve(previous), 30)
+            await until(
+                lambda: both_serve(previous), what="both serving the previous", timeout_s=30
+            )
             for version, url, move in ((previous, None, None), (newest, b, "rollback")):
                 if move is not None:
                     rolled = await client.post(
                         f"{url}{path}/{move}", json={"reason": "asked of B"}, headers=admin
                     )
                     assert rolled.status_code == 200, rolled.text
-                    await _until(lambda v=version: both_serve(v), 30)  # type: ignore[misc]
+                    await until(
+                        lambda v=version: both_serve(v),  # type: ignore[misc]
+                        what=f"both serving v{version}",
+                        timeout_s=30,
+                    )
                 await _polled(client, (a, b))
                 before = _inferences(triton)
                 row = next_bar_row(bars, minutes=5 * (1 + (version == newest)))
@@ -341,7 +354,7 @@ async def test_both_replicas_serve_each_bar_from_one_version_across_a_promotion_
                 async def both_have_the_bar(bar: str = bar) -> bool:
                     return all(x.get("bar_time") == bar for x in await answers())
 
-                await _until(both_have_the_bar, 30)
+                await until(both_have_the_bar, what="both answering for the bar", timeout_s=30)
                 await _polled(client, (a, b))
                 first, second = await answers()
                 assert first == second  # one prediction, shared

@@ -5,7 +5,6 @@ batch feature pipeline over the same bars (corrections included)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -25,7 +24,7 @@ from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import ApiSettings, DatabaseSettings
 from tests.api.conftest import api_settings
-from tests.conftest import TrainedRepository
+from tests.conftest import TrainedRepository, until
 from tests.inference.markets import scaled_market, write_5m
 
 SYMBOLS = [f"BC{k:02d}USD" for k in range(12)]
@@ -63,13 +62,6 @@ def _raised(bars: pd.DataFrame, position: int, factor: float) -> pd.DataFrame:
     return corrected
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float = 120.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 async def market(loaded: TrainedRepository, clean_db: Database) -> dict[str, pd.DataFrame]:
     """Twelve symbols with the training history at different price scales."""
@@ -105,14 +97,21 @@ async def test_a_bar_closing_on_many_symbols_is_scored_in_one_triton_request(
         engine = _engine(app).engine
         first = {s: f.index[-1] for s, f in market.items()}
         # The first poll seeds every symbol on every served timeframe (5m and 15m here).
-        await _until(lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)))
+        await until(
+            lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)),
+            what="every symbol predicted on 5m and 15m",
+            timeout_s=120,
+        )
         assert {s: engine.latest[(s, M5)].bar_time for s in SYMBOLS} == first
         seeds, requests_before = engine.stats.seeds, _ensemble_counts(model_server)
 
         new = {s: _next_bar(f, 0.001 * (k + 1)) for k, (s, f) in enumerate(market.items())}
         await write_5m(clean_db, new)  # one transaction: the bar closes on every symbol at once
         moved = new[SYMBOLS[0]].index[0]
-        await _until(lambda: all(engine.latest[(s, M5)].bar_time == moved for s in SYMBOLS))
+        await until(
+            lambda: all(engine.latest[(s, M5)].bar_time == moved for s in SYMBOLS),
+            what="the new bar predicted on every symbol",
+        )
 
         requests, rows = np.subtract(_ensemble_counts(model_server), requests_before)
         assert (requests, rows) == (1, len(SYMBOLS))  # one request carrying every symbol
@@ -141,7 +140,11 @@ async def test_a_watched_series_is_swept_ahead_of_the_rest_of_its_bar(
     its message does not wait for their features and inference."""
     async with AsyncTestClient(app):
         engine = _engine(app).engine
-        await _until(lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)))
+        await until(
+            lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)),
+            what="every symbol predicted on 5m and 15m",
+            timeout_s=120,
+        )
         watched = SYMBOLS[5]
         subscriber = app.state.stream.subscribe((watched, "5m", "balanced"))
         assert engine.is_watched((watched, M5))
@@ -153,7 +156,10 @@ async def test_a_watched_series_is_swept_ahead_of_the_rest_of_its_bar(
         new = {s: _next_bar(f, 0.001) for s, f in market.items()}
         await write_5m(clean_db, new)
         moved = new[watched].index[0]
-        await _until(lambda: all(engine.latest[(s, M5)].bar_time == moved for s in SYMBOLS))
+        await until(
+            lambda: all(engine.latest[(s, M5)].bar_time == moved for s in SYMBOLS),
+            what="the new bar predicted on every symbol",
+        )
         assert sweeps[0] == [watched]
         assert sorted(sweeps[1]) == sorted(set(SYMBOLS) - {watched})
         requests, rows = np.subtract(_ensemble_counts(model_server), before)
@@ -170,7 +176,11 @@ async def test_requests_for_a_new_bar_wait_for_its_one_computation(
 ) -> None:
     async with AsyncTestClient(app) as client:
         engine = _engine(app).engine
-        await _until(lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)))
+        await until(
+            lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)),
+            what="every symbol predicted on 5m and 15m",
+            timeout_s=120,
+        )
         before = _ensemble_counts(model_server)
         symbol = SYMBOLS[3]
         bar = _next_bar(market[symbol], -0.002)
@@ -181,7 +191,10 @@ async def test_requests_for_a_new_bar_wait_for_its_one_computation(
         assert all(r.status_code == 200 for r in responses)
         assert all(r.json()["bar_time"].startswith(stamp) for r in responses)
         assert len({r.content for r in responses}) == 1
-        await asyncio.sleep(0.3)  # the poller sees the bar too: it must not score it again
+        # The poller sees the bar too and must not score it again: two more polls started means
+        # one whole poll ran after the write.
+        polls = engine.stats.polls
+        await until(lambda: engine.stats.polls >= polls + 2, what="two more polls")
         assert np.subtract(_ensemble_counts(model_server), before).tolist() == [1, 1]
         stats = (await client.get("/api/stats")).json()
         assert stats["bar_close"]["freshness_queries"] >= 1
@@ -197,7 +210,7 @@ async def test_a_corrected_bar_is_recomputed_from_the_store(
     async with AsyncTestClient(app) as client:
         engine = _engine(app).engine
         symbol = SYMBOLS[5]
-        await _until(lambda: engine.latest.get((symbol, M5)) is not None)
+        await until(lambda: engine.latest.get((symbol, M5)) is not None, what="a first prediction")
         corrected = _raised(market[symbol], -1, 1.003)
         new = _next_bar(corrected, 0.001)
         # The last bar is rewritten and a new one lands: the state no longer continues the store.
@@ -209,7 +222,10 @@ async def test_a_corrected_bar_is_recomputed_from_the_store(
         # The poller, seeing the revision after the request computed the bar, drops the symbol's
         # predictions and recomputes them: wait for that, then compare what it holds.
         key, newest = (symbol, M5), new.index[0].to_pydatetime()
-        await _until(lambda: key in engine.latest and engine.latest[key].bar_time == newest)
+        await until(
+            lambda: key in engine.latest and engine.latest[key].bar_time == newest,
+            what="the recomputed prediction",
+        )
         served = engine.feature_inputs(key)
         assert served is not None
         np.testing.assert_allclose(served.seq, expected.seq, rtol=1e-5, atol=1e-5)
@@ -225,14 +241,18 @@ async def test_an_old_bar_corrected_without_a_new_one_is_recomputed(
     async with AsyncTestClient(app) as client:
         engine = _engine(app).engine
         symbol = SYMBOLS[7]
-        await _until(lambda: engine.latest.get((symbol, M5)) is not None)
+        await until(lambda: engine.latest.get((symbol, M5)) is not None, what="a first prediction")
         before = engine.latest[(symbol, M5)]
         inputs_before = engine.feature_inputs((symbol, M5))
         assert inputs_before is not None
         corrected = _raised(market[symbol], -20, 1.01)
         await write_5m(clean_db, {symbol: corrected.iloc[[-20]]})  # a revision, no new bar
         expected = inputs_for_latest(corrected, loaded.models.spec)
-        await _until(lambda: engine.latest.get((symbol, M5), before) is not before, 30)
+        await until(
+            lambda: engine.latest.get((symbol, M5), before) is not before,
+            what="the revised prediction",
+            timeout_s=30,
+        )
         served = engine.latest[(symbol, M5)]
         assert served.bar_time == before.bar_time
         inputs = engine.feature_inputs((symbol, M5))
@@ -253,7 +273,7 @@ async def test_a_bar_claimed_by_a_replica_that_died_is_computed_once_its_claim_e
         )
         engine = resources.engine
         symbol = SYMBOLS[3]
-        await _until(lambda: engine.latest.get((symbol, M5)) is not None)
+        await until(lambda: engine.latest.get((symbol, M5)) is not None, what="a first prediction")
         bar = _next_bar(market[symbol], 0.002)
         bar_time = bar.index[0].to_pydatetime()
         version = engine.latest[(symbol, M5)].version
