@@ -283,7 +283,7 @@ def hub_for_app(resources: Resources, *, poll_interval_s: float, queue_size: int
 
     async def last_bar(key: FeedKey) -> datetime | None:
         timeframe = parse_timeframe(key[1])
-        known = engine.known.get((key[0], timeframe))
+        known = engine.series.newest((key[0], timeframe))
         if known is not None:
             return known
         store = BarStore(await resources.database())  # before the engine's first poll

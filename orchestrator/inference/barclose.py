@@ -46,6 +46,7 @@ from orchestrator.inference.prediction import (
     Prediction,
     serve_together,
 )
+from orchestrator.inference.series import SeriesIndex
 from orchestrator.inference.shared import SharedPredictions, Token
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.sessions import TradingWeek
@@ -91,8 +92,7 @@ class BarCloseEngine:
         self._models_for = models_for
         self.max_batch = max_batch
         self.latest: dict[FeatureKey, Prediction] = {}
-        self.known: dict[FeatureKey, datetime] = {}  # newest closed bar seen per key
-        self.sources: dict[FeatureKey, Timeframe] = {}  # stored timeframe behind each key
+        self.series = SeriesIndex()  # newest bar, stored timeframe and revision per series
         self._urgent: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
         self._background: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
         self._running: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
@@ -108,7 +108,7 @@ class BarCloseEngine:
         # QualityTracker.miscoverage, wired by the app; None keeps the fitted 80 %.
         self.miscoverage: Callable[[str, str, FeatureSpec], F64 | None] = _fixed_level
         self.stats = BarCloseStats()
-        self._states = FeatureStates(self.stats, self._revision, snapshot_path)
+        self._states = FeatureStates(self.stats, self.series, snapshot_path)
         self.snapshot_interval_s = snapshot_interval_s
         self._snapshot_at = time.monotonic()
         candidates = tuple(Timeframe(tf) for tf in served_timeframes)
@@ -165,10 +165,9 @@ class BarCloseEngine:
         """(future of the prediction for `key`'s closed bar `bar_time` or a newer one, whether
         it joined a computation already pending or running for that bar). A new one enters the
         next sweep; `urgent` (a request waits) goes ahead of background work."""
-        previous = self.known.get(key)
+        previous = self.series.bar_closed(key, bar_time)
         if urgent and (previous is None or bar_time > previous):
             self.poller.wake()  # the poller has not seen this bar yet: others may be new too
-        self.known[key] = max(bar_time, previous or bar_time)
         token = (key, bar_time)
         for pending in (self._running, self._remote, self._urgent, self._background):
             future = pending.get(token)
@@ -197,7 +196,7 @@ class BarCloseEngine:
                 continue
             received[key] = prediction = record.prediction(spec)
             self._keep_latest(key, prediction)
-            self.known[key] = max(record.bar_time, self.known.get(key, record.bar_time))
+            self.series.bar_closed(key, record.bar_time)
         # One pass over the waiting keys (an event carries a whole sweep, up to thousands).
         for token in [t for t in self._remote if t[0] in received]:
             prediction = received[token[0]]
@@ -210,10 +209,6 @@ class BarCloseEngine:
             produced = list(received.values())
             for listener in self._listeners:
                 listener(produced)
-
-    def _revision(self, key: FeatureKey) -> int:
-        source = self.sources.get(key, key[1])
-        return self.poller.revisions.get((key[0], source), 0)
 
     def _keep_latest(self, key: FeatureKey, prediction: Prediction) -> None:
         current = self.latest.get(key)
@@ -384,9 +379,7 @@ class BarCloseEngine:
         if not keys:
             return
         with self.stats.timed("features"):
-            ready = await self._states.advance(
-                store, spec, timeframe, keys, targets, results, self.sources
-            )
+            ready = await self._states.advance(store, spec, timeframe, keys, targets, results)
         keys_ready, inputs = [], []
         with self.stats.timed("inputs"):
             for key, state in ready.items():
@@ -444,7 +437,7 @@ class BarCloseEngine:
                     spec,
                     row_inputs.without_tensors(),
                     outcome.row(row),
-                    self._revision(key),
+                    self.series.revision(key),
                     miscoverage=miscoverage,
                     horizon_bars=spec.symbol_horizon_bars(self._states.weeks.get(key)),
                     _served=served.row(row),
@@ -465,7 +458,7 @@ class BarCloseEngine:
         replica claimed and must compute, with their claims."""
         assert self._shared is not None
         version = await models.served_version()
-        tokens = {(key, targets[key], version, self._revision(key)): key for key in keys}
+        tokens = {(key, targets[key], version, self.series.revision(key)): key for key in keys}
         shared = []
         for token, record in (await self._shared.fetch(list(tokens))).items():
             key = tokens.pop(token)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from orchestrator.features.online import NotEnoughHistoryError, required_bars, s
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference import snapshots
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
+from orchestrator.inference.series import SeriesIndex
 from orchestrator.inference.snapshots import SavedState, spec_digest
 from orchestrator.marketdata.calendars import CalendarStore
 from orchestrator.marketdata.resample import resample_bars
@@ -45,11 +45,11 @@ class FeatureStates:
     def __init__(
         self,
         stats: BarCloseStats,
-        revision: Callable[[FeatureKey], int],
+        series: SeriesIndex,
         snapshot_path: Path | None = None,
     ) -> None:
         self._by_key: dict[FeatureKey, _State] = {}
-        self._revision = revision  # of the stored series behind a key (poller's bar_revisions)
+        self._series = series  # the stored timeframe and revision behind each key
         self.snapshot_path = snapshot_path
         self._saved: dict[FeatureKey, SavedState] | None = None  # the snapshot, until adopted
         self._digests: dict[int, tuple[FeatureSpec, str]] = {}
@@ -79,7 +79,10 @@ class FeatureStates:
         them while it is written)."""
         return {
             key: SavedState(
-                self._digest(state.spec), self._revision(key), state.features, self.weeks.get(key)
+                self._digest(state.spec),
+                self._series.revision(key),
+                state.features,
+                self.weeks.get(key),
             )
             for key, state in self._by_key.items()
         }
@@ -103,7 +106,7 @@ class FeatureStates:
             return False
         if (
             saved.digest != self._digest(spec)
-            or saved.revision != self._revision(key)
+            or saved.revision != self._series.revision(key)
             or saved.features.last_time.to_pydatetime() > target  # the store lost bars
         ):
             self.stats.snapshot_refused += 1
@@ -122,10 +125,8 @@ class FeatureStates:
         keys: list[FeatureKey],
         targets: dict[FeatureKey, datetime],
         results: dict[FeatureKey, Prediction | BaseException],
-        sources: dict[FeatureKey, Timeframe],
     ) -> dict[FeatureKey, IncrementalFeatures]:
-        """Feature states at (or past) each key's target bar; failures land in `results`.
-        `sources` names the stored timeframe each key is read from where the poller knows it."""
+        """Feature states at (or past) each key's target bar; failures land in `results`."""
         ready: dict[FeatureKey, IncrementalFeatures] = {}
         to_seed: list[FeatureKey] = []
         to_step: dict[tuple[Timeframe, datetime], list[FeatureKey]] = {}
@@ -142,7 +143,7 @@ class FeatureStates:
             elif not resumed and state.features.last_time.to_pydatetime() >= targets[key]:
                 ready[key] = state.features
             else:
-                source = sources.get(key)
+                source = self._series.source(key)
                 try:
                     if source is None:
                         source = await store.source_timeframe(key[0], timeframe)
@@ -163,9 +164,7 @@ class FeatureStates:
                     ready[key] = stepped[key]
                 else:
                     to_seed.append(key)
-        to_seed = await self._with_enough_history(
-            store, spec, timeframe, to_seed, targets, results, sources
-        )
+        to_seed = await self._with_enough_history(store, spec, timeframe, to_seed, targets, results)
         stored = await self._stored_weeks(store, timeframe, to_seed)
         for key in to_seed:
             try:
@@ -241,15 +240,14 @@ class FeatureStates:
         self._stepping = asyncio.ensure_future(asyncio.to_thread(run))
         return await asyncio.shield(self._stepping)
 
-    @staticmethod
     async def _with_enough_history(
+        self,
         store: BarStore,
         spec: FeatureSpec,
         timeframe: Timeframe,
         keys: list[FeatureKey],
         targets: dict[FeatureKey, datetime],
         results: dict[FeatureKey, Prediction | BaseException],
-        sources: dict[FeatureKey, Timeframe],
     ) -> list[FeatureKey]:
         """The keys whose stored series can hold enough bars to seed; the others are refused
         from their first bar's time alone (one query for all), without reading their bars: a
@@ -260,7 +258,7 @@ class FeatureStates:
         need = required_bars(spec)
         by_source: dict[Timeframe, list[FeatureKey]] = {}
         for key in keys:
-            by_source.setdefault(sources.get(key, timeframe), []).append(key)
+            by_source.setdefault(self._series.source(key) or timeframe, []).append(key)
         kept: list[FeatureKey] = []
         for source, group in by_source.items():
             try:

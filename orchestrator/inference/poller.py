@@ -84,7 +84,6 @@ class BarClosePoller:
         self._served: tuple[Timeframe, ...] = ()
         self._served_at = -SERVED_REFRESH_S
         self._failed: dict[FeatureKey, _Failure] = {}
-        self.revisions: dict[tuple[str, Timeframe], int] = {}  # per stored series, read by sweeps
         self._revisions_seen = False
         self._marks: dict[tuple[str, Timeframe], datetime] = {}
         self._scanned_for: tuple[Timeframe, ...] | None = None
@@ -173,8 +172,7 @@ class BarClosePoller:
                     continue
                 key = (symbol, timeframe)
                 target = newest_closed(newest, stored, timeframe)
-                self._engine.known[key] = target
-                self._engine.sources[key] = stored
+                self._engine.series.bar_closed(key, target, stored)
                 latest = self._engine.latest.get(key)
                 if latest is not None and latest.bar_time >= target:
                     continue
@@ -232,11 +230,9 @@ class BarClosePoller:
         self._revisions_seen = True
         revised = set()
         for (symbol, stored), revision in revisions.items():
-            if self.revisions.get((symbol, stored)) == revision:
+            changed = self._engine.series.revised((symbol, stored), revision)
+            if not changed or first_poll:  # the same history, or nothing computed from it yet
                 continue
-            self.revisions[(symbol, stored)] = revision
-            if first_poll:
-                continue  # nothing computed yet
             self._engine.stats.corrections += 1
             self._engine.forget(symbol)
             revised.add(symbol)

@@ -116,7 +116,7 @@ class PredictionService:
         db = await self._database()
         if self._watermarks is None:
             self._watermarks = WatermarkReader(db)
-        source = self.engine.sources.get((sym, tf))  # known once the poller saw its bars
+        source = self.engine.series.source((sym, tf))  # known once the poller saw its bars
         if source is None:
             source = await BarStore(db).source_timeframe(sym, tf)  # 404 for an unknown symbol
         newest = await self._watermarks.newest(sym, source)

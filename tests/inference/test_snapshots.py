@@ -15,6 +15,7 @@ from orchestrator.features.online import NotEnoughHistoryError, inputs_for_lates
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.feature_states import FeatureStates
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
+from orchestrator.inference.series import SeriesIndex
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
@@ -31,20 +32,19 @@ class Engine:
     def __init__(self, db: Database, path: Path, revisions: dict[tuple[str, Timeframe], int]):
         self.store = BarStore(db)
         self.stats = BarCloseStats()
-        self.revisions = revisions
-        self.states = FeatureStates(self.stats, self._revision, path)
-
-    def _revision(self, key: FeatureKey) -> int:
-        return self.revisions.get((key[0], M5), 0)
+        self.series = SeriesIndex()
+        for series, revision in revisions.items():
+            self.series.revised(series, revision)
+        self.states = FeatureStates(self.stats, self.series, path)
 
     async def advance(
         self, spec: FeatureSpec, timeframe: Timeframe, targets: dict[str, datetime]
     ) -> dict[FeatureKey, Prediction | BaseException]:
         results: dict[FeatureKey, Prediction | BaseException] = {}
         keys = {(symbol, timeframe): target for symbol, target in targets.items()}
-        ready = await self.states.advance(
-            self.store, spec, timeframe, list(keys), keys, results, dict.fromkeys(keys, M5)
-        )
+        for key, target in keys.items():
+            self.series.bar_closed(key, target, M5)  # what the poller reports: stored at 5m
+        ready = await self.states.advance(self.store, spec, timeframe, list(keys), keys, results)
         assert set(ready) | set(results) == set(keys)
         return results
 
