@@ -20,7 +20,7 @@ from orchestrator.realdata.pypi import (
     RealDataFileError,
     read_member,
 )
-from tests.realdata_index import FIXTURES, gzipped, local_index, sdist, sha256_hex, wheel
+from tests.realdata.index import FIXTURES, gzipped, local_index, sdist, sha256_hex, wheel
 
 CSV = (FIXTURES / "index_daily.csv").read_bytes()
 MEMBER = "pkg/data/index.csv.gz"

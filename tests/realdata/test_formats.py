@@ -13,7 +13,7 @@ from orchestrator.realdata.formats import (
     parse_dukascopy,
     parse_yahoo_daily,
 )
-from tests.realdata_index import FIXTURES
+from tests.realdata.index import FIXTURES
 
 COLUMNS = ["line", "raw_ts", "ts", "open", "high", "low", "close", "volume"]
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-FIXTURES = Path(__file__).parent / "fixtures" / "real_data"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "real_data"
 
 
 def sha256_hex(data: bytes) -> str:

@@ -13,8 +13,8 @@ from orchestrator.marketdata.db import Database
 from orchestrator.realdata.load import load_series
 from orchestrator.realdata.pypi import PyPIClient
 from orchestrator.realdata.replay import RealFeed
-from tests.realdata_index import local_index
-from tests.test_realdata_ingest import _catalogue
+from tests.realdata.index import local_index
+from tests.realdata.test_ingest import _catalogue
 
 HOLD_BACK_DAYS = 0.1  # 2.4 h: the last three valid BTCUSD hours, the last SPX day
 

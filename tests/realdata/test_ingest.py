@@ -15,7 +15,7 @@ from orchestrator.realdata.load import load_series
 from orchestrator.realdata.pypi import PyPIClient
 from orchestrator.settings import DatabaseSettings
 from tests.conftest import cli_env, run_cli
-from tests.realdata_index import (
+from tests.realdata.index import (
     FIXTURES,
     LocalIndex,
     gzipped,
