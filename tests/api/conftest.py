@@ -54,11 +54,16 @@ async def client(
         yield test_client
 
 
+# The uvicorn server behind each port `served` yields: tests wait on its request count.
+SERVERS: dict[int, GracefulServer] = {}
+
+
 @asynccontextmanager
 async def served(app: Litestar, shutdown_timeout_s: float = 20.0) -> AsyncIterator[int]:
     """The app on a free port in this event loop; yields the port, then shuts it down."""
     (port,) = free_ports(1)
     server = GracefulServer(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    SERVERS[port] = server
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -69,4 +74,7 @@ async def served(app: Litestar, shutdown_timeout_s: float = 20.0) -> AsyncIterat
         yield port
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, shutdown_timeout_s)
+        try:
+            await asyncio.wait_for(task, shutdown_timeout_s)
+        finally:
+            del SERVERS[port]

@@ -22,7 +22,7 @@ from orchestrator.devstack.triton import TritonServer
 from orchestrator.inference.models import ENSEMBLE
 from orchestrator.marketdata.db import Database
 from orchestrator.settings import ApiSettings, DatabaseSettings
-from tests.api.conftest import api_settings, served
+from tests.api.conftest import SERVERS, api_settings, served
 from tests.conftest import TrainedRepository, append_bar, free_ports, until
 
 HANG_GUARD_S = 60  # stops a hung test; speed is measured and printed, never asserted
@@ -157,13 +157,17 @@ async def test_graceful_shutdown_drains_requests_and_closes_sockets_with_1001(
                 await asyncio.wait_for(ws.recv(), 30)  # the current prediction
                 sockets.append(ws)
             # A slow request (a year of history, resampled) is in flight when shutdown starts.
+            received = SERVERS[port].server_state.total_requests
             in_flight = asyncio.create_task(
                 client.get(
                     f"http://127.0.0.1:{port}/api/indicators/BTCUSD",
                     params={"limit": 5000, "timeframe": "15m"},
                 )
             )
-            await asyncio.sleep(0.05)
+            await until(
+                lambda: SERVERS[port].server_state.total_requests > received,
+                what="the server to receive the slow request",
+            )
         for ws in sockets:
             await _closed(ws)
             assert ws.close_code == 1001

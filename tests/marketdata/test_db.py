@@ -22,6 +22,7 @@ from orchestrator.marketdata.db import (
 )
 from orchestrator.marketdata.store import BarStore, SymbolInfo
 from orchestrator.settings import DatabaseSettings
+from tests.conftest import until
 
 log = logging.getLogger("tests.db")
 
@@ -117,7 +118,15 @@ async def test_a_commit_on_a_connection_broken_after_its_statements_is_unavailab
                 await cur.execute("SELECT CONNECTION_ID()")
                 (connection_id,) = (await cur.fetchall())[0]
             await _kill(db_settings, int(connection_id))
-            await asyncio.sleep(0.2)  # the server closes the socket
+
+            async def gone() -> bool:
+                rows = await clean_db.fetchall(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s",
+                    (connection_id,),
+                )
+                return rows[0][0] == 0
+
+            await until(gone, what="the server to drop the killed connection")
 
     with pytest.raises(DatabaseUnavailableError) as caught:
         await write_then_lose_the_connection()
