@@ -26,7 +26,7 @@ class SeriesIndex:
     def bar_closed(
         self, key: FeatureKey, bar_time: datetime, stored: Timeframe | None = None
     ) -> datetime | None:
-        """`key`'s closed bar `bar_time` exists (computed from bars stored at `stored`, where
+        """`key`'s closed bar `bar_time` exists (computed from the bars stored at `stored`, where
         the teller knows it). Returns the newest bar known before, None for a new key."""
         previous = self._newest.get(key)
         if previous is None or bar_time > previous:
