@@ -164,12 +164,20 @@ class SignalModels:
                 return max(kept, key=int)
         return max(ready, key=int)
 
-    async def server_live(self) -> bool:
-        """Whether Triton answers at all (a timeframe's set may be missing while it does)."""
+    async def absent(self) -> bool:
+        """Whether Triton answers and its model index has no version of this set ready or
+        loading: the timeframe is not served (a 404), rather than served and not answering for
+        a moment (a restart, a reload, a channel still reconnecting: a 503)."""
         try:
-            return bool(await self.client.is_server_live(client_timeout=self.timeout_s))
+            index = await self.client.get_model_repository_index(
+                as_json=True, client_timeout=self.timeout_s
+            )
         except InferenceServerException:
             return False
+        return not any(
+            entry.get("name") == self.ensemble and entry.get("state") in ("READY", "LOADING")
+            for entry in index.get("models", [])
+        )
 
     @staticmethod
     def _loop_time() -> float:

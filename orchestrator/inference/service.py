@@ -68,8 +68,8 @@ class PredictionService:
         try:
             return models, await models.served_version()
         except ModelServiceUnavailableError:
-            if not await models.server_live():
-                raise  # Triton is down: a 503
+            if not await models.absent():
+                raise  # Triton is down, restarting or reloading the set: a 503
             raise UnservedTimeframeError(
                 f"no {timeframe} models are served ({models.ensemble} is not loaded); train them "
                 f'with `make models TIMEFRAMES="{timeframe}"` and restart Triton'
