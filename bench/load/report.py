@@ -288,7 +288,7 @@ def write_report(record: Json, out: Path, png: Path) -> Json:
         "ws_latency_by_replica": ws_latency(out),
         "failures_total": sum(r["failures"] for r in endpoints),
         "failure_kinds": failures,
-        "plot": str(png),
+        "plot": _relative(png),
     }
     summary["markdown"] = markdown(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -302,3 +302,12 @@ def write_report(record: Json, out: Path, png: Path) -> Json:
         f.write(json.dumps(brief, default=str) + "\n")
     plot(out, png)
     return summary
+
+
+def _relative(path: Path) -> str:
+    """`path` from the checkout's root, so no machine's layout lands in committed results."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return path.name
