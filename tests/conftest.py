@@ -10,6 +10,7 @@ import inspect
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,31 @@ def serve_triton(
     server.start()
     yield server
     server.stop()
+
+
+SESSION_TRITONS = ("triton_server", "model_server")
+
+
+@pytest.fixture(autouse=True)
+def _session_triton_running(request: pytest.FixtureRequest) -> None:
+    """A session Triton that exited (Triton 2.51 can die of SIGSEGV when a client it serves is
+    killed mid-inference: orchestrator/inference/calls.py) is started again on its ports before
+    the next test that uses it, as the deployment's restart policy would, with a warning that
+    quotes its log; one crash costs at most the test it happened in."""
+    for name in SESSION_TRITONS:
+        if name not in request.fixturenames:
+            continue
+        server: TritonServer = request.getfixturevalue(name)
+        if server.is_running():
+            continue
+        lines = server.log_path.read_text(errors="replace").splitlines()
+        cause = next((line for line in reversed(lines) if "Signal (" in line), "no signal logged")
+        warnings.warn(
+            f"the session's {server.name} had exited ({cause}); started it again, "
+            f"see {server.log_path}",
+            stacklevel=1,
+        )
+        server.start()
 
 
 async def _reset_schema(settings: DatabaseSettings) -> None:

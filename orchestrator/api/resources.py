@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 
 from orchestrator.inference.barclose import BarCloseEngine
+from orchestrator.inference.calls import close_client
 from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE, SERVED_TIMEFRAMES, served_name
 from orchestrator.inference.service import PredictionService
@@ -150,4 +151,4 @@ class Resources:
             await self._engine.close()
         if self._db is not None:
             await self._db.close()
-        await self.triton.close()
+        await close_client(self.triton, self.settings.triton.request_timeout_s)

@@ -165,6 +165,7 @@ async def execute(
     from export.walkforward import run_walk_forward
     from orchestrator.backtest.predictions import PREDICTION_CACHE_DIR
     from orchestrator.backtest.runner import run_backtest
+    from orchestrator.inference.calls import close_client
     from orchestrator.inference.client import SignalModels
     from orchestrator.inference.models import ENSEMBLE, served_name
     from orchestrator.marketdata.db import Database
@@ -186,7 +187,7 @@ async def execute(
                 progress=progress,
             )
         finally:
-            await client.close()
+            await close_client(client, settings.triton.request_timeout_s)
     finally:
         await db.close()
 

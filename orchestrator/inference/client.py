@@ -27,6 +27,7 @@ from orchestrator.errors import ModelsUnavailableError
 from orchestrator.features.dataset import F32
 from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec, check_compatible
+from orchestrator.inference.calls import uncancelled
 from orchestrator.inference.models import (
     CHALLENGER_VERSION_PARAMETER,
     ENSEMBLE,
@@ -184,12 +185,13 @@ class SignalModels:
         return asyncio.get_running_loop().time()
 
     async def _infer(self, tensors: list[grpc_aio.InferInput]) -> Any:
-        return await self.client.infer(
+        call = self.client.infer(
             self.ensemble,
             tensors,
             model_version=self._version or "",
             client_timeout=self.timeout_s,
         )
+        return await uncancelled(self.client, call)
 
     async def infer(self, inputs: list[ModelInputs]) -> EnsembleOutput:
         seq = np.concatenate([i.seq for i in inputs])

@@ -37,6 +37,7 @@ from orchestrator.backtest.predictions import PREDICTION_CACHE_DIR
 from orchestrator.backtest.report import BacktestResult
 from orchestrator.backtest.runner import PhaseProgress, run_backtest
 from orchestrator.errors import ErrorBody, ServiceUnavailableError, describe
+from orchestrator.inference.calls import close_client
 from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE, served_name
 from orchestrator.jobs.errors import JobQueueUnavailableError
@@ -222,7 +223,7 @@ class BacktestWorker:
             await worker.start()
         finally:
             await _cancel(repairs)
-            await self.triton.close()
+            await close_client(self.triton, self.settings.triton.request_timeout_s)
 
     # --- one attempt --------------------------------------------------------------------------
     async def run(self, ctx: Context, *, run_id: str) -> dict[str, str]:
