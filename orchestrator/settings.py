@@ -146,6 +146,9 @@ class ApiSettings(msgspec.Struct, frozen=True):
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     max_body_bytes: int = 1_048_576
     bar_poll_interval_s: float = 0.05  # how often the bar-close engine looks for new bars
+    # Bar-close sweeps in flight: with 2 the next sweep's features overlap this one's Triton
+    # request (docs/benchmarks.md, Ten thousand symbols); 1 runs them one after another.
+    sweeps_in_flight: int = 2
     ws_poll_interval_s: float = 1.0  # how often the stream checks each watched symbol for a new bar
     ws_heartbeat_s: float = 15.0  # a heartbeat message after this long without one
     ws_queue_size: int = (
@@ -179,6 +182,7 @@ class ApiSettings(msgspec.Struct, frozen=True):
             trusted_proxies=listed("TRUSTED_PROXIES", d.trusted_proxies),
             max_body_bytes=env_int("MAX_BODY_BYTES", d.max_body_bytes),
             bar_poll_interval_s=env_float("BAR_POLL_INTERVAL_S", d.bar_poll_interval_s),
+            sweeps_in_flight=env_int("SWEEPS_IN_FLIGHT", d.sweeps_in_flight),
             ws_poll_interval_s=env_float("WS_POLL_INTERVAL_S", d.ws_poll_interval_s),
             ws_heartbeat_s=env_float("WS_HEARTBEAT_S", d.ws_heartbeat_s),
             ws_queue_size=env_int("WS_QUEUE_SIZE", d.ws_queue_size),

@@ -465,6 +465,7 @@ export interface components {
             snapshots_saved: number;
             states_resumed: number;
             sweeps: number;
+            sweeps_overlapped: number;
             triton_failures: number;
             triton_requests: number;
         };

@@ -88,6 +88,14 @@ def plot(results: Json, path: Path) -> None:
         capsize=3,
         label="warm sweep: COMMIT → all predicted",
     )
+    if all("warm_serial" in r for r in rows):
+        ax.plot(
+            sizes,
+            [r["warm_serial"]["median_s"] for r in rows],
+            marker="^",
+            ls="--",
+            label="warm sweep, one sweep in flight (SWEEPS_IN_FLIGHT=1)",
+        )
     ax.plot(
         sizes,
         [r["cold"]["seconds"] for r in rows],
@@ -173,6 +181,12 @@ def main() -> int:
             f"{r['warm']['max_s']:.2f}], cold {r['cold']['seconds']:.1f} s, "
             f"RSS {sum(r['rss_mb']):,.0f} MB for {r['states']:,} states"
         )
+        if "warm_serial" in r:
+            serial = r["warm_serial"]["median_s"]
+            log(
+                f"         one sweep in flight: warm {serial:.2f} s "
+                f"({serial / r['warm']['median_s']:.2f}x the overlapped sweeps)"
+            )
     s = results["summary"]
     log(
         f"log-log slope warm {s['warm_slope']:.2f}, cold {s['cold_slope']:.2f}; RSS per state "

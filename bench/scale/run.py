@@ -242,6 +242,38 @@ def profiled(pid: int, path: Path, enabled: bool) -> Iterator[None]:
                 proc.wait(30)
 
 
+async def serial_sweeps(
+    replicas: Replicas,
+    writer: BarWriter,
+    book: BarBook,
+    symbols: list[str],
+    roots: list[int],
+    repeats: int,
+) -> list[Json]:
+    """The warm sweep once more with one sweep in flight at a time (SWEEPS_IN_FLIGHT=1, the
+    engine before the sweeps overlapped), restarted from the snapshot: the baseline the
+    overlapped sweeps are compared with in the same run."""
+    overlapped = replicas.env.get("SWEEPS_IN_FLIGHT")
+    replicas.env["SWEEPS_IN_FLIGHT"] = "1"
+    try:
+        await replicas.stop()
+        spawned = time.monotonic()
+        await replicas.start()
+        await cold_start(replicas, len(symbols), spawned)
+        runs = []
+        for r in range(repeats):
+            await wait_idle(roots + replicas.pids)
+            sweep = await warm_sweep(replicas, writer, book, symbols)
+            runs.append(sweep)
+            log(f"  one sweep in flight, warm sweep {r + 1}/{repeats}: {sweep['seconds']:.2f} s")
+        return runs
+    finally:
+        if overlapped is None:
+            replicas.env.pop("SWEEPS_IN_FLIGHT", None)
+        else:
+            replicas.env["SWEEPS_IN_FLIGHT"] = overlapped
+
+
 async def run(args: Any) -> Json:
     settings = DatabaseSettings.from_env()
     db = await Database.connect(settings)
@@ -333,6 +365,7 @@ async def run(args: Any) -> Json:
                     f"({resumed['states_resumed']:,} states resumed, "
                     f"{resumed['seeded_after_restart']:,} seeded)"
                 )
+                serial = await serial_sweeps(replicas, writer, book, symbols, roots, args.repeats)
                 seconds = np.asarray([s["seconds"] for s in sweeps])
                 results["sizes"][str(n)] = {
                     "cold": cold,
@@ -345,6 +378,10 @@ async def run(args: Any) -> Json:
                             np.median([s["everywhere_s"] for s in sweeps])
                         ),
                         "runs": sweeps,
+                    },
+                    "warm_serial": {
+                        "median_s": float(np.median([s["seconds"] for s in serial])),
+                        "runs": serial,
                     },
                     "rss_mb": rss,
                     "states": cold["feature_seeds"],

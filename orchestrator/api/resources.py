@@ -66,6 +66,7 @@ class Resources:
                 self.models_for,
                 SERVED_TIMEFRAMES,
                 poll_interval_s=self.settings.api.bar_poll_interval_s,
+                sweeps_in_flight=self.settings.api.sweeps_in_flight,
                 shared=self.shared,
                 publish=self.publish,
                 snapshot_path=self._snapshot_path(),

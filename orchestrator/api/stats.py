@@ -98,6 +98,7 @@ class BarCloseSummary(msgspec.Struct):
     brought up to date (incremental steps vs full recomputes)."""
 
     sweeps: int
+    sweeps_overlapped: int  # started while another sweep waited for Triton (pipelined)
     predictions: int
     triton_requests: int
     feature_steps: int  # bars folded into a feature state in O(1)
@@ -241,6 +242,7 @@ class StatsController(Controller):
                 database_failures=engine.database_failures,
                 polls=engine.polls,
                 last_sweep_keys=engine.last_sweep_keys,
+                sweeps_overlapped=engine.sweeps_overlapped,
                 last_sweep_at=engine.last_sweep_at,
                 last_sweep_ms=engine.last_sweep_ms,
                 freshness_queries=freshness_queries,

@@ -13,7 +13,9 @@ sweeper, which:
 
 Requests use the same sweeper: `request(key, bar_time)` joins a computation already pending or
 running for that bar (single-flight), otherwise it enters the next sweep ahead of background
-work. One sweep runs at a time; keys that arrive meanwhile form the next batch.
+work. Keys that arrive meanwhile form the next batch; it starts once the running sweep waits
+for Triton (two sweeps in flight at most, never one key in both), so the features of one overlap
+the inference of the other.
 
 With several replicas (shared.py), a sweep first takes what another replica already computed from
 Redis and claims the rest; a key claimed elsewhere waits for that replica's bar-close event
@@ -70,6 +72,18 @@ REMOTE_RECHECK_S = 1.0  # a key claimed elsewhere is looked up again after this 
 FREEZE_AFTER_STATES = 64  # a sweep that built or resumed this many states moves them out of GC
 
 
+async def _first_of(*waits: Awaitable[object]) -> None:
+    """Returns when the first of `waits` is done; the others are left running (tasks) or
+    dropped (plain awaitables, wrapped here)."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    wrapped = [t for t, w in zip(tasks, waits, strict=True) if t is not w]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in wrapped:
+            task.cancel()
+
+
 def _nobody_watches(key: FeatureKey) -> bool:
     return False
 
@@ -82,6 +96,7 @@ class BarCloseEngine:
         served_timeframes: Iterable[str],
         *,
         poll_interval_s: float = 0.05,
+        sweeps_in_flight: int = 2,
         max_batch: int = 256,
         shared: SharedPredictions | None = None,
         publish: Callable[[bytes], None] | None = None,
@@ -91,11 +106,18 @@ class BarCloseEngine:
         self._database = database
         self._models_for = models_for
         self.max_batch = max_batch
+        if sweeps_in_flight < 1:
+            raise ValueError(
+                f"sweeps_in_flight must be 1 or more, got {sweeps_in_flight}: set SWEEPS_IN_FLIGHT "
+                "to 2 (overlapped) or 1 (one after another)"
+            )
+        self.sweeps_in_flight = sweeps_in_flight
         self.latest: dict[FeatureKey, Prediction] = {}
         self.series = SeriesIndex()  # newest bar, stored timeframe and revision per series
         self._urgent: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
         self._background: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
         self._running: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
+        self._arrived = asyncio.Event()  # new work for a sweeper waiting on busy keys
         # claimed by another replica: resolved by its bar-close event (receive)
         self._remote: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
         self._shared = shared
@@ -177,6 +199,7 @@ class BarCloseEngine:
                 return future, True
         future = asyncio.get_running_loop().create_future()
         (self._urgent if urgent else self._background)[token] = future
+        self._arrived.set()
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="barclose-sweeper")
         return future, False
@@ -228,6 +251,7 @@ class BarCloseEngine:
                 if self._remote.get(token) is future and not future.done():
                     del self._remote[token]
                     self._urgent[token] = future
+            self._arrived.set()
             if self._urgent and self._sweeper is None:
                 self._sweeper = asyncio.create_task(self._sweep_forever(), name="barclose-sweeper")
 
@@ -251,45 +275,96 @@ class BarCloseEngine:
 
     # --- sweeping -------------------------------------------------------------------------
     async def _sweep_forever(self) -> None:
+        """Takes batches off the queues and runs them as sweeps, `sweeps_in_flight` at once: the
+        next sweep starts once this one waits for Triton, so its features (this process's core)
+        overlap this one's inference (Triton's core). A key is never in two sweeps at once."""
         went_alone = False
+        running: dict[asyncio.Task[None], set[FeatureKey]] = {}
         try:
-            while self._urgent or self._background:
-                # What somebody waits for goes alone: its answer does not wait for the features
-                # and inference of hundreds of background keys. Only once in a row, so a steady
-                # trickle of requests cannot hold the background back.
-                batch = dict(self._urgent)
-                self._urgent.clear()
-                went_alone = bool(batch) and bool(self._background) and not went_alone
-                if not went_alone:
-                    for token in list(self._background)[: max(0, MAX_KEYS_PER_SWEEP - len(batch))]:
-                        batch[token] = self._background.pop(token)
-                self._running = batch
-                started, states_before = time.perf_counter(), self._new_states()
-                self.stats.last_sweep_at = time.time()
-                try:
-                    await self._sweep(batch)
-                except Exception as exc:  # a bug or an unmapped failure: fail the waiters
-                    log.exception("bar-close sweep failed")
-                    for future in batch.values():
-                        if not future.done():
-                            future.set_exception(exc)
-                            future.exception()
-                self._running = {}
-                self.stats.sweeps += 1
-                self.stats.last_sweep_keys = len(batch)
-                self.stats.last_sweep_ms = (time.perf_counter() - started) * 1e3
+            while True:
+                busy = set().union(*running.values())
+                batch, went_alone = self._next_batch(went_alone, busy)
+                if batch:
+                    self.stats.sweeps_overlapped += bool(running)
+                    handoff = asyncio.Event()
+                    sweep = asyncio.create_task(self._run_sweep(batch, handoff))
+                    running[sweep] = {key for key, _ in batch}
+                    await _first_of(sweep, handoff.wait())
+                elif not running:
+                    if self._urgent or self._background:
+                        continue  # their keys were busy a moment ago
+                    return
+                if len(running) >= self.sweeps_in_flight or not batch:
+                    self._arrived.clear()
+                    more = () if len(running) >= self.sweeps_in_flight else (self._arrived.wait(),)
+                    await _first_of(*running, *more)
+                for sweep in [t for t in running if t.done()]:
+                    del running[sweep]
                 if time.monotonic() - self._snapshot_at >= self.snapshot_interval_s:
+                    # Nothing may step the states while they are written: let the sweeps end.
+                    await asyncio.gather(*running)
+                    running.clear()
                     await self._save_snapshot()
-                if self._new_states() - states_before >= FREEZE_AFTER_STATES:
-                    # Thousands of long-lived feature states: a full garbage collection that
-                    # walks them stalls the loop for 50-200 ms (seen as p99 spikes). They hold
-                    # no reference cycles, so the collector can leave them alone for good.
-                    gc.freeze()
         finally:
+            for sweep in running:
+                sweep.cancel()
+            for sweep in running:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweep
             self._sweeper = None
 
+    def _next_batch(
+        self, went_alone: bool, busy: set[FeatureKey]
+    ) -> tuple[dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]], bool]:
+        """The next sweep's tokens (none of a busy key), and whether they go alone. What
+        somebody waits for goes alone: its answer does not wait for the features and
+        inference of hundreds of background keys. Only once in a row, so a steady trickle of
+        requests cannot hold the background back."""
+        batch = {t: f for t, f in self._urgent.items() if t[0] not in busy}
+        for token in batch:
+            del self._urgent[token]
+        background = [t for t in self._background if t[0] not in busy]
+        alone = bool(batch) and bool(background) and not went_alone
+        if not alone:
+            for token in background[: max(0, MAX_KEYS_PER_SWEEP - len(batch))]:
+                batch[token] = self._background.pop(token)
+        return batch, alone
+
+    async def _run_sweep(
+        self,
+        batch: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]],
+        handoff: asyncio.Event,
+    ) -> None:
+        """One sweep; a failure it did not map fails its waiters instead of the sweeper."""
+        self._running.update(batch)
+        started, states_before = time.perf_counter(), self._new_states()
+        self.stats.last_sweep_at = time.time()
+        try:
+            await self._sweep(batch, handoff)
+        except Exception as exc:  # a bug or an unmapped failure: fail the waiters
+            log.exception("bar-close sweep failed")
+            for future in batch.values():
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()
+        finally:
+            handoff.set()
+            for token, future in batch.items():
+                if self._running.get(token) is future:
+                    del self._running[token]
+        self.stats.sweeps += 1
+        self.stats.last_sweep_keys = len(batch)
+        self.stats.last_sweep_ms = (time.perf_counter() - started) * 1e3
+        if self._new_states() - states_before >= FREEZE_AFTER_STATES:
+            # Thousands of long-lived feature states: a full garbage collection that walks
+            # them stalls the loop for 50-200 ms (seen as p99 spikes). They hold no reference
+            # cycles, so the collector can leave them alone for good.
+            gc.freeze()
+
     async def _sweep(
-        self, batch: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]]
+        self,
+        batch: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]],
+        handoff: asyncio.Event,
     ) -> None:
         targets: dict[FeatureKey, datetime] = {}
         for key, bar_time in batch:
@@ -302,7 +377,7 @@ class BarCloseEngine:
             by_timeframe.setdefault(key[1], []).append(key)
         computed: list[Prediction] = []
         for timeframe, keys in by_timeframe.items():
-            await self._sweep_timeframe(store, timeframe, keys, targets, results, computed)
+            await self._sweep_timeframe(store, timeframe, keys, targets, results, computed, handoff)
         elsewhere = {}
         for token, future in batch.items():
             result = results.get(token[0])
@@ -341,6 +416,7 @@ class BarCloseEngine:
         targets: dict[FeatureKey, datetime],
         results: dict[FeatureKey, Prediction | BaseException],
         computed: list[Prediction],
+        handoff: asyncio.Event,
     ) -> None:
         """Predictions of `keys` into `results`; with replicas, only of those claimed here (the
         others get no entry and wait for the claiming replica's event)."""
@@ -356,7 +432,9 @@ class BarCloseEngine:
             results.update(dict.fromkeys(keys, exc))
             return
         try:
-            await self._compute(store, timeframe, models, spec, keys, targets, results, computed)
+            await self._compute(
+                store, timeframe, models, spec, keys, targets, results, computed, handoff
+            )
         finally:
             failed = [t for k, t in claimed.items() if not isinstance(results.get(k), Prediction)]
             if failed and self._shared is not None:
@@ -374,8 +452,10 @@ class BarCloseEngine:
         targets: dict[FeatureKey, datetime],
         results: dict[FeatureKey, Prediction | BaseException],
         computed: list[Prediction],
+        handoff: asyncio.Event,
     ) -> None:
-        """Features, one Triton request per chunk (all in flight together), the head."""
+        """Features, one Triton request per chunk (all in flight together), the head; the
+        next sweep may start (`handoff`) once the requests are out."""
         if not keys:
             return
         with self.stats.timed("features"):
@@ -394,9 +474,11 @@ class BarCloseEngine:
             for i in range(0, len(inputs), self.max_batch)
         ]
         with self.stats.timed("triton"):
-            outcomes = await asyncio.gather(
+            requests = asyncio.gather(
                 *(models.infer(chunk) for _, chunk in chunks), return_exceptions=True
             )
+            handoff.set()
+            outcomes = await requests
         with self.stats.timed("head"):
             self._predictions(timeframe, spec, chunks, outcomes, results, computed)
 

@@ -9,7 +9,6 @@ after a restart, a new feature spec or a long gap, the state is recomputed from 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +52,8 @@ class FeatureStates:
         self.snapshot_path = snapshot_path
         self._saved: dict[FeatureKey, SavedState] | None = None  # the snapshot, until adopted
         self._digests: dict[int, tuple[FeatureSpec, str]] = {}
-        self._stepping: asyncio.Future[dict[FeatureKey, IncrementalFeatures]] | None = None
+        # Steps running in threads (one per sweep in flight), awaited before a snapshot.
+        self._stepping: set[asyncio.Future[dict[FeatureKey, IncrementalFeatures]]] = set()
         # When each key's market trades: its stored calendar, else the bars its state was
         # seeded with; horizons and /api/predict's end times read it without a query.
         self.weeks: dict[FeatureKey, TradingWeek] = {}
@@ -91,9 +91,8 @@ class FeatureStates:
         """Writes the snapshot (seconds it took); None without a snapshot path or states."""
         if self.snapshot_path is None or not self._by_key:
             return None
-        if self._stepping is not None:
-            with contextlib.suppress(Exception):
-                await self._stepping
+        if self._stepping:
+            await asyncio.wait(set(self._stepping))
         return await asyncio.to_thread(snapshots.save, self.snapshot_path, self.snapshot())
 
     def _resume(self, key: FeatureKey, spec: FeatureSpec, target: datetime) -> bool:
@@ -237,8 +236,10 @@ class FeatureStates:
             return run()
         # Shielded and remembered: a cancelled sweep (shutdown) leaves the thread running, and
         # the snapshot written next must wait for it rather than read half-stepped states.
-        self._stepping = asyncio.ensure_future(asyncio.to_thread(run))
-        return await asyncio.shield(self._stepping)
+        stepping = asyncio.ensure_future(asyncio.to_thread(run))
+        self._stepping.add(stepping)
+        stepping.add_done_callback(self._stepping.discard)
+        return await asyncio.shield(stepping)
 
     async def _with_enough_history(
         self,

@@ -109,6 +109,7 @@ def serve_together(predictions: Iterable[Prediction]) -> None:
 @dataclass
 class BarCloseStats:
     sweeps: int = 0
+    sweeps_overlapped: int = 0  # started while another sweep waited for Triton
     predictions: int = 0
     seeds: int = 0  # full recomputes (restart, spec change, corrected bar)
     bars_stepped: int = 0  # incremental updates

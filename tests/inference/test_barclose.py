@@ -18,6 +18,7 @@ from orchestrator.api.app import create_app
 from orchestrator.api.resources import Resources
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.online import inputs_for_latest
+from orchestrator.inference import barclose
 from orchestrator.inference.models import ENSEMBLE
 from orchestrator.inference.shared import PredictionStore, token_name
 from orchestrator.marketdata.db import Database
@@ -131,6 +132,43 @@ async def test_a_bar_closing_on_many_symbols_is_scored_in_one_triton_request(
             np.testing.assert_allclose(served.tab, expected.tab, rtol=1e-5, atol=1e-5)
         # Those answers came from the sweep's predictions: no Triton call of their own.
         assert _ensemble_counts(model_server)[0] - requests_before[0] == 1
+
+
+async def test_sweeps_overlap_and_never_score_a_key_twice(
+    app: Litestar,
+    market: dict[str, pd.DataFrame],
+    clean_db: Database,
+    model_server: TritonServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sweeps of three keys: the next starts while the one before waits for Triton, and every
+    key is still scored once per bar."""
+    monkeypatch.setattr(barclose, "MAX_KEYS_PER_SWEEP", 3)
+    before = _ensemble_counts(model_server)
+    async with AsyncTestClient(app):
+        engine = _engine(app).engine
+        await until(
+            lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)),
+            what="every symbol predicted on 5m and 15m",
+            timeout_s=120,
+        )
+        served_5m = [key for key in engine.latest if key[1] == M5]  # BTCUSD of `loaded` too
+        assert np.subtract(_ensemble_counts(model_server), before)[1] == len(served_5m)
+        seeded = engine.stats.sweeps
+        before = _ensemble_counts(model_server)
+
+        new = {s: _next_bar(f, 0.001) for s, f in market.items()}
+        await write_5m(clean_db, new)
+        moved = new[SYMBOLS[0]].index[0]
+        await until(
+            lambda: all(engine.latest[(s, M5)].bar_time == moved for s in SYMBOLS),
+            what="the new bar predicted on every symbol",
+        )
+        requests, rows = np.subtract(_ensemble_counts(model_server), before)
+        assert (requests, rows) == (len(SYMBOLS) // 3, len(SYMBOLS))
+        assert engine.stats.sweeps - seeded == len(SYMBOLS) // 3
+        assert engine.stats.sweeps_overlapped >= 1
+        assert engine.stats.errors == 0
 
 
 async def test_a_watched_series_is_swept_ahead_of_the_rest_of_its_bar(
