@@ -9,10 +9,14 @@ RUN python3 -m pip install --no-cache-dir -r /tmp/triton-model-env.txt && rm /tm
 # The cpu profile's runners are Python-based backends, installed once beside backends/python
 # (a config names one with backend: "<runner>"; the versions hold only artifacts).
 COPY model_repository/backends/ /opt/tritonserver/backends/
-COPY --chown=1000:1000 model_repository/cpu /models
-USER 1000:1000
+# Owned by the orchestrator images' uid (10001): in docker/compose*.yaml /models is the `models`
+# volume, filled from this image on first start, where the API and the workers install and pin
+# retrained versions (docs/deploy.md).
+RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /models app
+COPY --chown=10001:10001 model_repository/cpu /models/cpu
+USER 10001:10001
 EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"]
-CMD ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit", \
+CMD ["tritonserver", "--model-repository=/models/cpu", "--model-control-mode=explicit", \
      "--load-model=*", "--strict-readiness=true"]

@@ -4,11 +4,14 @@
 # Run with the NVIDIA container toolkit: docker run --gpus all -p 8000-8002:8000-8002 ...
 # The backends the gpu profile may use are the ones this release ships (tests/deploy checks it).
 FROM nvcr.io/nvidia/tritonserver:24.08-py3
-COPY --chown=1000:1000 model_repository/gpu /models
-# uid 1000 is the NGC image's unprivileged triton-server user.
-USER 1000:1000
+# Owned by the orchestrator images' uid (10001): in docker/compose*.yaml /models is the `models`
+# volume, filled from this image on first start, where the API and the workers install and pin
+# retrained versions (docs/deploy.md).
+RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /models app
+COPY --chown=10001:10001 model_repository/gpu /models/gpu
+USER 10001:10001
 EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"]
-CMD ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit", \
+CMD ["tritonserver", "--model-repository=/models/gpu", "--model-control-mode=explicit", \
      "--load-model=*", "--strict-readiness=true"]

@@ -178,7 +178,26 @@ def test_compose_gpu_and_cpu_variants() -> None:
     assert cpu["triton"]["build"]["dockerfile"] == "docker/triton-cpu.Dockerfile"
     for profile in ("gpu", "cpu"):
         text = (DOCKER / f"triton-{profile}.Dockerfile").read_text()
-        assert f"COPY --chown=1000:1000 model_repository/{profile} /models" in text
+        assert f"COPY --chown=10001:10001 model_repository/{profile} /models/{profile}" in text
+        assert f'"--model-repository=/models/{profile}"' in text
+        assert "USER 10001:10001" in text
+
+
+def test_compose_shares_one_writable_model_repository() -> None:
+    """Retraining in compose: Triton, the API and the workers mount the one `models` volume
+    (filled from the Triton image, owned by the uid the orchestrator images run as), and the
+    API and workers find the cpu profile where Triton reads it."""
+    app_uid = "--uid 10001"
+    assert app_uid in (DOCKER / "orchestrator.Dockerfile").read_text()
+    for path in COMPOSE_FILES:
+        compose = load_compose(path)
+        assert "models" in compose["volumes"]
+        services = compose["services"]
+        for name in ("triton", "api", "worker"):
+            assert "models:/models" in services[name]["volumes"], (path.name, name)
+        for name in ("api", "worker"):
+            assert services[name]["environment"]["MODEL_REPOSITORY"] == "/models/cpu"
+        assert services["worker"]["depends_on"]["triton"] == {"condition": "service_healthy"}
 
 
 # --- Kubernetes --------------------------------------------------------------------------------
