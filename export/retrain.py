@@ -251,6 +251,7 @@ async def retrain(
     repository: Path,
     settings: RetrainSettings,
     progress: Progress,
+    peers: tuple[str, ...] = (),
 ) -> RetrainResult:
     started = time.perf_counter()
     actor = f"retrain {run_id} ({request.trigger})"
@@ -311,7 +312,7 @@ async def retrain(
     )
     if verdict != REJECT:
         progress("loading the challenger beside the champion", 0.95)
-        lifecycle = Lifecycle(registry, triton, repository, triton_timeout_s)
+        lifecycle = Lifecycle(registry, triton, repository, triton_timeout_s, peers)
         try:
             await lifecycle.load_challenger(request.model_set, version)
         except VersionLoadError as exc:

@@ -156,6 +156,7 @@ async def judge_challenger(
     timeout_s: float,
     repository: Path,
     min_shadow_outcomes: int,
+    peers: tuple[str, ...] = (),
 ) -> PromotionDecision | None:
     """One look at the set's challenger (None: it has none, or no offline result to start
     from); promotes, rejects or records the numbers so far."""
@@ -172,7 +173,7 @@ async def judge_challenger(
     shadow = await shadow_evidence(challenger, champion, db=db, triton=triton, timeout_s=timeout_s)
     decision = decide_live(first, shadow, min_shadow_outcomes)
     numbers = msgspec.to_builtins(decision)
-    lifecycle = Lifecycle(registry, triton, repository, timeout_s)
+    lifecycle = Lifecycle(registry, triton, repository, timeout_s, peers)
     if decision.verdict == PROMOTE:
         await lifecycle.promote(
             model_set, challenger.version, ACTOR, decision.reason, decision=numbers

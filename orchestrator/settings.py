@@ -91,6 +91,10 @@ class TritonSettings(msgspec.Struct, frozen=True):
     metrics_port: int = 8002
     model_repository: str = str(PROJECT_ROOT / "model_repository" / "cpu")
     request_timeout_s: float = 10.0
+    # Every Triton a model switch must reach ("host:port", a host alone takes grpc_port; a name
+    # that resolves to several addresses, such as a headless Kubernetes Service, counts each).
+    # Empty: the one at host:grpc_port.
+    peers: tuple[str, ...] = ()
 
     @property
     def http_url(self) -> str:
@@ -111,7 +115,27 @@ class TritonSettings(msgspec.Struct, frozen=True):
             metrics_port=env_int("TRITON_METRICS_PORT", d.metrics_port),
             model_repository=env_text("MODEL_REPOSITORY", d.model_repository),
             request_timeout_s=env_float("TRITON_TIMEOUT_S", d.request_timeout_s),
+            peers=_peers(env_text("TRITON_PEERS", ""), env_int("TRITON_GRPC_PORT", d.grpc_port)),
         )
+
+
+def _peers(raw: str, grpc_port: int) -> tuple[str, ...]:
+    """TRITON_PEERS as "host:port" entries (a host alone takes the gRPC port)."""
+    entries = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        host, colon, port = item.rpartition(":")
+        if colon and host and port.isdigit():
+            entries.append(item)
+        elif colon:
+            raise SettingsError(
+                f"environment variable TRITON_PEERS has {item!r}, whose port is not a number: "
+                "give host or host:port entries, comma-separated (e.g. TRITON_PEERS=triton-peers)"
+            )
+        else:
+            entries.append(f"{item}:{grpc_port}")
+    return tuple(entries)
 
 
 class RedisSettings(msgspec.Struct, frozen=True):

@@ -88,13 +88,20 @@ def plot(results: Json, path: Path) -> None:
         capsize=3,
         label="warm sweep: COMMIT → all predicted",
     )
-    if all("warm_serial" in r for r in rows):
+    if all("warm_serial" in r and "warm_runs" in r["restart"] for r in rows):
+        ax.plot(
+            sizes,
+            [float(np.median([s["seconds"] for s in r["restart"]["warm_runs"]])) for r in rows],
+            marker="v",
+            ls="--",
+            label="warm sweep after a restart (two sweeps in flight)",
+        )
         ax.plot(
             sizes,
             [r["warm_serial"]["median_s"] for r in rows],
             marker="^",
             ls="--",
-            label="warm sweep, one sweep in flight (SWEEPS_IN_FLIGHT=1)",
+            label="warm sweep after a restart, one in flight (SWEEPS_IN_FLIGHT=1)",
         )
     ax.plot(
         sizes,
@@ -164,6 +171,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="warm sweeps per size")
     parser.add_argument("--replicas", type=int, default=1, choices=(1, 2))
     parser.add_argument("--profile", action="store_true", help="py-spy the largest size's sweeps")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the engine on core 0, Triton on core 1 (Triton on a machine of its own)",
+    )
     args = parser.parse_args()
     started = datetime.now(UTC)
     results = asyncio.run(run(args))
@@ -172,6 +184,7 @@ def main() -> int:
     results["command"] = "python -m bench.scale " + " ".join(sys.argv[1:])
     results["started"] = started.isoformat(timespec="seconds")
     suffix = "" if args.replicas == 1 else f"_replicas{args.replicas}"
+    suffix += "_pinned" if args.pin else ""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     write_json(results, RESULTS_DIR / f"scale{suffix}.json")
     plot(results, RESULTS_DIR / f"scale{suffix}.png")
@@ -181,11 +194,12 @@ def main() -> int:
             f"{r['warm']['max_s']:.2f}], cold {r['cold']['seconds']:.1f} s, "
             f"RSS {sum(r['rss_mb']):,.0f} MB for {r['states']:,} states"
         )
-        if "warm_serial" in r:
+        if "warm_serial" in r and "warm_runs" in r["restart"]:
             serial = r["warm_serial"]["median_s"]
+            overlapped = float(np.median([s["seconds"] for s in r["restart"]["warm_runs"]]))
             log(
-                f"         one sweep in flight: warm {serial:.2f} s "
-                f"({serial / r['warm']['median_s']:.2f}x the overlapped sweeps)"
+                f"         after a restart: overlapped sweeps {overlapped:.2f} s, one sweep in "
+                f"flight {serial:.2f} s ({serial / overlapped:.2f}x)"
             )
     s = results["summary"]
     log(

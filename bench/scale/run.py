@@ -24,7 +24,7 @@ import numpy as np
 from bench.serving.client import Http, TransportError
 from bench.serving.common import REPOSITORY, Json, log
 from bench.serving.market import BarBook, BarWriter, delete_symbols, seed
-from bench.serving.services import Service, spawn_service, wait_idle
+from bench.serving.services import Service, pin, spawn_service, wait_idle
 from orchestrator.devstack import process
 from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
@@ -104,8 +104,9 @@ async def _wait_up(service: Service, client: Http) -> None:
 class Replicas:
     """Engine replicas sharing one Redis key space, started together."""
 
-    def __init__(self, env: dict[str, str], count: int) -> None:
+    def __init__(self, env: dict[str, str], count: int, cores: set[int] | None = None) -> None:
         self.env, self.count = env, count
+        self.cores = cores  # where the replicas run (--pin); None: anywhere
         self.ports = free_ports(count)  # kept across restarts: a snapshot file is per port
         self.services: list[Service] = []
         self.clients: list[Http] = []
@@ -121,6 +122,8 @@ class Replicas:
                 )
             )
             self.clients.append(Http(self.services[-1].url))
+        if self.cores is not None:
+            pin(self.pids, self.cores)
         await asyncio.gather(
             *(_wait_up(s, c) for s, c in zip(self.services, self.clients, strict=True))
         )
@@ -222,8 +225,12 @@ async def warm_sweep(
 
 @contextlib.contextmanager
 def profiled(pid: int, path: Path, enabled: bool) -> Iterator[None]:
-    """py-spy (when on PATH) samples the engine for the block, raw folded stacks to `path`."""
-    spy = shutil.which("py-spy") if enabled else None
+    """py-spy (on PATH or in the environment) samples the engine for the block, raw folded
+    stacks to `path`."""
+    beside = Path(sys.executable).with_name("py-spy")  # installed into the environment
+    spy = (
+        (shutil.which("py-spy") or (str(beside) if beside.exists() else None)) if enabled else None
+    )
     proc = None
     if spy:
         proc = subprocess.Popen(
@@ -242,6 +249,25 @@ def profiled(pid: int, path: Path, enabled: bool) -> Iterator[None]:
                 proc.wait(30)
 
 
+async def timed_sweeps(
+    replicas: Replicas,
+    writer: BarWriter,
+    book: BarBook,
+    symbols: list[str],
+    roots: list[int],
+    repeats: int,
+    label: str,
+) -> list[Json]:
+    """`repeats` warm sweeps, each once the machine is idle again."""
+    runs = []
+    for r in range(repeats):
+        await wait_idle(roots + replicas.pids)
+        sweep = await warm_sweep(replicas, writer, book, symbols)
+        runs.append(sweep)
+        log(f"  {label}, warm sweep {r + 1}/{repeats}: {sweep['seconds']:.2f} s")
+    return runs
+
+
 async def serial_sweeps(
     replicas: Replicas,
     writer: BarWriter,
@@ -250,9 +276,9 @@ async def serial_sweeps(
     roots: list[int],
     repeats: int,
 ) -> list[Json]:
-    """The warm sweep once more with one sweep in flight at a time (SWEEPS_IN_FLIGHT=1, the
-    engine before the sweeps overlapped), restarted from the snapshot: the baseline the
-    overlapped sweeps are compared with in the same run."""
+    """The warm sweep with one sweep in flight at a time (SWEEPS_IN_FLIGHT=1, the engine
+    before the sweeps overlapped), restarted from the snapshot like the overlapped sweeps it
+    is compared with (`restart.warm_runs`): the same process history on both sides."""
     overlapped = replicas.env.get("SWEEPS_IN_FLIGHT")
     replicas.env["SWEEPS_IN_FLIGHT"] = "1"
     try:
@@ -260,13 +286,12 @@ async def serial_sweeps(
         spawned = time.monotonic()
         await replicas.start()
         await cold_start(replicas, len(symbols), spawned)
-        runs = []
-        for r in range(repeats):
-            await wait_idle(roots + replicas.pids)
-            sweep = await warm_sweep(replicas, writer, book, symbols)
-            runs.append(sweep)
-            log(f"  one sweep in flight, warm sweep {r + 1}/{repeats}: {sweep['seconds']:.2f} s")
-        return runs
+        # Not timed: the first bar after a restart checks every resumed state against the store.
+        await wait_idle(roots + replicas.pids)
+        await warm_sweep(replicas, writer, book, symbols)
+        return await timed_sweeps(
+            replicas, writer, book, symbols, roots, repeats, "one sweep in flight"
+        )
     finally:
         if overlapped is None:
             replicas.env.pop("SWEEPS_IN_FLIGHT", None)
@@ -306,6 +331,9 @@ async def run(args: Any) -> Json:
         await triton_start
         log(f"tritonserver ready (log {triton.log_path})")
         roots = [pid for pid in (process.read_pid(triton.pid_path),) if pid]
+        if args.pin:  # Triton on a core of its own, as on a machine of its own
+            pin(roots, {1})
+            log("pinned: tritonserver and its stubs on core 1, the engine on core 0")
         for n in args.sizes:
             symbols = names(n)
             missing = [s for s in symbols if s not in book.last]
@@ -322,6 +350,7 @@ async def run(args: Any) -> Json:
                     STATE_SNAPSHOT_DIR=str(SNAPSHOTS),
                 ),
                 args.replicas,
+                {0} if args.pin else None,
             )
             spawned = time.monotonic()
             try:
@@ -364,6 +393,9 @@ async def run(args: Any) -> Json:
                     f"first new bar {first['seconds']:.2f} s "
                     f"({resumed['states_resumed']:,} states resumed, "
                     f"{resumed['seeded_after_restart']:,} seeded)"
+                )
+                resumed["warm_runs"] = await timed_sweeps(
+                    replicas, writer, book, symbols, roots, args.repeats, "after the restart"
                 )
                 serial = await serial_sweeps(replicas, writer, book, symbols, roots, args.repeats)
                 seconds = np.asarray([s["seconds"] for s in sweeps])

@@ -34,8 +34,8 @@ def proc_table() -> dict[int, tuple[int, float]]:
     return table
 
 
-def cpu_seconds(roots: list[int], table: dict[int, tuple[int, float]] | None = None) -> float:
-    """CPU time of `roots` and all their live descendants (Triton's Python stubs are children)."""
+def process_tree(roots: list[int], table: dict[int, tuple[int, float]] | None = None) -> set[int]:
+    """`roots` and all their live descendants (Triton's Python stubs are children)."""
     table = proc_table() if table is None else table
     members = set(roots) & table.keys()
     grew = True
@@ -43,7 +43,22 @@ def cpu_seconds(roots: list[int], table: dict[int, tuple[int, float]] | None = N
         more = {pid for pid, (parent, _) in table.items() if parent in members} - members
         members |= more
         grew = bool(more)
-    return sum(table[pid][1] for pid in members)
+    return members
+
+
+def cpu_seconds(roots: list[int], table: dict[int, tuple[int, float]] | None = None) -> float:
+    """CPU time of `roots` and all their live descendants."""
+    table = proc_table() if table is None else table
+    return sum(table[pid][1] for pid in process_tree(roots, table))
+
+
+def pin(roots: list[int], cores: set[int]) -> None:
+    """Every thread of `roots`' process trees onto `cores` (Linux sets affinity per thread)."""
+    for pid in process_tree(roots):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.sched_setaffinity(int(task), cores)
 
 
 _IDLE_FLOOR = [float("inf")]  # lowest CPU use of our servers ever seen (cores), over the run

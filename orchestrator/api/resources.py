@@ -141,6 +141,7 @@ class Resources:
             self.triton,
             Path(self.settings.triton.model_repository),
             self.settings.triton.request_timeout_s,
+            self.settings.triton.peers,
         )
 
     def _snapshot_path(self) -> Path | None:

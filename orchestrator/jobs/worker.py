@@ -163,6 +163,7 @@ class BacktestWorker:
                     timeout_s=self.settings.triton.request_timeout_s,
                     repository=Path(self.settings.triton.model_repository),
                     min_shadow_outcomes=self.retraining.min_shadow_outcomes,
+                    peers=self.settings.triton.peers,
                 )
             except Exception:  # one set's failure must not keep the others from being judged
                 log.exception("judging %s v%d failed", version.model_set, version.version)
@@ -264,6 +265,7 @@ class BacktestWorker:
                 repository=Path(self.settings.triton.model_repository),
                 settings=self.retraining,
                 progress=progress,
+                peers=self.settings.triton.peers,
             )
         request = run.parameters.backtest
         if run.kind == "walk_forward":

@@ -91,7 +91,9 @@ async def _switch(
         raise BadParameterError(f"models {args.action} needs {needed}")
     triton = grpcclient.InferenceServerClient(settings.triton.grpc_url)
     try:
-        lifecycle = Lifecycle(registry, triton, repository, settings.triton.request_timeout_s)
+        lifecycle = Lifecycle(
+            registry, triton, repository, settings.triton.request_timeout_s, settings.triton.peers
+        )
         actor = f"cli ({getpass.getuser()})"
         if args.action == "promote":
             moved = await lifecycle.promote(args.model_set, args.version, actor, args.reason)

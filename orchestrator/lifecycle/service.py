@@ -22,6 +22,7 @@ from typing import Any
 
 import tritonclient.grpc.aio as grpcclient
 
+from orchestrator.lifecycle.fleet import on_every, servers
 from orchestrator.lifecycle.registry import (
     ModelRegistry,
     ModelVersion,
@@ -54,11 +55,15 @@ class Lifecycle:
         triton: grpcclient.InferenceServerClient,
         repository: Path,
         timeout_s: float,
+        peers: tuple[str, ...] = (),
     ) -> None:
+        """`peers`: every Triton a switch must reach (TRITON_PEERS, orchestrator/lifecycle/
+        fleet.py); empty: `triton` alone."""
         self.registry = registry
         self.triton = triton
         self.repository = repository
         self.timeout_s = timeout_s
+        self.peers = peers
 
     async def promote(
         self,
@@ -82,14 +87,22 @@ class Lifecycle:
         target = await self.registry.rollback_target(model_set)
         versions = await self.registry.versions_of(model_set)
         checked_move(versions, target, "champion")
-        ready = await served_versions(self.triton, model_set, self.timeout_s)
         serving = next((v.version for v in versions if v.status == "champion"), None)
-        if target not in ready or serving is None:
-            return await self._switch(
-                model_set, target, lambda: self.registry.rollback(model_set, actor, reason, target)
+        async with servers(self.triton, self.peers) as clients:
+            ready = await self._ready_everywhere(clients, model_set)
+            if target not in ready or serving is None:
+                return await self._switch(
+                    model_set,
+                    target,
+                    lambda: self.registry.rollback(model_set, actor, reason, target),
+                )
+            after = loaded_for(versions, target)
+            before = loaded_for(versions, serving, target)
+            await on_every(
+                clients,
+                lambda c: narrow_to(c, model_set, after.versions, self.timeout_s),
+                lambda c: self._serve_one(c, model_set, before),
             )
-        after = loaded_for(versions, target)
-        await narrow_to(self.triton, model_set, after.versions, self.timeout_s)
         try:
             moved = await self.registry.rollback(model_set, actor, reason, target)
         except BaseException:
@@ -106,7 +119,7 @@ class Lifecycle:
         champion = next(v.version for v in versions if v.status == "champion")
         loaded = Loaded(champion, version, (await self._standby(model_set, champion),))
         loaded = loaded._replace(standby=tuple(v for v in loaded.standby if v > 0))
-        await self.serve(model_set, loaded)
+        await self.serve(model_set, loaded, undo=loaded._replace(challenger=None))
         await asyncio.to_thread(pin_in_repository, self.repository, model_set, loaded)
 
     async def _standby(self, model_set: str, champion: int) -> int:
@@ -119,8 +132,29 @@ class Lifecycle:
         folder = self.repository / model_set / str(target)
         return target if target != champion and folder.is_dir() else 0
 
-    async def serve(self, model_set: str, loaded: Loaded) -> None:
-        await serve_version(self.triton, model_set, loaded, self.timeout_s, self.repository)
+    async def serve(self, model_set: str, loaded: Loaded, undo: Loaded | None = None) -> None:
+        """Every Triton holds `loaded`; when one cannot, those that switched go back to `undo`
+        (when given) and the error is raised."""
+        async with servers(self.triton, self.peers) as clients:
+            await on_every(
+                clients,
+                lambda c: self._serve_one(c, model_set, loaded),
+                None if undo is None else lambda c: self._serve_one(c, model_set, undo),
+            )
+
+    async def _serve_one(
+        self, client: grpcclient.InferenceServerClient, model_set: str, loaded: Loaded
+    ) -> None:
+        await serve_version(client, model_set, loaded, self.timeout_s, self.repository)
+
+    async def _ready_everywhere(
+        self, clients: list[grpcclient.InferenceServerClient], model_set: str
+    ) -> set[int]:
+        """The versions of the set every server has ready."""
+        ready = await asyncio.gather(
+            *(served_versions(c, model_set, self.timeout_s) for c in clients)
+        )
+        return set.intersection(*(set(r) for r in ready))
 
     async def _switch(
         self, model_set: str, version: int, record: Callable[[], Awaitable[ModelVersion]]
@@ -133,7 +167,8 @@ class Lifecycle:
         if standby is not None and not (self.repository / model_set / str(standby)).is_dir():
             standby = None
         target = loaded_for(versions, version, standby)
-        await self.serve(model_set, target)
+        before = None if serving is None else loaded_for(versions, serving)
+        await self.serve(model_set, target, undo=before)
         try:
             moved = await record()
         except BaseException:

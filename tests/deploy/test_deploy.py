@@ -210,6 +210,35 @@ def test_manifests_match_kubernetes_schemas(rendered: tuple[str, list[dict[str, 
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
+def test_manifests_share_the_model_volume_and_switch_every_triton(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Retraining in Kubernetes: one ReadWriteMany volume mounted at /models in every Triton,
+    API and worker pod (Triton's init container fills it from the same image), and a switch that
+    resolves the headless `triton-peers` Service to every Triton pod."""
+    _, docs = rendered
+    claim = _one(docs, "PersistentVolumeClaim", "models")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    specs = pod_specs(docs)
+    for name in ("triton", "api", "worker"):
+        spec = specs[name]
+        assert {"name": "models", "persistentVolumeClaim": {"claimName": "models"}} in spec[
+            "volumes"
+        ]
+        assert spec["securityContext"]["fsGroup"] == 10001
+        main = next(c for c in spec["containers"] if c["name"] == name)
+        assert {"name": "models", "mountPath": "/models"} in main["volumeMounts"]
+    fill = next(c for c in specs["triton"]["initContainers"] if c["name"] == "fill-models")
+    assert fill["image"] == specs["triton"]["containers"][0]["image"]
+    assert "cp -Rn /models/. /shared/" in " ".join(fill["command"])
+    config = _one(docs, "ConfigMap", "orchestrator-config")["data"]
+    assert config["MODEL_REPOSITORY"] == "/models/cpu"
+    peers = _one(docs, "Service", config["TRITON_PEERS"])
+    assert peers["spec"]["clusterIP"] == "None"
+    assert peers["spec"]["selector"] == {"app.kubernetes.io/name": "triton"}
+    assert [p["port"] for p in peers["spec"]["ports"]] == [int(config["TRITON_GRPC_PORT"])]
+
+
 def test_manifest_env_and_secret_names(
     rendered: tuple[str, list[dict[str, Any]]], settings: set[str]
 ) -> None:
