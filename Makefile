@@ -207,7 +207,7 @@ bench-serving: db redis triton-env perf-analyzer ## Engine vs naive seed-style b
 	@$(PY) -m bench.serving $(SERVING_ARGS)
 
 .PHONY: bench-scale
-bench-scale: db redis triton-env ## 1k/3k/10k symbols: warm bar-close sweep, cold start, RSS per state, log-log plot (SCALE_ARGS=--profile, --replicas 2) -> bench/results/scale*
+bench-scale: db redis triton-env ## 1k/3k/10k symbols: warm bar-close sweep, cold start, RSS per state, log-log plot (SCALE_ARGS=--profile, --replicas 2, --pin) -> bench/results/scale*
 	@MYSQL_DATABASE=$(SCALE_DATABASE) $(PY) -m orchestrator db up
 	@MYSQL_DATABASE=$(SCALE_DATABASE) $(PY) -m bench.scale $(SCALE_ARGS)
 
