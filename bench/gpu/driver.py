@@ -591,10 +591,16 @@ def check(server: Server, repository: Path, source: Path, device: str) -> dict:
 
 
 # --- main ------------------------------------------------------------------------------------
+def portable(text: str) -> str:
+    """`text` with the checkout's own path left out: results name files relative to it, never
+    the machine's directories."""
+    return text.replace(f"{ROOT}/", "")
+
+
 def environment_info(device: str) -> dict:
     info: dict = {
         "python": sys.version.split()[0],
-        "executable": sys.executable,
+        "executable": portable(sys.executable),
         "numpy": np.__version__,
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
@@ -654,7 +660,7 @@ def main() -> int:
     concurrency = [int(c) for c in args.concurrency.split(",")]
     per_model_c = [int(c) for c in args.per_model_concurrency.split(",")]
     results: dict = {
-        "command": " ".join(sys.argv),
+        "command": portable(" ".join(sys.argv)),
         "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "device": args.device,
         "environment": environment_info(args.device),
