@@ -49,6 +49,14 @@ def env_float(name: str, default: float, *, positive: bool = False) -> float:
     return float(_number(name, default, float, positive))
 
 
+def env_list(name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """A comma-separated setting, its items stripped and empty ones dropped."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
 class DatabaseSettings(msgspec.Struct, frozen=True):
     host: str = "127.0.0.1"
     port: int = 3306
@@ -107,34 +115,33 @@ class TritonSettings(msgspec.Struct, frozen=True):
     @classmethod
     def from_env(cls) -> TritonSettings:
         d = cls()
+        grpc_port = env_int("TRITON_GRPC_PORT", d.grpc_port)
         return msgspec.structs.replace(
             d,
             host=env_text("TRITON_HOST", d.host),
             http_port=env_int("TRITON_HTTP_PORT", d.http_port),
-            grpc_port=env_int("TRITON_GRPC_PORT", d.grpc_port),
+            grpc_port=grpc_port,
             metrics_port=env_int("TRITON_METRICS_PORT", d.metrics_port),
             model_repository=env_text("MODEL_REPOSITORY", d.model_repository),
             request_timeout_s=env_float("TRITON_TIMEOUT_S", d.request_timeout_s),
-            peers=_peers(env_text("TRITON_PEERS", ""), env_int("TRITON_GRPC_PORT", d.grpc_port)),
+            peers=_peers(env_list("TRITON_PEERS"), grpc_port),
         )
 
 
-def _peers(raw: str, grpc_port: int) -> tuple[str, ...]:
+def _peers(items: tuple[str, ...], grpc_port: int) -> tuple[str, ...]:
     """TRITON_PEERS as "host:port" entries (a host alone takes the gRPC port)."""
     entries = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
+    for item in items:
         host, colon, port = item.rpartition(":")
-        if colon and host and port.isdigit():
+        if not colon:
+            entries.append(f"{item}:{grpc_port}")
+        elif host and port.isdigit():
             entries.append(item)
-        elif colon:
+        else:
             raise SettingsError(
                 f"environment variable TRITON_PEERS has {item!r}, whose port is not a number: "
                 "give host or host:port entries, comma-separated (e.g. TRITON_PEERS=triton-peers)"
             )
-        else:
-            entries.append(f"{item}:{grpc_port}")
     return tuple(entries)
 
 
@@ -187,13 +194,6 @@ class ApiSettings(msgspec.Struct, frozen=True):
     @classmethod
     def from_env(cls) -> ApiSettings:
         d = cls()
-
-        def listed(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-            raw = os.environ.get(name)
-            if raw is None:
-                return default
-            return tuple(item.strip() for item in raw.split(",") if item.strip())
-
         return msgspec.structs.replace(
             d,
             host=env_text("API_HOST", d.host),
@@ -201,12 +201,12 @@ class ApiSettings(msgspec.Struct, frozen=True):
             internal_api_key=env_text("INTERNAL_API_KEY", ""),
             jwt_secret=env_text("JWT_SECRET", ""),
             admin_api_key=env_text("ADMIN_API_KEY", ""),
-            cors_origins=listed("CORS_ORIGINS", d.cors_origins),
+            cors_origins=env_list("CORS_ORIGINS", d.cors_origins),
             rate_limit_per_minute=env_int("RATE_LIMIT_PER_MINUTE", d.rate_limit_per_minute),
-            trusted_proxies=listed("TRUSTED_PROXIES", d.trusted_proxies),
+            trusted_proxies=env_list("TRUSTED_PROXIES", d.trusted_proxies),
             max_body_bytes=env_int("MAX_BODY_BYTES", d.max_body_bytes),
             bar_poll_interval_s=env_float("BAR_POLL_INTERVAL_S", d.bar_poll_interval_s),
-            sweeps_in_flight=env_int("SWEEPS_IN_FLIGHT", d.sweeps_in_flight),
+            sweeps_in_flight=env_int("SWEEPS_IN_FLIGHT", d.sweeps_in_flight, positive=True),
             ws_poll_interval_s=env_float("WS_POLL_INTERVAL_S", d.ws_poll_interval_s),
             ws_heartbeat_s=env_float("WS_HEARTBEAT_S", d.ws_heartbeat_s),
             ws_queue_size=env_int("WS_QUEUE_SIZE", d.ws_queue_size),

@@ -264,7 +264,10 @@ async def timed_sweeps(
         await wait_idle(roots + replicas.pids)
         sweep = await warm_sweep(replicas, writer, book, symbols)
         runs.append(sweep)
-        log(f"  {label}, warm sweep {r + 1}/{repeats}: {sweep['seconds']:.2f} s")
+        log(
+            f"  {label}, warm sweep {r + 1}/{repeats}: {sweep['seconds']:.2f} s COMMIT -> "
+            f"{len(symbols):,} predicted, {sweep['everywhere_s']:.2f} s everywhere"
+        )
     return runs
 
 
@@ -362,17 +365,11 @@ async def run(args: Any) -> Json:
                     f"{cold['feature_seeds']:,} states seeded, {cold['predicted']:,} predicted)"
                 )
                 await wait_idle(roots + replicas.pids)
-                sweeps = []
                 profile = RESULTS_DIR / f"scale_profile_n{n}.txt"
                 with profiled(replicas.pids[0], profile, args.profile and n == max(args.sizes)):
-                    for r in range(args.repeats):
-                        await wait_idle(roots + replicas.pids)
-                        sweep = await warm_sweep(replicas, writer, book, symbols)
-                        sweeps.append(sweep)
-                        log(
-                            f"  warm sweep {r + 1}/{args.repeats}: {sweep['seconds']:.2f} s "
-                            f"COMMIT -> {n:,} predicted, {sweep['everywhere_s']:.2f} s everywhere"
-                        )
+                    sweeps = await timed_sweeps(
+                        replicas, writer, book, symbols, roots, args.repeats, "after a cold start"
+                    )
                 rss = replicas.rss_mb()
                 log("  restarting (each replica writes its feature-state snapshot on the way out)")
                 await replicas.stop()

@@ -72,16 +72,16 @@ REMOTE_RECHECK_S = 1.0  # a key claimed elsewhere is looked up again after this 
 FREEZE_AFTER_STATES = 64  # a sweep that built or resumed this many states moves them out of GC
 
 
-async def _first_of(*waits: Awaitable[object]) -> None:
-    """Returns when the first of `waits` is done; the others are left running (tasks) or
-    dropped (plain awaitables, wrapped here)."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    wrapped = [t for t, w in zip(tasks, waits, strict=True) if t is not w]
+async def _first_of(tasks: Iterable[asyncio.Task[None]], event: asyncio.Event | None) -> None:
+    """Returns when the first of `tasks` ends or `event` is set; the tasks keep running."""
+    setting = None if event is None else asyncio.ensure_future(event.wait())
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [*tasks, *([setting] if setting else [])], return_when=asyncio.FIRST_COMPLETED
+        )
     finally:
-        for task in wrapped:
-            task.cancel()
+        if setting is not None:
+            setting.cancel()
 
 
 def _nobody_watches(key: FeatureKey) -> bool:
@@ -286,18 +286,16 @@ class BarCloseEngine:
                 batch, went_alone = self._next_batch(went_alone, busy)
                 if batch:
                     self.stats.sweeps_overlapped += bool(running)
-                    handoff = asyncio.Event()
+                    handoff = asyncio.Event()  # set once its requests are out, or it ended
                     sweep = asyncio.create_task(self._run_sweep(batch, handoff))
                     running[sweep] = {key for key, _ in batch}
-                    await _first_of(sweep, handoff.wait())
-                elif not running:
-                    if self._urgent or self._background:
-                        continue  # their keys were busy a moment ago
+                    await handoff.wait()
+                elif not running:  # nothing busy, so nothing queued either
                     return
-                if len(running) >= self.sweeps_in_flight or not batch:
-                    self._arrived.clear()
-                    more = () if len(running) >= self.sweeps_in_flight else (self._arrived.wait(),)
-                    await _first_of(*running, *more)
+                full = len(running) >= self.sweeps_in_flight
+                if full or not batch:
+                    self._arrived.clear()  # new work may start a sweep while one runs
+                    await _first_of(running, None if full else self._arrived)
                 for sweep in [t for t in running if t.done()]:
                     del running[sweep]
                 if time.monotonic() - self._snapshot_at >= self.snapshot_interval_s:

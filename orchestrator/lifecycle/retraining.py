@@ -16,7 +16,7 @@ import msgspec
 from croniter import croniter
 
 from orchestrator.errors import SettingsError
-from orchestrator.settings import env_int, env_text
+from orchestrator.settings import env_int, env_list, env_text
 
 Trigger = Literal["manual", "schedule", "drift"]
 
@@ -81,7 +81,7 @@ class RetrainSettings(msgspec.Struct, frozen=True):
             folds=env_int("RETRAIN_FOLDS", d.folds, positive=True),
             drift_cooldown_h=env_int("RETRAIN_DRIFT_COOLDOWN_H", d.drift_cooldown_h),
             keep_versions=env_int("RETRAIN_KEEP_VERSIONS", d.keep_versions),
-            sets=tuple(s.strip() for s in env_text("RETRAIN_SETS").split(",") if s.strip()),
+            sets=env_list("RETRAIN_SETS", d.sets),
         )
 
 

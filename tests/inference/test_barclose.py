@@ -19,6 +19,7 @@ from orchestrator.api.resources import Resources
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.features.online import inputs_for_latest
 from orchestrator.inference import barclose
+from orchestrator.inference.barclose import BarCloseEngine
 from orchestrator.inference.models import ENSEMBLE
 from orchestrator.inference.shared import PredictionStore, token_name
 from orchestrator.marketdata.db import Database
@@ -87,6 +88,15 @@ def _engine(app: Litestar) -> Resources:
     return resources
 
 
+async def _every_symbol_predicted(engine: BarCloseEngine) -> None:
+    """Until the first poll's sweeps have predicted every symbol on 5m and 15m."""
+    await until(
+        lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)),
+        what="every symbol predicted on 5m and 15m",
+        timeout_s=120,
+    )
+
+
 async def test_a_bar_closing_on_many_symbols_is_scored_in_one_triton_request(
     app: Litestar,
     market: dict[str, pd.DataFrame],
@@ -98,11 +108,7 @@ async def test_a_bar_closing_on_many_symbols_is_scored_in_one_triton_request(
         engine = _engine(app).engine
         first = {s: f.index[-1] for s, f in market.items()}
         # The first poll seeds every symbol on every served timeframe (5m and 15m here).
-        await until(
-            lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)),
-            what="every symbol predicted on 5m and 15m",
-            timeout_s=120,
-        )
+        await _every_symbol_predicted(engine)
         assert {s: engine.latest[(s, M5)].bar_time for s in SYMBOLS} == first
         seeds, requests_before = engine.stats.seeds, _ensemble_counts(model_server)
 
@@ -147,11 +153,7 @@ async def test_sweeps_overlap_and_never_score_a_key_twice(
     before = _ensemble_counts(model_server)
     async with AsyncTestClient(app):
         engine = _engine(app).engine
-        await until(
-            lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)),
-            what="every symbol predicted on 5m and 15m",
-            timeout_s=120,
-        )
+        await _every_symbol_predicted(engine)
         served_5m = [key for key in engine.latest if key[1] == M5]  # BTCUSD of `loaded` too
         assert np.subtract(_ensemble_counts(model_server), before)[1] == len(served_5m)
         seeded = engine.stats.sweeps
@@ -178,11 +180,7 @@ async def test_a_watched_series_is_swept_ahead_of_the_rest_of_its_bar(
     its message does not wait for their features and inference."""
     async with AsyncTestClient(app):
         engine = _engine(app).engine
-        await until(
-            lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)),
-            what="every symbol predicted on 5m and 15m",
-            timeout_s=120,
-        )
+        await _every_symbol_predicted(engine)
         watched = SYMBOLS[5]
         subscriber = app.state.stream.subscribe((watched, "5m", "balanced"))
         assert engine.is_watched((watched, M5))
@@ -214,11 +212,7 @@ async def test_requests_for_a_new_bar_wait_for_its_one_computation(
 ) -> None:
     async with AsyncTestClient(app) as client:
         engine = _engine(app).engine
-        await until(
-            lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)),
-            what="every symbol predicted on 5m and 15m",
-            timeout_s=120,
-        )
+        await _every_symbol_predicted(engine)
         before = _ensemble_counts(model_server)
         symbol = SYMBOLS[3]
         bar = _next_bar(market[symbol], -0.002)

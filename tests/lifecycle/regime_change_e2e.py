@@ -38,7 +38,6 @@ from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE, served_name
 from orchestrator.ingest.writer import write_bars
 from orchestrator.lifecycle.exported import sync_registry
-from orchestrator.lifecycle.registry import ModelRegistry
 from orchestrator.lifecycle.retraining import RetrainRequest, RetrainSettings
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore, SymbolInfo
@@ -46,6 +45,7 @@ from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import DatabaseSettings
 from tests.api.conftest import api_settings
 from tests.conftest import cli_env, serve_triton
+from tests.lifecycle.conftest import empty_registry
 
 SYMBOLS = ("REGAUSD", "REGBUSD")
 DAY = 24  # 1h bars, a market open around the clock: horizons of 1, 4, 24 and 120 bars
@@ -143,13 +143,10 @@ async def test_a_challenger_that_learned_the_new_regime_is_promoted_and_a_placeb
 ) -> None:
     db = clean_db
     repository = served.model_repository
-    async with db.transaction() as conn, conn.cursor() as cur:
-        await cur.execute("DELETE FROM model_version_events")
-        await cur.execute("DELETE FROM model_versions")
+    registry = await empty_registry(db)
     stored = WALK_DAYS * DAY + TREND_DAYS * DAY
     trend_start = market[SYMBOLS[0]].index[WALK_DAYS * DAY]
     await _store(db, market, slice(0, stored))
-    registry = ModelRegistry(db)
     await sync_registry(registry, repository, "test")
     (champion,) = await registry.versions_of(MODEL_SET)
     assert champion.status == "champion"

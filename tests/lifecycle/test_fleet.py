@@ -4,35 +4,42 @@ that is down fails the switch and leaves the other as it was."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import pytest
 import tritonclient.grpc.aio as grpc_aio
 
-from export.exporter import export_profiles
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.errors import ModelsUnavailableError, SettingsError
 from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE
-from orchestrator.lifecycle.exported import exported_versions
 from orchestrator.lifecycle.fleet import resolve
-from orchestrator.lifecycle.registry import ModelRegistry
 from orchestrator.lifecycle.service import Lifecycle
 from orchestrator.lifecycle.switch import served_versions
 from orchestrator.marketdata.db import Database
-from orchestrator.settings import _peers
+from orchestrator.settings import TritonSettings
 from tests.conftest import TrainedRepository, serve_triton
+from tests.lifecycle.conftest import registered, with_second_version
 
 TIMEOUT_S = 30.0
 
 
-def test_peers_take_the_grpc_port_and_refuse_a_bad_one() -> None:
-    assert _peers("triton-peers", 8001) == ("triton-peers:8001",)
-    assert _peers(" a:9001 , b ,", 8001) == ("a:9001", "b:8001")
-    assert _peers("", 8001) == ()
+@pytest.mark.parametrize(
+    ("raw", "peers"),
+    [("triton-peers", ("triton-peers:8001",)), (" a:9001 , b ,", ("a:9001", "b:8001")), ("", ())],
+)
+def test_peers_take_the_grpc_port(
+    monkeypatch: pytest.MonkeyPatch, raw: str, peers: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("TRITON_GRPC_PORT", "8001")
+    monkeypatch.setenv("TRITON_PEERS", raw)
+    assert TritonSettings.from_env().peers == peers
+
+
+def test_a_peer_whose_port_is_not_a_number_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRITON_PEERS", "a:grpc")
     with pytest.raises(SettingsError, match="port is not a number"):
-        _peers("a:grpc", 8001)
+        TritonSettings.from_env()
 
 
 async def test_each_address_is_resolved_once() -> None:
@@ -49,11 +56,9 @@ def replicas(
     trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[TritonServer, TritonServer]]:
     """Two Tritons over one repository holding two versions of every model."""
-    root = tmp_path_factory.mktemp("fleet-repository")
-    shutil.copytree(trained.cpu, root / "cpu", symlinks=True)
-    export_profiles(trained.models, root, profiles=("cpu",))
-    first = serve_triton(root / "cpu", tmp_path_factory, "triton-fleet-a")
-    second = serve_triton(root / "cpu", tmp_path_factory, "triton-fleet-b")
+    repository = with_second_version(trained, tmp_path_factory, "fleet-repository")
+    first = serve_triton(repository, tmp_path_factory, "triton-fleet-a")
+    second = serve_triton(repository, tmp_path_factory, "triton-fleet-b")
     servers = (next(first), next(second))
     yield servers
     for generator in (first, second):
@@ -75,14 +80,7 @@ async def test_promotion_and_rollback_reach_every_replica(
 ) -> None:
     a, b = replicas
     repository = a.model_repository
-    async with clean_db.transaction() as conn, conn.cursor() as cur:
-        await cur.execute("DELETE FROM model_version_events")
-        await cur.execute("DELETE FROM model_versions")
-    registry = ModelRegistry(clean_db)
-    entries = [e for e in exported_versions(repository) if e.model_set == ENSEMBLE][-2:]
-    for entry in entries:
-        await registry.register(entry, "test", "exported")
-    old, new = entries[0].version, entries[1].version
+    registry, (old, new) = await registered(clean_db, repository)
     await registry.move(ENSEMBLE, new, "champion", "test", "the newest serves")
     assert await _state(a) == await _state(b) == ([new], str(new))
 

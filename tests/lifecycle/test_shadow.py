@@ -6,16 +6,13 @@ is the champion's own models exported again: it cannot beat itself)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import msgspec
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpc_aio
 
-from export.exporter import export_profiles
 from export.promotion import REJECT, WAIT, Comparison
 from export.promotion import TestResult as RulesResult
 from export.shadow import judge_challenger
@@ -24,14 +21,14 @@ from orchestrator.devstack.triton import TritonServer
 from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE
 from orchestrator.ingest.writer import write_bars
-from orchestrator.lifecycle.exported import exported_versions
-from orchestrator.lifecycle.registry import ModelRegistry, StatusMoveError
+from orchestrator.lifecycle.registry import StatusMoveError
 from orchestrator.lifecycle.service import Lifecycle
 from orchestrator.lifecycle.switch import Loaded, VersionLoadError
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
 from tests.conftest import TrainedRepository, serve_triton, until
+from tests.lifecycle.conftest import registered, with_second_version
 
 TIMEOUT_S = 30.0
 # What a challenger that passed offline carries into its shadow period.
@@ -50,22 +47,8 @@ def side_by_side(
     trained: TrainedRepository, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
     """A Triton over a copy of the suite's repository plus the same models exported again."""
-    root = tmp_path_factory.mktemp("shadow-repository")
-    shutil.copytree(trained.cpu, root / "cpu", symlinks=True)
-    export_profiles(trained.models, root, profiles=("cpu",))
-    yield from serve_triton(root / "cpu", tmp_path_factory, "triton-shadow")
-
-
-async def _registered(db: Database, repository: Path) -> tuple[ModelRegistry, tuple[int, int]]:
-    """An empty registry holding the repository's two newest ensemble versions as candidates."""
-    async with db.transaction() as conn, conn.cursor() as cur:
-        await cur.execute("DELETE FROM model_version_events")
-        await cur.execute("DELETE FROM model_versions")
-    registry = ModelRegistry(db)
-    entries = [e for e in exported_versions(repository) if e.model_set == ENSEMBLE][-2:]
-    for entry in entries:
-        await registry.register(entry, "test", "exported")
-    return registry, (entries[0].version, entries[1].version)
+    repository = with_second_version(trained, tmp_path_factory, "shadow-repository")
+    yield from serve_triton(repository, tmp_path_factory, "triton-shadow")
 
 
 def _ready(server: TritonServer) -> list[int]:
@@ -87,7 +70,7 @@ async def test_a_challenger_in_shadow_waits_then_is_rejected_and_unloaded(
     await write_bars(db, frame, info, show_progress=False)
 
     repository = side_by_side.model_repository
-    registry, (champion, challenger) = await _registered(db, repository)
+    registry, (champion, challenger) = await registered(db, repository)
     await registry.move(ENSEMBLE, champion, "champion", "test", "serves")
     offline = {"offline": msgspec.to_builtins(PASSED_OFFLINE)}
     await registry.move(ENSEMBLE, challenger, "challenger", "test", "passed", decision=offline)
@@ -142,7 +125,7 @@ async def test_a_challenger_triton_cannot_load_leaves_the_champion_serving(
     db: Database, side_by_side: TritonServer
 ) -> None:
     repository = side_by_side.model_repository
-    registry, (champion, challenger) = await _registered(db, repository)
+    registry, (champion, challenger) = await registered(db, repository)
     await registry.move(ENSEMBLE, champion, "champion", "test", "serves")
     artifact = repository / ENSEMBLE / str(challenger) / "range_gru.onnx"
     broken = artifact.with_suffix(".moved")
@@ -168,7 +151,7 @@ async def test_a_rollback_the_registry_refuses_switches_triton_back(
     refuses the move (here another move changed the rollback target while the rollback waited
     for the set's lock), Triton is switched back and the champion serves again."""
     repository = side_by_side.model_repository
-    registry, (previous, champion) = await _registered(db, repository)
+    registry, (previous, champion) = await registered(db, repository)
     triton = grpc_aio.InferenceServerClient(f"127.0.0.1:{side_by_side.grpc_port}")
     try:
         lifecycle = Lifecycle(registry, triton, repository, TIMEOUT_S)
