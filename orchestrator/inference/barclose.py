@@ -154,6 +154,11 @@ class BarCloseEngine:
                 if not future.done():
                     future.cancel()
 
+    @property
+    def idle(self) -> bool:
+        """No sweep is running or queued (its counters are final until the next bar)."""
+        return self._sweeper is None
+
     def forget(self, symbol: str) -> None:
         """Drops `symbol`'s feature states and predictions (its stored history was rewritten):
         the next sweep recomputes them from the store."""

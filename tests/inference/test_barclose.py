@@ -154,6 +154,7 @@ async def test_sweeps_overlap_and_never_score_a_key_twice(
     async with AsyncTestClient(app):
         engine = _engine(app).engine
         await _every_symbol_predicted(engine)
+        await until(lambda: engine.idle, what="the seeding sweeps ended")  # counters settled
         served_5m = [key for key in engine.latest if key[1] == M5]  # BTCUSD of `loaded` too
         assert np.subtract(_ensemble_counts(model_server), before)[1] == len(served_5m)
         seeded = engine.stats.sweeps
@@ -166,6 +167,7 @@ async def test_sweeps_overlap_and_never_score_a_key_twice(
             lambda: all(engine.latest[(s, M5)].bar_time == moved for s in SYMBOLS),
             what="the new bar predicted on every symbol",
         )
+        await until(lambda: engine.idle, what="the bar's sweeps ended")
         requests, rows = np.subtract(_ensemble_counts(model_server), before)
         assert (requests, rows) == (len(SYMBOLS) // 3, len(SYMBOLS))
         assert engine.stats.sweeps - seeded == len(SYMBOLS) // 3
