@@ -39,11 +39,12 @@ from orchestrator.features.head import (
     METAMODEL,
     MODEL,
     NETWORKS,
+    PROBABILITY_FLOOR,
     RANGE_BASELINES,
     chosen_side_p,
     stack_ranges,
 )
-from orchestrator.quality.adaptive import MISCOVERAGE_BOUNDS
+from orchestrator.quality.adaptive import MISCOVERAGE_BOUNDS, probability_shift
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -365,18 +366,15 @@ def adaptive_coverage(
     folds replayed in time order, each outcome arriving its horizon's bars late, the level
     carried from fold to fold and the quantile table of each fold fitted on the folds before."""
     rows = np.flatnonzero(np.isfinite(served.ranges).all(axis=1))
-    times, time_index = np.unique(oof.ts[rows], return_inverse=True)
+    times, order, starts = _time_steps(oof.ts[rows])
     grid = np.asarray(INTERVAL_GRID)
     inside = np.zeros((rows.size, oof.ranges.shape[1]), bool)
     target_miss = 1.0 - INTERVAL_LEVEL
-    # Rows grouped by time: an outcome of time t arrives at t + its horizon's bars.
-    order = np.argsort(time_index, kind="stable")
-    starts = np.searchsorted(time_index[order], np.arange(times.size + 1))
     for j in range(oof.ranges.shape[1]):
         delay = max(1, lags.ranges[j])
-        arriving = np.zeros(times.size + delay)
+        arriving = np.zeros(times + delay)
         running = 0.0
-        for t in range(times.size):
+        for t in range(times):
             running += arriving[t]
             alpha = float(np.clip(target_miss + rate * running, *MISCOVERAGE_BOUNDS))
             for r_local in order[starts[t] : starts[t + 1]]:
@@ -393,6 +391,55 @@ def adaptive_coverage(
                 arriving[t + delay] += float(hit) - INTERVAL_LEVEL
     report: dict[str, Any] = {"level": INTERVAL_LEVEL, "rate": rate, "rows": int(rows.size)}
     return _per_horizon(report, inside, horizons)
+
+
+def _time_steps(ts: I64) -> tuple[int, I64, I64]:
+    """Rows grouped by time, for replays in which an outcome of time t arrives at t + its
+    label's bars: (number of times, row order by time, where each time's rows start)."""
+    times, time_index = np.unique(ts, return_inverse=True)
+    order = np.argsort(time_index, kind="stable")
+    starts = np.searchsorted(time_index[order], np.arange(times.size + 1))
+    return int(times.size), order, starts
+
+
+def adaptive_probabilities(
+    oof: OutOfFold, served: NestedServed, lags: Lags, rate: float
+) -> dict[str, dict[str, Any]]:
+    """The served probabilities as they are served live, shifted by the outcomes resolved so
+    far (orchestrator/quality/adaptive.py): the test folds replayed in time order, each trade's
+    outcome arriving its label's bars late, the shift carried from fold to fold. Per
+    probability: ECE, Brier skill over what the gate served unshifted, and the reliability."""
+    report: dict[str, dict[str, Any]] = {}
+    delay = max(1, lags.label)
+    for name, p, outcome in (
+        ("long", served.p_long, oof.long_won),
+        ("short", served.p_short, oof.short_won),
+        ("confidence", served.confidence, oof.won),
+    ):
+        rows = np.flatnonzero(np.isfinite(p))
+        if rows.size == 0:
+            continue
+        times, order, starts = _time_steps(oof.ts[rows])
+        shifted_p = np.empty(rows.size)
+        arriving = np.zeros((times + delay, 2))  # (wins, sum of served p) arriving at t
+        wins = total = 0.0
+        for t in range(times):
+            wins, total = wins + arriving[t, 0], total + arriving[t, 1]
+            shift = probability_shift(rate, wins, total)
+            for r_local in order[starts[t] : starts[t + 1]]:
+                r = rows[r_local]
+                q = min(max(p[r] + shift, PROBABILITY_FLOOR), 1.0 - PROBABILITY_FLOOR)
+                shifted_p[r_local] = q
+                arriving[t + delay] += (outcome[r], q)
+        y = outcome[rows]
+        report[name] = {
+            "rate": rate,
+            "rows": int(rows.size),
+            "ece": expected_calibration_error(shifted_p, y),
+            "brier_skill_vs_fixed": 1 - _brier(shifted_p, y) / _brier(p[rows], y),
+            "reliability": reliability(shifted_p, y),
+        }
+    return report
 
 
 def _per_horizon(report: dict[str, Any], inside: Bool, horizons: list[str]) -> dict[str, Any]:

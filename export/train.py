@@ -44,6 +44,7 @@ from export.evaluation import (
     NestedServed,
     OutOfFold,
     adaptive_coverage,
+    adaptive_probabilities,
     classifier_report,
     coverage_report,
     gate_decisions,
@@ -83,7 +84,7 @@ from orchestrator.features.spec import (
 from orchestrator.features.targets import barrier_outcomes, range_targets, triple_barrier
 from orchestrator.marketdata.sessions import infer_week
 from orchestrator.marketdata.timeframes import Timeframe
-from orchestrator.quality.adaptive import ADAPTIVE_RATE
+from orchestrator.quality.adaptive import ADAPTIVE_RATE, probability_rate
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -530,6 +531,8 @@ def fit_head(
         interval_quantiles=_rounded(quantiles),
         interval_floor=floors,
         adaptive_rate=ADAPTIVE_RATE,
+        probability_rate=probability_rate(lags.label, len(data)),
+        rate_symbols=len(data),
     )
     gate = {
         "alpha": GATE_ALPHA,
@@ -641,6 +644,9 @@ def train_all(data: list[SymbolData], cfg: TrainConfig) -> TrainedModels:
         "coverage": coverage_report(oof, served, horizons),
         "coverage_adaptive": adaptive_coverage(oof, served, lags, horizons, ADAPTIVE_RATE),
         "probabilities": classifier_report(oof, served),
+        "probabilities_adaptive": adaptive_probabilities(
+            oof, served, lags, probability_rate(lags.label, len(data))
+        ),
         "config": config_dict(cfg),
     }
     head, card["gate"] = fit_head(oof, served, lags, data, samples)

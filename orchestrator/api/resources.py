@@ -73,7 +73,7 @@ class Resources:
                 snapshot_interval_s=self.settings.api.state_snapshot_interval_s,
             )
             self._engine.on_predictions(self.quality.record)
-            self._engine.miscoverage = self.quality.miscoverage  # adaptive intervals
+            self._engine.online_levels = self.quality.levels  # adaptive intervals, probabilities
         return self._engine
 
     @property

@@ -20,7 +20,9 @@ backtests) applies the same arithmetic to the same inputs:
   column comes from live quality, orchestrator/quality/adaptive.py);
 - **probabilities**: isotonic maps for P(long wins), P(short wins) and the confidence. Where the
   gate found no Brier skill over the base rate, the map is the constant base rate
-  (`probability_served` says which).
+  (`probability_served` says which). Live, each probability is shifted by what its resolved
+  outcomes say it missed so far (`OnlineLevels.probability_shift`), so a base rate that drifts
+  is followed instead of served stale.
 
 A spec without a head (models exported before it existed) serves the mean of the two networks,
 no intervals and the raw probabilities.
@@ -66,6 +68,7 @@ CHOSEN_SIDE = "chosen_side"
 CONFIDENCE_SOURCES = (METAMODEL, CHOSEN_SIDE)
 LOG_HAR_OFFSET_ATR = 0.05  # log-HAR models log(range + offset): a range can be exactly 0
 INTERVAL_GRID: tuple[float, ...] = tuple(round(i / 200, 3) for i in range(201))  # quantile levels
+PROBABILITY_FLOOR = 0.01  # a shifted probability never claims certainty either way
 
 
 class Calibration(msgspec.Struct, frozen=True):
@@ -108,6 +111,12 @@ class ServingHead(msgspec.Struct, frozen=True):
     interval_quantiles: list[list[float]] = []
     interval_floor: list[bool] = []  # (2H,): the interval starts at 0 (a no-move point mass)
     adaptive_rate: float = 0.0  # ACI's step size gamma (0: intervals do not adapt)
+    # The online probability shift's step per resolved outcome (0: the maps do not adapt).
+    probability_rate: float = 0.0
+    # Symbols of the training set, the universe both steps were replayed on: live, a step is
+    # scaled by symbols / served series, so a bar resolving 10,000 correlated outcomes moves a
+    # level as far as one resolving the training set's few (0: heads exported before: unscaled).
+    rate_symbols: int = 0
     # (2H, 7): the baselines' blend (zero on both networks): the reference the gate tested the
     # networks against, served where they did not beat it, and live quality's skill reference.
     baseline_stack: list[list[float]] = []
@@ -262,6 +271,26 @@ def reference_ranges(
     return out
 
 
+@dataclass(frozen=True)
+class OnlineLevels:
+    """What live outcomes moved since the head was fitted (orchestrator/quality/adaptive.py),
+    one value per (timeframe, model version) shared by every replica."""
+
+    miscoverage: F64 | None = None  # (2H,): the intervals' level per column; None: the fitted
+    probability_shift: F64 | None = None  # (3,) in PROBABILITIES order; None: no shift
+
+    def key(self) -> bytes:
+        """Equal for equal levels: predictions that share them are served in one batch."""
+        parts = (self.miscoverage, self.probability_shift)
+        return b"|".join(b"-" if v is None else v.tobytes() for v in parts)
+
+
+def shifted(p: F64, shift: float) -> F64:
+    """A probability moved by `shift`, kept inside [PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR]."""
+    out: F64 = np.clip(p + shift, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+    return out
+
+
 def interval_ratios(head: ServingHead, miscoverage: npt.ArrayLike | None) -> F64:
     """(2H, 2) multipliers of the served range for the given miscoverage per column (None, or a
     head without quantiles: the fitted 80 % multipliers). The fitted multipliers moved by the
@@ -294,10 +323,10 @@ def apply_head(
     p_long: Floats,
     p_short: Floats,
     confidence: Floats,
-    miscoverage: npt.ArrayLike | None = None,
+    levels: OnlineLevels | None = None,
 ) -> ServedOutput:
-    """The served numbers for N bars (see the module docstring); `miscoverage` per column moves
-    the intervals' level (adaptive conformal), None keeps the fitted 80 %."""
+    """The served numbers for N bars (see the module docstring); `levels` moves the intervals'
+    level per column (adaptive conformal) and shifts the probabilities; None keeps the fitted."""
     gru64, transformer64 = np.asarray(gru, np.float64), np.asarray(transformer, np.float64)
     if head is None:
         return ServedOutput(
@@ -311,7 +340,8 @@ def apply_head(
     ranges = stack_ranges(head.stack, inputs)
     if head.baseline_stack:
         baselines[BASELINES] = stack_ranges(head.baseline_stack, inputs)
-    ratio = interval_ratios(head, miscoverage)
+    levels = levels or OnlineLevels()
+    ratio = interval_ratios(head, levels.miscoverage)
     intervals = ranges[:, :, np.newaxis] * ratio[np.newaxis]
     raw_long, raw_short = np.asarray(p_long, np.float64), np.asarray(p_short, np.float64)
     raw_confidence = (
@@ -319,13 +349,21 @@ def apply_head(
         if head.confidence_source == CHOSEN_SIDE
         else np.asarray(confidence, np.float64)
     )
+    probabilities = [
+        head.p_long(raw_long),
+        head.p_short(raw_short),
+        head.confidence(raw_confidence),
+    ]
+    if levels.probability_shift is not None:
+        probabilities = [
+            shifted(p, float(s))
+            for p, s in zip(probabilities, levels.probability_shift, strict=True)
+        ]
     return ServedOutput(
         ranges,
         intervals,
         reference_ranges(head.reference, baselines, head.train_mean),
-        head.p_long(raw_long),
-        head.p_short(raw_short),
-        head.confidence(raw_confidence),
+        *probabilities,
     )
 
 

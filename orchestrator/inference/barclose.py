@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from orchestrator.features.head import apply_head
+from orchestrator.features.head import OnlineLevels, apply_head
 from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import EnsembleOutput, SignalModels
@@ -58,8 +58,10 @@ from orchestrator.marketdata.timeframes import Timeframe
 F64 = npt.NDArray[np.float64]
 
 
-def _fixed_level(timeframe: str, version: str, spec: FeatureSpec) -> F64 | None:
-    """No live quality wired: the intervals keep the level they were fitted at."""
+def _fitted_levels(
+    timeframe: str, version: str, spec: FeatureSpec, served_series: int
+) -> OnlineLevels | None:
+    """No live quality wired: the intervals and probabilities stay as they were fitted."""
     return None
 
 
@@ -127,8 +129,11 @@ class BarCloseEngine:
         self._poller: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[list[Prediction]], None]] = []
         # The adaptive intervals' level per (timeframe, version, spec): live quality's
-        # QualityTracker.miscoverage, wired by the app; None keeps the fitted 80 %.
-        self.miscoverage: Callable[[str, str, FeatureSpec], F64 | None] = _fixed_level
+        # QualityTracker.levels, wired by the app: the adaptive intervals' level and the
+        # probabilities' shift; None keeps what was fitted.
+        self.online_levels: Callable[[str, str, FeatureSpec, int], OnlineLevels | None] = (
+            _fitted_levels
+        )
         self.stats = BarCloseStats()
         self._states = FeatureStates(self.stats, self.series, snapshot_path)
         self.snapshot_interval_s = snapshot_interval_s
@@ -501,7 +506,9 @@ class BarCloseEngine:
                 results.update(dict.fromkeys(chunk_keys, outcome))
                 continue
             # The head for the whole chunk at once: per prediction it was ~15 % of a sweep.
-            miscoverage = self.miscoverage(timeframe.value, outcome.model_version, spec)
+            levels = self.online_levels(
+                timeframe.value, outcome.model_version, spec, self.series.served(timeframe)
+            )
             served = apply_head(
                 spec.head,
                 outcome.gru_range,
@@ -511,7 +518,7 @@ class BarCloseEngine:
                 outcome.p_long,
                 outcome.p_short,
                 outcome.confidence,
-                miscoverage,
+                levels,
             )
             for row, (key, row_inputs) in enumerate(zip(chunk_keys, chunk_inputs, strict=True)):
                 prediction = Prediction(
@@ -523,7 +530,7 @@ class BarCloseEngine:
                     row_inputs.without_tensors(),
                     outcome.row(row),
                     self.series.revision(key),
-                    miscoverage=miscoverage,
+                    levels=levels,
                     horizon_bars=spec.symbol_horizon_bars(self._states.weeks.get(key)),
                     _served=served.row(row),
                 )

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from orchestrator.errors import ModelsUnavailableError, NotEnoughDataError
-from orchestrator.features.head import ServedOutput, apply_head
+from orchestrator.features.head import OnlineLevels, ServedOutput, apply_head
 from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import EnsembleOutput
@@ -37,8 +37,9 @@ class Prediction:
     out: EnsembleOutput
     revision: int = 0  # of the stored series it was computed from (a corrected bar bumps it)
     encoded: dict[str, bytes] = field(default_factory=dict)
-    # The adaptive intervals' miscoverage per column when it was computed (None: the fitted 80 %).
-    miscoverage: npt.NDArray[np.float64] | None = None
+    # The adaptive intervals' level and the probabilities' shift when it was computed (None:
+    # as fitted).
+    levels: OnlineLevels | None = None
     # Bars of each horizon on this symbol's calendar (FeatureSpec.symbol_horizon_bars); empty:
     # the spec's.
     horizon_bars: list[int] = field(default_factory=list)
@@ -62,7 +63,7 @@ class Prediction:
                 out.p_long,
                 out.p_short,
                 out.confidence,
-                self.miscoverage,
+                self.levels,
             )
         return self._served
 
@@ -77,12 +78,12 @@ class Prediction:
 
 def serve_together(predictions: Iterable[Prediction]) -> None:
     """Applies the serving head to every prediction that has not had it, one batch per (spec,
-    version, interval level): predictions another replica shared arrive without it, and the
+    version, online levels): predictions another replica shared arrive without it, and the
     head row by row costs ~0.6 ms each, 120 ms for a sweep of 200 received from the event."""
     groups: dict[tuple[int, str, bytes | None], list[Prediction]] = {}
     for prediction in predictions:
         if prediction._served is None:
-            level = None if prediction.miscoverage is None else prediction.miscoverage.tobytes()
+            level = None if prediction.levels is None else prediction.levels.key()
             group = (id(prediction.spec), prediction.version, level)
             groups.setdefault(group, []).append(prediction)
     for members in groups.values():
@@ -100,7 +101,7 @@ def serve_together(predictions: Iterable[Prediction]) -> None:
             joined("p_long"),
             joined("p_short"),
             joined("confidence"),
-            members[0].miscoverage,
+            members[0].levels,
         )
         for row, prediction in enumerate(members):
             prediction._served = served.row(row)

@@ -8,6 +8,7 @@ states, the request path and the stream read it. Nothing else keeps a copy.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 
 from orchestrator.inference.prediction import FeatureKey
@@ -21,6 +22,7 @@ class SeriesIndex:
         self._newest: dict[FeatureKey, datetime] = {}
         self._source: dict[FeatureKey, Timeframe] = {}
         self._revisions: dict[StoredSeries, int] = {}
+        self._per_timeframe: Counter[Timeframe] = Counter()
 
     # --- events -------------------------------------------------------------------------------
     def bar_closed(
@@ -29,6 +31,8 @@ class SeriesIndex:
         """`key`'s closed bar `bar_time` exists (computed from the bars stored at `stored`, where
         the teller knows it). Returns the newest bar known before, None for a new key."""
         previous = self._newest.get(key)
+        if previous is None:
+            self._per_timeframe[key[1]] += 1
         if previous is None or bar_time > previous:
             self._newest[key] = bar_time
         if stored is not None:
@@ -47,6 +51,10 @@ class SeriesIndex:
     def newest(self, key: FeatureKey) -> datetime | None:
         """The newest closed bar known for `key` (None before anyone saw one)."""
         return self._newest.get(key)
+
+    def served(self, timeframe: Timeframe) -> int:
+        """How many series are known on `timeframe` (the universe live quality scales by)."""
+        return self._per_timeframe[timeframe]
 
     def source(self, key: FeatureKey) -> Timeframe | None:
         """The timeframe `key`'s bars are stored at, once the poller has seen them."""

@@ -22,11 +22,13 @@ from datetime import UTC, datetime
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from litestar.stores.redis import RedisStore
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from orchestrator.features.head import OnlineLevels
 from orchestrator.features.online import NO_TENSOR, ModelInputs
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import EnsembleOutput
@@ -63,10 +65,12 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
     # same intervals for the bar); None: the fitted 80 %.
     miscoverage: list[float] | None = None
     horizon_bars: list[int] | None = None  # on the symbol's calendar; None: the spec's
+    # Its shift of P(long), P(short) and the confidence (live outcomes); None: none.
+    probability_shift: list[float] | None = None
 
     @classmethod
     def of(cls, prediction: Prediction) -> SharedPrediction:
-        out = prediction.out
+        out, levels = prediction.out, prediction.levels
         return cls(
             prediction.symbol,
             prediction.timeframe,
@@ -83,8 +87,9 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
             prediction.revision,
             prediction.inputs.har[0].tolist(),
             int(prediction.inputs.season[0]),
-            None if prediction.miscoverage is None else prediction.miscoverage.tolist(),
+            _listed(None if levels is None else levels.miscoverage),
             prediction.horizon_bars,
+            _listed(None if levels is None else levels.probability_shift),
         )
 
     @property
@@ -127,9 +132,17 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
             inputs,
             out,
             self.revision,
-            miscoverage=None if self.miscoverage is None else np.asarray(self.miscoverage),
+            levels=OnlineLevels(_array(self.miscoverage), _array(self.probability_shift)),
             horizon_bars=list(self.horizon_bars or ()),
         )
+
+
+def _listed(values: npt.NDArray[np.float64] | None) -> list[float] | None:
+    return None if values is None else values.tolist()
+
+
+def _array(values: list[float] | None) -> npt.NDArray[np.float64] | None:
+    return None if values is None else np.asarray(values, np.float64)
 
 
 class BarCloseEvent(msgspec.Struct, frozen=True):

@@ -77,6 +77,8 @@ class Pending:
     baseline: F64 | None  # (2H,) HAR baseline
     direction: float
     confidence: float
+    p_long: float  # served, as P(long wins) and P(short wins) are scored whatever the direction
+    p_short: float
     tp_atr: float
     sl_atr: float
     label: int  # index of the label horizon
@@ -97,6 +99,8 @@ def pending(prediction: Prediction) -> Pending:
         baseline=None if served.baseline is None else served.baseline[0],
         direction=float(prediction.out.direction[0]),
         confidence=float(served.confidence[0]),
+        p_long=float(served.p_long[0]),
+        p_short=float(served.p_short[0]),
         tp_atr=spec.tp_atr,
         sl_atr=spec.sl_atr,
         label=spec.horizons.index(spec.label_horizon),
@@ -129,23 +133,40 @@ def score_range(
 
 
 def score_trade(item: Pending, high: F64, low: F64) -> list[Increment]:
-    """The trade in the served direction over the label horizon's bars: TP or SL first."""
-    d = item.direction
+    """The trades over the label horizon's bars, TP or SL first: in the served direction (binned
+    by the served confidence), and long and short both (what P(long wins) and P(short wins)
+    claimed), with the served probabilities summed for their online shifts (adaptive.py)."""
+    won = {side: _won(item, side, high, low) for side in (1.0, -1.0)}
+    chosen = won[1.0 if item.direction > 0 else -1.0]
+    b = min(int(item.confidence * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)
+    return [
+        ("trades", 1),
+        ("wins", chosen),
+        (f"bin{b}:count", 1),
+        (f"bin{b}:confidence", item.confidence),
+        (f"bin{b}:wins", chosen),
+        ("chosen:trades", 1),
+        ("chosen:wins", chosen),
+        ("chosen:p", item.confidence),
+        ("long:trades", 1),
+        ("long:wins", won[1.0]),
+        ("long:p", item.p_long),
+        ("short:trades", 1),
+        ("short:wins", won[-1.0]),
+        ("short:p", item.p_short),
+    ]
+
+
+def _won(item: Pending, d: float, high: F64, low: F64) -> int:
+    """1 when a trade in direction `d` reaches its take-profit before its stop (a bar touching
+    both counts as the stop, as in training and the backtester)."""
     take = item.close + d * item.tp_atr * item.atr
     stop = item.close - d * item.sl_atr * item.atr
     stopped = low <= stop if d > 0 else high >= stop
     profited = high >= take if d > 0 else low <= take
     first_stop = int(np.argmax(stopped)) if stopped.any() else len(high)
     first_take = int(np.argmax(profited)) if profited.any() else len(high)
-    won = int(first_take < first_stop)  # same bar: the stop counts first
-    b = min(int(item.confidence * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)
-    return [
-        ("trades", 1),
-        ("wins", won),
-        (f"bin{b}:count", 1),
-        (f"bin{b}:confidence", item.confidence),
-        (f"bin{b}:wins", won),
-    ]
+    return int(first_take < first_stop)
 
 
 def _finite(value: float) -> float:

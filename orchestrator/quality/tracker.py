@@ -41,12 +41,13 @@ import numpy as np
 import pandas as pd
 from redis.asyncio import Redis
 
+from orchestrator.features.head import OnlineLevels
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.prediction import FeatureKey, Prediction
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
-from orchestrator.quality.adaptive import F64, column_miscoverage
+from orchestrator.quality.adaptive import column_miscoverage, probability_shifts, universe_rate
 from orchestrator.quality.store import CLAIM_TTL_S, SharedTotals
 from orchestrator.quality.totals import (
     Drift,
@@ -298,16 +299,29 @@ class QualityTracker:
             del series.pending[(item.bar_time, item.version)]
         return outcomes
 
-    # --- adaptive intervals ----------------------------------------------------------------
-    def miscoverage(self, timeframe: str, version: str, spec: FeatureSpec) -> F64 | None:
-        """The adaptive miscoverage per interval column of (timeframe, version), from the totals
-        of the last pass (shared by every replica); None where the head does not adapt."""
+    # --- online levels ---------------------------------------------------------------------
+    def levels(
+        self, timeframe: str, version: str, spec: FeatureSpec, served_series: int
+    ) -> OnlineLevels | None:
+        """The adaptive interval level per column and the probability shifts of (timeframe,
+        version), from the totals of the last pass (shared by every replica), with steps scaled
+        to the `served_series` of the timeframe; None where the head adapts neither."""
         head = spec.head
-        if head is None or head.adaptive_rate <= 0 or not head.interval_quantiles:
+        if head is None:
+            return None
+        adapts_intervals = head.adaptive_rate > 0 and bool(head.interval_quantiles)
+        if not adapts_intervals and head.probability_rate <= 0:
             return None
         totals = self.shared.totals().get((timeframe, version))
         sums = {} if totals is None else totals.sums
-        return column_miscoverage(1 - head.interval_level, head.adaptive_rate, spec.horizons, sums)
+        miscoverage = shift = None
+        if adapts_intervals:
+            rate = universe_rate(head.adaptive_rate, head.rate_symbols, served_series)
+            miscoverage = column_miscoverage(1 - head.interval_level, rate, spec.horizons, sums)
+        if head.probability_rate > 0:
+            rate = universe_rate(head.probability_rate, head.rate_symbols, served_series)
+            shift = probability_shifts(rate, sums)
+        return OnlineLevels(miscoverage, shift)
 
     # --- reporting ------------------------------------------------------------------------
     def report(self) -> list[VersionQuality]:

@@ -8,6 +8,7 @@ from export.evaluation import (
     Lags,
     OutOfFold,
     adaptive_coverage,
+    adaptive_probabilities,
     classifier_report,
     coverage_report,
     nested_served,
@@ -21,7 +22,7 @@ from orchestrator.features.head import (
     MODEL,
     NETWORKS,
 )
-from orchestrator.quality.adaptive import ADAPTIVE_RATE
+from orchestrator.quality.adaptive import ADAPTIVE_RATE, probability_rate
 
 HORIZONS = ["scalping", "intraday"]
 LAGS = Lags([1, 1, 1, 1], 1)  # one-bar labels: no overlap between rows
@@ -211,3 +212,26 @@ def test_adaptive_intervals_hold_coverage_through_a_volatility_shift_in_the_repl
     assert not fixed["within_tolerance"]
     assert fixed["scalping"]["high"] < 0.7
     assert adaptive["within_tolerance"], adaptive
+
+
+def test_served_probabilities_follow_a_win_rate_that_drifts_in_the_replay() -> None:
+    """The classifier ranks at chance, so the base rate is served; from fold 2 on long trades
+    win 25 % of the time instead of about half. The base rate of the folds before misses by
+    ~0.2 (ECE far above 0.03); shifted by the outcomes as they resolve (a 20-bar label), the
+    served P(long) follows the new rate, and its Brier score improves."""
+    oof = _out_of_fold(classifier_knows=False)
+    rng = np.random.default_rng(5)
+    drifted = oof.fold >= 2
+    oof.long_won[drifted] = (rng.random(int(drifted.sum())) < 0.25).astype(np.float64)
+    for k in range(1, 4):  # each fold's base rate: the win rate of the folds before
+        oof.base_long[oof.fold == k] = oof.long_won[oof.fold < k].mean()
+    lags = Lags([20, 20, 20, 20], 20)
+    served = nested_served(oof, lags)
+    fixed_ece = classifier_report(oof, served)["long"]["ece"]
+    replay = adaptive_probabilities(oof, served, lags, probability_rate(20, 1))
+    assert fixed_ece > 0.08
+    assert replay["long"]["ece"] <= 0.03, replay["long"]["ece"]
+    assert replay["long"]["brier_skill_vs_fixed"] > 0.02
+    # Where nothing drifted (short trades) the shift stays small and costs nothing measurable.
+    assert replay["short"]["ece"] <= 0.03
+    assert abs(replay["short"]["brier_skill_vs_fixed"]) < 0.005

@@ -13,8 +13,10 @@ from orchestrator.features.head import (
     LOG_HAR_OFFSET_ATR,
     METAMODEL,
     NETWORKS,
+    PROBABILITY_FLOOR,
     STACK_INPUTS,
     Calibration,
+    OnlineLevels,
     ServingHead,
     apply_head,
     interval_ratios,
@@ -45,7 +47,7 @@ def _head(confidence_source: str) -> ServingHead:
     )
 
 
-def _apply(head: ServingHead) -> tuple[np.ndarray, ...]:
+def _apply(head: ServingHead, levels: OnlineLevels | None = None) -> tuple[np.ndarray, ...]:
     out = apply_head(
         head,
         gru=np.array([[3.0, 1.0], [5.0, 1.0]], np.float32),
@@ -55,6 +57,7 @@ def _apply(head: ServingHead) -> tuple[np.ndarray, ...]:
         p_long=np.array([0.8, 0.2], np.float32),
         p_short=np.array([0.4, 0.6], np.float32),
         confidence=np.array([0.0, 1.0], np.float32),
+        levels=levels,
     )
     assert out.intervals is not None
     assert out.baseline is not None
@@ -99,6 +102,15 @@ def test_a_constant_calibration_serves_the_base_rate_whatever_the_model_says() -
     head = msgspec.structs.replace(_head(METAMODEL), p_long=Calibration.constant(0.37))
     _, _, p_long, _ = _apply(head)
     np.testing.assert_allclose(p_long, [0.37, 0.37])
+
+
+def test_live_outcomes_shift_each_probability_within_its_floor() -> None:
+    head = msgspec.structs.replace(_head(METAMODEL), p_long=Calibration.constant(0.37))
+    levels = OnlineLevels(probability_shift=np.array([-0.1, 0.0, -0.5]))
+    _, intervals, p_long, confidence = _apply(head, levels)
+    np.testing.assert_allclose(p_long, [0.27, 0.27])
+    np.testing.assert_allclose(confidence, [PROBABILITY_FLOOR, PROBABILITY_FLOOR])
+    np.testing.assert_allclose(intervals, _apply(head)[1])  # no miscoverage: the fitted 80 %
 
 
 def test_a_head_serving_an_unknown_source_is_refused() -> None:

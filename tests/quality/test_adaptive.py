@@ -10,8 +10,13 @@ from orchestrator.features.head import INTERVAL_GRID
 from orchestrator.quality.adaptive import (
     ADAPTIVE_RATE,
     MISCOVERAGE_BOUNDS,
+    PROBABILITY_SHIFT_BOUND,
     aci_miscoverage,
     column_miscoverage,
+    probability_rate,
+    probability_shift,
+    probability_shifts,
+    universe_rate,
 )
 
 RECOVERY_OUTCOMES = 400  # stated: coverage back within 3 points of 80 % within this many outcomes
@@ -53,3 +58,21 @@ def test_coverage_comes_back_after_a_volatility_regime_shift() -> None:
     recovered = np.mean(adaptive_hits[RECOVERY_OUTCOMES : 2 * RECOVERY_OUTCOMES])
     assert abs(recovered - 0.8) <= 0.03, recovered
     assert abs(np.mean(adaptive_hits[2 * RECOVERY_OUTCOMES :]) - 0.8) <= 0.03
+
+
+def test_a_probability_moves_towards_the_win_rate_its_outcomes_show() -> None:
+    rate = probability_rate(label_bars=10, symbols=2)
+    assert rate == pytest.approx(1 / 400)
+    assert probability_shift(rate, wins=40, served=40.0) == 0.0  # calibrated: stays put
+    assert probability_shift(rate, wins=30, served=40.0) == pytest.approx(-10 / 400)
+    assert probability_shift(rate, wins=10**6, served=0.0) == PROBABILITY_SHIFT_BOUND
+    sums = {"long:wins": 12.0, "long:p": 10.0, "short:wins": 3.0, "short:p": 5.0}
+    np.testing.assert_allclose(probability_shifts(0.01, sums), [0.02, -0.02, 0.0])
+
+
+def test_a_step_is_per_bar_of_the_universe_it_was_replayed_on() -> None:
+    """Replayed on 2 symbols, served on 10,000: each outcome moves the level 5,000 times less,
+    so one bar moves it as far as one bar of the training set did."""
+    assert universe_rate(0.005, 2, 10_000) == pytest.approx(0.005 * 2 / 10_000)
+    assert universe_rate(0.005, 2, 2) == 0.005
+    assert universe_rate(0.005, 0, 10_000) == 0.005  # a head exported before the scaling

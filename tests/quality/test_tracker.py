@@ -310,3 +310,39 @@ async def test_without_redis_counts_in_memory_then_sends_once_it_answers(
     finally:
         await client.aclose()
         await asyncio.to_thread(server.stop)
+
+
+async def test_resolved_trades_shift_the_served_probabilities(store: BarStore) -> None:
+    """Both sides' trades are scored whatever the direction; the shift of each probability is
+    its step times (wins - served probabilities) so far, the step scaled by the training set's
+    symbols over the series served."""
+    spec = msgspec.structs.replace(
+        SPEC,
+        head=msgspec.structs.replace(SPEC.head, probability_rate=0.01, rate_symbols=1),
+    )
+    tracker = QualityTracker()
+    tracker.record(
+        [
+            make_prediction(START, spec=spec),
+            make_prediction(START + timedelta(minutes=5), spec=spec),
+        ]
+    )
+    _closed(tracker, 5)
+    await tracker.resolve(store, now=_at(5))
+    # Long: TP 1.5 ATR never reached -> lost; short: its stop 1 ATR up is touched -> lost.
+    sums = tracker.shared.totals()[("5m", "7")].sums
+    assert (sums["long:trades"], sums["long:wins"], sums["short:wins"]) == (2, 0, 0)
+    levels = tracker.levels("5m", "7", spec, served_series=1)
+    assert levels is not None
+    assert levels.probability_shift is not None
+    np.testing.assert_allclose(
+        levels.probability_shift, [0.01 * -1.2, 0.01 * -0.6, 0.01 * -1.3], atol=1e-6
+    )
+    halved = tracker.levels("5m", "7", spec, served_series=2)
+    assert halved is not None
+    assert halved.probability_shift is not None
+    np.testing.assert_allclose(halved.probability_shift, levels.probability_shift / 2)
+    served = make_prediction(START + timedelta(hours=6), spec=spec)
+    served.levels = levels
+    assert served.served.p_long[0] == pytest.approx(0.6 - 0.012, abs=1e-6)
+    assert tracker.levels("5m", "7", SPEC, served_series=1) is None  # a head that adapts nothing
