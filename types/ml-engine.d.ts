@@ -622,6 +622,9 @@ export interface components {
             probability_served?: {
                 [key: string]: string;
             } | null;
+            probability_shift?: {
+                [key: string]: number;
+            } | null;
             symbol: string;
             timeframe: string;
         };

@@ -114,6 +114,9 @@ class PredictionResponse(msgspec.Struct):
     # Per probability (p_long, p_short, confidence): "model", or "base_rate" where the model
     # showed no Brier skill over it out of sample (the served value is then that base rate).
     probability_served: dict[str, str] | None = None
+    # Per probability: how far live outcomes have moved it from what was fitted (already in
+    # the served value; the controller follows a win rate that drifts). Null: it does not adapt.
+    probability_shift: dict[str, float] | None = None
 
 
 class SignalResponse(msgspec.Struct):
@@ -205,7 +208,15 @@ def prediction_response(
         None
         if spec.head is None
         else {name: spec.head.probability_source(name) for name in PROBABILITIES},
+        _shifts(run),
     )
+
+
+def _shifts(run: Prediction) -> dict[str, float] | None:
+    shift = None if run.levels is None else run.levels.probability_shift
+    if shift is None:
+        return None
+    return {name: round(float(v), 6) for name, v in zip(PROBABILITIES, shift, strict=True)}
 
 
 def question_for(run: Prediction, barrier: Barrier, asset_class: str) -> BarrierQuestion:

@@ -66,6 +66,11 @@ async def test_predict_equals_a_direct_triton_call(
     )
     assert served.intervals is not None
     assert body["interval_level"] == 0.8
+    # Live outcomes shift each probability (none resolved yet in a fresh store: about 0).
+    shift = body["probability_shift"]
+    assert set(shift) == {"p_long", "p_short", "confidence"}
+    assert body["p_long"] == pytest.approx(float(served.p_long[0]) + shift["p_long"], abs=1e-6)
+    assert body["p_short"] == pytest.approx(float(served.p_short[0]) + shift["p_short"], abs=1e-6)
     for k, horizon in enumerate(body["horizons"]):
         assert horizon["gru"]["up"] == pytest.approx(float(gru[2 * k]), abs=1e-5)
         assert horizon["transformer"]["down"] == pytest.approx(float(tf[2 * k + 1]), abs=1e-5)

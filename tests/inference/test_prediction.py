@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 import numpy as np
 from asyncmy.errors import OperationalError
 
@@ -37,12 +38,14 @@ def test_failures_are_counted_by_cause() -> None:
 
 def test_predictions_served_together_equal_those_served_one_by_one() -> None:
     """A replica applies the serving head to the predictions another replica shared in one batch
-    per spec, version and interval level; each row equals the head applied to it alone."""
+    per spec, version and online levels (interval level, probability shift); each row equals the
+    head applied to it alone, the shift carried from the computing replica."""
     spec = FeatureSpec.load(SPEC)
     assert spec.head is not None
     width = 2 * len(spec.horizons)
     rng = np.random.default_rng(7)
     levels = [None, [0.25] * width]
+    shifts = [None, [0.02, -0.03, 0.0], [-0.01, 0.0, 0.04]]
 
     def shared(k: int) -> SharedPrediction:
         return SharedPrediction(
@@ -50,7 +53,7 @@ def test_predictions_served_together_equal_those_served_one_by_one() -> None:
             (rng.random(width) * 3).tolist(), (rng.random(width) * 3).tolist(),
             *rng.random(3).tolist(), 1.0, 0,
             (rng.normal(size=10) * 0.3).tolist(), int(rng.integers(0, 288)),
-            levels[k % 2],
+            levels[k % 2], None, shifts[k % 3],
         )  # fmt: skip
 
     records = [shared(k) for k in range(9)]
@@ -61,3 +64,9 @@ def test_predictions_served_together_equal_those_served_one_by_one() -> None:
         served = prediction.served
         for name in ("ranges", "intervals", "baseline", "p_long", "p_short", "confidence"):
             np.testing.assert_allclose(getattr(served, name), getattr(alone, name), rtol=1e-12)
+        shift = shifts[records.index(record) % 3]
+        if shift is not None:
+            unshifted = msgspec.structs.replace(record, probability_shift=None)
+            base = unshifted.prediction(spec).served
+            np.testing.assert_allclose(served.p_long - base.p_long, shift[0], atol=1e-9)
+            np.testing.assert_allclose(served.confidence - base.confidence, shift[2], atol=1e-9)
