@@ -217,18 +217,19 @@ def test_adaptive_intervals_hold_coverage_through_a_volatility_shift_in_the_repl
 def test_served_probabilities_follow_a_win_rate_that_drifts_in_the_replay() -> None:
     """The classifier ranks at chance, so the base rate is served; from fold 2 on long trades
     win 25 % of the time instead of about half. The base rate of the folds before misses by
-    ~0.2 (ECE far above 0.03); shifted by the outcomes as they resolve (a 20-bar label), the
-    served P(long) follows the new rate, and its Brier score improves."""
+    ~0.2 (ECE far above 0.03); shifted by the outcomes as they resolve (a 2-bar label: the
+    shift remembers 400 outcomes, a tenth of a fold), the served P(long) follows the new rate,
+    and its Brier score improves."""
     oof = _out_of_fold(classifier_knows=False)
     rng = np.random.default_rng(5)
     drifted = oof.fold >= 2
     oof.long_won[drifted] = (rng.random(int(drifted.sum())) < 0.25).astype(np.float64)
     for k in range(1, 4):  # each fold's base rate: the win rate of the folds before
         oof.base_long[oof.fold == k] = oof.long_won[oof.fold < k].mean()
-    lags = Lags([20, 20, 20, 20], 20)
+    lags = Lags([2, 2, 2, 2], 2)
     served = nested_served(oof, lags)
     fixed_ece = classifier_report(oof, served)["long"]["ece"]
-    replay = adaptive_probabilities(oof, served, lags, probability_rate(20, 1))
+    replay = adaptive_probabilities(oof, served, lags, probability_rate(2, 1))
     assert fixed_ece > 0.08
     assert replay["long"]["ece"] <= 0.03, replay["long"]["ece"]
     assert replay["long"]["brier_skill_vs_fixed"] > 0.02

@@ -10,6 +10,7 @@ from orchestrator.features.head import INTERVAL_GRID
 from orchestrator.quality.adaptive import (
     ADAPTIVE_RATE,
     MISCOVERAGE_BOUNDS,
+    PROBABILITY_MEMORY_OUTCOMES,
     PROBABILITY_SHIFT_BOUND,
     aci_miscoverage,
     column_miscoverage,
@@ -62,9 +63,9 @@ def test_coverage_comes_back_after_a_volatility_regime_shift() -> None:
 
 def test_a_probability_moves_towards_the_win_rate_its_outcomes_show() -> None:
     rate = probability_rate(label_bars=10, symbols=2)
-    assert rate == pytest.approx(1 / 400)
+    assert rate == pytest.approx(1 / (PROBABILITY_MEMORY_OUTCOMES * 20))
     assert probability_shift(rate, wins=40, served=40.0) == 0.0  # calibrated: stays put
-    assert probability_shift(rate, wins=30, served=40.0) == pytest.approx(-10 / 400)
+    assert probability_shift(rate, wins=30, served=40.0) == pytest.approx(-10 * rate)
     assert probability_shift(rate, wins=10**6, served=0.0) == PROBABILITY_SHIFT_BOUND
     sums = {"long:wins": 12.0, "long:p": 10.0, "short:wins": 3.0, "short:p": 5.0}
     np.testing.assert_allclose(probability_shifts(0.01, sums), [0.02, -0.02, 0.0])
