@@ -85,8 +85,7 @@ async def shadow_evidence(
     model_set = challenger.model_set
     new = SignalModels(triton, timeout_s, model_set, version=str(challenger.version))
     old = SignalModels(triton, timeout_s, model_set, version=str(champion.version))
-    await new.served_version()  # the pinned version's own spec
-    spec = await new.spec()
+    spec = await new.spec()  # the pinned version's own
     if spec.head is None:
         return None
     tf = parse_timeframe(challenger.timeframe)

@@ -349,8 +349,8 @@ async def predict_bars(
         raise ValueError(f"first={first} must index a bar of the {len(bars)} given")
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size must be within 1..{MAX_BATCH} (the ensemble's limit)")
-    version = await models.served_version()  # first: a new version makes spec() re-read
-    spec = await models.spec()
+    version = await models.served_version()
+    spec = await models.spec(version)
     path = None
     if cache_dir is not None:
         key = cache_key(

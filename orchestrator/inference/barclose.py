@@ -223,7 +223,7 @@ class BarCloseEngine:
         for record in self._shared.decode_event(payload):
             key: FeatureKey = (record.symbol, Timeframe(record.timeframe))
             try:
-                spec = await self._models_for(record.timeframe).spec()
+                spec = await self._models_for(record.timeframe).spec(record.version)
             except Exception as exc:  # Triton away: the record stays in the cache for later
                 log.debug("bar-close event for %s skipped: %s", key, exc)
                 continue
@@ -427,21 +427,47 @@ class BarCloseEngine:
         handoff: asyncio.Event,
     ) -> None:
         """Predictions of `keys` into `results`; with replicas, only of those claimed here (the
-        others get no entry and wait for the claiming replica's event)."""
+        others get no entry and wait for the claiming replica's event). Each bar goes to the
+        version that answers it (a promotion names the first bar of the new one)."""
         models = self._models_for(timeframe.value)
+        try:
+            serving = await models.serving()
+        except Exception as exc:
+            results.update(dict.fromkeys(keys, exc))
+            return
+        by_version: dict[str, list[FeatureKey]] = {}
+        for key in keys:
+            by_version.setdefault(serving.for_bar(targets[key]), []).append(key)
+        for version, group in by_version.items():
+            await self._sweep_version(
+                store, timeframe, models, version, group, targets, results, computed, handoff
+            )
+
+    async def _sweep_version(
+        self,
+        store: BarStore,
+        timeframe: Timeframe,
+        models: SignalModels,
+        version: str,
+        keys: list[FeatureKey],
+        targets: dict[FeatureKey, datetime],
+        results: dict[FeatureKey, Prediction | BaseException],
+        computed: list[Prediction],
+        handoff: asyncio.Event,
+    ) -> None:
         claimed: dict[FeatureKey, Token] = {}
         try:
-            spec = await models.spec()
+            spec = await models.spec(version)
             if self._shared is not None:
                 with self.stats.timed("claims"):
-                    claimed = await self._shared_or_claimed(models, spec, keys, targets, results)
+                    claimed = await self._shared_or_claimed(version, spec, keys, targets, results)
                 keys = list(claimed)
         except Exception as exc:
             results.update(dict.fromkeys(keys, exc))
             return
         try:
             await self._compute(
-                store, timeframe, models, spec, keys, targets, results, computed, handoff
+                store, timeframe, models, version, spec, keys, targets, results, computed, handoff
             )
         finally:
             failed = [t for k, t in claimed.items() if not isinstance(results.get(k), Prediction)]
@@ -455,6 +481,7 @@ class BarCloseEngine:
         store: BarStore,
         timeframe: Timeframe,
         models: SignalModels,
+        version: str,
         spec: FeatureSpec,
         keys: list[FeatureKey],
         targets: dict[FeatureKey, datetime],
@@ -483,7 +510,7 @@ class BarCloseEngine:
         ]
         with self.stats.timed("triton"):
             requests = asyncio.gather(
-                *(models.infer(chunk) for _, chunk in chunks), return_exceptions=True
+                *(models.infer(chunk, version) for _, chunk in chunks), return_exceptions=True
             )
             handoff.set()
             outcomes = await requests
@@ -540,7 +567,7 @@ class BarCloseEngine:
 
     async def _shared_or_claimed(
         self,
-        models: SignalModels,
+        version: str,
         spec: FeatureSpec,
         keys: list[FeatureKey],
         targets: dict[FeatureKey, datetime],
@@ -549,7 +576,6 @@ class BarCloseEngine:
         """Takes the keys' predictions another replica already shared; returns the keys this
         replica claimed and must compute, with their claims."""
         assert self._shared is not None
-        version = await models.served_version()
         tokens = {(key, targets[key], version, self.series.revision(key)): key for key in keys}
         shared = []
         for token, record in (await self._shared.fetch(list(tokens))).items():

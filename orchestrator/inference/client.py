@@ -7,15 +7,18 @@ Triton may hold several versions of an ensemble ready (the champion, the previou
 standby for a rollback, a challenger scored in shadow). The one served is named by the config's
 `serving_version` parameter (the lifecycle sets it when it loads more than one); when that
 version is not ready (a rollback dropped it), the newest ready version that is not the
-`challenger_version`; with one version, that one. Every request names it, so a request never
-reaches a version that is not served. Each version's spec is the config's
-`feature_spec_<version>` parameter, else `feature_spec`.
+`challenger_version`; with one version, that one. A promotion also names the first bar the
+new version answers (`serving_from`); the bars before it are answered by `previous_version`
+(Serving.for_bar), so two replicas never answer one bar with two versions. Every request names
+its version, so a request never reaches a version that is not served. Each version's spec is
+the config's `feature_spec_<version>` parameter, else `feature_spec`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -32,6 +35,8 @@ from orchestrator.inference.models import (
     CHALLENGER_VERSION_PARAMETER,
     ENSEMBLE,
     FEATURE_SPEC_PARAMETER,
+    PREVIOUS_VERSION_PARAMETER,
+    SERVING_FROM_PARAMETER,
     SERVING_VERSION_PARAMETER,
     check_config_fingerprint,
 )
@@ -65,6 +70,23 @@ class EnsembleOutput:
         )
 
 
+@dataclass(frozen=True)
+class Serving:
+    """Which version answers which bar. A promotion names the first bar the new version serves
+    (`serving_from`, the lifecycle sets it): a bar that opened before it is answered by the
+    version it replaced (`previous_version`, kept loaded on standby), so every replica answers
+    every bar with the same version whenever it computes it."""
+
+    version: str
+    previous: str | None = None
+    first_bar: datetime | None = None
+
+    def for_bar(self, bar_time: datetime) -> str:
+        if self.previous is None or self.first_bar is None or bar_time >= self.first_bar:
+            return self.version
+        return self.previous
+
+
 class SignalModels:
     """One aio gRPC client per process (created in the lifespan), with deadlines."""
 
@@ -81,12 +103,16 @@ class SignalModels:
         self.timeout_s = timeout_s
         self.ensemble = ensemble
         self.pinned = version
-        self._spec: FeatureSpec | None = None
+        self._specs: dict[str, FeatureSpec] = {}
         self._lock = asyncio.Lock()
         self._version_lock = asyncio.Lock()
-        self._version: str | None = None
-        self._version_at = 0.0
+        self._serving: Serving | None = None
+        self._serving_at = 0.0
         self._ready: tuple[str, ...] = ()
+
+    @property
+    def _version(self) -> str | None:
+        return None if self._serving is None else self._serving.version
 
     async def _config(self) -> dict[str, Any]:
         try:
@@ -98,15 +124,29 @@ class SignalModels:
         config: dict[str, Any] = response["config"]
         return config
 
-    async def spec(self) -> FeatureSpec:
-        if self._spec is not None:
-            return self._spec
+    async def _parameters(self) -> dict[str, str]:
+        """The config's string parameters, from the protobuf answer (no JSON round trip: read
+        every second while several versions are ready)."""
+        try:
+            response = await self.client.get_model_config(
+                self.ensemble, client_timeout=self.timeout_s
+            )
+        except InferenceServerException as exc:
+            raise ModelServiceUnavailableError(_describe(exc)) from exc
+        return {key: value.string_value for key, value in response.config.parameters.items()}
+
+    async def spec(self, version: str | None = None) -> FeatureSpec:
+        """The feature spec of `version` (None: the served one)."""
+        version = version or await self.served_version()
+        found = self._specs.get(version)
+        if found is not None:
+            return found
         async with self._lock:
-            if self._spec is None:
+            if version not in self._specs:
                 config = await self._config()
                 check_config_fingerprint(config, self.ensemble)
                 parameters = config.get("parameters", {})
-                own = parameters.get(f"{FEATURE_SPEC_PARAMETER}_{self._version}", {})
+                own = parameters.get(f"{FEATURE_SPEC_PARAMETER}_{version}", {})
                 raw = own.get("string_value") or parameters.get(FEATURE_SPEC_PARAMETER, {}).get(
                     "string_value"
                 )
@@ -116,19 +156,26 @@ class SignalModels:
                     )
                 spec = msgspec.json.decode(raw, type=FeatureSpec)
                 check_compatible(spec, self.ensemble)
-                self._spec = spec
-            return self._spec
+                self._specs[version] = spec
+            return self._specs[version]
 
     async def served_version(self) -> str:
-        """The version served (or the pinned one), re-read at most once a second; concurrent
-        requests that find it stale share one metadata call. The config is read again only
-        when the set of ready versions changed (every switch changes it)."""
-        if self._version is not None and self._loop_time() - self._version_at < 1.0:
-            return self._version
+        """The version served now (or the pinned one)."""
+        return (await self.serving()).version
+
+    async def version_for(self, bar_time: datetime) -> str:
+        """The version that answers the bar opening at `bar_time`."""
+        return (await self.serving()).for_bar(bar_time)
+
+    async def serving(self) -> Serving:
+        """What serves, re-read at most once a second; concurrent requests that find it stale
+        share one read. With one version ready, that one; with several, the config decides."""
+        if self._serving is not None and self._loop_time() - self._serving_at < 1.0:
+            return self._serving
         async with self._version_lock:
             now = self._loop_time()
-            if self._version is not None and now - self._version_at < 1.0:
-                return self._version
+            if self._serving is not None and now - self._serving_at < 1.0:
+                return self._serving
             try:
                 metadata = await self.client.get_model_metadata(
                     self.ensemble, as_json=True, client_timeout=self.timeout_s
@@ -136,34 +183,36 @@ class SignalModels:
             except InferenceServerException as exc:
                 raise ModelServiceUnavailableError(_describe(exc)) from exc
             ready = tuple(sorted(metadata.get("versions", ["0"]), key=int))
-            version = self._version
-            if ready != self._ready or version is None:
-                version = await self._choose(ready)
-            if self._version is not None and version != self._version:
-                self._spec = None  # another version carries another spec
-            self._version, self._version_at, self._ready = version, now, ready
-            return version
+            if ready != self._ready:
+                self._specs.clear()  # a version dropped and exported again may differ
+            self._serving, self._serving_at, self._ready = await self._choose(ready), now, ready
+            return self._serving
 
-    async def _choose(self, ready: tuple[str, ...]) -> str:
+    async def _choose(self, ready: tuple[str, ...]) -> Serving:
         if self.pinned is not None:
             if self.pinned not in ready:
                 raise ModelServiceUnavailableError(
                     f"{self.ensemble} v{self.pinned} is not loaded in Triton (ready: "
                     f"{', '.join(ready) or 'none'})"
                 )
-            return self.pinned
-        if len(ready) > 1:
-            parameters = (await self._config()).get("parameters", {})
-            named = parameters.get(SERVING_VERSION_PARAMETER, {}).get("string_value")
-            if named in ready:
-                return str(named)
-            # The served version was dropped (a rollback that only narrowed the version policy):
-            # the newest version kept that is not in shadow.
-            shadow = parameters.get(CHALLENGER_VERSION_PARAMETER, {}).get("string_value")
-            kept = [v for v in ready if v != shadow]
-            if kept:
-                return max(kept, key=int)
-        return max(ready, key=int)
+            return Serving(self.pinned)
+        if len(ready) == 1:
+            return Serving(ready[0])
+        # Several ready: a switch may have changed which serves without changing which are
+        # ready (a challenger promoted, the champion kept on standby), so read the config.
+        parameters = await self._parameters()
+        named = parameters.get(SERVING_VERSION_PARAMETER)
+        if named not in ready:
+            # The served version was dropped (a rollback that only narrowed the version
+            # policy): the newest version kept that is not in shadow.
+            shadow = parameters.get(CHALLENGER_VERSION_PARAMETER)
+            kept = [v for v in ready if v != shadow] or list(ready)
+            return Serving(max(kept, key=int))
+        previous = parameters.get(PREVIOUS_VERSION_PARAMETER)
+        first_bar = parameters.get(SERVING_FROM_PARAMETER)
+        if previous not in ready or not first_bar:
+            return Serving(str(named))
+        return Serving(str(named), previous, datetime.fromisoformat(first_bar))
 
     async def absent(self) -> bool:
         """Whether Triton answers and its model index has no version of this set ready or
@@ -184,16 +233,14 @@ class SignalModels:
     def _loop_time() -> float:
         return asyncio.get_running_loop().time()
 
-    async def _infer(self, tensors: list[grpc_aio.InferInput]) -> Any:
+    async def _infer(self, tensors: list[grpc_aio.InferInput], version: str) -> Any:
         call = self.client.infer(
-            self.ensemble,
-            tensors,
-            model_version=self._version or "",
-            client_timeout=self.timeout_s,
+            self.ensemble, tensors, model_version=version, client_timeout=self.timeout_s
         )
         return await uncancelled(self.client, call)
 
-    async def infer(self, inputs: list[ModelInputs]) -> EnsembleOutput:
+    async def infer(self, inputs: list[ModelInputs], version: str | None = None) -> EnsembleOutput:
+        """One request for `inputs`, answered by `version` (None: the served one)."""
         seq = np.concatenate([i.seq for i in inputs])
         tab = np.concatenate([i.tab for i in inputs])
         ctx = np.concatenate([i.ctx for i in inputs])
@@ -202,20 +249,21 @@ class SignalModels:
             tensor = grpc_aio.InferInput(name, list(array.shape), "FP32")
             tensor.set_data_from_numpy(array)
             tensors.append(tensor)
+        asked = version or self._version
         try:
-            result = await self._infer(tensors)
+            result = await self._infer(tensors, asked or "")
         except InferenceServerException as exc:
-            if self.pinned is not None or self._version is None:
+            if self.pinned is not None or asked is None:
                 raise ModelServiceUnavailableError(_describe(exc)) from exc
             # The version asked for may have been switched out in the last second: ask Triton
             # which serves now and try once more (the answer names the version that computed
             # it, so a caller holding inputs for the old one computes again).
-            asked = self._version
-            self._version_at = float("-inf")
-            if await self.served_version() == asked:
+            self._serving_at = float("-inf")
+            served = await self.served_version()
+            if served == asked or asked in self._ready:
                 raise ModelServiceUnavailableError(_describe(exc)) from exc
             try:
-                result = await self._infer(tensors)
+                result = await self._infer(tensors, served)
             except InferenceServerException as again:
                 raise ModelServiceUnavailableError(_describe(again)) from again
         return EnsembleOutput(

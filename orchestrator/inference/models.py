@@ -29,6 +29,10 @@ SERVED_TIMEFRAMES = ("5m", "15m", "1h", "1d")
 FEATURE_SPEC_PARAMETER = "feature_spec"  # and feature_spec_<version> beside it (client.py)
 SERVING_VERSION_PARAMETER = "serving_version"  # which ready version serves (client.py)
 CHALLENGER_VERSION_PARAMETER = "challenger_version"  # the one scored in shadow, never served
+# A promotion's bar boundary: bars opening before `serving_from` (RFC 3339) are answered by
+# `previous_version` (client.py: Serving).
+PREVIOUS_VERSION_PARAMETER = "previous_version"
+SERVING_FROM_PARAMETER = "serving_from"
 
 
 def config_parameter(key: str, value: str) -> str:

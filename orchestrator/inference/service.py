@@ -22,7 +22,7 @@ import pandas as pd
 from orchestrator.errors import NotFoundError
 from orchestrator.features.online import NotEnoughHistoryError, required_bars
 from orchestrator.inference.barclose import BarCloseEngine, Prediction
-from orchestrator.inference.client import ModelServiceUnavailableError, SignalModels
+from orchestrator.inference.client import ModelServiceUnavailableError, Serving, SignalModels
 from orchestrator.marketdata.calendars import CalendarStore
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.sessions import TradingWeek, infer_week
@@ -61,12 +61,12 @@ class PredictionService:
         # per service: its futures belong to the app's loop).
         self.barriers = BarrierBatcher()
 
-    async def served_models(self, timeframe: str) -> tuple[SignalModels, str]:
-        """The timeframe's model set and its served version; UnservedTimeframeError when Triton
-        is up but serves no set for that timeframe."""
+    async def served_models(self, timeframe: str) -> tuple[SignalModels, Serving]:
+        """The timeframe's model set and what it serves; UnservedTimeframeError when Triton is
+        up but serves no set for that timeframe."""
         models = self._models_for(timeframe)
         try:
-            return models, await models.served_version()
+            return models, await models.serving()
         except ModelServiceUnavailableError:
             if not await models.absent():
                 raise  # Triton is down, restarting or reloading the set: a 503
@@ -109,10 +109,11 @@ class PredictionService:
     async def latest(self, symbol: str, timeframe: str) -> Prediction:
         sym, tf = parse_symbol(symbol), parse_timeframe(timeframe)
         triton_down: ModelServiceUnavailableError | None = None
+        serving: Serving | None = None
         try:
-            models, version = await self.served_models(tf.value)
+            models, serving = await self.served_models(tf.value)
         except ModelServiceUnavailableError as exc:
-            models, version, triton_down = self._models_for(tf.value), "", exc
+            models, triton_down = self._models_for(tf.value), exc
         db = await self._database()
         if self._watermarks is None:
             self._watermarks = WatermarkReader(db)
@@ -123,6 +124,7 @@ class PredictionService:
         if newest is None:
             raise NotEnoughHistoryError(0, required_bars(await models.spec()))
         key, target = (sym, tf), newest_closed(newest, source, tf)
+        version = "" if serving is None else serving.for_bar(target)
         current = self.engine.latest.get(key)
         if (
             current is not None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,20 @@ from orchestrator.lifecycle.switch import (
     serve_version,
     served_versions,
 )
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import BarStore
+from orchestrator.marketdata.timeframes import Timeframe
+
+
+async def next_bar_open(db: Database, timeframe: Timeframe) -> datetime | None:
+    """The open time of the first `timeframe` bar after the newest stored bar of any symbol
+    (None with no bars): the data's clock rather than the wall clock, so a replay of old bars
+    switches at its own next bar too."""
+    newest = max((await BarStore(db).last_bar_times()).values(), default=None)
+    if newest is None:
+        return None
+    step = timeframe.seconds
+    return datetime.fromtimestamp((int(newest.timestamp()) // step + 1) * step, UTC)
 
 
 def loaded_for(versions: list[ModelVersion], champion: int, standby: int | None = None) -> Loaded:
@@ -79,6 +94,7 @@ class Lifecycle:
             model_set,
             version,
             lambda: self.registry.move(model_set, version, "champion", actor, reason, decision),
+            at_next_bar=True,
         )
 
     async def rollback(self, model_set: str, actor: str, reason: str) -> ModelVersion:
@@ -157,8 +173,15 @@ class Lifecycle:
         return set.intersection(*(set(r) for r in ready))
 
     async def _switch(
-        self, model_set: str, version: int, record: Callable[[], Awaitable[ModelVersion]]
+        self,
+        model_set: str,
+        version: int,
+        record: Callable[[], Awaitable[ModelVersion]],
+        at_next_bar: bool = False,
     ) -> ModelVersion:
+        """`version` serves: from the next bar to open when `at_next_bar` (a promotion: the
+        champion it replaces answers the bars before, so no bar gets two versions), else at
+        once (a rollback: the bad version must stop answering now)."""
         versions = await self.registry.versions_of(model_set)
         checked_move(versions, version, "champion")  # refused before Triton is touched
         serving = next((v.version for v in versions if v.status == "champion"), None)
@@ -167,6 +190,11 @@ class Lifecycle:
         if standby is not None and not (self.repository / model_set / str(standby)).is_dir():
             standby = None
         target = loaded_for(versions, version, standby)
+        if at_next_bar and standby is not None:
+            timeframe = next(v.timeframe for v in versions if v.version == version)
+            first_bar = await next_bar_open(self.registry.db, Timeframe(timeframe))
+            if first_bar is not None:
+                target = target._replace(previous=standby, first_bar=first_bar.isoformat())
         before = None if serving is None else loaded_for(versions, serving)
         await self.serve(model_set, target, undo=before)
         try:

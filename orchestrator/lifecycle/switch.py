@@ -34,6 +34,8 @@ from orchestrator.fileio import atomic_file
 from orchestrator.inference.models import (
     CHALLENGER_VERSION_PARAMETER,
     FEATURE_SPEC_PARAMETER,
+    PREVIOUS_VERSION_PARAMETER,
+    SERVING_FROM_PARAMETER,
     SERVING_VERSION_PARAMETER,
     config_parameter,
 )
@@ -46,6 +48,7 @@ _SPEC_PARAMETER = re.compile(
 # The parameters that exist only while a set holds more than one version.
 _PER_VERSION_KEYS = (
     rf"{FEATURE_SPEC_PARAMETER}_\d+|{SERVING_VERSION_PARAMETER}|{CHALLENGER_VERSION_PARAMETER}"
+    rf"|{PREVIOUS_VERSION_PARAMETER}|{SERVING_FROM_PARAMETER}"
 )
 _PER_VERSION = re.compile(rf"^(?:{_PER_VERSION_KEYS})$")
 _PER_VERSION_LINE = re.compile(
@@ -90,6 +93,10 @@ class Loaded(NamedTuple):
     serving: int
     challenger: int | None = None
     standby: tuple[int, ...] = ()
+    # A promotion's bar boundary: bars opening before `first_bar` (RFC 3339) are answered by
+    # `previous` (on standby), so every replica answers each bar with one version.
+    previous: int | None = None
+    first_bar: str | None = None
 
     @property
     def versions(self) -> list[int]:
@@ -181,6 +188,9 @@ def _parameters(loaded: Loaded, specs: dict[int, str]) -> dict[str, str]:
         parameters[SERVING_VERSION_PARAMETER] = str(loaded.serving)
         if loaded.challenger is not None:
             parameters[CHALLENGER_VERSION_PARAMETER] = str(loaded.challenger)
+        if loaded.previous in loaded.versions and loaded.first_bar is not None:
+            parameters[PREVIOUS_VERSION_PARAMETER] = str(loaded.previous)
+            parameters[SERVING_FROM_PARAMETER] = loaded.first_bar
         for version, spec in specs.items():
             parameters[f"{FEATURE_SPEC_PARAMETER}_{version}"] = spec
     return parameters

@@ -26,7 +26,7 @@ from orchestrator.lifecycle.switch import version_spec
 from orchestrator.marketdata.db import Database
 from orchestrator.settings import ApiSettings, DatabaseSettings, Settings, TritonSettings
 from tests.api.conftest import api_settings, served
-from tests.conftest import TrainedRepository, serve_triton, until
+from tests.conftest import TrainedRepository, append_bar, serve_triton, until
 
 USER = {"X-API-Key": "user-key"}
 ADMIN = {"X-API-Key": "admin-key"}
@@ -61,6 +61,11 @@ def _served_spec(server: TritonServer) -> str:
     served = named if named and int(named) in ready else str(max(ready))
     own = parameters.get(f"feature_spec_{served}", parameters["feature_spec"])
     return str(own["string_value"])
+
+
+async def _answered_by(client: httpx.AsyncClient, version: int) -> bool:
+    response = await client.get("/api/predict/BTCUSD", headers=USER)
+    return bool(response.json().get("model_version") == str(version))
 
 
 def _ready(server: TritonServer) -> list[int]:
@@ -102,6 +107,8 @@ async def client(
 async def test_rollback_under_load_then_promotion_back(
     client: httpx.AsyncClient,
     two_versions: TritonServer,
+    db: Database,
+    loaded: TrainedRepository,
 ) -> None:
     repository = two_versions.model_repository
     previous, newest = _versions(repository)[-2:]
@@ -118,6 +125,10 @@ async def test_rollback_under_load_then_promotion_back(
         f"{path}/promote", json={"version": newest, "reason": "set up"}, headers=ADMIN
     )
     assert back.json()["champion"] == newest
+    # A promotion serves from the next bar on: that bar closes, then every answer is the newest.
+    bars = loaded.data[0].bars
+    await append_bar(db, bars, minutes=5)
+    await until(lambda: _answered_by(client, newest), what="the next bar answered by the newest")
 
     answers: list[tuple[int, str]] = []
     stop = asyncio.Event()
@@ -172,21 +183,13 @@ async def test_rollback_under_load_then_promotion_back(
         f"{path}/promote", json={"version": newest, "reason": "fixed upstream"}, headers=ADMIN
     )
     assert forward.json()["champion"] == newest
-    # The champion it replaced stays on standby; the engine serves the one promoted.
+    # The champion it replaced stays on standby and answers the bar already closed; the
+    # promoted one answers from the next bar on.
     assert _ready(two_versions) == [previous, newest]
     assert _served_spec(two_versions) == version_spec(repository, ENSEMBLE, newest)
-    served: list[str] = []
-
-    async def ask() -> None:
-        served.append(
-            (await client.get("/api/predict/BTCUSD", headers=USER)).json()["model_version"]
-        )
-
-    await ask()
-    while served[-1] != str(newest) and len(served) < 200:  # the engine re-reads within a second
-        await asyncio.sleep(0.05)
-        await ask()
-    assert served[-1] == str(newest)
+    assert await _answered_by(client, previous)
+    await append_bar(db, bars, minutes=10)
+    await until(lambda: _answered_by(client, newest), what="the next bar answered by the newest")
     missing = await client.post(
         f"{path}/promote", json={"version": 999, "reason": "typo"}, headers=ADMIN
     )

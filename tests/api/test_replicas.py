@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import pandas as pd
 import pytest
 import tritonclient.grpc as grpcclient
 import websockets
@@ -37,6 +38,12 @@ from tests.conftest import (
 )
 
 SERVED = (Timeframe.M5, Timeframe.M15)  # the model sets the suite's Triton serves
+
+
+def _config_parameters(server: TritonServer) -> dict[str, str]:
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    config = client.get_model_config(ENSEMBLE, as_json=True)["config"]
+    return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
 
 
 def _inferences(server: TritonServer) -> int:
@@ -330,9 +337,13 @@ async def test_both_replicas_serve_each_bar_from_one_version_across_a_promotion_
                 headers=admin,
             )
             assert moved.status_code == 200, moved.text
-            await until(
-                lambda: both_serve(previous), what="both serving the previous", timeout_s=30
-            )
+            # A promotion names the next bar as the first the promoted version answers: the
+            # bar already closed stays with the champion it replaced, on both replicas alike.
+            parameters = _config_parameters(triton)
+            assert parameters["previous_version"] == str(newest)
+            first_bar = next_bar_row(bars, minutes=5)["ts"].iloc[0]
+            assert pd.Timestamp(parameters["serving_from"]) == first_bar
+            assert await both_serve(newest)
             for version, url, move in ((previous, None, None), (newest, b, "rollback")):
                 if move is not None:
                     rolled = await client.post(

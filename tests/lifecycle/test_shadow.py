@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 
 import msgspec
 import pytest
@@ -18,7 +19,7 @@ from export.promotion import TestResult as RulesResult
 from export.shadow import judge_challenger
 from orchestrator.demo.generator import generate_bars
 from orchestrator.devstack.triton import TritonServer
-from orchestrator.inference.client import SignalModels
+from orchestrator.inference.client import Serving, SignalModels
 from orchestrator.inference.models import ENSEMBLE
 from orchestrator.ingest.writer import write_bars
 from orchestrator.lifecycle.registry import StatusMoveError
@@ -185,3 +186,44 @@ async def test_a_rollback_the_registry_refuses_switches_triton_back(
         assert statuses[champion] == "champion"
     finally:
         await triton.close()
+
+
+async def test_a_promotion_answers_from_the_next_bar_and_a_rollback_at_once(
+    clean_db: Database, side_by_side: TritonServer, loaded: TrainedRepository
+) -> None:
+    """A promotion names the bar after the newest stored one as the first the promoted version
+    answers; the bars before stay with the champion it replaced (on standby), so replicas that
+    compute a bar at different moments still agree. The engine's long-lived client follows a
+    promotion that leaves the same versions ready. A rollback applies to every bar at once."""
+    repository = side_by_side.model_repository
+    registry, (previous, champion) = await registered(clean_db, repository)
+    newest = loaded.data[0].bars.index[-1].to_pydatetime()
+    first_bar = newest + timedelta(minutes=5)
+    triton = grpc_aio.InferenceServerClient(f"127.0.0.1:{side_by_side.grpc_port}")
+    try:
+        lifecycle = Lifecycle(registry, triton, repository, TIMEOUT_S)
+        served = SignalModels(triton, TIMEOUT_S, ENSEMBLE)  # held for the whole test, as the app
+        await lifecycle.promote(ENSEMBLE, previous, "test", "first")
+        assert await served.serving() == Serving(str(previous))  # nothing to hand over from
+        await lifecycle.promote(ENSEMBLE, champion, "test", "second")
+        await until(lambda: _served_is(served, str(champion)), what="the promoted version served")
+        assert await served.version_for(newest) == str(previous)
+        assert await served.version_for(first_bar) == str(champion)
+        # Back to the first: the same two versions stay ready, only the config says who serves.
+        await lifecycle.promote(ENSEMBLE, previous, "test", "third")
+        assert _ready(side_by_side) == [previous, champion]
+        await until(lambda: _served_is(served, str(previous)), what="the third promotion seen")
+        assert await served.version_for(newest) == str(champion)
+        assert await served.version_for(first_bar) == str(previous)
+        # A rollback does not wait for a bar: the bad version stops answering now.
+        await lifecycle.rollback(ENSEMBLE, "test", "bad skill")
+        await until(lambda: _served_is(served, str(champion)), what="the rollback seen")
+        assert await served.version_for(newest) == str(champion)
+        assert await served.version_for(first_bar) == str(champion)
+        assert (await served.spec(str(champion))).fingerprint
+    finally:
+        await triton.close()
+
+
+async def _served_is(models: SignalModels, version: str) -> bool:
+    return await models.served_version() == version
