@@ -1,7 +1,9 @@
 """Live model quality: what was served, compared with what happened once each horizon elapsed.
 
-Every prediction the bar-close engine holds (computed here or received from another replica) is
-kept until its longest horizon has passed. A background pass reads the bars that closed since the
+The predictions the bar-close engine holds (computed here or received from another replica) are
+kept until their horizons have passed; at each horizon every s-th bar's prediction is scored and
+counted s times (totals.strides: about 24 open per horizon and key, where every bar's would be
+up to 1,440 at a 5m key's 5-day horizon, ~2 MB per key). A background pass reads the bars that closed since the
 key's last read (one small query per symbol and timeframe) and resolves what is due:
 - per horizon: was the realised high / low inside its 80 % interval, and the squared error of the
   served range and of the HAR baseline the head carries (live skill = 1 - MSE ratio);
@@ -25,7 +27,8 @@ engine delivers the newest bar of every key again, but older predictions whose h
 open (up to 5 days of them) are not re-collected: the only prediction store, the shared cache, keeps
 3 bars per key, and the tracker resolves from the bar store, which holds no predictions. Another
 replica that keeps running counts them; a lone replica does not (an undercount, never a double
-count). Persisting them would take ~300 B per open prediction (~2,000 per symbol).
+count). Persisting them would take ~300 B per open prediction (~200 per symbol over three
+timeframes).
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ class _Series:
         ):
             self.read_for = None  # due already (it arrived late): read even if no bar closed
         self.pending[(item.bar_time, item.version)] = item
-        for bars in set(item.horizon_bars):
+        for bars in {item.horizon_bars[k] for k in item.tracked}:
             bisect.insort_right(self.waiting.setdefault(bars, []), item, key=_bar_time)
         if len(self.pending) > PENDING_PER_KEY:
             del self.pending[next(iter(self.pending))]  # still queued: skipped once due
@@ -187,7 +190,11 @@ class QualityTracker:
                 series.newest = prediction.bar_time  # predictions are made on closed bars only
             if (prediction.bar_time, prediction.version) in series.pending:
                 continue  # the same bar again (another replica, a request): counted once
-            series.add(pending(prediction))
+            bar_number = int(prediction.bar_time.timestamp()) // key[1].seconds
+            item = pending(prediction, bar_number)
+            if item is None:
+                continue  # no horizon scores this bar (totals.strides)
+            series.add(item)
             spec = prediction.spec
             group = (prediction.timeframe, prediction.version)
             self._horizons.setdefault(group, list(spec.horizons))
@@ -275,13 +282,13 @@ class QualityTracker:
         group = (key[1].value, item.version)
         names = self._horizons[group]
         outcomes = []
-        for k, length in enumerate(item.horizon_bars):
-            if length != bars:
+        for k in item.tracked:
+            if item.horizon_bars[k] != bars:
                 continue
             increments, drift = score_range(names[k], item, k, high, low)
             if k == item.label:
                 increments += score_trade(item, high, low)
-            item.resolved.add(k)
+            item.unresolved -= 1
             outcomes.append(
                 Outcome(
                     timeframe=group[0],
@@ -295,7 +302,7 @@ class QualityTracker:
                     drift=drift,
                 )
             )
-        if len(item.resolved) == len(item.horizon_bars):
+        if item.unresolved == 0:
             del series.pending[(item.bar_time, item.version)]
         return outcomes
 

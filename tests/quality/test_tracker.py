@@ -29,6 +29,7 @@ from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore, SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
+from orchestrator.quality import totals
 from orchestrator.quality.report import render
 from orchestrator.quality.tracker import QualityTracker, VersionQuality
 
@@ -346,3 +347,30 @@ async def test_resolved_trades_shift_the_served_probabilities(store: BarStore) -
     served.levels = levels
     assert served.served.p_long[0] == pytest.approx(0.6 - 0.012, abs=1e-6)
     assert tracker.levels("5m", "7", SPEC, served_series=1) is None  # a head that adapts nothing
+
+
+async def test_strides_keep_a_few_open_predictions_per_horizon_and_count_each_for_its_stride(
+    store: BarStore,
+) -> None:
+    """Every bar's prediction for a week, recorded as its bar closes and resolved every hour:
+    at most ~24 open per horizon (6 for the 6-bar one) instead of up to 1,440, and the totals
+    count each scored outcome for the bars it stands for (within one stride of scoring all)."""
+    tracker = QualityTracker()
+    bars = 2000
+    most_open = 0
+    for start in range(0, bars, 12):
+        tracker.record(
+            [
+                make_prediction(START + timedelta(minutes=5 * i))
+                for i in range(start, min(start + 12, bars))
+            ]
+        )
+        await tracker.resolve(store, now=_at(start / 12))
+        most_open = max(most_open, len(tracker._series[(SYMBOL, Timeframe.M5)].pending))
+    assert totals.strides(SPEC.horizon_bars) == (1, 2, 12, 60)
+    assert most_open <= 6 + 24 + 24 + 24 + 12
+    counted = resolved_counts(tracker.report())
+    for name, horizon_bars in zip(SPEC.horizons, SPEC.horizon_bars, strict=True):
+        every_bar = bars - horizon_bars  # predictions whose horizon ended inside the store
+        stride = totals.strides([horizon_bars])[0]
+        assert abs(counted[name] - every_bar) <= stride, (name, counted[name], every_bar)
