@@ -16,7 +16,9 @@ from orchestrator.inference.prediction import BarCloseStats, serve_together
 from orchestrator.inference.shared import SharedPrediction
 from orchestrator.settings import PROJECT_ROOT
 
-SPEC = PROJECT_ROOT / "model_repository" / "cpu" / "signal_ensemble" / "8" / "feature_spec.json"
+ENSEMBLE_DIR = PROJECT_ROOT / "model_repository" / "cpu" / "signal_ensemble"
+# The committed demo set's newest version (one is committed; a retrain replaces it).
+SPEC = max(ENSEMBLE_DIR.glob("[0-9]*/feature_spec.json"), key=lambda p: int(p.parent.name))
 
 
 def test_failures_are_counted_by_cause() -> None:
