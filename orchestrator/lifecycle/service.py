@@ -53,6 +53,11 @@ async def next_bar_open(db: Database, timeframe: Timeframe) -> datetime | None:
     return datetime.fromtimestamp((int(newest.timestamp()) // step + 1) * step, UTC)
 
 
+def _from_bar(reason: str, first_bar: str | None) -> str:
+    """The move's reason, saying from which bar the promoted version answers."""
+    return reason if first_bar is None else f"{reason} (answers from the bar opening {first_bar})"
+
+
 def loaded_for(versions: list[ModelVersion], champion: int, standby: int | None = None) -> Loaded:
     """What Triton should hold when `champion` serves: it, the set's challenger if any, and
     `standby` (the version a rollback would return to)."""
@@ -93,7 +98,9 @@ class Lifecycle:
         return await self._switch(
             model_set,
             version,
-            lambda: self.registry.move(model_set, version, "champion", actor, reason, decision),
+            lambda first_bar: self.registry.move(
+                model_set, version, "champion", actor, _from_bar(reason, first_bar), decision
+            ),
             at_next_bar=True,
         )
 
@@ -110,7 +117,7 @@ class Lifecycle:
                 return await self._switch(
                     model_set,
                     target,
-                    lambda: self.registry.rollback(model_set, actor, reason, target),
+                    lambda _: self.registry.rollback(model_set, actor, reason, target),
                 )
             after = loaded_for(versions, target)
             before = loaded_for(versions, serving, target)
@@ -176,7 +183,7 @@ class Lifecycle:
         self,
         model_set: str,
         version: int,
-        record: Callable[[], Awaitable[ModelVersion]],
+        record: Callable[[str | None], Awaitable[ModelVersion]],
         at_next_bar: bool = False,
     ) -> ModelVersion:
         """`version` serves: from the next bar to open when `at_next_bar` (a promotion: the
@@ -198,7 +205,7 @@ class Lifecycle:
         before = None if serving is None else loaded_for(versions, serving)
         await self.serve(model_set, target, undo=before)
         try:
-            moved = await record()
+            moved = await record(target.first_bar)
         except BaseException:
             if serving is not None:
                 with contextlib.suppress(Exception):  # the record's error is the one to report

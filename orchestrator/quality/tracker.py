@@ -3,8 +3,9 @@
 The predictions the bar-close engine holds (computed here or received from another replica) are
 kept until their horizons have passed; at each horizon every s-th bar's prediction is scored and
 counted s times (totals.strides: about 24 open per horizon and key, where every bar's would be
-up to 1,440 at a 5m key's 5-day horizon, ~2 MB per key). A background pass reads the bars that closed since the
-key's last read (one small query per symbol and timeframe) and resolves what is due:
+up to 1,440 at a 5m key's 5-day horizon, ~2 MB per key). A background pass reads the bars that
+closed since the key's last read (one small query per symbol and timeframe) and resolves what is
+due:
 - per horizon: was the realised high / low inside its 80 % interval, and the squared error of the
   served range and of the HAR baseline the head carries (live skill = 1 - MSE ratio);
 - at the label horizon: did the trade in the served direction reach TP or SL first (a bar that

@@ -209,6 +209,10 @@ async def test_a_promotion_answers_from_the_next_bar_and_a_rollback_at_once(
         await until(lambda: _served_is(served, str(champion)), what="the promoted version served")
         assert await served.version_for(newest) == str(previous)
         assert await served.version_for(first_bar) == str(champion)
+        promoted = next(v for v in await registry.versions(ENSEMBLE) if v.version == champion)
+        assert promoted.status_reason == (
+            f"second (answers from the bar opening {first_bar.isoformat()})"
+        )
         # Back to the first: the same two versions stay ready, only the config says who serves.
         await lifecycle.promote(ENSEMBLE, previous, "test", "third")
         assert _ready(side_by_side) == [previous, champion]
