@@ -76,18 +76,29 @@ def strides(horizon_bars: Sequence[int]) -> tuple[int, ...]:
     return tuple(max(1, -(-bars // OUTCOMES_PER_HORIZON)) for bars in horizon_bars)
 
 
+# Tuples every prediction of a key repeats (its horizons' bars and strides), kept once.
+_SHARED: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+
+def _shared(values: tuple[int, ...]) -> tuple[int, ...]:
+    return _SHARED.setdefault(values, values)
+
+
 @dataclass(slots=True)
 class Pending:
-    """One prediction's served numbers, kept until its tracked horizons have elapsed."""
+    """One prediction's served numbers, kept until its tracked horizons have elapsed (~700 B:
+    thousands per symbol are open at once, see `strides`)."""
 
     bar_time: datetime
     version: str
     close: float
     atr: float
     horizon_bars: tuple[int, ...]
-    ranges: F64  # (2H,) served
-    intervals: F64 | None  # (2H, 2)
-    baseline: F64 | None  # (2H,) HAR baseline
+    # The served ranges (2H), then the intervals (2H x 2, flattened) and the reference
+    # baseline's ranges (2H) where the head has them, in one array.
+    values: F64
+    has_intervals: bool
+    has_baseline: bool
     direction: float
     confidence: float
     p_long: float  # served, as P(long wins) and P(short wins) are scored whatever the direction
@@ -99,25 +110,48 @@ class Pending:
     weights: tuple[int, ...]  # per horizon: the outcomes one scored outcome stands for
     unresolved: int = 0  # tracked horizons still open (set by `pending`)
 
+    @property
+    def ranges(self) -> F64:
+        return self.values[: len(self.horizon_bars) * 2]
+
+    @property
+    def intervals(self) -> F64 | None:
+        if not self.has_intervals:
+            return None
+        width = len(self.horizon_bars) * 2
+        return self.values[width : 3 * width].reshape(width, 2)
+
+    @property
+    def baseline(self) -> F64 | None:
+        if not self.has_baseline:
+            return None
+        width = len(self.horizon_bars) * 2
+        return self.values[-width:]
+
 
 def pending(prediction: Prediction, bar_number: int) -> Pending | None:
     """What scoring needs of `prediction` (the bar_number-th bar of its timeframe's grid), or
     None when no horizon scores this bar (strides); copied, so the prediction can go."""
     served, spec = prediction.served, prediction.spec
-    bars = tuple(prediction.horizon_bars)
-    weights = strides(bars)
-    tracked = tuple(k for k, stride in enumerate(weights) if bar_number % stride == 0)
+    bars = _shared(tuple(prediction.horizon_bars))
+    weights = _shared(strides(bars))
+    tracked = _shared(tuple(k for k, stride in enumerate(weights) if bar_number % stride == 0))
     if not tracked:
         return None
+    parts = [served.ranges[0].ravel()]
+    if served.intervals is not None:
+        parts.append(served.intervals[0].ravel())
+    if served.baseline is not None:
+        parts.append(served.baseline[0].ravel())
     return Pending(
         bar_time=prediction.bar_time,
         version=prediction.version,
         close=prediction.inputs.close,
         atr=prediction.inputs.atr,
         horizon_bars=bars,
-        ranges=served.ranges[0].copy(),
-        intervals=None if served.intervals is None else served.intervals[0].copy(),
-        baseline=None if served.baseline is None else served.baseline[0].copy(),
+        values=np.concatenate(parts).astype(np.float64),
+        has_intervals=served.intervals is not None,
+        has_baseline=served.baseline is not None,
         direction=float(prediction.out.direction[0]),
         confidence=float(served.confidence[0]),
         p_long=float(served.p_long[0]),

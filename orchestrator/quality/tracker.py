@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -74,6 +75,11 @@ PENDING_PER_KEY = 3000  # predictions kept per (symbol, timeframe) while their h
 RESOLVE_INTERVAL_S = 15.0
 
 
+def _epoch(moment: datetime) -> int:
+    """Seconds since the epoch of an aware time (a naive one is UTC, as the store's are)."""
+    return int(moment.replace(tzinfo=moment.tzinfo or UTC).timestamp())
+
+
 def _bar_time(item: Pending) -> datetime:
     return item.bar_time
 
@@ -94,9 +100,11 @@ class _Series:
     # Every bar opening after `floor`, through `through`, as read so far.
     floor: datetime | None = None
     through: datetime | None = None
-    times: list[datetime] = field(default_factory=list)
-    highs: list[float] = field(default_factory=list)
-    lows: list[float] = field(default_factory=list)
+    # Bar open times (epoch seconds), highs and lows as arrays: a 5m key holds up to 1,440 bars
+    # for its 5-day horizon, ~35 KB as arrays where lists of datetimes and floats took ~170 KB.
+    times: array[int] = field(default_factory=lambda: array("q"))
+    highs: array[float] = field(default_factory=lambda: array("d"))
+    lows: array[float] = field(default_factory=lambda: array("d"))
 
     def add(self, item: Pending) -> None:
         if self.floor is not None and item.bar_time < self.floor:
@@ -137,11 +145,11 @@ class _Series:
     def extend(self, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
-        times = pd.DatetimeIndex(frame.index).to_pydatetime().tolist()
-        self.times += times
-        self.highs += frame["high"].to_numpy(np.float64).tolist()
-        self.lows += frame["low"].to_numpy(np.float64).tolist()
-        self.through = times[-1]
+        index = pd.DatetimeIndex(frame.index)
+        self.times.extend(index.as_unit("s").asi8.tolist())
+        self.highs.extend(frame["high"].to_numpy(np.float64).tolist())
+        self.lows.extend(frame["low"].to_numpy(np.float64).tolist())
+        self.through = index[-1].to_pydatetime()
 
     def trim(self) -> None:
         """Drops the bars no waiting prediction needs (all of them when none waits)."""
@@ -149,12 +157,12 @@ class _Series:
         cut = self.through if oldest is None else oldest
         if cut is None or self.through is None or self.floor is None or cut <= self.floor:
             return
-        n = bisect.bisect_right(self.times, cut)
+        n = bisect.bisect_right(self.times, _epoch(cut))
         del self.times[:n], self.highs[:n], self.lows[:n]
         self.floor, self.through = cut, max(self.through, cut)
 
     def _forget_bars(self) -> None:
-        self.times, self.highs, self.lows = [], [], []
+        self.times, self.highs, self.lows = array("q"), array("d"), array("d")
         self.floor = self.through = self.read_for = None
 
 
@@ -265,7 +273,7 @@ class QualityTracker:
         for bars, queue in series.waiting.items():
             done = 0
             for item in queue:
-                first = bisect.bisect_right(times, item.bar_time)
+                first = bisect.bisect_right(times, _epoch(item.bar_time))
                 if len(times) - first < bars:
                     break  # the predictions after it in line need later bars still
                 done += 1
