@@ -695,6 +695,13 @@ export interface components {
             redis_errors: number;
             replica_id: string;
         };
+        /** SideQuality */
+        SideQuality: {
+            mean_p: number | null;
+            side: string;
+            trades: number;
+            win_rate: number | null;
+        };
         /** Signal */
         Signal: {
             action: string;
@@ -845,6 +852,7 @@ export interface components {
             mean_confidence: number | null;
             model_version: string;
             reliability: components["schemas"]["ConfidenceBin"][];
+            sides?: components["schemas"]["SideQuality"][];
             /**
              * @default memory
              * @enum {string}

@@ -58,5 +58,11 @@ def render(report: list[VersionQuality]) -> str:
             f"  trades resolved {entry.trades}: win rate {_f(entry.win_rate)}, mean confidence "
             f"{_f(entry.mean_confidence)}, ECE {_f(entry.confidence_ece)}"
         )
+        for side in entry.sides:
+            if side.trades:
+                lines.append(
+                    f"  {side.side} trades {side.trades}: won {_f(side.win_rate)}, served "
+                    f"P({side.side} wins) {_f(side.mean_p)} on average"
+                )
         lines += [f"  WARNING {w}" for w in entry.warnings]
     return "\n".join(lines)

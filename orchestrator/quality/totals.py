@@ -298,6 +298,16 @@ class ConfidenceBin(msgspec.Struct):
     win_rate: float
 
 
+class SideQuality(msgspec.Struct):
+    """P(long wins) or P(short wins) against the trades of that side, scored whatever the
+    signal's direction: what the probability's live shift follows (adaptive.py)."""
+
+    side: str  # "long" or "short"
+    trades: int
+    win_rate: float | None
+    mean_p: float | None  # the served probability, on average
+
+
 class VersionQuality(msgspec.Struct):
     timeframe: str
     model_version: str
@@ -312,6 +322,7 @@ class VersionQuality(msgspec.Struct):
     # "redis": every replica's totals as of the last pass; "memory": Redis did not answer (or is
     # not configured), the last totals read from it plus what this replica resolved since.
     source: Source = "memory"
+    sides: list[SideQuality] = []
 
 
 class Drift(NamedTuple):
@@ -387,6 +398,17 @@ def version_quality(group: Group, totals: Totals, source: Source) -> VersionQual
         reliability=bins,
         warnings=_drift_warnings(timeframe, version, totals),
         source=source,
+        sides=[_side_quality(side, totals) for side in ("long", "short")],
+    )
+
+
+def _side_quality(side: str, totals: Totals) -> SideQuality:
+    trades = totals.count(f"{side}:trades")
+    return SideQuality(
+        side,
+        trades,
+        _ratio(totals.sums.get(f"{side}:wins", 0.0), trades),
+        _ratio(totals.sums.get(f"{side}:p", 0.0), trades),
     )
 
 

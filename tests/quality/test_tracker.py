@@ -333,6 +333,14 @@ async def test_resolved_trades_shift_the_served_probabilities(store: BarStore) -
     # Long: TP 1.5 ATR never reached -> lost; short: its stop 1 ATR up is touched -> lost.
     sums = tracker.shared.totals()[("5m", "7")].sums
     assert (sums["long:trades"], sums["long:wins"], sums["short:wins"]) == (2, 0, 0)
+    (entry,) = tracker.report()
+    long, short = entry.sides
+    assert (long.side, long.trades, long.win_rate) == ("long", 2, 0.0)
+    assert long.mean_p == pytest.approx(0.6)
+    assert short.mean_p == pytest.approx(0.3)
+    assert "long trades 2: won 0.000, served P(long wins) 0.600 on average" in render(
+        tracker.report()
+    )
     levels = tracker.levels("5m", "7", spec, served_series=1)
     assert levels is not None
     assert levels.probability_shift is not None
