@@ -89,12 +89,14 @@ def _engine(app: Litestar) -> Resources:
 
 
 async def _every_symbol_predicted(engine: BarCloseEngine) -> None:
-    """Until the first poll's sweeps have predicted every symbol on 5m and 15m."""
+    """Until the first poll's sweeps have predicted every symbol on 5m and 15m and ended (a
+    sweep's listeners and counters run after its predictions are kept)."""
     await until(
         lambda: all(engine.latest.get((s, tf)) for s in SYMBOLS for tf in (M5, M15)),
         what="every symbol predicted on 5m and 15m",
         timeout_s=120,
     )
+    await until(lambda: engine.idle, what="the seeding sweeps ended")
 
 
 async def test_a_bar_closing_on_many_symbols_is_scored_in_one_triton_request(
@@ -154,7 +156,6 @@ async def test_sweeps_overlap_and_never_score_a_key_twice(
     async with AsyncTestClient(app):
         engine = _engine(app).engine
         await _every_symbol_predicted(engine)
-        await until(lambda: engine.idle, what="the seeding sweeps ended")  # counters settled
         served_5m = [key for key in engine.latest if key[1] == M5]  # BTCUSD of `loaded` too
         assert np.subtract(_ensemble_counts(model_server), before)[1] == len(served_5m)
         seeded = engine.stats.sweeps
