@@ -32,6 +32,7 @@ from orchestrator.lifecycle.registry import (
 )
 from orchestrator.lifecycle.switch import (
     Loaded,
+    named_bar,
     narrow_to,
     pin_in_repository,
     serve_version,
@@ -142,6 +143,10 @@ class Lifecycle:
         champion = next(v.version for v in versions if v.status == "champion")
         loaded = Loaded(champion, version, (await self._standby(model_set, champion),))
         loaded = loaded._replace(standby=tuple(v for v in loaded.standby if v > 0))
+        # A promotion's named bar may not have closed yet: the reload keeps it.
+        boundary = await named_bar(self.triton, model_set, self.timeout_s)
+        if boundary is not None and boundary[0] in loaded.versions:
+            loaded = loaded._replace(previous=boundary[0], first_bar=boundary[1])
         await self.serve(model_set, loaded, undo=loaded._replace(challenger=None))
         await asyncio.to_thread(pin_in_repository, self.repository, model_set, loaded)
 

@@ -76,6 +76,22 @@ async def served_versions(
     )
 
 
+async def named_bar(
+    triton: grpcclient.InferenceServerClient, model: str, timeout_s: float
+) -> tuple[int, str] | None:
+    """The promotion boundary `model`'s config names (the replaced version, the first bar of
+    the promoted one), or None."""
+    try:
+        response = await triton.get_model_config(model, client_timeout=timeout_s)
+    except InferenceServerException as exc:
+        raise ModelsUnavailableError(f"Triton did not answer {model}'s config: {exc}") from None
+    parameters = response.config.parameters
+    if PREVIOUS_VERSION_PARAMETER not in parameters or SERVING_FROM_PARAMETER not in parameters:
+        return None
+    previous = parameters[PREVIOUS_VERSION_PARAMETER].string_value
+    return int(previous), parameters[SERVING_FROM_PARAMETER].string_value
+
+
 def version_spec(repository: Path, model: str, version: int) -> str | None:
     """The version's feature spec as the config parameter holds it (compact JSON); None when
     the repository is not on this machine."""

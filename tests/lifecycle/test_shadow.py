@@ -14,6 +14,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpc_aio
 
+from export.exporter import export_profiles
 from export.promotion import REJECT, WAIT, Comparison
 from export.promotion import TestResult as RulesResult
 from export.shadow import judge_challenger
@@ -22,6 +23,7 @@ from orchestrator.devstack.triton import TritonServer
 from orchestrator.inference.client import Serving, SignalModels
 from orchestrator.inference.models import ENSEMBLE
 from orchestrator.ingest.writer import write_bars
+from orchestrator.lifecycle.exported import exported_versions
 from orchestrator.lifecycle.registry import StatusMoveError
 from orchestrator.lifecycle.service import Lifecycle
 from orchestrator.lifecycle.switch import Loaded, VersionLoadError
@@ -231,3 +233,28 @@ async def test_a_promotion_answers_from_the_next_bar_and_a_rollback_at_once(
 
 async def _served_is(models: SignalModels, version: str) -> bool:
     return await models.served_version() == version
+
+
+async def test_a_challenger_loaded_before_the_named_bar_closes_keeps_it(
+    clean_db: Database, side_by_side: TritonServer, loaded: TrainedRepository
+) -> None:
+    """A retrain's version loaded beside the champion right after a promotion: the reload keeps
+    the promotion's named bar, so the bar forming at the promotion stays with the replaced
+    champion. (Last in the module: it exports a third version into the shared repository.)"""
+    repository = side_by_side.model_repository
+    registry, (previous, champion) = await registered(clean_db, repository)
+    first_bar = loaded.data[0].bars.index[-1].to_pydatetime() + timedelta(minutes=5)
+    triton = grpc_aio.InferenceServerClient(f"127.0.0.1:{side_by_side.grpc_port}")
+    try:
+        lifecycle = Lifecycle(registry, triton, repository, TIMEOUT_S)
+        await lifecycle.promote(ENSEMBLE, previous, "test", "first")
+        await lifecycle.promote(ENSEMBLE, champion, "test", "second")
+        export_profiles(loaded.models, repository.parent, profiles=("cpu",))
+        retrained = [e for e in exported_versions(repository) if e.model_set == ENSEMBLE][-1]
+        await registry.register(retrained, "test", "exported")
+        await lifecycle.load_challenger(ENSEMBLE, retrained.version)
+        assert _ready(side_by_side) == [previous, champion, retrained.version]
+        served = SignalModels(triton, TIMEOUT_S, ENSEMBLE)
+        assert await served.serving() == Serving(str(champion), str(previous), first_bar)
+    finally:
+        await triton.close()
