@@ -39,9 +39,9 @@ from orchestrator.features.head import (
     METAMODEL,
     MODEL,
     NETWORKS,
-    PROBABILITY_FLOOR,
     RANGE_BASELINES,
     chosen_side_p,
+    shifted,
     stack_ranges,
 )
 from orchestrator.quality.adaptive import MISCOVERAGE_BOUNDS, probability_shift
@@ -428,7 +428,7 @@ def adaptive_probabilities(
             shift = probability_shift(rate, wins, total)
             for r_local in order[starts[t] : starts[t + 1]]:
                 r = rows[r_local]
-                q = min(max(p[r] + shift, PROBABILITY_FLOOR), 1.0 - PROBABILITY_FLOOR)
+                q = float(shifted(p[r], shift))
                 shifted_p[r_local] = q
                 arriving[t + delay] += (outcome[r], q)
         y = outcome[rows]

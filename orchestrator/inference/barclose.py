@@ -30,6 +30,7 @@ import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -84,6 +85,19 @@ async def _first_of(tasks: Iterable[asyncio.Task[None]], event: asyncio.Event | 
     finally:
         if setting is not None:
             setting.cancel()
+
+
+@dataclass
+class _SweepRun:
+    """What every part of one sweep reads and fills: the store, each key's target bar, the
+    results per key, the predictions computed here, and the event set once its Triton requests
+    are out (the next sweep may start)."""
+
+    store: BarStore
+    targets: dict[FeatureKey, datetime]
+    handoff: asyncio.Event
+    results: dict[FeatureKey, Prediction | BaseException] = field(default_factory=dict)
+    computed: list[Prediction] = field(default_factory=list)
 
 
 def _nobody_watches(key: FeatureKey) -> bool:
@@ -377,15 +391,13 @@ class BarCloseEngine:
         targets: dict[FeatureKey, datetime] = {}
         for key, bar_time in batch:
             targets[key] = max(bar_time, targets.get(key, bar_time))
-        results: dict[FeatureKey, Prediction | BaseException] = {}
-        db = await self._database()
-        store = BarStore(db)
+        run = _SweepRun(BarStore(await self._database()), targets, handoff)
+        results, computed = run.results, run.computed
         by_timeframe: dict[Timeframe, list[FeatureKey]] = {}
         for key in targets:
             by_timeframe.setdefault(key[1], []).append(key)
-        computed: list[Prediction] = []
         for timeframe, keys in by_timeframe.items():
-            await self._sweep_timeframe(store, timeframe, keys, targets, results, computed, handoff)
+            await self._sweep_timeframe(run, timeframe, keys)
         elsewhere = {}
         for token, future in batch.items():
             result = results.get(token[0])
@@ -417,60 +429,49 @@ class BarCloseEngine:
                 await self._shared.share(computed, self._publish)
 
     async def _sweep_timeframe(
-        self,
-        store: BarStore,
-        timeframe: Timeframe,
-        keys: list[FeatureKey],
-        targets: dict[FeatureKey, datetime],
-        results: dict[FeatureKey, Prediction | BaseException],
-        computed: list[Prediction],
-        handoff: asyncio.Event,
+        self, run: _SweepRun, timeframe: Timeframe, keys: list[FeatureKey]
     ) -> None:
-        """Predictions of `keys` into `results`; with replicas, only of those claimed here (the
-        others get no entry and wait for the claiming replica's event). Each bar goes to the
-        version that answers it (a promotion names the first bar of the new one)."""
+        """Predictions of `keys` into `run.results`; with replicas, only of those claimed here
+        (the others get no entry and wait for the claiming replica's event). Each bar goes to
+        the version that answers it (a promotion names the first bar of the new one)."""
         models = self._models_for(timeframe.value)
         try:
             serving = await models.serving()
         except Exception as exc:
-            results.update(dict.fromkeys(keys, exc))
+            run.results.update(dict.fromkeys(keys, exc))
             return
         by_version: dict[str, list[FeatureKey]] = {}
         for key in keys:
-            by_version.setdefault(serving.for_bar(targets[key]), []).append(key)
+            by_version.setdefault(serving.for_bar(run.targets[key]), []).append(key)
         for version, group in by_version.items():
-            await self._sweep_version(
-                store, timeframe, models, version, group, targets, results, computed, handoff
-            )
+            await self._sweep_version(run, timeframe, models, version, group)
 
     async def _sweep_version(
         self,
-        store: BarStore,
+        run: _SweepRun,
         timeframe: Timeframe,
         models: SignalModels,
         version: str,
         keys: list[FeatureKey],
-        targets: dict[FeatureKey, datetime],
-        results: dict[FeatureKey, Prediction | BaseException],
-        computed: list[Prediction],
-        handoff: asyncio.Event,
     ) -> None:
         claimed: dict[FeatureKey, Token] = {}
         try:
             spec = await models.spec(version)
             if self._shared is not None:
                 with self.stats.timed("claims"):
-                    claimed = await self._shared_or_claimed(version, spec, keys, targets, results)
+                    claimed = await self._shared_or_claimed(
+                        version, spec, keys, run.targets, run.results
+                    )
                 keys = list(claimed)
         except Exception as exc:
-            results.update(dict.fromkeys(keys, exc))
+            run.results.update(dict.fromkeys(keys, exc))
             return
         try:
-            await self._compute(
-                store, timeframe, models, version, spec, keys, targets, results, computed, handoff
-            )
+            await self._compute(run, timeframe, models, version, spec, keys)
         finally:
-            failed = [t for k, t in claimed.items() if not isinstance(results.get(k), Prediction)]
+            failed = [
+                t for k, t in claimed.items() if not isinstance(run.results.get(k), Prediction)
+            ]
             if failed and self._shared is not None:
                 # Nothing to wait for: another replica (or this one after a restart) may try at
                 # once instead of after the claim's lifetime.
@@ -478,23 +479,22 @@ class BarCloseEngine:
 
     async def _compute(
         self,
-        store: BarStore,
+        run: _SweepRun,
         timeframe: Timeframe,
         models: SignalModels,
         version: str,
         spec: FeatureSpec,
         keys: list[FeatureKey],
-        targets: dict[FeatureKey, datetime],
-        results: dict[FeatureKey, Prediction | BaseException],
-        computed: list[Prediction],
-        handoff: asyncio.Event,
     ) -> None:
         """Features, one Triton request per chunk (all in flight together), the head; the
-        next sweep may start (`handoff`) once the requests are out."""
+        next sweep may start (`run.handoff`) once the requests are out."""
         if not keys:
             return
+        results = run.results
         with self.stats.timed("features"):
-            ready = await self._states.advance(store, spec, timeframe, keys, targets, results)
+            ready = await self._states.advance(
+                run.store, spec, timeframe, keys, run.targets, results
+            )
         keys_ready, inputs = [], []
         with self.stats.timed("inputs"):
             for key, state in ready.items():
@@ -512,10 +512,10 @@ class BarCloseEngine:
             requests = asyncio.gather(
                 *(models.infer(chunk, version) for _, chunk in chunks), return_exceptions=True
             )
-            handoff.set()
+            run.handoff.set()
             outcomes = await requests
         with self.stats.timed("head"):
-            self._predictions(timeframe, spec, chunks, outcomes, results, computed)
+            self._predictions(timeframe, spec, chunks, outcomes, results, run.computed)
 
     def _predictions(
         self,

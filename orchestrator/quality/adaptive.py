@@ -42,12 +42,17 @@ MISCOVERAGE_BOUNDS = (0.005, 0.6)  # an interval never narrower than 40 % nor wi
 # ECE <= 0.016 while the session set's P(short) still drops to 0.023.
 PROBABILITY_MEMORY_OUTCOMES = 200
 PROBABILITY_SHIFT_BOUND = 0.25  # live outcomes may move a probability this far at most
-# Live-quality totals per probability: (trades, wins, sum of the served probability).
-PROBABILITY_TOTALS: tuple[tuple[str, str, str], ...] = (
-    ("long:trades", "long:wins", "long:p"),
-    ("short:trades", "short:wins", "short:p"),
-    ("chosen:trades", "chosen:wins", "chosen:p"),
-)
+
+
+def side_totals(side: str) -> tuple[str, str, str]:
+    """The totals of one side's trades ("long", "short", or "chosen": the signal's direction):
+    how many, how many won, and the sum of the served probability that it wins."""
+    return f"{side}:trades", f"{side}:wins", f"{side}:p"
+
+
+# Live-quality totals per probability, in PROBABILITIES order (P(long), P(short), the
+# confidence: the chosen side's): (trades, wins, sum of the served probability).
+PROBABILITY_TOTALS = tuple(side_totals(side) for side in ("long", "short", "chosen"))
 
 
 def aci_miscoverage(target: float, rate: float, resolved: float, inside: float) -> float:

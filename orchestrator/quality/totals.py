@@ -26,6 +26,7 @@ import numpy.typing as npt
 from prometheus_client import Gauge
 
 from orchestrator.inference.prediction import Prediction
+from orchestrator.quality.adaptive import side_totals
 
 log = logging.getLogger("orchestrator.quality")
 
@@ -77,11 +78,11 @@ def strides(horizon_bars: Sequence[int]) -> tuple[int, ...]:
 
 
 # Tuples every prediction of a key repeats (its horizons' bars and strides), kept once.
-_SHARED: dict[tuple[int, ...], tuple[int, ...]] = {}
+_INTERNED: dict[tuple[int, ...], tuple[int, ...]] = {}
 
 
-def _shared(values: tuple[int, ...]) -> tuple[int, ...]:
-    return _SHARED.setdefault(values, values)
+def _interned(values: tuple[int, ...]) -> tuple[int, ...]:
+    return _INTERNED.setdefault(values, values)
 
 
 @dataclass(slots=True)
@@ -133,9 +134,9 @@ def pending(prediction: Prediction, bar_number: int) -> Pending | None:
     """What scoring needs of `prediction` (the bar_number-th bar of its timeframe's grid), or
     None when no horizon scores this bar (strides); copied, so the prediction can go."""
     served, spec = prediction.served, prediction.spec
-    bars = _shared(tuple(prediction.horizon_bars))
-    weights = _shared(strides(bars))
-    tracked = _shared(tuple(k for k, stride in enumerate(weights) if bar_number % stride == 0))
+    bars = _interned(tuple(prediction.horizon_bars))
+    weights = _interned(strides(bars))
+    tracked = _interned(tuple(k for k, stride in enumerate(weights) if bar_number % stride == 0))
     if not tracked:
         return None
     parts = [served.ranges[0].ravel()]
@@ -199,22 +200,21 @@ def score_trade(item: Pending, high: F64, low: F64) -> list[Increment]:
     chosen = won[1.0 if item.direction > 0 else -1.0]
     b = min(int(item.confidence * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)
     w = item.weights[item.label]
-    return [
+    increments: list[Increment] = [
         ("trades", w),
         ("wins", w * chosen),
         (f"bin{b}:count", w),
         (f"bin{b}:confidence", w * item.confidence),
         (f"bin{b}:wins", w * chosen),
-        ("chosen:trades", w),
-        ("chosen:wins", w * chosen),
-        ("chosen:p", w * item.confidence),
-        ("long:trades", w),
-        ("long:wins", w * won[1.0]),
-        ("long:p", w * item.p_long),
-        ("short:trades", w),
-        ("short:wins", w * won[-1.0]),
-        ("short:p", w * item.p_short),
     ]
+    for side, wins, p in (
+        ("chosen", chosen, item.confidence),
+        ("long", won[1.0], item.p_long),
+        ("short", won[-1.0], item.p_short),
+    ):
+        trades_name, wins_name, p_name = side_totals(side)
+        increments += [(trades_name, w), (wins_name, w * wins), (p_name, w * p)]
+    return increments
 
 
 def _won(item: Pending, d: float, high: F64, low: F64) -> int:
@@ -403,12 +403,13 @@ def version_quality(group: Group, totals: Totals, source: Source) -> VersionQual
 
 
 def _side_quality(side: str, totals: Totals) -> SideQuality:
-    trades = totals.count(f"{side}:trades")
+    trades_name, wins_name, p_name = side_totals(side)
+    trades = totals.count(trades_name)
     return SideQuality(
         side,
         trades,
-        _ratio(totals.sums.get(f"{side}:wins", 0.0), trades),
-        _ratio(totals.sums.get(f"{side}:p", 0.0), trades),
+        _ratio(totals.sums.get(wins_name, 0.0), trades),
+        _ratio(totals.sums.get(p_name, 0.0), trades),
     )
 
 

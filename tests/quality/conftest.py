@@ -1,5 +1,5 @@
 """Live-quality tests follow single predictions through resolution: every bar is scored at every
-horizon (stride 1), except in the test of the strides themselves."""
+horizon (stride 1). The test of the strides themselves undoes this (`monkeypatch.undo()`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,5 @@ from orchestrator.quality import totals
 
 
 @pytest.fixture(autouse=True)
-def every_bar_scored(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if "strides" not in request.node.name:
-        monkeypatch.setattr(totals, "OUTCOMES_PER_HORIZON", 10**9)
+def every_bar_scored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(totals, "OUTCOMES_PER_HORIZON", 10**9)

@@ -358,11 +358,12 @@ async def test_resolved_trades_shift_the_served_probabilities(store: BarStore) -
 
 
 async def test_strides_keep_a_few_open_predictions_per_horizon_and_count_each_for_its_stride(
-    store: BarStore,
+    store: BarStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every bar's prediction for a week, recorded as its bar closes and resolved every hour:
     at most ~24 open per horizon (6 for the 6-bar one) instead of up to 1,440, and the totals
     count each scored outcome for the bars it stands for (within one stride of scoring all)."""
+    monkeypatch.undo()  # the strides as served, not conftest's every-bar scoring
     tracker = QualityTracker()
     bars = 2000
     most_open = 0
