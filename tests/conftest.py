@@ -11,9 +11,10 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, overload
 
 import msgspec
 import pandas as pd
@@ -321,6 +322,30 @@ async def append_bar(
     return ts
 
 
+@overload
+async def until[T](
+    condition: Callable[[], Awaitable[T | None]],
+    *,
+    what: str,
+    timeout_s: float = ...,
+    every_s: float = ...,
+    abort: Callable[[], str | None] | None = ...,
+    detail: Callable[[], str] | None = ...,
+) -> T: ...
+
+
+@overload
+async def until[T](
+    condition: Callable[[], T | None],
+    *,
+    what: str,
+    timeout_s: float = ...,
+    every_s: float = ...,
+    abort: Callable[[], str | None] | None = ...,
+    detail: Callable[[], str] | None = ...,
+) -> T: ...
+
+
 async def until(
     condition: Callable[[], object],
     *,
@@ -328,10 +353,12 @@ async def until(
     timeout_s: float = 60.0,
     every_s: float = 0.02,
     abort: Callable[[], str | None] | None = None,
-) -> None:
-    """Waits for `condition` (a value, or an awaitable of one) to be true. The timeout guards
-    against a hang; it asserts nothing about how long the wait took. `abort` returns a reason to
-    stop waiting at once (a process that exited), or None."""
+    detail: Callable[[], str] | None = None,
+) -> Any:
+    """Waits for `condition` (a value, or an awaitable of one) to be true and returns it. The
+    timeout guards against a hang; it asserts nothing about how long the wait took. `abort`
+    returns a reason to stop waiting at once (a process that exited), or None; `detail` adds
+    what a failure message should show (the last state seen, a process's log)."""
     try:
         async with asyncio.timeout(timeout_s):
             while True:
@@ -339,10 +366,12 @@ async def until(
                 if inspect.isawaitable(result):
                     result = await result
                 if result:
-                    return
+                    return result
                 reason = abort() if abort is not None else None
                 if reason is not None:
-                    raise AssertionError(f"gave up waiting for {what}: {reason}")
+                    extra = f"\n{detail()}" if detail is not None else ""
+                    raise AssertionError(f"gave up waiting for {what}: {reason}{extra}")
                 await asyncio.sleep(every_s)
     except TimeoutError:
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None
+        extra = f"\n{detail()}" if detail is not None else ""
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{extra}") from None

@@ -741,6 +741,7 @@ export interface components {
             cache_coalesced: number;
             cache_hit_rate: number;
             cache_hits: number;
+            cache_hits_while_models_down: number;
             cache_misses: number;
             latency: components["schemas"]["LatencySummary"];
             models: components["schemas"]["ModelStats"][];

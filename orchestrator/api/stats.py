@@ -152,6 +152,8 @@ class StatsResponse(msgspec.Struct):
     cache_coalesced: int
     cache_misses: int
     cache_hit_rate: float
+    # of cache_hits, those answered while Triton was unreachable (the newest prediction kept)
+    cache_hits_while_models_down: int
     models: list[ModelStats]
     stream: StreamSummary
     bar_close: BarCloseSummary
@@ -222,6 +224,7 @@ class StatsController(Controller):
             cache_coalesced=cache.joined,
             cache_misses=cache.misses,
             cache_hit_rate=cache.hit_rate,
+            cache_hits_while_models_down=cache.hits_while_models_down,
             models=models,
             stream=state.stream.snapshot(),
             bar_close=BarCloseSummary(

@@ -56,6 +56,9 @@ class PredictionService:
         self.hits = 0  # answered from the engine's latest prediction
         self.joined = 0  # waited for a computation already pending or running
         self.misses = 0  # started a computation
+        # Hits answered while Triton could not say what serves: the newest computed prediction
+        # kept the endpoint up through an outage (docs/reliability.md).
+        self.hits_while_models_down = 0
         self._weeks: dict[tuple[str, str], tuple[float, TradingWeek]] = {}
         # The callers' own take-profit and stop, evaluated together per event-loop turn (one
         # per service: its futures belong to the app's loop).
@@ -132,6 +135,8 @@ class PredictionService:
             and (current.version == version or triton_down is not None)
         ):
             self.hits += 1
+            if triton_down is not None:
+                self.hits_while_models_down += 1
             return current
         if triton_down is not None:
             raise triton_down

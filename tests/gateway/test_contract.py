@@ -19,7 +19,7 @@ from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import DatabaseSettings
-from tests.conftest import TrainedRepository, append_bar, serve_triton
+from tests.conftest import TrainedRepository, append_bar, serve_triton, until
 from tests.gateway.conftest import API_KEY, EngineProcess, start_engine, start_gateway
 
 HEADERS = {"X-API-Key": API_KEY}
@@ -144,11 +144,18 @@ async def test_triton_stopped_or_engine_down_is_503_at_the_gateway(
             ok = await http.get(f"{gateway}/api/ml/predict/BTCUSD")
             assert ok.status_code == 200, ok.text
             triton.stop()
-            await asyncio.sleep(1.2)  # past the served-version TTL: the engine asks Triton again
-            # The newest bar's prediction was computed before Triton went away: still served.
-            cached = await http.get(f"{gateway}/api/ml/predict/BTCUSD")
-            assert cached.status_code == 200
-            assert cached.json() == ok.json()
+
+            # The newest bar's prediction was computed before Triton went away: still served,
+            # also once the engine's served-version read has expired and found Triton gone
+            # (the engine counts those answers).
+            async def served_while_down() -> bool:
+                cached = await http.get(f"{gateway}/api/ml/predict/BTCUSD")
+                assert cached.status_code == 200, cached.text
+                assert cached.json() == ok.json()
+                stats = await http.get(f"{engine.url}/api/stats", headers=HEADERS)
+                return bool(stats.json()["cache_hits_while_models_down"])
+
+            await until(served_while_down, what="an answer served while Triton is down")
             # A new bar needs inference: 503 at the gateway.
             await append_bar(clean_db, loaded.data[0].bars)
             down = await http.get(f"{gateway}/api/ml/predict/BTCUSD")

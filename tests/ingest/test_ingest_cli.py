@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestrator.marketdata.db import Database
 from orchestrator.settings import PROJECT_ROOT, DatabaseSettings
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, run_cli, until
 
 BARS = Path(__file__).parent.parent / "fixtures" / "bars"
 
@@ -196,11 +196,18 @@ async def test_interrupted_run_keeps_whole_batches_and_rerun_completes(
             # the ingest ran to the end with exit 0 (twice today). Ctrl-C as in a terminal.
             preexec_fn=_default_sigint,
         )
-        for _ in range(1200):  # bounded: until the batches before the held row are committed
+
+        async def waiting_on_the_held_row() -> bool:
             count = (await clean_db.fetchall("SELECT COUNT(*) FROM bars", ()))[0][0]
-            if count >= BLOCKED - BLOCKED % batch or proc.returncode is not None:
-                break
-            await asyncio.sleep(0.05)
+            return bool(count >= BLOCKED - BLOCKED % batch)
+
+        await until(
+            waiting_on_the_held_row,
+            what="the batches before the held row to be committed",
+            timeout_s=120,
+            every_s=0.05,
+            abort=lambda: None if proc.returncode is None else f"exit {proc.returncode}",
+        )
         proc.send_signal(signal.SIGINT)
         # Let go of the row at once: the interrupted ingest closes its connections on the way
         # out, and one still waiting on this lock would hold its exit up.

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from orchestrator.jobs.runs import Run, RunStore
 from orchestrator.marketdata.db import Database
 from orchestrator.settings import PROJECT_ROOT, ApiSettings, DatabaseSettings, Settings
 from tests.api.conftest import api_settings
-from tests.conftest import TrainedRepository, cli_env
+from tests.conftest import TrainedRepository, cli_env, until
 
 # Fast failure detection for the tests: a worker silent for 3 s counts as dead, some live worker
 # sweeps every second, progress reaches MySQL every 0.2 s.
@@ -173,16 +172,18 @@ async def wait_until(
     timeout_s: float = 120.0,
     every_s: float = 0.02,
 ) -> Run:
-    """Polls the run (in MySQL) until `done`; the failure message carries the workers' logs."""
-    deadline = time.monotonic() + timeout_s
-    run = None
-    while time.monotonic() < deadline:
-        run = await read()
-        if run is not None and done(run):
-            return run
-        await asyncio.sleep(every_s)
-    logs = workers.logs() if workers is not None else ""
-    raise AssertionError(f"timed out waiting for {what}; last state {run}\n{logs}")
+    """The run (read from MySQL) once `done`; a failure shows the last state and the workers'
+    logs. The waiting is the suite's one `until`."""
+    last: list[Run | None] = [None]
+
+    async def finished() -> Run | None:
+        last[0] = run = await read()
+        return run if run is not None and done(run) else None
+
+    def state() -> str:
+        return f"last state {last[0]}\n{workers.logs() if workers is not None else ''}"
+
+    return await until(finished, what=what, timeout_s=timeout_s, every_s=every_s, detail=state)
 
 
 def freeze(proc: subprocess.Popen[bytes]) -> contextlib.AbstractContextManager[None]:

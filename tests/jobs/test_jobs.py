@@ -5,13 +5,14 @@ followed through another replica; listed, cancelled queued and running; workers 
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
 import pytest
 import redis
 
 from orchestrator.jobs.runs import RunStore
 from orchestrator.settings import Settings
+from tests.conftest import until
 from tests.jobs.conftest import (
     LONG,
     SHORT,
@@ -38,15 +39,16 @@ async def test_a_job_submitted_on_one_replica_is_followed_on_another(
         assert job["status_url"] == f"/api/backtest/{job['id']}"
 
         seen = []
-        for _ in range(1200):
+
+        async def ended() -> dict[str, Any] | None:
             polled = await second.get(job["status_url"])
             assert polled.status_code == 200, polled.text
-            state = polled.json()
+            state: dict[str, Any] = polled.json()
             seen.append((state["status"], state["phase"], state["progress"]))
-            if state["status"] not in ("queued", "running"):
-                break
             assert 0.0 <= state["progress"] <= 1.0
-            await asyncio.sleep(0.05)
+            return None if state["status"] in ("queued", "running") else state
+
+        state = await until(ended, what="the job to end", timeout_s=120, detail=workers.logs)
         assert state["status"] == "done", (state, workers.logs())
         assert state["attempts"] == 1
         assert state["started_at"]

@@ -32,10 +32,11 @@ from orchestrator.marketdata.store import SymbolInfo
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import PROJECT_ROOT, ApiSettings, DatabaseSettings
 from tests.api.conftest import api_settings, served
-from tests.conftest import TrainedRepository, cli_env
+from tests.conftest import TrainedRepository, cli_env, until
 
 CLIENTS = 8
-OUTAGE_S = 3.0
+WARM_ANSWERS = 5  # per endpoint, before the outage and after the recovery
+OUTAGE_ANSWERS = 2 * CLIENTS  # failed answers the clients meet before the server comes back
 ENDPOINTS = ("/api/history/BTCUSD?limit=50", "/api/predict/BTCUSD")
 
 
@@ -107,15 +108,12 @@ class Tally:
     def first_success_after(self, moment: float, path: str) -> float | None:
         return next((t for t, p, s in self.answers if p == path and t >= moment and s == 200), None)
 
-    async def served_again(self, moment: float, within_s: float) -> None:
-        """Returns once every endpoint answered 200 after `moment` (or `within_s` passed)."""
-        deadline = moment + within_s
-        while True:
-            if all(self.first_success_after(moment, p) is not None for p in ENDPOINTS):
-                return
-            if time.monotonic() > deadline:
-                return
-            await asyncio.sleep(0.05)
+    def answers_after(self, moment: float, path: str, status: int) -> int:
+        return sum(1 for t, p, s in self.answers if p == path and t >= moment and s == status)
+
+    def every_endpoint(self, moment: float, status: int, times: int) -> bool:
+        """Every endpoint answered `status` at least `times` times since `moment`."""
+        return all(self.answers_after(moment, p, status) >= times for p in ENDPOINTS)
 
 
 async def _client(port: int, index: int, tally: Tally, done: asyncio.Event) -> None:
@@ -138,13 +136,15 @@ async def _client(port: int, index: int, tally: Tally, done: asyncio.Event) -> N
 
 
 async def _wait_for_newer_bar(settings: DatabaseSettings, than: object, within_s: float) -> object:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
+    async def newer() -> object:
         newest = await _newest_bar(settings)
-        if newest is not None and (than is None or newest > than):  # type: ignore[operator]
-            return newest
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no bar newer than {than} within {within_s} s")
+        return newest if newest is not None and (than is None or newest > than) else None  # type: ignore[operator]
+
+    return await until(newer, what=f"a bar newer than {than}", timeout_s=within_s, every_s=0.1)
+
+
+def _outage_seen(tally: Tally, since: float) -> bool:
+    return sum(1 for t, _, s in tally.answers if t >= since and s != 200) >= OUTAGE_ANSWERS
 
 
 def _replay(settings: DatabaseSettings) -> subprocess.Popen[str]:
@@ -181,13 +181,22 @@ async def test_a_database_restart_under_load_gives_503s_then_recovers_by_itself(
         done = asyncio.Event()
         async with served(create_app(settings)) as port:
             clients = [asyncio.create_task(_client(port, i, tally, done)) for i in range(CLIENTS)]
-            await asyncio.sleep(1.5)
+            await until(lambda: tally.every_endpoint(0.0, 200, WARM_ANSWERS), what="answers before")
             down_at = await private.stop()
-            await asyncio.sleep(OUTAGE_S)
+            # The outage lasts until the clients have met it: every request fails at once
+            # (the pool finds no server), so they see it within a few of their turns.
+            await until(lambda: _outage_seen(tally, down_at), what="the clients to meet the outage")
             back_at = await private.start()
             at_restart = await _newest_bar(private.settings)
-            await tally.served_again(back_at, within_s=15.0)
-            await asyncio.sleep(2.0)  # and it stays healthy
+            await until(
+                lambda: tally.every_endpoint(back_at, 200, 1),
+                what="every endpoint to answer again",
+            )
+            served_at = time.monotonic()
+            await until(  # and it stays healthy
+                lambda: tally.every_endpoint(served_at, 200, WARM_ANSWERS),
+                what="answers after the recovery",
+            )
             done.set()
             await asyncio.gather(*clients)
         appended = await _wait_for_newer_bar(private.settings, at_restart, 15)
@@ -217,7 +226,7 @@ async def test_a_database_restart_under_load_gives_503s_then_recovers_by_itself(
     assert all(s in (200, 503) for s in statuses), statuses
     # Every endpoint answers again by itself and ends healthy: its last answers are all 200s.
     # How soon is printed above (docs/reliability.md), never asserted: a busy machine stretches
-    # it, and the wait for it (served_again) only guards against a hang.
+    # it, and the wait for it only guards against a hang.
     assert all(t is not None for t in recovery.values()), recovery
     for path in ENDPOINTS:
         last = [s for _, p, s in tally.answers if p == path][-5:]
