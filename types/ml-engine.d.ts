@@ -689,6 +689,7 @@ export interface components {
             cached_predictions_used: number;
             claims_lost: number;
             claims_won: number;
+            left_to_watchers: number;
             predictions_received: number;
             rate_limit_in_memory: boolean;
             redis_available: boolean;

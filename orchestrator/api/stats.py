@@ -131,6 +131,8 @@ class SharedSummary(msgspec.Struct):
     cached_predictions_used: int  # computed by another replica, read from the shared cache
     claims_won: int  # keys this replica computed for everyone
     claims_lost: int  # keys another replica was computing (their event answered them)
+    # background keys left to the replica whose WebSocket client watches them
+    left_to_watchers: int
     predictions_received: int  # from other replicas' bar-close events
     redis_errors: int
     rate_limit_in_memory: bool  # rate limits counted per replica while Redis is away
@@ -257,6 +259,7 @@ class StatsController(Controller):
                 cached_predictions_used=shared.cache_hits,
                 claims_won=shared.claims_won,
                 claims_lost=shared.claims_lost,
+                left_to_watchers=shared.left_to_watchers,
                 predictions_received=shared.received,
                 redis_errors=shared.redis_errors,
                 rate_limit_in_memory=state.rate_limit_store.using_fallback,

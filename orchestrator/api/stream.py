@@ -50,6 +50,13 @@ FeedKey = tuple[str, str, str]  # (symbol, timeframe, strategy)
 LastBar = Callable[[FeedKey], Awaitable[datetime | None]]
 Compute = Callable[[FeedKey], Awaitable[bytes]]
 Render = Callable[[FeedKey, Prediction], Awaitable[bytes]]
+Watch = Callable[[FeatureKey, bool], None]  # a series got its first feed (True) or lost its last
+
+
+def _watch_nothing(key: FeatureKey, watching: bool) -> None:
+    return None
+
+
 CLOSE_GOING_AWAY = 1001
 
 
@@ -128,10 +135,12 @@ class StreamHub:
         compute: Compute,
         *,
         render: Render | None = None,
+        watch: Watch = _watch_nothing,
         poll_interval_s: float = 1.0,
         queue_size: int = 32,
     ) -> None:
         self._last_bar = last_bar
+        self._watch_hook = watch
         self._compute = compute
         self._render = render
         self.poll_interval_s = poll_interval_s
@@ -161,12 +170,10 @@ class StreamHub:
             subscriber.offer(feed.last_message)  # newcomers see the current prediction at once
         if feed.task is None:
             self._series[key[:2]] += 1
+            if self._series[key[:2]] == 1:
+                self._watch_hook((key[0], parse_timeframe(key[1])), True)
             feed.task = asyncio.create_task(self._watch(key, feed), name=f"stream:{key}")
         return subscriber
-
-    def watches(self, key: FeatureKey) -> bool:
-        """Whether a client watches this series (the engine sweeps it first)."""
-        return (key[0], key[1].value) in self._series
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.stats.messages_dropped += subscriber.dropped
@@ -182,6 +189,8 @@ class StreamHub:
             self._series[subscriber.key[:2]] -= 1
             if not self._series[subscriber.key[:2]]:
                 del self._series[subscriber.key[:2]]
+                symbol, timeframe = subscriber.key[:2]
+                self._watch_hook((symbol, parse_timeframe(timeframe)), False)
 
     def publish(self, feed: Feed, message: bytes, *, remember: bool = True) -> None:
         """To every subscriber; `remember` keeps it for newcomers (errors are not kept)."""
@@ -311,7 +320,12 @@ def hub_for_app(resources: Resources, *, poll_interval_s: float, queue_size: int
         return run.encoded_once(f"ws:{strategy}", message)
 
     hub = StreamHub(
-        last_bar, compute, render=render, poll_interval_s=poll_interval_s, queue_size=queue_size
+        last_bar,
+        compute,
+        render=render,
+        watch=engine.watch,
+        poll_interval_s=poll_interval_s,
+        queue_size=queue_size,
     )
 
     def after_sweep(predictions: list[Prediction]) -> None:
@@ -319,7 +333,6 @@ def hub_for_app(resources: Resources, *, poll_interval_s: float, queue_size: int
         hub.wake()
 
     engine.on_predictions(after_sweep)
-    engine.prioritise(hub.watches)
     return hub
 
 

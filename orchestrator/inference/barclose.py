@@ -50,7 +50,7 @@ from orchestrator.inference.prediction import (
     serve_together,
 )
 from orchestrator.inference.series import SeriesIndex
-from orchestrator.inference.shared import SharedPredictions, Token
+from orchestrator.inference.shared import Series, SharedPredictions, Token
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.sessions import TradingWeek
 from orchestrator.marketdata.store import BarStore
@@ -96,12 +96,10 @@ class _SweepRun:
     store: BarStore
     targets: dict[FeatureKey, datetime]
     handoff: asyncio.Event
+    background: set[FeatureKey]  # keys nobody here waits for (the poller's)
+    watched_elsewhere: frozenset[Series] | None = None  # read once, by the first claim
     results: dict[FeatureKey, Prediction | BaseException] = field(default_factory=dict)
     computed: list[Prediction] = field(default_factory=list)
-
-
-def _nobody_watches(key: FeatureKey) -> bool:
-    return False
 
 
 class BarCloseEngine:
@@ -139,7 +137,8 @@ class BarCloseEngine:
         self._shared = shared
         self._publish = publish
         self._sweeper: asyncio.Task[None] | None = None
-        self.is_watched: Callable[[FeatureKey], bool] = _nobody_watches
+        self._watched: set[FeatureKey] = set()  # series with a WebSocket feed open here
+        self._announcing: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[list[Prediction]], None]] = []
         # The adaptive intervals' level per (timeframe, version, spec): live quality's
@@ -168,6 +167,10 @@ class BarCloseEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._save_snapshot()
+        if self._announcing is not None:
+            self._announcing.cancel()
+        if self._shared is not None and self._watched:
+            await self._shared.announce(frozenset())  # this replica's clients are gone
         for pending in (self._urgent, self._background, self._running, self._remote):
             for future in pending.values():
                 if not future.done():
@@ -196,10 +199,38 @@ class BarCloseEngine:
         features = self._states.features(key)
         return None if features is None else features.inputs()
 
-    def prioritise(self, watched: Callable[[FeatureKey], bool]) -> None:
-        """Keys for which `watched` is true (a WebSocket feed is open) are swept ahead of the
-        rest of their bar's keys, in a sweep of their own, like a request that waits."""
-        self.is_watched = watched
+    def watch(self, key: FeatureKey, watching: bool) -> None:
+        """A WebSocket feed opened on (or the last one left) `key`'s series. Watched series are
+        swept ahead of the rest of their bar, in a sweep of their own, like a request that
+        waits; the other replicas are told, so that their background sweeps leave these to
+        this one (else this replica's client waits for another's whole sweep and its event)."""
+        if watching:
+            self._watched.add(key)
+        else:
+            self._watched.discard(key)
+        self.announce_watched()
+
+    def is_watched(self, key: FeatureKey) -> bool:
+        return key in self._watched
+
+    def announce_watched(self) -> None:
+        """Tells the other replicas what this one watches when that changed or is due again
+        (the poller calls this every poll); one announcement at a time."""
+        if self._shared is None or self._announcing is not None:
+            return
+        if self._shared.due(self._watched_series()):
+            self._announcing = asyncio.create_task(self._announce(), name="barclose-announce")
+
+    def _watched_series(self) -> frozenset[Series]:
+        return frozenset((symbol, timeframe.value) for symbol, timeframe in self._watched)
+
+    async def _announce(self) -> None:
+        assert self._shared is not None
+        try:
+            while self._shared.due(watched := self._watched_series()):
+                await self._shared.announce(watched)
+        finally:
+            self._announcing = None
 
     def on_predictions(self, listener: Callable[[list[Prediction]], None]) -> None:
         """`listener` runs after every sweep with the predictions it produced."""
@@ -307,11 +338,11 @@ class BarCloseEngine:
         try:
             while True:
                 busy = set().union(*running.values())
-                batch, went_alone = self._next_batch(went_alone, busy)
+                batch, background, went_alone = self._next_batch(went_alone, busy)
                 if batch:
                     self.stats.sweeps_overlapped += bool(running)
                     handoff = asyncio.Event()  # set once its requests are out, or it ended
-                    sweep = asyncio.create_task(self._run_sweep(batch, handoff))
+                    sweep = asyncio.create_task(self._run_sweep(batch, background, handoff))
                     running[sweep] = {key for key, _ in batch}
                     await handoff.wait()
                 elif not running:  # nothing busy, so nothing queued either
@@ -337,24 +368,28 @@ class BarCloseEngine:
 
     def _next_batch(
         self, went_alone: bool, busy: set[FeatureKey]
-    ) -> tuple[dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]], bool]:
-        """The next sweep's tokens (none of a busy key), and whether they go alone. What
-        somebody waits for goes alone: its answer does not wait for the features and
-        inference of hundreds of background keys. Only once in a row, so a steady trickle of
-        requests cannot hold the background back."""
+    ) -> tuple[
+        dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]], set[FeatureKey], bool
+    ]:
+        """The next sweep's tokens (none of a busy key), the keys among them nobody waits for,
+        and whether they go alone. What somebody waits for goes alone: its answer does not wait
+        for the features and inference of hundreds of background keys. Only once in a row, so
+        a steady trickle of requests cannot hold the background back."""
         batch = {t: f for t, f in self._urgent.items() if t[0] not in busy}
         for token in batch:
             del self._urgent[token]
+        waited_for = {key for key, _ in batch}
         background = [t for t in self._background if t[0] not in busy]
         alone = bool(batch) and bool(background) and not went_alone
         if not alone:
             for token in background[: max(0, MAX_KEYS_PER_SWEEP - len(batch))]:
                 batch[token] = self._background.pop(token)
-        return batch, alone
+        return batch, {key for key, _ in batch} - waited_for, alone
 
     async def _run_sweep(
         self,
         batch: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]],
+        background: set[FeatureKey],
         handoff: asyncio.Event,
     ) -> None:
         """One sweep; a failure it did not map fails its waiters instead of the sweeper."""
@@ -362,7 +397,7 @@ class BarCloseEngine:
         started, states_before = time.perf_counter(), self._new_states()
         self.stats.last_sweep_at = time.time()
         try:
-            await self._sweep(batch, handoff)
+            await self._sweep(batch, background, handoff)
         except Exception as exc:  # a bug or an unmapped failure: fail the waiters
             log.exception("bar-close sweep failed")
             for future in batch.values():
@@ -386,12 +421,13 @@ class BarCloseEngine:
     async def _sweep(
         self,
         batch: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]],
+        background: set[FeatureKey],
         handoff: asyncio.Event,
     ) -> None:
         targets: dict[FeatureKey, datetime] = {}
         for key, bar_time in batch:
             targets[key] = max(bar_time, targets.get(key, bar_time))
-        run = _SweepRun(BarStore(await self._database()), targets, handoff)
+        run = _SweepRun(BarStore(await self._database()), targets, handoff, background)
         results, computed = run.results, run.computed
         by_timeframe: dict[Timeframe, list[FeatureKey]] = {}
         for key in targets:
@@ -403,8 +439,14 @@ class BarCloseEngine:
             result = results.get(token[0])
             if future.done():
                 continue
-            if result is None:  # claimed by another replica
-                elsewhere[token] = future
+            if result is None:  # claimed by another replica, or left to its watcher
+                current = self.latest.get(token[0])
+                if current is not None and current.bar_time >= token[1]:
+                    # Its event arrived while this sweep ran, before anyone waited for it: a
+                    # wait now would last until the recheck (and hold the poller that long).
+                    future.set_result(current)
+                else:
+                    elsewhere[token] = future
                 continue
             if isinstance(result, BaseException):
                 future.set_exception(result)
@@ -459,9 +501,7 @@ class BarCloseEngine:
             spec = await models.spec(version)
             if self._shared is not None:
                 with self.stats.timed("claims"):
-                    claimed = await self._shared_or_claimed(
-                        version, spec, keys, run.targets, run.results
-                    )
+                    claimed = await self._shared_or_claimed(run, version, spec, keys)
                 keys = list(claimed)
         except Exception as exc:
             run.results.update(dict.fromkeys(keys, exc))
@@ -566,23 +606,30 @@ class BarCloseEngine:
                 self._keep_latest(key, prediction)
 
     async def _shared_or_claimed(
-        self,
-        version: str,
-        spec: FeatureSpec,
-        keys: list[FeatureKey],
-        targets: dict[FeatureKey, datetime],
-        results: dict[FeatureKey, Prediction | BaseException],
+        self, run: _SweepRun, version: str, spec: FeatureSpec, keys: list[FeatureKey]
     ) -> dict[FeatureKey, Token]:
         """Takes the keys' predictions another replica already shared; returns the keys this
-        replica claimed and must compute, with their claims."""
+        replica claimed and must compute, with their claims. A background key that a client
+        watches on another replica is left to that one (its client would otherwise wait for
+        this sweep and its event): it waits for that replica's event like a key claimed there,
+        and is swept again after REMOTE_RECHECK_S if none comes."""
         assert self._shared is not None
-        tokens = {(key, targets[key], version, self.series.revision(key)): key for key in keys}
+        tokens = {(key, run.targets[key], version, self.series.revision(key)): key for key in keys}
         shared = []
         for token, record in (await self._shared.fetch(list(tokens))).items():
             key = tokens.pop(token)
-            results[key] = prediction = record.prediction(spec)
+            run.results[key] = prediction = record.prediction(spec)
             shared.append(prediction)
             self._keep_latest(key, prediction)
         serve_together(shared)
+        if any(key in run.background for key in tokens.values()):
+            if run.watched_elsewhere is None:
+                run.watched_elsewhere = await self._shared.watched_elsewhere()
+            if run.watched_elsewhere:
+                for token, key in list(tokens.items()):
+                    series = (key[0], key[1].value)
+                    if key in run.background and series in run.watched_elsewhere:
+                        del tokens[token]
+                        self._shared.left_to_watchers += 1
         claimed = await self._shared.claim(list(tokens))
         return {tokens[token]: token for token in claimed}

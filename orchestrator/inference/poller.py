@@ -133,6 +133,7 @@ class BarClosePoller:
         db = await self._database()
         store = BarStore(db)
         self._engine.stats.polls += 1
+        self._engine.announce_watched()  # when due: the other replicas forget it otherwise
         now = time.monotonic()
         served = await self._served_timeframes(now)
         everything = served != self._scanned_for

@@ -173,6 +173,18 @@ end
 return #KEYS
 """
 SCRIPT_KEYS = 2000  # keys per script call: bounds one call's time inside Redis (single-threaded)
+# A replica's watched series (those with a WebSocket feed open) are announced again this often,
+# and another replica forgets them this long after the last announcement (a replica that died).
+WATCH_REFRESH_S = 10.0
+WATCH_TTL_S = 30.0
+Series = tuple[str, str]  # (symbol, timeframe) as the stream names them
+
+
+class WatchedSeries(msgspec.Struct, array_like=True, frozen=True):
+    """One replica's announcement: the series its clients watch, valid until `expires_at`."""
+
+    expires_at: float  # epoch seconds
+    series: list[Series]
 
 
 class PredictionStore(RedisStore):
@@ -202,6 +214,22 @@ class PredictionStore(RedisStore):
         """Drops claims taken by claim_many."""
         if names:
             await self._redis.unlink(*(self._make_key(f"claim:{name}") for name in names))
+
+    # redis' stubs type these as `T | Awaitable[T]` and hash values as str: ignored below.
+    async def announce_watched(self, replica_id: str, watched: WatchedSeries) -> None:
+        encoded = msgspec.msgpack.encode(watched)
+        await self._redis.hset(self._make_key("watched"), replica_id, encoded)  # type: ignore[misc, arg-type]
+
+    async def forget_watched(self, replica_id: str) -> None:
+        await self._redis.hdel(self._make_key("watched"), replica_id)  # type: ignore[misc]
+
+    async def watched(self) -> dict[str, WatchedSeries]:
+        """Every replica's last announcement, by replica id."""
+        raw: dict[bytes, bytes] = await self._redis.hgetall(self._make_key("watched"))  # type: ignore[misc]
+        return {
+            replica.decode(): msgspec.msgpack.decode(value, type=WatchedSeries)
+            for replica, value in raw.items()
+        }
 
     async def set_many(self, items: list[tuple[str, bytes, int]]) -> None:
         """SET with an expiry for each (name, value, seconds)."""
@@ -233,6 +261,9 @@ class SharedPredictions:
         self.claims_lost = 0
         self.received = 0
         self.redis_errors = 0
+        self.left_to_watchers = 0  # background keys left to the replica whose client watches them
+        self._announced: frozenset[Series] | None = None
+        self._announced_at = 0.0
 
     @property
     def available(self) -> bool:
@@ -287,6 +318,47 @@ class SharedPredictions:
             await self.store.release_many([token_name(t) for t in tokens])
         except (RedisError, OSError) as exc:
             self._failed("release", exc)
+
+    def due(self, watched: frozenset[Series]) -> bool:
+        """Whether the other replicas must hear of `watched`: it changed, or the last
+        announcement is WATCH_REFRESH_S old."""
+        if not self.available:
+            return False
+        if watched != self._announced:
+            return True
+        return bool(watched) and time.time() - self._announced_at >= WATCH_REFRESH_S
+
+    async def announce(self, watched: frozenset[Series]) -> None:
+        """Tells the other replicas which series this one's clients watch, so that their
+        background sweeps leave those to this one (none: the announcement is withdrawn)."""
+        now = time.time()
+        try:
+            if watched:
+                entry = WatchedSeries(now + WATCH_TTL_S, sorted(watched))
+                await self.store.announce_watched(self.replica_id, entry)
+            else:
+                await self.store.forget_watched(self.replica_id)
+        except (RedisError, OSError) as exc:
+            self._failed("announcement of watched series", exc)
+            return
+        self._announced, self._announced_at = watched, now
+
+    async def watched_elsewhere(self) -> frozenset[Series]:
+        """The series another live replica's clients watch (empty without Redis)."""
+        if not self.available:
+            return frozenset()
+        try:
+            entries = await self.store.watched()
+        except (RedisError, OSError) as exc:
+            self._failed("read of watched series", exc)
+            return frozenset()
+        now = time.time()
+        return frozenset(
+            series
+            for replica, entry in entries.items()
+            if replica != self.replica_id and entry.expires_at > now
+            for series in entry.series
+        )
 
     async def share(
         self, predictions: list[Prediction], announce: Callable[[bytes], None] | None = None

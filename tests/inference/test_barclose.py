@@ -21,7 +21,7 @@ from orchestrator.features.online import inputs_for_latest
 from orchestrator.inference import barclose
 from orchestrator.inference.barclose import BarCloseEngine
 from orchestrator.inference.models import ENSEMBLE
-from orchestrator.inference.shared import PredictionStore, token_name
+from orchestrator.inference.shared import PredictionStore, SharedPredictions, token_name
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import ApiSettings, DatabaseSettings
@@ -296,6 +296,41 @@ async def test_an_old_bar_corrected_without_a_new_one_is_recomputed(
         assert np.abs(inputs.seq - inputs_before.seq).max() > 1e-3
         body = (await client.get(f"/api/predict/{symbol}")).json()
         assert body["atr"] == pytest.approx(expected.atr, rel=1e-6)
+
+
+async def test_a_series_watched_on_another_replica_is_left_to_it_and_taken_back_if_it_is_silent(
+    app: Litestar, market: dict[str, pd.DataFrame], clean_db: Database, redis_flushed: str
+) -> None:
+    """A background sweep leaves a series whose WebSocket client is on another replica to that
+    replica (which sweeps it first); when that replica says nothing, this one computes it after
+    REMOTE_RECHECK_S."""
+    async with AsyncTestClient(app):
+        resources = _engine(app)
+        engine = resources.engine
+        await _every_symbol_predicted(engine)
+        watched = SYMBOLS[7]
+        namespace = resources.shared.store.namespace.removesuffix(":predictions")
+        other = SharedPredictions(
+            Redis.from_url(redis_flushed), namespace=namespace, replica_id="other"
+        )
+        await other.announce(frozenset({(watched, "5m")}))
+        sweeps: list[set[tuple[str, str]]] = []
+        engine.on_predictions(lambda made: sweeps.append({(p.symbol, p.timeframe) for p in made}))
+
+        new = {s: _next_bar(f, 0.001) for s, f in market.items()}
+        await write_5m(clean_db, new)
+        moved = new[watched].index[0]
+        await until(
+            lambda: engine.latest[(watched, M5)].bar_time == moved,
+            what="the watched series computed here after the other replica stayed silent",
+        )
+        others = {(s, "5m") for s in SYMBOLS if s != watched}
+        bar_sweep = next(i for i, made in enumerate(sweeps) if others <= made)
+        assert (watched, "5m") not in set().union(*sweeps[: bar_sweep + 1])
+        assert any((watched, "5m") in made for made in sweeps[bar_sweep + 1 :])
+        assert resources.shared.left_to_watchers == 1
+        assert all(engine.latest[(s, M5)].bar_time == moved for s in SYMBOLS)
+        await other.store._redis.aclose()
 
 
 async def test_a_bar_claimed_by_a_replica_that_died_is_computed_once_its_claim_expires(
