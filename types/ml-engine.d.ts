@@ -464,6 +464,7 @@ export interface components {
             snapshot_refused: number;
             snapshots_saved: number;
             states_resumed: number;
+            sweeping: boolean;
             sweeps: number;
             sweeps_overlapped: number;
             triton_failures: number;

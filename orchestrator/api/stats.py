@@ -116,6 +116,7 @@ class BarCloseSummary(msgspec.Struct):
     triton_failures: int  # of the errors: the Triton request failed
     database_failures: int  # of the errors: the bars could not be read
     polls: int
+    sweeping: bool  # a sweep is running or queued (False: every bar seen so far is done)
     last_sweep_keys: int
     last_sweep_at: float  # wall clock (epoch s) when it started
     last_sweep_ms: float
@@ -246,6 +247,7 @@ class StatsController(Controller):
                 triton_failures=engine.triton_failures,
                 database_failures=engine.database_failures,
                 polls=engine.polls,
+                sweeping=not cache.engine.idle,
                 last_sweep_keys=engine.last_sweep_keys,
                 sweeps_overlapped=engine.sweeps_overlapped,
                 last_sweep_at=engine.last_sweep_at,

@@ -131,6 +131,9 @@ class BarCloseEngine:
         self._urgent: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
         self._background: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
         self._running: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
+        # the series revision each running token's sweep started from (a correction since:
+        # joining it would answer from the old history)
+        self._running_from: dict[tuple[FeatureKey, datetime], int] = {}
         self._arrived = asyncio.Event()  # new work for a sweeper waiting on busy keys
         # claimed by another replica: resolved by its bar-close event (receive)
         self._remote: dict[tuple[FeatureKey, datetime], asyncio.Future[Prediction]] = {}
@@ -248,6 +251,10 @@ class BarCloseEngine:
         token = (key, bar_time)
         for pending in (self._running, self._remote, self._urgent, self._background):
             future = pending.get(token)
+            if pending is self._running and self._running_from.get(token) != self.series.revision(
+                key
+            ):
+                continue  # started before a correction: a new computation follows it
             if future is not None:
                 if urgent and pending is self._background:  # a request is now waiting for it
                     self._urgent[token] = self._background.pop(token)
@@ -394,6 +401,7 @@ class BarCloseEngine:
     ) -> None:
         """One sweep; a failure it did not map fails its waiters instead of the sweeper."""
         self._running.update(batch)
+        self._running_from.update((token, self.series.revision(token[0])) for token in batch)
         started, states_before = time.perf_counter(), self._new_states()
         self.stats.last_sweep_at = time.time()
         try:
@@ -409,6 +417,7 @@ class BarCloseEngine:
             for token, future in batch.items():
                 if self._running.get(token) is future:
                     del self._running[token]
+                    del self._running_from[token]
         self.stats.sweeps += 1
         self.stats.last_sweep_keys = len(batch)
         self.stats.last_sweep_ms = (time.perf_counter() - started) * 1e3

@@ -38,6 +38,7 @@ MAX_STEPS = 2000  # more new bars than this: recompute from the tail instead of 
 class _State:
     spec: FeatureSpec
     features: IncrementalFeatures
+    revision: int  # of the stored series it was computed from: a correction since, a reseed
 
 
 class FeatureStates:
@@ -80,7 +81,7 @@ class FeatureStates:
         return {
             key: SavedState(
                 self._digest(state.spec),
-                self._series.revision(key),
+                state.revision,
                 state.features,
                 self.weeks.get(key),
             )
@@ -110,7 +111,7 @@ class FeatureStates:
         ):
             self.stats.snapshot_refused += 1
             return False
-        self._by_key[key] = _State(spec, saved.features)
+        self._by_key[key] = _State(spec, saved.features, saved.revision)
         if saved.week is not None:
             self.weeks[key] = saved.week
         self.stats.states_resumed += 1
@@ -138,6 +139,11 @@ class FeatureStates:
             if state is None and self._saved and self._resume(key, spec, targets[key]):
                 state, resumed = self._by_key[key], True
             if state is None or state.spec is not spec:
+                to_seed.append(key)
+            elif state.revision != self._series.revision(key):
+                # Seeded from the history before a correction (a sweep that was running when
+                # the poller forgot the series put it back).
+                del self._by_key[key]
                 to_seed.append(key)
             elif not resumed and state.features.last_time.to_pydatetime() >= targets[key]:
                 ready[key] = state.features
@@ -297,9 +303,10 @@ class FeatureStates:
     async def _seed(
         self, store: BarStore, spec: FeatureSpec, key: FeatureKey, week: TradingWeek | None
     ) -> IncrementalFeatures:
+        revision = self._series.revision(key)  # before the read: a correction after it reseeds
         bars = await store.latest_bars(key[0], key[1], seed_bars(spec), closed_only=True)
         features = await asyncio.to_thread(IncrementalFeatures.seed, bars, spec)
-        self._by_key[key] = _State(spec, features)
+        self._by_key[key] = _State(spec, features, revision)
         self.weeks[key] = week or infer_week(pd.DatetimeIndex(bars.index), key[1])
         self.stats.seeds += 1
         return features

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -150,20 +151,21 @@ class BarClosePoller:
             changed = {k for k, _ in marks.items() - self._marks.items()}
             changed |= {k for k in marks if k[0] in revised or k[0] in due}
         self._marks, self._scanned_for = marks, served
-        await self._schedule(marks, changed, served, now)
+        self._schedule(marks, changed, served, now)
 
-    async def _schedule(
+    def _schedule(
         self,
         marks: dict[tuple[str, Timeframe], datetime],
         changed: set[tuple[str, Timeframe]],
         served: tuple[Timeframe, ...],
         now: float,
     ) -> None:
-        """Background computations for every served timeframe of the changed stored series."""
+        """Background computations for every served timeframe of the changed stored series.
+        The poll does not wait for them: a key waiting for another replica's event (up to
+        REMOTE_RECHECK_S when that replica died) must not hold up the next bar's poll."""
         stored_by_symbol: dict[str, set[Timeframe]] = {}
         for symbol, stored in marks:
             stored_by_symbol.setdefault(symbol, set()).add(stored)
-        wanted: list[tuple[FeatureKey, datetime, asyncio.Future[Prediction]]] = []
         for symbol, stored in changed:
             newest = marks[(symbol, stored)]
             for timeframe in served:
@@ -181,14 +183,21 @@ class BarClosePoller:
                 if failed is not None and failed.skips(target, now):
                     continue
                 urgent = self._engine.is_watched(key)
-                wanted.append((key, target, self._engine.request(key, target, urgent=urgent)[0]))
-        outcomes = await asyncio.gather(*(f for _, _, f in wanted), return_exceptions=True)
-        for (key, target, _), outcome in zip(wanted, outcomes, strict=True):
-            # Failures are the requests' and the stream's to report; the poll only schedules.
-            if isinstance(outcome, BaseException):
-                self._failed[key] = _Failure.of(outcome, key, target)
-            else:
-                self._failed.pop(key, None)
+                future, _ = self._engine.request(key, target, urgent=urgent)
+                future.add_done_callback(functools.partial(self._settled, key, target))
+
+    def _settled(
+        self, key: FeatureKey, target: datetime, future: asyncio.Future[Prediction]
+    ) -> None:
+        """Remembers when to try a failed key again. Failures are the requests' and the
+        stream's to report; the poll only schedules."""
+        if future.cancelled():
+            return
+        failure = future.exception()
+        if failure is not None:
+            self._failed[key] = _Failure.of(failure, key, target)
+        else:
+            self._failed.pop(key, None)
 
     def _discover(self, store: BarStore, now: float) -> None:
         if now - self._discovered_at < DISCOVER_S or self._discovery is not None:

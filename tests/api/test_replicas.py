@@ -109,9 +109,10 @@ async def _answers(client: httpx.AsyncClient, url: str) -> bool:
         return False
 
 
-async def _polls(client: httpx.AsyncClient, urls: tuple[str, ...]) -> list[int]:
+async def _polls(client: httpx.AsyncClient, urls: tuple[str, ...]) -> list[tuple[int, bool]]:
+    """(polls so far, sweeping now) per replica."""
     stats = [(await client.get(f"{url}/api/stats")).json()["bar_close"] for url in urls]
-    return [int(s["polls"]) for s in stats]
+    return [(int(s["polls"]), bool(s["sweeping"])) for s in stats]
 
 
 def _exited(process: subprocess.Popen[bytes]) -> str | None:
@@ -124,13 +125,13 @@ def _exited(process: subprocess.Popen[bytes]) -> str | None:
 
 async def _polled(client: httpx.AsyncClient, urls: tuple[str, ...], times: int = 3) -> None:
     """Until every replica's poller has looked at the bars `times` more times (each look
-    schedules what it found; a sweep of one key is over before the next look): waits on the
-    pollers' own progress, not on the clock."""
-    start = await _polls(client, urls)
+    schedules what it found) and no sweep is running or queued: whatever those looks found is
+    computed. Waits on the pollers' and sweepers' own progress, not on the clock."""
+    start = [polls for polls, _ in await _polls(client, urls)]
 
     async def advanced() -> bool:
         now = await _polls(client, urls)
-        return all(n - s >= times for n, s in zip(now, start, strict=True))
+        return all(n - s >= times and not busy for (n, busy), s in zip(now, start, strict=True))
 
     await until(advanced, what="every poller to look again", timeout_s=30, every_s=0.1)
 

@@ -230,6 +230,7 @@ async def test_requests_for_a_new_bar_wait_for_its_one_computation(
         # one whole poll ran after the write.
         polls = engine.stats.polls
         await until(lambda: engine.stats.polls >= polls + 2, what="two more polls")
+        await until(lambda: engine.idle, what="what those polls scheduled to be swept")
         assert np.subtract(_ensemble_counts(model_server), before).tolist() == [1, 1]
         stats = (await client.get("/api/stats")).json()
         assert stats["bar_close"]["freshness_queries"] >= 1
