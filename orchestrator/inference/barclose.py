@@ -251,14 +251,13 @@ class BarCloseEngine:
         token = (key, bar_time)
         for pending in (self._running, self._remote, self._urgent, self._background):
             future = pending.get(token)
-            if pending is self._running and self._running_from.get(token) != self.series.revision(
-                key
-            ):
+            if future is None:
+                continue
+            if pending is self._running and self._running_from[token] != self.series.revision(key):
                 continue  # started before a correction: a new computation follows it
-            if future is not None:
-                if urgent and pending is self._background:  # a request is now waiting for it
-                    self._urgent[token] = self._background.pop(token)
-                return future, True
+            if urgent and pending is self._background:  # a request is now waiting for it
+                self._urgent[token] = self._background.pop(token)
+            return future, True
         future = asyncio.get_running_loop().create_future()
         (self._urgent if urgent else self._background)[token] = future
         self._arrived.set()
