@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from export.card import render_card
-from export.exporter import card_name, export_profiles
+from export.config import TrainConfig
 from export.lifeline import die_with_parent
-from export.train import TrainConfig, prepare_symbol, train_all
 from orchestrator.errors import EXIT_OK, EngineError, NotEnoughDataError, report
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
@@ -162,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
 def rewrite_cards(repository: Path) -> int:
     """Re-renders MODEL_CARD*.md beside each profile from the newest version of each set's
     range_gru model (whose model_card.json holds the whole card)."""
+    # Imported here, not at the top: they load torch (seconds), which `--help` has no use for.
+    from export.card import render_card
+    from export.exporter import card_name
+
     written = 0
     for profile in ("cpu", "gpu"):
         for model in sorted((repository / profile).glob("range_gru*/")):
@@ -179,6 +181,9 @@ def rewrite_cards(repository: Path) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
+    from export.exporter import card_name, export_profiles
+    from export.train import prepare_symbol, train_all
+
     symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None
     frames = asyncio.run(load_bars(symbols, args.timeframe, args.since))
     if not frames:

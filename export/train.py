@@ -39,6 +39,7 @@ from export.baselines import (
     har_logistic_proba,
 )
 from export.card import card_plots
+from export.config import TrainConfig as TrainConfig  # where it lived: importers keep working
 from export.evaluation import (
     Lags,
     NestedServed,
@@ -71,7 +72,7 @@ from orchestrator.features.head import (
     ServingHead,
     stack_ranges,
 )
-from orchestrator.features.horizons import HORIZONS, Horizon, horizon_bars
+from orchestrator.features.horizons import HORIZONS, horizon_bars
 from orchestrator.features.indicators import FEATURE_NAMES, PARAMS, compute_features
 from orchestrator.features.spec import (
     CLIP_Z,
@@ -83,30 +84,10 @@ from orchestrator.features.spec import (
 )
 from orchestrator.features.targets import barrier_outcomes, range_targets, triple_barrier
 from orchestrator.marketdata.sessions import infer_week
-from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.quality.adaptive import ADAPTIVE_RATE, probability_rate
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    timeframe: Timeframe = Timeframe.M5
-    folds: int = 5
-    epochs: int = 8
-    patience: int = 2
-    batch_size: int = 256
-    stride: int = 3  # adjacent windows are near-duplicates; train on every `stride`-th
-    seed: int = 7
-    tp_atr: float = 1.5
-    sl_atr: float = 1.0
-    label_horizon: Horizon = Horizon.INTRADAY
-    xgb_rounds: int = 400
-    learning_rate: float = 2e-3
-    threads: int = 2
-    show_progress: bool = True
-    data_source: str = "the store's bars"  # said in the model card
 
 
 @dataclass
