@@ -11,10 +11,10 @@ import os
 import subprocess
 import sys
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import msgspec
 import pandas as pd
@@ -322,30 +322,6 @@ async def append_bar(
     return ts
 
 
-@overload
-async def until[T](
-    condition: Callable[[], Awaitable[T | None]],
-    *,
-    what: str,
-    timeout_s: float = ...,
-    every_s: float = ...,
-    abort: Callable[[], str | None] | None = ...,
-    detail: Callable[[], str] | None = ...,
-) -> T: ...
-
-
-@overload
-async def until[T](
-    condition: Callable[[], T | None],
-    *,
-    what: str,
-    timeout_s: float = ...,
-    every_s: float = ...,
-    abort: Callable[[], str | None] | None = ...,
-    detail: Callable[[], str] | None = ...,
-) -> T: ...
-
-
 async def until(
     condition: Callable[[], object],
     *,
@@ -359,6 +335,10 @@ async def until(
     timeout guards against a hang; it asserts nothing about how long the wait took. `abort`
     returns a reason to stop waiting at once (a process that exited), or None; `detail` adds
     what a failure message should show (the last state seen, a process's log)."""
+
+    def failed(why: str) -> AssertionError:
+        return AssertionError(why + (f"\n{detail()}" if detail is not None else ""))
+
     try:
         async with asyncio.timeout(timeout_s):
             while True:
@@ -369,9 +349,7 @@ async def until(
                     return result
                 reason = abort() if abort is not None else None
                 if reason is not None:
-                    extra = f"\n{detail()}" if detail is not None else ""
-                    raise AssertionError(f"gave up waiting for {what}: {reason}{extra}")
+                    raise failed(f"gave up waiting for {what}: {reason}")
                 await asyncio.sleep(every_s)
     except TimeoutError:
-        extra = f"\n{detail()}" if detail is not None else ""
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{extra}") from None
+        raise failed(f"timed out after {timeout_s} s waiting for {what}") from None

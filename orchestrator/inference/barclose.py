@@ -141,6 +141,7 @@ class BarCloseEngine:
         self._publish = publish
         self._sweeper: asyncio.Task[None] | None = None
         self._watched: set[FeatureKey] = set()  # series with a WebSocket feed open here
+        self._watched_series: frozenset[Series] = frozenset()  # the same, as announced
         self._announcing: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[list[Prediction]], None]] = []
@@ -211,6 +212,7 @@ class BarCloseEngine:
             self._watched.add(key)
         else:
             self._watched.discard(key)
+        self._watched_series = frozenset((symbol, tf.value) for symbol, tf in self._watched)
         self.announce_watched()
 
     def is_watched(self, key: FeatureKey) -> bool:
@@ -221,16 +223,13 @@ class BarCloseEngine:
         (the poller calls this every poll); one announcement at a time."""
         if self._shared is None or self._announcing is not None:
             return
-        if self._shared.due(self._watched_series()):
+        if self._shared.due(self._watched_series):
             self._announcing = asyncio.create_task(self._announce(), name="barclose-announce")
-
-    def _watched_series(self) -> frozenset[Series]:
-        return frozenset((symbol, timeframe.value) for symbol, timeframe in self._watched)
 
     async def _announce(self) -> None:
         assert self._shared is not None
         try:
-            while self._shared.due(watched := self._watched_series()):
+            while self._shared.due(watched := self._watched_series):
                 await self._shared.announce(watched)
         finally:
             self._announcing = None
@@ -630,14 +629,13 @@ class BarCloseEngine:
             shared.append(prediction)
             self._keep_latest(key, prediction)
         serve_together(shared)
-        if any(key in run.background for key in tokens.values()):
-            if run.watched_elsewhere is None:
-                run.watched_elsewhere = await self._shared.watched_elsewhere()
-            if run.watched_elsewhere:
-                for token, key in list(tokens.items()):
-                    series = (key[0], key[1].value)
-                    if key in run.background and series in run.watched_elsewhere:
-                        del tokens[token]
-                        self._shared.left_to_watchers += 1
+        background = [token for token, key in tokens.items() if key in run.background]
+        if background and run.watched_elsewhere is None:
+            run.watched_elsewhere = await self._shared.watched_elsewhere()
+        for token in background:
+            (symbol, timeframe), *_ = token
+            if (symbol, timeframe.value) in (run.watched_elsewhere or ()):
+                del tokens[token]
+                self._shared.left_to_watchers += 1
         claimed = await self._shared.claim(list(tokens))
         return {tokens[token]: token for token in claimed}
