@@ -174,7 +174,7 @@ test: setup gateway-deps dashboard-assets ## The whole test suite against real M
 	@$(PY) -m pytest
 
 .PHONY: test-unit
-test-unit: env ## The tests that need no server, browser or trained models, on every core (about a minute on 2; the full suite is make test)
+test-unit: env ## The tests that need no server, browser or trained models, on every core (under a minute on 2; the full suite is make test)
 	@$(PY) -m pytest -m "not servers" -q -n auto
 
 lint: env ## ruff

@@ -48,6 +48,7 @@ SERVER_FIXTURES = frozenset(
         "trained",
         "chromium",
         "gateway_build",
+        "private_mariadb",  # a module's own MariaDB, which the module stops and starts
     }
 )
 

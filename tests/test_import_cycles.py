@@ -9,8 +9,6 @@ under `if TYPE_CHECKING:` are left out: they exist for annotations only and neve
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,14 +133,3 @@ def test_commands_never_import_the_cli() -> None:
     importing = {module for module, targets in GRAPH.items() if "orchestrator.cli" in targets}
     assert importing <= {"orchestrator.__main__", "orchestrator.console"}, sorted(importing)
 
-
-def test_the_worker_process_does_not_load_litestar() -> None:
-    """Beyond direct imports: nothing the worker imports pulls the web framework in."""
-    code = (
-        "import sys, orchestrator.jobs.worker\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'litestar'))"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-    )
-    assert loaded.stdout.strip() == "[]", loaded.stdout

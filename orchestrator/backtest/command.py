@@ -20,7 +20,7 @@ from orchestrator.settings import Settings
 from orchestrator.signals.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 if TYPE_CHECKING:
-    from export.train import TrainConfig
+    from export.config import TrainConfig
     from export.walkforward import WalkForwardConfig
     from orchestrator.backtest.report import BacktestResult
     from orchestrator.backtest.request import BacktestRequest
@@ -107,7 +107,7 @@ def build_request(args: argparse.Namespace) -> BacktestRequest:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    from export.train import TrainConfig
+    from export.config import TrainConfig
     from orchestrator.backtest.request import BacktestRequestError
     from orchestrator.features.horizons import Horizon
     from orchestrator.marketdata.timeframes import parse_timeframe
@@ -267,19 +267,17 @@ def summary(result: BacktestResult) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Runs the backtest; expected failures propagate to the CLI's one exit-code lookup."""
-    from export.walkforward import WalkForwardConfig
-
     progress = PhaseBar(enabled=not args.quiet and sys.stderr.isatty())
     try:
         request = build_request(args)
         # Bad training options are rejected here, before anything is touched.
-        walk_forward = (
-            None
-            if args.walk_forward is None
-            else WalkForwardConfig(
+        walk_forward = None
+        if args.walk_forward is not None:
+            from export.walkforward import WalkForwardConfig  # torch: only when training
+
+            walk_forward = WalkForwardConfig(
                 windows=args.walk_forward, train=train_config(args), train_bars=args.train_bars
             )
-        )
         result = asyncio.run(execute(args, settings, request, progress, walk_forward))
     finally:
         progress.close()

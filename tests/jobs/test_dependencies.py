@@ -30,6 +30,10 @@ def test_the_api_does_not_load_the_training_stack() -> None:
     assert loaded == set(), f"importing the API loaded {sorted(loaded)}"
 
 
-def test_the_worker_is_what_loads_it() -> None:
-    loaded = _top_level_modules_after("import orchestrator.jobs.worker", ("export", "torch"))
+def test_the_worker_is_what_loads_it_and_it_runs_without_litestar() -> None:
+    """Beyond direct imports (tests/test_import_cycles.py): nothing the worker imports pulls
+    the web framework in. One interpreter for both facts: importing the worker costs seconds."""
+    loaded = _top_level_modules_after(
+        "import orchestrator.jobs.worker", ("export", "torch", "litestar")
+    )
     assert loaded == {"export", "torch"}

@@ -57,7 +57,7 @@ class Private:
 
 
 @pytest.fixture(scope="module")
-def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
+def private_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
     (port,) = free_ports(1)
     server = PrivateMariaDB(port=port, run_dir=tmp_path_factory.mktemp("faults-mariadb"))
     settings = DatabaseSettings(port=port, database="trading_faults")
@@ -161,33 +161,33 @@ def _replay(settings: DatabaseSettings) -> subprocess.Popen[str]:
 
 
 async def test_a_database_restart_under_load_gives_503s_then_recovers_by_itself(
-    private: Private,
+    private_mariadb: Private,
     trained: TrainedRepository,
     model_server: TritonServer,
     redis_flushed: str,
 ) -> None:
-    await _load_btcusd(private.settings, trained)
-    loaded_until = await _newest_bar(private.settings)
+    await _load_btcusd(private_mariadb.settings, trained)
+    loaded_until = await _newest_bar(private_mariadb.settings)
     settings = api_settings(
-        private.settings,
+        private_mariadb.settings,
         model_server,
         redis_flushed,
         api=ApiSettings(rate_limit_per_minute=1_000_000),
     )
-    replay = _replay(private.settings)
+    replay = _replay(private_mariadb.settings)
     try:
-        await _wait_for_newer_bar(private.settings, loaded_until, 15)
+        await _wait_for_newer_bar(private_mariadb.settings, loaded_until, 15)
         tally = Tally()
         done = asyncio.Event()
         async with served(create_app(settings)) as port:
             clients = [asyncio.create_task(_client(port, i, tally, done)) for i in range(CLIENTS)]
             await until(lambda: tally.every_endpoint(0.0, 200, WARM_ANSWERS), what="answers before")
-            down_at = await private.stop()
+            down_at = await private_mariadb.stop()
             # The outage lasts until the clients have met it: every request fails at once
             # (the pool finds no server), so they see it within a few of their turns.
             await until(lambda: _outage_seen(tally, down_at), what="the clients to meet the outage")
-            back_at = await private.start()
-            at_restart = await _newest_bar(private.settings)
+            back_at = await private_mariadb.start()
+            at_restart = await _newest_bar(private_mariadb.settings)
             await until(
                 lambda: tally.every_endpoint(back_at, 200, 1),
                 what="every endpoint to answer again",
@@ -199,7 +199,7 @@ async def test_a_database_restart_under_load_gives_503s_then_recovers_by_itself(
             )
             done.set()
             await asyncio.gather(*clients)
-        appended = await _wait_for_newer_bar(private.settings, at_restart, 15)
+        appended = await _wait_for_newer_bar(private_mariadb.settings, at_restart, 15)
         assert replay.poll() is None, "the replay process died"
     finally:
         replay.send_signal(signal.SIGINT)
@@ -233,7 +233,7 @@ async def test_a_database_restart_under_load_gives_503s_then_recovers_by_itself(
         assert last == [200] * 5, (path, last)
     assert "replay: database at" in replay_log, replay_log[-2000:]
     assert "replay: database back after" in replay_log, replay_log[-2000:]
-    db = await Database.connect(private.settings)
+    db = await Database.connect(private_mariadb.settings)
     try:
         rows = await db.fetchall(
             "SELECT ts FROM bars WHERE symbol = 'BTCUSD' AND ts >= %s ORDER BY ts", (loaded_until,)
@@ -245,23 +245,23 @@ async def test_a_database_restart_under_load_gives_503s_then_recovers_by_itself(
 
 
 async def test_ingest_gives_up_after_its_retry_time_and_a_rerun_completes_it(
-    private: Private,
+    private_mariadb: Private,
 ) -> None:
     frame = generate_bars("BTCUSD", days=10, seed=3).reset_index()
     raw = frame.assign(line=range(1, len(frame) + 1), raw_ts=frame["ts"].astype(str))
     options = IngestOptions(symbol="RETRYUSD", timeframe=Timeframe.M5, show_progress=False)
-    settings = msgspec.structs.replace(private.settings, write_retry_s=1.5)
+    settings = msgspec.structs.replace(private_mariadb.settings, write_retry_s=1.5)
     db = await Database.connect(settings)
     try:
-        await private.stop()
+        await private_mariadb.stop()
         started = time.monotonic()
         with pytest.raises(DatabaseUnavailableError) as caught:
             await ingest_frame(db, raw, options, source="test", rejects_path=None)
         gave_up_after_s = time.monotonic() - started
-        await private.start()
+        await private_mariadb.start()
     finally:
-        if not private.server.is_running():
-            await private.start()
+        if not private_mariadb.server.is_running():
+            await private_mariadb.start()
     message = str(caught.value)
     assert "still unavailable after retrying symbol RETRYUSD" in message
     assert "batches committed before are kept" in message
@@ -278,18 +278,18 @@ async def test_ingest_gives_up_after_its_retry_time_and_a_rerun_completes_it(
 
 
 def test_a_user_without_the_test_database_grant_is_told_which_grant_to_ask_for(
-    private: Private,
+    private_mariadb: Private,
 ) -> None:
     limited = msgspec.structs.replace(
-        private.settings, user="limited", password="limited-pw", database="trading_test_x"
+        private_mariadb.settings, user="limited", password="limited-pw", database="trading_test_x"
     )
-    private.server.admin(
+    private_mariadb.server.admin(
         "CREATE USER IF NOT EXISTS 'limited'@'localhost' IDENTIFIED BY 'limited-pw';"
         "CREATE USER IF NOT EXISTS 'limited'@'127.0.0.1' IDENTIFIED BY 'limited-pw';"
     )
     with pytest.raises(DatabaseSetupError) as caught:
         ensure_test_database(limited, fallback_dir=None)
     message = str(caught.value)
-    assert f"127.0.0.1:{private.settings.port}" in message
+    assert f"127.0.0.1:{private_mariadb.settings.port}" in message
     assert "GRANT ALL ON `trading_test_x`.* TO 'limited'@'localhost'" in message
     assert "MYSQL_TEST_DATABASE" in message

@@ -15,7 +15,9 @@ from orchestrator.settings import DatabaseSettings
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrivateMariaDB, int]]:
+def private_mariadb(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[PrivateMariaDB, int]]:
     """A MariaDB this checkout's `make db` does not own (its own run directory)."""
     (port,) = free_ports(1)
     mariadb = PrivateMariaDB(port=port, run_dir=Path(tmp_path_factory.mktemp("real-db")))
@@ -32,9 +34,9 @@ def _user(mariadb: PrivateMariaDB, name: str, grant: str | None) -> None:
 
 
 def test_a_missing_database_is_created_when_the_user_may(
-    server: tuple[PrivateMariaDB, int],
+    private_mariadb: tuple[PrivateMariaDB, int],
 ) -> None:
-    mariadb, port = server
+    mariadb, port = private_mariadb
     _user(mariadb, "creator", grant="real\\_%")
     settings = DatabaseSettings(
         port=port, user="creator", password="creator-pw", database="real_bars"
@@ -44,9 +46,9 @@ def test_a_missing_database_is_created_when_the_user_may(
 
 
 def test_a_database_the_user_may_not_create_is_explained(
-    server: tuple[PrivateMariaDB, int],
+    private_mariadb: tuple[PrivateMariaDB, int],
 ) -> None:
-    mariadb, port = server
+    mariadb, port = private_mariadb
     _user(mariadb, "reader", grant=None)
     settings = DatabaseSettings(port=port, user="reader", password="reader-pw")
     with pytest.raises(DatabaseSetupError) as caught:
