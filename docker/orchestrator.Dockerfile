@@ -23,8 +23,11 @@ COPY --from=dashboard-assets \
     /build/node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js \
     ./orchestrator/dashboard/static/vendor/
 COPY export ./export
+# /feature-states: where compose mounts the API's snapshot volume; owned here, so that a new
+# named volume takes this owner and the API (uid 10001) can write its snapshot into it.
 RUN uv sync --frozen --no-dev \
-    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /app app
+    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /app app \
+    && install -d -o 10001 -g 10001 /feature-states
 USER 10001:10001
 EXPOSE 8080
 # Liveness only (/health answers 200 while the process runs); readiness is /health/ready.

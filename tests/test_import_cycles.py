@@ -132,4 +132,3 @@ def test_commands_never_import_the_cli() -> None:
     """The sub-commands' modules are imported by cli.py, which they must not import back."""
     importing = {module for module, targets in GRAPH.items() if "orchestrator.cli" in targets}
     assert importing <= {"orchestrator.__main__", "orchestrator.console"}, sorted(importing)
-

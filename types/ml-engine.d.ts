@@ -464,6 +464,7 @@ export interface components {
             snapshot_refused: number;
             snapshots_saved: number;
             states_resumed: number;
+            states_resumed_from_peers: number;
             sweeping: boolean;
             sweeps: number;
             sweeps_overlapped: number;

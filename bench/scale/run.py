@@ -180,6 +180,43 @@ async def cold_start(replicas: Replicas, n: int, spawned: float) -> Json:
     }
 
 
+async def new_replica(
+    stopped: Replicas,
+    n: int,
+    writer: BarWriter,
+    book: BarBook,
+    symbols: list[str],
+    roots: list[int],
+) -> Json:
+    """One replica on a port no snapshot is named after, with the stopped replicas' snapshots
+    in the folder (a pod added or replaced): its start, timed like a restart, then its first
+    new bar, which shows whether it resumed its peers' states or seeded them."""
+    log("  a new replica (no snapshot of its own; its peers' in the folder)")
+    fresh = Replicas(stopped.env, 1, stopped.cores)
+    try:
+        spawned = time.monotonic()
+        boot_s = await fresh.start()
+        joined = await cold_start(fresh, n, spawned)
+        await wait_idle(roots + fresh.pids)
+        first = await warm_sweep(fresh, writer, book, symbols)
+        (got,) = await fresh.stats()
+    finally:
+        await fresh.stop()
+    joined |= {
+        "boot_s": boot_s,
+        "first_sweep_s": first["seconds"],
+        "states_resumed": got["bar_close"]["states_resumed"],
+        "states_resumed_from_peers": got["bar_close"]["states_resumed_from_peers"],
+        "seeded_after_start": got["bar_close"]["feature_seeds"],
+    }
+    log(
+        f"  new replica {joined['seconds']:.1f} s (boot {boot_s:.1f} s), first new bar "
+        f"{first['seconds']:.2f} s ({joined['states_resumed_from_peers']:,} states from its "
+        f"peers' snapshots, {joined['seeded_after_start']:,} seeded)"
+    )
+    return joined
+
+
 async def warm_sweep(
     replicas: Replicas, writer: BarWriter, book: BarBook, symbols: list[str]
 ) -> Json:
@@ -395,6 +432,8 @@ async def run(args: Any) -> Json:
                     replicas, writer, book, symbols, roots, args.repeats, "after the restart"
                 )
                 serial = await serial_sweeps(replicas, writer, book, symbols, roots, args.repeats)
+                await replicas.stop()
+                joined = await new_replica(replicas, n, writer, book, symbols, roots)
                 seconds = np.asarray([s["seconds"] for s in sweeps])
                 results["sizes"][str(n)] = {
                     "cold": cold,
@@ -413,6 +452,7 @@ async def run(args: Any) -> Json:
                         "runs": serial,
                     },
                     "rss_mb": rss,
+                    "new_replica": joined,
                     "states": cold["feature_seeds"],
                 }
                 log(f"  RSS {', '.join(f'{v:,.0f} MB' for v in rss)}")

@@ -19,6 +19,7 @@ from orchestrator.inference.client import SignalModels
 from orchestrator.inference.models import ENSEMBLE, SERVED_TIMEFRAMES, served_name
 from orchestrator.inference.service import PredictionService
 from orchestrator.inference.shared import SharedPredictions
+from orchestrator.inference.snapshots import snapshot_file
 from orchestrator.lifecycle.exported import sync_registry
 from orchestrator.lifecycle.registry import ModelRegistry
 from orchestrator.lifecycle.service import Lifecycle
@@ -146,7 +147,7 @@ class Resources:
 
     def _snapshot_path(self) -> Path | None:
         folder = self.settings.api.state_snapshot_dir
-        return Path(folder) / f"states-{self.settings.api.port}.pickle" if folder else None
+        return snapshot_file(Path(folder), self.settings.api.port) if folder else None
 
     async def close(self) -> None:
         if self._engine is not None:

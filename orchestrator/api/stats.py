@@ -107,6 +107,7 @@ class BarCloseSummary(msgspec.Struct):
     # share, listeners), ms: where a sweep's time goes.
     phase_ms: dict[str, float]
     states_resumed: int  # taken from the feature-state snapshot after a restart (not seeded)
+    states_resumed_from_peers: int  # of those: from another replica's snapshot in the folder
     snapshot_refused: int  # snapshot states of another spec or an older series revision
     snapshots_saved: int
     last_snapshot_ms: float  # writing the last snapshot
@@ -238,6 +239,7 @@ class StatsController(Controller):
                 feature_seeds=engine.seeds,
                 phase_ms={name: round(ms, 1) for name, ms in engine.phase_ms.items()},
                 states_resumed=engine.states_resumed,
+                states_resumed_from_peers=engine.states_resumed_from_peers,
                 snapshot_refused=engine.snapshot_refused,
                 snapshots_saved=engine.snapshots_saved,
                 last_snapshot_ms=engine.last_snapshot_ms,

@@ -52,6 +52,7 @@ class FeatureStates:
         self._series = series  # the stored timeframe and revision behind each key
         self.snapshot_path = snapshot_path
         self._saved: dict[FeatureKey, SavedState] | None = None  # the snapshot, until adopted
+        self._from_peers: set[FeatureKey] = set()  # of _saved: read from another replica's file
         self._digests: dict[int, tuple[FeatureSpec, str]] = {}
         # Steps running in threads (one per sweep in flight), awaited before a snapshot.
         self._stepping: set[asyncio.Future[dict[FeatureKey, IncrementalFeatures]]] = set()
@@ -115,6 +116,8 @@ class FeatureStates:
         if saved.week is not None:
             self.weeks[key] = saved.week
         self.stats.states_resumed += 1
+        if key in self._from_peers:
+            self.stats.states_resumed_from_peers += 1
         return True
 
     async def advance(
@@ -132,7 +135,10 @@ class FeatureStates:
         to_step: dict[tuple[Timeframe, datetime], list[FeatureKey]] = {}
         if self._saved is None:
             path = self.snapshot_path
-            self._saved = {} if path is None else await asyncio.to_thread(snapshots.load, path)
+            if path is None:
+                self._saved = {}
+            else:
+                self._saved, self._from_peers = await asyncio.to_thread(snapshots.load_shared, path)
         for key in keys:
             state = self._by_key.get(key)
             resumed = False

@@ -123,6 +123,7 @@ class BarCloseStats:
     # Wall time spent per phase of the sweeps since start (ms): where a sweep's time goes.
     phase_ms: dict[str, float] = field(default_factory=dict)
     states_resumed: int = 0  # feature states taken from the snapshot instead of seeded
+    states_resumed_from_peers: int = 0  # of those: from another replica's snapshot
     snapshot_refused: int = 0  # snapshot states of another spec or an older series revision
     snapshots_saved: int = 0
     last_snapshot_ms: float = 0.0

@@ -9,8 +9,14 @@ that arrived since, through the same check as every sweep (the store must still 
 state's last bar unchanged), so a snapshot can be old but never wrong.
 
 The file is written to a temporary name and renamed into place (a killed writer leaves the
-previous snapshot), by this process only, for this process (it is a pickle of our own objects:
-keep its directory private). One file per replica (the API port names it).
+previous snapshot). One file per replica (its host name and API port name it: pods share a
+port), written by that replica only. Replicas that share the folder (one machine, or a volume
+the pods share) read each other's: a replica that starts without a state of its own for a key
+resumes it from a peer's file, so a new replica, or one whose peers computed most keys, does
+not seed them again. Every state is checked as above whichever file it came from (the series
+revision lives in the shared database); a peer's file not written for PEER_MAX_AGE_S is passed
+over (its replica is gone, and stepping a day of bars costs about what seeding does). The files
+are pickles of our own objects: keep the folder private to the engine's replicas.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import hashlib
 import logging
 import os
 import pickle
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +39,14 @@ from orchestrator.marketdata.sessions import TradingWeek
 log = logging.getLogger("orchestrator.barclose")
 
 SNAPSHOT_FORMAT = 1  # bump when a state's layout changes: older files are then ignored
+PEER_PATTERN = "states-*.pickle"
+PEER_MAX_AGE_S = 86400.0
+
+
+def snapshot_file(folder: Path, port: int) -> Path:
+    """This replica's snapshot in `folder`: named by host and port, so that replicas sharing
+    the folder (processes on one machine, pods on one volume) never write the same file."""
+    return folder / f"states-{socket.gethostname()}-{port}.pickle"
 
 
 def spec_digest(spec: FeatureSpec) -> str:
@@ -79,3 +94,26 @@ def load(path: Path) -> dict[FeatureKey, SavedState]:
         log.warning("feature-state snapshot %s ignored (format %s)", path, saved_format)
         return {}
     return states
+
+
+def load_shared(path: Path) -> tuple[dict[FeatureKey, SavedState], set[FeatureKey]]:
+    """This replica's states (`path`), then, for the keys it has none of, those of the other
+    replicas' snapshots in the same folder written within PEER_MAX_AGE_S, the most recent file
+    first. Returns the states and the keys that came from the other files."""
+    states = load(path)
+    from_peers: set[FeatureKey] = set()
+    oldest = time.time() - PEER_MAX_AGE_S
+    recent = [p for p in path.parent.glob(PEER_PATTERN) if p != path and _written_at(p) >= oldest]
+    for peer in sorted(recent, key=_written_at, reverse=True):
+        for key, saved in load(peer).items():
+            if key not in states:
+                states[key] = saved
+                from_peers.add(key)
+    return states, from_peers
+
+
+def _written_at(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # removed since the listing
+        return 0.0

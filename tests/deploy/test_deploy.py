@@ -198,6 +198,13 @@ def test_compose_shares_one_writable_model_repository() -> None:
         for name in ("api", "worker"):
             assert services[name]["environment"]["MODEL_REPOSITORY"] == "/models/cpu"
         assert services["worker"]["depends_on"]["triton"] == {"condition": "service_healthy"}
+        # The API's feature-state snapshots outlive its container (a recreated one resumes).
+        assert "feature-states:/feature-states" in services["api"]["volumes"]
+        assert services["api"]["environment"]["STATE_SNAPSHOT_DIR"] == "/feature-states"
+    assert (
+        "install -d -o 10001 -g 10001 /feature-states"
+        in (DOCKER / "orchestrator.Dockerfile").read_text()
+    )
 
 
 # --- Kubernetes --------------------------------------------------------------------------------
@@ -233,6 +240,12 @@ def test_manifests_share_the_model_volume_and_switch_every_triton(
     assert "cp -Rn /models/. /shared/" in " ".join(fill["command"])
     config = _one(docs, "ConfigMap", "orchestrator-config")["data"]
     assert config["MODEL_REPOSITORY"] == "/models/cpu"
+    # The API pods share their feature-state snapshots: a replaced or added pod resumes them.
+    states = _one(docs, "PersistentVolumeClaim", "feature-states")
+    assert states["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert {"name": "feature-states", "mountPath": config["STATE_SNAPSHOT_DIR"]} in next(
+        c for c in specs["api"]["containers"] if c["name"] == "api"
+    )["volumeMounts"]
     peers = _one(docs, "Service", config["TRITON_PEERS"])
     assert peers["spec"]["clusterIP"] == "None"
     assert peers["spec"]["selector"] == {"app.kubernetes.io/name": "triton"}

@@ -3,6 +3,8 @@ they were computed with the served spec from the series as stored now (no Triton
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.feature_states import FeatureStates
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
 from orchestrator.inference.series import SeriesIndex
+from orchestrator.inference.snapshots import PEER_MAX_AGE_S
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
@@ -84,6 +87,44 @@ async def test_a_restart_resumes_the_saved_states_and_steps_them_over_new_bars(
         got = second.states.features((symbol, M5))
         assert got is not None
         np.testing.assert_allclose(got.inputs().seq, expected.seq, rtol=1e-5, atol=1e-5)
+
+
+async def test_a_new_replica_resumes_the_states_its_peers_saved_in_the_folder(
+    market: dict[str, pd.DataFrame], clean_db: Database, loaded: TrainedRepository, tmp_path: Path
+) -> None:
+    """Two replicas computed one symbol each (as claims divide a sweep) and saved them: a third,
+    with no snapshot of its own, resumes both from their files and seeds nothing; a replica
+    restarted with its own file takes the rest from its peer's."""
+    spec = loaded.models.spec
+    targets = {s: _last(f) for s, f in market.items()}
+    revisions = await BarStore(clean_db).revisions()
+    for port, symbol in zip((8001, 8002), SYMBOLS, strict=True):
+        replica = Engine(clean_db, tmp_path / f"states-{port}.pickle", revisions)
+        await replica.advance(spec, M5, {symbol: targets[symbol]})
+        assert replica.stats.seeds == 1
+        await replica.states.save()
+
+    new = Engine(clean_db, tmp_path / "states-8003.pickle", revisions)
+    assert await new.advance(spec, M5, targets) == {}
+    assert (new.stats.states_resumed, new.stats.states_resumed_from_peers) == (2, 2)
+    assert new.stats.seeds == 0
+    for symbol in SYMBOLS:
+        got = new.states.features((symbol, M5))
+        assert got is not None
+        expected = inputs_for_latest(market[symbol], spec)
+        np.testing.assert_allclose(got.inputs().seq, expected.seq, rtol=1e-5, atol=1e-5)
+
+    restarted = Engine(clean_db, tmp_path / "states-8001.pickle", revisions)
+    await restarted.advance(spec, M5, targets)
+    assert (restarted.stats.states_resumed, restarted.stats.states_resumed_from_peers) == (2, 1)
+    assert restarted.stats.seeds == 0
+
+    # A peer silent for longer than PEER_MAX_AGE_S is gone: its file is passed over.
+    gone = time.time() - PEER_MAX_AGE_S - 60
+    os.utime(tmp_path / "states-8002.pickle", (gone, gone))
+    later = Engine(clean_db, tmp_path / "states-8004.pickle", revisions)
+    await later.advance(spec, M5, targets)
+    assert (later.stats.states_resumed_from_peers, later.stats.seeds) == (1, 1)
 
 
 async def test_a_snapshot_is_refused_after_a_spec_change_or_a_corrected_bar(
