@@ -12,6 +12,7 @@ from orchestrator.errors import SettingsError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = PROJECT_ROOT / ".run"
 DEFAULT_SNAPSHOT_DIR = RUN_DIR / "feature-states"
+MAX_SEED_PROCESSES = 8  # SEED_PROCESSES defaults to the cores, up to this many
 
 
 def env_text(name: str, default: str = "") -> str:
@@ -190,6 +191,9 @@ class ApiSettings(msgspec.Struct, frozen=True):
     # STATE_SNAPSHOT_DIR defaults to DEFAULT_SNAPSHOT_DIR.
     state_snapshot_dir: str = ""
     state_snapshot_interval_s: float = 600.0  # also written on shutdown
+    # Worker processes that seed feature states when a sweep has many to seed (a cold start;
+    # inference/seeding.py); 1 seeds in a thread of the API process.
+    seed_processes: int = 1
 
     @classmethod
     def from_env(cls) -> ApiSettings:
@@ -213,6 +217,11 @@ class ApiSettings(msgspec.Struct, frozen=True):
             state_snapshot_dir=env_text("STATE_SNAPSHOT_DIR", str(DEFAULT_SNAPSHOT_DIR)),
             state_snapshot_interval_s=env_float(
                 "STATE_SNAPSHOT_INTERVAL_S", d.state_snapshot_interval_s
+            ),
+            seed_processes=env_int(
+                "SEED_PROCESSES",
+                min(MAX_SEED_PROCESSES, len(os.sched_getaffinity(0))),
+                positive=True,
             ),
         )
 

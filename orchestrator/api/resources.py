@@ -72,6 +72,7 @@ class Resources:
                 publish=self.publish,
                 snapshot_path=self._snapshot_path(),
                 snapshot_interval_s=self.settings.api.state_snapshot_interval_s,
+                seed_processes=self.settings.api.seed_processes,
             )
             self._engine.on_predictions(self.quality.record)
             self._engine.online_levels = self.quality.levels  # adaptive intervals, probabilities

@@ -49,6 +49,7 @@ from orchestrator.inference.prediction import (
     Prediction,
     serve_together,
 )
+from orchestrator.inference.seeding import Seeder
 from orchestrator.inference.series import SeriesIndex
 from orchestrator.inference.shared import Series, SharedPredictions, Token
 from orchestrator.marketdata.db import Database
@@ -116,6 +117,7 @@ class BarCloseEngine:
         publish: Callable[[bytes], None] | None = None,
         snapshot_path: Path | None = None,
         snapshot_interval_s: float = 600.0,
+        seed_processes: int = 1,
     ) -> None:
         self._database = database
         self._models_for = models_for
@@ -152,7 +154,7 @@ class BarCloseEngine:
             _fitted_levels
         )
         self.stats = BarCloseStats()
-        self._states = FeatureStates(self.stats, self.series, snapshot_path)
+        self._states = FeatureStates(self.stats, self.series, snapshot_path, Seeder(seed_processes))
         self.snapshot_interval_s = snapshot_interval_s
         self._snapshot_at = time.monotonic()
         candidates = tuple(Timeframe(tf) for tf in served_timeframes)
@@ -171,6 +173,7 @@ class BarCloseEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._save_snapshot()
+        self._states.close()
         if self._announcing is not None:
             self._announcing.cancel()
         if self._shared is not None and self._watched:

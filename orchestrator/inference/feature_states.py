@@ -21,6 +21,7 @@ from orchestrator.features.online import NotEnoughHistoryError, required_bars, s
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference import snapshots
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
+from orchestrator.inference.seeding import Seeder
 from orchestrator.inference.series import SeriesIndex
 from orchestrator.inference.snapshots import SavedState, spec_digest
 from orchestrator.marketdata.calendars import CalendarStore
@@ -47,8 +48,10 @@ class FeatureStates:
         stats: BarCloseStats,
         series: SeriesIndex,
         snapshot_path: Path | None = None,
+        seeder: Seeder | None = None,
     ) -> None:
         self._by_key: dict[FeatureKey, _State] = {}
+        self._seeder = seeder or Seeder(1)
         self._series = series  # the stored timeframe and revision behind each key
         self.snapshot_path = snapshot_path
         self._saved: dict[FeatureKey, SavedState] | None = None  # the snapshot, until adopted
@@ -60,6 +63,10 @@ class FeatureStates:
         # seeded with; horizons and /api/predict's end times read it without a query.
         self.weeks: dict[FeatureKey, TradingWeek] = {}
         self.stats = stats
+
+    def close(self) -> None:
+        """Stops the seeding workers (if a cold start started them)."""
+        self._seeder.close()
 
     def forget(self, symbol: str) -> None:
         """Drops every state of `symbol` (its stored history was rewritten)."""
@@ -177,11 +184,19 @@ class FeatureStates:
                     to_seed.append(key)
         to_seed = await self._with_enough_history(store, spec, timeframe, to_seed, targets, results)
         stored = await self._stored_weeks(store, timeframe, to_seed)
-        for key in to_seed:
-            try:
-                ready[key] = await self._seed(store, spec, key, stored.get(key[0]))
-            except Exception as exc:
-                results[key] = exc
+        pooled = self._seeder.pooled(len(to_seed))
+        # In worker processes, twice as many seeds as workers in flight: the next keys' bars
+        # are read while the workers replay; in a thread, one at a time as before.
+        at_once = asyncio.Semaphore(2 * self._seeder.processes if pooled else 1)
+
+        async def seed(key: FeatureKey) -> None:
+            async with at_once:
+                try:
+                    ready[key] = await self._seed(store, spec, key, stored.get(key[0]), pooled)
+                except Exception as exc:
+                    results[key] = exc
+
+        await asyncio.gather(*(seed(key) for key in to_seed))
         return ready
 
     async def _bars_since(
@@ -307,11 +322,16 @@ class FeatureStates:
             return {}
 
     async def _seed(
-        self, store: BarStore, spec: FeatureSpec, key: FeatureKey, week: TradingWeek | None
+        self,
+        store: BarStore,
+        spec: FeatureSpec,
+        key: FeatureKey,
+        week: TradingWeek | None,
+        pooled: bool,
     ) -> IncrementalFeatures:
         revision = self._series.revision(key)  # before the read: a correction after it reseeds
         bars = await store.latest_bars(key[0], key[1], seed_bars(spec), closed_only=True)
-        features = await asyncio.to_thread(IncrementalFeatures.seed, bars, spec)
+        features = await self._seeder.seed(bars, spec, pooled)
         self._by_key[key] = _State(spec, features, revision)
         self.weeks[key] = week or infer_week(pd.DatetimeIndex(bars.index), key[1])
         self.stats.seeds += 1

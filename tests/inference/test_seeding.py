@@ -1,0 +1,92 @@
+"""Seeds in worker processes (inference/seeding.py) give the states a thread gives, and a pool
+whose workers die is replaced without losing a seed."""
+
+from __future__ import annotations
+
+import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from export.train import TrainConfig, spec_from_stats
+from orchestrator.features.dataset import fit_normalisation
+from orchestrator.features.incremental import IncrementalFeatures
+from orchestrator.features.indicators import compute_features
+from orchestrator.features.online import seed_bars
+from orchestrator.features.spec import FeatureSpec
+from orchestrator.inference import seeding
+from orchestrator.inference.seeding import POOL_MIN_SEEDS, Seeder
+from tests.features.test_incremental import random_bars
+
+
+@pytest.fixture(scope="module")
+def spec() -> FeatureSpec:
+    mean, std = fit_normalisation(compute_features(random_bars(4_000, 100.0, seed=99)))
+    return spec_from_stats(mean, std, TrainConfig())
+
+
+def _same_state(got: IncrementalFeatures, want: IncrementalFeatures) -> None:
+    a, b = got.inputs(), want.inputs()
+    for name in ("seq", "tab", "ctx", "har", "season"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert (got.last_time, got.last_bar) == (want.last_time, want.last_bar)
+
+
+def test_only_a_sweep_with_many_seeds_uses_the_workers() -> None:
+    assert Seeder(2).pooled(POOL_MIN_SEEDS)
+    assert not Seeder(2).pooled(POOL_MIN_SEEDS - 1)
+    assert not Seeder(1).pooled(10 * POOL_MIN_SEEDS)  # one process: always a thread
+
+
+async def test_a_worker_seeds_what_a_thread_seeds_and_a_dead_pool_is_replaced(
+    spec: FeatureSpec,
+) -> None:
+    seeder = Seeder(2)
+    series = [random_bars(seed_bars(spec), 100.0, seed=s) for s in (1, 2, 3)]
+    try:
+        for bars in series:
+            _same_state(
+                await seeder.seed(bars, spec, pooled=True), IncrementalFeatures.seed(bars, spec)
+            )
+        pool = seeder._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # the workers are killed (out of memory, say)
+            os.kill(pid, signal.SIGKILL)
+        # The seed that meets the broken pool still answers (in a thread); the next one starts
+        # a new pool.
+        _same_state(
+            await seeder.seed(series[0], spec, pooled=True),
+            IncrementalFeatures.seed(series[0], spec),
+        )
+        _same_state(
+            await seeder.seed(series[1], spec, pooled=True),
+            IncrementalFeatures.seed(series[1], spec),
+        )
+        assert seeder._pool is not None
+        assert seeder._pool is not pool
+    finally:
+        seeder.close()
+
+
+class _WorkersThatCannotStart(ProcessPoolExecutor):
+    def __init__(self, workers: int, mp_context: Any) -> None:
+        super().__init__(workers, mp_context=mp_context, initializer=os._exit, initargs=(3,))
+
+
+async def test_where_workers_cannot_start_seeding_stays_in_a_thread(
+    spec: FeatureSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(seeding, "ProcessPoolExecutor", _WorkersThatCannotStart)
+    seeder = Seeder(2)
+    bars = random_bars(seed_bars(spec), 100.0, seed=4)
+    try:
+        _same_state(
+            await seeder.seed(bars, spec, pooled=True), IncrementalFeatures.seed(bars, spec)
+        )
+        assert seeder.processes == 1
+        assert not seeder.pooled(10 * POOL_MIN_SEEDS)
+    finally:
+        seeder.close()
