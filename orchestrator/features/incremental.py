@@ -606,6 +606,14 @@ class IncrementalFeatures:
         self._ring[slot] = normalised
         self._slot = slot
 
+    def share_spec(self, spec: FeatureSpec) -> None:
+        """Points this state at `spec`, equal to the one it holds: a state built in another
+        process (inference/seeding.py) arrives with a copy of its own, ~150 KB of Python
+        objects (the serving head's tables) that the states of one spec otherwise share."""
+        if spec != self._spec:
+            raise ValueError("share_spec: the spec differs from the one this state was seeded with")
+        self._spec = spec
+
     @property
     def last_time(self) -> pd.Timestamp:
         """Open time of the newest bar consumed."""

@@ -9,7 +9,9 @@ or `processes` 1, run in a thread as before, since a pool costs about a second t
 workers are spawned, not forked (the API process runs threads: gRPC, asyncio's executor).
 
 A worker gets the bars and the spec's JSON (decoded once per worker and spec) and returns the
-state, pickled: the same object `IncrementalFeatures.seed` returns in-process. A pool that
+state, pickled: the same object `IncrementalFeatures.seed` returns in-process, pointed back at
+the engine's spec (the copy that came with it would cost ~150 KB per state; bench-scale's RSS
+showed it). A pool that
 breaks (a worker killed) is replaced on the next seed, and that seed runs in a thread; where
 workers cannot start at all, seeding stays in a thread.
 """
@@ -74,6 +76,7 @@ class Seeder:
             self._broken(pool)
             return await asyncio.to_thread(IncrementalFeatures.seed, bars, spec)
         self._seeded_by[id(pool)] = True
+        features.share_spec(spec)  # drop the copy of the spec that came with the state
         return features
 
     def _broken(self, pool: ProcessPoolExecutor) -> None:
