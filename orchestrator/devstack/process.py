@@ -89,6 +89,9 @@ def spawn(
     return proc
 
 
+KILL_WAIT_S = 10.0  # after SIGKILL: a process stuck in the kernel is left after this long
+
+
 def stop(pid_path: Path, expected_name: str, timeout_s: float = 30.0) -> bool:
     """SIGTERM, then SIGKILL after `timeout_s`; returns False when nothing of ours was running."""
     pid = running_pid(pid_path, expected_name)
@@ -97,15 +100,28 @@ def stop(pid_path: Path, expected_name: str, timeout_s: float = 30.0) -> bool:
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and is_alive(pid, expected_name):
+    while time.monotonic() < deadline and _not_exited(pid):
         _reap(pid)
         time.sleep(0.1)
-    if is_alive(pid, expected_name):
+    if _not_exited(pid):
         os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
-        _reap(pid)
+        killed_by = time.monotonic() + KILL_WAIT_S
+        while time.monotonic() < killed_by and _not_exited(pid):
+            _reap(pid)
+            time.sleep(0.05)
     pid_path.unlink(missing_ok=True)
     return True
+
+
+def _not_exited(pid: int) -> bool:
+    """Whether `pid` (known to be ours) has not finished exiting. Not is_alive: an exiting
+    process's command line reads empty before it has closed its files and its port, and a
+    server started again in that window may find them still held."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _reap(pid: int) -> None:
