@@ -99,17 +99,20 @@ def stop(pid_path: Path, expected_name: str, timeout_s: float = 30.0) -> bool:
         pid_path.unlink(missing_ok=True)
         return False
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and _not_exited(pid):
-        _reap(pid)
-        time.sleep(0.1)
-    if _not_exited(pid):
+    if not _exited_within(pid, timeout_s):
         os.kill(pid, signal.SIGKILL)
-        killed_by = time.monotonic() + KILL_WAIT_S
-        while time.monotonic() < killed_by and _not_exited(pid):
-            _reap(pid)
-            time.sleep(0.05)
+        _exited_within(pid, KILL_WAIT_S)
     pid_path.unlink(missing_ok=True)
+    return True
+
+
+def _exited_within(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while _not_exited(pid):
+        if time.monotonic() >= deadline:
+            return False
+        _reap(pid)
+        time.sleep(0.05)
     return True
 
 

@@ -19,7 +19,6 @@ workers cannot start at all, seeding stays in a thread.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -30,6 +29,7 @@ import pandas as pd
 
 from orchestrator.features.incremental import IncrementalFeatures
 from orchestrator.features.spec import FeatureSpec
+from orchestrator.inference.snapshots import spec_digest
 
 log = logging.getLogger("orchestrator.barclose")
 
@@ -51,7 +51,7 @@ class Seeder:
         self.processes = max(1, processes)
         self._pool: ProcessPoolExecutor | None = None
         self._encoded: dict[int, tuple[FeatureSpec, str, bytes]] = {}  # by id(spec)
-        self._seeded_by: dict[int, bool] = {}  # by id(pool): a seed came back from it
+        self._pool_seeded = False  # a seed came back from the current pool
 
     def pooled(self, seeds: int) -> bool:
         """Whether a sweep with this many seeds sends them to the worker processes."""
@@ -67,6 +67,7 @@ class Seeder:
             self._pool = ProcessPoolExecutor(
                 self.processes, mp_context=multiprocessing.get_context("spawn")
             )
+            self._pool_seeded = False
         pool = self._pool
         try:
             features: IncrementalFeatures = await asyncio.get_running_loop().run_in_executor(
@@ -75,7 +76,7 @@ class Seeder:
         except BrokenProcessPool:
             self._broken(pool)
             return await asyncio.to_thread(IncrementalFeatures.seed, bars, spec)
-        self._seeded_by[id(pool)] = True
+        self._pool_seeded = True
         features.share_spec(spec)  # drop the copy of the spec that came with the state
         return features
 
@@ -86,7 +87,7 @@ class Seeder:
             return  # another seed of the same pool got here first
         self._pool = None
         pool.shutdown(wait=False, cancel_futures=True)
-        if self._seeded_by.pop(id(pool), False):
+        if self._pool_seeded:
             log.warning("a seeding worker died; the pool is replaced, this seed runs in a thread")
         else:
             log.error(
@@ -98,8 +99,8 @@ class Seeder:
     def _encode(self, spec: FeatureSpec) -> tuple[str, bytes]:
         cached = self._encoded.get(id(spec))
         if cached is None or cached[0] is not spec:
-            spec_json = msgspec.json.encode(spec)
-            cached = (spec, hashlib.sha256(spec_json).hexdigest(), spec_json)
+            spec_json = spec.dumps()
+            cached = (spec, spec_digest(spec), spec_json)
             if len(self._encoded) >= MAX_SPECS:  # versions switched many times: start over
                 self._encoded.clear()
             self._encoded[id(spec)] = cached

@@ -103,8 +103,9 @@ def load_shared(path: Path) -> tuple[dict[FeatureKey, SavedState], set[FeatureKe
     states = load(path)
     from_peers: set[FeatureKey] = set()
     oldest = time.time() - PEER_MAX_AGE_S
-    recent = [p for p in path.parent.glob(PEER_PATTERN) if p != path and _written_at(p) >= oldest]
-    for peer in sorted(recent, key=_written_at, reverse=True):
+    written = {p: _written_at(p) for p in path.parent.glob(PEER_PATTERN) if p != path}
+    recent = [p for p, at in written.items() if at >= oldest]
+    for peer in sorted(recent, key=written.__getitem__, reverse=True):
         for key, saved in load(peer).items():
             if key not in states:
                 states[key] = saved
