@@ -597,14 +597,50 @@ class IncrementalFeatures:
         features = raw[:-1]
         features[~np.isfinite(features)] = np.nan  # compute_features: inf -> NaN (not atr)
         self._raw = raw
-        values = features if self._order is None else features[self._order]
-        z = (values - self._mean) / self._std
-        clip = self._spec.clip_z
-        normalised = np.clip(z, -clip, clip).astype(np.float32)
         size = self._ring_size
         slot = self._slot + 1 if self._slot + 1 < size else 0
-        self._ring[slot] = normalised
+        self._ring[slot] = self.normalise_rows(features)
         self._slot = slot
+
+    def normalise_rows(self, features: F64) -> F32:
+        """Raw feature rows (FEATURE_NAMES order, any leading shape) -> the spec's normalised
+        float32 columns, as the ring stores them."""
+        values = features if self._order is None else features[..., self._order]
+        z = (values - self._mean) / self._std
+        clip = self._spec.clip_z
+        normalised: F32 = np.clip(z, -clip, clip).astype(np.float32)
+        return normalised
+
+    def adopt_seed(
+        self,
+        ring: F32,
+        raw: F64,
+        last_time: pd.Timestamp,
+        last_bar: tuple[float, float, float, float, float],
+        count: int,
+    ) -> None:
+        """What seed() leaves besides the indicators' and baselines' state, computed elsewhere
+        (features/seed_batch.py seeds many states together): the normalised rows oldest first,
+        the newest raw row, and the newest bar."""
+        if ring.shape != self._ring.shape:
+            raise ValueError(f"ring of shape {ring.shape}, this state keeps {self._ring.shape}")
+        self._ring, self._slot = ring, self._ring_size - 1
+        self._raw, self._count = raw, count
+        self._last_time, self._last_bar = last_time, last_bar
+
+    @property
+    def ring_size(self) -> int:
+        """Normalised rows kept: the network window or the tabular summary, the longer."""
+        return self._ring_size
+
+    @property
+    def indicators(self) -> _Indicators:
+        """The recurrences' state (features/seed_batch.py writes it for a batch seed)."""
+        return self._state
+
+    @property
+    def baseline(self) -> BaselineWindow:
+        return self._baseline
 
     def share_spec(self, spec: FeatureSpec) -> None:
         """Points this state at `spec`, equal to the one it holds: a state built in another
