@@ -37,6 +37,10 @@ class NotEnoughHistoryError(NotEnoughDataError):
             "bars for this symbol"
         )
 
+    def __reduce__(self) -> tuple[type[NotEnoughHistoryError], tuple[int, int]]:
+        """Pickled by its counts (a seeding worker sends it back in a batch's answers)."""
+        return type(self), (self.have, self.need)
+
 
 @dataclass(frozen=True)
 class ModelInputs:

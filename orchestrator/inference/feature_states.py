@@ -33,6 +33,8 @@ from orchestrator.marketdata.timeframes import Timeframe
 Bar = tuple[datetime, float, float, float, float, float]  # open time (UTC), o, h, l, c, v
 INLINE_UPDATES = 16  # fewer incremental updates than this run on the loop (a thread hop costs more)
 MAX_STEPS = 2000  # more new bars than this: recompute from the tail instead of stepping
+SEED_BATCH = 256  # keys seeded together (features/seed_batch.py)
+READS_IN_FLIGHT = 4  # seed-bar queries at once: the server's part overlaps the parsing here
 
 
 @dataclass
@@ -184,19 +186,7 @@ class FeatureStates:
                     to_seed.append(key)
         to_seed = await self._with_enough_history(store, spec, timeframe, to_seed, targets, results)
         stored = await self._stored_weeks(store, timeframe, to_seed)
-        pooled = self._seeder.pooled(len(to_seed))
-        # In worker processes, twice as many seeds as workers in flight: the next keys' bars
-        # are read while the workers replay; in a thread, one at a time as before.
-        at_once = asyncio.Semaphore(2 * self._seeder.processes if pooled else 1)
-
-        async def seed(key: FeatureKey) -> None:
-            async with at_once:
-                try:
-                    ready[key] = await self._seed(store, spec, key, stored.get(key[0]), pooled)
-                except Exception as exc:
-                    results[key] = exc
-
-        await asyncio.gather(*(seed(key) for key in to_seed))
+        await self._seed_all(store, spec, to_seed, stored, ready, results)
         return ready
 
     async def _bars_since(
@@ -321,18 +311,62 @@ class FeatureStates:
         except Exception:
             return {}
 
-    async def _seed(
+    async def _seed_all(
         self,
         store: BarStore,
         spec: FeatureSpec,
-        key: FeatureKey,
-        week: TradingWeek | None,
-        pooled: bool,
-    ) -> IncrementalFeatures:
-        revision = self._series.revision(key)  # before the read: a correction after it reseeds
-        bars = await store.latest_bars(key[0], key[1], seed_bars(spec), closed_only=True)
-        features = await self._seeder.seed(bars, spec, pooled)
-        self._by_key[key] = _State(spec, features, revision)
-        self.weeks[key] = week or infer_week(pd.DatetimeIndex(bars.index), key[1])
-        self.stats.seeds += 1
-        return features
+        keys: list[FeatureKey],
+        weeks: dict[str, TradingWeek],
+        ready: dict[FeatureKey, IncrementalFeatures],
+        results: dict[FeatureKey, Prediction | BaseException],
+    ) -> None:
+        """Reads the keys' bars (READS_IN_FLIGHT queries at once) and seeds them SEED_BATCH
+        keys at a time: while one batch seeds (in a thread, or in the seeding workers when the
+        sweep is large), the next batch's bars are read."""
+        pooled = self._seeder.pooled(len(keys))
+        reads = asyncio.Semaphore(READS_IN_FLIGHT)
+        seeding_slots = asyncio.Semaphore(self._seeder.processes if pooled else 1)
+
+        async def read(key: FeatureKey) -> tuple[int, pd.DataFrame]:
+            async with reads:
+                revision = self._series.revision(key)  # before the read: a correction reseeds
+                bars = await store.latest_bars(key[0], key[1], seed_bars(spec), closed_only=True)
+                return revision, bars
+
+        async def seed(batch: list[tuple[FeatureKey, int, pd.DataFrame]]) -> None:
+            try:
+                seeded = await self._seeder.seed([bars for _, _, bars in batch], spec, pooled)
+            except Exception as exc:
+                results.update({key: exc for key, _, _ in batch})
+                return
+            finally:
+                seeding_slots.release()
+            for (key, revision, bars), features in zip(batch, seeded, strict=True):
+                if isinstance(features, BaseException):
+                    results[key] = features
+                    continue
+                self._by_key[key] = _State(spec, features, revision)
+                week = weeks.get(key[0])
+                self.weeks[key] = week or infer_week(pd.DatetimeIndex(bars.index), key[1])
+                self.stats.seeds += 1
+                ready[key] = features
+
+        seeding: list[asyncio.Task[None]] = []
+        try:
+            for start in range(0, len(keys), SEED_BATCH):
+                chunk = keys[start : start + SEED_BATCH]
+                answers = await asyncio.gather(
+                    *(read(key) for key in chunk), return_exceptions=True
+                )
+                batch: list[tuple[FeatureKey, int, pd.DataFrame]] = []
+                for key, answer in zip(chunk, answers, strict=True):
+                    if isinstance(answer, BaseException):
+                        results[key] = answer
+                    else:
+                        batch.append((key, *answer))
+                if batch:
+                    await seeding_slots.acquire()
+                    seeding.append(asyncio.create_task(seed(batch)))
+        finally:
+            if seeding:
+                await asyncio.gather(*seeding)

@@ -1,19 +1,18 @@
 """Seeding feature states in worker processes, so a cold start uses every core.
 
-A seed replays a week of bars through every indicator in Python (about 15 ms for a 5m state);
-the first start of a replica in front of 10,000 symbols seeds 10,000 of them (bench-scale), one
-after another on the event loop's thread. Here a sweep with at least POOL_MIN_SEEDS seeds sends
-them to a pool of `processes` spawned workers (measured 1.7x with two on this 2-core machine,
-where the engine and Triton share the cores), while it reads the next keys' bars; fewer seeds,
-or `processes` 1, run in a thread as before, since a pool costs about a second to start. The
-workers are spawned, not forked (the API process runs threads: gRPC, asyncio's executor).
+Seeds are computed a batch of symbols at a time (features/seed_batch.py: about 1 ms a state,
+against ~13 ms one by one); the first start of a replica in front of 10,000 symbols still seeds
+for seconds, on the event loop's thread between the reads of the next symbols' bars. Here a
+sweep with at least POOL_MIN_SEEDS seeds sends its batches to a pool of `processes` spawned
+workers while the loop reads the next batch's bars; fewer seeds, or `processes` 1, run in a
+thread, since a pool costs a second or two to start. The workers are spawned, not forked (the
+API process runs threads: gRPC, asyncio's executor).
 
 A worker gets the bars and the spec's JSON (decoded once per worker and spec) and returns the
-state, pickled: the same object `IncrementalFeatures.seed` returns in-process, pointed back at
-the engine's spec (the copy that came with it would cost ~150 KB per state; bench-scale's RSS
-showed it). A pool that
-breaks (a worker killed) is replaced on the next seed, and that seed runs in a thread; where
-workers cannot start at all, seeding stays in a thread.
+states, pickled: the objects `seed_states` returns in-process, each pointed back at the engine's
+spec (the copy that came with it would cost ~150 KB per state; bench-scale's RSS showed it). A
+pool that breaks (a worker killed) is replaced on the next batch, and that batch runs in a
+thread; where workers cannot start at all, seeding stays in a thread.
 """
 
 from __future__ import annotations
@@ -28,22 +27,23 @@ import msgspec
 import pandas as pd
 
 from orchestrator.features.incremental import IncrementalFeatures
+from orchestrator.features.seed_batch import Seeded, seed_states
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.snapshots import spec_digest
 
 log = logging.getLogger("orchestrator.barclose")
 
 MAX_SPECS = 16  # served specs remembered encoded (one per timeframe and version)
-POOL_MIN_SEEDS = 64  # about a second of seeding: below it a pool's start-up is not worth it
+POOL_MIN_SEEDS = 1024  # about a second of seeding: below it a pool's start-up is not worth it
 
 _worker_specs: dict[str, FeatureSpec] = {}  # in a worker: the specs decoded so far
 
 
-def _seed_in_worker(digest: str, spec_json: bytes, bars: pd.DataFrame) -> IncrementalFeatures:
+def _seed_in_worker(digest: str, spec_json: bytes, frames: list[pd.DataFrame]) -> list[Seeded]:
     spec = _worker_specs.get(digest)
     if spec is None:
         spec = _worker_specs[digest] = msgspec.json.decode(spec_json, type=FeatureSpec)
-    return IncrementalFeatures.seed(bars, spec)
+    return seed_states(frames, spec)
 
 
 class Seeder:
@@ -58,10 +58,11 @@ class Seeder:
         return self.processes > 1 and seeds >= POOL_MIN_SEEDS
 
     async def seed(
-        self, bars: pd.DataFrame, spec: FeatureSpec, pooled: bool
-    ) -> IncrementalFeatures:
+        self, frames: list[pd.DataFrame], spec: FeatureSpec, pooled: bool
+    ) -> list[Seeded]:
+        """seed_states(frames, spec), in a worker process when `pooled`, else in a thread."""
         if not pooled:
-            return await asyncio.to_thread(IncrementalFeatures.seed, bars, spec)
+            return await asyncio.to_thread(seed_states, frames, spec)
         digest, spec_json = self._encode(spec)
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
@@ -70,15 +71,17 @@ class Seeder:
             self._pool_seeded = False
         pool = self._pool
         try:
-            features: IncrementalFeatures = await asyncio.get_running_loop().run_in_executor(
-                pool, _seed_in_worker, digest, spec_json, bars
+            seeded: list[Seeded] = await asyncio.get_running_loop().run_in_executor(
+                pool, _seed_in_worker, digest, spec_json, frames
             )
         except BrokenProcessPool:
             self._broken(pool)
-            return await asyncio.to_thread(IncrementalFeatures.seed, bars, spec)
+            return await asyncio.to_thread(seed_states, frames, spec)
         self._pool_seeded = True
-        features.share_spec(spec)  # drop the copy of the spec that came with the state
-        return features
+        for state in seeded:
+            if isinstance(state, IncrementalFeatures):
+                state.share_spec(spec)  # drop the copy of the spec that came with the state
+        return seeded
 
     def _broken(self, pool: ProcessPoolExecutor) -> None:
         """A pool that seeded before is replaced (a worker was killed); one that never seeded
@@ -88,7 +91,7 @@ class Seeder:
         self._pool = None
         pool.shutdown(wait=False, cancel_futures=True)
         if self._pool_seeded:
-            log.warning("a seeding worker died; the pool is replaced, this seed runs in a thread")
+            log.warning("a seeding worker died; the pool is replaced, this batch runs in a thread")
         else:
             log.error(
                 "seeding workers could not start; feature states are seeded in a thread "

@@ -1,5 +1,5 @@
 """Seeds in worker processes (inference/seeding.py) give the states a thread gives, and a pool
-whose workers die is replaced without losing a seed."""
+whose workers die is replaced without losing a batch."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from export.train import TrainConfig, spec_from_stats
 from orchestrator.features.dataset import fit_normalisation
 from orchestrator.features.incremental import IncrementalFeatures
 from orchestrator.features.indicators import compute_features
-from orchestrator.features.online import seed_bars
+from orchestrator.features.online import NotEnoughHistoryError, required_bars, seed_bars
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference import seeding
 from orchestrator.inference.seeding import POOL_MIN_SEEDS, Seeder
@@ -28,7 +28,8 @@ def spec() -> FeatureSpec:
     return spec_from_stats(mean, std, TrainConfig())
 
 
-def _same_state(got: IncrementalFeatures, want: IncrementalFeatures) -> None:
+def _same_state(got: object, want: IncrementalFeatures) -> None:
+    assert isinstance(got, IncrementalFeatures)
     a, b = got.inputs(), want.inputs()
     for name in ("seq", "tab", "ctx", "har", "season"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
@@ -46,23 +47,26 @@ async def test_a_worker_seeds_what_a_thread_seeds_and_a_dead_pool_is_replaced(
 ) -> None:
     seeder = Seeder(2)
     series = [random_bars(seed_bars(spec), 100.0, seed=s) for s in (1, 2, 3)]
+    short = random_bars(required_bars(spec) - 1, 100.0, seed=5)
     try:
-        for bars in series:
-            state = await seeder.seed(bars, spec, pooled=True)
+        states = await seeder.seed([*series, short], spec, pooled=True)
+        for bars, state in zip(series, states, strict=False):
             _same_state(state, IncrementalFeatures.seed(bars, spec))
+            assert isinstance(state, IncrementalFeatures)
             assert state._spec is spec  # not the copy that came with it (~150 KB a state)
+        assert isinstance(states[-1], NotEnoughHistoryError)  # in its place, from the worker
         pool = seeder._pool
         assert pool is not None
         for pid in list(pool._processes):  # the workers are killed (out of memory, say)
             os.kill(pid, signal.SIGKILL)
-        # The seed that meets the broken pool still answers (in a thread); the next one starts
-        # a new pool.
+        # The batch that meets the broken pool still answers (in a thread); the next one
+        # starts a new pool.
         _same_state(
-            await seeder.seed(series[0], spec, pooled=True),
+            (await seeder.seed(series[:1], spec, pooled=True))[0],
             IncrementalFeatures.seed(series[0], spec),
         )
         _same_state(
-            await seeder.seed(series[1], spec, pooled=True),
+            (await seeder.seed(series[1:2], spec, pooled=True))[0],
             IncrementalFeatures.seed(series[1], spec),
         )
         assert seeder._pool is not None
@@ -84,7 +88,8 @@ async def test_where_workers_cannot_start_seeding_stays_in_a_thread(
     bars = random_bars(seed_bars(spec), 100.0, seed=4)
     try:
         _same_state(
-            await seeder.seed(bars, spec, pooled=True), IncrementalFeatures.seed(bars, spec)
+            (await seeder.seed([bars], spec, pooled=True))[0],
+            IncrementalFeatures.seed(bars, spec),
         )
         assert seeder.processes == 1
         assert not seeder.pooled(10 * POOL_MIN_SEEDS)
