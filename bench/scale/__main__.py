@@ -13,7 +13,8 @@ benchmark's own database, kept between runs so a rerun does not seed again):
 Usage: make bench-scale   (or MYSQL_DATABASE=trading_scale .venv/bin/python -m bench.scale
        [--sizes 1000,3000,10000] [--bars 800] [--repeats 3] [--replicas 1] [--profile])
 Writes bench/results/scale.json (scale_replicas2.json with two replicas), scale.png (log-log)
-and, with --profile and py-spy on PATH, scale_profile_n<N>.txt for the largest N.
+and, with --profile and py-spy on PATH, scale_profile_n<N>.txt (warm sweeps) and
+scale_profile_cold_n<N>.txt (the cold start) for the largest N.
 """
 
 from __future__ import annotations
@@ -170,7 +171,9 @@ def main() -> int:
     parser.add_argument("--bars", type=int, default=800, help="5m bars per symbol when seeding")
     parser.add_argument("--repeats", type=int, default=3, help="warm sweeps per size")
     parser.add_argument("--replicas", type=int, default=1, choices=(1, 2))
-    parser.add_argument("--profile", action="store_true", help="py-spy the largest size's sweeps")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the largest size's cold start and sweeps"
+    )
     parser.add_argument(
         "--pin",
         action="store_true",
@@ -207,10 +210,12 @@ def main() -> int:
         + ", ".join(f"{v:.0f} KB" for v in s["rss_kb_per_state"])
     )
     largest = max(args.sizes)
-    profile = RESULTS_DIR / f"scale_profile_n{largest}.txt"
-    if args.profile and profile.exists():
-        for name, share in profile_summary(profile):
-            log(f"  {share:6.1%}  {name}")
+    for what, name in (("warm sweeps", "scale_profile"), ("cold start", "scale_profile_cold")):
+        profile = RESULTS_DIR / f"{name}_n{largest}.txt"
+        if args.profile and profile.exists():
+            log(f"where the {what} spend their time (py-spy, share of samples):")
+            for function, share in profile_summary(profile):
+                log(f"  {share:6.1%}  {function}")
     return 0
 
 

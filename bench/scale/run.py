@@ -395,7 +395,11 @@ async def run(args: Any) -> Json:
             spawned = time.monotonic()
             try:
                 boot_s = await replicas.start()
-                cold = await cold_start(replicas, n, spawned)
+                profile_cold = RESULTS_DIR / f"scale_profile_cold_n{n}.txt"
+                with profiled(
+                    replicas.pids[0], profile_cold, args.profile and n == max(args.sizes)
+                ):
+                    cold = await cold_start(replicas, n, spawned)
                 cold["boot_s"] = boot_s
                 log(
                     f"  cold start {cold['seconds']:.1f} s (boot {boot_s:.1f} s, "

@@ -26,7 +26,7 @@ from orchestrator.inference.series import SeriesIndex
 from orchestrator.inference.snapshots import SavedState, spec_digest
 from orchestrator.marketdata.calendars import CalendarStore
 from orchestrator.marketdata.resample import resample_bars
-from orchestrator.marketdata.sessions import TradingWeek, infer_week
+from orchestrator.marketdata.sessions import TradingWeek, infer_week, shared_week
 from orchestrator.marketdata.store import BarStore, bars_frame
 from orchestrator.marketdata.timeframes import Timeframe
 
@@ -123,7 +123,7 @@ class FeatureStates:
             return False
         self._by_key[key] = _State(spec, saved.features, saved.revision)
         if saved.week is not None:
-            self.weeks[key] = saved.week
+            self.weeks[key] = shared_week(saved.week)
         self.stats.states_resumed += 1
         if key in self._from_peers:
             self.stats.states_resumed_from_peers += 1
@@ -330,7 +330,13 @@ class FeatureStates:
         async def read(key: FeatureKey) -> tuple[int, pd.DataFrame]:
             async with reads:
                 revision = self._series.revision(key)  # before the read: a correction reseeds
-                bars = await store.latest_bars(key[0], key[1], seed_bars(spec), closed_only=True)
+                bars = await store.latest_bars(
+                    key[0],
+                    key[1],
+                    seed_bars(spec),
+                    closed_only=True,
+                    source=self._series.source(key),
+                )
                 return revision, bars
 
         async def seed(batch: list[tuple[FeatureKey, int, pd.DataFrame]]) -> None:

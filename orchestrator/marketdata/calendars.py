@@ -15,7 +15,7 @@ import msgspec
 import pandas as pd
 
 from orchestrator.marketdata.db import Database
-from orchestrator.marketdata.sessions import TradingWeek, infer_week
+from orchestrator.marketdata.sessions import TradingWeek, infer_week, shared_week
 from orchestrator.marketdata.timeframes import Timeframe
 
 CALENDAR_SPAN = timedelta(weeks=8)
@@ -99,7 +99,9 @@ class CalendarStore:
         for symbol, stored, minutes in rows:
             step = Timeframe(stored).seconds
             if step <= timeframe.seconds and (symbol not in finest or step < finest[symbol][0]):
-                week = TradingWeek(stored, msgspec.json.decode(minutes, type=list[int]))
+                week = shared_week(
+                    TradingWeek(stored, msgspec.json.decode(minutes, type=list[int]))
+                )
                 finest[symbol] = (step, week.at(timeframe))
         return {symbol: week for symbol, (_, week) in finest.items()}
 
@@ -113,7 +115,7 @@ class CalendarStore:
         return [
             SymbolCalendar(
                 symbol,
-                TradingWeek(tf, msgspec.json.decode(minutes, type=list[int])),
+                shared_week(TradingWeek(tf, msgspec.json.decode(minutes, type=list[int]))),
                 first,
                 last,
             )

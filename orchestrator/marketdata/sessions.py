@@ -53,7 +53,8 @@ class TradingWeek(msgspec.Struct, frozen=True, dict=True):
         if timeframe.value == self.timeframe:
             return self
         step = timeframe.seconds // 60
-        return TradingWeek(timeframe.value, sorted({m - m % step for m in self.open_minutes}))
+        coarse = TradingWeek(timeframe.value, sorted({m - m % step for m in self.open_minutes}))
+        return shared_week(coarse)
 
     @property
     def sessions_per_week(self) -> int:
@@ -120,10 +121,25 @@ def infer_week(index: pd.DatetimeIndex, timeframe: Timeframe) -> TradingWeek:
     utc = index.tz_convert("UTC") if index.tz is not None else index.tz_localize("UTC")
     minutes = (utc.asi8 // 60_000_000_000) - int(_MONDAY.timestamp()) // 60
     weeks = minutes // WEEK_MINUTES
-    slot = minutes % WEEK_MINUTES
     observed = max(1, int(weeks.max() - weeks.min()) + 1)
-    unique_slots, counts = np.unique(
-        np.unique(np.stack([weeks, slot], axis=1), axis=0)[:, 1], return_counts=True
-    )
+    # Each distinct minute is one (week, slot) pair; count the weeks each slot traded in.
+    unique_slots, counts = np.unique(np.unique(minutes) % WEEK_MINUTES, return_counts=True)
     need = max(1, int(np.ceil(OPEN_SHARE * observed)) if observed > 1 else 1)
-    return TradingWeek(timeframe.value, sorted(int(s) for s in unique_slots[counts >= need]))
+    return shared_week(TradingWeek(timeframe.value, unique_slots[counts >= need].tolist()))
+
+
+_SHARED_WEEKS: dict[tuple[str, tuple[int, ...]], TradingWeek] = {}
+MAX_SHARED_WEEKS = 4096  # distinct calendars remembered; far more than markets trade on
+
+
+def shared_week(week: TradingWeek) -> TradingWeek:
+    """One object per distinct week: thousands of symbols trade on a handful of calendars, and
+    a 5m week is 2,016 minutes (~70 KB of Python ints) plus what is derived from it, computed
+    once per object. Held by every feature state, so sharing it is most of a state's memory."""
+    key = (week.timeframe, tuple(week.open_minutes))
+    known = _SHARED_WEEKS.get(key)
+    if known is None:
+        if len(_SHARED_WEEKS) >= MAX_SHARED_WEEKS:
+            _SHARED_WEEKS.clear()
+        known = _SHARED_WEEKS[key] = week
+    return known

@@ -276,14 +276,18 @@ class BarStore:
         *,
         closed_only: bool = False,
         before: datetime | None = None,
+        source: Timeframe | None = None,
     ) -> pd.DataFrame:
         """The newest `limit` bars (opening before `before`, when given), oldest first; resampled
         from the base timeframe if needed. `closed_only` leaves out a resampled bucket that is
-        still forming (models were trained on closed bars only)."""
+        still forming (models were trained on closed bars only). `source`: the stored timeframe
+        behind `timeframe` when the caller knows it (a cold start reads thousands of symbols,
+        and the lookup is a query each)."""
         if limit <= 0:
             raise BadParameterError("limit must be a positive number of bars", field="limit")
         symbol = parse_symbol(symbol)
-        source = await self.source_timeframe(symbol, timeframe)
+        if source is None:
+            source = await self.source_timeframe(symbol, timeframe)
         ratio = timeframe.seconds // source.seconds
         # Each bucket holds at most `ratio` base bars, so (limit + 1) * ratio base bars always
         # span at least limit + 1 buckets; the oldest one may be cut short and is dropped (and
