@@ -1,9 +1,10 @@
 """Feature cost for one new bar: all history vs the bounded tail (inputs_for_latest) vs carried
 indicator state (IncrementalFeatures: update() + inputs()), and the cost of IncrementalFeatures'
-seed(), its fallback after a restart, a gap or a corrected bar.
+seed(), its fallback after a restart, a gap or a corrected bar; then seeding a cold start's
+batch of states one by one against together (features/seed_batch.py), in the same run.
 
 Usage: make bench-features   (or .venv/bin/python bench/features_bench.py [--bars N] [--repeats N]
-[--stream N])
+[--stream N] [--batch N])
 Writes bench/results/features.json.
 """
 
@@ -25,7 +26,8 @@ from orchestrator.demo.generator import generate_bars
 from orchestrator.features.dataset import fit_normalisation
 from orchestrator.features.incremental import IncrementalFeatures
 from orchestrator.features.indicators import compute_features
-from orchestrator.features.online import inputs_for_latest, required_bars
+from orchestrator.features.online import inputs_for_latest, required_bars, seed_bars
+from orchestrator.features.seed_batch import seed_states
 
 RESULTS = Path(__file__).parent / "results" / "features.json"
 
@@ -40,6 +42,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="bars timed on the online tail")
     parser.add_argument("--stream", type=int, default=5_000, help="bars timed incrementally")
     parser.add_argument("--seeds", type=int, default=30, help="seed() calls timed")
+    parser.add_argument("--batch", type=int, default=512, help="states seeded per batch compared")
     args = parser.parse_args()
     arriving_n = max(args.repeats, args.stream)
     bars = generate_bars("BTCUSD", bars=args.bars + arriving_n)
@@ -91,6 +94,25 @@ def main() -> None:
             getattr(latest, name), getattr(reference, name), rtol=1e-6, atol=1e-9
         )
 
+    # A cold start's batch: `batch` different seed frames (the history cut at different bars),
+    # seeded one by one and together, alternating, three times each.
+    span = seed_bars(spec)
+    frames = [
+        history.iloc[len(history) - span - 37 * i : len(history) - 37 * i]
+        for i in range(args.batch)
+    ]
+    alone_ms, together_ms = [], []
+    for _ in range(3):
+        started = time.perf_counter()
+        singles = [IncrementalFeatures.seed(frame, spec) for frame in frames]
+        alone_ms.append((time.perf_counter() - started) * 1e3 / args.batch)
+        started = time.perf_counter()
+        batch = seed_states(frames, spec)
+        together_ms.append((time.perf_counter() - started) * 1e3 / args.batch)
+    for single, batched in zip(singles, batch, strict=True):
+        assert isinstance(batched, IncrementalFeatures)
+        assert np.array_equal(single.inputs().seq, batched.inputs().seq)
+
     full_ms = statistics.median(full) * 1e3
     tail_ms = statistics.median(tail) * 1e3
     bar_us = statistics.median(per_bar) * 1e6
@@ -112,6 +134,13 @@ def main() -> None:
         f"{_percentile_us(per_bar, 99):9.1f} us"
     )
     print(f"{'incremental seed()':34s} {seed_ms:9.2f} ms {max(seeds) * 1e3:9.2f} ms")
+    ratios = [a / t for a, t in zip(alone_ms, together_ms, strict=True)]
+    print(
+        f"seeding {args.batch} states: one by one {statistics.median(alone_ms):.2f} ms a state "
+        f"[{min(alone_ms):.2f}-{max(alone_ms):.2f}], together {statistics.median(together_ms):.3f}"
+        f" ms [{min(together_ms):.3f}-{max(together_ms):.3f}]: {statistics.median(ratios):.1f}x "
+        f"[{min(ratios):.1f}-{max(ratios):.1f}]"
+    )
     print(
         f"speed-up per bar: tail {statistics.median(full) / statistics.median(tail):.0f}x over "
         f"all history; incremental {statistics.median(tail) / statistics.median(per_bar):.0f}x "
@@ -139,6 +168,12 @@ def main() -> None:
             "per_bar_us": {"median": bar_us, "p99": _percentile_us(per_bar, 99)},
             "seed_ms": {"median": seed_ms, "max": max(seeds) * 1e3, "runs": len(seeds)},
             "speedup_vs_tail": statistics.median(tail) / statistics.median(per_bar),
+        },
+        "seeding": {
+            "states": args.batch,
+            "one_by_one_ms_per_state": alone_ms,
+            "together_ms_per_state": together_ms,
+            "ratio": ratios,
         },
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -36,13 +36,14 @@ _TWO_PI = 2 * np.pi
 # stochastic's 14 + 2 + 2): the stored rows must start after it for the windows below.
 _WARM_ROWS = max(int(PARAMS["volume_z"]), int(PARAMS["stoch_k"]) + 4, max(RETURN_LAGS)) + 1
 
-Seeded = IncrementalFeatures | NotEnoughHistoryError
+Seeded = IncrementalFeatures | Exception  # a frame's state, or why it has none
 
 
 def seed_states(frames: Sequence[pd.DataFrame], spec: FeatureSpec) -> list[Seeded]:
     """`IncrementalFeatures.seed(frame, spec)` for every frame, computed together; a frame with
     too few bars gets its NotEnoughHistoryError in its place. Frames with a non-finite or
-    non-positive value are seeded one by one, as the scalar code treats them."""
+    non-positive value are seeded one by one, as the scalar code treats them (an error there is
+    that frame's answer, not the batch's)."""
     need = required_bars(spec)
     out: list[Seeded | None] = [None] * len(frames)
     batch: list[int] = []
@@ -60,14 +61,22 @@ def seed_states(frames: Sequence[pd.DataFrame], spec: FeatureSpec) -> list[Seede
             batch.append(i)
             histories.append(values)
         else:
-            out[i] = IncrementalFeatures.seed(frame, spec)
+            try:
+                out[i] = IncrementalFeatures.seed(frame, spec)
+            except Exception as exc:
+                out[i] = exc
     if batch and need - IncrementalFeatures(spec).ring_size < _WARM_ROWS:
         raise ValueError("the seed tail is too short for the batch seeder's windows")
     if batch:
         states = _seed_together(histories, [frames[i].index for i in batch], spec)
         for i, state in zip(batch, states, strict=True):
             out[i] = state
-    return [state for state in out if state is not None]
+    seeded: list[Seeded] = []
+    for answer in out:
+        if answer is None:
+            raise RuntimeError("seed_states left a frame without an answer")
+        seeded.append(answer)
+    return seeded
 
 
 def _seed_together(
@@ -83,14 +92,15 @@ def _seed_together(
     log_c, log1p_v = np.log(c), np.log1p(v)
     rec = _Recurrences(count, stored, bars)
     rec.run(h, low, c)
-    rows = _rows(rec, o, h, low, c, log_c, log1p_v, stored)
+    stochastic, raw_k, slow_k = _stochastic(h, low, c, stored)
+    rows = _rows(rec, o, h, low, c, log_c, log1p_v, stored, stochastic)
     times = [pd.DatetimeIndex(index[-bars:]) for index in indexes]
     rows = np.concatenate([rows, _time_features(times, stored)], axis=2)
     raw = np.concatenate([rows, rec.atr_rows[:, :, np.newaxis]], axis=2)
     features = raw[:, :, :-1]
     features[~np.isfinite(features)] = np.nan  # compute_features: inf -> NaN (not atr)
     ring = states[0].normalise_rows(features)
-    finals = _Finals(rec, h, low, c, log_c, log1p_v)
+    finals = _Finals(rec, h, low, c, log_c, log1p_v, raw_k, slow_k)
     for k, state in enumerate(states):
         last = tails[k, -1].tolist()
         state.adopt_seed(
@@ -275,6 +285,7 @@ def _rows(
     log_c: F64,
     log1p_v: F64,
     stored: int,
+    stochastic: list[F64],
 ) -> F64:
     """The feature values of the stored rows (K, rows, features up to body_atr), as
     _Indicators.step lists them."""
@@ -291,7 +302,7 @@ def _rows(
     cols += [_div(close - ema, atr) for ema in rec.ema_rows]
     adx, plus_di, minus_di = rec.dmi_rows
     cols += [adx / 100.0, (plus_di - minus_di) / 100.0]
-    cols += _stochastic(h, low, c, stored, int(p["stoch_k"]))
+    cols += stochastic
     mean, std = _rolling_std(log1p_v, stored, int(p["volume_z"]))
     cols.append((log1p_v[:, at] - mean) / (std + 1e-9))
     cols.append(_div(h[:, at] - low[:, at], atr))
@@ -324,16 +335,20 @@ def _bollinger(c: F64, stored: int, length: int, dev: float) -> list[F64]:
     return [above / width, 100 * width / mid / 100.0]
 
 
-def _stochastic(h: F64, low: F64, c: F64, stored: int, length: int) -> list[F64]:
-    """Raw %K over `length` bars, %K its 3-bar SMA, %D the SMA of that, for the stored rows."""
-    back = 4  # %D at a row reads %K of two rows before, which reads raw %K two more back
+def _stochastic(h: F64, low: F64, c: F64, stored: int) -> tuple[list[F64], F64, F64]:
+    """%K (the SMA of raw %K) and %D (the SMA of %K) columns of the stored rows, then the last
+    raw %K and %K values, which the state's two smoothing windows hold."""
+    p = PARAMS
+    length, smooth, d = int(p["stoch_k"]), int(p["stoch_smooth"]), int(p["stoch_d"])
+    back = smooth - 1 + d - 1  # %D at a row reads %K of d - 1 rows before, which reads raw %K
     lowest = _windows(low, stored - back, length).min(axis=2)
     diff = (_windows(h, stored - back, length).max(axis=2) - lowest) / 100.0
     with np.errstate(divide="ignore", invalid="ignore"):
         raw = np.where(diff != 0.0, (c[:, stored - back :] - lowest) / diff, 0.0)
-    slow_k = _left_sum(sliding_window_view(raw, 3, axis=1)) / 3
-    slow_d = _left_sum(sliding_window_view(slow_k, 3, axis=1)) / 3
-    return [slow_k[:, 2:] / 100.0 - 0.5, slow_d / 100.0 - 0.5]
+    slow_k = _left_sum(sliding_window_view(raw, smooth, axis=1)) / smooth
+    slow_d = _left_sum(sliding_window_view(slow_k, d, axis=1)) / d
+    columns = [slow_k[:, d - 1 :] / 100.0 - 0.5, slow_d / 100.0 - 0.5]
+    return columns, raw[:, -smooth:], slow_k[:, -d:]
 
 
 def _python_sum(windows: F64) -> F64:
@@ -384,7 +399,15 @@ class _Finals:
     """Each symbol's end state, as Python floats, written into its IncrementalFeatures."""
 
     def __init__(
-        self, rec: _Recurrences, h: F64, low: F64, c: F64, log_c: F64, log1p_v: F64
+        self,
+        rec: _Recurrences,
+        h: F64,
+        low: F64,
+        c: F64,
+        log_c: F64,
+        log1p_v: F64,
+        raw_k: F64,
+        slow_k: F64,
     ) -> None:
         p = PARAMS
         self.bars = c.shape[1]
@@ -411,19 +434,12 @@ class _Finals:
         self.ema_sums = [s.tolist() for s in rec.ema_sums]
         self.emas = [e.tolist() for e in rec.emas]
         self.signal_count = rec.signal_count
-        stoch_k, smooth = int(p["stoch_k"]), int(p["stoch_smooth"])
+        stoch_k = int(p["stoch_k"])
         self.log_close = log_c[:, -(max(RETURN_LAGS) + 1) :].tolist()
         self.closes = c[:, -int(p["bb_length"]) :].tolist()
         self.highs, self.lows = h[:, -stoch_k:].tolist(), low[:, -stoch_k:].tolist()
         self.prev = (h[:, -1].tolist(), low[:, -1].tolist(), c[:, -1].tolist())
-        # The stochastic's last raw %K values and their SMAs, for its two smoothing windows.
-        raw_back = smooth + int(p["stoch_d"]) - 1
-        lowest = _windows(low, self.bars - raw_back, stoch_k).min(axis=2)
-        diff = (_windows(h, self.bars - raw_back, stoch_k).max(axis=2) - lowest) / 100.0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            raw = np.where(diff != 0.0, (c[:, self.bars - raw_back :] - lowest) / diff, 0.0)
-        slow_k = _left_sum(sliding_window_view(raw, smooth, axis=1)) / smooth
-        self.raw_k, self.slow_k = raw[:, -smooth:].tolist(), slow_k.tolist()
+        self.raw_k, self.slow_k = raw_k.tolist(), slow_k.tolist()
         self.volumes = log1p_v[:, -int(p["volume_z"]) :].tolist()
         returns = log_c[:, -int(p["realized_vol"]) :] - log_c[:, -int(p["realized_vol"]) - 1 : -1]
         self.returns = returns.tolist()
