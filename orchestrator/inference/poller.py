@@ -85,6 +85,9 @@ class BarClosePoller:
         self._served: tuple[Timeframe, ...] = ()
         self._served_at = -SERVED_REFRESH_S
         self._failed: dict[FeatureKey, _Failure] = {}
+        # Of those, the ones tried again at a set time (a dependency was away): every poll reads
+        # it, while most failures wait for new bars (20,000 young keys at 10,000 symbols).
+        self._retry_at: dict[FeatureKey, float] = {}
         self._revisions_seen = False
         self._marks: dict[tuple[str, Timeframe], datetime] = {}
         self._scanned_for: tuple[Timeframe, ...] | None = None
@@ -195,9 +198,14 @@ class BarClosePoller:
             return
         failure = future.exception()
         if failure is not None:
-            self._failed[key] = _Failure.of(failure, key, target)
+            failed = self._failed[key] = _Failure.of(failure, key, target)
+            if math.isfinite(failed.retry_at):
+                self._retry_at[key] = failed.retry_at
+            else:
+                self._retry_at.pop(key, None)
         else:
             self._failed.pop(key, None)
+            self._retry_at.pop(key, None)
 
     def _discover(self, store: BarStore, now: float) -> None:
         if now - self._discovered_at < DISCOVER_S or self._discovery is not None:
@@ -230,7 +238,7 @@ class BarClosePoller:
 
     def _due_symbols(self, now: float) -> set[str]:
         """Symbols with a key whose dependency failed and is due for another try."""
-        return {key[0] for key, failure in self._failed.items() if failure.retry_at <= now}
+        return {key[0] for key, retry_at in self._retry_at.items() if retry_at <= now}
 
     def _forget_revised(self, revisions: dict[tuple[str, Timeframe], int]) -> set[str]:
         """A series whose stored history was rewritten (a corrected or backfilled bar, see
