@@ -480,8 +480,9 @@ def _time_features(ts: pd.Timestamp) -> tuple[float, float, float, float]:
 class IncrementalFeatures:
     """Indicator state of one (symbol, timeframe); one new bar costs O(1).
 
-    `seed()` is the way in; `IncrementalFeatures(spec)` starts empty and warms up from its first
-    bar like compute_features on a whole series. Holds the normalised rows of the last
+    `seed()` is the way in (`features/seed_batch.seed_states` seeds many at once, into the same
+    fields); `IncrementalFeatures(spec)` starts empty and warms up from its first bar like
+    compute_features on a whole series. Holds the normalised rows of the last
     max(window, TABULAR_SUMMARY_BARS) bars in a ring of that many float32 rows; `inputs()` copies
     them out oldest first (it copies the window anyway). A 5m state is about 47 KB, half of it the
     baselines' week of bar measures (tests/features/test_state_size.py).
