@@ -197,7 +197,7 @@ backtest: demo-data triton ## Backtest over the served models: BACKTEST_ARGS="--
 bench-ingest: db ## Ingest 215,699 generated 5m bars; prints rows/s per phase
 	@$(PY) bench/ingest_bench.py
 
-bench-features: env ## Feature cost of one new bar (online tail) vs recomputing 215,699 bars
+bench-features: env ## Feature cost of one new bar (online tail) vs recomputing 215,699 bars; seeding 512 states one by one vs together
 	@$(PY) bench/features_bench.py
 
 .PHONY: bench-serving
