@@ -16,7 +16,6 @@ without its counterpart here shows in those tests (the states part ways once the
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Sequence
 
@@ -124,7 +123,8 @@ def _div(numerator: F64, denominator: F64) -> F64:
 
 
 def _left_sum(windows: F64) -> F64:
-    """Left-to-right sum over the last axis, as incremental._sum and Python's sum() add."""
+    """Left-to-right sum over the last axis, as incremental._sum adds (Python's own sum()
+    compensates: _python_sum)."""
     total = np.zeros(windows.shape[:-1])
     for j in range(windows.shape[-1]):
         total = total + windows[..., j]
@@ -480,5 +480,3 @@ class _Finals:
         ind.volume._since_nan = bars
         ind.realized._window.extend(self.returns[k])
         ind.realized._since_nan = bars - 1  # the first bar's return is NaN
-        if not math.isfinite(r["atr"]):
-            raise ValueError("the seed tail left ATR undefined")
