@@ -62,6 +62,11 @@ class _Failure:
             return cls(target, math.inf)
         return cls(target, time.monotonic() + RETRY_S)
 
+    def too_young(self, newest: datetime) -> bool:
+        """No bar up to `newest` (the stored series' newest) can have enough history: every
+        closed bar of a coarser timeframe opens at or before it."""
+        return self.not_before is not None and newest < self.not_before
+
     def skips(self, target: datetime, now: float) -> bool:
         if self.not_before is not None and target < self.not_before:
             return True
@@ -177,12 +182,14 @@ class BarClosePoller:
                 ):
                     continue
                 key = (symbol, timeframe)
+                failed = self._failed.get(key)
+                if failed is not None and failed.too_young(newest):
+                    continue  # the common case at scale: 20,000 such keys for 10,000 symbols
                 target = newest_closed(newest, stored, timeframe)
                 self._engine.series.bar_closed(key, target, stored)
                 latest = self._engine.latest.get(key)
                 if latest is not None and latest.bar_time >= target:
                     continue
-                failed = self._failed.get(key)
                 if failed is not None and failed.skips(target, now):
                     continue
                 urgent = self._engine.is_watched(key)

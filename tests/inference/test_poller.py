@@ -21,6 +21,10 @@ def test_too_little_history_waits_until_the_missing_bars_can_have_landed() -> No
     assert failure.skips(BAR, now + 3600)  # the same bar never again
     assert failure.skips(BAR + timedelta(minutes=15 * 63), now)  # 63 of the 64 missing bars
     assert not failure.skips(BAR + timedelta(minutes=15 * 64), now)
+    # Before the 15m target is even computed, the stored series' newest 5m bar says the same:
+    assert failure.too_young(BAR + timedelta(minutes=15 * 64) - timedelta(minutes=5))
+    assert not failure.too_young(BAR + timedelta(minutes=15 * 64))
+    assert not _Failure.of(ModelServiceUnavailableError("away"), KEY, BAR).too_young(BAR)
 
 
 def test_a_dependency_that_was_away_is_retried_after_a_pause_or_at_the_next_bar() -> None:
