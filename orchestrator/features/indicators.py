@@ -63,6 +63,18 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
+CALENDAR_NAMES = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
+
+
+def calendar_features(index: pd.DatetimeIndex) -> npt.NDArray[np.float64]:
+    """(T, 4) CALENDAR_NAMES of each bar's open time, read in the index's own timezone
+    (also what features/seed_batch.py stores for many symbols at once)."""
+    hour = index.hour.to_numpy() + index.minute.to_numpy() / 60.0
+    dow = index.dayofweek.to_numpy() + hour / 24.0
+    day, week = 2 * np.pi * hour / 24.0, 2 * np.pi * dow / 7.0
+    return np.column_stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)])
+
+
 def _col(frame: pd.DataFrame, prefix: str) -> pd.Series:
     """pandas-ta names columns with parameters (e.g. BBP_20_2.0); pick by prefix."""
     return frame[next(c for c in frame.columns if str(c).startswith(prefix))]
@@ -139,13 +151,9 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
     out["range_atr"] = (high - low_) / atr
     out["realized_vol"] = log_c.diff().rolling(int(p["realized_vol"])).std().to_numpy()
     out["body_atr"] = (close - o.to_numpy()) / atr
-    index = pd.DatetimeIndex(bars.index)
-    hour = index.hour.to_numpy() + index.minute.to_numpy() / 60.0
-    dow = index.dayofweek.to_numpy() + hour / 24.0
-    out["hour_sin"] = np.sin(2 * np.pi * hour / 24.0)
-    out["hour_cos"] = np.cos(2 * np.pi * hour / 24.0)
-    out["dow_sin"] = np.sin(2 * np.pi * dow / 7.0)
-    out["dow_cos"] = np.cos(2 * np.pi * dow / 7.0)
+    calendar = calendar_features(pd.DatetimeIndex(bars.index))
+    for j, name in enumerate(CALENDAR_NAMES):
+        out[name] = calendar[:, j]
     values = np.column_stack([out[name] for name in FEATURE_NAMES] + [atr])
     finite = np.isfinite(values)
     finite[:, -1] = True  # atr keeps its own values (NaN during warm-up)

@@ -24,13 +24,17 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from orchestrator.features.incremental import F64, IncrementalFeatures
-from orchestrator.features.indicators import PARAMS, RETURN_LAGS
+from orchestrator.features.indicators import (
+    CALENDAR_NAMES,
+    PARAMS,
+    RETURN_LAGS,
+    calendar_features,
+)
 from orchestrator.features.online import NotEnoughHistoryError, required_bars, seed_bars
 from orchestrator.features.spec import FeatureSpec
 
 OHLCV = ("open", "high", "low", "close", "volume")
 _EPSILON = float(np.finfo(np.float64).eps)
-_TWO_PI = 2 * np.pi
 # The longest fixed window read before the first stored row (volume_z's 48 values, the
 # stochastic's 14 + 2 + 2): the stored rows must start after it for the windows below.
 _WARM_ROWS = max(int(PARAMS["volume_z"]), int(PARAMS["stoch_k"]) + 4, max(RETURN_LAGS)) + 1
@@ -64,8 +68,6 @@ def seed_states(frames: Sequence[pd.DataFrame], spec: FeatureSpec) -> list[Seede
                 out[i] = IncrementalFeatures.seed(frame, spec)
             except Exception as exc:
                 out[i] = exc
-    if batch and need - IncrementalFeatures(spec).ring_size < _WARM_ROWS:
-        raise ValueError("the seed tail is too short for the batch seeder's windows")
     if batch:
         states = _seed_together(histories, [frames[i].index for i in batch], spec)
         for i, state in zip(batch, states, strict=True):
@@ -88,6 +90,8 @@ def _seed_together(
     count = len(histories)
     states = [IncrementalFeatures(spec) for _ in range(count)]
     stored = bars - states[0].ring_size  # rows older than this never reach a window
+    if stored < _WARM_ROWS:
+        raise ValueError("the seed tail is too short for the batch seeder's windows")
     log_c, log1p_v = np.log(c), np.log1p(v)
     rec = _Recurrences(count, stored, bars)
     rec.run(h, low, c)
@@ -317,14 +321,20 @@ def _windows(values: F64, stored: int, length: int) -> F64:
     return sliding_window_view(values[:, stored - length + 1 :], length, axis=1)
 
 
+def _squared_deviations(windows: F64, centre: F64) -> tuple[F64, F64]:
+    """Sum of (x - centre)^2 over each window, left to right as the scalar loops add, and
+    whether the window is flat (the scalar code answers exactly 0 there)."""
+    total = np.zeros(centre.shape)
+    for j in range(windows.shape[-1]):
+        d = windows[..., j] - centre
+        total = total + d * d
+    return total, windows.max(axis=-1) == windows.min(axis=-1)
+
+
 def _bollinger(c: F64, stored: int, length: int, dev: float) -> list[F64]:
     windows = _windows(c, stored, length)
     mid = _left_sum(windows) / length
-    total = np.zeros(mid.shape)
-    for j in range(length):
-        d = windows[..., j] - mid
-        total = total + d * d
-    flat = windows.max(axis=2) == windows.min(axis=2)
+    total, flat = _squared_deviations(windows, mid)
     std = np.where(flat, 0.0, np.sqrt(total / length))
     deviation = std * dev
     upper, lower = mid + deviation, mid - deviation
@@ -372,27 +382,19 @@ def _rolling_std(values: F64, stored: int, length: int) -> tuple[F64, F64]:
     _WARM_ROWS)."""
     windows = _windows(values, stored, length)
     mean = _python_sum(windows) / length
-    total = np.zeros(mean.shape)
-    for j in range(length):
-        d = windows[..., j] - mean
-        total = total + d * d
-    flat = windows.max(axis=2) == windows.min(axis=2)
+    total, flat = _squared_deviations(windows, mean)
     newest = values[:, stored:]
     return np.where(flat, newest, mean), np.where(flat, 0.0, np.sqrt(total / (length - 1)))
 
 
 def _time_features(times: list[pd.DatetimeIndex], stored: int) -> F64:
-    """compute_features' calendar encoding of each stored row's open time: (K, rows, 4)."""
+    """The calendar features of each stored row's open time: (K, rows, 4)."""
     zone = times[0].tz
     if any(t.tz != zone for t in times):  # mixed zones: each frame read in its own
         return np.stack([_time_features([t], stored)[0] for t in times])
     index = pd.DatetimeIndex(np.concatenate([t[stored:].asi8 for t in times]))
     index = index.tz_localize("UTC").tz_convert(zone) if zone is not None else index
-    hour = index.hour.to_numpy() + index.minute.to_numpy() / 60.0
-    dow = index.dayofweek.to_numpy() + hour / 24.0
-    day, week = _TWO_PI * hour / 24.0, _TWO_PI * dow / 7.0
-    out = np.stack([np.sin(day), np.cos(day), np.sin(week), np.cos(week)], axis=1)
-    return out.reshape(len(times), -1, 4)
+    return calendar_features(index).reshape(len(times), -1, len(CALENDAR_NAMES))
 
 
 class _Finals:

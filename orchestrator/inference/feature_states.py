@@ -19,7 +19,7 @@ import pandas as pd
 from orchestrator.features.incremental import IncrementalFeatures
 from orchestrator.features.online import NotEnoughHistoryError, required_bars, seed_bars
 from orchestrator.features.spec import FeatureSpec
-from orchestrator.inference import snapshots
+from orchestrator.inference import seeding, snapshots
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
 from orchestrator.inference.seeding import Seeder
 from orchestrator.inference.series import SeriesIndex
@@ -33,7 +33,6 @@ from orchestrator.marketdata.timeframes import Timeframe
 Bar = tuple[datetime, float, float, float, float, float]  # open time (UTC), o, h, l, c, v
 INLINE_UPDATES = 16  # fewer incremental updates than this run on the loop (a thread hop costs more)
 MAX_STEPS = 2000  # more new bars than this: recompute from the tail instead of stepping
-SEED_BATCH = 256  # keys seeded together (features/seed_batch.py)
 READS_IN_FLIGHT = 4  # seed-bar queries at once: the server's part overlaps the parsing here
 
 
@@ -320,9 +319,9 @@ class FeatureStates:
         ready: dict[FeatureKey, IncrementalFeatures],
         results: dict[FeatureKey, Prediction | BaseException],
     ) -> None:
-        """Reads the keys' bars (READS_IN_FLIGHT queries at once) and seeds them SEED_BATCH
-        keys at a time: while one batch seeds (in a thread, or in the seeding workers when the
-        sweep is large), the next batch's bars are read."""
+        """Reads the keys' bars (READS_IN_FLIGHT queries at once) and seeds them
+        seeding.SEED_BATCH keys at a time: while one batch seeds (in a thread, or in the
+        seeding workers when the sweep is large), the next batch's bars are read."""
         pooled = self._seeder.pooled(len(keys))
         reads = asyncio.Semaphore(READS_IN_FLIGHT)
         seeding_slots = asyncio.Semaphore(self._seeder.processes if pooled else 1)
@@ -357,10 +356,11 @@ class FeatureStates:
                 self.stats.seeds += 1
                 ready[key] = features
 
-        seeding: list[asyncio.Task[None]] = []
+        batches: list[asyncio.Task[None]] = []
         try:
-            for start in range(0, len(keys), SEED_BATCH):
-                chunk = keys[start : start + SEED_BATCH]
+            size = seeding.SEED_BATCH
+            for start in range(0, len(keys), size):
+                chunk = keys[start : start + size]
                 answers = await asyncio.gather(
                     *(read(key) for key in chunk), return_exceptions=True
                 )
@@ -372,7 +372,7 @@ class FeatureStates:
                         batch.append((key, *answer))
                 if batch:
                     await seeding_slots.acquire()
-                    seeding.append(asyncio.create_task(seed(batch)))
+                    batches.append(asyncio.create_task(seed(batch)))
         finally:
-            if seeding:
-                await asyncio.gather(*seeding)
+            if batches:
+                await asyncio.gather(*batches)

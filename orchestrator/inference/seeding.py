@@ -34,7 +34,8 @@ from orchestrator.inference.snapshots import spec_digest
 log = logging.getLogger("orchestrator.barclose")
 
 MAX_SPECS = 16  # served specs remembered encoded (one per timeframe and version)
-POOL_MIN_SEEDS = 256  # one batch (a quarter second of seeding); a pool starts in a second or two
+SEED_BATCH = 256  # keys seeded together (features/seed_batch.py), in a thread or a worker
+POOL_MIN_SEEDS = SEED_BATCH  # a quarter second of seeding; a pool starts in a second or two
 
 _worker_specs: dict[str, FeatureSpec] = {}  # in a worker: the specs decoded so far
 

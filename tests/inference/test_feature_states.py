@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.features.online import inputs_for_latest
-from orchestrator.inference import feature_states, seeding
+from orchestrator.inference import seeding
 from orchestrator.inference.feature_states import FeatureStates
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
 from orchestrator.inference.seeding import Seeder
@@ -39,7 +39,7 @@ async def test_a_cold_start_seeds_in_batches_and_a_key_that_cannot_be_read_fails
     monkeypatch: pytest.MonkeyPatch,
     processes: int,
 ) -> None:
-    monkeypatch.setattr(feature_states, "SEED_BATCH", 2)  # three symbols: two batches
+    monkeypatch.setattr(seeding, "SEED_BATCH", 2)  # three symbols: two batches
     monkeypatch.setattr(seeding, "POOL_MIN_SEEDS", 1)  # with two processes, the workers seed
     spec = loaded.models.spec
     stats, series = BarCloseStats(), SeriesIndex()
