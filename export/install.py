@@ -60,9 +60,10 @@ def install(staging: Path, repository: Path, model_set: str, champion: int) -> i
     pairs = _profiles(staging, repository)
     for _, live in pairs:
         config = live / model_set / "config.pbtxt"
-        # A config an export wrote serves the newest version: pin the champion first (a config
-        # a switch wrote names its versions already, and stays).
-        if config.is_file() and "version_policy { latest" in config.read_text():
+        # A config an export wrote serves the newest version (the gpu ensemble says nothing,
+        # which means the same): pin the champion first, with an ensemble's step models (a
+        # config a switch wrote names its versions already, and stays).
+        if config.is_file() and "version_policy { specific" not in config.read_text():
             pin_in_repository(live, model_set, Loaded(champion))
     staged = {
         src: [d for d in sorted(src.iterdir()) if d.is_dir() and numbered(d)] for src, _ in pairs

@@ -36,7 +36,7 @@ from orchestrator.features.head import baseline_predictions, interval_ratios
 from orchestrator.inference.client import SignalModels
 from orchestrator.lifecycle.registry import ModelRegistry, ModelVersion
 from orchestrator.lifecycle.service import Lifecycle
-from orchestrator.lifecycle.switch import Loaded, pin_in_repository
+from orchestrator.lifecycle.switch import Loaded, pin_profiles
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import parse_timeframe
@@ -183,7 +183,7 @@ async def judge_challenger(
         )
         loaded = Loaded(champion.version)
         await lifecycle.serve(model_set, loaded)  # the champion alone again
-        await asyncio.to_thread(pin_in_repository, repository, model_set, loaded)
+        await asyncio.to_thread(pin_profiles, repository, model_set, loaded)
     else:
         await registry.record_decision(model_set, challenger.version, numbers, decision.reason)
     log.info("%s v%d: %s (%s)", model_set, challenger.version, decision.verdict, decision.reason)

@@ -34,7 +34,7 @@ from orchestrator.lifecycle.switch import (
     Loaded,
     named_bar,
     narrow_to,
-    pin_in_repository,
+    pin_profiles,
     serve_version,
     served_versions,
 )
@@ -133,7 +133,7 @@ class Lifecycle:
             with contextlib.suppress(Exception):  # the record's error is the one to report
                 await self.serve(model_set, loaded_for(versions, serving, target))
             raise
-        await asyncio.to_thread(pin_in_repository, self.repository, model_set, after)
+        await asyncio.to_thread(pin_profiles, self.repository, model_set, after)
         return moved
 
     async def load_challenger(self, model_set: str, version: int) -> None:
@@ -148,7 +148,7 @@ class Lifecycle:
         if boundary is not None and boundary[0] in loaded.versions:
             loaded = loaded._replace(previous=boundary[0], first_bar=boundary[1])
         await self.serve(model_set, loaded, undo=loaded._replace(challenger=None))
-        await asyncio.to_thread(pin_in_repository, self.repository, model_set, loaded)
+        await asyncio.to_thread(pin_profiles, self.repository, model_set, loaded)
 
     async def _standby(self, model_set: str, champion: int) -> int:
         """The version a rollback from `champion` would serve, when its files are at hand
@@ -216,5 +216,5 @@ class Lifecycle:
                 with contextlib.suppress(Exception):  # the record's error is the one to report
                     await self.serve(model_set, loaded_for(versions, serving))
             raise
-        await asyncio.to_thread(pin_in_repository, self.repository, model_set, target)
+        await asyncio.to_thread(pin_profiles, self.repository, model_set, target)
         return moved

@@ -15,11 +15,19 @@ share, while each retrain fits its own, so a switch carries the version's
 same policy and spec (written atomically), so a restarted Triton serves the same version; an
 export writes `latest` again, so after a new export the newest version serves from the next
 load.
+
+An ensemble whose steps name their models' latest version (the gpu profile's
+`signal_ensemble`) has one configuration for all its versions, so its versions cannot run
+different networks side by side: it serves one version at a time, its step models pinned to the
+same version (at once, without a bar boundary or a standby), and a challenger cannot be scored
+beside it in shadow: loading one is refused, so a retrain's challenger is rejected there with
+that reason while the champion serves on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -51,6 +59,8 @@ _PER_VERSION_KEYS = (
     rf"|{PREVIOUS_VERSION_PARAMETER}|{SERVING_FROM_PARAMETER}"
 )
 _PER_VERSION = re.compile(rf"^(?:{_PER_VERSION_KEYS})$")
+_ENSEMBLE_PLATFORM = re.compile(r'^platform: "ensemble"', re.MULTILINE)
+_REPOSITORY_STEP = re.compile(r'model_name: "([^"]+)"')
 _PER_VERSION_LINE = re.compile(
     rf'^parameters \{{ key: "(?:{_PER_VERSION_KEYS})" value: .*\n?', re.MULTILINE
 )
@@ -142,6 +152,16 @@ async def serve_version(
     except InferenceServerException as exc:
         raise ModelsUnavailableError(f"Triton did not answer {model}'s config: {exc}") from None
     config = response["config"]
+    steps = ensemble_steps(config)
+    if steps:
+        if loaded.challenger is not None:
+            raise VersionLoadError(
+                f"{model} is an ensemble whose steps run their models' latest version (the gpu "
+                f"profile): it serves one version at a time, so v{loaded.challenger} cannot be "
+                f"scored beside v{loaded.serving} in shadow; a Triton on the cpu profile "
+                f"(model_repository/cpu, the same versions) serves them side by side"
+            )
+        loaded = Loaded(loaded.serving)
     config["version_policy"] = {"specific": {"versions": loaded.versions}}
     parameters = {
         key: value
@@ -152,7 +172,115 @@ async def serve_version(
     for key, value in _parameters(loaded, specs).items():
         parameters[key] = {"string_value": value}
     config["parameters"] = parameters
-    await _load(triton, model, config, loaded.versions, timeout_s)
+    if steps:
+        await _load_ensemble(triton, model, config, steps, loaded.serving, timeout_s, repository)
+    else:
+        await _load(triton, model, config, loaded.versions, timeout_s)
+
+
+async def _load_ensemble(
+    triton: grpcclient.InferenceServerClient,
+    model: str,
+    config: dict[str, Any],
+    steps: list[str],
+    version: int,
+    timeout_s: float,
+    repository: Path,
+) -> None:
+    """`version` of the ensemble and of every step model, or what served before (and
+    VersionLoadError). Triton reloads an ensemble's step models from their repository configs
+    when it loads the ensemble, so those are pinned first where the repository is on this
+    machine, and the step models are pinned again after the load where it is not."""
+    folder = await asyncio.to_thread(_ensemble_folder, repository, model)
+    saved = {} if folder is None else await asyncio.to_thread(_pin_files, folder, steps, version)
+    switched: dict[str, list[int]] = {}
+    try:
+        switched = await _pin_steps(triton, steps, version, timeout_s)
+        await _load(triton, model, config, [version], timeout_s)
+        for step in steps:
+            if await served_versions(triton, step, timeout_s) != [version]:
+                await _load_versions(triton, step, [version], timeout_s)
+    except BaseException:
+        await _restore_steps(triton, switched, timeout_s)
+        await asyncio.to_thread(_restore_files, saved)
+        raise
+
+
+def _ensemble_folder(repository: Path, model: str) -> Path | None:
+    """The profile on this machine where `model` is an ensemble: the configured repository or
+    its gpu sibling (the engine is configured with the cpu profile's folder)."""
+    for folder in (repository, repository.parent / "gpu"):
+        path = folder / model / "config.pbtxt"
+        if path.is_file() and _ENSEMBLE_PLATFORM.search(path.read_text()):
+            return folder
+    return None
+
+
+def _pin_files(folder: Path, steps: list[str], version: int) -> dict[Path, str]:
+    """Each step model's config.pbtxt pinned to `version`; returns what they held before."""
+    saved = {}
+    for step in steps:
+        path = folder / step / "config.pbtxt"
+        if path.is_file():
+            saved[path] = path.read_text()
+            pin_in_repository(folder, step, Loaded(version))
+    return saved
+
+
+def _restore_files(saved: dict[Path, str]) -> None:
+    for path, text in saved.items():
+        with atomic_file(path, text=True) as handle:
+            handle.write(text)
+
+
+def ensemble_steps(config: dict[str, Any]) -> list[str]:
+    """The models an ensemble's steps run, from its configuration as Triton reports it in JSON
+    (none for any other model)."""
+    steps = config.get("ensemble_scheduling", {}).get("step", [])
+    return sorted({str(step["model_name"]) for step in steps})
+
+
+async def _pin_steps(
+    triton: grpcclient.InferenceServerClient, steps: list[str], version: int, timeout_s: float
+) -> dict[str, list[int]]:
+    """Loads `version` alone of every step model; returns the versions each had ready before.
+    When one cannot load it, those already switched go back and VersionLoadError is raised."""
+    switched: dict[str, list[int]] = {}
+    try:
+        for step in steps:
+            before = await served_versions(triton, step, timeout_s)
+            await _load_versions(triton, step, [version], timeout_s)
+            switched[step] = before
+    except BaseException:
+        await _restore_steps(triton, switched, timeout_s)
+        raise
+    return switched
+
+
+async def _restore_steps(
+    triton: grpcclient.InferenceServerClient, switched: dict[str, list[int]], timeout_s: float
+) -> None:
+    """Best effort: each step model back to the versions it had ready (the error that made
+    this necessary is the one to report)."""
+    for step, before in switched.items():
+        if before:
+            with contextlib.suppress(Exception):
+                await _load_versions(triton, step, before, timeout_s)
+
+
+async def _load_versions(
+    triton: grpcclient.InferenceServerClient, model: str, versions: list[int], timeout_s: float
+) -> None:
+    """`versions` become the ready versions of `model`, nothing else in its config changed."""
+    try:
+        response: dict[str, Any] = await triton.get_model_config(
+            model, as_json=True, client_timeout=timeout_s
+        )
+    except InferenceServerException as exc:
+        raise ModelsUnavailableError(f"Triton did not answer {model}'s config: {exc}") from None
+    config = response["config"]
+    config["version_policy"] = {"specific": {"versions": sorted(versions)}}
+    await _load(triton, model, config, sorted(versions), timeout_s)
 
 
 async def narrow_to(
@@ -162,15 +290,7 @@ async def narrow_to(
     the version policy: Triton unloads and loads nothing else (milliseconds), and the engine,
     finding the served version gone, serves the newest kept version that is not the challenger
     (orchestrator/inference/client.py)."""
-    try:
-        response: dict[str, Any] = await triton.get_model_config(
-            model, as_json=True, client_timeout=timeout_s
-        )
-    except InferenceServerException as exc:
-        raise ModelsUnavailableError(f"Triton did not answer {model}'s config: {exc}") from None
-    config = response["config"]
-    config["version_policy"] = {"specific": {"versions": sorted(keep)}}
-    await _load(triton, model, config, sorted(keep), timeout_s)
+    await _load_versions(triton, model, keep, timeout_s)
 
 
 async def _load(
@@ -214,11 +334,15 @@ def _parameters(loaded: Loaded, specs: dict[int, str]) -> dict[str, str]:
 
 def pin_in_repository(repository: Path, model: str, loaded: Loaded) -> bool:
     """config.pbtxt of `model` holds what serve_version loaded (policy, served version, specs);
-    False when the repository or the model is not on this machine (Triton reads it elsewhere)."""
+    an ensemble's step models are pinned to its one version too. False when the repository or
+    the model is not on this machine (Triton reads it elsewhere)."""
     path = repository / model / "config.pbtxt"
     if not path.is_file():
         return False
     text = path.read_text()
+    steps = _REPOSITORY_STEP.findall(text) if _ENSEMBLE_PLATFORM.search(text) else []
+    if steps:
+        loaded = Loaded(loaded.serving)
     versions = ", ".join(str(v) for v in loaded.versions)
     pinned = f"version_policy {{ specific {{ versions: [ {versions} ] }} }}"
     updated, count = _VERSION_POLICY.subn(pinned, text)
@@ -233,6 +357,17 @@ def pin_in_repository(repository: Path, model: str, loaded: Loaded) -> bool:
     if parameters:
         extra = [config_parameter(key, value) for key, value in parameters.items()]
         updated = updated.rstrip() + "\n" + "\n".join(extra) + "\n"
+    for step in sorted(set(steps)):
+        pin_in_repository(repository, step, loaded)
     with atomic_file(path, text=True) as handle:
         handle.write(updated)
     return True
+
+
+def pin_profiles(repository: Path, model: str, loaded: Loaded) -> None:
+    """pin_in_repository for the configured repository and, when it is a `cpu` profile beside
+    a `gpu` one (model_repository/), for that one too: a Triton restarted on either profile
+    serves what the registry says."""
+    pin_in_repository(repository, model, loaded)
+    if repository.name == "cpu":
+        pin_in_repository(repository.parent / "gpu", model, loaded)

@@ -99,3 +99,28 @@ def test_pruning_keeps_what_may_serve_and_the_newest_spares(tmp_path: Path) -> N
     for profile in ("cpu", "gpu"):
         for name in set_models("5m"):
             assert numbered(live.parent / profile / name) == [3, 7, 8, 9, 10]
+
+
+def _gpu_ensemble(live: Path) -> list[str]:
+    """The gpu profile's ensemble as the export writes it: no version policy, steps that run
+    their models' latest version."""
+    steps = [name for name in set_models("5m") if name != ENSEMBLE]
+    scheduling = "\n".join(f'  {{ model_name: "{step}" model_version: -1 }}' for step in steps)
+    (live.parent / "gpu" / ENSEMBLE / "config.pbtxt").write_text(
+        f'name: "{ENSEMBLE}"\nplatform: "ensemble"\n'
+        f"ensemble_scheduling {{\n step [\n{scheduling}\n ]\n}}\n"
+    )
+    return steps
+
+
+def test_the_gpu_ensemble_and_its_step_models_are_pinned_to_the_champion(tmp_path: Path) -> None:
+    live = _repository(tmp_path / "live", [3, 4])
+    steps = _gpu_ensemble(live)
+    staging = tmp_path / "live" / ".retrain-signal_ensemble-abc"
+    _repository(staging, [1])
+    assert install(staging, live, ENSEMBLE, champion=4) == 5
+    # Left at `latest`, a restarted gpu Triton would run v5's networks under v4's ensemble.
+    for name in (ENSEMBLE, *steps):
+        config = (live.parent / "gpu" / name / "config.pbtxt").read_text()
+        assert "version_policy { specific { versions: [ 4 ] } }" in config, name
+        assert "latest" not in config, name
