@@ -15,7 +15,7 @@ from pathlib import Path
 
 from export.catalog import model_defs
 from orchestrator.lifecycle.registry import ModelVersion
-from orchestrator.lifecycle.switch import Loaded, pin_in_repository
+from orchestrator.lifecycle.switch import Loaded, pin_in_repository, profile_folders
 
 STAGING_PREFIX = ".retrain-"
 
@@ -30,9 +30,8 @@ def _profiles(staging: Path, repository: Path) -> list[tuple[Path, Path]]:
     """(staged profile, live profile) pairs: the configured repository, and its gpu sibling
     when the configured one is a `cpu` directory beside one."""
     pairs = [(staging / "cpu", repository)]
-    sibling = repository.parent / "gpu"
-    if repository.name == "cpu" and sibling.is_dir() and (staging / "gpu").is_dir():
-        pairs.append((staging / "gpu", sibling))
+    if (staging / "gpu").is_dir():
+        pairs += [(staging / "gpu", sibling) for sibling in profile_folders(repository)[1:]]
     return pairs
 
 
@@ -47,7 +46,7 @@ def remove_leftovers(repository: Path, model_set: str, timeframe: str) -> list[P
     staged = repository.parent.glob(f"{STAGING_PREFIX}{model_set}-*")
     removed = [p for p in staged if p.is_dir()]
     whole = max(numbered(repository / model_set), default=0)
-    for live in (repository, repository.parent / "gpu"):
+    for live in profile_folders(repository):
         for name in set_models(timeframe):
             removed += [live / name / str(v) for v in numbered(live / name) if v > whole]
     for path in removed:
@@ -107,7 +106,7 @@ def prune_versions(
     )
     doomed = [v for v in spare if v not in protected][keep:]
     for version in doomed:
-        for live in (repository, repository.parent / "gpu"):
+        for live in profile_folders(repository):
             for name in set_models(timeframe):
                 shutil.rmtree(live / name / str(version), ignore_errors=True)
     return sorted(doomed)

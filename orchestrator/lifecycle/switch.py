@@ -75,15 +75,22 @@ async def served_versions(
     triton: grpcclient.InferenceServerClient, model: str, timeout_s: float
 ) -> list[int]:
     """The versions of `model` Triton has ready."""
+    return (await _ready_versions(triton, timeout_s)).get(model, [])
+
+
+async def _ready_versions(
+    triton: grpcclient.InferenceServerClient, timeout_s: float
+) -> dict[str, list[int]]:
+    """Every model's ready versions, from one read of Triton's model index."""
     try:
         index = await triton.get_model_repository_index(as_json=True, client_timeout=timeout_s)
     except InferenceServerException as exc:
         raise ModelsUnavailableError(f"Triton did not answer its model index: {exc}") from None
-    return sorted(
-        int(entry["version"])
-        for entry in index.get("models", [])
-        if entry.get("name") == model and entry.get("state") == "READY" and "version" in entry
-    )
+    ready: dict[str, list[int]] = {}
+    for entry in index.get("models", []):
+        if entry.get("state") == "READY" and "version" in entry:
+            ready.setdefault(entry["name"], []).append(int(entry["version"]))
+    return {name: sorted(versions) for name, versions in ready.items()}
 
 
 async def named_bar(
@@ -193,12 +200,16 @@ async def _load_ensemble(
     machine, and the step models are pinned again after the load where it is not."""
     folder = await asyncio.to_thread(_ensemble_folder, repository, model)
     saved = {} if folder is None else await asyncio.to_thread(_pin_files, folder, steps, version)
-    switched: dict[str, list[int]] = {}
+    switched: dict[str, list[int]] = {}  # step model -> the versions it had ready
     try:
-        switched = await _pin_steps(triton, steps, version, timeout_s)
-        await _load(triton, model, config, [version], timeout_s)
+        before = await _ready_versions(triton, timeout_s)
         for step in steps:
-            if await served_versions(triton, step, timeout_s) != [version]:
+            await _load_versions(triton, step, [version], timeout_s)
+            switched[step] = before.get(step, [])
+        await _load(triton, model, config, [version], timeout_s)
+        after = await _ready_versions(triton, timeout_s)
+        for step in steps:
+            if after.get(step) != [version]:
                 await _load_versions(triton, step, [version], timeout_s)
     except BaseException:
         await _restore_steps(triton, switched, timeout_s)
@@ -206,10 +217,16 @@ async def _load_ensemble(
         raise
 
 
+def profile_folders(repository: Path) -> list[Path]:
+    """The repository, and its `gpu` sibling when it is a `cpu` profile beside one (the layout
+    of model_repository/, where the engine is configured with the cpu folder)."""
+    sibling = repository.parent / "gpu"
+    return [repository, sibling] if repository.name == "cpu" and sibling.is_dir() else [repository]
+
+
 def _ensemble_folder(repository: Path, model: str) -> Path | None:
-    """The profile on this machine where `model` is an ensemble: the configured repository or
-    its gpu sibling (the engine is configured with the cpu profile's folder)."""
-    for folder in (repository, repository.parent / "gpu"):
+    """The profile on this machine where `model` is an ensemble."""
+    for folder in profile_folders(repository):
         path = folder / model / "config.pbtxt"
         if path.is_file() and _ENSEMBLE_PLATFORM.search(path.read_text()):
             return folder
@@ -238,23 +255,6 @@ def ensemble_steps(config: dict[str, Any]) -> list[str]:
     (none for any other model)."""
     steps = config.get("ensemble_scheduling", {}).get("step", [])
     return sorted({str(step["model_name"]) for step in steps})
-
-
-async def _pin_steps(
-    triton: grpcclient.InferenceServerClient, steps: list[str], version: int, timeout_s: float
-) -> dict[str, list[int]]:
-    """Loads `version` alone of every step model; returns the versions each had ready before.
-    When one cannot load it, those already switched go back and VersionLoadError is raised."""
-    switched: dict[str, list[int]] = {}
-    try:
-        for step in steps:
-            before = await served_versions(triton, step, timeout_s)
-            await _load_versions(triton, step, [version], timeout_s)
-            switched[step] = before
-    except BaseException:
-        await _restore_steps(triton, switched, timeout_s)
-        raise
-    return switched
 
 
 async def _restore_steps(
@@ -365,9 +365,7 @@ def pin_in_repository(repository: Path, model: str, loaded: Loaded) -> bool:
 
 
 def pin_profiles(repository: Path, model: str, loaded: Loaded) -> None:
-    """pin_in_repository for the configured repository and, when it is a `cpu` profile beside
-    a `gpu` one (model_repository/), for that one too: a Triton restarted on either profile
-    serves what the registry says."""
-    pin_in_repository(repository, model, loaded)
-    if repository.name == "cpu":
-        pin_in_repository(repository.parent / "gpu", model, loaded)
+    """pin_in_repository for every profile folder (profile_folders): a Triton restarted on
+    either profile serves what the registry says."""
+    for folder in profile_folders(repository):
+        pin_in_repository(folder, model, loaded)
