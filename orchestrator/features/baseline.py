@@ -195,6 +195,24 @@ class BaselineWindow:
             picks = (self._slot - np.arange(n)) % self._size
             self._sums[k] = [math.fsum(column) for column in self._ring[picks].T.tolist()]
 
+    # What features/batch_inputs.py reads to compute many windows' features at once.
+    @property
+    def windows(self) -> list[int]:
+        return self._windows
+
+    @property
+    def sums(self) -> list[list[float]]:
+        """Per window, the running sums of the three measures (the log range less `offset`)."""
+        return self._sums
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @property
+    def offset(self) -> float:
+        return self._offset
+
     def features(self, atr: float, close: float) -> F64:
         """The inputs of the newest bar (baseline_features' last row); NaN before any bar or
         while ATR is unknown."""

@@ -634,6 +634,39 @@ class IncrementalFeatures:
         """Normalised rows kept: the network window or the tabular summary, the longer."""
         return self._ring_size
 
+    # What features/batch_inputs.py reads to build many states' inputs at once.
+    @property
+    def spec(self) -> FeatureSpec:
+        return self._spec
+
+    @property
+    def required(self) -> int:
+        """Bars consumed before the inputs are served (required_bars of the spec)."""
+        return required_bars(self._spec)
+
+    @property
+    def ring(self) -> F32:
+        """The normalised rows, the newest at `newest_slot` (not oldest first)."""
+        return self._ring
+
+    @property
+    def newest_slot(self) -> int:
+        return self._slot
+
+    @property
+    def bar_count(self) -> int:
+        """Bars consumed, seed included."""
+        return self._count
+
+    @property
+    def atr(self) -> float:
+        """ATR of the newest bar, price units."""
+        return float(self._raw[-1])
+
+    @property
+    def context_columns(self) -> npt.NDArray[np.intp]:
+        return self._ctx_columns
+
     @property
     def indicators(self) -> _Indicators:
         """The recurrences' state (features/seed_batch.py writes it for a batch seed)."""

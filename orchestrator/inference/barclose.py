@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from orchestrator.features.batch_inputs import InputBatch, batch_inputs
 from orchestrator.features.head import OnlineLevels, apply_head
 from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec
@@ -545,22 +546,20 @@ class BarCloseEngine:
             ready = await self._states.advance(
                 run.store, spec, timeframe, keys, run.targets, results
             )
-        keys_ready, inputs = [], []
         with self.stats.timed("inputs"):
-            for key, state in ready.items():
-                try:
-                    inputs.append(state.inputs())
-                except Exception as exc:  # a non-finite window: not enough clean history yet
-                    results[key] = exc
-                    continue
-                keys_ready.append(key)
-        chunks = [
-            (keys_ready[i : i + self.max_batch], inputs[i : i + self.max_batch])
-            for i in range(0, len(inputs), self.max_batch)
-        ]
+            states = list(ready.items())
+            chunks = []
+            for start in range(0, len(states), self.max_batch):
+                chunk = states[start : start + self.max_batch]
+                batch = batch_inputs([state for _, state in chunk])
+                for position, refused in batch.refused.items():
+                    results[chunk[position][0]] = refused  # a window not clean yet
+                chunks.append(([chunk[i][0] for i in batch.accepted], batch))
+            chunks = [(chunk_keys, batch) for chunk_keys, batch in chunks if chunk_keys]
         with self.stats.timed("triton"):
             requests = asyncio.gather(
-                *(models.infer(chunk, version) for _, chunk in chunks), return_exceptions=True
+                *(models.infer_arrays(b.seq, b.tab, b.ctx, version) for _, b in chunks),
+                return_exceptions=True,
             )
             run.handoff.set()
             outcomes = await requests
@@ -571,40 +570,45 @@ class BarCloseEngine:
         self,
         timeframe: Timeframe,
         spec: FeatureSpec,
-        chunks: list[tuple[list[FeatureKey], list[ModelInputs]]],
+        chunks: list[tuple[list[FeatureKey], InputBatch]],
         outcomes: list[EnsembleOutput | BaseException],
         results: dict[FeatureKey, Prediction | BaseException],
         computed: list[Prediction],
     ) -> None:
         """The served predictions of Triton's answers (the head applied per chunk)."""
         self.stats.triton_requests += len(chunks)
-        for (chunk_keys, chunk_inputs), outcome in zip(chunks, outcomes, strict=True):
+        levels_of: dict[str, OnlineLevels | None] = {}  # per version answering: once a sweep
+        served_series = self.series.served(timeframe)
+        for (chunk_keys, batch), outcome in zip(chunks, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 results.update(dict.fromkeys(chunk_keys, outcome))
                 continue
+            answered = outcome.model_version
+            if answered not in levels_of:
+                levels_of[answered] = self.online_levels(
+                    timeframe.value, answered, spec, served_series
+                )
+            levels = levels_of[answered]
             # The head for the whole chunk at once: per prediction it was ~15 % of a sweep.
-            levels = self.online_levels(
-                timeframe.value, outcome.model_version, spec, self.series.served(timeframe)
-            )
             served = apply_head(
                 spec.head,
                 outcome.gru_range,
                 outcome.transformer_range,
-                np.concatenate([i.har for i in chunk_inputs]),
-                np.concatenate([i.season for i in chunk_inputs]),
+                batch.har,
+                batch.season,
                 outcome.p_long,
                 outcome.p_short,
                 outcome.confidence,
                 levels,
             )
-            for row, (key, row_inputs) in enumerate(zip(chunk_keys, chunk_inputs, strict=True)):
+            for row, (key, row_inputs) in enumerate(zip(chunk_keys, batch.rows, strict=True)):
                 prediction = Prediction(
                     key[0],
                     timeframe.value,
                     row_inputs.bar_time.to_pydatetime(),
-                    outcome.model_version,
+                    answered,
                     spec,
-                    row_inputs.without_tensors(),
+                    row_inputs,
                     outcome.row(row),
                     self.series.revision(key),
                     levels=levels,

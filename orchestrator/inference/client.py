@@ -241,9 +241,17 @@ class SignalModels:
 
     async def infer(self, inputs: list[ModelInputs], version: str | None = None) -> EnsembleOutput:
         """One request for `inputs`, answered by `version` (None: the served one)."""
-        seq = np.concatenate([i.seq for i in inputs])
-        tab = np.concatenate([i.tab for i in inputs])
-        ctx = np.concatenate([i.ctx for i in inputs])
+        return await self.infer_arrays(
+            np.concatenate([i.seq for i in inputs]),
+            np.concatenate([i.tab for i in inputs]),
+            np.concatenate([i.ctx for i in inputs]),
+            version,
+        )
+
+    async def infer_arrays(
+        self, seq: F32, tab: F32, ctx: F32, version: str | None = None
+    ) -> EnsembleOutput:
+        """infer() of inputs already in batch arrays (a sweep's chunk, batch_inputs.py)."""
         tensors = []
         for name, array in (("SEQ", seq), ("TAB", tab), ("CTX", ctx)):
             tensor = grpc_aio.InferInput(name, list(array.shape), "FP32")

@@ -73,8 +73,16 @@ OUTCOMES_PER_HORIZON = 24
 
 
 def strides(horizon_bars: Sequence[int]) -> tuple[int, ...]:
-    """Per horizon: every how many bars a prediction is scored."""
-    return tuple(max(1, -(-bars // OUTCOMES_PER_HORIZON)) for bars in horizon_bars)
+    """Per horizon: every how many bars a prediction is scored (one tuple per distinct set of
+    horizons: asked once per prediction, thousands per sweep)."""
+    key = (tuple(horizon_bars), OUTCOMES_PER_HORIZON)
+    found = _STRIDES.get(key)
+    if found is None:
+        found = _STRIDES[key] = tuple(max(1, -(-bars // key[1])) for bars in key[0])
+    return found
+
+
+_STRIDES: dict[tuple[tuple[int, ...], int], tuple[int, ...]] = {}
 
 
 # Tuples every prediction of a key repeats (its horizons' bars and strides), kept once.
@@ -135,7 +143,7 @@ def pending(prediction: Prediction, bar_number: int) -> Pending | None:
     None when no horizon scores this bar (strides); copied, so the prediction can go."""
     served, spec = prediction.served, prediction.spec
     bars = _interned(tuple(prediction.horizon_bars))
-    weights = _interned(strides(bars))
+    weights = strides(bars)
     tracked = _interned(tuple(k for k, stride in enumerate(weights) if bar_number % stride == 0))
     if not tracked:
         return None
