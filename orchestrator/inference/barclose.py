@@ -578,6 +578,8 @@ class BarCloseEngine:
         """The served predictions of Triton's answers (the head applied per chunk)."""
         self.stats.triton_requests += len(chunks)
         levels_of: dict[str, OnlineLevels | None] = {}  # per version answering: once a sweep
+        # Per distinct trading week (shared objects, a handful for thousands of symbols).
+        horizons_of: dict[int, list[int]] = {}
         served_series = self.series.served(timeframe)
         for (chunk_keys, batch), outcome in zip(chunks, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -602,6 +604,10 @@ class BarCloseEngine:
                 levels,
             )
             for row, (key, row_inputs) in enumerate(zip(chunk_keys, batch.rows, strict=True)):
+                week = self._states.weeks.get(key)
+                horizons = horizons_of.get(id(week))
+                if horizons is None:
+                    horizons = horizons_of[id(week)] = spec.symbol_horizon_bars(week)
                 prediction = Prediction(
                     key[0],
                     timeframe.value,
@@ -612,7 +618,7 @@ class BarCloseEngine:
                     outcome.row(row),
                     self.series.revision(key),
                     levels=levels,
-                    horizon_bars=spec.symbol_horizon_bars(self._states.weeks.get(key)),
+                    horizon_bars=horizons,
                     _served=served.row(row),
                 )
                 results[key] = prediction

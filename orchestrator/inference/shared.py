@@ -150,6 +150,13 @@ class BarCloseEvent(msgspec.Struct, frozen=True):
     predictions: list[SharedPrediction]
 
 
+class _EventOrigin(msgspec.Struct, frozen=True):
+    """A BarCloseEvent read for its origin alone: the predictions are skipped, not built (a
+    replica's own 10,000-prediction event cost ~3 % of its sweep's loop to decode and drop)."""
+
+    origin: str
+
+
 def token_name(token: Token) -> str:
     (symbol, timeframe), bar_time, version, revision = token
     stamp = int(bar_time.replace(tzinfo=bar_time.tzinfo or UTC).timestamp())
@@ -382,8 +389,8 @@ class SharedPredictions:
 
     def decode_event(self, payload: bytes) -> list[SharedPrediction]:
         """The predictions of another replica's event ([] for our own)."""
-        event = msgspec.msgpack.decode(payload, type=BarCloseEvent)
-        if event.origin == self.replica_id:
+        if msgspec.msgpack.decode(payload, type=_EventOrigin).origin == self.replica_id:
             return []
+        event = msgspec.msgpack.decode(payload, type=BarCloseEvent)
         self.received += len(event.predictions)
         return event.predictions
