@@ -1,4 +1,4 @@
-"""When the bar-close poller tries a failed key again (pure logic, no servers)."""
+"""When the bar-close poller scans and tries a failed key again (pure logic, no servers)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 from orchestrator.features.online import NotEnoughHistoryError
 from orchestrator.inference.client import ModelServiceUnavailableError
-from orchestrator.inference.poller import RETRY_S, _Failure
+from orchestrator.inference.poller import (
+    CLOCK_MARGIN_S,
+    FULL_SCAN_S,
+    RETRY_S,
+    SAME_SECOND_RESCAN_S,
+    _Failure,
+    scan_due,
+)
 from orchestrator.marketdata.store import UnknownSymbolError
 from orchestrator.marketdata.timeframes import Timeframe
 
@@ -39,3 +46,20 @@ def test_an_unknown_symbol_is_tried_again_only_for_a_new_bar() -> None:
     failure = _Failure.of(UnknownSymbolError("NOPEUSD"), KEY, BAR)
     assert failure.skips(BAR, time.monotonic() + 3600)
     assert not failure.skips(BAR + timedelta(minutes=15), time.monotonic())
+
+
+def test_a_commit_is_scanned_at_once_and_its_second_again_until_a_scan_starts_after_it() -> None:
+    """UPDATE_TIME has whole seconds: a second commit in the second already seen moves nothing,
+    so that second is rescanned every SAME_SECOND_RESCAN_S (not every poll) until one scan has
+    started after it ended; then nothing until the next commit or FULL_SCAN_S."""
+    second = datetime(2025, 6, 2, 12, 0, 0, tzinfo=UTC)
+    over = second.timestamp() + 1.0 + CLOCK_MARGIN_S  # wall clock when the second is surely over
+    mono = 1000.0  # monotonic clock of the last scan
+    assert scan_due(second, None, 0.0, mono, second.timestamp() + 0.3, mono)  # a new commit
+    during = second.timestamp() + 0.4
+    assert not scan_due(second, second, during - 0.05, mono, during, mono + 0.05)  # next poll
+    assert scan_due(second, second, during - 0.2, mono, during, mono + SAME_SECOND_RESCAN_S)
+    assert scan_due(second, second, over - 0.1, mono, over, mono + 0.1)  # the second is over
+    assert not scan_due(second, second, over, mono, over + 2.0, mono + 2.0)  # covered
+    assert scan_due(second, second, over, mono, over + 9.0, mono + FULL_SCAN_S)
+    assert scan_due(None, None, over, mono, over, mono + 0.05)  # no UPDATE_TIME: every poll
