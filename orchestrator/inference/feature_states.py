@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.features.incremental import IncrementalFeatures
+from orchestrator.features.incremental import IncrementalFeatures, update_many
 from orchestrator.features.online import NotEnoughHistoryError, required_bars, seed_bars
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference import seeding, snapshots
@@ -228,6 +228,7 @@ class FeatureStates:
 
         def run() -> dict[FeatureKey, IncrementalFeatures]:
             done = {}
+            last_bars: list[tuple[FeatureKey, IncrementalFeatures, Bar]] = []
             for key in keys:
                 features = self._by_key[key].features
                 bars = new_bars[key]
@@ -238,13 +239,23 @@ class FeatureStates:
                     self.stats.corrections += 1
                     continue
                 try:
-                    for bar in bars[1:]:
+                    for bar in bars[1:-1]:
                         features.update(*bar)
                 except ValueError:  # a bar the state refuses: recompute from the store instead
                     del self._by_key[key]
                     continue
-                self.stats.bars_stepped += len(bars) - 1
-                done[key] = features
+                if len(bars) > 1:
+                    last_bars.append((key, features, bars[-1]))
+                else:
+                    done[key] = features
+            # Each key's newest bar, the usual only one, stepped together (update_many).
+            refused = update_many([(features, bar) for _, features, bar in last_bars])
+            for (key, features, _), error in zip(last_bars, refused, strict=True):
+                if error is None:
+                    self.stats.bars_stepped += len(new_bars[key]) - 1
+                    done[key] = features
+                else:
+                    del self._by_key[key]
             return done
 
         steps = sum(len(bars) for bars in new_bars.values())

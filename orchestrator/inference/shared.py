@@ -150,6 +150,13 @@ class BarCloseEvent(msgspec.Struct, frozen=True):
     predictions: list[SharedPrediction]
 
 
+class _EncodedEvent(msgspec.Struct, frozen=True):
+    """A BarCloseEvent built from predictions already encoded for the cache (decodes as one)."""
+
+    origin: str
+    predictions: list[msgspec.Raw]
+
+
 class _EventOrigin(msgspec.Struct, frozen=True):
     """A BarCloseEvent read for its origin alone: the predictions are skipped, not built (a
     replica's own 10,000-prediction event cost ~3 % of its sweep's loop to decode and drop)."""
@@ -376,11 +383,13 @@ class SharedPredictions:
         if not predictions or not self.available:
             return
         shared = [SharedPrediction.of(p) for p in predictions]
+        encoded = [msgspec.msgpack.encode(record) for record in shared]  # once, for both
         if announce is not None:
-            announce(msgspec.msgpack.encode(BarCloseEvent(self.replica_id, shared)))
+            raw = [msgspec.Raw(value) for value in encoded]
+            announce(msgspec.msgpack.encode(_EncodedEvent(self.replica_id, raw)))
         items = [
-            (token_name(record.token), msgspec.msgpack.encode(record), record.expires_in_s)
-            for record in shared
+            (token_name(record.token), value, record.expires_in_s)
+            for record, value in zip(shared, encoded, strict=True)
         ]
         try:
             await self.store.set_many(items)
