@@ -17,7 +17,9 @@ rather than kept as running sums, which would drift away from the batch's fresh 
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -86,11 +88,15 @@ def _div(numerator: float, denominator: float) -> float:
 
 
 def _sum(values: deque[float]) -> float:
-    """Left-to-right sum, as TA-Lib's SMA accumulates its first window."""
-    total = 0.0
-    for x in values:
-        total += x
-    return total
+    """Left-to-right sum, as TA-Lib's SMA accumulates its first window (reduce's loop runs in
+    C: the same additions in the same order as a Python loop from 0.0, faster)."""
+    return functools.reduce(operator.add, values, 0.0)
+
+
+def _flat(window: deque[float], newest: float) -> bool:
+    """Whether every value of a finite window is the same: the newest against the oldest first,
+    which settles the usual case without scanning the window twice (max and min)."""
+    return newest == window[0] and max(window) == min(window)
 
 
 class _Ema:
@@ -241,7 +247,7 @@ class _Bbands:
         if len(window) < self._length:
             return NAN, NAN
         mid = _sum(window) / self._length
-        if max(window) == min(window):
+        if _flat(window, close):
             std = 0.0  # TA-Lib answers exactly 0 for a flat window, not the mean's rounding error
         else:
             total = 0.0
@@ -399,7 +405,7 @@ class _RollingStd:
         self._since_nan = 0 if math.isnan(x) else self._since_nan + 1
         if self._since_nan < self._length:
             return NAN, NAN
-        if max(window) == min(window):
+        if _flat(window, x):
             return x, 0.0
         mean = sum(window) / self._length
         total = 0.0

@@ -173,11 +173,13 @@ class FeatureStates:
                 to_step.setdefault((source, since), []).append(key)
         for (source, since), group in to_step.items():
             try:
-                new_bars = await self._bars_since(store, source, timeframe, since, group)
+                with self.stats.timed("features.read"):
+                    new_bars = await self._bars_since(store, source, timeframe, since, group)
             except Exception as exc:
                 results.update(dict.fromkeys(group, exc))
                 continue
-            stepped = await self._step(group, new_bars)
+            with self.stats.timed("features.step"):
+                stepped = await self._step(group, new_bars)
             for key in group:
                 if key in stepped:
                     ready[key] = stepped[key]
