@@ -15,6 +15,7 @@ tries Redis again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -69,8 +70,13 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
     probability_shift: list[float] | None = None
 
     @classmethod
-    def of(cls, prediction: Prediction) -> SharedPrediction:
+    def of(
+        cls, prediction: Prediction, listed: dict[int, _ListedLevels] | None = None
+    ) -> SharedPrediction:
+        """`listed`: the online levels already turned into lists, by id (a sweep's predictions
+        share one levels object; listing it for each was ~3 % of the sweep's loop)."""
         out, levels = prediction.out, prediction.levels
+        miscoverage, shift = _listed_levels(levels, listed)
         return cls(
             prediction.symbol,
             prediction.timeframe,
@@ -87,9 +93,9 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
             prediction.revision,
             prediction.inputs.har[0].tolist(),
             int(prediction.inputs.season[0]),
-            _listed(None if levels is None else levels.miscoverage),
+            miscoverage,
             prediction.horizon_bars,
-            _listed(None if levels is None else levels.probability_shift),
+            shift,
         )
 
     @property
@@ -137,6 +143,22 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
         )
 
 
+_ListedLevels = tuple[list[float] | None, list[float] | None]
+
+
+def _listed_levels(
+    levels: OnlineLevels | None, listed: dict[int, _ListedLevels] | None
+) -> _ListedLevels:
+    if levels is None:
+        return None, None
+    found = None if listed is None else listed.get(id(levels))
+    if found is None:
+        found = (_listed(levels.miscoverage), _listed(levels.probability_shift))
+        if listed is not None:
+            listed[id(levels)] = found
+    return found
+
+
 def _listed(values: npt.NDArray[np.float64] | None) -> list[float] | None:
     return None if values is None else values.tolist()
 
@@ -166,8 +188,14 @@ class _EventOrigin(msgspec.Struct, frozen=True):
 
 def token_name(token: Token) -> str:
     (symbol, timeframe), bar_time, version, revision = token
-    stamp = int(bar_time.replace(tzinfo=bar_time.tzinfo or UTC).timestamp())
-    return f"{symbol}:{timeframe.value}:{stamp}:v{version}:r{revision}"
+    return f"{symbol}:{timeframe.value}:{_epoch_s(bar_time)}:v{version}:r{revision}"
+
+
+@functools.lru_cache(maxsize=256)
+def _epoch_s(bar_time: datetime) -> int:
+    """A bar's open time in epoch seconds (naive: UTC); a sweep names thousands of tokens of a
+    few bar times, twice (claims, then the cache)."""
+    return int(bar_time.replace(tzinfo=bar_time.tzinfo or UTC).timestamp())
 
 
 # One script call per sweep instead of a pipeline of one SET per key: at 10,000 keys the
@@ -382,7 +410,8 @@ class SharedPredictions:
         cache. Nothing is said when Redis is known to be away."""
         if not predictions or not self.available:
             return
-        shared = [SharedPrediction.of(p) for p in predictions]
+        listed: dict[int, _ListedLevels] = {}  # the predictions hold their levels meanwhile
+        shared = [SharedPrediction.of(p, listed) for p in predictions]
         encoded = [msgspec.msgpack.encode(record) for record in shared]  # once, for both
         if announce is not None:
             raw = [msgspec.Raw(value) for value in encoded]

@@ -85,6 +85,26 @@ def strides(horizon_bars: Sequence[int]) -> tuple[int, ...]:
 _STRIDES: dict[tuple[tuple[int, ...], int], tuple[int, ...]] = {}
 
 
+def tracked_horizons(weights: tuple[int, ...], bar_number: int) -> tuple[int, ...]:
+    """The horizons (positions) that score the bar_number-th bar's prediction: those whose
+    stride divides it. The answer repeats every lcm(strides) bars, so it is looked up by the
+    bar's place in that cycle (thousands of predictions per sweep, a handful of answers)."""
+    cycle = _CYCLES.get(weights)
+    if cycle is None:
+        cycle = _CYCLES[weights] = math.lcm(*weights)
+    key = (weights, bar_number % cycle)
+    found = _TRACKED.get(key)
+    if found is None:
+        found = _TRACKED[key] = _interned(
+            tuple(k for k, stride in enumerate(weights) if bar_number % stride == 0)
+        )
+    return found
+
+
+_CYCLES: dict[tuple[int, ...], int] = {}
+_TRACKED: dict[tuple[tuple[int, ...], int], tuple[int, ...]] = {}
+
+
 # Tuples every prediction of a key repeats (its horizons' bars and strides), kept once.
 _INTERNED: dict[tuple[int, ...], tuple[int, ...]] = {}
 
@@ -144,7 +164,7 @@ def pending(prediction: Prediction, bar_number: int) -> Pending | None:
     served, spec = prediction.served, prediction.spec
     bars = _interned(tuple(prediction.horizon_bars))
     weights = strides(bars)
-    tracked = _interned(tuple(k for k, stride in enumerate(weights) if bar_number % stride == 0))
+    tracked = tracked_horizons(weights, bar_number)
     if not tracked:
         return None
     parts = [served.ranges[0].ravel()]

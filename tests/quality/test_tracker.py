@@ -383,3 +383,12 @@ async def test_strides_keep_a_few_open_predictions_per_horizon_and_count_each_fo
         every_bar = bars - horizon_bars  # predictions whose horizon ended inside the store
         stride = totals.strides([horizon_bars])[0]
         assert abs(counted[name] - every_bar) <= stride, (name, counted[name], every_bar)
+
+
+@pytest.mark.parametrize("weights", [(1, 2, 12, 60), (1, 2, 4, 17), (3, 5, 7, 11)])
+def test_the_horizons_that_score_a_bar_are_those_whose_stride_divides_it(
+    weights: tuple[int, ...],
+) -> None:
+    for bar_number in range(0, 3 * 1155 + 7, 7):
+        want = tuple(k for k, stride in enumerate(weights) if bar_number % stride == 0)
+        assert totals.tracked_horizons(weights, bar_number) == want
