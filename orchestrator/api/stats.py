@@ -104,7 +104,8 @@ class BarCloseSummary(msgspec.Struct):
     feature_steps: int  # bars folded into a feature state in O(1)
     feature_seeds: int  # full recomputes: restart, spec change, corrected bar
     # Wall time per phase of the sweeps since start (claims, features, inputs, triton, head,
-    # share, listeners), ms: where a sweep's time goes.
+    # share, listeners; features.read and features.step are parts of features), ms: where a
+    # sweep's time goes.
     phase_ms: dict[str, float]
     states_resumed: int  # taken from the feature-state snapshot after a restart (not seeded)
     states_resumed_from_peers: int  # of those: from another replica's snapshot in the folder
