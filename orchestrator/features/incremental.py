@@ -594,14 +594,7 @@ class IncrementalFeatures:
     ) -> F64:
         """update() up to the normalisation: the recurrences and baselines stepped; returns the
         bar's raw features, which `_put` must store normalised before the state is read."""
-        stamp = pd.Timestamp(ts)
-        if self._last_time is not None and stamp <= self._last_time:
-            raise ValueError(
-                f"bar at {stamp} is not after the last one ({self._last_time}); seed() again"
-            )
-        o, h, lo, c, v = float(open), float(high), float(low), float(close), float(volume)
-        if not all(map(math.isfinite, (o, h, lo, c, v))):
-            raise ValueError(f"bar at {stamp} has a non-finite value: {(o, h, lo, c, v)}")
+        stamp, (o, h, lo, c, v) = checked_bar(self, (ts, open, high, low, close, volume))
         row = self._state.step(o, h, lo, c, v, float(np.log(c)), float(np.log1p(v)))
         self._baseline.update(o, h, lo, c)
         features = self._raw_row(stamp, row)
@@ -625,6 +618,25 @@ class IncrementalFeatures:
         features[~np.isfinite(features)] = np.nan
         self._raw = raw
         return features
+
+    @staticmethod
+    def store_many(
+        states: Sequence[IncrementalFeatures],
+        stamps: Sequence[pd.Timestamp],
+        bars: Sequence[Ohlcv],
+        raw: F64,
+    ) -> None:
+        """What update() keeps after its step, for states of one spec stepped together
+        (features/step_batch.py): `raw` holds their raw rows, ATR last."""
+        features = raw[:, :-1]
+        features[~np.isfinite(features)] = np.nan  # compute_features: inf -> NaN (not atr)
+        normalised = states[0].normalise_rows(features)
+        for k, state in enumerate(states):
+            state._raw = raw[k].copy()
+            state._count += 1
+            state._last_time = stamps[k]
+            state._last_bar = bars[k]
+            state._put(normalised[k])
 
     def _put(self, normalised: F32) -> None:
         slot = self._slot + 1 if self._slot + 1 < self._ring_size else 0
@@ -757,24 +769,20 @@ class IncrementalFeatures:
 Bar = tuple[datetime, float, float, float, float, float]  # open time, OHLCV
 
 
-def update_many(steps: Sequence[tuple[IncrementalFeatures, Bar]]) -> list[ValueError | None]:
-    """`state.update(*bar)` for each pair, the rows normalised together: per state the
-    normalisation is a handful of numpy calls on 27 values, ~40 % of a step (a sweep's profile),
-    and over a matrix the same elementwise operations give the same numbers. Returns, in order,
-    the ValueError update() would have raised (that state is left as it was) or None."""
-    errors: list[ValueError | None] = []
-    by_spec: dict[int, tuple[IncrementalFeatures, list[IncrementalFeatures], list[F64]]] = {}
-    for state, bar in steps:
-        try:
-            raw = state._advance(*bar)
-        except ValueError as exc:
-            errors.append(exc)
-            continue
-        errors.append(None)
-        _, states, rows = by_spec.setdefault(id(state._spec), (state, [], []))
-        states.append(state)
-        rows.append(raw)
-    for first, states, rows in by_spec.values():
-        for state, row in zip(states, first.normalise_rows(np.vstack(rows)), strict=True):
-            state._put(row)
-    return errors
+Ohlcv = tuple[float, float, float, float, float]
+
+
+def checked_bar(
+    state: IncrementalFeatures, bar: tuple[pd.Timestamp | datetime, *Ohlcv]
+) -> tuple[pd.Timestamp, Ohlcv]:
+    """The bar's open time and OHLCV as update() takes them, or the ValueError it raises: a
+    bar not after the state's last one, or a non-finite value."""
+    ts, *values = bar
+    stamp = pd.Timestamp(ts)
+    last = state._last_time
+    if last is not None and stamp <= last:
+        raise ValueError(f"bar at {stamp} is not after the last one ({last}); seed() again")
+    o, h, lo, c, v = (float(x) for x in values)
+    if not all(map(math.isfinite, (o, h, lo, c, v))):
+        raise ValueError(f"bar at {stamp} has a non-finite value: {(o, h, lo, c, v)}")
+    return stamp, (o, h, lo, c, v)

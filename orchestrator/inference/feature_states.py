@@ -16,9 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.features.incremental import IncrementalFeatures, update_many
+from orchestrator.features.incremental import Bar, IncrementalFeatures
 from orchestrator.features.online import NotEnoughHistoryError, required_bars, seed_bars
 from orchestrator.features.spec import FeatureSpec
+from orchestrator.features.step_batch import step_together
 from orchestrator.inference import seeding, snapshots
 from orchestrator.inference.prediction import BarCloseStats, FeatureKey, Prediction
 from orchestrator.inference.seeding import Seeder
@@ -30,7 +31,6 @@ from orchestrator.marketdata.sessions import TradingWeek, infer_week, shared_wee
 from orchestrator.marketdata.store import BarStore, bars_frame
 from orchestrator.marketdata.timeframes import Timeframe
 
-Bar = tuple[datetime, float, float, float, float, float]  # open time (UTC), o, h, l, c, v
 INLINE_UPDATES = 16  # fewer incremental updates than this run on the loop (a thread hop costs more)
 MAX_STEPS = 2000  # more new bars than this: recompute from the tail instead of stepping
 READS_IN_FLIGHT = 4  # seed-bar queries at once: the server's part overlaps the parsing here
@@ -250,8 +250,8 @@ class FeatureStates:
                     last_bars.append((key, features, bars[-1]))
                 else:
                     done[key] = features
-            # Each key's newest bar, the usual only one, stepped together (update_many).
-            refused = update_many([(features, bar) for _, features, bar in last_bars])
+            # Each key's newest bar, the usual only one, stepped together (step_batch.py).
+            refused = step_together([(features, bar) for _, features, bar in last_bars])
             for (key, features, _), error in zip(last_bars, refused, strict=True):
                 if error is None:
                     self.stats.bars_stepped += len(new_bars[key]) - 1

@@ -1,5 +1,4 @@
-"""Many states at once against each alone: their inputs (features/batch_inputs.py) and their
-step over one new bar (incremental.update_many), to the last bit.
+"""Many states' inputs at once (features/batch_inputs.py) against each state's own inputs().
 
 A sweep builds its Triton requests from batch_inputs; every row must be the state's inputs()
 to the last bit, states whose window is not ready yet must be refused as inputs() refuses them,
@@ -13,7 +12,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.features.batch_inputs import batch_inputs
-from orchestrator.features.incremental import IncrementalFeatures, update_many
+from orchestrator.features.incremental import IncrementalFeatures
 from orchestrator.features.online import NotEnoughHistoryError, required_bars, seed_bars
 from tests.features.test_incremental import Market, feed, market, random_bars
 
@@ -65,31 +64,3 @@ def test_an_empty_or_wholly_refused_batch(market: Market) -> None:
     assert list(batch.refused) == [0]
     assert batch.seq.shape[0] == 0
     assert batch.rows == []
-
-
-def test_update_many_steps_each_state_as_update_would(market: Market) -> None:
-    """The sweep's step: every state's newest bar at once, rows normalised together."""
-    spec = market.spec
-    frames = [random_bars(seed_bars(spec) + 3, market.price, seed=60 + i) for i in range(4)]
-    together = [IncrementalFeatures.seed(frame.iloc[:-1], spec) for frame in frames]
-    alone = [IncrementalFeatures.seed(frame.iloc[:-1], spec) for frame in frames]
-    steps = []
-    for state, frame in zip(together, frames, strict=True):
-        ts = frame.index[-1]
-        steps.append((state, (ts, *frame.iloc[-1].to_numpy(np.float64).tolist())))
-    stale = steps[2][1]
-    steps[2] = (together[2], (frames[2].index[-2], *stale[1:]))  # not after its last bar
-    before = together[2].inputs()
-
-    errors = update_many(steps)
-
-    assert [error is None for error in errors] == [True, True, False, True]
-    assert "is not after the last one" in str(errors[2])
-    for i in (0, 1, 3):
-        feed(alone[i], frames[i].iloc[-1:])
-        want, got = alone[i].inputs(), together[i].inputs()
-        for name in ("seq", "tab", "ctx", "har", "season"):
-            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
-        np.testing.assert_array_equal(together[i].raw_features(), alone[i].raw_features())
-    np.testing.assert_array_equal(together[2].inputs().seq, before.seq)  # left as it was
-    assert update_many([]) == []
