@@ -3,9 +3,12 @@ whose workers die is replaced without losing a batch."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +22,7 @@ from orchestrator.features.online import NotEnoughHistoryError, required_bars, s
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference import seeding
 from orchestrator.inference.seeding import POOL_MIN_SEEDS, Seeder
+from tests.conftest import until
 from tests.features.test_incremental import random_bars
 
 
@@ -76,7 +80,7 @@ async def test_a_worker_seeds_what_a_thread_seeds_and_a_dead_pool_is_replaced(
 
 
 class _WorkersThatCannotStart(ProcessPoolExecutor):
-    def __init__(self, workers: int, mp_context: Any) -> None:
+    def __init__(self, workers: int, mp_context: Any, **_: Any) -> None:
         super().__init__(workers, mp_context=mp_context, initializer=os._exit, initargs=(3,))
 
 
@@ -95,3 +99,58 @@ async def test_where_workers_cannot_start_seeding_stays_in_a_thread(
         assert not seeder.pooled(10 * POOL_MIN_SEEDS)
     finally:
         seeder.close()
+
+
+_ENGINE = """
+import asyncio, pathlib, sys
+from orchestrator.inference.seeding import Seeder
+from tests.features.test_incremental import random_bars
+from tests.inference.test_seeding import _spec
+async def main():
+    seeder = Seeder(2)
+    await seeder.seed([random_bars(700, 100.0, seed=1)], _spec(), pooled=True)
+    pids = " ".join(str(pid) for pid in seeder._pool._processes)
+    pathlib.Path(sys.argv[1]).write_text(pids + "\\n")
+    await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+
+
+def _spec() -> FeatureSpec:
+    mean, std = fit_normalisation(compute_features(random_bars(4_000, 100.0, seed=99)))
+    return spec_from_stats(mean, std, TrainConfig())
+
+
+async def test_the_workers_exit_when_the_engine_process_is_killed(tmp_path: Path) -> None:
+    """A killed engine (SIGKILL, or a stop that outwaited its grace period) leaves no seeding
+    worker behind: each watches its parent and exits when it is gone."""
+    told = tmp_path / "workers"
+    engine = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _ENGINE,
+        str(told),
+        stdout=asyncio.subprocess.DEVNULL,  # no pipe a leftover worker would keep open
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        line = await until(
+            lambda: told.exists() and told.read_text().endswith("\n") and told.read_text(),
+            what="the engine to start its seeding workers",
+        )
+        workers = [int(pid) for pid in line.split()]
+        assert workers  # the pool starts its workers as tasks need them: one here
+        assert all(_alive(pid) for pid in workers)
+    finally:
+        engine.kill()
+        await engine.wait()
+    await until(lambda: not any(_alive(pid) for pid in workers), what="the workers to exit")
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, exited but not yet reaped by init, counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
