@@ -332,7 +332,12 @@ def _squared_deviations(windows: F64, centre: F64) -> tuple[F64, F64]:
 
 
 def _bollinger(c: F64, stored: int, length: int, dev: float) -> list[F64]:
-    windows = _windows(c, stored, length)
+    return bands(_windows(c, stored, length), c[:, stored:], length, dev)
+
+
+def bands(windows: F64, close: F64, length: int, dev: float) -> list[F64]:
+    """%B and bandwidth of each window of closes ending at `close` (incremental._Bbands
+    elementwise; features/step_batch.py uses it too)."""
     mid = _left_sum(windows) / length
     total, flat = _squared_deviations(windows, mid)
     std = np.where(flat, 0.0, np.sqrt(total / length))
@@ -340,7 +345,7 @@ def _bollinger(c: F64, stored: int, length: int, dev: float) -> list[F64]:
     upper, lower = mid + deviation, mid - deviation
     width = upper - lower
     width = np.where(width == 0.0, _EPSILON, width)
-    above = c[:, stored:] - lower
+    above = close - lower
     above = np.where(above == 0.0, _EPSILON, above)
     return [above / width, 100 * width / mid / 100.0]
 

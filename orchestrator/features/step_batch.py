@@ -28,7 +28,7 @@ from orchestrator.features.incremental import (
     checked_bar,
 )
 from orchestrator.features.indicators import PARAMS, RETURN_LAGS
-from orchestrator.features.seed_batch import _EPSILON, _div, _left_sum, _python_sum
+from orchestrator.features.seed_batch import _div, _left_sum, _python_sum, bands
 from orchestrator.features.seed_batch import _squared_deviations as squared_deviations
 
 F64 = npt.NDArray[np.float64]
@@ -221,17 +221,7 @@ def _gathered(
 
 def _bollinger(inds: list[_Indicators], c: F64) -> list[F64]:
     windows = _stacked([ind.bb._window for ind in inds], _BB)[:, 1:]
-    windows = np.concatenate([windows, c[:, np.newaxis]], axis=1)
-    mid = _left_sum(windows) / _BB
-    total, flat = squared_deviations(windows, mid)
-    std = np.where(flat, 0.0, np.sqrt(total / _BB))
-    deviation = std * _BB_DEV
-    upper, lower = mid + deviation, mid - deviation
-    width = upper - lower
-    width = np.where(width == 0.0, _EPSILON, width)
-    above = c - lower
-    above = np.where(above == 0.0, _EPSILON, above)
-    return [above / width, 100 * width / mid / 100.0]
+    return bands(np.concatenate([windows, c[:, np.newaxis]], axis=1), c, _BB, _BB_DEV)
 
 
 def _dmi(
