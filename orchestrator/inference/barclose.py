@@ -622,6 +622,11 @@ class BarCloseEngine:
                     _served=served.row(row),
                 )
                 results[key] = prediction
+                if self._states.features(key) is None:
+                    # Forgotten while Triton answered (a corrected bar: the poller dropped the
+                    # symbol and queued a recompute): its waiters get this answer, but it is
+                    # neither kept nor shared; the recompute's is.
+                    continue
                 computed.append(prediction)
                 self._keep_latest(key, prediction)
 
