@@ -581,43 +581,24 @@ class IncrementalFeatures:
         """Append one closed bar; `ts` is its open time in the seed frame's timezone (the calendar
         features read it as compute_features reads the index). A bar not newer than last_time (a
         repeat or a correction) is refused: state cannot be un-applied, so seed() again."""
-        self._put(self.normalise_rows(self._advance(ts, open, high, low, close, volume)))
-
-    def _advance(
-        self,
-        ts: pd.Timestamp | datetime,
-        open: float,
-        high: float,
-        low: float,
-        close: float,
-        volume: float,
-    ) -> F64:
-        """update() up to the normalisation: the recurrences and baselines stepped; returns the
-        bar's raw features, which `_put` must store normalised before the state is read."""
         stamp, (o, h, lo, c, v) = checked_bar(self, (ts, open, high, low, close, volume))
         row = self._state.step(o, h, lo, c, v, float(np.log(c)), float(np.log1p(v)))
         self._baseline.update(o, h, lo, c)
-        features = self._raw_row(stamp, row)
+        self._store(stamp, row)
         self._count += 1
         self._last_time = stamp
         self._last_bar = (o, h, lo, c, v)
-        return features
 
     def _store(self, ts: pd.Timestamp, row: list[float]) -> None:
         """Raw row (+ time features) -> normalised float32 row, into the ring."""
-        self._put(self.normalise_rows(self._raw_row(ts, row)))
-
-    def _raw_row(self, ts: pd.Timestamp, row: list[float]) -> F64:
-        """The step's values and the time features as the raw row (kept, with ATR last); returns
-        the features alone, non-finite as NaN (compute_features: inf -> NaN, not atr)."""
         atr = row.pop()
         row += _time_features(ts)
         row.append(atr)
         raw = np.array(row, dtype=np.float64)
         features = raw[:-1]
-        features[~np.isfinite(features)] = np.nan
+        features[~np.isfinite(features)] = np.nan  # compute_features: inf -> NaN (not atr)
         self._raw = raw
-        return features
+        self._put(self.normalise_rows(features))
 
     @staticmethod
     def store_many(
