@@ -38,6 +38,7 @@ from orchestrator.api.shared_state import (
 )
 from orchestrator.api.stats import (
     MetricsController,
+    ModelStatsReader,
     RequestLog,
     StatsController,
     TimingMiddleware,
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         resources = app.state.resources = await Resources.open(settings, redis, publish)
         app.state.rate_limit_store = rate_limits
         app.state.request_log = RequestLog()
+        app.state.model_stats = ModelStatsReader()
         app.state.stream = hub_for_app(
             resources,
             poll_interval_s=settings.api.ws_poll_interval_s,

@@ -185,6 +185,11 @@ class BarCloseEngine:
                     future.cancel()
 
     @property
+    def backlogged(self) -> bool:
+        """More than a sweep's worth of keys queued: a key found now waits a sweep anyway."""
+        return len(self._urgent) + len(self._background) >= MAX_KEYS_PER_SWEEP
+
+    @property
     def idle(self) -> bool:
         """No sweep is running or queued (its counters are final until the next bar)."""
         return self._sweeper is None

@@ -40,6 +40,7 @@ FULL_SCAN_S = 5.0  # the newest-bar scan runs at least this often, whatever UPDA
 DISCOVER_S = 60.0  # how often to look for series stored at a timeframe other than the base one
 CLOCK_MARGIN_S = 0.25  # allowed difference between the database's clock and ours
 SAME_SECOND_RESCAN_S = 0.2  # rescans for commits hidden in an already seen second, at most
+BUSY_POLL_S = 0.2  # the poll interval while the engine has more than a sweep of keys queued
 RETRY_S = 5.0  # a key whose dependency failed is retried after this long
 
 
@@ -81,6 +82,7 @@ def scan_due(
     scanned_at: float,
     now_wall: float,
     now: float,
+    busy: bool = False,
 ) -> bool:
     """Whether the newest-bar scan must run, from the bars table's last commit time.
 
@@ -91,13 +93,16 @@ def scan_due(
     10,000-symbol scan is ~40 ms of the database's core and 10,000 rows to read, and back to back
     they took a sixth of the event loop's time during the sweep that follows a commit. At least
     every FULL_SCAN_S whatever it says (clock skew, a server without UPDATE_TIME).
+    `busy`: the engine has more than a sweep of keys queued, so what a rescan finds would wait
+    behind them anyway: one rescan once the second is over, not one every SAME_SECOND_RESCAN_S
+    (after a 10,000-symbol commit those were ~5 % of the event loop's time during the sweep).
     `scanned_wall`/`scanned_at`: when the last scan started (wall clock / monotonic)."""
     if updated is None or updated != previous or now - scanned_at >= FULL_SCAN_S:
         return True
     second_over = updated.replace(tzinfo=UTC).timestamp() + 1.0 + CLOCK_MARGIN_S
     if scanned_wall >= second_over:
         return False  # a scan began after that second: it saw every commit of it
-    return now_wall >= second_over or now - scanned_at >= SAME_SECOND_RESCAN_S
+    return now_wall >= second_over or (not busy and now - scanned_at >= SAME_SECOND_RESCAN_S)
 
 
 class BarClosePoller:
@@ -157,8 +162,11 @@ class BarClosePoller:
                 await asyncio.sleep(min(5.0, self.poll_interval_s * 2**failures))
                 continue
             self._woken.clear()
+            interval_s = self.poll_interval_s
+            if self._engine.backlogged:  # new keys would queue behind a sweep's worth anyway
+                interval_s = max(interval_s, BUSY_POLL_S)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.poll_interval_s)
+                await asyncio.wait_for(self._woken.wait(), interval_s)
 
     def wake(self) -> None:
         """Poll now: a request just found a bar the poller has not seen, and when one symbol's
@@ -261,7 +269,13 @@ class BarClosePoller:
         updated = await store.bars_updated_at()
         previous, self._bars_updated = self._bars_updated, updated
         return scan_due(
-            updated, previous, self._scanned_wall, self._scanned_at, time.time(), time.monotonic()
+            updated,
+            previous,
+            self._scanned_wall,
+            self._scanned_at,
+            time.time(),
+            time.monotonic(),
+            busy=self._engine.backlogged,
         )
 
     def _due_symbols(self, now: float) -> set[str]:

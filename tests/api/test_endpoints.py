@@ -262,6 +262,26 @@ async def test_stats_and_metrics(
     )
 
 
+async def test_tritons_counters_are_read_at_most_once_per_max_age(
+    loaded: TrainedRepository,
+    client: AsyncTestClient,  # type: ignore[type-arg]
+) -> None:
+    """/api/stats shares one read of Triton's statistics for `max_age_s` (a dashboard polling
+    it ten times a second costs one Triton call a second)."""
+    reader = client.app.state.model_stats
+    reader.max_age_s = 3600.0
+    first = (await client.get("/api/stats")).json()
+    read_at = reader.read_at
+    assert ENSEMBLE in {m["name"] for m in first["models"]}
+    assert first["triton_error"] is None
+    second = (await client.get("/api/stats")).json()
+    assert reader.read_at == read_at
+    assert second["models"] == first["models"]
+    reader.max_age_s = 0.0
+    await client.get("/api/stats")
+    assert reader.read_at > read_at
+
+
 async def test_15m_requests_are_answered_by_the_15m_model_set(
     loaded: TrainedRepository,
     model_server: TritonServer,

@@ -63,3 +63,16 @@ def test_a_commit_is_scanned_at_once_and_its_second_again_until_a_scan_starts_af
     assert not scan_due(second, second, over, mono, over + 2.0, mono + 2.0)  # covered
     assert scan_due(second, second, over, mono, over + 9.0, mono + FULL_SCAN_S)
     assert scan_due(None, None, over, mono, over, mono + 0.05)  # no UPDATE_TIME: every poll
+
+
+def test_a_backlogged_engine_rescans_a_seen_second_once_it_is_over() -> None:
+    """With more than a sweep of keys queued, what a rescan finds would wait anyway: the second
+    is scanned again once it is over, not every SAME_SECOND_RESCAN_S; a new commit still is."""
+    second = datetime(2025, 6, 2, 12, 0, 0, tzinfo=UTC)
+    over = second.timestamp() + 1.0 + CLOCK_MARGIN_S
+    mono = 1000.0
+    during = second.timestamp() + 0.4
+    assert scan_due(second, None, 0.0, mono, during, mono + 0.05, busy=True)  # a new commit
+    assert not scan_due(second, second, during - 0.2, mono, during, mono + 0.5, busy=True)
+    assert scan_due(second, second, over - 0.1, mono, over, mono + 0.6, busy=True)
+    assert not scan_due(second, second, over, mono, over + 2.0, mono + 2.0, busy=True)
