@@ -58,6 +58,19 @@ def env_list(name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (case-insensitive); anything else is a SettingsError listing them."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise SettingsError(
+            f"environment variable {name}={raw!r} must be one of {', '.join(choices)} "
+            f"(default {default})"
+        )
+    return raw
+
+
 class DatabaseSettings(msgspec.Struct, frozen=True):
     host: str = "127.0.0.1"
     port: int = 3306
@@ -93,6 +106,10 @@ class DatabaseSettings(msgspec.Struct, frozen=True):
         )
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+SHARED_MEMORY_MODES = ("auto", "on", "off")
+
+
 class TritonSettings(msgspec.Struct, frozen=True):
     host: str = "127.0.0.1"
     http_port: int = 8000
@@ -104,6 +121,16 @@ class TritonSettings(msgspec.Struct, frozen=True):
     # that resolves to several addresses, such as a headless Kubernetes Service, counts each).
     # Empty: the one at host:grpc_port.
     peers: tuple[str, ...] = ()
+    # Request inputs through system shared memory (inference/input_regions.py): "auto" when
+    # Triton's host is this one's loopback, "on" (Triton elsewhere on this host, sharing
+    # /dev/shm), "off" (inputs inside the gRPC message).
+    shared_memory: str = "auto"
+
+    @property
+    def uses_shared_memory(self) -> bool:
+        if self.shared_memory == "auto":
+            return self.host in LOOPBACK_HOSTS
+        return self.shared_memory == "on"
 
     @property
     def http_url(self) -> str:
@@ -126,6 +153,7 @@ class TritonSettings(msgspec.Struct, frozen=True):
             model_repository=env_text("MODEL_REPOSITORY", d.model_repository),
             request_timeout_s=env_float("TRITON_TIMEOUT_S", d.request_timeout_s),
             peers=_peers(env_list("TRITON_PEERS"), grpc_port),
+            shared_memory=env_choice("TRITON_SHARED_MEMORY", d.shared_memory, SHARED_MEMORY_MODES),
         )
 
 

@@ -24,7 +24,14 @@ import numpy as np
 from bench.serving.client import Http, TransportError
 from bench.serving.common import REPOSITORY, Json, log
 from bench.serving.market import BarBook, BarWriter, delete_symbols, seed
-from bench.serving.services import Service, pin, spawn_service, wait_idle
+from bench.serving.services import (
+    Service,
+    cpu_seconds,
+    pin,
+    proc_table,
+    spawn_service,
+    wait_idle,
+)
 from orchestrator.devstack import process
 from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
@@ -217,18 +224,48 @@ async def new_replica(
     return joined
 
 
+def pids_named(*names: str) -> list[int]:
+    """Processes whose command is one of `names` (the database and Redis servers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in names:
+                    found.append(int(entry.name))
+    return found
+
+
+def cpu_by_server(groups: dict[str, list[int]]) -> dict[str, float]:
+    table = proc_table()
+    return {name: cpu_seconds(pids, table) for name, pids in groups.items()}
+
+
 async def warm_sweep(
-    replicas: Replicas, writer: BarWriter, book: BarBook, symbols: list[str]
+    replicas: Replicas,
+    writer: BarWriter,
+    book: BarBook,
+    symbols: list[str],
+    triton: list[int] | None = None,
 ) -> Json:
     """A new 5m bar for every symbol in one transaction; COMMIT until the replicas together
     counted len(symbols) new predictions, and until each replica holds them all (its own and
-    those the other replicas' events carried)."""
+    those the other replicas' events carried). Also the CPU seconds each server spent from
+    COMMIT until all were predicted: on this shared machine the wall time moves by half from
+    hour to hour, the work done much less, so A/B comparisons read both."""
+    groups = {
+        "engine": replicas.pids,
+        "triton": triton or [],
+        "database": pids_named("mariadbd", "mysqld"),
+        "redis": pids_named("redis-server"),
+    }
     before = await replicas.stats()
     base = sum(s["bar_close"]["predictions"] for s in before)
     held = [s["bar_close"]["predictions"] + s["shared"]["predictions_received"] for s in before]
     rows, _ = book.advance(symbols)
+    cpu_before = cpu_by_server(groups)
     sent, commit_ms = await writer.write(rows)
     computed_s = everywhere_s = None
+    cpu_s: dict[str, float] = {}
     deadline = sent + SWEEP_TIMEOUT_S
     while everywhere_s is None:
         got = await replicas.stats()
@@ -237,6 +274,8 @@ async def warm_sweep(
             symbols
         ):
             computed_s = now - sent
+            cpu_at = cpu_by_server(groups)
+            cpu_s = {name: round(cpu_at[name] - cpu_before[name], 3) for name in groups}
         if computed_s is not None and all(
             s["bar_close"]["predictions"] + s["shared"]["predictions_received"] - h >= len(symbols)
             for s, h in zip(got, held, strict=True)
@@ -253,6 +292,7 @@ async def warm_sweep(
     return {
         "seconds": computed_s,
         "everywhere_s": everywhere_s,
+        "cpu_s": cpu_s,
         "phase_ms": phases,
         "commit_ms": commit_ms,
         "sweeps": [s["bar_close"]["sweeps"] for s in got],
@@ -299,11 +339,13 @@ async def timed_sweeps(
     runs = []
     for r in range(repeats):
         await wait_idle(roots + replicas.pids)
-        sweep = await warm_sweep(replicas, writer, book, symbols)
+        sweep = await warm_sweep(replicas, writer, book, symbols, roots)
         runs.append(sweep)
+        cpu = ", ".join(f"{name} {s:.2f}" for name, s in sweep["cpu_s"].items())
         log(
             f"  {label}, warm sweep {r + 1}/{repeats}: {sweep['seconds']:.2f} s COMMIT -> "
-            f"{len(symbols):,} predicted, {sweep['everywhere_s']:.2f} s everywhere"
+            f"{len(symbols):,} predicted, {sweep['everywhere_s']:.2f} s everywhere "
+            f"(CPU s: {cpu})"
         )
     return runs
 

@@ -16,6 +16,7 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from orchestrator.inference.barclose import BarCloseEngine
 from orchestrator.inference.calls import close_client
 from orchestrator.inference.client import SignalModels
+from orchestrator.inference.input_regions import InputRegions
 from orchestrator.inference.models import ENSEMBLE, SERVED_TIMEFRAMES, served_name
 from orchestrator.inference.service import PredictionService
 from orchestrator.inference.shared import SharedPredictions
@@ -57,6 +58,8 @@ class Resources:
     quality: QualityTracker = field(default_factory=QualityTracker)
     _predictions: PredictionService | None = None
     _registry_synced: bool = False
+    # Shared by every model set: request inputs through /dev/shm when Triton runs on this host.
+    input_regions: InputRegions | None = None
 
     @property
     def engine(self) -> BarCloseEngine:
@@ -103,6 +106,7 @@ class Resources:
             shared=shared,
             publish=publish,
             quality=quality,
+            input_regions=InputRegions(triton) if settings.triton.uses_shared_memory else None,
         )
         # The service starts anyway when the database is down: /health reports it, requests retry.
         with contextlib.suppress(DatabaseUnavailableError):
@@ -115,7 +119,9 @@ class Resources:
         if models is None:
             timeout_s = self.settings.triton.request_timeout_s
             ensemble = served_name(ENSEMBLE, timeframe)
-            models = self._by_timeframe[timeframe] = SignalModels(self.triton, timeout_s, ensemble)
+            models = self._by_timeframe[timeframe] = SignalModels(
+                self.triton, timeout_s, ensemble, input_regions=self.input_regions
+            )
         return models
 
     async def database(self) -> Database:
@@ -155,4 +161,6 @@ class Resources:
             await self._engine.close()
         if self._db is not None:
             await self._db.close()
+        if self.input_regions is not None:
+            await self.input_regions.close(self.settings.triton.request_timeout_s)
         await close_client(self.triton, self.settings.triton.request_timeout_s)

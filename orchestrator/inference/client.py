@@ -31,6 +31,7 @@ from orchestrator.features.dataset import F32
 from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec, check_compatible
 from orchestrator.inference.calls import uncancelled
+from orchestrator.inference.input_regions import InputRegions, Region, lost_region
 from orchestrator.inference.models import (
     CHALLENGER_VERSION_PARAMETER,
     ENSEMBLE,
@@ -96,10 +97,13 @@ class SignalModels:
         timeout_s: float,
         ensemble: str = ENSEMBLE,
         version: str | None = None,
+        input_regions: InputRegions | None = None,
     ) -> None:
         """`version`: always this version (a challenger scored in shadow); None: the served
-        one."""
+        one. `input_regions`: the process's shared-memory regions for request inputs (None:
+        inputs go inside the message)."""
         self.client = client
+        self.input_regions = input_regions
         self.timeout_s = timeout_s
         self.ensemble = ensemble
         self.pinned = version
@@ -233,10 +237,15 @@ class SignalModels:
     def _loop_time() -> float:
         return asyncio.get_running_loop().time()
 
-    async def _infer(self, tensors: list[grpc_aio.InferInput], version: str) -> Any:
+    async def _infer(
+        self, tensors: list[grpc_aio.InferInput], version: str, region: Region | None = None
+    ) -> Any:
         call = self.client.infer(
             self.ensemble, tensors, model_version=version, client_timeout=self.timeout_s
         )
+        if region is not None and self.input_regions is not None:
+            # Given back when the call ends, not when its caller stops waiting (calls.py).
+            call = self.input_regions.holding(region, call)
         return await uncancelled(self.client, call)
 
     async def infer(self, inputs: list[ModelInputs], version: str | None = None) -> EnsembleOutput:
@@ -249,18 +258,32 @@ class SignalModels:
         )
 
     async def infer_arrays(
-        self, seq: F32, tab: F32, ctx: F32, version: str | None = None
+        self,
+        seq: F32,
+        tab: F32,
+        ctx: F32,
+        version: str | None = None,
+        *,
+        by_message: bool = False,
     ) -> EnsembleOutput:
-        """infer() of inputs already in batch arrays (a sweep's chunk, batch_inputs.py)."""
-        tensors = []
-        for name, array in (("SEQ", seq), ("TAB", tab), ("CTX", ctx)):
-            tensor = grpc_aio.InferInput(name, list(array.shape), "FP32")
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
+        """infer() of inputs already in batch arrays (a sweep's chunk, batch_inputs.py); through
+        shared memory where the process has input regions, unless `by_message`."""
+        arrays = (("SEQ", seq), ("TAB", tab), ("CTX", ctx))
+        regions = None if by_message else self.input_regions
+        taken = None if regions is None else await regions.take(arrays)
+        if taken is None:
+            tensors, region = _message_inputs(arrays), None
+        else:
+            tensors, region = taken
         asked = version or self._version
         try:
-            result = await self._infer(tensors, asked or "")
+            result = await self._infer(tensors, asked or "", region)
         except InferenceServerException as exc:
+            if region is not None and regions is not None and lost_region(exc):
+                # Triton restarted since the region was registered: this request once more
+                # by message; the next ones register the regions again.
+                regions.forget_registrations()
+                return await self.infer_arrays(seq, tab, ctx, version, by_message=True)
             if self.pinned is not None or asked is None:
                 raise ModelServiceUnavailableError(_describe(exc)) from exc
             # The version asked for may have been switched out in the last second: ask Triton
@@ -271,7 +294,7 @@ class SignalModels:
             if served == asked or asked in self._ready:
                 raise ModelServiceUnavailableError(_describe(exc)) from exc
             try:
-                result = await self._infer(tensors, served)
+                result = await self._infer(_message_inputs(arrays), served)
             except InferenceServerException as again:
                 raise ModelServiceUnavailableError(_describe(again)) from again
         return EnsembleOutput(
@@ -283,6 +306,16 @@ class SignalModels:
             direction=result.as_numpy("DIRECTION")[:, 0],
             model_version=result.get_response().model_version,
         )
+
+
+def _message_inputs(arrays: tuple[tuple[str, F32], ...]) -> list[grpc_aio.InferInput]:
+    """The inputs inside the gRPC message."""
+    tensors = []
+    for name, array in arrays:
+        tensor = grpc_aio.InferInput(name, list(array.shape), "FP32")
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
 
 
 def _describe(exc: InferenceServerException) -> str:

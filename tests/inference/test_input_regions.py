@@ -1,0 +1,83 @@
+"""Request inputs through shared memory (orchestrator/inference/input_regions.py), against the
+real Triton: the same answers as inside the message, a Triton that forgot its regions (a
+restart) still answers, and nothing is left in /dev/shm once closed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpc_aio
+
+from orchestrator.devstack.triton import TritonServer
+from orchestrator.features.online import ModelInputs, inputs_for_latest
+from orchestrator.inference.client import EnsembleOutput, SignalModels
+from orchestrator.inference.input_regions import InputRegions
+from tests.conftest import TrainedRepository
+
+TIMEOUT_S = 30.0
+
+
+@pytest.fixture
+async def client(model_server: TritonServer) -> AsyncIterator[grpc_aio.InferenceServerClient]:
+    client = grpc_aio.InferenceServerClient(f"127.0.0.1:{model_server.grpc_port}")
+    yield client
+    await client.close()
+
+
+def _inputs(trained: TrainedRepository, rows: int) -> list[ModelInputs]:
+    """The newest bars' inputs of both symbols, `rows` windows ending one bar apart."""
+    spec = trained.models.spec
+    out = []
+    for k in range(rows):
+        item = trained.data[k % len(trained.data)]
+        out.append(inputs_for_latest(item.bars.iloc[: len(item.bars) - k], spec))
+    return out
+
+
+def _same(a: EnsembleOutput, b: EnsembleOutput) -> None:
+    for name in ("gru_range", "transformer_range", "p_long", "p_short", "confidence"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert a.model_version == b.model_version
+
+
+async def test_inputs_through_shared_memory_get_the_message_s_answers(
+    trained: TrainedRepository, client: grpc_aio.InferenceServerClient
+) -> None:
+    regions = InputRegions(client)
+    by_region = SignalModels(client, TIMEOUT_S, input_regions=regions)
+    by_message = SignalModels(client, TIMEOUT_S)
+    try:
+        for rows in (1, 7, 64):
+            inputs = _inputs(trained, rows)
+            _same(await by_region.infer(inputs), await by_message.infer(inputs))
+        assert regions.requests == 3
+        names = regions.names
+        assert names
+        assert all(Path("/dev/shm", name).exists() for name in names)
+    finally:
+        await regions.close(TIMEOUT_S)
+    assert not any(Path("/dev/shm", name).exists() for name in names)
+
+
+async def test_a_triton_that_forgot_the_regions_still_answers_and_they_are_registered_again(
+    trained: TrainedRepository, client: grpc_aio.InferenceServerClient
+) -> None:
+    regions = InputRegions(client)
+    models = SignalModels(client, TIMEOUT_S, input_regions=regions)
+    inputs = _inputs(trained, 4)
+    try:
+        first = await models.infer(inputs)
+        await client.unregister_system_shared_memory()  # what a restarted Triton knows: none
+        again = await models.infer(inputs)  # refused for its region, then sent by message
+        _same(again, first)
+        assert regions.requests == 2
+        third = await models.infer(inputs)  # through a region registered anew
+        _same(third, first)
+        assert regions.requests == 3
+        status = await client.get_system_shared_memory_status(as_json=True)
+        assert {r["name"] for r in status.get("regions", {}).values()} == set(regions.names)
+    finally:
+        await regions.close(TIMEOUT_S)
