@@ -37,6 +37,10 @@ def _inputs(trained: TrainedRepository, rows: int) -> list[ModelInputs]:
     return out
 
 
+def _in_dev_shm(name: str) -> bool:
+    return Path("/dev/shm", name).exists()
+
+
 def _same(a: EnsembleOutput, b: EnsembleOutput) -> None:
     for name in ("gru_range", "transformer_range", "p_long", "p_short", "confidence"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
@@ -56,10 +60,10 @@ async def test_inputs_through_shared_memory_get_the_message_s_answers(
         assert regions.requests == 3
         names = regions.names
         assert names
-        assert all(Path("/dev/shm", name).exists() for name in names)
+        assert all(_in_dev_shm(name) for name in names)
     finally:
         await regions.close(TIMEOUT_S)
-    assert not any(Path("/dev/shm", name).exists() for name in names)
+    assert not any(_in_dev_shm(name) for name in names)
 
 
 async def test_a_triton_that_forgot_the_regions_still_answers_and_they_are_registered_again(
