@@ -211,6 +211,10 @@ bench-scale: db redis triton-env ## 1k/3k/10k symbols: warm bar-close sweep, col
 	@MYSQL_DATABASE=$(SCALE_DATABASE) $(PY) -m orchestrator db up
 	@MYSQL_DATABASE=$(SCALE_DATABASE) $(PY) -m bench.scale $(SCALE_ARGS)
 
+.PHONY: bench-inputs
+bench-inputs: triton-env ## A 10,000-symbol sweep's Triton requests, inputs in the gRPC message vs shared memory, side by side -> bench/results/inputs_shared_memory.json
+	@$(PY) -m bench.scale.inputs $(INPUTS_ARGS)
+
 .PHONY: bench-triton-tuning
 bench-triton-tuning: triton-env perf-analyzer ## The fused cpu signal_ensemble under perf_analyzer: queue delay x instance count
 	@$(PY) -m bench.triton_tuning
