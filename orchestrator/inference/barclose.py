@@ -52,7 +52,13 @@ from orchestrator.inference.prediction import (
 )
 from orchestrator.inference.seeding import Seeder
 from orchestrator.inference.series import SeriesIndex
-from orchestrator.inference.shared import Series, SharedPredictions, Token
+from orchestrator.inference.shared import (
+    ListedLevels,
+    Series,
+    SharedPrediction,
+    SharedPredictions,
+    Token,
+)
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.sessions import TradingWeek
 from orchestrator.marketdata.store import BarStore
@@ -583,6 +589,7 @@ class BarCloseEngine:
         """The served predictions of Triton's answers (the head applied per chunk)."""
         self.stats.triton_requests += len(chunks)
         levels_of: dict[str, OnlineLevels | None] = {}  # per version answering: once a sweep
+        listed: dict[int, ListedLevels] = {}  # those levels as lists, for the shared records
         # Per distinct trading week (shared objects, a handful for thousands of symbols).
         horizons_of: dict[int, list[int]] = {}
         served_series = self.series.served(timeframe)
@@ -608,6 +615,7 @@ class BarCloseEngine:
                 outcome.confidence,
                 levels,
             )
+            chunk: list[Prediction] = []
             for row, (key, row_inputs) in enumerate(zip(chunk_keys, batch.rows, strict=True)):
                 week = self._states.weeks.get(key)
                 horizons = horizons_of.get(id(week))
@@ -627,6 +635,7 @@ class BarCloseEngine:
                     _served=served.row(row),
                 )
                 results[key] = prediction
+                chunk.append(prediction)
                 if self._states.features(key) is None:
                     # Forgotten while Triton answered (a corrected bar: the poller dropped the
                     # symbol and queued a recompute): its waiters get this answer, but it is
@@ -634,6 +643,9 @@ class BarCloseEngine:
                     continue
                 computed.append(prediction)
                 self._keep_latest(key, prediction)
+            records = SharedPrediction.of_rows(chunk, outcome, batch.har, batch.season, listed)
+            for prediction, record in zip(chunk, records, strict=True):
+                prediction.shared = record
 
     async def _shared_or_claimed(
         self, run: _SweepRun, version: str, spec: FeatureSpec, keys: list[FeatureKey]

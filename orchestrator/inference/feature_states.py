@@ -9,6 +9,8 @@ after a restart, a new feature spec or a long gap, the state is recomputed from 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import operator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,16 +204,16 @@ class FeatureStates:
         onward, for every key, in one query. Stored bars stay plain tuples (a DataFrame per
         symbol cost more than the feature updates); resampled ones go through resample_bars."""
         rows = await store.bar_rows_since(source, [symbol for symbol, _ in keys], since)
+        if source == timeframe:  # rows come ordered by symbol, then time: runs of a symbol
+            stored: dict[str, list[Bar]] = {}
+            for symbol, run in itertools.groupby(rows, operator.itemgetter(0)):
+                stored.setdefault(symbol, []).extend(
+                    [(r[1].replace(tzinfo=UTC), r[2], r[3], r[4], r[5], r[6]) for r in run]
+                )
+            return {key: stored.get(key[0], []) for key in keys}
         per_symbol: dict[str, list[tuple[Any, ...]]] = {}
         for row in rows:
             per_symbol.setdefault(row[0], []).append(row[1:])
-        if source == timeframe:
-            return {
-                key: [
-                    (ts.replace(tzinfo=UTC), *values) for ts, *values in per_symbol.get(key[0], [])
-                ]
-                for key in keys
-            }
         bars = {}
         for key in keys:
             frame = bars_frame(per_symbol.get(key[0], []))

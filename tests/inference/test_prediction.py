@@ -11,7 +11,7 @@ from asyncmy.errors import OperationalError
 
 from orchestrator.features.online import NotEnoughHistoryError
 from orchestrator.features.spec import FeatureSpec
-from orchestrator.inference.client import ModelServiceUnavailableError
+from orchestrator.inference.client import EnsembleOutput, ModelServiceUnavailableError
 from orchestrator.inference.prediction import BarCloseStats, serve_together
 from orchestrator.inference.shared import SharedPrediction
 from orchestrator.settings import PROJECT_ROOT
@@ -72,3 +72,35 @@ def test_predictions_served_together_equal_those_served_one_by_one() -> None:
             base = unshifted.prediction(spec).served
             np.testing.assert_allclose(served.p_long - base.p_long, shift[0], atol=1e-9)
             np.testing.assert_allclose(served.confidence - base.confidence, shift[2], atol=1e-9)
+
+
+def test_shared_records_built_for_a_whole_chunk_equal_those_built_one_by_one() -> None:
+    """A sweep lists each batched array once for its chunk (SharedPrediction.of_rows); every
+    record must equal what of() builds from that prediction alone."""
+    spec = FeatureSpec.load(SPEC)
+    width = 2 * len(spec.horizons)
+    rng = np.random.default_rng(11)
+
+    def record(k: int) -> SharedPrediction:
+        return SharedPrediction(
+            f"S{k:02d}USD", "5m", datetime(2026, 1, 2, 10, 5, tzinfo=UTC), "8", 100.0 + k, 1.5,
+            (rng.random(width) * 3).tolist(), (rng.random(width) * 3).tolist(),
+            *rng.random(3).tolist(), float(rng.choice([-1.0, 1.0])), k,
+            (rng.normal(size=10) * 0.3).tolist(), int(rng.integers(0, 168)),
+            [0.25] * width if k % 2 else None, [40 + k, 50], [0.02, -0.03, 0.0] if k % 3 else None,
+        )  # fmt: skip
+
+    records = [record(k) for k in range(7)]
+    predictions = [record.prediction(spec) for record in records]
+    rows = [p.out for p in predictions]
+    batched = EnsembleOutput(
+        *(np.concatenate([getattr(o, name) for o in rows]) for name in _OUTPUTS),
+        model_version="8",
+    )
+    har = np.concatenate([p.inputs.har for p in predictions])
+    season = np.concatenate([p.inputs.season for p in predictions])
+    together = SharedPrediction.of_rows(predictions, batched, har, season, {})
+    assert together == [SharedPrediction.of(p) for p in predictions]
+
+
+_OUTPUTS = ("gru_range", "transformer_range", "p_long", "p_short", "confidence", "direction")
