@@ -211,6 +211,10 @@ bench-scale: db redis triton-env ## 1k/3k/10k symbols: warm bar-close sweep, col
 	@MYSQL_DATABASE=$(SCALE_DATABASE) $(PY) -m orchestrator db up
 	@MYSQL_DATABASE=$(SCALE_DATABASE) $(PY) -m bench.scale $(SCALE_ARGS)
 
+.PHONY: bench-scale-ab
+bench-scale-ab: ## bench-scale at two commits in one window, B A B A (A=<rev> [B=HEAD] [SCALE_ARGS=...]) -> bench/results/scale_ab.txt
+	@A=$(A) B=$(or $(B),HEAD) bench/scale/ab.sh
+
 .PHONY: bench-inputs
 bench-inputs: triton-env ## A 10,000-symbol sweep's Triton requests, inputs in the gRPC message vs shared memory, side by side -> bench/results/inputs_shared_memory.json
 	@$(PY) -m bench.scale.inputs $(INPUTS_ARGS)
