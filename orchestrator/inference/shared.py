@@ -75,28 +75,9 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
     ) -> SharedPrediction:
         """`listed`: the online levels already turned into lists, by id (a sweep's predictions
         share one levels object; listing it for each was ~3 % of the sweep's loop)."""
-        out, levels = prediction.out, prediction.levels
-        miscoverage, shift = _listed_levels(levels, listed)
-        return cls(
-            prediction.symbol,
-            prediction.timeframe,
-            prediction.bar_time,
-            prediction.version,
-            prediction.inputs.close,
-            prediction.inputs.atr,
-            out.gru_range[0].tolist(),
-            out.transformer_range[0].tolist(),
-            float(out.p_long[0]),
-            float(out.p_short[0]),
-            float(out.confidence[0]),
-            float(out.direction[0]),
-            prediction.revision,
-            prediction.inputs.har[0].tolist(),
-            int(prediction.inputs.season[0]),
-            miscoverage,
-            prediction.horizon_bars,
-            shift,
-        )
+        inputs = prediction.inputs
+        rows = cls.of_rows([prediction], prediction.out, inputs.har, inputs.season, listed or {})
+        return rows[0]
 
     @classmethod
     def of_rows(
