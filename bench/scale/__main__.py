@@ -62,11 +62,22 @@ def summarise(results: Json) -> Json:
         (rss[i + 1] - rss[i]) * 1024 / max(1, states[i + 1] - states[i])
         for i in range(len(rows) - 1)
     ]
-    return {
+    summary: Json = {
         "warm_slope": slope(sizes, [r["warm"]["median_s"] for r in rows]),
         "cold_slope": slope(sizes, [r["cold"]["seconds"] for r in rows]),
         "rss_kb_per_state": per_state_kb,
     }
+    if all(run.get("cpu_s") for r in rows for run in r["warm"]["runs"]):
+        cpu = [warm_cpu_s(r) for r in rows]
+        summary["warm_cpu_s"] = {str(n): c for n, c in zip(sizes, cpu, strict=True)}
+        summary["warm_cpu_slope"] = slope(sizes, [sum(c.values()) for c in cpu])
+    return summary
+
+
+def warm_cpu_s(row: Json) -> dict[str, float]:
+    """Median CPU seconds per warm sweep, per server (engine, Triton, database, Redis)."""
+    runs = [run["cpu_s"] for run in row["warm"]["runs"]]
+    return {name: float(np.median([run[name] for run in runs])) for name in runs[0]}
 
 
 def plot(results: Json, path: Path) -> None:
@@ -110,6 +121,15 @@ def plot(results: Json, path: Path) -> None:
         marker="s",
         label="cold start: every key seeded",
     )
+    if all(run.get("cpu_s") for r in rows for run in r["warm"]["runs"]):
+        cores = results.get("machine", {}).get("cpus") or 1
+        ax.plot(
+            sizes,
+            [sum(warm_cpu_s(r).values()) / cores for r in rows],
+            marker="x",
+            ls="-.",
+            label=f"floor: every server's CPU seconds ÷ {cores} cores",
+        )
     ref = np.asarray(sizes, float)
     ax.plot(ref, warm[0] * ref / ref[0], ls=":", color="grey", label="linear from the first point")
     ax.axhline(2.0, ls="--", color="tab:blue", lw=0.8, label="warm target 2 s")
@@ -209,6 +229,13 @@ def main() -> int:
         f"log-log slope warm {s['warm_slope']:.2f}, cold {s['cold_slope']:.2f}; RSS per state "
         + ", ".join(f"{v:.0f} KB" for v in s["rss_kb_per_state"])
     )
+    for n, cpu in s.get("warm_cpu_s", {}).items():
+        log(
+            f"N={int(n):>6,}: CPU s per warm sweep "
+            + ", ".join(f"{name} {v:.2f}" for name, v in cpu.items())
+        )
+    if "warm_cpu_slope" in s:
+        log(f"log-log slope of every server's CPU per warm sweep {s['warm_cpu_slope']:.2f}")
     largest = max(args.sizes)
     for what, name in (("warm sweeps", "scale_profile"), ("cold start", "scale_profile_cold")):
         profile = RESULTS_DIR / f"{name}_n{largest}.txt"
