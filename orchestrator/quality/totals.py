@@ -167,24 +167,25 @@ def pending(prediction: Prediction, bar_number: int) -> Pending | None:
     tracked = tracked_horizons(weights, bar_number)
     if not tracked:
         return None
-    parts = [served.ranges[0].ravel()]
+    # A prediction's arrays are batches of one row: ravel() flattens them without indexing.
+    parts = [served.ranges.ravel()]
     if served.intervals is not None:
-        parts.append(served.intervals[0].ravel())
+        parts.append(served.intervals.ravel())
     if served.baseline is not None:
-        parts.append(served.baseline[0].ravel())
+        parts.append(served.baseline.ravel())
     return Pending(
         bar_time=prediction.bar_time,
         version=prediction.version,
         close=prediction.inputs.close,
         atr=prediction.inputs.atr,
         horizon_bars=bars,
-        values=np.concatenate(parts).astype(np.float64),
+        values=np.concatenate(parts, dtype=np.float64),
         has_intervals=served.intervals is not None,
         has_baseline=served.baseline is not None,
-        direction=float(prediction.out.direction[0]),
-        confidence=float(served.confidence[0]),
-        p_long=float(served.p_long[0]),
-        p_short=float(served.p_short[0]),
+        direction=prediction.out.direction.item(0),
+        confidence=served.confidence.item(0),
+        p_long=served.p_long.item(0),
+        p_short=served.p_short.item(0),
         tp_atr=spec.tp_atr,
         sl_atr=spec.sl_atr,
         label=spec.horizons.index(spec.label_horizon),

@@ -73,6 +73,7 @@ log = logging.getLogger("orchestrator.quality")
 
 PENDING_PER_KEY = 3000  # predictions kept per (symbol, timeframe) while their horizons run
 RESOLVE_INTERVAL_S = 15.0
+_TIMEFRAMES = {timeframe.value: timeframe for timeframe in Timeframe}  # no enum call per prediction
 
 
 def _epoch(moment: datetime) -> int:
@@ -191,7 +192,7 @@ class QualityTracker:
     # --- intake ---------------------------------------------------------------------------
     def record(self, predictions: list[Prediction]) -> None:
         for prediction in predictions:
-            key = (prediction.symbol, Timeframe(prediction.timeframe))
+            key = (prediction.symbol, _TIMEFRAMES[prediction.timeframe])
             series = self._series.get(key)
             if series is None:
                 series = self._series[key] = _Series(timedelta(seconds=key[1].seconds))
@@ -204,10 +205,11 @@ class QualityTracker:
             if item is None:
                 continue  # no horizon scores this bar (totals.strides)
             series.add(item)
-            spec = prediction.spec
             group = (prediction.timeframe, prediction.version)
-            self._horizons.setdefault(group, list(spec.horizons))
-            self._levels.setdefault(group, None if spec.head is None else spec.head.interval_level)
+            if group not in self._horizons:
+                spec = prediction.spec
+                self._horizons[group] = list(spec.horizons)
+                self._levels[group] = None if spec.head is None else spec.head.interval_level
 
     # --- resolution -----------------------------------------------------------------------
     async def run(self, database: Callable[[], Awaitable[Database]]) -> None:
