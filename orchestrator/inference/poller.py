@@ -206,16 +206,17 @@ class BarClosePoller:
         """Background computations for every served timeframe of the changed stored series.
         The poll does not wait for them: a key waiting for another replica's event (up to
         REMOTE_RECHECK_S when that replica died) must not hold up the next bar's poll."""
-        stored_by_symbol: dict[str, set[Timeframe]] = {}
-        for symbol, stored in marks:
-            stored_by_symbol.setdefault(symbol, set()).add(stored)
+        # Which served timeframe a stored one feeds: itself, and the coarser multiples the
+        # symbol does not store itself (one lookup per pair, not per key).
+        feeds = {
+            stored: [t for t in served if t == stored or is_multiple(t, stored)]
+            for stored in {stored for _, stored in changed}
+        }
         for symbol, stored in changed:
             newest = marks[(symbol, stored)]
-            for timeframe in served:
-                if timeframe != stored and (
-                    timeframe in stored_by_symbol[symbol] or not is_multiple(timeframe, stored)
-                ):
-                    continue
+            for timeframe in feeds[stored]:
+                if timeframe != stored and (symbol, timeframe) in marks:
+                    continue  # stored at that timeframe too: its own series answers for it
                 key = (symbol, timeframe)
                 failed = self._failed.get(key)
                 if failed is not None and failed.too_young(newest):
