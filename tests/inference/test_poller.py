@@ -1,7 +1,9 @@
-"""When the bar-close poller scans and tries a failed key again (pure logic, no servers)."""
+"""When the bar-close poller scans, which keys a scan schedules, and when it tries a failed key
+again (pure logic, no servers)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -12,9 +14,12 @@ from orchestrator.inference.poller import (
     FULL_SCAN_S,
     RETRY_S,
     SAME_SECOND_RESCAN_S,
+    BarClosePoller,
     _Failure,
     scan_due,
 )
+from orchestrator.inference.prediction import FeatureKey
+from orchestrator.inference.series import SeriesIndex
 from orchestrator.marketdata.store import UnknownSymbolError
 from orchestrator.marketdata.timeframes import Timeframe
 
@@ -76,3 +81,48 @@ def test_a_backlogged_engine_rescans_a_seen_second_once_it_is_over() -> None:
     assert not scan_due(second, second, during - 0.2, mono, during, mono + 0.5, busy=True)
     assert scan_due(second, second, over - 0.1, mono, over, mono + 0.6, busy=True)
     assert not scan_due(second, second, over, mono, over + 2.0, mono + 2.0, busy=True)
+
+
+class _Engine:
+    """What the poller's scheduling reads of the engine, recording the keys it is asked for."""
+
+    def __init__(self) -> None:
+        self.series = SeriesIndex()
+        self.latest: dict[FeatureKey, object] = {}
+        self.asked: dict[FeatureKey, datetime] = {}
+
+    def is_watched(self, key: FeatureKey) -> bool:
+        return False
+
+    def request(
+        self, key: FeatureKey, target: datetime, urgent: bool = False
+    ) -> tuple[asyncio.Future[object], bool]:
+        self.asked[key] = target
+        return asyncio.get_running_loop().create_future(), True
+
+
+async def test_a_stored_series_feeds_its_timeframe_and_the_coarser_ones_not_stored_apart() -> None:
+    """5m bars feed the 5m, 15m and 1h keys, except where the symbol stores 1h bars itself:
+    then its 1h key follows its own series, and a series stored at 1h feeds no finer key."""
+    engine = _Engine()
+    poller = BarClosePoller(engine, None, None, (), 0.05)  # type: ignore[arg-type]
+    newest_5m = datetime(2025, 6, 2, 12, 55, tzinfo=UTC)  # closes the 12:45 15m and 12h bars
+    newest_1h = datetime(2025, 6, 2, 11, 0, tzinfo=UTC)
+    marks = {
+        ("AAA", Timeframe.M5): newest_5m,
+        ("BBB", Timeframe.M5): newest_5m,
+        ("BBB", Timeframe.H1): newest_1h,
+        ("CCC", Timeframe.H1): newest_1h,
+    }
+    served = (Timeframe.M5, Timeframe.M15, Timeframe.H1)
+    poller._schedule(marks, set(marks), served, time.monotonic())
+    m5, m15, h1 = served
+    assert engine.asked == {
+        ("AAA", m5): newest_5m,
+        ("AAA", m15): datetime(2025, 6, 2, 12, 45, tzinfo=UTC),
+        ("AAA", h1): datetime(2025, 6, 2, 12, 0, tzinfo=UTC),
+        ("BBB", m5): newest_5m,
+        ("BBB", m15): datetime(2025, 6, 2, 12, 45, tzinfo=UTC),
+        ("BBB", h1): newest_1h,
+        ("CCC", h1): newest_1h,
+    }
