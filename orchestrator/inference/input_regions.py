@@ -8,9 +8,10 @@ registered with Triton once; the inputs are copied into it and the request only 
 (Triton's system shared memory protocol). The outputs are small and stay in the message.
 
 The message is still used whenever a region cannot be: the setting is off (Triton in another
-container or on another machine: TRITON_SHARED_MEMORY), every region is taken, Triton could not
-register one (retried after REGISTER_RETRY_S), or Triton no longer knows it (it restarted: the
-request goes again by message and the next ones register the regions again).
+container or on another machine: TRITON_SHARED_MEMORY), every region is taken, /dev/shm has no
+room or Triton could not register a region (both tried again after REGISTER_RETRY_S), or Triton
+no longer knows it (it restarted: the request goes again by message and the next ones register
+the regions again).
 """
 
 from __future__ import annotations
@@ -80,7 +81,11 @@ class InputRegions:
         The region is the caller's until given back (`holding`)."""
         if time.monotonic() - self._refused_at < REGISTER_RETRY_S:
             return None
-        region = self._fitting(sum(array.nbytes for _, array in arrays))
+        try:
+            region = self._fitting(sum(array.nbytes for _, array in arrays))
+        except OSError as exc:  # /dev/shm full or missing
+            self._refused(f"no region could be made in /dev/shm: {exc}")
+            return None
         if region is None:
             return None
         if not region.registered:
@@ -90,13 +95,7 @@ class InputRegions:
                 )
             except InferenceServerException as exc:
                 self.give_back(region)
-                self._refused_at = time.monotonic()
-                log.warning(
-                    "Triton did not register a shared-memory region (%s): request inputs go "
-                    "inside the gRPC message for %.0f s (TRITON_SHARED_MEMORY=off skips this)",
-                    exc.message() or exc,
-                    REGISTER_RETRY_S,
-                )
+                self._refused(f"Triton did not register a region: {exc.message() or exc}")
                 return None
             region.registered = True
         tensors, offset = [], 0
@@ -109,6 +108,15 @@ class InputRegions:
             offset += array.nbytes
         self.requests += 1
         return tensors, region
+
+    def _refused(self, why: str) -> None:
+        self._refused_at = time.monotonic()
+        log.warning(
+            "%s; request inputs go inside the gRPC message for %.0f s "
+            "(TRITON_SHARED_MEMORY=off skips the attempt)",
+            why,
+            REGISTER_RETRY_S,
+        )
 
     async def holding[T](self, region: Region, call: Coroutine[Any, Any, T]) -> T:
         """`call`, then `region` back to the pool: whatever the outcome, once Triton is done."""
@@ -148,12 +156,11 @@ class InputRegions:
                 await asyncio.wait_for(self._returned.wait(), deadline - time.monotonic())
             except TimeoutError:
                 break
-        for region in self._regions:
-            if region.registered:
-                try:
-                    await self._client.unregister_system_shared_memory(region.name)
-                except InferenceServerException as exc:
-                    log.debug("shared-memory region %s not unregistered: %s", region.name, exc)
+        for region in self._regions:  # registered or not as far as we know: Triton may differ
+            try:
+                await self._client.unregister_system_shared_memory(region.name)
+            except InferenceServerException as exc:
+                log.debug("shared-memory region %s not unregistered: %s", region.name, exc)
             region.memory.close()
             region.memory.unlink()
         self._regions.clear()

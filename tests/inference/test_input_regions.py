@@ -41,6 +41,11 @@ def _in_dev_shm(name: str) -> bool:
     return Path("/dev/shm", name).exists()
 
 
+def _registered(status: dict[str, dict[str, dict[str, str]]]) -> set[str]:
+    """The region names a shared-memory status answer lists."""
+    return {region["name"] for region in status.get("regions", {}).values()}
+
+
 def _same(a: EnsembleOutput, b: EnsembleOutput) -> None:
     for name in ("gru_range", "transformer_range", "p_long", "p_short", "confidence"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
@@ -82,6 +87,27 @@ async def test_a_triton_that_forgot_the_regions_still_answers_and_they_are_regis
         _same(third, first)
         assert regions.requests == 3
         status = await client.get_system_shared_memory_status(as_json=True)
-        assert {r["name"] for r in status.get("regions", {}).values()} == set(regions.names)
+        assert _registered(status) == set(regions.names)
     finally:
         await regions.close(TIMEOUT_S)
+
+
+async def test_a_region_triton_refuses_sends_the_inputs_in_the_message_for_a_while(
+    trained: TrainedRepository, client: grpc_aio.InferenceServerClient
+) -> None:
+    regions = InputRegions(client)
+    models = SignalModels(client, TIMEOUT_S, input_regions=regions)
+    inputs = _inputs(trained, 3)
+    try:
+        first = await models.infer(inputs)
+        assert regions.requests == 1
+        # Registering a name Triton already holds is refused, as a region it cannot open is.
+        regions.forget_registrations()
+        _same(await models.infer(inputs), first)
+        _same(await models.infer(inputs), first)  # within REGISTER_RETRY_S: no new attempt
+        assert regions.requests == 1
+        names = regions.names
+    finally:
+        await regions.close(TIMEOUT_S)
+    status = await client.get_system_shared_memory_status(as_json=True)
+    assert not _registered(status) & set(names)  # closed: none left registered in Triton
