@@ -17,7 +17,8 @@ MAX_SEED_PROCESSES = 8  # SEED_PROCESSES defaults to the cores, up to this many
 
 def env_text(name: str, default: str = "") -> str:
     """The variable as set, or `default` when unset (every setting of the engine, the API's, the
-    jobs', Polygon's, the real data's, is read through these three functions)."""
+    jobs', Polygon's, the real data's, is read through the env_* functions here: tests/deploy
+    finds the settings by them)."""
     return os.environ.get(name, default)
 
 
