@@ -15,7 +15,9 @@ K8S = DOCKER / "k8s"
 OVERLAYS = ("gpu", "cpu")
 COMPOSE_FILES = (DOCKER / "compose.yaml", DOCKER / "compose.cpu.yaml")
 
-_ENV_READ = re.compile(r"\b(?:env_text|env_int|env_float|env_list|env_choice|_cron)\(\s*\"([A-Z][A-Z0-9_]*)\"")
+_ENV_READ = re.compile(
+    r"\b(?:env_text|env_int|env_float|env_list|env_choice|_cron)\(\s*\"([A-Z][A-Z0-9_]*)\""
+)
 _SETTINGS_SOURCES = (
     "orchestrator/settings.py",
     "orchestrator/jobs/settings.py",
