@@ -52,62 +52,66 @@ def _same(a: EnsembleOutput, b: EnsembleOutput) -> None:
     assert a.model_version == b.model_version
 
 
-async def test_inputs_through_shared_memory_get_the_message_s_answers(
-    trained: TrainedRepository, client: grpc_aio.InferenceServerClient
-) -> None:
+@pytest.fixture
+async def regions(client: grpc_aio.InferenceServerClient) -> AsyncIterator[InputRegions]:
     regions = InputRegions(client)
+    yield regions
+    await regions.close(TIMEOUT_S)  # again, where a test closed them itself: nothing left to do
+
+
+@pytest.fixture
+def models(client: grpc_aio.InferenceServerClient, regions: InputRegions) -> SignalModels:
+    return SignalModels(client, TIMEOUT_S, input_regions=regions)
+
+
+async def test_inputs_through_shared_memory_get_the_message_s_answers(
+    trained: TrainedRepository, client: grpc_aio.InferenceServerClient, regions: InputRegions
+) -> None:
     by_region = SignalModels(client, TIMEOUT_S, input_regions=regions)
     by_message = SignalModels(client, TIMEOUT_S)
-    try:
-        for rows in (1, 7, 64):
-            inputs = _inputs(trained, rows)
-            _same(await by_region.infer(inputs), await by_message.infer(inputs))
-        assert regions.requests == 3
-        names = regions.names
-        assert names
-        assert all(_in_dev_shm(name) for name in names)
-    finally:
-        await regions.close(TIMEOUT_S)
+    for rows in (1, 7, 64):
+        inputs = _inputs(trained, rows)
+        _same(await by_region.infer(inputs), await by_message.infer(inputs))
+    assert regions.requests == 3
+    names = regions.names
+    assert names
+    assert all(_in_dev_shm(name) for name in names)
+    await regions.close(TIMEOUT_S)
     assert not any(_in_dev_shm(name) for name in names)
 
 
 async def test_a_triton_that_forgot_the_regions_still_answers_and_they_are_registered_again(
-    trained: TrainedRepository, client: grpc_aio.InferenceServerClient
+    trained: TrainedRepository,
+    client: grpc_aio.InferenceServerClient,
+    regions: InputRegions,
+    models: SignalModels,
 ) -> None:
-    regions = InputRegions(client)
-    models = SignalModels(client, TIMEOUT_S, input_regions=regions)
     inputs = _inputs(trained, 4)
-    try:
-        first = await models.infer(inputs)
-        await client.unregister_system_shared_memory()  # what a restarted Triton knows: none
-        again = await models.infer(inputs)  # refused for its region, then sent by message
-        _same(again, first)
-        assert regions.requests == 2
-        third = await models.infer(inputs)  # through a region registered anew
-        _same(third, first)
-        assert regions.requests == 3
-        status = await client.get_system_shared_memory_status(as_json=True)
-        assert _registered(status) == set(regions.names)
-    finally:
-        await regions.close(TIMEOUT_S)
+    first = await models.infer(inputs)
+    await client.unregister_system_shared_memory()  # what a restarted Triton knows: none
+    _same(await models.infer(inputs), first)  # refused for its region, then sent by message
+    assert regions.requests == 2
+    _same(await models.infer(inputs), first)  # through a region registered anew
+    assert regions.requests == 3
+    status = await client.get_system_shared_memory_status(as_json=True)
+    assert _registered(status) == set(regions.names)
 
 
 async def test_a_region_triton_refuses_sends_the_inputs_in_the_message_for_a_while(
-    trained: TrainedRepository, client: grpc_aio.InferenceServerClient
+    trained: TrainedRepository,
+    client: grpc_aio.InferenceServerClient,
+    regions: InputRegions,
+    models: SignalModels,
 ) -> None:
-    regions = InputRegions(client)
-    models = SignalModels(client, TIMEOUT_S, input_regions=regions)
     inputs = _inputs(trained, 3)
-    try:
-        first = await models.infer(inputs)
-        assert regions.requests == 1
-        # Registering a name Triton already holds is refused, as a region it cannot open is.
-        regions.forget_registrations()
-        _same(await models.infer(inputs), first)
-        _same(await models.infer(inputs), first)  # within REGISTER_RETRY_S: no new attempt
-        assert regions.requests == 1
-        names = regions.names
-    finally:
-        await regions.close(TIMEOUT_S)
+    first = await models.infer(inputs)
+    assert regions.requests == 1
+    # Registering a name Triton already holds is refused, as a region it cannot open is.
+    regions.forget_registrations()
+    _same(await models.infer(inputs), first)
+    _same(await models.infer(inputs), first)  # within REGISTER_RETRY_S: no new attempt
+    assert regions.requests == 1
+    names = regions.names
+    await regions.close(TIMEOUT_S)
     status = await client.get_system_shared_memory_status(as_json=True)
     assert not _registered(status) & set(names)  # closed: none left registered in Triton
