@@ -150,6 +150,15 @@ class BarrierBatchSummary(msgspec.Struct):
     batches: int
 
 
+class TritonInputsSummary(msgspec.Struct):
+    """How request inputs reach Triton (inference/input_regions.py, TRITON_SHARED_MEMORY)."""
+
+    shared_memory: bool  # the setting, resolved for this Triton's host
+    requests_through_shared_memory: int
+    regions: int  # /dev/shm regions made so far (one per request in flight at most)
+    last_refusal: str | None  # why the message was used instead, the last time it had to be
+
+
 class StatsResponse(msgspec.Struct):
     uptime_s: float
     requests: int
@@ -166,6 +175,7 @@ class StatsResponse(msgspec.Struct):
     bar_close: BarCloseSummary
     shared: SharedSummary
     barrier_batches: BarrierBatchSummary
+    triton_inputs: TritonInputsSummary
     triton_error: str | None = None
     # Served vs realised once horizons elapsed, per model version (quality/tracker.py).
     quality: list[VersionQuality] = msgspec.field(default_factory=list)
@@ -219,6 +229,13 @@ async def _model_stats(resources: Resources) -> tuple[list[ModelStats], str | No
     for stats in by_model.values():
         stats.avg_batch_size = stats.inferences / stats.executions if stats.executions else None
     return sorted(by_model.values(), key=lambda s: s.name), None
+
+
+def _triton_inputs(resources: Resources) -> TritonInputsSummary:
+    regions = resources.input_regions
+    if regions is None:
+        return TritonInputsSummary(False, 0, 0, None)
+    return TritonInputsSummary(True, regions.requests, len(regions.names), regions.last_refusal)
 
 
 class StatsController(Controller):
@@ -295,6 +312,7 @@ class StatsController(Controller):
                 rate_limit_in_memory=state.rate_limit_store.using_fallback,
             ),
             barrier_batches=BarrierBatchSummary(cache.barriers.questions, cache.barriers.batches),
+            triton_inputs=_triton_inputs(resources),
             triton_error=error,
             quality=resources.quality.report(),
         )

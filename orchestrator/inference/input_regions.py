@@ -68,6 +68,7 @@ class InputRegions:
         self._returned = asyncio.Event()
         self._refused_at = -REGISTER_RETRY_S
         self.requests = 0  # requests whose inputs went through a region
+        self.last_refusal: str | None = None  # why the message was used, the last time
 
     @property
     def names(self) -> list[str]:
@@ -110,7 +111,7 @@ class InputRegions:
         return tensors, region
 
     def _refused(self, why: str) -> None:
-        self._refused_at = time.monotonic()
+        self._refused_at, self.last_refusal = time.monotonic(), why
         log.warning(
             "%s; request inputs go inside the gRPC message for %.0f s "
             "(TRITON_SHARED_MEMORY=off skips the attempt)",

@@ -251,6 +251,11 @@ async def test_stats_and_metrics(
     assert stats["bar_close"]["freshness_queries"] >= 1
     models = {m["name"]: m for m in stats["models"]}
     assert models[ENSEMBLE]["inferences"] >= 1
+    inputs = stats["triton_inputs"]  # Triton on this host: inputs through /dev/shm
+    assert inputs["shared_memory"] is True
+    assert inputs["requests_through_shared_memory"] >= 1
+    assert inputs["regions"] >= 1
+    assert inputs["last_refusal"] is None
     assert models[ENSEMBLE]["avg_batch_size"] >= 1.0
     assert (
         models["range_gru"]["versions"] == [str(loaded.version)] or models["range_gru"]["versions"]

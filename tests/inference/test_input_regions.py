@@ -111,6 +111,8 @@ async def test_a_region_triton_refuses_sends_the_inputs_in_the_message_for_a_whi
     _same(await models.infer(inputs), first)
     _same(await models.infer(inputs), first)  # within REGISTER_RETRY_S: no new attempt
     assert regions.requests == 1
+    assert regions.last_refusal is not None
+    assert regions.last_refusal.startswith("Triton did not register a region")
     names = regions.names
     await regions.close(TIMEOUT_S)
     status = await client.get_system_shared_memory_status(as_json=True)
