@@ -756,6 +756,7 @@ export interface components {
             shared: components["schemas"]["SharedSummary"];
             stream: components["schemas"]["StreamSummary"];
             triton_error?: string | null;
+            triton_inputs: components["schemas"]["TritonInputsSummary"];
             uptime_s: number;
         };
         /** StatusEvent */
@@ -838,6 +839,13 @@ export interface components {
             std_r: number | null;
             total_r: number;
             win_rate: number | null;
+        };
+        /** TritonInputsSummary */
+        TritonInputsSummary: {
+            last_refusal: string | null;
+            regions: number;
+            requests_through_shared_memory: number;
+            shared_memory: boolean;
         };
         /** TritonStatus */
         TritonStatus: {
