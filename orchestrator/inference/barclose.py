@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -108,6 +109,7 @@ class _SweepRun:
     watched_elsewhere: frozenset[Series] | None = None  # read once, by the first claim
     results: dict[FeatureKey, Prediction | BaseException] = field(default_factory=dict)
     computed: list[Prediction] = field(default_factory=list)
+    shared: list[SharedPrediction] = field(default_factory=list)  # what the others get of them
 
 
 class BarCloseEngine:
@@ -488,9 +490,9 @@ class BarCloseEngine:
         with self.stats.timed("listeners"):
             for listener in self._listeners:
                 listener(produced)
-        if self._shared is not None and computed:
+        if self._shared is not None and run.shared:
             with self.stats.timed("share"):
-                await self._shared.share(computed, self._publish)
+                await self._shared.share(run.shared, self._publish)
 
     async def _sweep_timeframe(
         self, run: _SweepRun, timeframe: Timeframe, keys: list[FeatureKey]
@@ -575,7 +577,7 @@ class BarCloseEngine:
             run.handoff.set()
             outcomes = await requests
         with self.stats.timed("head"):
-            self._predictions(timeframe, spec, chunks, outcomes, results, run.computed)
+            self._predictions(timeframe, spec, chunks, outcomes, run)
 
     def _predictions(
         self,
@@ -583,10 +585,11 @@ class BarCloseEngine:
         spec: FeatureSpec,
         chunks: list[tuple[list[FeatureKey], InputBatch]],
         outcomes: list[EnsembleOutput | BaseException],
-        results: dict[FeatureKey, Prediction | BaseException],
-        computed: list[Prediction],
+        run: _SweepRun,
     ) -> None:
-        """The served predictions of Triton's answers (the head applied per chunk)."""
+        """The served predictions of Triton's answers (the head applied per chunk), and the
+        records the other replicas get of those kept."""
+        results = run.results
         self.stats.triton_requests += len(chunks)
         levels_of: dict[str, OnlineLevels | None] = {}  # per version answering: once a sweep
         listed: dict[int, ListedLevels] = {}  # those levels as lists, for the shared records
@@ -616,6 +619,7 @@ class BarCloseEngine:
                 levels,
             )
             chunk: list[Prediction] = []
+            kept: list[bool] = []
             for row, (key, row_inputs) in enumerate(zip(chunk_keys, batch.rows, strict=True)):
                 week = self._states.weeks.get(key)
                 horizons = horizons_of.get(id(week))
@@ -636,16 +640,16 @@ class BarCloseEngine:
                 )
                 results[key] = prediction
                 chunk.append(prediction)
-                if self._states.features(key) is None:
-                    # Forgotten while Triton answered (a corrected bar: the poller dropped the
-                    # symbol and queued a recompute): its waiters get this answer, but it is
-                    # neither kept nor shared; the recompute's is.
-                    continue
-                computed.append(prediction)
-                self._keep_latest(key, prediction)
-            records = SharedPrediction.of_rows(chunk, outcome, batch.har, batch.season, listed)
-            for prediction, record in zip(chunk, records, strict=True):
-                prediction.shared = record
+                # Forgotten while Triton answered (a corrected bar: the poller dropped the
+                # symbol and queued a recompute): its waiters get this answer, but it is
+                # neither kept nor shared; the recompute's is.
+                kept.append(self._states.features(key) is not None)
+                if kept[-1]:
+                    run.computed.append(prediction)
+                    self._keep_latest(key, prediction)
+            if self._shared is not None:  # other replicas to tell
+                records = SharedPrediction.of_rows(chunk, outcome, batch.har, batch.season, listed)
+                run.shared.extend(itertools.compress(records, kept))
 
     async def _shared_or_claimed(
         self, run: _SweepRun, version: str, spec: FeatureSpec, keys: list[FeatureKey]

@@ -204,19 +204,20 @@ class FeatureStates:
         onward, for every key, in one query. Stored bars stay plain tuples (a DataFrame per
         symbol cost more than the feature updates); resampled ones go through resample_bars."""
         rows = await store.bar_rows_since(source, [symbol for symbol, _ in keys], since)
-        if source == timeframe:  # rows come ordered by symbol, then time: runs of a symbol
-            stored: dict[str, list[Bar]] = {}
-            for symbol, run in itertools.groupby(rows, operator.itemgetter(0)):
-                stored.setdefault(symbol, []).extend(
-                    [(r[1].replace(tzinfo=UTC), r[2], r[3], r[4], r[5], r[6]) for r in run]
-                )
-            return {key: stored.get(key[0], []) for key in keys}
         per_symbol: dict[str, list[tuple[Any, ...]]] = {}
-        for row in rows:
-            per_symbol.setdefault(row[0], []).append(row[1:])
+        for symbol, run in itertools.groupby(rows, operator.itemgetter(0)):  # ordered by symbol
+            per_symbol.setdefault(symbol, []).extend(run)
+        if source == timeframe:
+            return {
+                key: [
+                    (r[1].replace(tzinfo=UTC), r[2], r[3], r[4], r[5], r[6])
+                    for r in per_symbol.get(key[0], [])
+                ]
+                for key in keys
+            }
         bars = {}
         for key in keys:
-            frame = bars_frame(per_symbol.get(key[0], []))
+            frame = bars_frame([row[1:] for row in per_symbol.get(key[0], [])])
             if len(frame):
                 frame = resample_bars(frame, timeframe, complete_only=True, base=source)
             bars[key] = [

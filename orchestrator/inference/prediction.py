@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -20,9 +20,6 @@ from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import EnsembleOutput
 from orchestrator.marketdata.db import is_unavailable
 from orchestrator.marketdata.timeframes import Timeframe
-
-if TYPE_CHECKING:
-    from orchestrator.inference.shared import SharedPrediction
 
 FeatureKey = tuple[str, Timeframe]  # (symbol, served timeframe)
 
@@ -47,9 +44,6 @@ class Prediction:
     # the spec's.
     horizon_bars: list[int] = field(default_factory=list)
     _served: ServedOutput | None = None
-    # What the other replicas get of it, where a sweep built that for its whole chunk at once
-    # (SharedPrediction.of_rows); None: built from the fields above when shared.
-    shared: SharedPrediction | None = None
 
     def __post_init__(self) -> None:
         if not self.horizon_bars:

@@ -427,15 +427,13 @@ class SharedPredictions:
         )
 
     async def share(
-        self, predictions: list[Prediction], announce: Callable[[bytes], None] | None = None
+        self, shared: list[SharedPrediction], announce: Callable[[bytes], None] | None = None
     ) -> None:
-        """Announces `predictions` as one bar-close event, then writes them to the cache: the
-        other replicas' WebSocket clients wait for the event, requests that miss it find the
-        cache. Nothing is said when Redis is known to be away."""
-        if not predictions or not self.available:
+        """Announces a sweep's records (`SharedPrediction.of_rows`) as one bar-close event, then
+        writes them to the cache: the other replicas' WebSocket clients wait for the event,
+        requests that miss it find the cache. Nothing is said when Redis is known to be away."""
+        if not shared or not self.available:
             return
-        listed: dict[int, ListedLevels] = {}  # the predictions hold their levels meanwhile
-        shared = [p.shared or SharedPrediction.of(p, listed) for p in predictions]
         encoded = [msgspec.msgpack.encode(record) for record in shared]  # once, for both
         if announce is not None:
             raw = [msgspec.Raw(value) for value in encoded]
