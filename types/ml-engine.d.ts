@@ -451,6 +451,7 @@ export interface components {
             feature_steps: number;
             freshness_keys: number;
             freshness_queries: number;
+            heap: components["schemas"]["HeapSummary"];
             last_snapshot_ms: number;
             last_sweep_at: number;
             last_sweep_keys: number;
@@ -526,6 +527,13 @@ export interface components {
             redis: components["schemas"]["DependencyStatus"];
             status: string;
             triton: components["schemas"]["TritonStatus"];
+        };
+        /** HeapSummary */
+        HeapSummary: {
+            cycles_collected: number;
+            frozen_objects: number;
+            full_collections: number;
+            last_full_collection_ms: number;
         };
         /** HistoryResponse */
         HistoryResponse: {

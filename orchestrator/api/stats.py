@@ -8,6 +8,7 @@ own statistics give each model's average dynamic batch size and the loaded versi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -95,6 +96,15 @@ class ModelStats(msgspec.Struct):
     avg_infer_ms: float | None
 
 
+class HeapSummary(msgspec.Struct):
+    """The garbage collector kept off the sweeps (inference/heap.py)."""
+
+    frozen_objects: int  # survivors of the sweeps, left out of every collection
+    full_collections: int  # walks of the whole heap, between sweeps, about once an hour
+    last_full_collection_ms: float  # the event loop stood still this long for the last one
+    cycles_collected: int  # objects those walks found unreachable (leaked until then)
+
+
 class BarCloseSummary(msgspec.Struct):
     """The bar-close engine: sweeps over the symbols whose bar closed, and how features were
     brought up to date (incremental steps vs full recomputes)."""
@@ -126,6 +136,7 @@ class BarCloseSummary(msgspec.Struct):
     last_sweep_ms: float
     freshness_queries: int  # coalesced reads of the newest bar for requests
     freshness_keys: int  # request keys those reads answered
+    heap: HeapSummary
 
 
 class SharedSummary(msgspec.Struct):
@@ -299,6 +310,7 @@ class StatsController(Controller):
                 last_sweep_ms=engine.last_sweep_ms,
                 freshness_queries=freshness_queries,
                 freshness_keys=freshness_keys,
+                heap=HeapSummary(**dataclasses.asdict(cache.engine.heap.stats)),
             ),
             shared=SharedSummary(
                 replica_id=shared.replica_id,

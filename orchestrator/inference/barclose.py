@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import itertools
 import logging
 import time
@@ -44,6 +43,7 @@ from orchestrator.features.online import ModelInputs
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.client import EnsembleOutput, SignalModels
 from orchestrator.inference.feature_states import FeatureStates
+from orchestrator.inference.heap import KEEPER
 from orchestrator.inference.poller import BarClosePoller
 from orchestrator.inference.prediction import (
     BarCloseStats,
@@ -81,7 +81,6 @@ log = logging.getLogger("orchestrator.barclose")
 
 MAX_KEYS_PER_SWEEP = 1024  # bounds a request's wait behind background work (startup seeding)
 REMOTE_RECHECK_S = 1.0  # a key claimed elsewhere is looked up again after this long
-FREEZE_AFTER_STATES = 64  # a sweep that built or resumed this many states moves them out of GC
 
 
 async def _first_of(tasks: Iterable[asyncio.Task[None]], event: asyncio.Event | None) -> None:
@@ -163,6 +162,7 @@ class BarCloseEngine:
             _fitted_levels
         )
         self.stats = BarCloseStats()
+        self.heap = KEEPER  # the process's collector, kept off the sweeps
         self._states = FeatureStates(self.stats, self.series, snapshot_path, Seeder(seed_processes))
         self.snapshot_interval_s = snapshot_interval_s
         self._snapshot_at = time.monotonic()
@@ -334,10 +334,6 @@ class BarCloseEngine:
 
         asyncio.get_running_loop().call_later(REMOTE_RECHECK_S, recheck)
 
-    def _new_states(self) -> int:
-        """Feature states built so far (seeded, or resumed from the snapshot)."""
-        return self.stats.seeds + self.stats.states_resumed
-
     async def _save_snapshot(self) -> None:
         """The feature states to disk, between sweeps (a failure is logged: serving goes on)."""
         self._snapshot_at = time.monotonic()
@@ -368,6 +364,7 @@ class BarCloseEngine:
                     running[sweep] = {key for key, _ in batch}
                     await handoff.wait()
                 elif not running:  # nothing busy, so nothing queued either
+                    self.heap.collect_if_due()
                     return
                 full = len(running) >= self.sweeps_in_flight
                 if full or not batch:
@@ -380,6 +377,7 @@ class BarCloseEngine:
                     await asyncio.gather(*running)
                     running.clear()
                     await self._save_snapshot()
+                    self.heap.collect_if_due()
         finally:
             for sweep in running:
                 sweep.cancel()
@@ -417,10 +415,11 @@ class BarCloseEngine:
         """One sweep; a failure it did not map fails its waiters instead of the sweeper."""
         self._running.update(batch)
         self._running_from.update((token, self.series.revision(token[0])) for token in batch)
-        started, states_before = time.perf_counter(), self._new_states()
+        started = time.perf_counter()
         self.stats.last_sweep_at = time.time()
         try:
-            await self._sweep(batch, background, handoff)
+            with self.heap.paused():  # what a sweep leaves is long-lived: frozen after (heap.py)
+                await self._sweep(batch, background, handoff)
         except Exception as exc:  # a bug or an unmapped failure: fail the waiters
             log.exception("bar-close sweep failed")
             for future in batch.values():
@@ -436,11 +435,6 @@ class BarCloseEngine:
         self.stats.sweeps += 1
         self.stats.last_sweep_keys = len(batch)
         self.stats.last_sweep_ms = (time.perf_counter() - started) * 1e3
-        if self._new_states() - states_before >= FREEZE_AFTER_STATES:
-            # Thousands of long-lived feature states: a full garbage collection that walks
-            # them stalls the loop for 50-200 ms (seen as p99 spikes). They hold no reference
-            # cycles, so the collector can leave them alone for good.
-            gc.freeze()
 
     async def _sweep(
         self,
