@@ -531,6 +531,7 @@ export interface components {
         /** HeapSummary */
         HeapSummary: {
             cycles_collected: number;
+            freezes: number;
             frozen_objects: number;
             full_collections: number;
             last_full_collection_ms: number;

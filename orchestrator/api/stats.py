@@ -99,7 +99,8 @@ class ModelStats(msgspec.Struct):
 class HeapSummary(msgspec.Struct):
     """The garbage collector kept off the sweeps (inference/heap.py)."""
 
-    frozen_objects: int  # survivors of the sweeps, left out of every collection
+    freezes: int  # sweeps (or runs of overlapping ones) whose survivors were frozen
+    frozen_objects: int  # left out of every collection, counted at the last full one
     full_collections: int  # walks of the whole heap, between sweeps, about once an hour
     last_full_collection_ms: float  # the event loop stood still this long for the last one
     cycles_collected: int  # objects those walks found unreachable (leaked until then)

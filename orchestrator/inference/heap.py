@@ -23,7 +23,8 @@ MAX_PAUSE_S = 30.0  # sweeps back to back (a backlog): young cycles collected at
 
 @dataclass
 class HeapStats:
-    frozen_objects: int = 0  # after the last freeze
+    freezes: int = 0  # pauses whose survivors were frozen
+    frozen_objects: int = 0  # counted at the last full collection (counting walks them all)
     full_collections: int = 0
     last_full_collection_ms: float = 0.0
     cycles_collected: int = 0  # objects the full collections found unreachable
@@ -63,7 +64,7 @@ class HeapKeeper:
         gc.collect(1)
         gc.freeze()
         self._settled_at = time.monotonic()
-        self.stats.frozen_objects = gc.get_freeze_count()
+        self.stats.freezes += 1
 
     def collect_if_due(self) -> bool:
         """A full collection, frozen objects included, when the interval has passed and no

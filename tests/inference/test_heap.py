@@ -45,7 +45,7 @@ def test_what_a_sweep_leaves_is_frozen_and_its_dropped_cycles_are_collected() ->
         dropped = weakref.ref(_Node())
     assert dropped() is None  # a cycle that died during the sweep is not frozen with the rest
     assert gc.get_freeze_count() >= len(kept)
-    assert keeper.stats.frozen_objects >= len(kept)
+    assert keeper.stats.freezes == 1
     tracked = {id(obj) for obj in gc.get_objects()}
     assert not any(id(node) in tracked for node in kept)  # no collection walks them now
 
@@ -62,6 +62,7 @@ def test_a_frozen_cycle_that_dies_waits_for_the_full_collection() -> None:
     assert gone() is None
     assert keeper.stats.full_collections == 1
     assert keeper.stats.cycles_collected >= 2  # the node and its attribute dict
+    assert keeper.stats.frozen_objects > 0
 
 
 def test_no_full_collection_while_a_sweep_runs_or_before_it_is_due() -> None:
