@@ -25,8 +25,22 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import Gauge
 
-from orchestrator.inference.prediction import Prediction
 from orchestrator.quality.adaptive import side_totals
+from orchestrator.quality.open_rows import (
+    BASELINE_HIGH,
+    BASELINE_LOW,
+    CONFIDENCE,
+    DIRECTION,
+    INTERVALS,
+    LONG_TRADE,
+    P_LONG,
+    P_SHORT,
+    RANGE_HIGH,
+    RANGE_LOW,
+    SHORT_TRADE,
+    WON,
+    Resolved,
+)
 
 log = logging.getLogger("orchestrator.quality")
 
@@ -113,149 +127,66 @@ def _interned(values: tuple[int, ...]) -> tuple[int, ...]:
     return _INTERNED.setdefault(values, values)
 
 
-@dataclass(slots=True)
-class Pending:
-    """One prediction's served numbers, kept until its tracked horizons have elapsed (~700 B:
-    thousands per symbol are open at once, see `strides`)."""
-
-    bar_time: datetime
-    version: str
-    close: float
-    atr: float
-    horizon_bars: tuple[int, ...]
-    # The served ranges (2H), then the intervals (2H x 2, flattened) and the reference
-    # baseline's ranges (2H) where the head has them, in one array.
-    values: F64
-    has_intervals: bool
-    has_baseline: bool
-    direction: float
-    confidence: float
-    p_long: float  # served, as P(long wins) and P(short wins) are scored whatever the direction
-    p_short: float
-    tp_atr: float
-    sl_atr: float
-    label: int  # index of the label horizon
-    tracked: tuple[int, ...]  # the horizons this bar's prediction is scored at
-    weights: tuple[int, ...]  # per horizon: the outcomes one scored outcome stands for
-    unresolved: int = 0  # tracked horizons still open (set by `pending`)
-
-    @property
-    def ranges(self) -> F64:
-        return self.values[: len(self.horizon_bars) * 2]
-
-    @property
-    def intervals(self) -> F64 | None:
-        if not self.has_intervals:
-            return None
-        width = len(self.horizon_bars) * 2
-        return self.values[width : 3 * width].reshape(width, 2)
-
-    @property
-    def baseline(self) -> F64 | None:
-        if not self.has_baseline:
-            return None
-        width = len(self.horizon_bars) * 2
-        return self.values[-width:]
-
-
-def pending(prediction: Prediction, bar_number: int) -> Pending | None:
-    """What scoring needs of `prediction` (the bar_number-th bar of its timeframe's grid), or
-    None when no horizon scores this bar (strides); copied, so the prediction can go."""
-    served, spec = prediction.served, prediction.spec
-    bars = _interned(tuple(prediction.horizon_bars))
-    weights = strides(bars)
-    tracked = tracked_horizons(weights, bar_number)
-    if not tracked:
-        return None
-    # A prediction's arrays are batches of one row: ravel() flattens them without indexing.
-    parts = [served.ranges.ravel()]
-    if served.intervals is not None:
-        parts.append(served.intervals.ravel())
-    if served.baseline is not None:
-        parts.append(served.baseline.ravel())
-    return Pending(
-        bar_time=prediction.bar_time,
-        version=prediction.version,
-        close=prediction.inputs.close,
-        atr=prediction.inputs.atr,
-        horizon_bars=bars,
-        values=np.concatenate(parts, dtype=np.float64),
-        has_intervals=served.intervals is not None,
-        has_baseline=served.baseline is not None,
-        direction=prediction.out.direction.item(0),
-        confidence=served.confidence.item(0),
-        p_long=served.p_long.item(0),
-        p_short=served.p_short.item(0),
-        tp_atr=spec.tp_atr,
-        sl_atr=spec.sl_atr,
-        label=spec.horizons.index(spec.label_horizon),
-        tracked=tracked,
-        weights=weights,
-        unresolved=len(tracked),
-    )
-
-
-def score_range(
-    name: str, item: Pending, k: int, high: F64, low: F64
-) -> tuple[list[Increment], str | None]:
-    """Horizon `k` (`name`) of `item` against the highs and lows of its bars."""
-    realised = np.array([(high.max() - item.close) / item.atr, (item.close - low.min()) / item.atr])
-    predicted = item.ranges[2 * k : 2 * k + 2]
-    w = item.weights[k]
-    increments: list[Increment] = [
-        (f"{name}:resolved", w),
-        (f"{name}:sse_served", w * _finite(((predicted - realised) ** 2).sum())),
-    ]
-    if item.baseline is not None:
-        sse = _finite(((item.baseline[2 * k : 2 * k + 2] - realised) ** 2).sum())
-        increments += [(f"{name}:sse_baseline", w * sse), (f"{name}:baseline_rows", w)]
-    if item.intervals is None:
-        return increments, None
-    bounds = item.intervals[2 * k : 2 * k + 2]
-    inside = (realised >= bounds[:, 0]) & (realised <= bounds[:, 1])
-    increments += [
-        (f"{name}:intervals", w),
-        (f"{name}:inside_high", w * int(inside[0])),
-        (f"{name}:inside_low", w * int(inside[1])),
-    ]
-    return increments, f"{int(inside[0])}{int(inside[1])}"
-
-
-def score_trade(item: Pending, high: F64, low: F64) -> list[Increment]:
-    """The trades over the label horizon's bars, TP or SL first: in the served direction (binned
-    by the served confidence), and long and short both (what P(long wins) and P(short wins)
+def resolved_increments(rows: Resolved) -> list[tuple[list[Increment], str | None]]:
+    """Per row whose horizon ended: what it adds to the totals, and its drift mark ("11": the
+    realised high and low both inside their intervals, "10", "01", "00"; None without them).
+    At the label horizon also its trades, TP or SL first: in the served direction (binned by
+    the served confidence), and long and short both (what P(long wins) and P(short wins)
     claimed), with the served probabilities summed for their online shifts (adaptive.py)."""
-    won = {side: _won(item, side, high, low) for side in (1.0, -1.0)}
-    chosen = won[1.0 if item.direction > 0 else -1.0]
-    b = min(int(item.confidence * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)
-    w = item.weights[item.label]
+    h, v = rows.horizon, rows.values
+    up, down = rows.realised()
+    w, name = h.weight, h.name
+    served = (v[:, RANGE_HIGH] - up) ** 2 + (v[:, RANGE_LOW] - down) ** 2
+    baseline = (v[:, BASELINE_HIGH] - up) ** 2 + (v[:, BASELINE_LOW] - down) ** 2
+    bounds = v[:, INTERVALS]
+    inside_high = ((up >= bounds[:, 0]) & (up <= bounds[:, 1])).astype(int)
+    inside_low = ((down >= bounds[:, 2]) & (down <= bounds[:, 3])).astype(int)
+    out: list[tuple[list[Increment], str | None]] = []
+    for r in range(len(v)):
+        increments: list[Increment] = [
+            (f"{name}:resolved", w),
+            (f"{name}:sse_served", w * _finite(served[r])),
+        ]
+        if h.has_baseline:
+            increments += [
+                (f"{name}:sse_baseline", w * _finite(baseline[r])),
+                (f"{name}:baseline_rows", w),
+            ]
+        drift = None
+        if h.has_intervals:
+            high_in, low_in = int(inside_high[r]), int(inside_low[r])
+            increments += [
+                (f"{name}:intervals", w),
+                (f"{name}:inside_high", w * high_in),
+                (f"{name}:inside_low", w * low_in),
+            ]
+            drift = f"{high_in}{low_in}"
+        if h.is_label:
+            increments += _trade_increments(w, v[r])
+        out.append((increments, drift))
+    return out
+
+
+def _trade_increments(w: int, row: F64) -> list[Increment]:
+    long_won, short_won = int(row[LONG_TRADE] == WON), int(row[SHORT_TRADE] == WON)
+    chosen = long_won if row[DIRECTION] > 0 else short_won
+    confidence, p_long, p_short = float(row[CONFIDENCE]), float(row[P_LONG]), float(row[P_SHORT])
+    b = min(int(confidence * CONFIDENCE_BINS), CONFIDENCE_BINS - 1)
     increments: list[Increment] = [
         ("trades", w),
         ("wins", w * chosen),
         (f"bin{b}:count", w),
-        (f"bin{b}:confidence", w * item.confidence),
+        (f"bin{b}:confidence", w * confidence),
         (f"bin{b}:wins", w * chosen),
     ]
     for side, wins, p in (
-        ("chosen", chosen, item.confidence),
-        ("long", won[1.0], item.p_long),
-        ("short", won[-1.0], item.p_short),
+        ("chosen", chosen, confidence),
+        ("long", long_won, p_long),
+        ("short", short_won, p_short),
     ):
         trades_name, wins_name, p_name = side_totals(side)
         increments += [(trades_name, w), (wins_name, w * wins), (p_name, w * p)]
     return increments
-
-
-def _won(item: Pending, d: float, high: F64, low: F64) -> int:
-    """1 when a trade in direction `d` reaches its take-profit before its stop (a bar touching
-    both counts as the stop, as in training and the backtester)."""
-    take = item.close + d * item.tp_atr * item.atr
-    stop = item.close - d * item.sl_atr * item.atr
-    stopped = low <= stop if d > 0 else high >= stop
-    profited = high >= take if d > 0 else low <= take
-    first_stop = int(np.argmax(stopped)) if stopped.any() else len(high)
-    first_take = int(np.argmax(profited)) if profited.any() else len(high)
-    return int(first_take < first_stop)
 
 
 def _finite(value: float) -> float:

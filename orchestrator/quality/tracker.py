@@ -1,11 +1,13 @@
 """Live model quality: what was served, compared with what happened once each horizon elapsed.
 
 The predictions the bar-close engine holds (computed here or received from another replica) are
-kept until their horizons have passed; at each horizon every s-th bar's prediction is scored and
-counted s times (totals.strides: about 24 open per horizon and key, where every bar's would be
-up to 1,440 at a 5m key's 5-day horizon, ~2 MB per key). A background pass reads the bars that
-closed since the key's last read (one small query per symbol and timeframe) and resolves what is
-due:
+recorded as they are made; at each horizon every s-th bar's prediction is scored and counted s
+times (totals.strides: about 24 open per horizon and key, where every bar's would be up to 1,440
+at a 5m key's 5-day horizon). An open prediction is a row of numbers (open_rows.py) into which
+each bar read after it is folded: the highest high and lowest low so far, and at the label
+horizon whether each side's take-profit or stop came first. The bars are not kept. A background
+pass reads the bars that closed since a key's last read (one small query per symbol and
+timeframe) where a row can have ended, folds them in and counts the rows whose horizon ended:
 - per horizon: was the realised high / low inside its 80 % interval, and the squared error of the
   served range and of the HAR baseline the head carries (live skill = 1 - MSE ratio);
 - at the label horizon: did the trade in the served direction reach TP or SL first (a bar that
@@ -13,31 +15,28 @@ due:
 
 **The recorded predictions, not the wall clock, say which bars have closed.** The engine predicts
 on closed bars only, so the newest `bar_time` recorded for a (symbol, timeframe) is its newest
-closed bar. A key is read only when such a bar closed since its last read and the first horizon
-in line (per horizon length, the oldest waiting prediction's) ends at or before it, an
-O(horizons) check per key and pass; the read covers the bars after those read before, through
-that bar. Deciding by the wall clock instead read every key on every pass when bar times are
-historical (replays, benchmarks), and could take a resampled bucket still forming (15m, 1h from
-5m bars) for a closed one and freeze its high and low.
+closed bar. A key is read only when such a bar closed since its last read and some row can have
+ended by it (its horizon's bars counted on the timeframe's grid from the last bar it saw); the
+read covers the bars after those every row has seen, through that bar. Deciding by the wall clock
+instead read every key on every pass when bar times are historical (replays, benchmarks), and
+could take a resampled bucket still forming (15m, 1h from 5m bars) for a closed one and freeze
+its high and low.
 
 Outcomes are counted once across replicas in Redis (store.py) into totals that make the
 report, the gauges and the drift warnings (totals.py).
 
-**Gap:** pending predictions (not yet resolved) stay in each replica's memory. After a restart the
-engine delivers the newest bar of every key again, but older predictions whose horizons are still
-open (up to 5 days of them) are not re-collected: the only prediction store, the shared cache, keeps
-3 bars per key, and the tracker resolves from the bar store, which holds no predictions. Another
-replica that keeps running counts them; a lone replica does not (an undercount, never a double
-count). Persisting them would take ~300 B per open prediction (~200 per symbol over three
-timeframes).
+**Gap:** open predictions stay in each replica's memory. After a restart the engine delivers the
+newest bar of every key again, but older predictions whose horizons are still open (up to 5 days
+of them) are not re-collected: the only prediction store, the shared cache, keeps 3 bars per key,
+and the tracker resolves from the bar store, which holds no predictions. Another replica that
+keeps running counts them; a lone replica does not (an undercount, never a double count).
+Persisting them would take their rows (~150 B each, ~80 per 5m key).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
-from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -53,17 +52,24 @@ from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.quality.adaptive import column_miscoverage, probability_shifts, universe_rate
+from orchestrator.quality.open_rows import (
+    F64,
+    I64,
+    Horizon,
+    OpenRows,
+    Resolved,
+    served_rows,
+)
 from orchestrator.quality.store import CLAIM_TTL_S, SharedTotals
 from orchestrator.quality.totals import (
     Drift,
     Group,
     Outcome,
-    Pending,
     VersionQuality,
-    pending,
     publish,
-    score_range,
-    score_trade,
+    resolved_increments,
+    strides,
+    tracked_horizons,
     version_quality,
 )
 
@@ -71,9 +77,11 @@ __all__ = ["QualityTracker", "VersionQuality"]
 
 log = logging.getLogger("orchestrator.quality")
 
-PENDING_PER_KEY = 3000  # predictions kept per (symbol, timeframe) while their horizons run
 RESOLVE_INTERVAL_S = 15.0
 _TIMEFRAMES = {timeframe.value: timeframe for timeframe in Timeframe}  # no enum call per prediction
+_BlockKey = tuple[str, int, int, bool, bool]  # version, horizon, its bars, intervals?, baseline?
+# Predictions whose rows are built together: timeframe, version, horizon bars, intervals?, baseline?
+_Group = tuple[str, str, tuple[int, ...], bool, bool]
 
 
 def _epoch(moment: datetime) -> int:
@@ -81,90 +89,55 @@ def _epoch(moment: datetime) -> int:
     return int(moment.replace(tzinfo=moment.tzinfo or UTC).timestamp())
 
 
-def _bar_time(item: Pending) -> datetime:
-    return item.bar_time
-
-
 @dataclass
 class _Series:
-    """One (symbol, timeframe): its open predictions and the bars read for them. Served
-    timeframes sit on the fixed epoch grid, so bar `n` after `t` opens at `t + n * step`."""
+    """One (symbol, timeframe): its open predictions, a block of rows per horizon and version.
+    Served timeframes sit on the fixed epoch grid, so bar `n` after `t` opens at `t + n * step`."""
 
-    step: timedelta
-    # Open predictions by (bar time, version), oldest recorded first.
-    pending: dict[tuple[datetime, str], Pending] = field(default_factory=dict)
-    # Per horizon length (bars), the predictions waiting for it in bar-time order: the first one
-    # is the first due.
-    waiting: dict[int, list[Pending]] = field(default_factory=dict)
-    newest: datetime | None = None  # newest closed bar a prediction was recorded for
-    read_for: datetime | None = None  # `newest` as of the last read
-    # Every bar opening after `floor`, through `through`, as read so far.
-    floor: datetime | None = None
-    through: datetime | None = None
-    # Bar open times (epoch seconds), highs and lows as arrays: a 5m key holds up to 1,440 bars
-    # for its 5-day horizon, ~35 KB as arrays where lists of datetimes and floats took ~170 KB.
-    times: array[int] = field(default_factory=lambda: array("q"))
-    highs: array[float] = field(default_factory=lambda: array("d"))
-    lows: array[float] = field(default_factory=lambda: array("d"))
+    step_s: int
+    blocks: dict[_BlockKey, OpenRows] = field(default_factory=dict)
+    version: str = ""  # of the newest prediction recorded: its blocks stay when empty
+    newest: int | None = None  # newest closed bar a prediction was recorded for (epoch s)
+    read_for: int | None = None  # `newest` as of the last read
+    due_at: int | None = None  # the earliest bar by which a row can have ended
 
-    def add(self, item: Pending) -> None:
-        if self.floor is not None and item.bar_time < self.floor:
-            self._forget_bars()  # bars it needs were dropped already: read them again
-        if self.newest is not None and item.bar_time + min(item.horizon_bars) * self.step <= (
-            self.newest
-        ):
+    def add(self, key: _BlockKey, horizon: Horizon, epoch: int, row: F64) -> None:
+        block = self.blocks.get(key)
+        if block is None:
+            block = self.blocks[key] = OpenRows(horizon)
+        block.add(epoch, row)
+        ends = epoch + horizon.bars * self.step_s
+        if self.due_at is None or ends < self.due_at:
+            self.due_at = ends
+        if self.newest is not None and ends <= self.newest:
             self.read_for = None  # due already (it arrived late): read even if no bar closed
-        self.pending[(item.bar_time, item.version)] = item
-        for bars in {item.horizon_bars[k] for k in item.tracked}:
-            bisect.insort_right(self.waiting.setdefault(bars, []), item, key=_bar_time)
-        if len(self.pending) > PENDING_PER_KEY:
-            del self.pending[next(iter(self.pending))]  # still queued: skipped once due
-
-    def is_open(self, item: Pending) -> bool:
-        return self.pending.get((item.bar_time, item.version)) is item
 
     def due(self) -> bool:
-        """Whether reading may settle something: a bar closed since the last read, and the
-        first horizon in line ends at or before it."""
+        """Whether reading may end a row: a bar closed since the last read, and a row can have
+        ended by it."""
         newest = self.newest
         if newest is None or newest == self.read_for:
             return False
-        return any(
-            q and q[0].bar_time + bars * self.step <= newest for bars, q in self.waiting.items()
+        return self.due_at is not None and self.due_at <= newest
+
+    def read_after(self) -> int | None:
+        """The newest bar every row has folded: the next read starts after it."""
+        return min(
+            (s for b in self.blocks.values() if (s := b.oldest_seen()) is not None), default=None
         )
 
-    def oldest(self) -> datetime | None:
-        """Bar time of the oldest prediction waiting: no older bar is needed any more."""
-        return min((q[0].bar_time for q in self.waiting.values() if q), default=None)
-
-    def read_from(self) -> datetime | None:
-        """The next read starts after this bar (after the oldest waiting prediction's, at first)."""
-        if self.through is None:
-            self.floor = self.through = self.oldest()
-        return self.through
-
-    def extend(self, frame: pd.DataFrame) -> None:
-        if frame.empty:
-            return
-        index = pd.DatetimeIndex(frame.index)
-        self.times.extend(index.as_unit("s").asi8.tolist())
-        self.highs.extend(frame["high"].to_numpy(np.float64).tolist())
-        self.lows.extend(frame["low"].to_numpy(np.float64).tolist())
-        self.through = index[-1].to_pydatetime()
-
-    def trim(self) -> None:
-        """Drops the bars no waiting prediction needs (all of them when none waits)."""
-        oldest = self.oldest()
-        cut = self.through if oldest is None else oldest
-        if cut is None or self.through is None or self.floor is None or cut <= self.floor:
-            return
-        n = bisect.bisect_right(self.times, _epoch(cut))
-        del self.times[:n], self.highs[:n], self.lows[:n]
-        self.floor, self.through = cut, max(self.through, cut)
-
-    def _forget_bars(self) -> None:
-        self.times, self.highs, self.lows = array("q"), array("d"), array("d")
-        self.floor = self.through = self.read_for = None
+    def fold(self, times: I64, highs: F64, lows: F64, after: int) -> list[Resolved]:
+        ended = [r for b in self.blocks.values() if (r := b.fold(times, highs, lows, after))]
+        behind = self.read_after()
+        if behind is not None and behind < after:
+            self.read_for = None  # rows recorded during the read, for older bars: read again
+        for key in [k for k, b in self.blocks.items() if not b.n and k[0] != self.version]:
+            del self.blocks[key]  # a version no longer served
+        self.due_at = min(
+            (d for b in self.blocks.values() if (d := b.due_at(self.step_s)) is not None),
+            default=None,
+        )
+        return ended
 
 
 class QualityTracker:
@@ -184,32 +157,108 @@ class QualityTracker:
         self._series: dict[FeatureKey, _Series] = {}
         self._levels: dict[Group, float | None] = {}
         self._horizons: dict[Group, list[str]] = {}
+        self._blocks: dict[_Group, list[Horizon]] = {}
         self._warned: set[str] = set()
         self.fetches = 0  # bar reads from the store
         # Called with each pass's new drift warnings (the API queues retrains with it).
         self.on_drift: Callable[[list[Drift]], Awaitable[object]] | None = None
 
+    def open_rows(self, key: FeatureKey) -> int:
+        """Open (prediction, horizon) rows of a series."""
+        series = self._series.get(key)
+        return 0 if series is None else sum(b.n for b in series.blocks.values())
+
     # --- intake ---------------------------------------------------------------------------
     def record(self, predictions: list[Prediction]) -> None:
+        """Adds the rows of the horizons that score each prediction's bar (totals.strides),
+        unless held already (the same bar again from another replica or a request is counted
+        once). The rows of predictions served alike are built together (`served_rows`)."""
+        bar_time, epoch = None, 0  # a sweep's predictions share their bar time
+        groups: dict[_Group, list[tuple[_Series, Prediction, int, tuple[int, ...]]]] = {}
         for prediction in predictions:
             key = (prediction.symbol, _TIMEFRAMES[prediction.timeframe])
             series = self._series.get(key)
             if series is None:
-                series = self._series[key] = _Series(timedelta(seconds=key[1].seconds))
-            if series.newest is None or prediction.bar_time > series.newest:
-                series.newest = prediction.bar_time  # predictions are made on closed bars only
-            if (prediction.bar_time, prediction.version) in series.pending:
-                continue  # the same bar again (another replica, a request): counted once
-            bar_number = int(prediction.bar_time.timestamp()) // key[1].seconds
-            item = pending(prediction, bar_number)
-            if item is None:
-                continue  # no horizon scores this bar (totals.strides)
-            series.add(item)
-            group = (prediction.timeframe, prediction.version)
-            if group not in self._horizons:
-                spec = prediction.spec
-                self._horizons[group] = list(spec.horizons)
-                self._levels[group] = None if spec.head is None else spec.head.interval_level
+                series = self._series[key] = _Series(key[1].seconds)
+            if prediction.bar_time != bar_time:
+                bar_time = prediction.bar_time
+                epoch = _epoch(bar_time)
+            if series.newest is None or epoch > series.newest:
+                series.newest = epoch  # predictions are made on closed bars only
+                series.version = prediction.version
+            bars = tuple(prediction.horizon_bars)
+            tracked = tracked_horizons(strides(bars), epoch // series.step_s)
+            if tracked:
+                served = prediction.served
+                group = (
+                    prediction.timeframe,
+                    prediction.version,
+                    bars,
+                    served.intervals is not None,
+                    served.baseline is not None,
+                )
+                groups.setdefault(group, []).append((series, prediction, epoch, tracked))
+        for group, members in groups.items():
+            self._add(group, members)
+
+    def _add(
+        self, group: _Group, members: list[tuple[_Series, Prediction, int, tuple[int, ...]]]
+    ) -> None:
+        timeframe, version, bars, has_intervals, has_baseline = group
+        spec = members[0][1].spec
+        if (timeframe, version) not in self._horizons:
+            self._horizons[timeframe, version] = list(spec.horizons)
+            self._levels[timeframe, version] = (
+                None if spec.head is None else spec.head.interval_level
+            )
+        horizons = self._horizons_of(group, spec)
+        keys = [(version, k, bars[k], has_intervals, has_baseline) for k in range(len(bars))]
+        served = [prediction.served for _, prediction, _, _ in members]
+        rows = served_rows(
+            close=np.array([prediction.inputs.close for _, prediction, _, _ in members]),
+            atr=np.array([prediction.inputs.atr for _, prediction, _, _ in members]),
+            ranges=np.concatenate([s.ranges for s in served]),
+            intervals=np.concatenate([s.intervals for s in served if s.intervals is not None])
+            if has_intervals
+            else None,
+            baseline=np.concatenate([s.baseline for s in served if s.baseline is not None])
+            if has_baseline
+            else None,
+            direction=np.concatenate([prediction.out.direction for _, prediction, _, _ in members]),
+            confidence=np.concatenate([s.confidence for s in served]),
+            p_long=np.concatenate([s.p_long for s in served]),
+            p_short=np.concatenate([s.p_short for s in served]),
+        )
+        for i, (series, _, epoch, tracked) in enumerate(members):
+            longest = series.blocks.get(keys[tracked[-1]])
+            if longest is not None and longest.holds(epoch):
+                continue
+            for k in tracked:
+                series.add(keys[k], horizons[k], epoch, rows[i, k])
+
+    def _horizons_of(self, group: _Group, spec: FeatureSpec) -> list[Horizon]:
+        """What the rows of each horizon's block share (built once per group)."""
+        found = self._blocks.get(group)
+        if found is None:
+            _, version, bars, has_intervals, has_baseline = group
+            weights = strides(bars)
+            label = spec.horizons.index(spec.label_horizon)
+            found = self._blocks[group] = [
+                Horizon(
+                    version=version,
+                    position=k,
+                    name=spec.horizons[k],
+                    bars=bars[k],
+                    weight=weights[k],
+                    is_label=k == label,
+                    tp_atr=spec.tp_atr,
+                    sl_atr=spec.sl_atr,
+                    has_intervals=has_intervals,
+                    has_baseline=has_baseline,
+                )
+                for k in range(len(bars))
+            ]
+        return found
 
     # --- resolution -----------------------------------------------------------------------
     async def run(self, database: Callable[[], Awaitable[Database]]) -> None:
@@ -227,8 +276,8 @@ class QualityTracker:
         await self.shared.refresh()
 
     async def resolve(self, store: BarStore, now: datetime | None = None) -> int:
-        """One pass: read the bars that closed where something is due, resolve what they settle,
-        count it and read the shared totals back. `now` (the wall clock) only stamps when each
+        """One pass: read the bars that closed where a row can have ended, fold them in, count
+        what ended and read the shared totals back. `now` (the wall clock) only stamps when each
         outcome was resolved. Returns the number of horizon outcomes this replica resolved
         (counted here or, first, by another replica)."""
         moment = now or datetime.now(UTC)
@@ -238,12 +287,12 @@ class QualityTracker:
             if not series.due():
                 continue
             try:
-                await self._read(store, key, series)
+                ended = await self._read(store, key, series)
             except Exception as exc:  # the database away: count what has settled, then raise
                 failure = exc
                 break
-            outcomes += self._settle(key, series, moment)
-            series.trim()
+            for rows in ended:
+                outcomes += self._outcomes(key, rows, moment)
         await self.shared.count(outcomes, moment)
         await self.shared.refresh()
         drifts = publish(self.report(), self._warned)
@@ -256,66 +305,49 @@ class QualityTracker:
             raise failure
         return len(outcomes)
 
-    async def _read(self, store: BarStore, key: FeatureKey, series: _Series) -> None:
-        """Reads the bars after those read so far, through the newest closed bar recorded and
-        never past it: a resampled bucket still forming is never taken for a closed one."""
-        newest, after = series.newest, series.read_from()
+    async def _read(self, store: BarStore, key: FeatureKey, series: _Series) -> list[Resolved]:
+        """Reads the bars after those every row has seen, through the newest closed bar recorded
+        and never past it (a resampled bucket still forming is never taken for a closed one),
+        and folds them in."""
+        newest, after = series.newest, series.read_after()
         if newest is None or after is None or after >= newest:
             series.read_for = newest
-            return
+            return []
         self.fetches += 1
-        frame = await store.bars_between(key[0], key[1], after + series.step, newest + series.step)
-        if series.through == after:  # not reset by a late prediction recorded meanwhile
-            series.extend(frame)
-            series.read_for = newest
+        step = timedelta(seconds=series.step_s)
+        frame = await store.bars_between(
+            key[0], key[1], _moment(after) + step, _moment(newest) + step
+        )
+        series.read_for = newest
+        if frame.empty:
+            return []
+        times = pd.DatetimeIndex(frame.index).as_unit("s").asi8
+        highs = frame["high"].to_numpy(np.float64)
+        lows = frame["low"].to_numpy(np.float64)
+        return series.fold(times, highs, lows, after)
 
-    def _settle(self, key: FeatureKey, series: _Series, now: datetime) -> list[Outcome]:
-        times = series.times
-        outcomes = []
-        for bars, queue in series.waiting.items():
-            done = 0
-            for item in queue:
-                first = bisect.bisect_right(times, _epoch(item.bar_time))
-                if len(times) - first < bars:
-                    break  # the predictions after it in line need later bars still
-                done += 1
-                if series.is_open(item):
-                    outcomes += self._outcomes(key, series, item, bars, first, now)
-            del queue[:done]
-        return outcomes
-
-    def _outcomes(
-        self, key: FeatureKey, series: _Series, item: Pending, bars: int, first: int, now: datetime
-    ) -> list[Outcome]:
-        """The horizons of `item` that span `bars` bars, from the bar after its own."""
-        high = np.asarray(series.highs[first : first + bars])
-        low = np.asarray(series.lows[first : first + bars])
-        group = (key[1].value, item.version)
+    def _outcomes(self, key: FeatureKey, rows: Resolved, now: datetime) -> list[Outcome]:
+        horizon = rows.horizon
+        group = (key[1].value, horizon.version)
         names = self._horizons[group]
-        outcomes = []
-        for k in item.tracked:
-            if item.horizon_bars[k] != bars:
-                continue
-            increments, drift = score_range(names[k], item, k, high, low)
-            if k == item.label:
-                increments += score_trade(item, high, low)
-            item.unresolved -= 1
-            outcomes.append(
-                Outcome(
-                    timeframe=group[0],
-                    version=item.version,
-                    horizon=names[k],
-                    claim=_claim_name(key, item, names[k]),
-                    resolved_at=now,
-                    level=self._levels[group],
-                    horizons=names,
-                    increments=increments,
-                    drift=drift,
-                )
+        prefix = f"{key[0]}:{key[1].value}:"
+        suffix = f":v{horizon.version}:{horizon.name}"
+        return [
+            Outcome(
+                timeframe=group[0],
+                version=horizon.version,
+                horizon=horizon.name,
+                claim=f"{prefix}{epoch}{suffix}",
+                resolved_at=now,
+                level=self._levels[group],
+                horizons=names,
+                increments=increments,
+                drift=drift,
             )
-        if item.unresolved == 0:
-            del series.pending[(item.bar_time, item.version)]
-        return outcomes
+            for epoch, (increments, drift) in zip(
+                rows.epochs.tolist(), resolved_increments(rows), strict=True
+            )
+        ]
 
     # --- online levels ---------------------------------------------------------------------
     def levels(
@@ -349,6 +381,5 @@ class QualityTracker:
         return [version_quality(group, totals[group], source) for group in sorted(totals)]
 
 
-def _claim_name(key: FeatureKey, item: Pending, horizon: str) -> str:
-    stamp = int(item.bar_time.replace(tzinfo=item.bar_time.tzinfo or UTC).timestamp())
-    return f"{key[0]}:{key[1].value}:{stamp}:v{item.version}:{horizon}"
+def _moment(epoch: int) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)

@@ -4,7 +4,9 @@ counted once across replicas and restarts in the real Redis."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -361,23 +363,35 @@ async def test_strides_keep_a_few_open_predictions_per_horizon_and_count_each_fo
     store: BarStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every bar's prediction for a week, recorded as its bar closes and resolved every hour:
-    at most ~24 open per horizon (6 for the 6-bar one) instead of up to 1,440, and the totals
-    count each scored outcome for the bars it stands for (within one stride of scoring all)."""
+    at most ~24 open per horizon (6 for the 6-bar one) instead of up to 1,440, the totals count
+    each scored outcome for the bars it stands for (within one stride of scoring all), and what
+    the key holds after the week is its open rows alone (no bars, no object per prediction)."""
     monkeypatch.undo()  # the strides as served, not conftest's every-bar scoring
-    tracker = QualityTracker()
-    bars = 2000
-    most_open = 0
-    for start in range(0, bars, 12):
-        tracker.record(
-            [
-                make_prediction(START + timedelta(minutes=5 * i))
-                for i in range(start, min(start + 12, bars))
-            ]
+    tracemalloc.start()
+    try:
+        tracker = QualityTracker()
+        bars = 2000
+        most_open = 0
+        for start in range(0, bars, 12):
+            tracker.record(
+                [
+                    make_prediction(START + timedelta(minutes=5 * i))
+                    for i in range(start, min(start + 12, bars))
+                ]
+            )
+            await tracker.resolve(store, now=_at(start / 12))
+            most_open = max(most_open, tracker.open_rows((SYMBOL, Timeframe.M5)))
+        gc.collect()
+        held = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, f"*{name}") for name in ("open_rows.py", "tracker.py")]
         )
-        await tracker.resolve(store, now=_at(start / 12))
-        most_open = max(most_open, len(tracker._series[(SYMBOL, Timeframe.M5)].pending))
+    finally:
+        tracemalloc.stop()
     assert totals.strides(SPEC.horizon_bars) == (1, 2, 12, 60)
-    assert most_open <= 6 + 24 + 24 + 24 + 12
+    assert most_open <= 6 + 24 + 24 + 24 + 4  # (prediction, horizon) rows
+    # ~24 KB (the arrays grow by doubling); the same measure gave ~80 KB before the rows: 66
+    # open predictions as objects and arrays (~42 KB) and the 1,387 bars read for them (~35 KB).
+    assert sum(stat.size for stat in held.statistics("filename")) <= 28 * 1024
     counted = resolved_counts(tracker.report())
     for name, horizon_bars in zip(SPEC.horizons, SPEC.horizon_bars, strict=True):
         every_bar = bars - horizon_bars  # predictions whose horizon ended inside the store
