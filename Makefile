@@ -215,6 +215,13 @@ bench-scale: db redis triton-env ## 1k/3k/10k symbols: warm bar-close sweep, col
 bench-scale-ab: ## bench-scale at two commits in one window, B A B A (A=<rev> [B=HEAD] [SCALE_ARGS=...]) -> bench/results/scale_ab.txt
 	@A=$(A) B=$(or $(B),HEAD) bench/scale/ab.sh
 
+.PHONY: bench-scale-gc
+bench-scale-gc: ## bench-scale with every garbage collection of the engine logged, then summed per 10 s (SCALE_ARGS=...) -> .run/gc-probe/
+	@rm -rf .run/gc-probe && mkdir -p .run/gc-probe
+	@GC_PROBE_DIR=$(CURDIR)/.run/gc-probe PYTHONPATH=$(CURDIR)/bench/gc_probe $(MAKE) --no-print-directory bench-scale SCALE_ARGS="$(or $(SCALE_ARGS),--sizes 10000 --repeats 6)"
+	@git checkout -q -- bench/results/scale.json bench/results/scale.png
+	@$(PY) -m bench.gc_probe .run/gc-probe
+
 .PHONY: bench-inputs
 bench-inputs: triton-env ## A 10,000-symbol sweep's Triton requests, inputs in the gRPC message vs shared memory, side by side -> bench/results/inputs_shared_memory.json
 	@$(PY) -m bench.scale.inputs $(INPUTS_ARGS)

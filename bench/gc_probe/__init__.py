@@ -1,0 +1,1 @@
+"""Garbage-collection probe for the benchmarks (`make bench-scale-gc`)."""
