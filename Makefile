@@ -222,6 +222,10 @@ bench-scale-gc: ## bench-scale with every garbage collection of the engine logge
 	@git checkout -q -- bench/results/scale.json bench/results/scale.png
 	@$(PY) -m bench.gc_probe .run/gc-probe
 
+.PHONY: bench-quality
+bench-quality: db ## Live quality at 1k/3k/10k symbols: a resolve pass per new bar, reads batched vs one per series, side by side (after make bench-scale) -> bench/results/quality_scale*
+	@MYSQL_DATABASE=$(SCALE_DATABASE) $(PY) -m bench.scale.quality $(QUALITY_ARGS)
+
 .PHONY: bench-inputs
 bench-inputs: triton-env ## A 10,000-symbol sweep's Triton requests, inputs in the gRPC message vs shared memory, side by side -> bench/results/inputs_shared_memory.json
 	@$(PY) -m bench.scale.inputs $(INPUTS_ARGS)

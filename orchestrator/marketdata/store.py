@@ -5,14 +5,16 @@ Parameterised SQL only; symbols and timeframes pass the allow-lists first.
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from asyncmy.connection import Connection
 
@@ -87,6 +89,19 @@ def bars_frame(rows: Sequence[tuple[Any, ...]]) -> pd.DataFrame:
     ts = pd.DatetimeIndex([r[0] for r in rows], name="ts").tz_localize("UTC")
     values = np.array([r[1:] for r in rows], dtype=np.float64)
     return pd.DataFrame(values, index=ts, columns=OHLCV)
+
+
+class BarArrays(NamedTuple):
+    """Bars as arrays: open times (epoch seconds, ascending) and (n, 5) open, high, low, close,
+    volume."""
+
+    times: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+
+
+def _epoch_s(moment: datetime) -> int:
+    """Epoch seconds of a time (a naive one is UTC, as the store's are)."""
+    return int(moment.replace(tzinfo=moment.tzinfo or UTC).timestamp())
 
 
 def _naive_utc(moment: datetime) -> datetime:
@@ -345,6 +360,60 @@ class BarStore:
             resampled = resample_bars(frame, timeframe)
             frame = resampled[resampled.index >= pd.Timestamp(start_n, tz="UTC")]
         return frame if limit is None else frame.iloc[:limit]
+
+    async def bars_between_many(
+        self, timeframe: Timeframe, spans: Mapping[str, tuple[datetime, datetime]]
+    ) -> dict[str, BarArrays]:
+        """Per symbol, the bars `bars_between(symbol, timeframe, start, end)` gives for its
+        (start, end) span, as arrays, read in one query per source timeframe over the union of
+        the spans: live quality reads the bars since its last pass for thousands of series at
+        once, where a query and a DataFrame per series cost ~0.5 ms each."""
+        by_source: dict[Timeframe, list[str]] = {}
+        for symbol in spans:
+            by_source.setdefault(await self.source_timeframe(symbol, timeframe), []).append(symbol)
+        found: dict[str, BarArrays] = {}
+        for source, symbols in by_source.items():
+            first = _naive_utc(min(spans[symbol][0] for symbol in symbols))
+            last = _naive_utc(max(spans[symbol][1] for symbol in symbols))
+            marks = ",".join(["%s"] * len(symbols))
+            rows = await self.db.fetchall(
+                f"SELECT symbol, {SELECT_BAR_VALUES} FROM bars WHERE timeframe = %s"
+                f" AND symbol IN ({marks}) AND ts >= %s AND ts < %s ORDER BY symbol, ts",
+                (
+                    source.value,
+                    *symbols,
+                    timeframe.floor(first) if source != timeframe else first,  # whole buckets
+                    last,
+                ),
+            )
+            times = np.array([row[1] for row in rows], "datetime64[s]").astype(np.int64)
+            values = np.array([row[2:] for row in rows], np.float64).reshape(len(rows), 5)
+            begin = 0
+            for symbol, run in itertools.groupby(row[0] for row in rows):  # ordered by symbol
+                end = begin + sum(1 for _ in run)
+                bars = BarArrays(times[begin:end], values[begin:end])
+                found[symbol] = self._span(bars, spans[symbol], source, timeframe)
+                begin = end
+            for symbol in symbols:
+                found.setdefault(symbol, BarArrays(times[:0], values[:0]))
+        return found
+
+    @staticmethod
+    def _span(
+        bars: BarArrays, span: tuple[datetime, datetime], source: Timeframe, timeframe: Timeframe
+    ) -> BarArrays:
+        """The bars of one symbol within its span: source bars before its end (a bucket the end
+        cuts holds only those, as when read alone), resampled if need be, from its start."""
+        start, end = (_epoch_s(moment) for moment in span)
+        before = int(np.searchsorted(bars.times, end))
+        times, values = bars.times[:before], bars.values[:before]
+        if source != timeframe and len(times):
+            index = pd.to_datetime(times, unit="s", utc=True)
+            frame = resample_bars(pd.DataFrame(values, index, OHLCV), timeframe)
+            times = pd.DatetimeIndex(frame.index).as_unit("s").asi8
+            values = frame.to_numpy(np.float64)
+        after = int(np.searchsorted(times, start))
+        return BarArrays(times[after:], values[after:])
 
     async def source_timeframe(self, symbol: str, timeframe: Timeframe) -> Timeframe:
         """Bars stored at `timeframe` win; otherwise resample from the symbol's base timeframe.

@@ -6,8 +6,9 @@ times (totals.strides: about 24 open per horizon and key, where every bar's woul
 at a 5m key's 5-day horizon). An open prediction is a row of numbers (open_rows.py) into which
 each bar read after it is folded: the highest high and lowest low so far, and at the label
 horizon whether each side's take-profit or stop came first. The bars are not kept. A background
-pass reads the bars that closed since a key's last read (one small query per symbol and
-timeframe) where a row can have ended, folds them in and counts the rows whose horizon ended:
+pass reads the bars that closed since a key's last read where a row can have ended (one query
+for up to READ_CHUNK such series of a timeframe), folds them in and counts the rows whose
+horizon ended:
 - per horizon: was the realised high / low inside its 80 % interval, and the squared error of the
   served range and of the HAR baseline the head carries (live skill = 1 - MSE ratio);
 - at the label horizon: did the trade in the served direction reach TP or SL first (a bar that
@@ -42,7 +43,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import pandas as pd
 from redis.asyncio import Redis
 
 from orchestrator.features.head import OnlineLevels
@@ -78,6 +78,8 @@ __all__ = ["QualityTracker", "VersionQuality"]
 log = logging.getLogger("orchestrator.quality")
 
 RESOLVE_INTERVAL_S = 15.0
+READ_CHUNK = 1_000  # series whose new bars are read in one query
+HIGH, LOW = 1, 2  # columns of the bars read (open, high, low, close, volume)
 _TIMEFRAMES = {timeframe.value: timeframe for timeframe in Timeframe}  # no enum call per prediction
 _BlockKey = tuple[str, int, int, bool, bool]  # version, horizon, its bars, intervals?, baseline?
 # Predictions whose rows are built together: timeframe, version, horizon bars, intervals?, baseline?
@@ -159,7 +161,7 @@ class QualityTracker:
         self._horizons: dict[Group, list[str]] = {}
         self._blocks: dict[_Group, list[Horizon]] = {}
         self._warned: set[str] = set()
-        self.fetches = 0  # bar reads from the store
+        self.fetches = 0  # bar reads from the store (one query per chunk of due series)
         # Called with each pass's new drift warnings (the API queues retrains with it).
         self.on_drift: Callable[[list[Drift]], Awaitable[object]] | None = None
 
@@ -283,15 +285,22 @@ class QualityTracker:
         moment = now or datetime.now(UTC)
         outcomes: list[Outcome] = []
         failure: Exception | None = None
+        due: dict[Timeframe, list[tuple[FeatureKey, _Series]]] = {}
         for key, series in list(self._series.items()):
-            if not series.due():
-                continue
+            if series.due():
+                due.setdefault(key[1], []).append((key, series))
+        chunks = [
+            (timeframe, keys[i : i + READ_CHUNK])
+            for timeframe, keys in due.items()
+            for i in range(0, len(keys), READ_CHUNK)
+        ]
+        for timeframe, chunk in chunks:
             try:
-                ended = await self._read(store, key, series)
+                ended = await self._read(store, timeframe, chunk)
             except Exception as exc:  # the database away: count what has settled, then raise
                 failure = exc
                 break
-            for rows in ended:
+            for key, rows in ended:
                 outcomes += self._outcomes(key, rows, moment)
         await self.shared.count(outcomes, moment)
         await self.shared.refresh()
@@ -305,26 +314,34 @@ class QualityTracker:
             raise failure
         return len(outcomes)
 
-    async def _read(self, store: BarStore, key: FeatureKey, series: _Series) -> list[Resolved]:
-        """Reads the bars after those every row has seen, through the newest closed bar recorded
-        and never past it (a resampled bucket still forming is never taken for a closed one),
-        and folds them in."""
-        newest, after = series.newest, series.read_after()
-        if newest is None or after is None or after >= newest:
-            series.read_for = newest
+    async def _read(
+        self, store: BarStore, timeframe: Timeframe, chunk: list[tuple[FeatureKey, _Series]]
+    ) -> list[tuple[FeatureKey, Resolved]]:
+        """Reads, for each series of the chunk, the bars after those every row has seen through
+        the newest closed bar recorded and never past it (a resampled bucket still forming is
+        never taken for a closed one), all in one query; folds them in."""
+        step = timedelta(seconds=timeframe.seconds)
+        spans: dict[str, tuple[datetime, datetime]] = {}
+        reads: list[tuple[FeatureKey, _Series, int, int]] = []
+        for key, series in chunk:
+            newest, after = series.newest, series.read_after()
+            if newest is None or after is None or after >= newest:
+                series.read_for = newest
+                continue
+            spans[key[0]] = (_moment(after) + step, _moment(newest) + step)
+            reads.append((key, series, after, newest))
+        if not reads:
             return []
         self.fetches += 1
-        step = timedelta(seconds=series.step_s)
-        frame = await store.bars_between(
-            key[0], key[1], _moment(after) + step, _moment(newest) + step
-        )
-        series.read_for = newest
-        if frame.empty:
-            return []
-        times = pd.DatetimeIndex(frame.index).as_unit("s").asi8
-        highs = frame["high"].to_numpy(np.float64)
-        lows = frame["low"].to_numpy(np.float64)
-        return series.fold(times, highs, lows, after)
+        found = await store.bars_between_many(timeframe, spans)
+        ended: list[tuple[FeatureKey, Resolved]] = []
+        for key, series, after, newest in reads:
+            series.read_for = newest
+            bars = found[key[0]]
+            if len(bars.times):
+                highs, lows = bars.values[:, HIGH], bars.values[:, LOW]
+                ended += [(key, rows) for rows in series.fold(bars.times, highs, lows, after)]
+        return ended
 
     def _outcomes(self, key: FeatureKey, rows: Resolved, now: datetime) -> list[Outcome]:
         horizon = rows.horizon

@@ -86,6 +86,27 @@ async def test_hourly_bars_resampled_from_the_store(clean_db: Database) -> None:
     assert [ts.hour for ts in ranged.index] == [4, 5]
 
 
+@pytest.mark.parametrize("timeframe", [Timeframe.M5, Timeframe.M15, Timeframe.H1])
+async def test_many_series_read_at_once_equal_each_read_alone(
+    clean_db: Database, timeframe: Timeframe
+) -> None:
+    """Stored (5m) and resampled (15m, 1h) bars of several symbols over spans of their own, one
+    query per source timeframe: each symbol's arrays hold what bars_between gives for its span
+    (a span's end inside a bucket included)."""
+    for symbol, count in (("AAAUSD", 100), ("BBBUSD", 64), ("CCCUSD", 3)):
+        await _load(clean_db, symbol, count)
+    store = BarStore(clean_db)
+    at = [datetime(2024, 5, 6, h, m, tzinfo=UTC) for h, m in ((0, 10), (1, 0), (2, 35), (5, 0))]
+    spans = {"AAAUSD": (at[0], at[3]), "BBBUSD": (at[1], at[2]), "CCCUSD": (at[0], at[1])}
+    many = await store.bars_between_many(timeframe, spans)
+    assert set(many) == set(spans)
+    for symbol, (start, end) in spans.items():
+        alone = await store.bars_between(symbol, timeframe, start, end)
+        assert many[symbol].times.tolist() == (alone.index.as_unit("s").asi8).tolist()
+        assert many[symbol].values.tolist() == alone.to_numpy().tolist()
+    assert len(many["AAAUSD"].times) > 0
+
+
 async def test_symbols_and_last_bar_times(clean_db: Database) -> None:
     await _load(clean_db, "AAAUSD", 10)
     await _load(clean_db, "BBBUSD", 20)

@@ -3,6 +3,7 @@ say have closed: never the wall clock (historical bar times, resampled buckets s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -32,11 +33,11 @@ class _CountingStore(BarStore):
         super().__init__(db)
         self.reads: list[tuple[datetime, datetime]] = []
 
-    async def bars_between(
-        self, symbol: str, timeframe: Timeframe, start: datetime, end: datetime
-    ) -> pd.DataFrame:
-        self.reads.append((start, end))
-        return await super().bars_between(symbol, timeframe, start, end)
+    async def bars_between_many(
+        self, timeframe: Timeframe, spans: Mapping[str, tuple[datetime, datetime]]
+    ) -> dict[str, pd.DataFrame]:
+        self.reads += spans.values()
+        return await super().bars_between_many(timeframe, spans)
 
 
 async def test_a_key_is_read_only_when_a_horizon_ends_at_a_closed_bar(clean_db: Database) -> None:

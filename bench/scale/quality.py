@@ -1,0 +1,163 @@
+"""Live quality at 1,000-10,000 symbols: a resolve pass after one new bar for every series.
+
+`make bench-quality` (after `make bench-scale` has stored the benchmark's symbols). Per universe
+size N, in the benchmark's own database: every symbol's predictions of 30 consecutive stored 5m
+bars are recorded as the engine would record them, one bar after another, with a resolve pass
+after each (so each pass reads one new bar per series); the last 12 passes are timed. Side by
+side in the same run, on the same spans: reading those bars the way the tracker does
+(`bars_between_many`: one query per 1,000 series, arrays) and the way it did before
+(`bars_between`: a query and a DataFrame per series). Client CPU is this process's; MariaDB's is
+its server process's.
+Results: bench/results/quality_scale.json and quality_scale.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.scale.run import PREFIX, pids_named
+from bench.serving.services import cpu_seconds
+from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import BarStore
+from orchestrator.marketdata.timeframes import Timeframe
+from orchestrator.quality.tracker import QualityTracker
+from orchestrator.settings import DatabaseSettings
+from tests.quality.test_tracker import make_prediction
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+BARS = 30  # recorded per symbol; the first passes fill the rows
+TIMED = 12  # the last passes, timed
+CHUNK = 1_000
+FIVE_MIN = timedelta(minutes=5)
+
+
+async def _timed(
+    work: Callable[[], Awaitable[Any]], server: list[int]
+) -> tuple[float, float, float]:
+    """Wall seconds, this process's CPU seconds and the database server's, of one call."""
+    db_before, cpu_before, started = cpu_seconds(server), time.process_time(), time.perf_counter()
+    await work()
+    wall = time.perf_counter() - started
+    return wall, time.process_time() - cpu_before, cpu_seconds(server) - db_before
+
+
+async def universe(store: BarStore, n: int) -> tuple[list[str], datetime]:
+    """The first n benchmark symbols, and the newest 5m bar they all have."""
+    rows = await store.db.fetchall(
+        "SELECT symbol, MAX(ts) FROM bars WHERE timeframe = '5m' AND symbol LIKE %s"
+        " GROUP BY symbol ORDER BY symbol LIMIT %s",
+        (f"{PREFIX}%", n),
+    )
+    if len(rows) < n:
+        raise SystemExit(f"{len(rows)} benchmark symbols stored, {n} needed: run make bench-scale")
+    newest = min(pd.Timestamp(ts, tz="UTC") for _, ts in rows).to_pydatetime()
+    return [str(symbol) for symbol, _ in rows], newest
+
+
+async def measure(store: BarStore, n: int, server: list[int]) -> dict[str, Any]:
+    symbols, newest = await universe(store, n)
+    first = newest - (BARS - 1) * FIVE_MIN
+    tracker = QualityTracker()
+    passes = []
+    for k in range(BARS):
+        bar = pd.Timestamp(first + k * FIVE_MIN)
+        tracker.record([make_prediction(bar, symbol) for symbol in symbols])
+        resolve = functools.partial(tracker.resolve, store, now=bar.to_pydatetime())
+        took = await _timed(resolve, server)
+        if k >= BARS - TIMED:
+            passes.append(took)
+    spans = {symbol: (newest, newest + FIVE_MIN) for symbol in symbols}  # one new bar each
+    chunks = [dict(list(spans.items())[i : i + CHUNK]) for i in range(0, n, CHUNK)]
+
+    async def batched() -> None:
+        for chunk in chunks:
+            await store.bars_between_many(Timeframe.M5, chunk)
+
+    async def one_by_one() -> None:
+        for symbol, (start, end) in spans.items():
+            await store.bars_between(symbol, Timeframe.M5, start, end)
+
+    reads: dict[str, list[tuple[float, float, float]]] = {"batched": [], "one_by_one": []}
+    for _ in range(3):  # alternating, in the same window
+        reads["batched"].append(await _timed(batched, server))
+        reads["one_by_one"].append(await _timed(one_by_one, server))
+
+    def summary(runs: list[tuple[float, float, float]]) -> dict[str, float]:
+        return {
+            "wall_s": statistics.median(r[0] for r in runs),
+            "wall_min_s": min(r[0] for r in runs),
+            "wall_max_s": max(r[0] for r in runs),
+            "client_cpu_s": statistics.median(r[1] for r in runs),
+            "database_cpu_s": statistics.median(r[2] for r in runs),
+        }
+
+    result: dict[str, Any] = {
+        "n": n,
+        "open_rows": sum(tracker.open_rows((s, Timeframe.M5)) for s in symbols),
+        "pass": summary(passes),
+        "read_batched": summary(reads["batched"]),
+        "read_one_by_one": summary(reads["one_by_one"]),
+    }
+    p, b, o = result["pass"], result["read_batched"], result["read_one_by_one"]
+    print(
+        f"N={n:>6,}: pass {p['wall_s']:.2f} s (client CPU {p['client_cpu_s']:.2f}, MariaDB "
+        f"{p['database_cpu_s']:.2f}); reading one new bar per series: batched {b['wall_s']:.2f} s"
+        f" (CPU {b['client_cpu_s']:.2f} + {b['database_cpu_s']:.2f}), one by one "
+        f"{o['wall_s']:.2f} s (CPU {o['client_cpu_s']:.2f} + {o['database_cpu_s']:.2f}), "
+        f"{o['wall_s'] / b['wall_s']:.1f}x",
+        flush=True,
+    )
+    return result
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r["n"] for r in results]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for key, label in (
+        ("pass", "resolve pass (batched reads, fold, count)"),
+        ("read_batched", "reading: one query per 1,000 series"),
+        ("read_one_by_one", "reading: one query per series (before)"),
+    ):
+        ax.plot(n, [r[key]["wall_s"] for r in results], "o-", label=label)
+    ax.set(xscale="log", yscale="log", xlabel="symbols (5m series)", ylabel="seconds")
+    ax.set_title("Live quality after one new bar per series")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+async def main(sizes: list[int]) -> None:
+    db = await Database.connect(DatabaseSettings.from_env())
+    server = pids_named("mariadbd", "mysqld")
+    try:
+        results = [await measure(BarStore(db), n, server) for n in sizes]
+    finally:
+        await db.close()
+    import json
+
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "quality_scale.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, RESULTS / "quality_scale.png")
+    print(f"-> {RESULTS / 'quality_scale.json'}, quality_scale.png")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000, 10000])
+    asyncio.run(main(parser.parse_args().sizes))
