@@ -33,6 +33,11 @@ _MOMENT = re.compile(MOMENT_PATTERN)
 _DAY_ONLY = re.compile(DAY_PATTERN)
 
 
+def epoch_seconds(moment: datetime) -> int:
+    """Seconds since the epoch of a time; a naive one is UTC, as the store's are."""
+    return int(moment.replace(tzinfo=moment.tzinfo or UTC).timestamp())
+
+
 def describe_moment(*, end: bool) -> str:
     """What a date parameter accepts, in words that follow "<field> must be"."""
     day = "that whole day included" if end else "from 00:00 UTC"

@@ -14,11 +14,11 @@ WINDOW_S = 10
 
 
 def summarise(folder: Path) -> None:
-    logs = sorted(folder.glob("gc_*.log"))
-    starts = [float(line.split()[0]) for log in logs for line in log.read_text().splitlines()[1:2]]
-    origin = min(starts, default=0.0)
-    for log in logs:
-        lines = log.read_text().splitlines()
+    logs = {log: log.read_text().splitlines() for log in sorted(folder.glob("gc_*.log"))}
+    origin = min(
+        (float(lines[1].split()[0]) for lines in logs.values() if len(lines) > 1), default=0.0
+    )
+    for log, lines in logs.items():
         if not lines or " serve" not in lines[0]:
             continue  # only the engine processes (orchestrator serve)
         # (window, generation) -> [collections, ms, objects found]

@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import msgspec
 import numpy as np
@@ -29,6 +29,7 @@ from litestar.stores.redis import RedisStore
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from orchestrator.dates import epoch_seconds
 from orchestrator.features.head import OnlineLevels
 from orchestrator.features.online import NO_TENSOR, ModelInputs
 from orchestrator.features.spec import FeatureSpec
@@ -70,16 +71,6 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
     probability_shift: list[float] | None = None
 
     @classmethod
-    def of(
-        cls, prediction: Prediction, listed: dict[int, ListedLevels] | None = None
-    ) -> SharedPrediction:
-        """`listed`: the online levels already turned into lists, by id (a sweep's predictions
-        share one levels object; listing it for each was ~3 % of the sweep's loop)."""
-        inputs = prediction.inputs
-        rows = cls.of_rows([prediction], prediction.out, inputs.har, inputs.season, listed or {})
-        return rows[0]
-
-    @classmethod
     def of_rows(
         cls,
         predictions: list[Prediction],
@@ -88,9 +79,10 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
         season: npt.NDArray[np.int64],
         listed: dict[int, ListedLevels],
     ) -> list[SharedPrediction]:
-        """of() for each row of one batched answer `out` (a sweep's chunk, with its baselines'
-        inputs): each array is listed once for the chunk rather than once a row, ~2 % of a
-        10,000-symbol sweep's loop time."""
+        """The record of each prediction of one batched answer `out` (a sweep's chunk, with its
+        baselines' inputs): each array is listed once for the chunk rather than once a row, ~2 %
+        of a 10,000-symbol sweep's loop time. `listed`: the online levels already turned into
+        lists, by id (a sweep's predictions share one levels object)."""
         gru, transformer = out.gru_range.tolist(), out.transformer_range.tolist()
         p_long, p_short = out.p_long.tolist(), out.p_short.tolist()
         confidence, direction = out.confidence.tolist(), out.direction.tolist()
@@ -170,16 +162,15 @@ class SharedPrediction(msgspec.Struct, array_like=True, frozen=True):
 ListedLevels = tuple[list[float] | None, list[float] | None]
 
 
-def _listed_levels(
-    levels: OnlineLevels | None, listed: dict[int, ListedLevels] | None
-) -> ListedLevels:
+def _listed_levels(levels: OnlineLevels | None, listed: dict[int, ListedLevels]) -> ListedLevels:
     if levels is None:
         return None, None
-    found = None if listed is None else listed.get(id(levels))
+    found = listed.get(id(levels))
     if found is None:
-        found = (_listed(levels.miscoverage), _listed(levels.probability_shift))
-        if listed is not None:
-            listed[id(levels)] = found
+        found = listed[id(levels)] = (
+            _listed(levels.miscoverage),
+            _listed(levels.probability_shift),
+        )
     return found
 
 
@@ -215,11 +206,8 @@ def token_name(token: Token) -> str:
     return f"{symbol}:{timeframe.value}:{_epoch_s(bar_time)}:v{version}:r{revision}"
 
 
-@functools.lru_cache(maxsize=256)
-def _epoch_s(bar_time: datetime) -> int:
-    """A bar's open time in epoch seconds (naive: UTC); a sweep names thousands of tokens of a
-    few bar times, twice (claims, then the cache)."""
-    return int(bar_time.replace(tzinfo=bar_time.tzinfo or UTC).timestamp())
+# A sweep names thousands of tokens of a few bar times, twice (claims, then the cache).
+_epoch_s = functools.lru_cache(maxsize=256)(epoch_seconds)
 
 
 # One script call per sweep instead of a pipeline of one SET per key: at 10,000 keys the

@@ -18,6 +18,7 @@ import numpy.typing as npt
 import pandas as pd
 from asyncmy.connection import Connection
 
+from orchestrator.dates import epoch_seconds
 from orchestrator.errors import BadParameterError, NotFoundError
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.resample import resample_bars
@@ -97,11 +98,6 @@ class BarArrays(NamedTuple):
 
     times: npt.NDArray[np.int64]
     values: npt.NDArray[np.float64]
-
-
-def _epoch_s(moment: datetime) -> int:
-    """Epoch seconds of a time (a naive one is UTC, as the store's are)."""
-    return int(moment.replace(tzinfo=moment.tzinfo or UTC).timestamp())
 
 
 def _naive_utc(moment: datetime) -> datetime:
@@ -404,7 +400,7 @@ class BarStore:
     ) -> BarArrays:
         """The bars of one symbol within its span: source bars before its end (a bucket the end
         cuts holds only those, as when read alone), resampled if need be, from its start."""
-        start, end = (_epoch_s(moment) for moment in span)
+        start, end = (epoch_seconds(moment) for moment in span)
         before = int(np.searchsorted(bars.times, end))
         times, values = bars.times[:before], bars.values[:before]
         if source != timeframe and len(times):

@@ -45,6 +45,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from redis.asyncio import Redis
 
+from orchestrator.dates import epoch_seconds
 from orchestrator.features.head import OnlineLevels
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.prediction import FeatureKey, Prediction
@@ -84,11 +85,6 @@ _TIMEFRAMES = {timeframe.value: timeframe for timeframe in Timeframe}  # no enum
 _BlockKey = tuple[str, int, int, bool, bool]  # version, horizon, its bars, intervals?, baseline?
 # Predictions whose rows are built together: timeframe, version, horizon bars, intervals?, baseline?
 _Group = tuple[str, str, tuple[int, ...], bool, bool]
-
-
-def _epoch(moment: datetime) -> int:
-    """Seconds since the epoch of an aware time (a naive one is UTC, as the store's are)."""
-    return int(moment.replace(tzinfo=moment.tzinfo or UTC).timestamp())
 
 
 @dataclass
@@ -184,7 +180,7 @@ class QualityTracker:
                 series = self._series[key] = _Series(key[1].seconds)
             if prediction.bar_time != bar_time:
                 bar_time = prediction.bar_time
-                epoch = _epoch(bar_time)
+                epoch = epoch_seconds(bar_time)
             if series.newest is None or epoch > series.newest:
                 series.newest = epoch  # predictions are made on closed bars only
                 series.version = prediction.version
@@ -215,10 +211,11 @@ class QualityTracker:
             )
         horizons = self._horizons_of(group, spec)
         keys = [(version, k, bars[k], has_intervals, has_baseline) for k in range(len(bars))]
-        served = [prediction.served for _, prediction, _, _ in members]
+        predictions = [prediction for _, prediction, _, _ in members]
+        served = [prediction.served for prediction in predictions]
         rows = served_rows(
-            close=np.array([prediction.inputs.close for _, prediction, _, _ in members]),
-            atr=np.array([prediction.inputs.atr for _, prediction, _, _ in members]),
+            close=np.array([prediction.inputs.close for prediction in predictions]),
+            atr=np.array([prediction.inputs.atr for prediction in predictions]),
             ranges=np.concatenate([s.ranges for s in served]),
             intervals=np.concatenate([s.intervals for s in served if s.intervals is not None])
             if has_intervals
@@ -226,7 +223,7 @@ class QualityTracker:
             baseline=np.concatenate([s.baseline for s in served if s.baseline is not None])
             if has_baseline
             else None,
-            direction=np.concatenate([prediction.out.direction for _, prediction, _, _ in members]),
+            direction=np.concatenate([prediction.out.direction for prediction in predictions]),
             confidence=np.concatenate([s.confidence for s in served]),
             p_long=np.concatenate([s.p_long for s in served]),
             p_short=np.concatenate([s.p_short for s in served]),

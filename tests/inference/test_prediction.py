@@ -100,7 +100,11 @@ def test_shared_records_built_for_a_whole_chunk_equal_those_built_one_by_one() -
     har = np.concatenate([p.inputs.har for p in predictions])
     season = np.concatenate([p.inputs.season for p in predictions])
     together = SharedPrediction.of_rows(predictions, batched, har, season, {})
-    assert together == [SharedPrediction.of(p) for p in predictions]
+    alone = [
+        SharedPrediction.of_rows([p], p.out, p.inputs.har, p.inputs.season, {})[0]
+        for p in predictions
+    ]
+    assert together == alone
 
 
 _OUTPUTS = ("gru_range", "transformer_range", "p_long", "p_short", "confidence", "direction")
