@@ -55,10 +55,11 @@ from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.quality.adaptive import column_miscoverage, probability_shifts, universe_rate
 from orchestrator.quality.open_rows import (
     F64,
-    I64,
     Horizon,
     OpenRows,
+    ReadBars,
     Resolved,
+    fold_blocks,
     served_rows,
 )
 from orchestrator.quality.store import CLAIM_TTL_S, SharedTotals
@@ -102,7 +103,7 @@ class _Series:
     def add(self, key: _BlockKey, horizon: Horizon, epoch: int, row: F64) -> None:
         block = self.blocks.get(key)
         if block is None:
-            block = self.blocks[key] = OpenRows(horizon)
+            block = self.blocks[key] = OpenRows(horizon, self.step_s)
         block.add(epoch, row)
         ends = epoch + horizon.bars * self.step_s
         if self.due_at is None or ends < self.due_at:
@@ -124,18 +125,18 @@ class _Series:
             (s for b in self.blocks.values() if (s := b.oldest_seen()) is not None), default=None
         )
 
-    def fold(self, times: I64, highs: F64, lows: F64, after: int) -> list[Resolved]:
-        ended = [r for b in self.blocks.values() if (r := b.fold(times, highs, lows, after))]
+    def settle(self, after: int) -> None:
+        """After its blocks were folded with bars read after `after`: reads again where rows were
+        recorded during the read for older bars, drops the empty blocks of a version no longer
+        served, and finds when a row can next end."""
         behind = self.read_after()
         if behind is not None and behind < after:
             self.read_for = None  # rows recorded during the read, for older bars: read again
         for key in [k for k, b in self.blocks.items() if not b.n and k[0] != self.version]:
             del self.blocks[key]  # a version no longer served
         self.due_at = min(
-            (d for b in self.blocks.values() if (d := b.due_at(self.step_s)) is not None),
-            default=None,
+            (d for b in self.blocks.values() if (d := b.due_at()) is not None), default=None
         )
-        return ended
 
 
 class QualityTracker:
@@ -331,13 +332,33 @@ class QualityTracker:
             return []
         self.fetches += 1
         found = await store.bars_between_many(timeframe, spans)
-        ended: list[tuple[FeatureKey, Resolved]] = []
-        for key, series, after, newest in reads:
+        read = [(key, series, after) for key, series, after, _ in reads if len(found[key[0]].times)]
+        for _, series, _, newest in reads:
             series.read_for = newest
-            bars = found[key[0]]
-            if len(bars.times):
-                highs, lows = bars.values[:, HIGH], bars.values[:, LOW]
-                ended += [(key, rows) for rows in series.fold(bars.times, highs, lows, after)]
+        if not read:
+            return []
+        bars = ReadBars.padded(
+            [
+                (b.times, b.values[:, HIGH], b.values[:, LOW])
+                for b in (found[k[0]] for k, _, _ in read)
+            ]
+        )
+        afters = np.array([after for _, _, after in read], np.int64)
+        # The blocks of one horizon across the chunk are folded together.
+        groups: dict[_BlockKey, tuple[list[OpenRows], list[int]]] = {}
+        for i, (_, series, _) in enumerate(read):
+            for block_key, block in series.blocks.items():
+                blocks, owners = groups.setdefault(block_key, ([], []))
+                blocks.append(block)
+                owners.append(i)
+        done: dict[tuple[int, _BlockKey], Resolved] = {}
+        for block_key, (blocks, owners) in groups.items():
+            resolved = fold_blocks(blocks, np.array(owners, np.intp), bars, afters)
+            done.update({(i, block_key): r for i, r in zip(owners, resolved, strict=True) if r})
+        ended: list[tuple[FeatureKey, Resolved]] = []  # in series order, as they were read
+        for i, (key, series, after) in enumerate(read):
+            ended += [(key, r) for k in series.blocks if (r := done.get((i, k)))]
+            series.settle(after)
         return ended
 
     def _outcomes(self, key: FeatureKey, rows: Resolved, now: datetime) -> list[Outcome]:

@@ -17,6 +17,8 @@ from orchestrator.quality.open_rows import (
     WON,
     Horizon,
     OpenRows,
+    ReadBars,
+    fold_blocks,
 )
 
 STEP_S = 300
@@ -47,7 +49,7 @@ def test_bars_folded_as_they_arrive_equal_the_horizon_scored_at_once(seed: int) 
     close = 100 + np.cumsum(rng.normal(0, 0.3, len(times)))
     highs = close + rng.exponential(0.3, len(times))
     lows = close - rng.exponential(0.3, len(times))
-    block = OpenRows(_horizon(bars), capacity=2)
+    block = OpenRows(_horizon(bars), STEP_S, capacity=2)
     expected: dict[int, tuple[float, float, float, float]] = {}
     resolved: dict[int, np.ndarray] = {}
     i = 0
@@ -86,7 +88,7 @@ def test_bars_folded_as_they_arrive_equal_the_horizon_scored_at_once(seed: int) 
 
 
 def test_a_row_of_an_older_bar_waits_for_a_read_that_covers_it() -> None:
-    block = OpenRows(_horizon(2, is_label=False))
+    block = OpenRows(_horizon(2, is_label=False), STEP_S)
     block.add(10 * STEP_S, np.full(TRADE_COLUMNS, 1.0))
     times = np.array([11, 12], np.int64) * STEP_S
     late = np.full(TRADE_COLUMNS, 1.0)
@@ -104,11 +106,59 @@ def test_a_row_of_an_older_bar_waits_for_a_read_that_covers_it() -> None:
 
 
 def test_blocks_grow_and_keep_their_oldest_rows_first() -> None:
-    block = OpenRows(_horizon(1000, is_label=False), capacity=1)
+    block = OpenRows(_horizon(1000, is_label=False), STEP_S, capacity=1)
     for k in range(50):
         block.add(k * STEP_S, np.full(TRADE_COLUMNS, float(k)))
     assert block.n == 50
     assert block.epochs[:3].tolist() == [0, STEP_S, 2 * STEP_S]
-    assert block.due_at(STEP_S) == 1000 * STEP_S
+    assert block.due_at() == 1000 * STEP_S
     assert block.holds(49 * STEP_S)
     assert not block.holds(50 * STEP_S)
+
+
+def test_blocks_folded_together_end_as_each_folded_alone() -> None:
+    """fold_blocks over many series' blocks (different bars read per series, some none, rows
+    that wait for an older read) leaves each block as its own fold does, bounds included, and
+    hands over the same ended rows."""
+    rng = np.random.default_rng(7)
+    horizon = _horizon(5)
+    alone, together, ended_alone, reads = [], [], [], []
+    for s in range(40):
+        a, b = OpenRows(horizon, STEP_S), OpenRows(horizon, STEP_S)
+        for k in sorted(rng.choice(30, size=int(rng.integers(0, 6)), replace=False)):
+            row = np.full(TRADE_COLUMNS, np.nan)
+            row[CLOSE], row[ATR] = 100.0 + s, 0.5
+            a.add(int(k) * STEP_S, row)
+            b.add(int(k) * STEP_S, row)
+        # most read from the oldest row's bar; every fifth from bar 10 (older rows wait)
+        after = a.oldest_seen() if a.n and s % 5 else 10 * STEP_S
+        assert after is not None
+        n_bars = int(rng.integers(0, 9))
+        times = after + STEP_S * np.arange(1, n_bars + 1, dtype=np.int64)
+        highs = 100.0 + s + rng.exponential(0.6, n_bars)
+        lows = 100.0 + s - rng.exponential(0.6, n_bars)
+        ended_alone.append(a.fold(times, highs, lows, after) if n_bars else None)
+        alone.append(a)
+        together.append(b)
+        reads.append((times, highs, lows, after))
+    bars = ReadBars.padded([(t, h, low) for t, h, low, _ in reads])
+    afters = np.array([after for *_, after in reads], np.int64)
+    owners = np.arange(len(together), dtype=np.intp)
+    ended_together = fold_blocks(together, owners, bars, afters)
+    assert sum(r is not None for r in ended_together) >= 5
+    for a_ended, b_ended in zip(ended_alone, ended_together, strict=True):
+        assert (a_ended is None) == (b_ended is None)
+        if a_ended is not None and b_ended is not None:
+            assert np.array_equal(a_ended.epochs, b_ended.epochs)
+            assert np.array_equal(a_ended.values, b_ended.values, equal_nan=True)
+    for a, b in zip(alone, together, strict=True):
+        n = a.n
+        assert b.n == n
+        assert np.array_equal(a.values[:n], b.values[:n], equal_nan=True)
+        assert np.array_equal(a.seen[:n], b.seen[:n])
+        assert np.array_equal(a.counted[:n], b.counted[:n])
+        assert (a.oldest_seen(), a.due_at()) == (b.oldest_seen(), b.due_at())
+        if n:  # the kept bounds are what the rows say
+            left = horizon.bars - b.counted[:n]
+            assert b.due_at() == int((b.seen[:n] + left * STEP_S).min())
+            assert b.oldest_seen() == int(b.seen[:n].min())
