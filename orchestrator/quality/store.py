@@ -8,9 +8,12 @@ horizon of one prediction, is claimed instead: one Lua script sets `{prefix}:qua
 {symbol}:{timeframe}:{bar epoch}:v{version}:{horizon}` (`SET NX PX`) and, only when the claim is
 new, adds the outcome's sums to the (timeframe, version) hash (`HINCRBY` / `HINCRBYFLOAT`,
 confidence bins included) and its coverage to the drift list (`LPUSH` + `LTRIM`). Claim and count
-are one atomic step, so no replica can die in between; a pass sends all its outcomes in one
-pipeline, and reads the shared totals back for /api/stats, the Prometheus gauges and
-`model-report`.
+are one atomic step, so no replica can die in between. One script call takes up to SEND_BATCH
+outcomes alike (same group, horizon and fields), claims each, and adds the sums of the new ones
+once per field: a call per outcome packed ~35 arguments each on the client and ran ~20 hash
+commands in Redis, 0.9 s of client time and 0.3 s of Redis a pass at 10,000 symbols. A pass
+sends all its calls in one pipeline, and reads the shared totals back for /api/stats, the
+Prometheus gauges and `model-report`.
 
 A claim lives `claim_ttl_s` (3 h: ~70 outcomes per symbol and hour on 5m, 15m and 1h, so ~200
 claim keys per symbol, ~25 MB for 1,000 symbols). An outcome kept unsent (Redis away) for longer
@@ -46,25 +49,43 @@ CLAIM_TTL_S = 3 * 3600.0
 CLAIM_MARGIN_S = 600.0
 UNSENT_MAX = 100_000  # outcomes kept for Redis while it is away (~300 B each)
 
-# KEYS: claim, totals hash, drift list, group set. ARGV: claim ttl ms, drift window, group,
-# interval level, horizons, drift entry ('' for none), then (kind 'i' | 'f', field, delta)...
+# One call per batch of outcomes alike (same group, horizon and fields). KEYS: totals hash, drift
+# list, group set, then each outcome's claim. ARGV: claim ttl ms, drift window, group, interval
+# level, horizons, the fields' kinds ('i' | 'f', one string), the fields (comma-separated), then
+# per outcome its drift entry ('' for none) and its deltas (comma-separated, in field order).
+# Returns how many claims were new: only theirs are summed, then added once per field.
 _COUNT_ONCE = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
-redis.call('SADD', KEYS[4], ARGV[3])
-redis.call('HSET', KEYS[2], 'meta:level', ARGV[4], 'meta:horizons', ARGV[5])
-if ARGV[6] ~= '' then
-  redis.call('LPUSH', KEYS[3], ARGV[6])
-  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[2]) - 1)
-end
-for i = 7, #ARGV, 3 do
-  if ARGV[i] == 'f' then
-    redis.call('HINCRBYFLOAT', KEYS[2], ARGV[i + 1], ARGV[i + 2])
-  else
-    redis.call('HINCRBY', KEYS[2], ARGV[i + 1], ARGV[i + 2])
+local kinds, fields, sums, drift, claimed = ARGV[6], {}, {}, {}, 0
+for name in string.gmatch(ARGV[7], '[^,]+') do fields[#fields + 1] = name; sums[#fields] = 0 end
+for k = 4, #KEYS do
+  if redis.call('SET', KEYS[k], '1', 'NX', 'PX', ARGV[1]) then
+    claimed = claimed + 1
+    local at = 8 + 2 * (k - 4)
+    if ARGV[at] ~= '' then drift[#drift + 1] = ARGV[at] end
+    local j = 1
+    for delta in string.gmatch(ARGV[at + 1], '[^,]+') do
+      sums[j] = sums[j] + tonumber(delta)
+      j = j + 1
+    end
   end
 end
-return 1
+if claimed == 0 then return 0 end
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('HSET', KEYS[1], 'meta:level', ARGV[4], 'meta:horizons', ARGV[5])
+for j = 1, #fields do
+  if string.sub(kinds, j, j) == 'f' then
+    redis.call('HINCRBYFLOAT', KEYS[1], fields[j], string.format('%.17g', sums[j]))
+  else
+    redis.call('HINCRBY', KEYS[1], fields[j], string.format('%d', sums[j]))
+  end
+end
+if #drift > 0 then
+  redis.call('LPUSH', KEYS[2], unpack(drift))
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+end
+return claimed
 """
+SEND_BATCH = 500  # outcomes per script call: a call runs ~1 ms in Redis, which blocks meanwhile
 
 
 class SharedTotals:
@@ -150,48 +171,51 @@ class SharedTotals:
         self.stale += len(unsent) - len(kept)
         return kept
 
-    async def _send(self, batch: list[Outcome]) -> list[Outcome]:
-        """Claims and counts `batch` in one pipeline; returns the outcomes Redis refused (read
-        only, out of memory), to send again. A lost connection raises."""
+    async def _send(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Claims and counts `outcomes` in one pipeline, a script call per batch alike; returns
+        the outcomes of the calls Redis refused (read only, out of memory), to send again. A
+        lost connection raises. One call per outcome packed ~35 arguments each, most of a
+        10,000-symbol pass's client time (docs/benchmarks.md)."""
         assert self._redis is not None
         assert self._script is not None
-        ttl_ms = int(self.claim_ttl_s * 1000)
+        ttl_ms = str(int(self.claim_ttl_s * 1000))
         pipe = self._redis.pipeline(transaction=False)
-        for outcome in batch:
-            keys, args = self._script_call(outcome, ttl_ms)
+        batches = _alike(outcomes)
+        for batch in batches:
+            keys, args = self._script_call(batch, ttl_ms)
             await self._script(keys=keys, args=args, client=pipe)
         results = await pipe.execute(raise_on_error=False)
         failed = []
-        for outcome, result in zip(batch, results, strict=True):
+        for batch, result in zip(batches, results, strict=True):
             if isinstance(result, Exception):
-                failed.append(outcome)
+                failed += batch
                 self._down(result)
-            elif result == 1:
-                self.counted += 1
             else:
-                self.counted_elsewhere += 1
+                self.counted += int(result)
+                self.counted_elsewhere += len(batch) - int(result)
         return failed
 
-    def _script_call(self, outcome: Outcome, ttl_ms: int) -> tuple[list[str], list[str]]:
-        group = (outcome.timeframe, outcome.version)
+    def _script_call(self, batch: list[Outcome], ttl_ms: str) -> tuple[list[str], list[str]]:
+        first = batch[0]
+        group = (first.timeframe, first.version)
         keys = [
-            f"{self._namespace}:claim:{outcome.claim}",
             self._totals_key(group),
-            self._drift_key(group, outcome.horizon),
+            self._drift_key(group, first.horizon),
             f"{self._namespace}:groups",
+            *(f"{self._namespace}:claim:{outcome.claim}" for outcome in batch),
         ]
-        level = "" if outcome.level is None else repr(outcome.level)
         args = [
-            str(ttl_ms),
+            ttl_ms,
             str(DRIFT_WINDOW),
-            f"{outcome.timeframe}|{outcome.version}",
-            level,
-            ",".join(outcome.horizons),
-            outcome.drift or "",
+            f"{first.timeframe}|{first.version}",
+            "" if first.level is None else repr(first.level),
+            ",".join(first.horizons),
+            "".join("i" if isinstance(delta, int) else "f" for _, delta in first.increments),
+            ",".join(name for name, _ in first.increments),
         ]
-        for name, delta in outcome.increments:
-            kind = "i" if isinstance(delta, int) else "f"
-            args += [kind, name, str(delta) if kind == "i" else repr(float(delta))]
+        for outcome in batch:
+            args.append(outcome.drift or "")
+            args.append(",".join(_number(delta) for _, delta in outcome.increments))
         return keys, args
 
     def _totals_key(self, group: Group) -> str:
@@ -239,6 +263,32 @@ class SharedTotals:
                 recent = deque((_text(e) for e in entries), maxlen=DRIFT_WINDOW)
                 shared[group].drift[horizon] = recent
         return shared
+
+
+def _alike(outcomes: list[Outcome]) -> list[list[Outcome]]:
+    """The outcomes in batches of at most SEND_BATCH that one script call counts together:
+    same group, horizon, interval level, horizons and increment fields (a label horizon's
+    confidence bin names its fields), each batch in the order given."""
+    batches: dict[tuple[object, ...], list[list[Outcome]]] = {}
+    for outcome in outcomes:
+        alike = (
+            outcome.timeframe,
+            outcome.version,
+            outcome.horizon,
+            outcome.level,
+            tuple(outcome.horizons),
+            tuple(name for name, _ in outcome.increments),
+        )
+        runs = batches.setdefault(alike, [[]])
+        if len(runs[-1]) == SEND_BATCH:
+            runs.append([])
+        runs[-1].append(outcome)
+    return [batch for runs in batches.values() for batch in runs]
+
+
+def _number(delta: float) -> str:
+    """A delta as the script reads it: an int exactly, a float to the last bit."""
+    return str(delta) if isinstance(delta, int) else repr(float(delta))
 
 
 def _text(value: bytes | str) -> str:
