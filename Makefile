@@ -223,7 +223,7 @@ bench-scale-gc: ## bench-scale with every garbage collection of the engine logge
 	@$(PY) -m bench.gc_probe .run/gc-probe
 
 .PHONY: bench-quality
-bench-quality: db ## Live quality at 1k/3k/10k symbols: a resolve pass per new bar, reads batched vs one per series, side by side (after make bench-scale) -> bench/results/quality_scale*
+bench-quality: db redis ## Live quality at 1k/3k/10k symbols: a resolve pass per new bar (outcomes counted in Redis), reads batched vs one per series, side by side (after make bench-scale) -> bench/results/quality_scale*
 	@MYSQL_DATABASE=$(SCALE_DATABASE) $(PY) -m bench.scale.quality $(QUALITY_ARGS)
 
 .PHONY: bench-inputs
