@@ -165,14 +165,14 @@ class OpenRows:
         values: F64,
         seen: I64,
         counted: I64,
-        ended: npt.NDArray[np.bool_],
+        ended: npt.NDArray[np.bool_] | None,
         oldest_seen: int,
         due_at: int,
     ) -> None:
-        """Its rows after fold_blocks folded them, less those that `ended` (handed over), and
-        the bounds of the rows left (fold_blocks computes them for every block at once; _NONE
-        where none is left)."""
-        if ended.any():
+        """Its rows after fold_blocks folded them, less those that `ended` (handed over; None:
+        none did), and the bounds of the rows left (fold_blocks computes them for every block
+        at once; _NONE where none is left)."""
+        if ended is not None:
             kept = ~ended
             k = int(kept.sum())
             self.epochs[:k] = self.epochs[: self.n][kept]
@@ -262,12 +262,14 @@ def fold_blocks(
     due = np.minimum.reduceat(
         np.where(ended, _NONE, seen + (horizon.bars - counted) * step_s), starts
     )
-    for k, i in enumerate(live):
+    any_ended = np.add.reduceat(ended, starts).astype(bool).tolist()
+    bounds = zip(oldest.tolist(), due.tolist(), strict=True)
+    for k, (i, (block_oldest, block_due)) in enumerate(zip(live, bounds, strict=True)):
         block, row = blocks[i], slice(starts[k], starts[k] + sizes[k])
-        done = ended[row]
-        if done.any():
+        done = ended[row] if any_ended[k] else None
+        if done is not None:
             out[i] = Resolved(horizon, block.epochs[: block.n][done], values[row][done])
-        block.refill(values[row], seen[row], counted[row], done, int(oldest[k]), int(due[k]))
+        block.refill(values[row], seen[row], counted[row], done, block_oldest, block_due)
     return out
 
 

@@ -298,8 +298,7 @@ class QualityTracker:
             except Exception as exc:  # the database away: count what has settled, then raise
                 failure = exc
                 break
-            for key, rows in ended:
-                outcomes += self._outcomes(key, rows, moment)
+            outcomes += self._outcomes(ended, moment)
         await self.shared.count(outcomes, moment)
         await self.shared.refresh()
         drifts = publish(self.report(), self._warned)
@@ -361,28 +360,42 @@ class QualityTracker:
             series.settle(after)
         return ended
 
-    def _outcomes(self, key: FeatureKey, rows: Resolved, now: datetime) -> list[Outcome]:
-        horizon = rows.horizon
-        group = (key[1].value, horizon.version)
-        names = self._horizons[group]
-        prefix = f"{key[0]}:{key[1].value}:"
-        suffix = f":v{horizon.version}:{horizon.name}"
-        return [
-            Outcome(
-                timeframe=group[0],
-                version=horizon.version,
-                horizon=horizon.name,
-                claim=f"{prefix}{epoch}{suffix}",
-                resolved_at=now,
-                level=self._levels[group],
-                horizons=names,
-                increments=increments,
-                drift=drift,
+    def _outcomes(self, ended: list[tuple[FeatureKey, Resolved]], now: datetime) -> list[Outcome]:
+        """The outcomes of a chunk's ended rows, scored a horizon at a time over every series
+        (resolved_increments' array work once per horizon, not once per series), each
+        horizon's in the order the series were read."""
+        by_horizon: dict[tuple[str, Horizon], list[tuple[FeatureKey, Resolved]]] = {}
+        for key, rows in ended:
+            by_horizon.setdefault((key[1].value, rows.horizon), []).append((key, rows))
+        outcomes: list[Outcome] = []
+        for (timeframe, horizon), parts in by_horizon.items():
+            group = (timeframe, horizon.version)
+            names, level = self._horizons[group], self._levels[group]
+            rows = Resolved(
+                horizon,
+                np.concatenate([r.epochs for _, r in parts]),
+                np.concatenate([r.values for _, r in parts]),
             )
-            for epoch, (increments, drift) in zip(
-                rows.epochs.tolist(), resolved_increments(rows), strict=True
-            )
-        ]
+            symbols = [key[0] for key, r in parts for _ in range(len(r.epochs))]
+            suffix = f":{timeframe}:"
+            tail = f":v{horizon.version}:{horizon.name}"
+            outcomes += [
+                Outcome(
+                    timeframe=timeframe,
+                    version=horizon.version,
+                    horizon=horizon.name,
+                    claim=f"{symbol}{suffix}{epoch}{tail}",
+                    resolved_at=now,
+                    level=level,
+                    horizons=names,
+                    increments=increments,
+                    drift=drift,
+                )
+                for symbol, epoch, (increments, drift) in zip(
+                    symbols, rows.epochs.tolist(), resolved_increments(rows), strict=True
+                )
+            ]
+        return outcomes
 
     # --- online levels ---------------------------------------------------------------------
     def levels(
