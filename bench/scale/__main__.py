@@ -11,8 +11,10 @@ benchmark's own database, kept between runs so a rerun does not seed again):
   (the slope of RSS over the states held, from one size to the next).
 
 Usage: make bench-scale   (or MYSQL_DATABASE=trading_scale .venv/bin/python -m bench.scale
-       [--sizes 1000,3000,10000] [--bars 800] [--repeats 3] [--replicas 1] [--profile])
-Writes bench/results/scale.json (scale_replicas2.json with two replicas), scale.png (log-log)
+       [--sizes 1000,3000,10000] [--bars 800] [--repeats 3] [--replicas 1] [--profile]
+       [--native-bars])
+Writes bench/results/scale.json (scale_replicas2.json with two replicas, scale_native.json with
+--native-bars: 15m and 1h bars stored too, so all N x 3 keys hold states), scale.png (log-log)
 and, with --profile and py-spy on PATH, scale_profile_n<N>.txt (warm sweeps) and
 scale_profile_cold_n<N>.txt (the cold start) for the largest N.
 """
@@ -195,6 +197,11 @@ def main() -> int:
         "--profile", action="store_true", help="py-spy the largest size's cold start and sweeps"
     )
     parser.add_argument(
+        "--native-bars",
+        action="store_true",
+        help="also store 15m and 1h bars per symbol, so every one of the N x 3 keys holds a state",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="the engine on core 0, Triton on core 1 (Triton on a machine of its own)",
@@ -208,6 +215,7 @@ def main() -> int:
     results["started"] = started.isoformat(timespec="seconds")
     suffix = "" if args.replicas == 1 else f"_replicas{args.replicas}"
     suffix += "_pinned" if args.pin else ""
+    suffix += "_native" if args.native_bars else ""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     write_json(results, RESULTS_DIR / f"scale{suffix}.json")
     plot(results, RESULTS_DIR / f"scale{suffix}.png")

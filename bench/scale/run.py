@@ -36,6 +36,7 @@ from orchestrator.devstack import process
 from orchestrator.devstack.process import free_ports
 from orchestrator.devstack.triton import TritonServer
 from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import RUN_DIR, DatabaseSettings
 
 PREFIX = "BSC"
@@ -47,6 +48,27 @@ SWEEP_TIMEOUT_S = 600.0
 
 def names(count: int) -> list[str]:
     return [f"{PREFIX}{i:05d}" for i in range(count)]
+
+
+# --native-bars: 15m and 1h series stored for each symbol (a week of 15m, four weeks of 1h bars:
+# what a state of each needs, features/online.seed_bars). Resampled from 800 5m bars those keys
+# are refused for too little history, so without them the run holds N states, not N x 3.
+NATIVE_BARS = {Timeframe.M15: 700, Timeframe.H1: 700}
+NATIVE_CHUNK = 500  # symbols written per transaction
+
+
+async def seed_native(db: Database, symbols: list[str]) -> None:
+    """Stores the NATIVE_BARS series of the symbols that lack them (kept between runs)."""
+    for timeframe, bars in NATIVE_BARS.items():
+        rows = await db.fetchall(
+            "SELECT DISTINCT symbol FROM bars WHERE timeframe = %s AND symbol LIKE %s",
+            (timeframe.value, f"{PREFIX}%"),
+        )
+        stored = {str(row[0]) for row in rows}
+        missing = [s for s in symbols if s not in stored]
+        for start in range(0, len(missing), NATIVE_CHUNK):
+            log(f"storing {timeframe.value} bars: {start:,} of {len(missing):,} symbols")
+            await seed(db, missing[start : start + NATIVE_CHUNK], bars, timeframe)
 
 
 def rss_mb(pid: int) -> float:
@@ -423,6 +445,8 @@ async def run(args: Any) -> Json:
                 log(f"seeding {len(missing):,} symbols x {args.bars} 5m bars")
                 added = await seed(db, missing, args.bars)
                 book.last.update(added.last)
+            if args.native_bars:
+                await seed_native(db, symbols)
             log(f"N = {n:,}: starting {args.replicas} engine replica(s)")
             shutil.rmtree(SNAPSHOTS, ignore_errors=True)  # the first start is a cold one
             replicas = Replicas(

@@ -19,6 +19,7 @@ from orchestrator.demo.generator import generate_bars
 from orchestrator.ingest.writer import write_bars
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import SymbolInfo
+from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import DatabaseSettings
 
 
@@ -71,13 +72,16 @@ async def delete_symbols(db: Database, symbols: list[str]) -> None:
                 await cur.execute(f"DELETE FROM `{table}` WHERE symbol IN ({marks})", chunk)
 
 
-async def seed(db: Database, symbols: list[str], bars_per_symbol: int) -> BarBook:
-    """Each symbol gets its own generated series (seeded by its index), written by the ingest
-    writer like any other bars."""
+async def seed(
+    db: Database, symbols: list[str], bars_per_symbol: int, timeframe: Timeframe = Timeframe.M5
+) -> BarBook:
+    """Each symbol gets its own generated series (seeded by its index and the timeframe),
+    written by the ingest writer like any other bars."""
     frames, last = [], {}
+    offset = 1000 if timeframe == Timeframe.M5 else 1000 + 100_000 * timeframe.seconds
     for i, symbol in enumerate(symbols):
-        bars = generate_bars("BTCUSD", bars=bars_per_symbol, seed=1000 + i)
-        frames.append(bars.reset_index().assign(symbol=symbol, timeframe="5m"))
+        bars = generate_bars("BTCUSD", bars=bars_per_symbol, seed=offset + i, timeframe=timeframe)
+        frames.append(bars.reset_index().assign(symbol=symbol, timeframe=timeframe.value))
         last[symbol] = (bars.index[-1], float(bars["close"].iloc[-1]))
     info = {s: SymbolInfo(s, "crypto", 0.01, description="serving benchmark") for s in symbols}
     await write_bars(db, pd.concat(frames, ignore_index=True), info, show_progress=False)
