@@ -170,19 +170,14 @@ class OpenRows:
         due_at: int,
     ) -> None:
         """Its rows after fold_blocks folded them, less those that `ended` (handed over; None:
-        none did), and the bounds of the rows left (fold_blocks computes them for every block
-        at once; _NONE where none is left)."""
+        none did). Where none ended, the bounds fold_blocks computed for every block at once
+        hold; otherwise they are taken from the rows kept."""
+        n = self.n
+        self.values[:n], self.seen[:n], self.counted[:n] = values, seen, counted
         if ended is not None:
-            kept = ~ended
-            k = int(kept.sum())
-            self.epochs[:k] = self.epochs[: self.n][kept]
-            values, seen, counted = values[kept], seen[kept], counted[kept]
+            self._keep(np.flatnonzero(~ended))
         else:
-            k = self.n
-        self.values[:k], self.seen[:k], self.counted[:k] = values, seen, counted
-        self.n = k
-        self._oldest_seen = oldest_seen if k else None
-        self._due_at = due_at if k else None
+            self._oldest_seen, self._due_at = oldest_seen, due_at
 
     def _keep(self, rows: npt.NDArray[np.intp]) -> None:
         k = len(rows)
@@ -225,7 +220,6 @@ class ReadBars:
 
 
 PAD = -1  # a padded bar's time: before every row's, so no row takes it
-_NONE = np.iinfo(np.int64).max
 
 
 def fold_blocks(
@@ -257,11 +251,9 @@ def fold_blocks(
     counted += use.sum(axis=1)
     np.maximum(seen, np.where(use, times, seen[:, np.newaxis]).max(axis=1), out=seen)
     ended = counted >= horizon.bars
-    # What each block keeps next: its oldest bar seen and the earliest its rows can end.
-    oldest = np.minimum.reduceat(np.where(ended, _NONE, seen), starts)
-    due = np.minimum.reduceat(
-        np.where(ended, _NONE, seen + (horizon.bars - counted) * step_s), starts
-    )
+    # The bounds of blocks where no row ended: the oldest bar seen, the earliest a row can end.
+    oldest = np.minimum.reduceat(seen, starts)
+    due = np.minimum.reduceat(seen + (horizon.bars - counted) * step_s, starts)
     any_ended = np.add.reduceat(ended, starts).astype(bool).tolist()
     bounds = zip(oldest.tolist(), due.tolist(), strict=True)
     for k, (i, (block_oldest, block_due)) in enumerate(zip(live, bounds, strict=True)):
