@@ -351,7 +351,8 @@ class BarCloseEngine:
     async def _sweep_forever(self) -> None:
         """Takes batches off the queues and runs them as sweeps, `sweeps_in_flight` at once: the
         next sweep starts once this one waits for Triton, so its features (this process's core)
-        overlap this one's inference (Triton's core). A key is never in two sweeps at once."""
+        overlap this one's inference (Triton's core); after a sweep that went alone, once it
+        ended. A key is never in two sweeps at once."""
         went_alone = False
         running: dict[asyncio.Task[None], set[FeatureKey]] = {}
         try:
@@ -363,7 +364,12 @@ class BarCloseEngine:
                     handoff = asyncio.Event()  # set once its requests are out, or it ended
                     sweep = asyncio.create_task(self._run_sweep(batch, background, handoff))
                     running[sweep] = {key for key, _ in batch}
-                    await handoff.wait()
+                    if went_alone:
+                        # Somebody waits for it: the next sweep's features (this core) would
+                        # hold its answer until they yield, so that sweep starts once it ended.
+                        await asyncio.wait({sweep})
+                    else:
+                        await handoff.wait()
                 elif not running:  # nothing busy, so nothing queued either
                     self.heap.collect_if_due()
                     return

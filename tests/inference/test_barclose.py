@@ -199,6 +199,8 @@ async def test_a_watched_series_is_swept_ahead_of_the_rest_of_its_bar(
             lambda: all(engine.latest[(s, M5)].bar_time == moved for s in SYMBOLS),
             what="the new bar predicted on every symbol",
         )
+        # A sweep's listeners run after its predictions are kept: wait for the second's too.
+        await until(lambda: len(sweeps) >= 2, what="both sweeps' listeners")
         assert sweeps[0] == [watched]
         assert sorted(sweeps[1]) == sorted(set(SYMBOLS) - {watched})
         requests, rows = np.subtract(_ensemble_counts(model_server), before)
