@@ -183,10 +183,13 @@ class BarStore:
         extra = [key for key in others if key not in out]
         for start in range(0, len(extra), 500):
             chunk = extra[start : start + 500]
-            dive = (
-                "SELECT %s, %s, (SELECT ts FROM bars WHERE symbol = %s AND timeframe = %s"
-                " ORDER BY ts DESC LIMIT 1)"
-            )
+            # MAX(ts) of a constant series is read off the primary key while the statement is
+            # planned; `ORDER BY ts DESC LIMIT 1` with constants is costed over both indexes
+            # first, ~1 ms a part: 0.52 s per 500 series against 0.03 s (10,000 symbols with
+            # their 15m and 1h bars stored: ~20 s of MariaDB per poll, bench-scale
+            # --native-bars). The base query above is correlated, where it is the other way
+            # round (MAX: 15.7 s for 10,000 symbols, ORDER BY: 0.08 s).
+            dive = "SELECT %s, %s, (SELECT MAX(ts) FROM bars WHERE symbol = %s AND timeframe = %s)"
             params: list[str] = []
             for symbol, timeframe in chunk:
                 params += [symbol, timeframe.value, symbol, timeframe.value]
