@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 from redis.asyncio import Redis
 
+from bench.scale.plots import loglog, save
 from bench.scale.run import PREFIX, pids_named
 from bench.serving.services import cpu_seconds
 from orchestrator.inference.prediction import serve_together
@@ -37,7 +38,6 @@ from orchestrator.quality.tracker import QualityTracker
 from orchestrator.settings import DatabaseSettings, RedisSettings
 from tests.quality.test_tracker import make_prediction
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 BARS = 30  # recorded per symbol; the first passes fill the rows
 TIMED = 12  # the last passes, timed
 CHUNK = 1_000
@@ -141,25 +141,16 @@ async def measure(
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = [r["n"] for r in results]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for key, label in (
-        ("pass", "resolve pass (batched reads, fold, count)"),
-        ("read_batched", "reading: one query per 1,000 series"),
-        ("read_one_by_one", "reading: one query per series (before)"),
-    ):
-        ax.plot(n, [r[key]["wall_s"] for r in results], "o-", label=label)
-    ax.set(xscale="log", yscale="log", xlabel="symbols (5m series)", ylabel="seconds")
-    ax.set_title("Live quality after one new bar per series")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    lines = [
+        (label, "o-", n, [r[key]["wall_s"] for r in results])
+        for key, label in (
+            ("pass", "resolve pass (batched reads, fold, count)"),
+            ("read_batched", "reading: one query per 1,000 series"),
+            ("read_one_by_one", "reading: one query per series (before)"),
+        )
+    ]
+    loglog(lines, "Live quality after one new bar per series", "symbols (5m series)", path)
 
 
 async def main(sizes: list[int]) -> None:
@@ -171,12 +162,7 @@ async def main(sizes: list[int]) -> None:
     finally:
         await db.close()
         await redis.aclose()
-    import json
-
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quality_scale.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, RESULTS / "quality_scale.png")
-    print(f"-> {RESULTS / 'quality_scale.json'}, quality_scale.png")
+    save(results, "quality_scale", plot)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench.scale.plots import loglog, save
 from bench.scale.quality import universe
 from bench.scale.run import pids_named
 from bench.serving.services import cpu_seconds
@@ -35,7 +35,6 @@ from orchestrator.marketdata.timeframes import Timeframe
 from orchestrator.settings import DatabaseSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "bench" / "results"
 REPOSITORY = ROOT / "model_repository" / "cpu"
 READS_IN_FLIGHT = 4  # the per-series reads the engine ran at once before the batched read
 SERVED = {Timeframe.M5: "", Timeframe.M15: "_15m", Timeframe.H1: "_1h"}
@@ -105,7 +104,7 @@ async def measure(store: BarStore, n: int, timeframe: Timeframe, server: list[in
     started = time.process_time()
     seed_states(list(frames.values()), spec)
     seed_cpu_s = (time.process_time() - started) / len(frames)
-    result = {
+    result: dict[str, Any] = {
         "n": n,
         "timeframe": timeframe.value,
         "bars_per_series": limit,
@@ -127,26 +126,13 @@ async def measure(store: BarStore, n: int, timeframe: Timeframe, server: list[in
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    lines = []
     for timeframe in SERVED:
         rows = [r for r in results if r["timeframe"] == timeframe.value]
-        if not rows:
-            continue
-        n = [r["n"] for r in rows]
-        for key, style in (("batched", "o-"), ("one_by_one", "x--")):
-            label = f"{timeframe.value}: {'batched' if key == 'batched' else 'one per series'}"
-            ax.plot(n, [r[key]["wall_s"] for r in rows], style, label=label)
-    ax.set(xscale="log", yscale="log", xlabel="symbols", ylabel="seconds")
-    ax.set_title("Reading every series' seed bars (a cold start)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        for key, style, how in (("batched", "o-", "batched"), ("one_by_one", "x--", "per series")):
+            seconds = [r[key]["wall_s"] for r in rows]
+            lines.append((f"{timeframe.value}: {how}", style, [r["n"] for r in rows], seconds))
+    loglog(lines, "Reading every series' seed bars (a cold start)", "symbols", path)
 
 
 async def main(sizes: list[int]) -> None:
@@ -157,10 +143,7 @@ async def main(sizes: list[int]) -> None:
         results = [await measure(store, n, tf, server) for n in sizes for tf in SERVED]
     finally:
         await db.close()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "seed_reads.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, RESULTS / "seed_reads.png")
-    print(f"-> {RESULTS / 'seed_reads.json'}, seed_reads.png")
+    save(results, "seed_reads", plot)
 
 
 if __name__ == "__main__":
