@@ -12,7 +12,7 @@ benchmark's own database, kept between runs so a rerun does not seed again):
 
 Usage: make bench-scale   (or MYSQL_DATABASE=trading_scale .venv/bin/python -m bench.scale
        [--sizes 1000,3000,10000] [--bars 800] [--repeats 3] [--replicas 1] [--profile]
-       [--native-bars])
+       [--native-bars] [--cold-only])
 Writes bench/results/scale.json (scale_replicas2.json with two replicas, scale_native.json with
 --native-bars: 15m and 1h bars stored too, so all N x 3 keys hold states), scale.png (log-log)
 and, with --profile and py-spy on PATH, scale_profile_n<N>.txt (warm sweeps) and
@@ -202,6 +202,11 @@ def main() -> int:
         help="also store 15m and 1h bars per symbol, so every one of the N x 3 keys holds a state",
     )
     parser.add_argument(
+        "--cold-only",
+        action="store_true",
+        help="only the cold start of each size (an A/B of seeding: make bench-scale-ab)",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="the engine on core 0, Triton on core 1 (Triton on a machine of its own)",
@@ -209,6 +214,10 @@ def main() -> int:
     args = parser.parse_args()
     started = datetime.now(UTC)
     results = asyncio.run(run(args))
+    if args.cold_only:
+        for n, r in results["sizes"].items():
+            log(f"N={int(n):>6,}: cold {r['cold']['seconds']:.1f} s")
+        return 0
     results["summary"] = summarise(results)
     results["machine"] = machine()
     results["command"] = "python -m bench.scale " + " ".join(sys.argv[1:])

@@ -29,7 +29,8 @@ for v in B A B A; do
     echo "$v $rev wall_s $(grep -o 'warm sweep [0-9]*/[0-9]*: [0-9.]* s' "$LOG/$v.log" | awk '{print $4}' | tr '\n' ' ')"
     echo "$v $rev engine_cpu_s $(grep -o 'engine [0-9.]*' "$LOG/$v.log" | awk '{print $2}' | tr '\n' ' ')"
     echo "$v $rev triton_cpu_s $(grep -o 'triton [0-9.]*' "$LOG/$v.log" | awk '{print $2}' | tr '\n' ' ')"
+    echo "$v $rev cold_start_s $(grep -o 'cold start [0-9.]* s' "$LOG/$v.log" | awk '{print $3}' | tr '\n' ' ')"
   } | tee -a "$OUT"
 done
-git checkout -q -- bench/results/scale.json bench/results/scale.png
+git checkout -q -- bench/results/scale*.json bench/results/scale*.png 2>/dev/null || true
 echo "-> $OUT"

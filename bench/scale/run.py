@@ -471,6 +471,9 @@ async def run(args: Any) -> Json:
                     f"  cold start {cold['seconds']:.1f} s (boot {boot_s:.1f} s, "
                     f"{cold['feature_seeds']:,} states seeded, {cold['predicted']:,} predicted)"
                 )
+                if args.cold_only:
+                    results["sizes"][str(n)] = {"cold": cold, "rss_mb": replicas.rss_mb()}
+                    continue
                 await wait_idle(roots + replicas.pids)
                 profile = RESULTS_DIR / f"scale_profile_n{n}.txt"
                 with profiled(replicas.pids[0], profile, args.profile and n == max(args.sizes)):

@@ -369,8 +369,10 @@ class BarStore:
             rows = await self.db.fetchall(" UNION ALL ".join([part] * len(chunk)), tuple(params))
             position = {symbol: k for k, (symbol, _) in enumerate(chunk)}
             owners = np.fromiter((position[r[0]] for r in rows), np.int64, len(rows))
-            times = np.array([r[1] for r in rows], "datetime64[ns]")
-            values = np.array([r[2:] for r in rows], np.float64).reshape(len(rows), 5)
+            times = pd.to_datetime([r[1] for r in rows]).to_numpy()
+            values = np.fromiter(  # ~2x faster than numpy.array over the row tuples
+                itertools.chain.from_iterable(r[2:] for r in rows), np.float64, 5 * len(rows)
+            ).reshape(len(rows), 5)
             # A union's rows come in no promised order: by series, then time.
             order = np.lexsort((times, owners))
             owners, times, values = owners[order], times[order], values[order]
