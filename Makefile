@@ -226,10 +226,6 @@ bench-scale-gc: ## bench-scale with every garbage collection of the engine logge
 bench-quality: db redis ## Live quality at 1k/3k/10k symbols: a resolve pass per new bar (outcomes counted in Redis), reads batched vs one per series, side by side (after make bench-scale) -> bench/results/quality_scale*
 	@MYSQL_DATABASE=$(SCALE_DATABASE) $(PY) -m bench.scale.quality $(QUALITY_ARGS)
 
-.PHONY: bench-seed-reads
-bench-seed-reads: db ## A cold start's seed reads at 1k/3k/10k symbols: batched vs one query per series, side by side, and seeding's CPU (after make bench-scale SCALE_ARGS=--native-bars) -> bench/results/seed_reads*
-	@MYSQL_DATABASE=$(SCALE_DATABASE) $(PY) -m bench.scale.seed_reads $(SEED_READS_ARGS)
-
 .PHONY: bench-quality-ab
 bench-quality-ab: db redis ## bench-quality at two commits in one window, B A B (A=<rev>; B = this checkout) -> bench/results/quality_ab.txt
 	@MYSQL_DATABASE=$(SCALE_DATABASE) A=$(A) bench/scale/quality_ab.sh

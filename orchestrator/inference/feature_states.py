@@ -31,10 +31,11 @@ from orchestrator.marketdata.calendars import CalendarStore
 from orchestrator.marketdata.resample import resample_bars
 from orchestrator.marketdata.sessions import TradingWeek, infer_week, shared_week
 from orchestrator.marketdata.store import BarStore, bars_frame
-from orchestrator.marketdata.timeframes import Timeframe, parse_symbol
+from orchestrator.marketdata.timeframes import Timeframe
 
 INLINE_UPDATES = 16  # fewer incremental updates than this run on the loop (a thread hop costs more)
 MAX_STEPS = 2000  # more new bars than this: recompute from the tail instead of stepping
+READS_IN_FLIGHT = 4  # seed-bar queries at once: the server's part overlaps the parsing here
 
 
 @dataclass
@@ -188,7 +189,7 @@ class FeatureStates:
                     to_seed.append(key)
         to_seed = await self._with_enough_history(store, spec, timeframe, to_seed, targets, results)
         stored = await self._stored_weeks(store, timeframe, to_seed)
-        await self._seed_all(store, spec, timeframe, to_seed, stored, ready, results)
+        await self._seed_all(store, spec, to_seed, stored, ready, results)
         return ready
 
     async def _bars_since(
@@ -325,49 +326,33 @@ class FeatureStates:
         except Exception:
             return {}
 
-    async def _read_seed_bars(
-        self,
-        store: BarStore,
-        spec: FeatureSpec,
-        timeframe: Timeframe,
-        keys: list[FeatureKey],
-        results: dict[FeatureKey, Prediction | BaseException],
-    ) -> list[tuple[FeatureKey, int, pd.DataFrame]]:
-        """(key, series revision, seed bars) of the keys read, in one read; a key that cannot
-        be read fails alone, in `results`."""
-        revisions = {key: self._series.revision(key) for key in keys}  # a later correction reseeds
-        sources: dict[str, Timeframe] = {}
-        for key in keys:
-            try:
-                parse_symbol(key[0])
-                source = self._series.source(key)
-                sources[key[0]] = source or await store.source_timeframe(key[0], timeframe)
-            except Exception as exc:
-                results[key] = exc
-        try:
-            read = await store.latest_bars_many(
-                timeframe, sources, seed_bars(spec), closed_only=True
-            )
-        except Exception as exc:
-            results.update({key: exc for key in keys if key[0] in sources})
-            return []
-        return [(key, revisions[key], read[key[0]]) for key in keys if key[0] in read]
-
     async def _seed_all(
         self,
         store: BarStore,
         spec: FeatureSpec,
-        timeframe: Timeframe,
         keys: list[FeatureKey],
         weeks: dict[str, TradingWeek],
         ready: dict[FeatureKey, IncrementalFeatures],
         results: dict[FeatureKey, Prediction | BaseException],
     ) -> None:
-        """Reads the keys' bars (seeding.SEED_BATCH keys to a read, BarStore.latest_bars_many)
-        and seeds them a batch at a time: while one batch seeds (in a thread, or in the seeding
-        workers when the sweep is large), the next batch's bars are read."""
+        """Reads the keys' bars (READS_IN_FLIGHT queries at once) and seeds them
+        seeding.SEED_BATCH keys at a time: while one batch seeds (in a thread, or in the
+        seeding workers when the sweep is large), the next batch's bars are read."""
         pooled = self._seeder.pooled(len(keys))
+        reads = asyncio.Semaphore(READS_IN_FLIGHT)
         seeding_slots = asyncio.Semaphore(self._seeder.processes if pooled else 1)
+
+        async def read(key: FeatureKey) -> tuple[int, pd.DataFrame]:
+            async with reads:
+                revision = self._series.revision(key)  # before the read: a correction reseeds
+                bars = await store.latest_bars(
+                    key[0],
+                    key[1],
+                    seed_bars(spec),
+                    closed_only=True,
+                    source=self._series.source(key),
+                )
+                return revision, bars
 
         async def seed(batch: list[tuple[FeatureKey, int, pd.DataFrame]]) -> None:
             try:
@@ -392,7 +377,15 @@ class FeatureStates:
             size = seeding.SEED_BATCH
             for start in range(0, len(keys), size):
                 chunk = keys[start : start + size]
-                batch = await self._read_seed_bars(store, spec, timeframe, chunk, results)
+                answers = await asyncio.gather(
+                    *(read(key) for key in chunk), return_exceptions=True
+                )
+                batch: list[tuple[FeatureKey, int, pd.DataFrame]] = []
+                for key, answer in zip(chunk, answers, strict=True):
+                    if isinstance(answer, BaseException):
+                        results[key] = answer
+                    else:
+                        batch.append((key, *answer))
                 if batch:
                     await seeding_slots.acquire()
                     batches.append(asyncio.create_task(seed(batch)))

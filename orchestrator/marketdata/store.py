@@ -35,7 +35,6 @@ SELECT_BAR_VALUES = (
     " CAST(close AS DOUBLE), CAST(volume AS DOUBLE)"
 )
 _SELECT_BARS = f"SELECT {SELECT_BAR_VALUES} FROM bars"
-LATEST_READ_CHUNK = 200  # series per statement of latest_bars_many
 _UPSERT_BARS = (
     "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
@@ -99,34 +98,6 @@ class BarArrays(NamedTuple):
 
     times: npt.NDArray[np.int64]
     values: npt.NDArray[np.float64]
-
-
-def _base_bars_to_fetch(
-    limit: int, timeframe: Timeframe, source: Timeframe, closed_only: bool
-) -> int:
-    """Stored bars that hold the newest `limit` bars of `timeframe`. Each bucket holds at most
-    `ratio` source bars, so (limit + 1) * ratio of them always span at least limit + 1 buckets;
-    the oldest one may be cut short and is dropped (and with closed_only one more is fetched for
-    the forming bucket that may be left out)."""
-    ratio = timeframe.seconds // source.seconds
-    return limit if ratio == 1 else (limit + 1 + int(closed_only)) * ratio
-
-
-def _newest_of(
-    frame: pd.DataFrame,
-    timeframe: Timeframe,
-    source: Timeframe,
-    limit: int,
-    fetched: int,
-    closed_only: bool,
-) -> pd.DataFrame:
-    """The newest `limit` `timeframe` bars of the newest `fetched` stored ones (`frame`)."""
-    if timeframe == source:
-        return frame
-    resampled = resample_bars(frame, timeframe, complete_only=closed_only, base=source)
-    if len(frame) == fetched:  # the oldest bucket may be cut short
-        resampled = resampled.iloc[1:]
-    return resampled.iloc[-limit:]
 
 
 def _naive_utc(moment: datetime) -> datetime:
@@ -331,58 +302,23 @@ class BarStore:
         symbol = parse_symbol(symbol)
         if source is None:
             source = await self.source_timeframe(symbol, timeframe)
-        fetch = _base_bars_to_fetch(limit, timeframe, source, closed_only)
+        ratio = timeframe.seconds // source.seconds
+        # Each bucket holds at most `ratio` base bars, so (limit + 1) * ratio base bars always
+        # span at least limit + 1 buckets; the oldest one may be cut short and is dropped (and
+        # with closed_only one more is fetched for the forming bucket that may be left out).
+        fetch = limit if ratio == 1 else (limit + 1 + int(closed_only)) * ratio
         until, bound = ("", ()) if before is None else (" AND ts < %s", (_naive_utc(before),))
         rows = await self.db.fetchall(
             f"{_SELECT_BARS} WHERE symbol = %s AND timeframe = %s{until} ORDER BY ts DESC LIMIT %s",
             (symbol, source.value, *bound, fetch),
         )
-        return _newest_of(bars_frame(rows[::-1]), timeframe, source, limit, fetch, closed_only)
-
-    async def latest_bars_many(
-        self,
-        timeframe: Timeframe,
-        sources: Mapping[str, Timeframe],
-        limit: int,
-        *,
-        closed_only: bool = False,
-    ) -> dict[str, pd.DataFrame]:
-        """latest_bars(symbol, timeframe, limit, closed_only=…, source=sources[symbol]) of many
-        symbols: LATEST_READ_CHUNK series to a statement (their reads joined by UNION ALL, each
-        still a range of the primary key) and each statement's rows turned into arrays at once.
-        A cold start reads ~30,000 series; a query and a frame built from tuples per series
-        were ~55 % of its main thread (py-spy, docs/benchmarks.md item 10)."""
-        if limit <= 0:
-            raise BadParameterError("limit must be a positive number of bars", field="limit")
-        series = list(sources.items())
-        found: dict[str, pd.DataFrame] = {}
-        for start in range(0, len(series), LATEST_READ_CHUNK):
-            chunk = series[start : start + LATEST_READ_CHUNK]
-            fetches = [_base_bars_to_fetch(limit, timeframe, src, closed_only) for _, src in chunk]
-            part = (
-                f"(SELECT %s, {SELECT_BAR_VALUES} FROM bars WHERE symbol = %s AND timeframe = %s"
-                " ORDER BY ts DESC LIMIT %s)"
-            )
-            params: list[object] = []
-            for (symbol, source), fetch in zip(chunk, fetches, strict=True):
-                params += [symbol, symbol, source.value, fetch]
-            rows = await self.db.fetchall(" UNION ALL ".join([part] * len(chunk)), tuple(params))
-            position = {symbol: k for k, (symbol, _) in enumerate(chunk)}
-            owners = np.fromiter((position[r[0]] for r in rows), np.int64, len(rows))
-            times = pd.to_datetime([r[1] for r in rows]).to_numpy()
-            values = np.fromiter(  # ~2x faster than numpy.array over the row tuples
-                itertools.chain.from_iterable(r[2:] for r in rows), np.float64, 5 * len(rows)
-            ).reshape(len(rows), 5)
-            # A union's rows come in no promised order: by series, then time.
-            order = np.lexsort((times, owners))
-            owners, times, values = owners[order], times[order], values[order]
-            bounds = np.searchsorted(owners, np.arange(len(chunk) + 1))
-            for k, ((symbol, source), fetch) in enumerate(zip(chunk, fetches, strict=True)):
-                begin, end = bounds[k], bounds[k + 1]
-                index = pd.DatetimeIndex(times[begin:end], name="ts").tz_localize("UTC")
-                frame = pd.DataFrame(values[begin:end], index=index, columns=OHLCV)
-                found[symbol] = _newest_of(frame, timeframe, source, limit, fetch, closed_only)
-        return found
+        frame = bars_frame(rows[::-1])
+        if ratio == 1:
+            return frame
+        resampled = resample_bars(frame, timeframe, complete_only=closed_only, base=source)
+        if len(rows) == fetch:
+            resampled = resampled.iloc[1:]
+        return resampled.iloc[-limit:]
 
     async def bars_between(
         self,

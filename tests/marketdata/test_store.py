@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from orchestrator.ingest.writer import write_bars
-from orchestrator.marketdata import store as store_module
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore, SymbolInfo, UnknownSymbolError
 from orchestrator.marketdata.timeframes import (
@@ -106,32 +105,6 @@ async def test_many_series_read_at_once_equal_each_read_alone(
         assert many[symbol].times.tolist() == (alone.index.as_unit("s").asi8).tolist()
         assert many[symbol].values.tolist() == alone.to_numpy().tolist()
     assert len(many["AAAUSD"].times) > 0
-
-
-@pytest.mark.parametrize("closed_only", [False, True])
-@pytest.mark.parametrize("timeframe", [Timeframe.M5, Timeframe.M15, Timeframe.H1])
-async def test_the_newest_bars_of_many_series_equal_each_read_alone(
-    clean_db: Database, timeframe: Timeframe, closed_only: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A cold start's seed reads: several series to a statement (two statements here), each
-    series' frame the one latest_bars gives it, a forming bucket, a short series and a symbol
-    without bars included."""
-    counts = {"AAAUSD": 100, "BBBUSD": 64, "CCCUSD": 3, "DDDUSD": 0}
-    for symbol, count in counts.items():
-        if count:
-            await _load(clean_db, symbol, count)
-    monkeypatch.setattr(store_module, "LATEST_READ_CHUNK", 3)
-    store = BarStore(clean_db)
-    sources = dict.fromkeys(counts, Timeframe.M5)
-    many = await store.latest_bars_many(timeframe, sources, 5, closed_only=closed_only)
-    assert list(many) == list(counts)
-    for symbol in counts:
-        alone = await store.latest_bars(
-            symbol, timeframe, 5, closed_only=closed_only, source=Timeframe.M5
-        )
-        pd.testing.assert_frame_equal(many[symbol], alone)
-    assert len(many["AAAUSD"]) == 5
-    assert many["DDDUSD"].empty
 
 
 async def test_symbols_and_last_bar_times(clean_db: Database) -> None:
