@@ -30,7 +30,7 @@ from orchestrator.inference.snapshots import SavedState, spec_digest
 from orchestrator.marketdata.calendars import CalendarStore
 from orchestrator.marketdata.resample import resample_bars
 from orchestrator.marketdata.sessions import TradingWeek, infer_week, shared_week
-from orchestrator.marketdata.store import BarStore, bars_frame
+from orchestrator.marketdata.store import BarArrays, BarStore, bars_frame
 from orchestrator.marketdata.timeframes import Timeframe
 
 INLINE_UPDATES = 16  # fewer incremental updates than this run on the loop (a thread hop costs more)
@@ -342,19 +342,14 @@ class FeatureStates:
         reads = asyncio.Semaphore(READS_IN_FLIGHT)
         seeding_slots = asyncio.Semaphore(self._seeder.processes if pooled else 1)
 
-        async def read(key: FeatureKey) -> tuple[int, pd.DataFrame]:
+        async def read(key: FeatureKey) -> tuple[int, BarArrays]:
             async with reads:
                 revision = self._series.revision(key)  # before the read: a correction reseeds
-                bars = await store.latest_bars(
-                    key[0],
-                    key[1],
-                    seed_bars(spec),
-                    closed_only=True,
-                    source=self._series.source(key),
-                )
+                source = self._series.source(key) or await store.source_timeframe(*key)
+                bars = await store.latest_bar_arrays(*key, seed_bars(spec), source=source)
                 return revision, bars
 
-        async def seed(batch: list[tuple[FeatureKey, int, pd.DataFrame]]) -> None:
+        async def seed(batch: list[tuple[FeatureKey, int, BarArrays]]) -> None:
             try:
                 seeded = await self._seeder.seed([bars for _, _, bars in batch], spec, pooled)
             except Exception as exc:
@@ -368,7 +363,9 @@ class FeatureStates:
                     continue
                 self._by_key[key] = _State(spec, features, revision)
                 week = weeks.get(key[0])
-                self.weeks[key] = week or infer_week(pd.DatetimeIndex(bars.index), key[1])
+                if week is None:
+                    week = infer_week(pd.to_datetime(bars.times, unit="s", utc=True), key[1])
+                self.weeks[key] = week
                 self.stats.seeds += 1
                 ready[key] = features
 
@@ -380,7 +377,7 @@ class FeatureStates:
                 answers = await asyncio.gather(
                     *(read(key) for key in chunk), return_exceptions=True
                 )
-                batch: list[tuple[FeatureKey, int, pd.DataFrame]] = []
+                batch: list[tuple[FeatureKey, int, BarArrays]] = []
                 for key, answer in zip(chunk, answers, strict=True):
                     if isinstance(answer, BaseException):
                         results[key] = answer

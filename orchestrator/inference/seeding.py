@@ -27,12 +27,12 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import msgspec
-import pandas as pd
 
 from orchestrator.features.incremental import IncrementalFeatures
 from orchestrator.features.seed_batch import Seeded, seed_states
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference.snapshots import spec_digest
+from orchestrator.marketdata.store import BarArrays
 
 log = logging.getLogger("orchestrator.barclose")
 
@@ -58,11 +58,15 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="seeding-parent-watch", daemon=True).start()
 
 
-def _seed_in_worker(digest: str, spec_json: bytes, frames: list[pd.DataFrame]) -> list[Seeded]:
+def _seed_arrays(bars: list[BarArrays], spec: FeatureSpec) -> list[Seeded]:
+    return seed_states([series.frame() for series in bars], spec)
+
+
+def _seed_in_worker(digest: str, spec_json: bytes, bars: list[BarArrays]) -> list[Seeded]:
     spec = _worker_specs.get(digest)
     if spec is None:
         spec = _worker_specs[digest] = msgspec.json.decode(spec_json, type=FeatureSpec)
-    return seed_states(frames, spec)
+    return _seed_arrays(bars, spec)
 
 
 class Seeder:
@@ -76,12 +80,12 @@ class Seeder:
         """Whether a sweep with this many seeds sends them to the worker processes."""
         return self.processes > 1 and seeds >= POOL_MIN_SEEDS
 
-    async def seed(
-        self, frames: list[pd.DataFrame], spec: FeatureSpec, pooled: bool
-    ) -> list[Seeded]:
-        """seed_states(frames, spec), in a worker process when `pooled`, else in a thread."""
+    async def seed(self, bars: list[BarArrays], spec: FeatureSpec, pooled: bool) -> list[Seeded]:
+        """seed_states of the bars' frames, in a worker process when `pooled`, else in a thread.
+        Arrays cross to the workers, not frames: pickling 256 frames a batch took the feeder
+        thread a seventh of a cold start's samples, competing with the event loop."""
         if not pooled:
-            return await asyncio.to_thread(seed_states, frames, spec)
+            return await asyncio.to_thread(_seed_arrays, bars, spec)
         digest, spec_json = self._encode(spec)
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
@@ -94,11 +98,11 @@ class Seeder:
         pool = self._pool
         try:
             seeded: list[Seeded] = await asyncio.get_running_loop().run_in_executor(
-                pool, _seed_in_worker, digest, spec_json, frames
+                pool, _seed_in_worker, digest, spec_json, bars
             )
         except BrokenProcessPool:
             self._broken(pool)
-            return await asyncio.to_thread(seed_states, frames, spec)
+            return await asyncio.to_thread(_seed_arrays, bars, spec)
         self._pool_seeded = True
         for state in seeded:
             if isinstance(state, IncrementalFeatures):

@@ -22,6 +22,7 @@ from orchestrator.features.online import NotEnoughHistoryError, required_bars, s
 from orchestrator.features.spec import FeatureSpec
 from orchestrator.inference import seeding
 from orchestrator.inference.seeding import POOL_MIN_SEEDS, Seeder
+from orchestrator.marketdata.store import BarArrays
 from tests.conftest import until
 from tests.features.test_incremental import random_bars
 
@@ -53,7 +54,9 @@ async def test_a_worker_seeds_what_a_thread_seeds_and_a_dead_pool_is_replaced(
     series = [random_bars(seed_bars(spec), 100.0, seed=s) for s in (1, 2, 3)]
     short = random_bars(required_bars(spec) - 1, 100.0, seed=5)
     try:
-        states = await seeder.seed([*series, short], spec, pooled=True)
+        states = await seeder.seed(
+            [BarArrays.of(bars) for bars in (*series, short)], spec, pooled=True
+        )
         for bars, state in zip(series, states, strict=False):
             _same_state(state, IncrementalFeatures.seed(bars, spec))
             assert isinstance(state, IncrementalFeatures)
@@ -66,11 +69,11 @@ async def test_a_worker_seeds_what_a_thread_seeds_and_a_dead_pool_is_replaced(
         # The batch that meets the broken pool still answers (in a thread); the next one
         # starts a new pool.
         _same_state(
-            (await seeder.seed(series[:1], spec, pooled=True))[0],
+            (await seeder.seed([BarArrays.of(series[0])], spec, pooled=True))[0],
             IncrementalFeatures.seed(series[0], spec),
         )
         _same_state(
-            (await seeder.seed(series[1:2], spec, pooled=True))[0],
+            (await seeder.seed([BarArrays.of(series[1])], spec, pooled=True))[0],
             IncrementalFeatures.seed(series[1], spec),
         )
         assert seeder._pool is not None
@@ -92,7 +95,7 @@ async def test_where_workers_cannot_start_seeding_stays_in_a_thread(
     bars = random_bars(seed_bars(spec), 100.0, seed=4)
     try:
         _same_state(
-            (await seeder.seed([bars], spec, pooled=True))[0],
+            (await seeder.seed([BarArrays.of(bars)], spec, pooled=True))[0],
             IncrementalFeatures.seed(bars, spec),
         )
         assert seeder.processes == 1
@@ -104,11 +107,12 @@ async def test_where_workers_cannot_start_seeding_stays_in_a_thread(
 _ENGINE = """
 import asyncio, pathlib, sys
 from orchestrator.inference.seeding import Seeder
+from orchestrator.marketdata.store import BarArrays
 from tests.features.test_incremental import random_bars
 from tests.inference.test_seeding import _spec
 async def main():
     seeder = Seeder(2)
-    await seeder.seed([random_bars(700, 100.0, seed=1)], _spec(), pooled=True)
+    await seeder.seed([BarArrays.of(random_bars(700, 100.0, seed=1))], _spec(), pooled=True)
     pids = " ".join(str(pid) for pid in seeder._pool._processes)
     pathlib.Path(sys.argv[1]).write_text(pids + "\\n")
     await asyncio.sleep(3600)

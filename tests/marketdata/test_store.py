@@ -107,6 +107,25 @@ async def test_many_series_read_at_once_equal_each_read_alone(
     assert len(many["AAAUSD"].times) > 0
 
 
+@pytest.mark.parametrize("timeframe", [Timeframe.M5, Timeframe.H1])
+async def test_the_newest_bars_as_arrays_are_the_frame_latest_bars_gives(
+    clean_db: Database, timeframe: Timeframe
+) -> None:
+    """A cold start's seed read: stored bars as numbers (open times counted by MariaDB), and
+    resampled ones through the frame; both the frame latest_bars gives, value for value."""
+    await _load(clean_db, "AAAUSD", 12 * 5 + 4)  # five full hours and a forming one
+    store = BarStore(clean_db)
+    for limit in (3, 500):
+        arrays = await store.latest_bar_arrays("AAAUSD", timeframe, limit, source=Timeframe.M5)
+        frame = await store.latest_bars(
+            "AAAUSD", timeframe, limit, closed_only=True, source=Timeframe.M5
+        )
+        pd.testing.assert_frame_equal(arrays.frame(), frame, check_freq=False)
+    none = await store.latest_bar_arrays("BBBUSD", timeframe, 3, source=Timeframe.M5)
+    assert len(none.times) == 0
+    assert none.values.shape == (0, 5)
+
+
 async def test_symbols_and_last_bar_times(clean_db: Database) -> None:
     await _load(clean_db, "AAAUSD", 10)
     await _load(clean_db, "BBBUSD", 20)
