@@ -11,6 +11,7 @@ from orchestrator.features.online import NotEnoughHistoryError
 from orchestrator.inference.client import ModelServiceUnavailableError
 from orchestrator.inference.poller import (
     CLOCK_MARGIN_S,
+    FULL_SCAN_BUSY_S,
     FULL_SCAN_S,
     RETRY_S,
     SAME_SECOND_RESCAN_S,
@@ -81,6 +82,9 @@ def test_a_backlogged_engine_rescans_a_seen_second_once_it_is_over() -> None:
     assert not scan_due(second, second, during - 0.2, mono, during, mono + 0.5, busy=True)
     assert scan_due(second, second, over - 0.1, mono, over, mono + 0.6, busy=True)
     assert not scan_due(second, second, over, mono, over + 2.0, mono + 2.0, busy=True)
+    # The scan whatever UPDATE_TIME says waits longer too.
+    assert not scan_due(second, second, over, mono, over + 9.0, mono + FULL_SCAN_S, busy=True)
+    assert scan_due(second, second, over, mono, over + 9.0, mono + FULL_SCAN_BUSY_S, busy=True)
 
 
 class _Engine:
