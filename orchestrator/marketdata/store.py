@@ -36,6 +36,7 @@ _OHLCV_AS_DOUBLES = (
 )
 SELECT_BAR_VALUES = f"ts, {_OHLCV_AS_DOUBLES}"
 _SELECT_BARS = f"SELECT {SELECT_BAR_VALUES} FROM bars"
+DIVES_PER_STATEMENT = 500  # newest/oldest-bar dives joined by UNION ALL (BarStore._dives)
 _UPSERT_BARS = (
     "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
@@ -193,21 +194,36 @@ class BarStore:
         )
         out = {(r[0], _TIMEFRAMES[r[1]]): r[2].replace(tzinfo=UTC) for r in rows if r[2]}
         extra = [key for key in others if key not in out]
-        for start in range(0, len(extra), 500):
-            chunk = extra[start : start + 500]
-            # MAX(ts) of a constant series is read off the primary key while the statement is
-            # planned; `ORDER BY ts DESC LIMIT 1` with constants is costed over both indexes
-            # first, ~1 ms a part: 0.52 s per 500 series against 0.03 s (10,000 symbols with
-            # their 15m and 1h bars stored: ~20 s of MariaDB per poll, bench-scale
-            # --native-bars). The base query above is correlated, where it is the other way
-            # round (MAX: 15.7 s for 10,000 symbols, ORDER BY: 0.08 s).
-            dive = "SELECT %s, %s, (SELECT MAX(ts) FROM bars WHERE symbol = %s AND timeframe = %s)"
+        out.update(await self._dives("MAX", extra))
+        return out
+
+    async def _dives(
+        self, aggregate: str, series: Sequence[tuple[str, Timeframe]]
+    ) -> dict[tuple[str, Timeframe], datetime]:
+        """MAX(ts) or MIN(ts) of each (symbol, timeframe), DIVES_PER_STATEMENT series to a
+        statement; series without bars are left out. On constants the aggregate is read off the
+        primary key while the statement is planned: `ORDER BY ts DESC LIMIT 1` is costed over
+        both indexes first, ~1 ms a part (0.52 s per 500 series against 0.03 s: with 10,000
+        symbols' 15m and 1h bars stored, ~20 s of MariaDB per poll, bench-scale --native-bars),
+        and `GROUP BY symbol` over an IN list is a loose index scan only while MariaDB's
+        estimate says so (a 10,000 x 3 cold start read 17 M rows that way, 20 s of the server).
+        (The correlated query of the symbols' base series in last_bar_times is the other way
+        round: MAX 15.7 s for 10,000 symbols, ORDER BY 0.08 s.)"""
+        found: dict[tuple[str, Timeframe], datetime] = {}
+        dive = (
+            f"SELECT %s, %s, (SELECT {aggregate}(ts) FROM bars"
+            " WHERE symbol = %s AND timeframe = %s)"
+        )
+        for start in range(0, len(series), DIVES_PER_STATEMENT):
+            chunk = series[start : start + DIVES_PER_STATEMENT]
             params: list[str] = []
             for symbol, timeframe in chunk:
                 params += [symbol, timeframe.value, symbol, timeframe.value]
-            found = await self.db.fetchall(" UNION ALL ".join([dive] * len(chunk)), tuple(params))
-            out.update({(r[0], _TIMEFRAMES[r[1]]): r[2].replace(tzinfo=UTC) for r in found if r[2]})
-        return out
+            rows = await self.db.fetchall(" UNION ALL ".join([dive] * len(chunk)), tuple(params))
+            found.update(
+                {(r[0], _TIMEFRAMES[r[1]]): r[2].replace(tzinfo=UTC) for r in rows if r[2]}
+            )
+        return found
 
     async def stored_series(self) -> set[tuple[str, Timeframe]]:
         """Every (symbol, timeframe) with stored bars: one scan of the index (seconds on a big
@@ -229,17 +245,12 @@ class BarStore:
     async def first_bar_times(
         self, timeframe: Timeframe, symbols: Sequence[str]
     ) -> dict[str, datetime]:
-        """Oldest stored `timeframe` bar of each of many symbols, in one query (a loose index
-        scan of the primary key); symbols without bars are left out."""
+        """Oldest stored `timeframe` bar of each of many symbols, a primary-key dive each (500
+        to a statement); symbols without bars are left out."""
         if not symbols:
             return {}
-        marks = ",".join(["%s"] * len(symbols))
-        rows = await self.db.fetchall(
-            f"SELECT symbol, MIN(ts) FROM bars WHERE timeframe = %s AND symbol IN ({marks})"
-            " GROUP BY symbol",
-            (timeframe.value, *symbols),
-        )
-        return {str(r[0]): r[1].replace(tzinfo=UTC) for r in rows if r[1] is not None}
+        first = await self._dives("MIN", [(symbol, timeframe) for symbol in symbols])
+        return {symbol: moment for (symbol, _), moment in first.items()}
 
     async def first_bar_time(self, symbol: str) -> datetime | None:
         """Oldest stored bar of a symbol at any timeframe (None: no bars)."""

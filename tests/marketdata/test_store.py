@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.ingest.writer import write_bars
+from orchestrator.marketdata import store as store_module
 from orchestrator.marketdata.db import Database
 from orchestrator.marketdata.store import BarStore, SymbolInfo, UnknownSymbolError
 from orchestrator.marketdata.timeframes import (
@@ -134,6 +135,28 @@ async def test_symbols_and_last_bar_times(clean_db: Database) -> None:
     last = await store.last_bar_times()
     assert last[("AAAUSD", Timeframe.M5)] == (START + pd.Timedelta(minutes=45)).to_pydatetime()
     assert last[("BBBUSD", Timeframe.M5)] == (START + pd.Timedelta(minutes=95)).to_pydatetime()
+
+
+async def test_first_bar_times_are_each_series_oldest_bar(
+    clean_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One primary-key dive per series, several statements (two dives each here); a symbol
+    without bars at that timeframe is left out."""
+    await _load(clean_db, "AAAUSD", 10)
+    await write_bars(
+        clean_db,
+        _bars("BBBUSD", 5, START + pd.Timedelta(hours=1)),
+        {"BBBUSD": SymbolInfo("BBBUSD", "crypto", 0.01, Timeframe.M5)},
+        show_progress=False,
+    )
+    monkeypatch.setattr(store_module, "DIVES_PER_STATEMENT", 2)
+    store = BarStore(clean_db)
+    first = await store.first_bar_times(Timeframe.M5, ["AAAUSD", "BBBUSD", "CCCUSD"])
+    assert first == {
+        "AAAUSD": START.to_pydatetime(),
+        "BBBUSD": (START + pd.Timedelta(hours=1)).to_pydatetime(),
+    }
+    assert await store.first_bar_times(Timeframe.H1, ["AAAUSD"]) == {}
 
 
 async def test_prices_round_trip_exactly(clean_db: Database) -> None:
