@@ -472,7 +472,7 @@ async def run(args: Any) -> Json:
                     f"{cold['feature_seeds']:,} states seeded, {cold['predicted']:,} predicted)"
                 )
                 if args.cold_only:
-                    results["sizes"][str(n)] = {"cold": cold, "rss_mb": replicas.rss_mb()}
+                    results["sizes"][str(n)] = {"cold": cold}
                     continue
                 await wait_idle(roots + replicas.pids)
                 profile = RESULTS_DIR / f"scale_profile_n{n}.txt"

@@ -10,7 +10,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -36,7 +36,7 @@ _OHLCV_AS_DOUBLES = (
 )
 SELECT_BAR_VALUES = f"ts, {_OHLCV_AS_DOUBLES}"
 _SELECT_BARS = f"SELECT {SELECT_BAR_VALUES} FROM bars"
-DIVES_PER_STATEMENT = 500  # newest/oldest-bar dives joined by UNION ALL (BarStore._dives)
+DIVES_PER_STATEMENT = 500  # newest/oldest-bar dives per UNION ALL (BarStore.bar_time_dives)
 _UPSERT_BARS = (
     "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
@@ -194,11 +194,11 @@ class BarStore:
         )
         out = {(r[0], _TIMEFRAMES[r[1]]): r[2].replace(tzinfo=UTC) for r in rows if r[2]}
         extra = [key for key in others if key not in out]
-        out.update(await self._dives("MAX", extra))
+        out.update(await self.bar_time_dives("MAX", extra))
         return out
 
-    async def _dives(
-        self, aggregate: str, series: Sequence[tuple[str, Timeframe]]
+    async def bar_time_dives(
+        self, aggregate: Literal["MAX", "MIN"], series: Sequence[tuple[str, Timeframe]]
     ) -> dict[tuple[str, Timeframe], datetime]:
         """MAX(ts) or MIN(ts) of each (symbol, timeframe), DIVES_PER_STATEMENT series to a
         statement; series without bars are left out. On constants the aggregate is read off the
@@ -249,7 +249,7 @@ class BarStore:
         to a statement); symbols without bars are left out."""
         if not symbols:
             return {}
-        first = await self._dives("MIN", [(symbol, timeframe) for symbol in symbols])
+        first = await self.bar_time_dives("MIN", [(symbol, timeframe) for symbol in symbols])
         return {symbol: moment for (symbol, _), moment in first.items()}
 
     async def first_bar_time(self, symbol: str) -> datetime | None:
@@ -350,13 +350,13 @@ class BarStore:
         stored series is read as numbers only (open times as epoch seconds, counted by MariaDB)
         into one array: a cold start reads ~30,000 series of ~700 bars, and turning the rows'
         datetimes and tuples into a frame per series was a third of its main thread (py-spy,
-        docs/benchmarks.md item 10), twice what the query cost."""
+        docs/benchmarks.md item 11), twice what the query cost."""
         if source != timeframe:  # resampled: the frame's way
             frame = await self.latest_bars(
                 symbol, timeframe, limit, closed_only=True, source=source
             )
             return BarArrays.of(frame)
-        if limit <= 0:
+        if limit <= 0:  # as latest_bars says it
             raise BadParameterError("limit must be a positive number of bars", field="limit")
         rows = await self.db.fetchall(
             f"SELECT TIMESTAMPDIFF(SECOND, '1970-01-01', ts), {_OHLCV_AS_DOUBLES} FROM bars"
@@ -454,10 +454,8 @@ class BarStore:
         before = int(np.searchsorted(bars.times, end))
         times, values = bars.times[:before], bars.values[:before]
         if source != timeframe and len(times):
-            index = pd.to_datetime(times, unit="s", utc=True)
-            frame = resample_bars(pd.DataFrame(values, index, OHLCV), timeframe)
-            times = pd.DatetimeIndex(frame.index).as_unit("s").asi8
-            values = frame.to_numpy(np.float64)
+            resampled = resample_bars(BarArrays(times, values).frame(), timeframe)
+            times, values = BarArrays.of(resampled)
         after = int(np.searchsorted(times, start))
         return BarArrays(times[after:], values[after:])
 

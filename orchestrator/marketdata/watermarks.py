@@ -10,29 +10,18 @@ bar-close poller scans every series at once with BarStore.last_bar_times.)
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 
 from orchestrator.marketdata.db import Database
+from orchestrator.marketdata.store import BarStore
 from orchestrator.marketdata.timeframes import Timeframe
 
 StoredKey = tuple[str, Timeframe]  # (symbol, timeframe the bars are stored at)
-MAX_KEYS_PER_QUERY = 200
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None else None
 
 
 async def _read(db: Database, keys: list[StoredKey]) -> dict[StoredKey, datetime | None]:
-    found: dict[StoredKey, datetime | None] = dict.fromkeys(keys)
-    for start in range(0, len(keys), MAX_KEYS_PER_QUERY):
-        chunk = keys[start : start + MAX_KEYS_PER_QUERY]
-        one = "SELECT %s, %s, MAX(ts) FROM bars WHERE symbol = %s AND timeframe = %s"
-        sql = " UNION ALL ".join([one] * len(chunk))
-        params = [p for symbol, tf in chunk for p in (symbol, tf.value, symbol, tf.value)]
-        for symbol, tf, newest in await db.fetchall(sql, params):
-            found[(symbol, Timeframe(tf))] = _utc(newest)
-    return found
+    newest = await BarStore(db).bar_time_dives("MAX", keys)
+    return {key: newest.get(key) for key in keys}
 
 
 class WatermarkReader:
